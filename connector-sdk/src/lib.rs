@@ -1,0 +1,109 @@
+//! The Rust connector SDK: implement [`SourceConnector`] or [`SinkConnector`] and their tasks,
+//! list them in a [`Plugin`], and call [`serve`] (or [`main`]). The SDK speaks the connector
+//! protocol (`proto/sluice/connector/v1`): handshake, describe, validate, plan, source and sink
+//! streams with credits and acknowledgements, heartbeats, and exit when the worker goes away.
+
+mod config;
+pub mod data;
+mod serve;
+mod task;
+
+pub use config::{Config, ConfigDefBuilder};
+pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
+pub use sluice_proto::connector::v1 as proto;
+pub use task::{
+    SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+};
+
+use std::sync::Arc;
+
+/// What every connector class declares: its names, its configuration and how it splits work.
+pub trait Connector: Send + Sync + 'static {
+    /// The name users put in `connector.class`.
+    fn class_name(&self) -> &'static str;
+    /// Other accepted names (short names, Kafka Connect class names).
+    fn aliases(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn version(&self) -> &'static str {
+        ""
+    }
+    fn documentation(&self) -> &'static str {
+        ""
+    }
+    /// The configuration keys this connector understands.
+    fn config_defs(&self) -> Vec<proto::ConfigDef>;
+    /// Checks a configuration; the default checks presence and types against [`Connector::config_defs`].
+    fn validate(&self, config: &Config) -> Vec<proto::FieldError> {
+        config.validate_against(&self.config_defs())
+    }
+    /// Splits the connector configuration into at most `max_tasks` task configurations.
+    fn plan(&self, config: &Config, max_tasks: usize) -> Result<Vec<Config>, TaskError> {
+        let _ = max_tasks;
+        Ok(vec![config.clone()])
+    }
+}
+
+/// A connector that brings data from an external system into Kafka.
+pub trait SourceConnector: Connector {
+    fn task(&self) -> Box<dyn SourceTask>;
+}
+
+/// A connector that writes Kafka records to an external system.
+pub trait SinkConnector: Connector {
+    fn task(&self) -> Box<dyn SinkTask>;
+}
+
+/// One connector class offered by a plugin.
+#[derive(Clone)]
+pub enum ConnectorEntry {
+    Source(Arc<dyn SourceConnector>),
+    Sink(Arc<dyn SinkConnector>),
+}
+
+impl ConnectorEntry {
+    fn info(&self) -> &dyn Connector {
+        match self {
+            ConnectorEntry::Source(c) => c.as_ref() as &dyn Connector,
+            ConnectorEntry::Sink(c) => c.as_ref() as &dyn Connector,
+        }
+    }
+
+    fn matches(&self, class: &str) -> bool {
+        let info = self.info();
+        info.class_name() == class || info.aliases().contains(&class)
+    }
+}
+
+/// An executable's inventory: the connector classes it serves.
+#[derive(Clone)]
+pub struct Plugin {
+    pub name: String,
+    pub version: String,
+    pub connectors: Vec<ConnectorEntry>,
+}
+
+impl Plugin {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Plugin {
+            name: name.into(),
+            version: version.into(),
+            connectors: Vec::new(),
+        }
+    }
+
+    pub fn source(mut self, connector: impl SourceConnector) -> Self {
+        self.connectors
+            .push(ConnectorEntry::Source(Arc::new(connector)));
+        self
+    }
+
+    pub fn sink(mut self, connector: impl SinkConnector) -> Self {
+        self.connectors.push(ConnectorEntry::Sink(Arc::new(connector)));
+        self
+    }
+
+    fn find(&self, class: &str) -> Option<&ConnectorEntry> {
+        self.connectors.iter().find(|c| c.matches(class))
+    }
+}

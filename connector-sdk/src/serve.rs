@@ -1,0 +1,593 @@
+//! The server side of the connector protocol: one gRPC service on a Unix socket that drives the
+//! plugin's connectors and tasks.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::connector_server::{ConnectorServer, Connector as ConnectorRpc};
+use crate::proto::{self, sink_request, sink_response, source_request, source_response};
+use crate::task::{SinkTaskContext, SourceTaskContext};
+use crate::{Config, ConnectorEntry, Plugin, SourceRecord, TaskError};
+
+/// Environment variable naming the Unix socket the connector must serve on.
+pub const ENV_SOCKET: &str = "SLUICE_CONNECTOR_SOCKET";
+/// Environment variable listing the protocol versions the worker speaks, comma-separated.
+pub const ENV_PROTOCOL_VERSIONS: &str = "SLUICE_PROTOCOL_VERSIONS";
+
+/// Largest message either side accepts; records are never split below this.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest number of records the SDK asks a source task for in one poll.
+const MAX_POLL_RECORDS: u64 = 4096;
+/// Features this SDK implements (none beyond the v1 baseline yet).
+const FEATURES: &[&str] = &[];
+
+/// Sets up logging to stderr and a runtime, serves `plugin`, and exits the process.
+pub fn main(plugin: Plugin) -> ! {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(serve(plugin)) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Serves `plugin` on the socket named by [`ENV_SOCKET`] until the worker calls `Shutdown` or
+/// goes away (its end of our stdin closes).
+pub async fn serve(plugin: Plugin) -> anyhow::Result<()> {
+    let socket = std::env::var(ENV_SOCKET).with_context(|| {
+        format!("{ENV_SOCKET} is not set: this program is a Sluice connector, started by a worker")
+    })?;
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("bind connector socket {socket}"))?;
+    exit_with_parent();
+
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let service = Service {
+        plugin: Arc::new(plugin),
+        shutdown: shutdown_tx,
+    };
+    let server = ConnectorServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(server)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serve connector protocol")?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The worker holds the write end of our stdin; when it closes, the worker is gone (even after
+/// SIGKILL), and a connector must not outlive its worker.
+fn exit_with_parent() {
+    let spawned = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(|| {
+            let mut sink = std::io::sink();
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut sink);
+            tracing::info!("worker went away (stdin closed); exiting");
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for the worker's exit: {e}");
+    }
+}
+
+struct Service {
+    plugin: Arc<Plugin>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Service {
+    fn entry(&self, class: &str) -> Result<&ConnectorEntry, Status> {
+        self.plugin.find(class).ok_or_else(|| {
+            Status::not_found(format!(
+                "plugin {} has no connector class {class:?}",
+                self.plugin.name
+            ))
+        })
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ConnectorRpc for Service {
+    async fn handshake(
+        &self,
+        request: Request<proto::HandshakeRequest>,
+    ) -> Result<Response<proto::HandshakeResponse>, Status> {
+        let request = request.into_inner();
+        let version = proto::PROTOCOL_VERSIONS
+            .iter()
+            .filter(|v| request.protocol_versions.contains(v))
+            .max()
+            .copied()
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "no common protocol version: worker speaks {:?}, connector speaks {:?}",
+                    request.protocol_versions,
+                    proto::PROTOCOL_VERSIONS
+                ))
+            })?;
+        let features = request
+            .features
+            .into_iter()
+            .filter(|f| FEATURES.contains(&f.as_str()))
+            .collect();
+        let connectors = self
+            .plugin
+            .connectors
+            .iter()
+            .map(|entry| {
+                let info = entry.info();
+                proto::ConnectorClass {
+                    class_name: info.class_name().to_string(),
+                    aliases: info.aliases().iter().map(|a| a.to_string()).collect(),
+                    r#type: match entry {
+                        ConnectorEntry::Source(_) => proto::ConnectorType::Source,
+                        ConnectorEntry::Sink(_) => proto::ConnectorType::Sink,
+                    } as i32,
+                    version: info.version().to_string(),
+                    documentation: info.documentation().to_string(),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::HandshakeResponse {
+            protocol_version: version,
+            features,
+            plugin: Some(proto::PluginInfo {
+                name: self.plugin.name.clone(),
+                version: self.plugin.version.clone(),
+                connectors,
+            }),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<proto::DescribeRequest>,
+    ) -> Result<Response<proto::DescribeResponse>, Status> {
+        let entry = self.entry(&request.get_ref().connector_class)?;
+        Ok(Response::new(proto::DescribeResponse {
+            configs: entry.info().config_defs(),
+        }))
+    }
+
+    async fn validate(
+        &self,
+        request: Request<proto::ValidateRequest>,
+    ) -> Result<Response<proto::ValidateResponse>, Status> {
+        let request = request.into_inner();
+        let entry = self.entry(&request.connector_class)?;
+        let config: Config = request.config.into_iter().collect();
+        Ok(Response::new(proto::ValidateResponse {
+            errors: entry.info().validate(&config),
+        }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<proto::PlanRequest>,
+    ) -> Result<Response<proto::PlanResponse>, Status> {
+        let request = request.into_inner();
+        let entry = self.entry(&request.connector_class)?;
+        let config: Config = request.config.into_iter().collect();
+        let max_tasks = request.max_tasks.max(1) as usize;
+        let mut tasks = entry
+            .info()
+            .plan(&config, max_tasks)
+            .map_err(|e| Status::invalid_argument(e.message))?;
+        tasks.truncate(max_tasks);
+        Ok(Response::new(proto::PlanResponse {
+            tasks: tasks
+                .into_iter()
+                .map(|c| proto::TaskConfig {
+                    config: c.into_map().into_iter().collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<proto::HeartbeatRequest>,
+    ) -> Result<Response<proto::HeartbeatResponse>, Status> {
+        Ok(Response::new(proto::HeartbeatResponse {
+            nonce: request.get_ref().nonce,
+        }))
+    }
+
+    type SourceStream = BoxStream<proto::SourceResponse>;
+
+    async fn source(
+        &self,
+        request: Request<Streaming<proto::SourceRequest>>,
+    ) -> Result<Response<Self::SourceStream>, Status> {
+        let mut incoming = request.into_inner();
+        let open = match incoming.message().await? {
+            Some(proto::SourceRequest {
+                kind: Some(source_request::Kind::Open(open)),
+            }) => open,
+            _ => return Err(Status::invalid_argument("a source stream must start with open")),
+        };
+        let ConnectorEntry::Source(connector) = self.entry(&open.connector_class)? else {
+            return Err(Status::invalid_argument(format!(
+                "{} is not a source connector",
+                open.connector_class
+            )));
+        };
+        let task = connector.task();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run_source(task, open, incoming, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SinkStream = BoxStream<proto::SinkResponse>;
+
+    async fn sink(
+        &self,
+        request: Request<Streaming<proto::SinkRequest>>,
+    ) -> Result<Response<Self::SinkStream>, Status> {
+        let mut incoming = request.into_inner();
+        let open = match incoming.message().await? {
+            Some(proto::SinkRequest {
+                kind: Some(sink_request::Kind::Open(open)),
+            }) => open,
+            _ => return Err(Status::invalid_argument("a sink stream must start with open")),
+        };
+        let ConnectorEntry::Sink(connector) = self.entry(&open.connector_class)? else {
+            return Err(Status::invalid_argument(format!(
+                "{} is not a sink connector",
+                open.connector_class
+            )));
+        };
+        let task = connector.task();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run_sink(task, open, incoming, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn shutdown(
+        &self,
+        _request: Request<proto::ShutdownRequest>,
+    ) -> Result<Response<proto::ShutdownResponse>, Status> {
+        let _ = self.shutdown.send(true);
+        // Streams still open would hold the server; the worker has already closed them, and
+        // a hard deadline keeps a stuck task from keeping the process alive.
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            tracing::warn!("shutdown deadline passed; exiting");
+            std::process::exit(0);
+        });
+        Ok(Response::new(proto::ShutdownResponse {}))
+    }
+}
+
+/// Flow-control state of one source stream, shared between the request reader and the driver.
+#[derive(Default)]
+struct SourceFlow {
+    records: AtomicU64,
+    bytes: AtomicI64,
+    acked: AtomicU64,
+    stop: AtomicBool,
+    closed: AtomicBool,
+    wake: Notify,
+}
+
+impl SourceFlow {
+    fn can_send(&self) -> bool {
+        self.records.load(Ordering::Acquire) > 0 && self.bytes.load(Ordering::Acquire) > 0
+    }
+}
+
+async fn read_source_requests(mut incoming: Streaming<proto::SourceRequest>, flow: Arc<SourceFlow>) {
+    loop {
+        match incoming.message().await {
+            Ok(Some(request)) => match request.kind {
+                Some(source_request::Kind::Credit(credit)) => {
+                    flow.records.fetch_add(credit.records, Ordering::AcqRel);
+                    let bytes = i64::try_from(credit.bytes).unwrap_or(i64::MAX);
+                    flow.bytes.fetch_add(bytes, Ordering::AcqRel);
+                }
+                Some(source_request::Kind::Ack(ack)) => {
+                    flow.acked.fetch_max(ack.batch_seq, Ordering::AcqRel);
+                }
+                Some(source_request::Kind::Stop(_)) => flow.stop.store(true, Ordering::Release),
+                Some(source_request::Kind::Open(_)) | None => {
+                    tracing::warn!("ignoring unexpected message on a source stream");
+                }
+            },
+            Ok(None) | Err(_) => {
+                flow.closed.store(true, Ordering::Release);
+                flow.stop.store(true, Ordering::Release);
+                flow.wake.notify_one();
+                return;
+            }
+        }
+        flow.wake.notify_one();
+    }
+}
+
+type Sender<T> = mpsc::Sender<Result<T, Status>>;
+
+async fn send_source(tx: &Sender<proto::SourceResponse>, kind: source_response::Kind) -> bool {
+    tx.send(Ok(proto::SourceResponse { kind: Some(kind) }))
+        .await
+        .is_ok()
+}
+
+async fn run_source(
+    mut task: Box<dyn crate::SourceTask>,
+    open: proto::SourceOpen,
+    incoming: Streaming<proto::SourceRequest>,
+    tx: Sender<proto::SourceResponse>,
+) {
+    let flow = Arc::new(SourceFlow::default());
+    let reader = tokio::spawn(read_source_requests(incoming, flow.clone()));
+    let ctx = SourceTaskContext {
+        connector_name: open.connector_name,
+        task_id: open.task_id,
+        config: open.config.into_iter().collect(),
+        positions: open
+            .positions
+            .into_iter()
+            .map(|p| (p.partition, p.offset))
+            .collect(),
+    };
+    let result = match task.start(ctx).await {
+        Ok(()) => {
+            if send_source(&tx, source_response::Kind::Opened(proto::SourceOpened {})).await {
+                drive_source(task.as_mut(), &flow, &tx).await
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(()) => task.stop().await,
+        Err(e) => {
+            let _ = task.stop().await;
+            Err(e)
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!("source task failed: {e}");
+        send_source(&tx, source_response::Kind::Error(e.into_proto())).await;
+    }
+    reader.abort();
+}
+
+/// Positions of one sent batch, awaiting the worker's acknowledgement.
+struct PendingBatch {
+    seq: u64,
+    positions: Vec<(Arc<str>, String)>,
+}
+
+async fn drive_source(
+    task: &mut dyn crate::SourceTask,
+    flow: &SourceFlow,
+    tx: &Sender<proto::SourceResponse>,
+) -> Result<(), TaskError> {
+    let mut seq = 0u64;
+    let mut pending: VecDeque<PendingBatch> = VecDeque::new();
+    while !flow.stop.load(Ordering::Acquire) {
+        commit_acked(task, flow, &mut pending).await?;
+        if !flow.can_send() {
+            flow.wake.notified().await;
+            continue;
+        }
+        let max = flow.records.load(Ordering::Acquire).min(MAX_POLL_RECORDS) as usize;
+        let records = task.poll(max).await?;
+        if records.is_empty() {
+            continue;
+        }
+        if records.len() > max {
+            return Err(TaskError::fatal(format!(
+                "poll returned {} records when asked for at most {max}",
+                records.len()
+            )));
+        }
+        seq += 1;
+        let (batch, positions, bytes) = encode_batch(seq, records);
+        flow.records
+            .fetch_sub(batch.records.len() as u64, Ordering::AcqRel);
+        flow.bytes.fetch_sub(bytes as i64, Ordering::AcqRel);
+        pending.push_back(PendingBatch { seq, positions });
+        if !send_source(tx, source_response::Kind::Batch(batch)).await {
+            return Ok(());
+        }
+    }
+    if flow.closed.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // Asked to stop: everything polled is sent; report the last batch and wait for its ack so
+    // the task hears of every commit before it stops.
+    if !send_source(
+        tx,
+        source_response::Kind::Stopped(proto::SourceStopped { last_batch_seq: seq }),
+    )
+    .await
+    {
+        return Ok(());
+    }
+    while flow.acked.load(Ordering::Acquire) < seq && !flow.closed.load(Ordering::Acquire) {
+        flow.wake.notified().await;
+    }
+    commit_acked(task, flow, &mut pending).await
+}
+
+async fn commit_acked(
+    task: &mut dyn crate::SourceTask,
+    flow: &SourceFlow,
+    pending: &mut VecDeque<PendingBatch>,
+) -> Result<(), TaskError> {
+    let acked = flow.acked.load(Ordering::Acquire);
+    if pending.front().is_none_or(|b| b.seq > acked) {
+        return Ok(());
+    }
+    let mut latest: HashMap<Arc<str>, String> = HashMap::new();
+    while let Some(batch) = pending.front() {
+        if batch.seq > acked {
+            break;
+        }
+        if let Some(batch) = pending.pop_front() {
+            latest.extend(batch.positions);
+        }
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let positions: Vec<_> = latest.into_iter().collect();
+    task.commit(&positions).await
+}
+
+/// Builds the wire batch, interning source partitions; returns it with the batch's last offset
+/// per partition and its encoded size.
+fn encode_batch(
+    seq: u64,
+    records: Vec<SourceRecord>,
+) -> (proto::SourceBatch, Vec<(Arc<str>, String)>, usize) {
+    let mut partitions: Vec<Arc<str>> = Vec::new();
+    let mut last_offsets: Vec<Option<String>> = Vec::new();
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let index = record.source_partition.map(|p| {
+            let found = partitions
+                .iter()
+                .rposition(|q| Arc::ptr_eq(q, &p) || **q == *p);
+            let index = found.unwrap_or_else(|| {
+                partitions.push(p);
+                last_offsets.push(None);
+                partitions.len() - 1
+            });
+            if let Some(offset) = &record.source_offset {
+                last_offsets[index] = Some(offset.clone());
+            }
+            index as u32
+        });
+        out.push(proto::SourceRecord {
+            partition: index,
+            offset: record.source_offset.unwrap_or_default(),
+            topic: record.topic,
+            kafka_partition: record.kafka_partition,
+            key: Some(record.key),
+            value: Some(record.value),
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms,
+        });
+    }
+    let positions = partitions
+        .iter()
+        .zip(last_offsets)
+        .filter_map(|(p, o)| o.map(|o| (p.clone(), o)))
+        .collect();
+    let batch = proto::SourceBatch {
+        seq,
+        partitions: partitions.iter().map(|p| p.to_string()).collect(),
+        records: out,
+    };
+    let bytes = batch.encoded_len();
+    (batch, positions, bytes)
+}
+
+async fn send_sink(tx: &Sender<proto::SinkResponse>, kind: sink_response::Kind) -> bool {
+    tx.send(Ok(proto::SinkResponse { kind: Some(kind) }))
+        .await
+        .is_ok()
+}
+
+async fn run_sink(
+    mut task: Box<dyn crate::SinkTask>,
+    open: proto::SinkOpen,
+    mut incoming: Streaming<proto::SinkRequest>,
+    tx: Sender<proto::SinkResponse>,
+) {
+    let ctx = SinkTaskContext {
+        connector_name: open.connector_name,
+        task_id: open.task_id,
+        config: open.config.into_iter().collect(),
+    };
+    let mut result = task.start(ctx).await;
+    if result.is_ok() && send_sink(&tx, sink_response::Kind::Opened(proto::SinkOpened {})).await {
+        result = drive_sink(task.as_mut(), &mut incoming, &tx).await;
+    }
+    let stopped = task.stop().await;
+    match result.and(stopped) {
+        Ok(()) => {
+            send_sink(&tx, sink_response::Kind::Stopped(proto::SinkStopped {})).await;
+        }
+        Err(e) => {
+            tracing::error!("sink task failed: {e}");
+            send_sink(&tx, sink_response::Kind::Error(e.into_proto())).await;
+        }
+    }
+}
+
+async fn drive_sink(
+    task: &mut dyn crate::SinkTask,
+    incoming: &mut Streaming<proto::SinkRequest>,
+    tx: &Sender<proto::SinkResponse>,
+) -> Result<(), TaskError> {
+    while let Some(request) = incoming.next().await {
+        let Ok(request) = request else {
+            return Ok(());
+        };
+        let reply = match request.kind {
+            Some(sink_request::Kind::Batch(batch)) => {
+                task.put(batch.records).await?;
+                sink_response::Kind::Ack(proto::SinkBatchAck { seq: batch.seq })
+            }
+            Some(sink_request::Kind::Flush(flush)) => {
+                let offsets = task.flush(flush.offsets).await?;
+                sink_response::Kind::Flushed(proto::FlushResponse {
+                    flush_id: flush.flush_id,
+                    offsets,
+                })
+            }
+            Some(sink_request::Kind::Stop(_)) => return Ok(()),
+            Some(sink_request::Kind::Open(_)) | None => {
+                tracing::warn!("ignoring unexpected message on a sink stream");
+                continue;
+            }
+        };
+        if !send_sink(tx, reply).await {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The task traits connector authors implement, and the errors they return.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::proto::{self, Data, Header, TopicPartitionOffset};
+use crate::Config;
+
+/// A task failure. `retriable` failures are worth a restart; fatal ones need a new configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    pub message: String,
+    pub trace: String,
+    pub retriable: bool,
+}
+
+impl TaskError {
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TaskError {
+            message: message.into(),
+            trace: String::new(),
+            retriable: false,
+        }
+    }
+
+    pub fn retriable(message: impl Into<String>) -> Self {
+        TaskError {
+            retriable: true,
+            ..TaskError::fatal(message)
+        }
+    }
+
+    pub(crate) fn into_proto(self) -> proto::TaskError {
+        proto::TaskError {
+            message: self.message,
+            trace: self.trace,
+            retriable: self.retriable,
+        }
+    }
+}
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> Self {
+        TaskError::retriable(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> Self {
+        TaskError {
+            message: format!("{e:#}"),
+            trace: format!("{e:?}"),
+            retriable: false,
+        }
+    }
+}
+
+/// What a source task starts with.
+#[derive(Clone, Debug)]
+pub struct SourceTaskContext {
+    pub connector_name: String,
+    pub task_id: u32,
+    pub config: Config,
+    /// Committed offsets by source partition, both as JSON text.
+    pub positions: HashMap<String, String>,
+}
+
+impl SourceTaskContext {
+    /// The committed offset of `partition` (a JSON object, as the task wrote it), if any.
+    pub fn offset(&self, partition: &str) -> Option<serde_json::Value> {
+        self.positions
+            .get(partition)
+            .and_then(|o| serde_json::from_str(o).ok())
+    }
+}
+
+/// A record produced by a source task.
+#[derive(Clone, Debug, Default)]
+pub struct SourceRecord {
+    /// The source partition (a JSON object as text); share one `Arc` across records.
+    pub source_partition: Option<Arc<str>>,
+    /// The source offset (a JSON object as text) reached once this record is committed.
+    pub source_offset: Option<String>,
+    pub topic: String,
+    pub kafka_partition: Option<i32>,
+    pub key: Data,
+    pub value: Data,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A running source task. The SDK calls `poll` only while the worker has granted credit, and
+/// never cancels a `poll` in progress, so a poll may own its progress without extra bookkeeping.
+#[async_trait]
+pub trait SourceTask: Send + 'static {
+    async fn start(&mut self, ctx: SourceTaskContext) -> Result<(), TaskError>;
+
+    /// Up to `max_records` new records; an empty vector when there is nothing yet. When idle,
+    /// return within about a second so that stops are seen promptly.
+    async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError>;
+
+    /// Positions (partition, offset) that are now durable in Kafka and committed.
+    async fn commit(&mut self, positions: &[(Arc<str>, String)]) -> Result<(), TaskError> {
+        let _ = positions;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// What a sink task starts with.
+#[derive(Clone, Debug)]
+pub struct SinkTaskContext {
+    pub connector_name: String,
+    pub task_id: u32,
+    pub config: Config,
+}
+
+/// A running sink task.
+#[async_trait]
+pub trait SinkTask: Send + 'static {
+    async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError>;
+
+    /// Takes a batch of records; they need not be durable before `flush`.
+    async fn put(&mut self, records: Vec<proto::SinkRecord>) -> Result<(), TaskError>;
+
+    /// Makes everything put so far durable and returns the offsets that are safe to commit
+    /// (Kafka Connect's `preCommit`); the default returns `offsets` after nothing.
+    async fn flush(
+        &mut self,
+        offsets: Vec<TopicPartitionOffset>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        Ok(offsets)
+    }
+
+    async fn stop(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! Datagen: deterministic records of a configured size, count, rate and key cardinality, each
+//! carrying its task and sequence number so that tests can count loss and duplicates; plus a
+//! null sink that discards what it is given, for benchmarks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sluice_connector_sdk::proto::{ConfigDef, ConfigType, FieldError, Importance, SinkRecord};
+use sluice_connector_sdk::{
+    data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
+    SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+};
+
+const TOPIC: &str = "topic";
+const RECORD_SIZE: &str = "record.size";
+const COUNT: &str = "count";
+const RATE: &str = "rate";
+const KEY_CARDINALITY: &str = "key.cardinality";
+/// Set by `plan` on each task: its index and the number of tasks.
+const TASK_INDEX: &str = "datagen.task";
+const TASK_COUNT: &str = "datagen.tasks";
+
+/// The `datagen` plugin: DatagenSource and NullSink.
+pub fn plugin() -> Plugin {
+    Plugin::new("datagen", env!("CARGO_PKG_VERSION"))
+        .source(DatagenSource)
+        .sink(NullSink)
+}
+
+/// The value datagen writes for `(task, seq)`, exactly `size` bytes when `size` allows:
+/// `"<task>:<seq>:"` followed by deterministic padding.
+pub fn record_value(task: u32, seq: u64, size: usize) -> String {
+    let mut value = format!("{task}:{seq}:");
+    let pad = size.saturating_sub(value.len());
+    value.extend((0..pad).map(|i| (b'a' + ((seq as usize + i) % 26) as u8) as char));
+    value
+}
+
+/// Parses a value written by [`record_value`] into `(task, seq)`.
+pub fn parse_value(value: &str) -> Option<(u32, u64)> {
+    let mut parts = value.splitn(3, ':');
+    let task = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((task, seq))
+}
+
+pub struct DatagenSource;
+
+impl Connector for DatagenSource {
+    fn class_name(&self) -> &'static str {
+        "DatagenSource"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec!["Datagen", "sluice.DatagenSource"]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Generates deterministic, sequence-numbered records"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        vec![
+            ConfigDefBuilder::new(TOPIC, ConfigType::String)
+                .importance(Importance::High)
+                .doc("The topic to write to")
+                .build(),
+            ConfigDefBuilder::new(RECORD_SIZE, ConfigType::Int)
+                .default_value("100")
+                .doc("Size of each value in bytes")
+                .build(),
+            ConfigDefBuilder::new(COUNT, ConfigType::Long)
+                .default_value("0")
+                .doc("Records to generate across all tasks; 0 for no end")
+                .build(),
+            ConfigDefBuilder::new(RATE, ConfigType::Double)
+                .default_value("0")
+                .doc("Records per second across all tasks; 0 for as fast as possible")
+                .build(),
+            ConfigDefBuilder::new(KEY_CARDINALITY, ConfigType::Long)
+                .default_value("1000")
+                .doc("Number of distinct keys; 0 for null keys")
+                .build(),
+        ]
+    }
+
+    fn validate(&self, config: &Config) -> Vec<FieldError> {
+        let mut errors = config.validate_against(&self.config_defs());
+        for key in [RECORD_SIZE, COUNT, KEY_CARDINALITY] {
+            if config.parse_or::<i64>(key, 0).is_ok_and(|v| v < 0) {
+                errors.push(FieldError {
+                    name: key.into(),
+                    message: "must not be negative".into(),
+                });
+            }
+        }
+        if config.parse_or::<f64>(RATE, 0.0).is_ok_and(|v| v < 0.0 || !v.is_finite()) {
+            errors.push(FieldError {
+                name: RATE.into(),
+                message: "must be a non-negative number".into(),
+            });
+        }
+        errors
+    }
+
+    fn plan(&self, config: &Config, max_tasks: usize) -> Result<Vec<Config>, TaskError> {
+        let count: u64 = config.parse_or(COUNT, 0)?;
+        let rate: f64 = config.parse_or(RATE, 0.0)?;
+        let tasks = max_tasks.max(1) as u64;
+        Ok((0..tasks)
+            .map(|i| {
+                let mut task = config.clone();
+                task.set(TASK_INDEX, i.to_string());
+                task.set(TASK_COUNT, tasks.to_string());
+                if count > 0 {
+                    task.set(COUNT, (count / tasks + u64::from(i < count % tasks)).to_string());
+                }
+                task.set(RATE, (rate / tasks as f64).to_string());
+                task
+            })
+            .collect())
+    }
+}
+
+impl SourceConnector for DatagenSource {
+    fn task(&self) -> Box<dyn SourceTask> {
+        Box::new(DatagenTask::default())
+    }
+}
+
+#[derive(Default)]
+struct DatagenTask {
+    topic: String,
+    task: u32,
+    tasks: u64,
+    size: usize,
+    /// Records this task generates in all; `None` for no end.
+    count: Option<u64>,
+    rate: f64,
+    cardinality: u64,
+    partition: Option<Arc<str>>,
+    next_seq: u64,
+    started: Option<(Instant, u64)>,
+}
+
+#[async_trait]
+impl SourceTask for DatagenTask {
+    async fn start(&mut self, ctx: SourceTaskContext) -> Result<(), TaskError> {
+        let config = &ctx.config;
+        self.topic = config.required(TOPIC)?.to_string();
+        self.task = config.parse_or(TASK_INDEX, ctx.task_id)?;
+        self.tasks = config.parse_or(TASK_COUNT, 1)?;
+        self.size = config.parse_or(RECORD_SIZE, 100)?;
+        self.count = Some(config.parse_or(COUNT, 0u64)?).filter(|&c| c > 0);
+        self.rate = config.parse_or(RATE, 0.0)?;
+        self.cardinality = config.parse_or(KEY_CARDINALITY, 1000)?;
+        let partition = serde_json::json!({ "datagen.task": self.task }).to_string();
+        if let Some(offset) = ctx.offset(&partition) {
+            let last = offset.get("seq").and_then(|s| s.as_u64()).ok_or_else(|| {
+                TaskError::fatal(format!("stored offset {offset} has no seq"))
+            })?;
+            self.next_seq = last + 1;
+        }
+        self.partition = Some(partition.into());
+        Ok(())
+    }
+
+    async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError> {
+        let mut n = max_records as u64;
+        if let Some(count) = self.count {
+            n = n.min(count.saturating_sub(self.next_seq));
+            if n == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(Vec::new());
+            }
+        }
+        if self.rate > 0.0 {
+            let (since, first) = *self.started.get_or_insert((Instant::now(), self.next_seq));
+            let allowed = (since.elapsed().as_secs_f64() * self.rate) as u64 + 1;
+            let sent = self.next_seq - first;
+            if allowed <= sent {
+                let wait = Duration::from_secs_f64((sent + 1) as f64 / self.rate)
+                    .saturating_sub(since.elapsed());
+                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+                return Ok(Vec::new());
+            }
+            n = n.min(allowed - sent);
+        }
+        let records = (self.next_seq..self.next_seq + n)
+            .map(|seq| {
+                let key = if self.cardinality == 0 {
+                    data::null()
+                } else {
+                    let k = (seq * self.tasks + u64::from(self.task)) % self.cardinality;
+                    data::string(format!("key-{k}"))
+                };
+                SourceRecord {
+                    source_partition: self.partition.clone(),
+                    source_offset: Some(format!("{{\"seq\":{seq}}}")),
+                    topic: self.topic.clone(),
+                    key,
+                    value: data::string(record_value(self.task, seq, self.size)),
+                    ..SourceRecord::default()
+                }
+            })
+            .collect();
+        self.next_seq += n;
+        Ok(records)
+    }
+}
+
+/// Discards every record; flushes succeed at once.
+pub struct NullSink;
+
+impl Connector for NullSink {
+    fn class_name(&self) -> &'static str {
+        "NullSink"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec!["sluice.NullSink"]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Discards records; for benchmarks"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        Vec::new()
+    }
+}
+
+impl SinkConnector for NullSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(NullSinkTask)
+    }
+}
+
+struct NullSinkTask;
+
+#[async_trait]
+impl SinkTask for NullSinkTask {
+    async fn start(&mut self, _ctx: SinkTaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    async fn put(&mut self, _records: Vec<SinkRecord>) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_have_the_configured_size_and_parse_back() {
+        let v = record_value(2, 12345, 100);
+        assert_eq!(v.len(), 100);
+        assert_eq!(parse_value(&v), Some((2, 12345)));
+        assert_eq!(record_value(0, 1, 100), record_value(0, 1, 100));
+    }
+
+    #[test]
+    fn plan_splits_count_and_rate() {
+        let config = Config::from([("topic", "t"), ("count", "10"), ("rate", "30")]);
+        let tasks = DatagenSource.plan(&config, 3).unwrap();
+        let counts: Vec<_> = tasks.iter().map(|t| t.get("count").unwrap()).collect();
+        assert_eq!(counts, ["4", "3", "3"]);
+        assert_eq!(tasks[1].get("rate"), Some("10"));
+        assert_eq!(tasks[2].get(TASK_INDEX), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn task_generates_its_count_and_resumes_after_the_committed_seq() {
+        let config = Config::from([("topic", "t"), ("count", "5")]);
+        let mut ctx = SourceTaskContext {
+            connector_name: "d".into(),
+            task_id: 0,
+            config,
+            positions: Default::default(),
+        };
+        let mut task = DatagenTask::default();
+        task.start(ctx.clone()).await.unwrap();
+        assert_eq!(task.poll(3).await.unwrap().len(), 3);
+        assert_eq!(task.poll(10).await.unwrap().len(), 2);
+        assert!(task.poll(10).await.unwrap().is_empty());
+
+        ctx.positions
+            .insert("{\"datagen.task\":0}".into(), "{\"seq\":2}".into());
+        let mut resumed = DatagenTask::default();
+        resumed.start(ctx).await.unwrap();
+        let records = resumed.poll(10).await.unwrap();
+        let seqs: Vec<_> = records
+            .iter()
+            .map(|r| parse_value(&data::to_text(&r.value).unwrap()).unwrap().1)
+            .collect();
+        assert_eq!(seqs, [3, 4]);
+    }
+}

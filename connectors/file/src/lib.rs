@@ -1,0 +1,345 @@
+//! File connectors with Kafka's FileStreamSource/FileStreamSink configuration: the source
+//! follows a growing file like `tail -f` and resumes at its byte position; the sink appends
+//! one line per record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_connector_sdk::proto::{ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset};
+use sluice_connector_sdk::{
+    data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
+    SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+};
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+const FILE: &str = "file";
+const TOPIC: &str = "topic";
+const BATCH_SIZE: &str = "batch.size";
+const DEFAULT_BATCH_SIZE: usize = 2000;
+/// How long an idle poll waits before returning nothing.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The `file` plugin: FileStreamSource and FileStreamSink.
+pub fn plugin() -> Plugin {
+    Plugin::new("file", env!("CARGO_PKG_VERSION"))
+        .source(FileStreamSource)
+        .sink(FileStreamSink)
+}
+
+pub struct FileStreamSource;
+
+impl Connector for FileStreamSource {
+    fn class_name(&self) -> &'static str {
+        "FileStreamSource"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec![
+            "org.apache.kafka.connect.file.FileStreamSourceConnector",
+            "FileStreamSourceConnector",
+        ]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Reads lines of a file into a topic, following it as it grows"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        vec![
+            ConfigDefBuilder::new(FILE, ConfigType::String)
+                .importance(Importance::High)
+                .doc("Source filename")
+                .build(),
+            ConfigDefBuilder::new(TOPIC, ConfigType::String)
+                .importance(Importance::High)
+                .doc("The topic to publish data to")
+                .build(),
+            ConfigDefBuilder::new(BATCH_SIZE, ConfigType::Int)
+                .default_value("2000")
+                .importance(Importance::Low)
+                .doc("The maximum number of records the source task can read from the file each time it is polled")
+                .build(),
+        ]
+    }
+
+    fn validate(&self, config: &Config) -> Vec<sluice_connector_sdk::proto::FieldError> {
+        let mut errors = config.validate_against(&self.config_defs());
+        if let Ok(n) = config.parse_or::<i32>(BATCH_SIZE, 1) {
+            if n < 1 {
+                errors.push(sluice_connector_sdk::proto::FieldError {
+                    name: BATCH_SIZE.into(),
+                    message: format!("invalid value {n}: must be at least 1"),
+                });
+            }
+        }
+        if config.get(TOPIC).is_some_and(|t| t.contains(',')) {
+            errors.push(sluice_connector_sdk::proto::FieldError {
+                name: TOPIC.into(),
+                message: "must be a single topic, not a list".into(),
+            });
+        }
+        errors
+    }
+}
+
+impl SourceConnector for FileStreamSource {
+    fn task(&self) -> Box<dyn SourceTask> {
+        Box::new(FileSourceTask::default())
+    }
+}
+
+#[derive(Default)]
+struct FileSourceTask {
+    path: String,
+    topic: String,
+    batch_size: usize,
+    partition: Option<Arc<str>>,
+    file: Option<File>,
+    /// File position of `buf[0]`.
+    position: u64,
+    buf: Vec<u8>,
+}
+
+impl FileSourceTask {
+    /// Opens the file at the committed position; a missing file is waited for, like Kafka does.
+    async fn open(&mut self) -> Result<bool, TaskError> {
+        match File::open(&self.path).await {
+            Ok(mut file) => {
+                file.seek(std::io::SeekFrom::Start(self.position)).await?;
+                tracing::info!(file = %self.path, position = self.position, "reading");
+                self.file = Some(file);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %self.path, "file not found, waiting for it to be created");
+                Ok(false)
+            }
+            Err(e) => Err(TaskError::retriable(format!("open {}: {e}", self.path))),
+        }
+    }
+
+    /// Takes complete lines from the buffer, up to `max` records in all.
+    fn take_lines(&mut self, max: usize, out: &mut Vec<SourceRecord>) {
+        let mut start = 0;
+        while out.len() < max {
+            let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let end = start + nl;
+            let mut line = &self.buf[start..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let offset = self.position + end as u64 + 1;
+            out.push(SourceRecord {
+                source_partition: self.partition.clone(),
+                source_offset: Some(format!("{{\"position\":{offset}}}")),
+                topic: self.topic.clone(),
+                value: data::string(String::from_utf8_lossy(line).into_owned()),
+                ..SourceRecord::default()
+            });
+            start = end + 1;
+        }
+        self.buf.drain(..start);
+        self.position += start as u64;
+    }
+}
+
+#[async_trait]
+impl SourceTask for FileSourceTask {
+    async fn start(&mut self, ctx: SourceTaskContext) -> Result<(), TaskError> {
+        self.path = ctx.config.required(FILE)?.to_string();
+        self.topic = ctx.config.required(TOPIC)?.to_string();
+        self.batch_size = ctx.config.parse_or(BATCH_SIZE, DEFAULT_BATCH_SIZE)?.max(1);
+        let partition = serde_json::json!({ "filename": self.path }).to_string();
+        if let Some(offset) = ctx.offset(&partition) {
+            self.position = offset
+                .get("position")
+                .and_then(|p| p.as_u64())
+                .ok_or_else(|| TaskError::fatal(format!("stored offset {offset} has no position")))?;
+        }
+        self.partition = Some(partition.into());
+        Ok(())
+    }
+
+    async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError> {
+        let max = max_records.min(self.batch_size);
+        let mut records = Vec::new();
+        if self.file.is_none() && !self.open().await? {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(records);
+        }
+        loop {
+            self.take_lines(max, &mut records);
+            if records.len() >= max {
+                return Ok(records);
+            }
+            let Some(file) = self.file.as_mut() else {
+                return Ok(records);
+            };
+            let len = self.buf.len();
+            self.buf.resize(len + READ_CHUNK, 0);
+            let n = file.read(&mut self.buf[len..]).await;
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            let n = n.map_err(|e| TaskError::retriable(format!("read {}: {e}", self.path)))?;
+            if n == 0 {
+                if records.is_empty() {
+                    tokio::time::sleep(IDLE_WAIT).await;
+                }
+                return Ok(records);
+            }
+        }
+    }
+}
+
+pub struct FileStreamSink;
+
+impl Connector for FileStreamSink {
+    fn class_name(&self) -> &'static str {
+        "FileStreamSink"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec![
+            "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "FileStreamSinkConnector",
+        ]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Appends the value of each record to a file, one line per record"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        vec![ConfigDefBuilder::new(FILE, ConfigType::String)
+            .importance(Importance::High)
+            .doc("Destination filename")
+            .build()]
+    }
+}
+
+impl SinkConnector for FileStreamSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(FileSinkTask::default())
+    }
+}
+
+#[derive(Default)]
+struct FileSinkTask {
+    path: String,
+    out: Option<BufWriter<File>>,
+}
+
+#[async_trait]
+impl SinkTask for FileSinkTask {
+    async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
+        self.path = ctx.config.required(FILE)?.to_string();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await
+            .map_err(|e| TaskError::retriable(format!("open {}: {e}", self.path)))?;
+        self.out = Some(BufWriter::with_capacity(256 * 1024, file));
+        Ok(())
+    }
+
+    async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(TaskError::fatal("put before start"));
+        };
+        for record in &records {
+            let text = record.value.as_ref().and_then(data::to_text);
+            out.write_all(text.as_deref().unwrap_or("null").as_bytes())
+                .await?;
+            out.write_all(b"\n").await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        offsets: Vec<TopicPartitionOffset>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        if let Some(out) = self.out.as_mut() {
+            out.flush().await?;
+            out.get_ref().sync_data().await?;
+        }
+        Ok(offsets)
+    }
+
+    async fn stop(&mut self) -> Result<(), TaskError> {
+        if let Some(out) = self.out.as_mut() {
+            out.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn source_reads_lines_and_resumes_at_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "a\r\nbb\nccc").unwrap();
+        let config = Config::from([("file", path.to_str().unwrap()), ("topic", "t")]);
+        let ctx = SourceTaskContext {
+            connector_name: "c".into(),
+            task_id: 0,
+            config: config.clone(),
+            positions: Default::default(),
+        };
+        let mut task = FileSourceTask::default();
+        task.start(ctx.clone()).await.unwrap();
+        let records = task.poll(10).await.unwrap();
+        let lines: Vec<_> = records
+            .iter()
+            .map(|r| data::to_text(&r.value).unwrap().into_owned())
+            .collect();
+        assert_eq!(lines, ["a", "bb"]);
+        let last = records.last().unwrap();
+        assert_eq!(last.source_offset.as_deref(), Some("{\"position\":6}"));
+
+        // The partial line is emitted once completed, and a restart resumes after "a".
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all_sync(b"\n");
+        let records = task.poll(10).await.unwrap();
+        assert_eq!(data::to_text(&records[0].value).unwrap(), "ccc");
+
+        let partition = last.source_partition.clone().unwrap().to_string();
+        let mut resumed = FileSourceTask::default();
+        let mut ctx = ctx;
+        ctx.positions
+            .insert(partition, "{\"position\":3}".to_string());
+        resumed.start(ctx).await.unwrap();
+        let records = resumed.poll(1).await.unwrap();
+        assert_eq!(data::to_text(&records[0].value).unwrap(), "bb");
+    }
+
+    trait WriteAllSync {
+        fn write_all_sync(self, bytes: &[u8]);
+    }
+
+    impl WriteAllSync for std::fs::File {
+        fn write_all_sync(mut self, bytes: &[u8]) {
+            std::io::Write::write_all(&mut self, bytes).unwrap();
+        }
+    }
+}
