@@ -1,1 +1,149 @@
-fn main(){}
+//! The `sluice` binary: parses arguments and calls into the worker or a built-in connector.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice_worker::process::PluginCommand;
+use sluice_worker::standalone::{self, ConfigErrors, StandaloneOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Moves data between external systems and Apache Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs connectors from files, like connect-standalone.
+    Standalone {
+        /// Worker configuration (.properties).
+        worker: PathBuf,
+        /// Connector configurations (.properties, or .json in the REST API's shape).
+        #[arg(required = true)]
+        connectors: Vec<PathBuf>,
+        /// Seconds between progress lines; 0 for none.
+        #[arg(long, default_value_t = 5.0)]
+        progress_interval: f64,
+    },
+    /// Runs an embedded Kafka (librdkafka's mock cluster) in this process until stopped, and
+    /// prints `bootstrap.servers=HOST:PORT` on standard output.
+    DevKafka {
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+        /// Topics to create first, as NAME or NAME:PARTITIONS (default 1 partition).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
+    /// Serves a built-in connector plugin over the connector protocol (started by workers).
+    #[command(hide = true)]
+    Connector { plugin: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Connector { plugin } = &cli.command {
+        let plugin = match plugin.as_str() {
+            "file" => sluice_connector_file::plugin(),
+            "datagen" => sluice_connector_datagen::plugin(),
+            other => {
+                eprintln!("error: no built-in connector plugin named {other:?}");
+                return ExitCode::from(2);
+            }
+        };
+        sluice_connector_sdk::main(plugin);
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<ConfigErrors>() => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    match command {
+        Command::Standalone {
+            worker,
+            connectors,
+            progress_interval,
+        } => {
+            let exe = std::env::current_exe().context("locate the sluice executable")?;
+            let builtin = |name: &str| PluginCommand {
+                program: exe.clone(),
+                args: vec!["connector".into(), name.into()],
+            };
+            let options = StandaloneOptions {
+                worker_file: worker,
+                connector_files: connectors,
+                builtin_plugins: vec![builtin("file"), builtin("datagen")],
+                progress_interval: (progress_interval > 0.0)
+                    .then(|| Duration::from_secs_f64(progress_interval)),
+            };
+            standalone::run(options, shutdown).await
+        }
+        Command::DevKafka { brokers, topics } => {
+            let topics = topics
+                .iter()
+                .map(|t| match t.split_once(':') {
+                    Some((name, n)) => n
+                        .parse()
+                        .map(|n| (name.to_string(), n))
+                        .with_context(|| format!("--topic {t}: partitions must be a number")),
+                    None => Ok((t.clone(), 1)),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let kafka = sluice_worker::embedded::EmbeddedKafka::start(brokers, &topics)?;
+            println!("bootstrap.servers={}", kafka.bootstrap_servers());
+            shutdown.cancelled().await;
+            drop(kafka);
+            Ok(())
+        }
+        Command::Connector { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    shutdown.cancel();
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("sluice: second signal, exiting without draining");
+    std::process::exit(130);
+}

@@ -19,10 +19,7 @@ use crate::proto::{self, sink_request, sink_response, source_request, source_res
 use crate::task::{SinkTaskContext, SourceTaskContext};
 use crate::{Config, ConnectorEntry, Plugin, SourceRecord, TaskError};
 
-/// Environment variable naming the Unix socket the connector must serve on.
-pub const ENV_SOCKET: &str = "SLUICE_CONNECTOR_SOCKET";
-/// Environment variable listing the protocol versions the worker speaks, comma-separated.
-pub const ENV_PROTOCOL_VERSIONS: &str = "SLUICE_PROTOCOL_VERSIONS";
+pub use crate::proto::{ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 
 /// Largest message either side accepts; records are never split below this.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -98,7 +95,7 @@ fn exit_with_parent() {
         .spawn(|| {
             let mut sink = std::io::sink();
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut sink);
-            tracing::info!("worker went away (stdin closed); exiting");
+            tracing::debug!("worker went away (stdin closed); exiting");
             std::process::exit(0);
         });
     if let Err(e) = spawned {

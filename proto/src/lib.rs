@@ -8,6 +8,11 @@ pub mod connector {
 
         /// The protocol versions this build speaks.
         pub const PROTOCOL_VERSIONS: &[u32] = &[1];
+
+        /// Launch contract: the Unix socket path the connector must serve on.
+        pub const ENV_SOCKET: &str = "SLUICE_CONNECTOR_SOCKET";
+        /// Launch contract: the protocol versions the worker speaks, comma-separated.
+        pub const ENV_PROTOCOL_VERSIONS: &str = "SLUICE_PROTOCOL_VERSIONS";
     }
 }
 

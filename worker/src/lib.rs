@@ -1,0 +1,16 @@
+//! The Sluice worker: launches connector processes and runs the data path between them and
+//! Kafka — converters, producers and consumers, offsets, restarts — plus standalone mode.
+
+pub mod config_file;
+pub mod converter;
+pub mod embedded;
+mod json;
+pub mod metrics;
+pub mod offsets;
+pub mod plugins;
+pub mod process;
+pub mod runner;
+pub mod settings;
+mod sink;
+mod source;
+pub mod standalone;

@@ -12,7 +12,7 @@ use sluice_connector_sdk::{
     SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
 };
 use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 const FILE: &str = "file";
 const TOPIC: &str = "topic";
@@ -235,10 +235,28 @@ impl SinkConnector for FileStreamSink {
     }
 }
 
+/// Bytes buffered before a write; writes always end on a record boundary, so a killed
+/// process never leaves half a line behind.
+const SINK_BUFFER: usize = 256 * 1024;
+
 #[derive(Default)]
 struct FileSinkTask {
     path: String,
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl FileSinkTask {
+    async fn write_buffered(&mut self) -> Result<(), TaskError> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(TaskError::fatal("write before start"));
+        };
+        out.write_all(&self.buf)
+            .await
+            .map_err(|e| TaskError::retriable(format!("write {}: {e}", self.path)))?;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -251,19 +269,19 @@ impl SinkTask for FileSinkTask {
             .open(&self.path)
             .await
             .map_err(|e| TaskError::retriable(format!("open {}: {e}", self.path)))?;
-        self.out = Some(BufWriter::with_capacity(256 * 1024, file));
+        self.out = Some(file);
         Ok(())
     }
 
     async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
-        let Some(out) = self.out.as_mut() else {
-            return Err(TaskError::fatal("put before start"));
-        };
         for record in &records {
             let text = record.value.as_ref().and_then(data::to_text);
-            out.write_all(text.as_deref().unwrap_or("null").as_bytes())
-                .await?;
-            out.write_all(b"\n").await?;
+            self.buf
+                .extend_from_slice(text.as_deref().unwrap_or("null").as_bytes());
+            self.buf.push(b'\n');
+        }
+        if self.buf.len() >= SINK_BUFFER {
+            self.write_buffered().await?;
         }
         Ok(())
     }
@@ -272,16 +290,16 @@ impl SinkTask for FileSinkTask {
         &mut self,
         offsets: Vec<TopicPartitionOffset>,
     ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        self.write_buffered().await?;
         if let Some(out) = self.out.as_mut() {
-            out.flush().await?;
-            out.get_ref().sync_data().await?;
+            out.sync_data().await?;
         }
         Ok(offsets)
     }
 
     async fn stop(&mut self) -> Result<(), TaskError> {
-        if let Some(out) = self.out.as_mut() {
-            out.flush().await?;
+        if self.out.is_some() {
+            self.write_buffered().await?;
         }
         Ok(())
     }

@@ -1,0 +1,280 @@
+//! Connector processes: launch an executable with a private Unix socket, connect, handshake,
+//! forward its output to our logs, watch it (exit and heartbeats) and stop it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use hyper_util::rt::TokioIo;
+use sluice_proto::connector::v1::{self as proto, connector_client::ConnectorClient};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest protocol message accepted or sent.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive missed heartbeats after which a connector is deemed hung and killed.
+const HEARTBEAT_MISSES: u32 = 3;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How to start a plugin executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl std::fmt::Display for PluginCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        for arg in &self.args {
+            write!(f, " {arg}")?;
+        }
+        Ok(())
+    }
+}
+
+pub type Client = ConnectorClient<Channel>;
+
+/// A running connector process, connected and past its handshake.
+pub struct ConnectorProcess {
+    pub client: Client,
+    pub plugin: proto::PluginInfo,
+    pub pid: u32,
+    label: String,
+    exited: watch::Receiver<Option<String>>,
+    kill: CancellationToken,
+    stdin: Option<ChildStdin>,
+    // Holds the private socket directory until the process is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl ConnectorProcess {
+    /// Starts `command`, connects to its socket and completes the handshake.
+    pub async fn launch(command: &PluginCommand, label: &str) -> anyhow::Result<ConnectorProcess> {
+        // tempfile creates directories with mode 0700: only this user reaches the socket.
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-")
+            .tempdir()
+            .context("create connector socket directory")?;
+        let socket = dir.path().join("c.sock");
+        let mut child = Command::new(&command.program)
+            .args(&command.args)
+            .env(proto::ENV_SOCKET, &socket)
+            .env(
+                proto::ENV_PROTOCOL_VERSIONS,
+                proto::PROTOCOL_VERSIONS
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C at the terminal reaches the worker only, which
+            // then drains the connector instead of losing it mid-batch.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("start connector executable {command}"))?;
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(connector = label, pid, command = %command, "started connector process");
+        forward_output(&mut child, label);
+        let stdin = child.stdin.take();
+
+        let channel = match connect(&socket, &mut child).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                let _ = child.start_kill();
+                return Err(e.context(format!("connect to connector process {pid} ({command})")));
+            }
+        };
+        let mut client = ConnectorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let handshake = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client.handshake(proto::HandshakeRequest {
+                protocol_versions: proto::PROTOCOL_VERSIONS.to_vec(),
+                features: Vec::new(),
+                worker_version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+        )
+        .await;
+        let response = match handshake {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                let _ = child.start_kill();
+                bail!("handshake with {command} failed: {}", status.message());
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                bail!("handshake with {command} timed out");
+            }
+        };
+        if !proto::PROTOCOL_VERSIONS.contains(&response.protocol_version) {
+            let _ = child.start_kill();
+            bail!(
+                "{command} chose protocol version {}, which this worker does not speak",
+                response.protocol_version
+            );
+        }
+        let plugin = response
+            .plugin
+            .ok_or_else(|| anyhow!("{command} sent no plugin information in its handshake"))?;
+
+        let (exited_tx, exited) = watch::channel(None);
+        let kill = CancellationToken::new();
+        tokio::spawn(supervise(child, client.clone(), kill.clone(), exited_tx, label.to_string()));
+        Ok(ConnectorProcess {
+            client,
+            plugin,
+            pid,
+            label: label.to_string(),
+            exited,
+            kill,
+            stdin,
+            _dir: dir,
+        })
+    }
+
+    /// Resolves when the process has exited or was killed, with the reason.
+    pub async fn exited(&self) -> String {
+        let mut exited = self.exited.clone();
+        let reason = match exited.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "supervisor ended".to_string(),
+        };
+        reason
+    }
+
+    /// Asks the process to exit, then kills it if it has not within the grace period.
+    pub async fn shutdown(mut self) {
+        let mut client = self.client.clone();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.shutdown(proto::ShutdownRequest {}),
+        )
+        .await;
+        self.stdin.take();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.exited()).await.is_err() {
+            tracing::warn!(connector = %self.label, pid = self.pid, "connector process did not exit; killing it");
+        }
+        self.kill.cancel();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.exited()).await;
+    }
+
+    /// Kills the process at once.
+    pub async fn kill(self) {
+        self.kill.cancel();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.exited()).await;
+    }
+}
+
+impl Drop for ConnectorProcess {
+    fn drop(&mut self) {
+        self.kill.cancel();
+    }
+}
+
+async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<Channel> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("connector process exited before serving: {status}");
+        }
+        if UnixStream::connect(socket).await.is_ok() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("connector did not open its socket within {CONNECT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://connector")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .context("open gRPC channel")?;
+    Ok(channel)
+}
+
+/// Logs every line the connector prints; its stdout and stderr are logs only.
+fn forward_output(child: &mut Child, label: &str) {
+    if let Some(stdout) = child.stdout.take() {
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(target: "connector", connector = %label, "{line}");
+            }
+        });
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(target: "connector", connector = %label, "{line}");
+            }
+        });
+    }
+}
+
+/// Owns the child: reports its exit, kills it on request or when it stops answering heartbeats.
+async fn supervise(
+    mut child: Child,
+    mut client: Client,
+    kill: CancellationToken,
+    exited: watch::Sender<Option<String>>,
+    label: String,
+) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misses = 0;
+    let mut nonce = 0u64;
+    let reason = loop {
+        tokio::select! {
+            status = child.wait() => {
+                break match status {
+                    Ok(status) => format!("connector process exited: {status}"),
+                    Err(e) => format!("connector process lost: {e}"),
+                };
+            }
+            _ = kill.cancelled() => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                break "connector process stopped".to_string();
+            }
+            _ = ticker.tick() => {
+                nonce += 1;
+                let beat = tokio::time::timeout(
+                    HEARTBEAT_TIMEOUT,
+                    client.heartbeat(proto::HeartbeatRequest { nonce }),
+                ).await;
+                match beat {
+                    Ok(Ok(r)) if r.get_ref().nonce == nonce => misses = 0,
+                    _ => misses += 1,
+                }
+                if misses >= HEARTBEAT_MISSES {
+                    tracing::error!(connector = %label, "connector stopped answering heartbeats; killing it");
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    break format!("connector missed {HEARTBEAT_MISSES} heartbeats and was killed");
+                }
+            }
+        }
+    };
+    let _ = exited.send(Some(reason));
+}

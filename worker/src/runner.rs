@@ -1,0 +1,192 @@
+//! Runs one connector: its process, its plan, its tasks; restarts the process and the tasks
+//! with exponential backoff when the process dies, stops answering, or a task fails. Tasks
+//! resume from committed positions, so a restart loses nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use rdkafka::config::ClientConfig;
+use sluice_proto::connector::v1::{self as proto, ConnectorType};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::converter::Converter;
+use crate::metrics::Counters;
+use crate::offsets::OffsetStore;
+use crate::process::{ConnectorProcess, PluginCommand};
+use crate::sink::SinkTaskRunner;
+use crate::source::SourceTaskRunner;
+
+const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How long tasks get to drain and commit on a clean stop.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything needed to run a connector, already validated.
+#[derive(Clone)]
+pub struct ConnectorSpec {
+    pub name: String,
+    pub class: String,
+    pub kind: ConnectorType,
+    pub command: PluginCommand,
+    pub tasks_max: u32,
+    pub config: BTreeMap<String, String>,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    pub topics: Vec<String>,
+    pub topics_regex: Option<String>,
+}
+
+/// What every connector on this worker shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub producer_config: ClientConfig,
+    pub consumer_config: ClientConfig,
+    pub offsets: Arc<OffsetStore>,
+    pub flush_interval: Duration,
+}
+
+pub async fn run_connector(
+    spec: ConnectorSpec,
+    ctx: WorkerContext,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_INITIAL;
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        match run_once(&spec, &ctx, &counters, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                if stop.is_cancelled() {
+                    tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
+                    return;
+                }
+                if started.elapsed() > HEALTHY_RUN {
+                    backoff = BACKOFF_INITIAL;
+                }
+                tracing::error!(connector = %spec.name, "connector failed, restarting in {backoff:?}: {e:#}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One life of the connector process. `Ok` means a clean stop.
+async fn run_once(
+    spec: &ConnectorSpec,
+    ctx: &WorkerContext,
+    counters: &Arc<Counters>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    let mut client = process.client.clone();
+    let plan = client
+        .plan(proto::PlanRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+            max_tasks: spec.tasks_max,
+        })
+        .await
+        .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
+        .into_inner();
+    if plan.tasks.is_empty() {
+        bail!("connector planned no tasks");
+    }
+    tracing::info!(connector = %spec.name, pid = process.pid, tasks = plan.tasks.len(), "running");
+
+    let mut consumer_config = ctx.consumer_config.clone();
+    consumer_config.set("group.id", format!("connect-{}", spec.name));
+    let tasks_stop = stop.child_token();
+    let mut tasks = JoinSet::new();
+    for (id, task) in plan.tasks.into_iter().enumerate() {
+        let id = id as u32;
+        let config: BTreeMap<String, String> = task.config.into_iter().collect();
+        let client = process.client.clone();
+        let token = tasks_stop.clone();
+        match spec.kind {
+            ConnectorType::Sink => {
+                let runner = SinkTaskRunner {
+                    connector: spec.name.clone(),
+                    class: spec.class.clone(),
+                    task_id: id,
+                    config,
+                    key_converter: spec.key_converter.clone(),
+                    value_converter: spec.value_converter.clone(),
+                    consumer_config: consumer_config.clone(),
+                    topics: spec.topics.clone(),
+                    topics_regex: spec.topics_regex.clone(),
+                    flush_interval: ctx.flush_interval,
+                    counters: counters.clone(),
+                };
+                tasks.spawn(async move { (id, runner.run(client, token).await) });
+            }
+            _ => {
+                let runner = SourceTaskRunner {
+                    connector: spec.name.clone(),
+                    class: spec.class.clone(),
+                    task_id: id,
+                    config,
+                    key_converter: spec.key_converter.clone(),
+                    value_converter: spec.value_converter.clone(),
+                    producer_config: ctx.producer_config.clone(),
+                    offsets: ctx.offsets.clone(),
+                    counters: counters.clone(),
+                };
+                tasks.spawn(async move { (id, runner.run(client, token).await) });
+            }
+        }
+    }
+
+    let mut failure: Option<anyhow::Error> = None;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = stop_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            reason = process.exited(), if failure.is_none() => {
+                failure = Some(anyhow!("{reason}"));
+                tasks_stop.cancel();
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((id, Err(e)))) => {
+                    if failure.is_none() {
+                        failure = Some(e.context(format!("task {id}")));
+                    }
+                    tasks_stop.cancel();
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow!("task panicked: {e}"));
+                    tasks_stop.cancel();
+                }
+            },
+            _ = stop.cancelled(), if stop_deadline.is_none() => {
+                stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() => {
+                tracing::warn!(connector = %spec.name, "tasks did not stop within {STOP_GRACE:?}; abandoning them");
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(e) => {
+            process.kill().await;
+            Err(e)
+        }
+        None => {
+            process.shutdown().await;
+            Ok(())
+        }
+    }
+}

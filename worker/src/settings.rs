@@ -1,0 +1,297 @@
+//! Typed worker and connector settings read from Kafka Connect configuration files, validated
+//! before anything starts. Errors name the file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config_file::{ConfigError, ConfigFile};
+use crate::converter::Converter;
+
+/// Worker keys Sluice uses.
+const WORKER_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "key.converter",
+    "value.converter",
+    "header.converter",
+    "offset.storage.file.filename",
+    "offset.flush.interval.ms",
+    "plugin.path",
+];
+
+/// Prefixes of worker keys passed on: client overrides and converter settings.
+const WORKER_PREFIXES: &[&str] = &[
+    "producer.",
+    "consumer.",
+    "admin.",
+    "key.converter.",
+    "value.converter.",
+    "header.converter.",
+];
+
+/// Kafka Connect worker keys that mean nothing in standalone Sluice; accepted with a warning so
+/// that existing files keep working.
+const IGNORED_WORKER_KEYS: &[&str] = &[
+    "listeners",
+    "rest.host.name",
+    "rest.port",
+    "rest.advertised.host.name",
+    "rest.advertised.port",
+    "rest.advertised.listener",
+    "client.id",
+    "offset.flush.timeout.ms",
+    "task.shutdown.graceful.timeout.ms",
+    "plugin.discovery",
+    "connector.client.config.override.policy",
+    "internal.key.converter",
+    "internal.value.converter",
+    "config.providers",
+    "metrics.recording.level",
+    "metrics.num.samples",
+    "metrics.sample.window.ms",
+    "metric.reporters",
+    "topic.creation.enable",
+    "exactly.once.source.support",
+];
+
+/// The worker file of `sluice standalone`.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `None`: start an embedded Kafka.
+    pub bootstrap_servers: Option<String>,
+    pub offset_file: Option<PathBuf>,
+    pub offset_flush_interval: Duration,
+    pub plugin_path: Vec<PathBuf>,
+    /// Every key as given, for converter and client settings.
+    pub values: BTreeMap<String, String>,
+}
+
+impl WorkerSettings {
+    pub fn from_file(file: &ConfigFile) -> Result<WorkerSettings, ConfigError> {
+        for key in file.values().keys() {
+            let known = WORKER_KEYS.contains(&key.as_str())
+                || WORKER_PREFIXES.iter().any(|p| key.starts_with(p));
+            if known {
+                continue;
+            }
+            if IGNORED_WORKER_KEYS.contains(&key.as_str()) {
+                tracing::warn!("{}", file.error(key, "not used by a standalone Sluice worker; ignored"));
+                continue;
+            }
+            return Err(file.error(key, "unknown worker configuration key"));
+        }
+        let bootstrap_servers = file
+            .get("bootstrap.servers")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let offset_flush_interval = match file.get("offset.flush.interval.ms") {
+            None => Duration::from_secs(60),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(file.error(
+                        "offset.flush.interval.ms",
+                        format!("invalid value {v:?}: expected a positive number of milliseconds"),
+                    ))
+                }
+            },
+        };
+        let plugin_path = file
+            .get("plugin.path")
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let settings = WorkerSettings {
+            bootstrap_servers,
+            offset_file: file
+                .get("offset.storage.file.filename")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            offset_flush_interval,
+            plugin_path,
+            values: file.values().clone(),
+        };
+        // Fail now, with the location, rather than when the first connector starts.
+        for which in ["key", "value"] {
+            settings.converter(which, file, &BTreeMap::new())?;
+        }
+        Ok(settings)
+    }
+
+    /// The `key` or `value` converter for a connector: the connector's own `*.converter` keys
+    /// win over the worker's. `origin` locates errors.
+    pub fn converter(
+        &self,
+        which: &str,
+        origin: &ConfigFile,
+        connector: &BTreeMap<String, String>,
+    ) -> Result<Converter, ConfigError> {
+        let class_key = format!("{which}.converter");
+        let prefix = format!("{class_key}.");
+        let (class, source) = match connector.get(&class_key) {
+            Some(class) => (class.as_str(), connector),
+            None => (
+                self.values
+                    .get(&class_key)
+                    .map(String::as_str)
+                    .unwrap_or("org.apache.kafka.connect.json.JsonConverter"),
+                &self.values,
+            ),
+        };
+        let settings: BTreeMap<String, String> = source
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        Converter::new(class, &settings).map_err(|(key, message)| {
+            let key = if key.is_empty() { class_key.clone() } else { format!("{prefix}{key}") };
+            origin.error(&key, message)
+        })
+    }
+
+    /// librdkafka settings for every client, plus `producer.`/`consumer.` overrides.
+    pub fn client_overrides(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect()
+    }
+}
+
+/// What the worker itself reads from a connector configuration.
+#[derive(Debug, Clone)]
+pub struct ConnectorSettings {
+    pub name: String,
+    pub class: String,
+    pub tasks_max: u32,
+    /// Sink subscription: a list of topics or a regex.
+    pub topics: Vec<String>,
+    pub topics_regex: Option<String>,
+    /// The whole configuration, as given to the connector.
+    pub values: BTreeMap<String, String>,
+}
+
+impl ConnectorSettings {
+    pub fn from_file(file: &ConfigFile) -> Result<ConnectorSettings, ConfigError> {
+        let required = |key: &str| match file.get(key).map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(ConfigError {
+                file: file.path.clone(),
+                line: None,
+                key: Some(key.to_string()),
+                message: format!("missing required configuration {key:?} which has no default value"),
+            }),
+        };
+        let name = required("name")?;
+        if name.chars().any(char::is_control) {
+            return Err(file.error("name", "must not contain control characters"));
+        }
+        let class = required("connector.class")?;
+        let tasks_max = match file.get("tasks.max") {
+            None => 1,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(file.error(
+                        "tasks.max",
+                        format!("invalid value {v:?}: expected an integer of at least 1"),
+                    ))
+                }
+            },
+        };
+        let topics = file
+            .get("topics")
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let topics_regex = file
+            .get("topics.regex")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        Ok(ConnectorSettings {
+            name,
+            class,
+            tasks_max,
+            topics,
+            topics_regex,
+            values: file.values().clone(),
+        })
+    }
+
+    /// Sink-only checks: exactly one of `topics` and `topics.regex`.
+    pub fn check_sink(&self, file: &ConfigFile) -> Result<(), ConfigError> {
+        match (self.topics.is_empty(), &self.topics_regex) {
+            (true, None) => Err(ConfigError {
+                file: file.path.clone(),
+                line: None,
+                key: Some("topics".into()),
+                message: "a sink connector needs topics or topics.regex".into(),
+            }),
+            (false, Some(_)) => Err(file.error(
+                "topics.regex",
+                "topics and topics.regex are mutually exclusive",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn props(text: &str) -> ConfigFile {
+        ConfigFile::parse_properties(Path::new("w.properties"), text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn kafka_quickstart_worker_file_is_accepted() {
+        let file = props(
+            "bootstrap.servers=localhost:9092\n\
+             key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+             key.converter.schemas.enable=true\nvalue.converter.schemas.enable=true\n\
+             offset.storage.file.filename=/tmp/connect.offsets\noffset.flush.interval.ms=10000\n",
+        );
+        let w = WorkerSettings::from_file(&file).unwrap();
+        assert_eq!(w.bootstrap_servers.as_deref(), Some("localhost:9092"));
+        assert_eq!(w.offset_flush_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn worker_errors_name_line_and_key() {
+        let e = WorkerSettings::from_file(&props("a=1\nbogus.key=2\n")).unwrap_err();
+        assert_eq!(e.to_string(), "w.properties:1: a: unknown worker configuration key");
+        let e = WorkerSettings::from_file(&props("\nvalue.converter=x.Y\n")).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key.as_deref(), Some("value.converter"));
+        let e = WorkerSettings::from_file(&props("offset.flush.interval.ms=soon\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("offset.flush.interval.ms"));
+    }
+
+    #[test]
+    fn connector_framework_keys() {
+        let c = ConnectorSettings::from_file(&props("name=s\nconnector.class=FileStreamSink\ntopics=a, b\n"))
+            .unwrap();
+        assert_eq!(c.topics, ["a", "b"]);
+        assert_eq!(c.tasks_max, 1);
+        let e = ConnectorSettings::from_file(&props("name=s\nconnector.class=X\ntasks.max=0\n"))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "w.properties:3: tasks.max: invalid value \"0\": expected an integer of at least 1");
+        let e = ConnectorSettings::from_file(&props("connector.class=X\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("name"));
+    }
+}

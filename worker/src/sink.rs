@@ -1,0 +1,330 @@
+//! The sink data path of one task: a consumer in group `connect-<name>` polled on its own
+//! thread, records converted and batched, a bounded window of batches to the connector, and
+//! offsets committed only after the connector flushed them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_proto::connector::v1::{self as proto, data, sink_request, sink_response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::converter::Converter;
+use crate::metrics::Counters;
+use crate::process::Client;
+
+const MAX_BATCH_RECORDS: usize = 2048;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long the poller waits to fill a batch once it has a record.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Batches sent to the connector and not yet taken by it.
+const WINDOW: usize = 4;
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+pub struct SinkTaskRunner {
+    pub connector: String,
+    pub class: String,
+    pub task_id: u32,
+    pub config: BTreeMap<String, String>,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    pub consumer_config: ClientConfig,
+    pub topics: Vec<String>,
+    pub topics_regex: Option<String>,
+    pub flush_interval: Duration,
+    pub counters: Arc<Counters>,
+}
+
+/// Records polled and converted, with the next offset per partition they reach.
+struct Polled {
+    records: Vec<proto::SinkRecord>,
+    offsets: Vec<((String, i32), i64)>,
+    bytes: u64,
+}
+
+type Sender = mpsc::Sender<proto::SinkRequest>;
+
+async fn send(tx: &Sender, kind: sink_request::Kind) {
+    let _ = tx.send(proto::SinkRequest { kind: Some(kind) }).await;
+}
+
+impl SinkTaskRunner {
+    pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            self.consumer_config
+                .create()
+                .context("create consumer")?,
+        );
+        let subscription: Vec<String> = match &self.topics_regex {
+            // librdkafka treats a subscription starting with ^ as a regex.
+            Some(regex) if regex.starts_with('^') => vec![regex.clone()],
+            Some(regex) => vec![format!("^{regex}")],
+            None => self.topics.clone(),
+        };
+        let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).context("subscribe")?;
+
+        let polling = Arc::new(AtomicBool::new(true));
+        let (batch_tx, batch_rx) = mpsc::channel(WINDOW);
+        let poller = {
+            let consumer = consumer.clone();
+            let polling = polling.clone();
+            let key = self.key_converter.clone();
+            let value = self.value_converter.clone();
+            tokio::task::spawn_blocking(move || poll_loop(&consumer, &key, &value, &polling, &batch_tx))
+        };
+        let result = self.stream(&mut client, &consumer, batch_rx, &stop).await;
+        polling.store(false, Ordering::Release);
+        let _ = poller.await;
+        result
+    }
+
+    async fn stream(
+        &self,
+        client: &mut Client,
+        consumer: &Arc<BaseConsumer>,
+        mut batches: mpsc::Receiver<anyhow::Result<Polled>>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel(WINDOW + 4);
+        send(
+            &tx,
+            sink_request::Kind::Open(proto::SinkOpen {
+                connector_class: self.class.clone(),
+                connector_name: self.connector.clone(),
+                task_id: self.task_id,
+                config: self.config.clone().into_iter().collect(),
+            }),
+        )
+        .await;
+        let mut responses = client
+            .sink(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| anyhow!("open sink stream: {}", s.message()))?
+            .into_inner();
+        match responses.message().await {
+            Ok(Some(proto::SinkResponse {
+                kind: Some(sink_response::Kind::Opened(_)),
+            })) => {}
+            Ok(Some(proto::SinkResponse {
+                kind: Some(sink_response::Kind::Error(e)),
+            })) => bail!("task failed to start: {}", e.message),
+            Ok(_) => bail!("connector did not open the sink stream"),
+            Err(s) => bail!("open sink stream: {}", s.message()),
+        }
+
+        let mut seq = 0u64;
+        let mut in_flight = 0usize;
+        // Next offset per partition of everything sent to the connector.
+        let mut sent: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut sent_since_flush = false;
+        let mut flush_id = 0u64;
+        let mut flushing: Option<u64> = None;
+        let mut final_flush: Option<u64> = None;
+        let mut stopping = false;
+        let mut ticker = tokio::time::interval(self.flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+
+        loop {
+            tokio::select! {
+                biased;
+                message = responses.message() => match message {
+                    Ok(Some(proto::SinkResponse { kind: Some(kind) })) => match kind {
+                        sink_response::Kind::Ack(_) => in_flight = in_flight.saturating_sub(1),
+                        sink_response::Kind::Flushed(flushed) => {
+                            commit(consumer, &flushed.offsets, &sent).await?;
+                            flushing = None;
+                            if final_flush == Some(flushed.flush_id) {
+                                send(&tx, sink_request::Kind::Stop(proto::Stop {})).await;
+                            } else if stopping {
+                                flush_id += 1;
+                                final_flush = Some(flush_id);
+                                flushing = final_flush;
+                                send(&tx, flush_request(flush_id, &sent)).await;
+                            }
+                        }
+                        sink_response::Kind::Stopped(_) => return Ok(()),
+                        sink_response::Kind::Error(e) => {
+                            bail!("task failed: {}{}", e.message, if e.trace.is_empty() { String::new() } else { format!("\n{}", e.trace) });
+                        }
+                        sink_response::Kind::Opened(_) => {}
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => bail!("connector closed the sink stream"),
+                    Err(s) => bail!("sink stream broke: {}", s.message()),
+                },
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    if flushing.is_none() {
+                        flush_id += 1;
+                        final_flush = Some(flush_id);
+                        flushing = final_flush;
+                        send(&tx, flush_request(flush_id, &sent)).await;
+                    }
+                }
+                _ = ticker.tick(), if flushing.is_none() && sent_since_flush && !stopping => {
+                    flush_id += 1;
+                    flushing = Some(flush_id);
+                    sent_since_flush = false;
+                    send(&tx, flush_request(flush_id, &sent)).await;
+                }
+                polled = batches.recv(), if in_flight < WINDOW && !stopping => {
+                    let Some(polled) = polled else {
+                        bail!("consumer thread ended");
+                    };
+                    let polled = polled?;
+                    seq += 1;
+                    in_flight += 1;
+                    sent_since_flush = true;
+                    self.counters.add(polled.records.len() as u64, polled.bytes);
+                    sent.extend(polled.offsets);
+                    send(&tx, sink_request::Kind::Batch(proto::SinkBatch { seq, records: polled.records })).await;
+                }
+            }
+        }
+    }
+}
+
+fn flush_request(flush_id: u64, sent: &BTreeMap<(String, i32), i64>) -> sink_request::Kind {
+    sink_request::Kind::Flush(proto::FlushRequest {
+        flush_id,
+        offsets: sent
+            .iter()
+            .map(|((topic, partition), offset)| proto::TopicPartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect(),
+    })
+}
+
+/// Commits what the connector flushed, never beyond what was sent to it.
+async fn commit(
+    consumer: &Arc<BaseConsumer>,
+    flushed: &[proto::TopicPartitionOffset],
+    sent: &BTreeMap<(String, i32), i64>,
+) -> anyhow::Result<()> {
+    let mut list = TopicPartitionList::new();
+    for tpo in flushed {
+        let Some(&limit) = sent.get(&(tpo.topic.clone(), tpo.partition)) else {
+            continue;
+        };
+        let offset = tpo.offset.min(limit);
+        list.add_partition_offset(&tpo.topic, tpo.partition, Offset::Offset(offset))
+            .with_context(|| format!("commit {}-{}", tpo.topic, tpo.partition))?;
+    }
+    if list.count() == 0 {
+        return Ok(());
+    }
+    let consumer = consumer.clone();
+    let result = tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+        .await
+        .context("offset commit")?;
+    if let Err(e) = result {
+        // A commit refused after a rebalance only means these records may be seen again.
+        tracing::warn!("offset commit failed; records since the last commit may be redelivered: {e}");
+    }
+    Ok(())
+}
+
+/// Polls, converts and batches records until `polling` turns false or the receiver is gone.
+fn poll_loop(
+    consumer: &BaseConsumer,
+    key: &Converter,
+    value: &Converter,
+    polling: &AtomicBool,
+    out: &mpsc::Sender<anyhow::Result<Polled>>,
+) {
+    while polling.load(Ordering::Acquire) {
+        let mut polled = Polled {
+            records: Vec::new(),
+            offsets: Vec::new(),
+            bytes: 0,
+        };
+        let mut size = 0usize;
+        let mut deadline: Option<Instant> = None;
+        while polled.records.len() < MAX_BATCH_RECORDS && size < MAX_BATCH_BYTES {
+            let timeout = match deadline {
+                None => POLL_TIMEOUT,
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!("consumer: {e}");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
+                    let record = convert(&message, key, value);
+                    let record = match record {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = out.blocking_send(Err(e));
+                            return;
+                        }
+                    };
+                    let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
+                    size += len;
+                    polled.bytes += len as u64;
+                    polled
+                        .offsets
+                        .push(((record.topic.clone(), record.partition), record.offset + 1));
+                    polled.records.push(record);
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if !polled.records.is_empty() && out.blocking_send(Ok(polled)).is_err() {
+            return;
+        }
+    }
+}
+
+fn convert(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    key: &Converter,
+    value: &Converter,
+) -> anyhow::Result<proto::SinkRecord> {
+    let at = || format!("{}-{}@{}", message.topic(), message.partition(), message.offset());
+    let key = key
+        .to_connect(message.key())
+        .with_context(|| format!("convert key of {}", at()))?;
+    let value = value
+        .to_connect(message.payload())
+        .with_context(|| format!("convert value of {}", at()))?;
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|header| proto::Header {
+                    key: header.key.to_string(),
+                    value: header.value.map(|v| proto::Data {
+                        kind: Some(data::Kind::Raw(v.to_vec())),
+                    }),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(proto::SinkRecord {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: Some(key),
+        value: Some(value),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+    })
+}

@@ -1,0 +1,374 @@
+//! The source data path of one task: credits to the connector, batches through the converters
+//! into an idempotent producer, positions committed only once Kafka acknowledged every record
+//! of a batch and of all batches before it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use sluice_proto::connector::v1::{self as proto, source_request, source_response};
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::converter::Converter;
+use crate::metrics::Counters;
+use crate::offsets::OffsetStore;
+use crate::process::Client;
+
+/// Records and bytes the connector may have in flight towards the producer.
+const CREDIT_RECORDS: u64 = 50_000;
+const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a stopping task waits for Kafka to acknowledge what it holds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything one source task needs besides its connector process.
+pub struct SourceTaskRunner {
+    pub connector: String,
+    pub class: String,
+    pub task_id: u32,
+    pub config: std::collections::BTreeMap<String, String>,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    pub producer_config: ClientConfig,
+    pub offsets: Arc<OffsetStore>,
+    pub counters: Arc<Counters>,
+}
+
+/// A batch handed to the producer and not yet fully acknowledged.
+struct InFlight {
+    seq: u64,
+    remaining: usize,
+    positions: Vec<(String, String)>,
+}
+
+/// Counts delivery reports per batch; completes batches strictly in order.
+#[derive(Default)]
+struct DeliveryTracker {
+    state: Mutex<TrackerState>,
+    progress: Notify,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    in_flight: VecDeque<InFlight>,
+    completed: Vec<InFlight>,
+    failure: Option<String>,
+}
+
+impl DeliveryTracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, seq: u64, records: usize, positions: Vec<(String, String)>) {
+        let mut state = self.lock();
+        state.in_flight.push_back(InFlight {
+            seq,
+            remaining: records,
+            positions,
+        });
+        if Self::complete_front(&mut state) {
+            self.progress.notify_one();
+        }
+    }
+
+    fn delivered(&self, seq: u64, error: Option<String>) {
+        let mut state = self.lock();
+        if let Some(e) = error {
+            // Positions stop advancing at the first failed record: nothing after it commits.
+            state.failure.get_or_insert(e);
+            self.progress.notify_one();
+            return;
+        }
+        let Some(front) = state.in_flight.front().map(|b| b.seq) else {
+            return;
+        };
+        let index = seq.wrapping_sub(front) as usize;
+        if let Some(batch) = state.in_flight.get_mut(index) {
+            batch.remaining = batch.remaining.saturating_sub(1);
+        }
+        if Self::complete_front(&mut state) {
+            self.progress.notify_one();
+        }
+    }
+
+    fn complete_front(state: &mut TrackerState) -> bool {
+        let mut any = false;
+        while state.failure.is_none() && state.in_flight.front().is_some_and(|b| b.remaining == 0) {
+            if let Some(batch) = state.in_flight.pop_front() {
+                state.completed.push(batch);
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn take(&self) -> (Vec<InFlight>, Option<String>) {
+        let mut state = self.lock();
+        (std::mem::take(&mut state.completed), state.failure.clone())
+    }
+}
+
+struct DeliveryContext {
+    tracker: Arc<DeliveryTracker>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        self.tracker.delivered(seq as u64, error);
+    }
+}
+
+type Sender = mpsc::Sender<proto::SourceRequest>;
+
+async fn send(tx: &Sender, kind: source_request::Kind) {
+    // A closed stream is noticed on the response side; nothing to do here.
+    let _ = tx.send(proto::SourceRequest { kind: Some(kind) }).await;
+}
+
+impl SourceTaskRunner {
+    /// Runs the task until `stop` (a clean drain) or a failure. Either way, every record handed
+    /// to the producer is waited for and its position committed before returning.
+    pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+        let tracker = Arc::new(DeliveryTracker::default());
+        let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
+            self.producer_config
+                .create_with_context(DeliveryContext {
+                    tracker: tracker.clone(),
+                })
+                .context("create producer")?,
+        );
+        let (tx, rx) = mpsc::channel(64);
+        send(
+            &tx,
+            source_request::Kind::Open(proto::SourceOpen {
+                connector_class: self.class.clone(),
+                connector_name: self.connector.clone(),
+                task_id: self.task_id,
+                config: self.config.clone().into_iter().collect(),
+                positions: self.offsets.positions(&self.connector),
+            }),
+        )
+        .await;
+        let result = self
+            .stream(&mut client, rx, &tx, &producer, &tracker, &stop)
+            .await;
+
+        let flusher = producer.clone();
+        let drained = tokio::task::spawn_blocking(move || flusher.flush(DRAIN_TIMEOUT)).await;
+        let committed = self.commit_completed(&tracker, &tx).await;
+        drop(tx);
+        result?;
+        match drained {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("records not acknowledged by Kafka within {DRAIN_TIMEOUT:?}: {e}"),
+            Err(e) => bail!("producer flush: {e}"),
+        }
+        committed
+    }
+
+    async fn stream(
+        &self,
+        client: &mut Client,
+        rx: mpsc::Receiver<proto::SourceRequest>,
+        tx: &Sender,
+        producer: &ThreadedProducer<DeliveryContext>,
+        tracker: &DeliveryTracker,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut responses = client
+            .source(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| anyhow!("open source stream: {}", s.message()))?
+            .into_inner();
+        match responses.message().await {
+            Ok(Some(proto::SourceResponse {
+                kind: Some(source_response::Kind::Opened(_)),
+            })) => {}
+            Ok(Some(proto::SourceResponse {
+                kind: Some(source_response::Kind::Error(e)),
+            })) => bail!("task failed to start: {}", e.message),
+            Ok(_) => bail!("connector did not open the source stream"),
+            Err(s) => bail!("open source stream: {}", s.message()),
+        }
+        send(
+            tx,
+            source_request::Kind::Credit(proto::Credit {
+                records: CREDIT_RECORDS,
+                bytes: CREDIT_BYTES,
+            }),
+        )
+        .await;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = tracker.progress.notified() => self.commit_completed(tracker, tx).await?,
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    send(tx, source_request::Kind::Stop(proto::Stop {})).await;
+                }
+                message = responses.message() => match message {
+                    Ok(Some(proto::SourceResponse { kind: Some(kind) })) => match kind {
+                        source_response::Kind::Batch(batch) => {
+                            let records = batch.records.len() as u64;
+                            let bytes = self.produce(producer, tracker, batch).await?;
+                            send(tx, source_request::Kind::Credit(proto::Credit {
+                                records,
+                                bytes,
+                            })).await;
+                        }
+                        source_response::Kind::Stopped(_) => return Ok(()),
+                        source_response::Kind::Error(e) => {
+                            bail!("task failed: {}{}", e.message, if e.trace.is_empty() { String::new() } else { format!("\n{}", e.trace) });
+                        }
+                        source_response::Kind::Opened(_) => {}
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => bail!("connector closed the source stream"),
+                    Err(s) => bail!("source stream broke: {}", s.message()),
+                },
+            }
+        }
+    }
+
+    /// Converts and enqueues one batch; returns its payload size for the credit it frees.
+    async fn produce(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        tracker: &DeliveryTracker,
+        batch: proto::SourceBatch,
+    ) -> anyhow::Result<u64> {
+        let mut last: Vec<Option<&str>> = vec![None; batch.partitions.len()];
+        for record in &batch.records {
+            if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
+                let slot = last
+                    .get_mut(p as usize)
+                    .ok_or_else(|| anyhow!("record refers to source partition {p}, batch has {}", batch.partitions.len()))?;
+                *slot = Some(&record.offset);
+            }
+        }
+        let positions = batch
+            .partitions
+            .iter()
+            .zip(last)
+            .filter_map(|(p, o)| o.map(|o| (p.clone(), o.to_string())))
+            .collect();
+        tracker.register(batch.seq, batch.records.len(), positions);
+
+        let mut bytes = 0u64;
+        for record in &batch.records {
+            if record.topic.is_empty() {
+                bail!("connector sent a record with no topic");
+            }
+            let key = self
+                .key_converter
+                .from_connect(record.key.as_ref())
+                .with_context(|| format!("convert key for topic {}", record.topic))?;
+            let value = self
+                .value_converter
+                .from_connect(record.value.as_ref())
+                .with_context(|| format!("convert value for topic {}", record.topic))?;
+            bytes += (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
+            let mut out: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&record.topic, batch.seq as usize);
+            if let Some(k) = &key {
+                out = out.key(k.as_slice());
+            }
+            if let Some(v) = &value {
+                out = out.payload(v.as_slice());
+            }
+            if let Some(p) = record.kafka_partition {
+                out = out.partition(p);
+            }
+            if let Some(ts) = record.timestamp_ms {
+                out = out.timestamp(ts);
+            }
+            if !record.headers.is_empty() {
+                out = out.headers(self.headers(&record.headers)?);
+            }
+            loop {
+                match producer.send(out) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        out = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => bail!("produce to {}: {e}", record.topic),
+                }
+            }
+        }
+        self.counters.add(batch.records.len() as u64, bytes);
+        Ok(bytes)
+    }
+
+    fn headers(&self, headers: &[proto::Header]) -> anyhow::Result<OwnedHeaders> {
+        let mut out = OwnedHeaders::new_with_capacity(headers.len());
+        for header in headers {
+            let value = crate::converter::header_bytes(header.value.as_ref())
+                .with_context(|| format!("convert header {}", header.key))?;
+            out = out.insert(Header {
+                key: &header.key,
+                value: value.as_deref(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Commits the positions of completed batches and acknowledges them to the connector.
+    async fn commit_completed(&self, tracker: &DeliveryTracker, tx: &Sender) -> anyhow::Result<()> {
+        let (completed, failure) = tracker.take();
+        if let Some(last) = completed.last().map(|b| b.seq) {
+            self.offsets.commit(
+                &self.connector,
+                completed
+                    .iter()
+                    .flat_map(|b| b.positions.iter().map(|(p, o)| (p.as_str(), o.as_str()))),
+            );
+            send(tx, source_request::Kind::Ack(proto::SourceAck { batch_seq: last })).await;
+        }
+        match failure {
+            Some(e) => bail!("Kafka did not accept a record: {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_complete_in_order_and_stop_at_a_failure() {
+        let t = DeliveryTracker::default();
+        t.register(1, 2, vec![("p".into(), "1".into())]);
+        t.register(2, 1, vec![("p".into(), "2".into())]);
+        t.delivered(2, None);
+        assert!(t.take().0.is_empty(), "batch 2 must wait for batch 1");
+        t.delivered(1, None);
+        t.delivered(1, None);
+        let (done, failure) = t.take();
+        assert_eq!(done.iter().map(|b| b.seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(failure.is_none());
+
+        t.register(3, 2, vec![]);
+        t.register(4, 0, vec![]);
+        t.delivered(3, Some("boom".into()));
+        t.delivered(3, None);
+        let (done, failure) = t.take();
+        assert!(done.is_empty());
+        assert_eq!(failure.as_deref(), Some("boom"));
+    }
+}

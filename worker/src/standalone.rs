@@ -1,0 +1,302 @@
+//! Standalone mode: `sluice standalone WORKER.properties CONNECTOR.properties|.json ...`.
+//! Everything is validated before anything runs; then each connector runs in its own process,
+//! with offsets in a local file and, when no `bootstrap.servers` is given, an embedded Kafka.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use rdkafka::config::ClientConfig;
+use sluice_proto::connector::v1::{self as proto, ConnectorType};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config_file::{ConfigError, ConfigFile};
+use crate::embedded::EmbeddedKafka;
+use crate::metrics::{human_bytes, Counters};
+use crate::offsets::OffsetStore;
+use crate::plugins::PluginRegistry;
+use crate::process::{ConnectorProcess, PluginCommand};
+use crate::runner::{run_connector, ConnectorSpec, WorkerContext};
+use crate::settings::{ConnectorSettings, WorkerSettings};
+
+pub struct StandaloneOptions {
+    pub worker_file: PathBuf,
+    pub connector_files: Vec<PathBuf>,
+    /// Commands of the plugins built into this binary.
+    pub builtin_plugins: Vec<PluginCommand>,
+    /// How often to print the progress line; `None` for never.
+    pub progress_interval: Option<Duration>,
+}
+
+/// Everything wrong with the configuration files, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Runs until `shutdown` is cancelled, then drains tasks, commits offsets and returns.
+pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let one = |e: ConfigError| ConfigErrors(vec![e]);
+    let worker_file = ConfigFile::load(&options.worker_file).map_err(one)?;
+    let worker = WorkerSettings::from_file(&worker_file).map_err(one)?;
+
+    let mut errors = Vec::new();
+    let mut connectors = Vec::new();
+    let mut names = BTreeSet::new();
+    for path in &options.connector_files {
+        let loaded = ConfigFile::load(path)
+            .and_then(|file| ConnectorSettings::from_file(&file).map(|s| (file, s)));
+        match loaded {
+            Ok((file, settings)) => {
+                if !names.insert(settings.name.clone()) {
+                    errors.push(file.error("name", format!("connector {:?} is defined twice", settings.name)));
+                }
+                connectors.push((file, settings));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
+    }
+
+    let registry = PluginRegistry::discover(options.builtin_plugins, &worker.plugin_path).await;
+    let mut specs = Vec::new();
+    for (file, settings) in &connectors {
+        match build_spec(&registry, &worker, &worker_file, file, settings).await {
+            Ok(spec) => specs.push(spec),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
+    }
+
+    let embedded = match &worker.bootstrap_servers {
+        Some(_) => None,
+        None => {
+            let topics: Vec<(String, i32)> = specs
+                .iter()
+                .flat_map(|s| {
+                    let mut t = s.topics.clone();
+                    t.extend(s.config.get("topic").cloned());
+                    t
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|t| (t, 1))
+                .collect();
+            let kafka = EmbeddedKafka::start(1, &topics)?;
+            eprintln!(
+                "sluice: no bootstrap.servers configured; embedded Kafka listening at {} (e.g. kcat -b {} -C -t {})",
+                kafka.bootstrap_servers(),
+                kafka.bootstrap_servers(),
+                topics.first().map_or("TOPIC", |t| t.0.as_str()),
+            );
+            Some(kafka)
+        }
+    };
+    let bootstrap = match (&worker.bootstrap_servers, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(k)) => k.bootstrap_servers().to_string(),
+        (None, None) => unreachable!("an embedded Kafka is started when none is configured"),
+    };
+
+    if worker.offset_file.is_none() {
+        tracing::warn!("no offset.storage.file.filename: source positions will not survive a restart");
+    }
+    let offsets = Arc::new(OffsetStore::open(worker.offset_file.as_deref())?);
+    let ctx = WorkerContext {
+        producer_config: producer_config(&bootstrap, &worker),
+        consumer_config: consumer_config(&bootstrap, &worker),
+        offsets: offsets.clone(),
+        flush_interval: worker.offset_flush_interval,
+    };
+
+    let tracker = TaskTracker::new();
+    let stop = shutdown.child_token();
+    let mut counters = Vec::new();
+    for spec in specs {
+        let c = Arc::new(Counters::default());
+        counters.push((spec.name.clone(), spec.kind, c.clone()));
+        tracker.spawn(run_connector(spec, ctx.clone(), c, stop.clone()));
+    }
+    tracker.close();
+
+    let background = CancellationToken::new();
+    let flusher = tokio::spawn(flush_offsets(offsets.clone(), worker.offset_flush_interval, background.clone()));
+    let progress = options
+        .progress_interval
+        .map(|every| tokio::spawn(report_progress(counters, every, background.clone())));
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: draining tasks and committing offsets");
+    tracker.wait().await;
+    background.cancel();
+    let _ = flusher.await;
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    offsets.flush().await.context("write offsets at shutdown")?;
+    drop(embedded);
+    Ok(())
+}
+
+/// Resolves and validates one connector: class, framework keys, converters, and the
+/// connector's own validation through its process.
+async fn build_spec(
+    registry: &PluginRegistry,
+    worker: &WorkerSettings,
+    worker_file: &ConfigFile,
+    file: &ConfigFile,
+    settings: &ConnectorSettings,
+) -> Result<ConnectorSpec, Vec<ConfigError>> {
+    let Some((plugin, class)) = registry.resolve(&settings.class) else {
+        let mut known = registry.class_names();
+        known.sort();
+        return Err(vec![file.error(
+            "connector.class",
+            format!(
+                "unknown connector class {:?}; available: {}",
+                settings.class,
+                known.join(", ")
+            ),
+        )]);
+    };
+    let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
+    if kind == ConnectorType::Sink {
+        settings.check_sink(file).map_err(|e| vec![e])?;
+    }
+    let converter = |which: &str| {
+        let origin = if settings.values.contains_key(&format!("{which}.converter")) {
+            file
+        } else {
+            worker_file
+        };
+        worker.converter(which, origin, &settings.values)
+    };
+    let key_converter = converter("key").map_err(|e| vec![e])?;
+    let value_converter = converter("value").map_err(|e| vec![e])?;
+
+    let validation = async {
+        let process = ConnectorProcess::launch(&plugin.command, &settings.name).await?;
+        let mut client = process.client.clone();
+        let response = client
+            .validate(proto::ValidateRequest {
+                connector_class: class.class_name.clone(),
+                config: settings.values.clone().into_iter().collect(),
+            })
+            .await;
+        process.shutdown().await;
+        response.map_err(|s| anyhow!("validate: {}", s.message()))
+    };
+    let response = validation.await.map_err(|e| {
+        vec![file.error("connector.class", format!("cannot validate with its plugin: {e:#}"))]
+    })?;
+    let field_errors = response.into_inner().errors;
+    if !field_errors.is_empty() {
+        return Err(field_errors
+            .into_iter()
+            .map(|e| {
+                let mut error = file.error(&e.name, e.message);
+                if file.get(&e.name).is_none() {
+                    error.line = None;
+                }
+                error
+            })
+            .collect());
+    }
+    Ok(ConnectorSpec {
+        name: settings.name.clone(),
+        class: class.class_name.clone(),
+        kind,
+        command: plugin.command.clone(),
+        tasks_max: settings.tasks_max,
+        config: settings.values.clone(),
+        key_converter,
+        value_converter,
+        topics: settings.topics.clone(),
+        topics_regex: settings.topics_regex.clone(),
+    })
+}
+
+fn producer_config(bootstrap: &str, worker: &WorkerSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000");
+    apply(&mut config, worker.client_overrides("producer."));
+    config
+}
+
+fn consumer_config(bootstrap: &str, worker: &WorkerSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50");
+    apply(&mut config, worker.client_overrides("consumer."));
+    config
+}
+
+fn apply(config: &mut ClientConfig, overrides: BTreeMap<String, String>) {
+    for (k, v) in overrides {
+        config.set(k, v);
+    }
+}
+
+async fn flush_offsets(offsets: Arc<OffsetStore>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = offsets.flush().await {
+                    tracing::error!("write offsets: {e:#}");
+                }
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One line per connector: total records and bytes, and the rate since the last line.
+async fn report_progress(
+    counters: Vec<(String, ConnectorType, Arc<Counters>)>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut last: Vec<(u64, u64)> = vec![(0, 0); counters.len()];
+    let mut at = Instant::now();
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let elapsed = at.elapsed().as_secs_f64().max(1e-3);
+        at = Instant::now();
+        for ((name, kind, c), prev) in counters.iter().zip(last.iter_mut()) {
+            let (records, bytes) = c.read();
+            if records == prev.0 && records > 0 {
+                continue;
+            }
+            let rate = (records - prev.0) as f64 / elapsed;
+            let byte_rate = (bytes - prev.1) as f64 / elapsed;
+            *prev = (records, bytes);
+            let arrow = if *kind == ConnectorType::Sink { "kafka → sink" } else { "source → kafka" };
+            eprintln!(
+                "[{name}] {arrow}: {records} records, {}; {rate:.0} records/s, {}/s",
+                human_bytes(bytes as f64),
+                human_bytes(byte_rate),
+            );
+        }
+    }
+}
