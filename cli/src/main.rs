@@ -11,7 +11,11 @@ use sluice_worker::standalone::{self, ConfigErrors, StandaloneOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Moves data between external systems and Apache Kafka")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Moves data between external systems and Apache Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -137,7 +141,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
 async fn on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

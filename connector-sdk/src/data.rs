@@ -16,12 +16,18 @@ pub fn raw(bytes: impl Into<Vec<u8>>) -> Data {
 
 /// A string with Kafka Connect's non-optional STRING schema (what FileStreamSource emits).
 pub fn string(s: impl Into<String>) -> Data {
-    structured(schema(SchemaType::String, false), value::Kind::String(s.into()))
+    structured(
+        schema(SchemaType::String, false),
+        value::Kind::String(s.into()),
+    )
 }
 
 /// Bytes with Kafka Connect's non-optional BYTES schema; the converter serializes them.
 pub fn bytes(b: impl Into<Vec<u8>>) -> Data {
-    structured(schema(SchemaType::Bytes, false), value::Kind::Bytes(b.into()))
+    structured(
+        schema(SchemaType::Bytes, false),
+        value::Kind::Bytes(b.into()),
+    )
 }
 
 /// A 64-bit integer with a non-optional INT64 schema.

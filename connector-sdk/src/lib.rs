@@ -11,9 +11,7 @@ mod task;
 pub use config::{Config, ConfigDefBuilder};
 pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 pub use sluice_proto::connector::v1 as proto;
-pub use task::{
-    SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext, TaskError,
-};
+pub use task::{SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext, TaskError};
 
 use std::sync::Arc;
 
@@ -99,7 +97,8 @@ impl Plugin {
     }
 
     pub fn sink(mut self, connector: impl SinkConnector) -> Self {
-        self.connectors.push(ConnectorEntry::Sink(Arc::new(connector)));
+        self.connectors
+            .push(ConnectorEntry::Sink(Arc::new(connector)));
         self
     }
 

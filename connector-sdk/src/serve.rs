@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::proto::connector_server::{ConnectorServer, Connector as ConnectorRpc};
+use crate::proto::connector_server::{Connector as ConnectorRpc, ConnectorServer};
 use crate::proto::{self, sink_request, sink_response, source_request, source_response};
 use crate::task::{SinkTaskContext, SourceTaskContext};
 use crate::{Config, ConnectorEntry, Plugin, SourceRecord, TaskError};
@@ -239,7 +239,11 @@ impl ConnectorRpc for Service {
             Some(proto::SourceRequest {
                 kind: Some(source_request::Kind::Open(open)),
             }) => open,
-            _ => return Err(Status::invalid_argument("a source stream must start with open")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a source stream must start with open",
+                ))
+            }
         };
         let ConnectorEntry::Source(connector) = self.entry(&open.connector_class)? else {
             return Err(Status::invalid_argument(format!(
@@ -264,7 +268,11 @@ impl ConnectorRpc for Service {
             Some(proto::SinkRequest {
                 kind: Some(sink_request::Kind::Open(open)),
             }) => open,
-            _ => return Err(Status::invalid_argument("a sink stream must start with open")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a sink stream must start with open",
+                ))
+            }
         };
         let ConnectorEntry::Sink(connector) = self.entry(&open.connector_class)? else {
             return Err(Status::invalid_argument(format!(
@@ -311,7 +319,10 @@ impl SourceFlow {
     }
 }
 
-async fn read_source_requests(mut incoming: Streaming<proto::SourceRequest>, flow: Arc<SourceFlow>) {
+async fn read_source_requests(
+    mut incoming: Streaming<proto::SourceRequest>,
+    flow: Arc<SourceFlow>,
+) {
     loop {
         match incoming.message().await {
             Ok(Some(request)) => match request.kind {
@@ -436,7 +447,9 @@ async fn drive_source(
     // the task hears of every commit before it stops.
     if !send_source(
         tx,
-        source_response::Kind::Stopped(proto::SourceStopped { last_batch_seq: seq }),
+        source_response::Kind::Stopped(proto::SourceStopped {
+            last_batch_seq: seq,
+        }),
     )
     .await
     {

@@ -45,7 +45,10 @@ impl ConfigFile {
             key: None,
             message: format!("cannot read file: {e}"),
         })?;
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             Self::parse_json(path, &text)
         } else {
             Self::parse_properties(path, &text)
@@ -91,13 +94,8 @@ impl ConfigFile {
             key: key.map(str::to_string),
             message,
         };
-        let doc: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
-            error(
-                Some(e.line()),
-                None,
-                format!("malformed JSON: {e}"),
-            )
-        })?;
+        let doc: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|e| error(Some(e.line()), None, format!("malformed JSON: {e}")))?;
         let serde_json::Value::Object(mut top) = doc else {
             return Err(error(Some(1), None, "expected a JSON object".into()));
         };
@@ -118,7 +116,11 @@ impl ConfigFile {
                 }
             }
             Some(_) => {
-                return Err(error(line_of("config"), Some("config"), "must be a JSON object".into()))
+                return Err(error(
+                    line_of("config"),
+                    Some("config"),
+                    "must be a JSON object".into(),
+                ))
             }
             None => top,
         };
@@ -177,7 +179,8 @@ mod tests {
 
     #[test]
     fn properties_keep_lines_and_escapes() {
-        let text = b"# comment\nname=local-file-source\n\nfile = a\\\n  b.txt\ntopic:connect-test\n";
+        let text =
+            b"# comment\nname=local-file-source\n\nfile = a\\\n  b.txt\ntopic:connect-test\n";
         let f = ConfigFile::parse_properties(Path::new("c.properties"), text).unwrap();
         assert_eq!(f.get("name"), Some("local-file-source"));
         assert_eq!(f.get("file"), Some("ab.txt"));

@@ -65,7 +65,10 @@ impl Converter {
                 ),
             )
         })?;
-        let schemas_enable = match settings.get("schemas.enable").map(|s| s.trim().to_ascii_lowercase()) {
+        let schemas_enable = match settings
+            .get("schemas.enable")
+            .map(|s| s.trim().to_ascii_lowercase())
+        {
             None => true,
             Some(v) if v == "true" => true,
             Some(v) if v == "false" => false,
@@ -185,15 +188,16 @@ pub fn header_bytes(data: Option<&Data>) -> Result<Option<Vec<u8>>, ConversionEr
     match data.and_then(|d| d.kind.as_ref()) {
         None => Ok(None),
         Some(data::Kind::Raw(bytes)) => Ok(Some(bytes.clone())),
-        Some(data::Kind::Structured(s)) => Ok(s
-            .value
-            .as_ref()
-            .filter(|v| !is_null(v))
-            .map(|v| match &v.kind {
-                Some(value::Kind::String(s)) => s.as_bytes().to_vec(),
-                Some(value::Kind::Bytes(b)) => b.clone(),
-                _ => json::display(v).into_bytes(),
-            })),
+        Some(data::Kind::Structured(s)) => {
+            Ok(s.value
+                .as_ref()
+                .filter(|v| !is_null(v))
+                .map(|v| match &v.kind {
+                    Some(value::Kind::String(s)) => s.as_bytes().to_vec(),
+                    Some(value::Kind::Bytes(b)) => b.clone(),
+                    _ => json::display(v).into_bytes(),
+                }))
+        }
     }
 }
 
@@ -271,7 +275,9 @@ mod tests {
 
     #[test]
     fn json_envelope_matches_kafka_for_file_source_lines() {
-        let out = json(true).from_connect(Some(&string_data("hello \"w\"\u{1}"))).unwrap();
+        let out = json(true)
+            .from_connect(Some(&string_data("hello \"w\"\u{1}")))
+            .unwrap();
         assert_eq!(
             String::from_utf8(out.unwrap()).unwrap(),
             r#"{"schema":{"type":"string","optional":false},"payload":"hello \"w\"\u0001"}"#
@@ -279,7 +285,10 @@ mod tests {
         let out = json(false).from_connect(Some(&string_data("x"))).unwrap();
         assert_eq!(out.unwrap(), b"\"x\"");
         // FileStreamSource's null key with no schema stays a Kafka null.
-        assert_eq!(json(true).from_connect(Some(&Data { kind: None })).unwrap(), None);
+        assert_eq!(
+            json(true).from_connect(Some(&Data { kind: None })).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -340,11 +349,20 @@ mod tests {
 
     #[test]
     fn string_and_bytearray_converters() {
-        let s = Converter::new("org.apache.kafka.connect.storage.StringConverter", &BTreeMap::new())
-            .unwrap();
-        assert_eq!(s.from_connect(Some(&string_data("é"))).unwrap().unwrap(), "é".as_bytes());
-        let b = Converter::new("org.apache.kafka.connect.converters.ByteArrayConverter", &BTreeMap::new())
-            .unwrap();
+        let s = Converter::new(
+            "org.apache.kafka.connect.storage.StringConverter",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.from_connect(Some(&string_data("é"))).unwrap().unwrap(),
+            "é".as_bytes()
+        );
+        let b = Converter::new(
+            "org.apache.kafka.connect.converters.ByteArrayConverter",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         let err = b.from_connect(Some(&string_data("x"))).unwrap_err();
         assert_eq!(err.0, "invalid schema type for ByteArrayConverter: STRING");
         let raw = Data {

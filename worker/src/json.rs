@@ -86,7 +86,12 @@ fn java_float(v: f64, shortest: String, scientific: String) -> String {
         return "\"NaN\"".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" }.into();
+        return if v > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        }
+        .into();
     }
     let abs = v.abs();
     if abs != 0.0 && !(1e-3..1e7).contains(&abs) {
@@ -106,7 +111,10 @@ fn java_float(v: f64, shortest: String, scientific: String) -> String {
 }
 
 /// Writes the JSON form of a schema, as Kafka's `JsonConverter.asJsonSchema`.
-pub(crate) fn write_schema(out: &mut Vec<u8>, schema: Option<&Schema>) -> Result<(), ConversionError> {
+pub(crate) fn write_schema(
+    out: &mut Vec<u8>,
+    schema: Option<&Schema>,
+) -> Result<(), ConversionError> {
     let Some(schema) = schema else {
         out.extend_from_slice(b"null");
         return Ok(());
@@ -216,14 +224,20 @@ pub(crate) fn write_value(
         value::Kind::Null(_) => out.extend_from_slice(b"null"),
         value::Kind::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         value::Kind::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        value::Kind::Float32(f) => {
-            out.extend_from_slice(java_float(f64::from(*f), f.to_string(), format!("{f:E}")).as_bytes())
+        value::Kind::Float32(f) => out.extend_from_slice(
+            java_float(f64::from(*f), f.to_string(), format!("{f:E}")).as_bytes(),
+        ),
+        value::Kind::Float64(f) => {
+            out.extend_from_slice(java_float(*f, f.to_string(), format!("{f:E}")).as_bytes())
         }
-        value::Kind::Float64(f) => out.extend_from_slice(java_float(*f, f.to_string(), format!("{f:E}")).as_bytes()),
         value::Kind::String(s) => write_str(out, s),
         value::Kind::Bytes(b) => {
             out.push(b'"');
-            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
             out.push(b'"');
         }
         value::Kind::Array(a) => {
@@ -243,7 +257,10 @@ pub(crate) fn write_value(
             let string_keys = match key_schema {
                 Some(k) => k.r#type == SchemaType::String as i32,
                 None => m.entries.iter().all(|e| {
-                    matches!(e.key.as_ref().and_then(|k| k.kind.as_ref()), Some(value::Kind::String(_)))
+                    matches!(
+                        e.key.as_ref().and_then(|k| k.kind.as_ref()),
+                        Some(value::Kind::String(_))
+                    )
                 }),
             };
             if string_keys {
@@ -374,7 +391,10 @@ fn parse_schema(doc: &serde_json::Value) -> Result<Schema, ConversionError> {
         .ok_or_else(|| ConversionError(format!("unknown schema type: {type_name}")))?;
     let mut schema = Schema {
         r#type: kind as i32,
-        optional: obj.get("optional").and_then(|o| o.as_bool()).unwrap_or(false),
+        optional: obj
+            .get("optional")
+            .and_then(|o| o.as_bool())
+            .unwrap_or(false),
         name: obj.get("name").and_then(|n| n.as_str()).map(str::to_string),
         version: obj
             .get("version")
@@ -391,18 +411,18 @@ fn parse_schema(doc: &serde_json::Value) -> Result<Schema, ConversionError> {
     }
     match kind {
         SchemaType::Array => {
-            let items = obj
-                .get("items")
-                .ok_or_else(|| ConversionError("array schema did not specify the items type".into()))?;
+            let items = obj.get("items").ok_or_else(|| {
+                ConversionError("array schema did not specify the items type".into())
+            })?;
             schema.value_schema = Some(Box::new(parse_schema(items)?));
         }
         SchemaType::Map => {
             let keys = obj
                 .get("keys")
                 .ok_or_else(|| ConversionError("map schema did not specify the key type".into()))?;
-            let values = obj
-                .get("values")
-                .ok_or_else(|| ConversionError("map schema did not specify the value type".into()))?;
+            let values = obj.get("values").ok_or_else(|| {
+                ConversionError("map schema did not specify the value type".into())
+            })?;
             schema.key_schema = Some(Box::new(parse_schema(keys)?));
             schema.value_schema = Some(Box::new(parse_schema(values)?));
         }
@@ -410,12 +430,13 @@ fn parse_schema(doc: &serde_json::Value) -> Result<Schema, ConversionError> {
             let fields = obj
                 .get("fields")
                 .and_then(|f| f.as_array())
-                .ok_or_else(|| ConversionError("struct schema's \"fields\" argument is not an array".into()))?;
+                .ok_or_else(|| {
+                    ConversionError("struct schema's \"fields\" argument is not an array".into())
+                })?;
             for field in fields {
-                let name = field
-                    .get("field")
-                    .and_then(|f| f.as_str())
-                    .ok_or_else(|| ConversionError("struct schema's field name not specified properly".into()))?;
+                let name = field.get("field").and_then(|f| f.as_str()).ok_or_else(|| {
+                    ConversionError("struct schema's field name not specified properly".into())
+                })?;
                 schema.fields.push(Field {
                     name: name.to_string(),
                     schema: Some(parse_schema(field)?),
@@ -456,7 +477,9 @@ fn parse_value(schema: &Schema, doc: serde_json::Value) -> Result<Value, Convers
         SchemaType::Int8 | SchemaType::Int16 | SchemaType::Int32 | SchemaType::Int64 => {
             value::Kind::Int(doc.as_i64().ok_or_else(|| mismatch(&doc))?)
         }
-        SchemaType::Float32 => value::Kind::Float32(doc.as_f64().ok_or_else(|| mismatch(&doc))? as f32),
+        SchemaType::Float32 => {
+            value::Kind::Float32(doc.as_f64().ok_or_else(|| mismatch(&doc))? as f32)
+        }
         SchemaType::Float64 => value::Kind::Float64(doc.as_f64().ok_or_else(|| mismatch(&doc))?),
         SchemaType::Boolean => value::Kind::Boolean(doc.as_bool().ok_or_else(|| mismatch(&doc))?),
         SchemaType::String => match doc {
@@ -467,7 +490,10 @@ fn parse_value(schema: &Schema, doc: serde_json::Value) -> Result<Value, Convers
             value::Kind::Bytes(base64_decode(doc.as_str().ok_or_else(|| mismatch(&doc))?)?)
         }
         SchemaType::Array => {
-            let items_schema = schema.value_schema.as_deref().ok_or_else(|| mismatch(&doc))?;
+            let items_schema = schema
+                .value_schema
+                .as_deref()
+                .ok_or_else(|| mismatch(&doc))?;
             let J::Array(items) = doc else {
                 return Err(mismatch(&doc));
             };
@@ -480,7 +506,10 @@ fn parse_value(schema: &Schema, doc: serde_json::Value) -> Result<Value, Convers
         }
         SchemaType::Map => {
             let key_schema = schema.key_schema.as_deref().ok_or_else(|| mismatch(&doc))?;
-            let value_schema = schema.value_schema.as_deref().ok_or_else(|| mismatch(&doc))?;
+            let value_schema = schema
+                .value_schema
+                .as_deref()
+                .ok_or_else(|| mismatch(&doc))?;
             let entries = match doc {
                 J::Object(fields) if key_schema.r#type == SchemaType::String as i32 => fields
                     .into_iter()
@@ -541,17 +570,39 @@ mod tests {
 
     #[test]
     fn java_number_shapes() {
-        assert_eq!(java_float(1.0, 1.0f64.to_string(), format!("{:E}", 1.0f64)), "1.0");
-        assert_eq!(java_float(0.5, 0.5f64.to_string(), format!("{:E}", 0.5f64)), "0.5");
-        assert_eq!(java_float(1e7, 1e7f64.to_string(), format!("{:E}", 1e7f64)), "1.0E7");
-        assert_eq!(java_float(1.5e-5, 1.5e-5f64.to_string(), format!("{:E}", 1.5e-5f64)), "1.5E-5");
-        assert_eq!(java_float(-2.5e10, (-2.5e10f64).to_string(), format!("{:E}", -2.5e10f64)), "-2.5E10");
+        assert_eq!(
+            java_float(1.0, 1.0f64.to_string(), format!("{:E}", 1.0f64)),
+            "1.0"
+        );
+        assert_eq!(
+            java_float(0.5, 0.5f64.to_string(), format!("{:E}", 0.5f64)),
+            "0.5"
+        );
+        assert_eq!(
+            java_float(1e7, 1e7f64.to_string(), format!("{:E}", 1e7f64)),
+            "1.0E7"
+        );
+        assert_eq!(
+            java_float(1.5e-5, 1.5e-5f64.to_string(), format!("{:E}", 1.5e-5f64)),
+            "1.5E-5"
+        );
+        assert_eq!(
+            java_float(
+                -2.5e10,
+                (-2.5e10f64).to_string(),
+                format!("{:E}", -2.5e10f64)
+            ),
+            "-2.5E10"
+        );
     }
 
     #[test]
     fn jackson_string_escapes() {
         let mut out = Vec::new();
         write_str(&mut out, "a\"\\\n\t\u{7}é/");
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"\\\\\\n\\t\\u0007é/\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"\\\\\\n\\t\\u0007é/\""
+        );
     }
 }

@@ -40,7 +40,10 @@ impl OffsetStore {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     file = serde_json::from_slice(&bytes).with_context(|| {
-                        format!("read offsets file {}: not a Sluice offsets file", path.display())
+                        format!(
+                            "read offsets file {}: not a Sluice offsets file",
+                            path.display()
+                        )
                     })?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -77,7 +80,11 @@ impl OffsetStore {
             .unwrap_or_default()
     }
 
-    pub fn commit<'a>(&self, connector: &str, positions: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    pub fn commit<'a>(
+        &self,
+        connector: &str,
+        positions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
         let mut state = self.lock();
         let entry = state.file.offsets.entry(connector.to_string()).or_default();
         let mut changed = false;

@@ -85,7 +85,10 @@ fn scan(dir: &Path) -> Vec<PluginCommand> {
         }];
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
-        tracing::warn!("plugin.path entry {} is not readable; skipped", dir.display());
+        tracing::warn!(
+            "plugin.path entry {} is not readable; skipped",
+            dir.display()
+        );
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = entries

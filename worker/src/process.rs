@@ -133,7 +133,13 @@ impl ConnectorProcess {
 
         let (exited_tx, exited) = watch::channel(None);
         let kill = CancellationToken::new();
-        tokio::spawn(supervise(child, client.clone(), kill.clone(), exited_tx, label.to_string()));
+        tokio::spawn(supervise(
+            child,
+            client.clone(),
+            kill.clone(),
+            exited_tx,
+            label.to_string(),
+        ));
         Ok(ConnectorProcess {
             client,
             plugin,
@@ -165,7 +171,10 @@ impl ConnectorProcess {
         )
         .await;
         self.stdin.take();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.exited()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.exited())
+            .await
+            .is_err()
+        {
             tracing::warn!(connector = %self.label, pid = self.pid, "connector process did not exit; killing it");
         }
         self.kill.cancel();

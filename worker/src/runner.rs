@@ -149,7 +149,8 @@ async fn run_once(
     let mut failure: Option<anyhow::Error> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = stop_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        let deadline = stop_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
         tokio::select! {
             reason = process.exited(), if failure.is_none() => {
                 failure = Some(anyhow!("{reason}"));

@@ -75,7 +75,10 @@ impl WorkerSettings {
                 continue;
             }
             if IGNORED_WORKER_KEYS.contains(&key.as_str()) {
-                tracing::warn!("{}", file.error(key, "not used by a standalone Sluice worker; ignored"));
+                tracing::warn!(
+                    "{}",
+                    file.error(key, "not used by a standalone Sluice worker; ignored")
+                );
                 continue;
             }
             return Err(file.error(key, "unknown worker configuration key"));
@@ -150,7 +153,11 @@ impl WorkerSettings {
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
             .collect();
         Converter::new(class, &settings).map_err(|(key, message)| {
-            let key = if key.is_empty() { class_key.clone() } else { format!("{prefix}{key}") };
+            let key = if key.is_empty() {
+                class_key.clone()
+            } else {
+                format!("{prefix}{key}")
+            };
             origin.error(&key, message)
         })
     }
@@ -185,7 +192,9 @@ impl ConnectorSettings {
                 file: file.path.clone(),
                 line: None,
                 key: Some(key.to_string()),
-                message: format!("missing required configuration {key:?} which has no default value"),
+                message: format!(
+                    "missing required configuration {key:?} which has no default value"
+                ),
             }),
         };
         let name = required("name")?;
@@ -274,7 +283,10 @@ mod tests {
     #[test]
     fn worker_errors_name_line_and_key() {
         let e = WorkerSettings::from_file(&props("a=1\nbogus.key=2\n")).unwrap_err();
-        assert_eq!(e.to_string(), "w.properties:1: a: unknown worker configuration key");
+        assert_eq!(
+            e.to_string(),
+            "w.properties:1: a: unknown worker configuration key"
+        );
         let e = WorkerSettings::from_file(&props("\nvalue.converter=x.Y\n")).unwrap_err();
         assert_eq!(e.line, Some(2));
         assert_eq!(e.key.as_deref(), Some("value.converter"));
@@ -284,13 +296,18 @@ mod tests {
 
     #[test]
     fn connector_framework_keys() {
-        let c = ConnectorSettings::from_file(&props("name=s\nconnector.class=FileStreamSink\ntopics=a, b\n"))
-            .unwrap();
+        let c = ConnectorSettings::from_file(&props(
+            "name=s\nconnector.class=FileStreamSink\ntopics=a, b\n",
+        ))
+        .unwrap();
         assert_eq!(c.topics, ["a", "b"]);
         assert_eq!(c.tasks_max, 1);
         let e = ConnectorSettings::from_file(&props("name=s\nconnector.class=X\ntasks.max=0\n"))
             .unwrap_err();
-        assert_eq!(e.to_string(), "w.properties:3: tasks.max: invalid value \"0\": expected an integer of at least 1");
+        assert_eq!(
+            e.to_string(),
+            "w.properties:3: tasks.max: invalid value \"0\": expected an integer of at least 1"
+        );
         let e = ConnectorSettings::from_file(&props("connector.class=X\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("name"));
     }

@@ -58,11 +58,8 @@ async fn send(tx: &Sender, kind: sink_request::Kind) {
 
 impl SinkTaskRunner {
     pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
-        let consumer: Arc<BaseConsumer> = Arc::new(
-            self.consumer_config
-                .create()
-                .context("create consumer")?,
-        );
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(self.consumer_config.create().context("create consumer")?);
         let subscription: Vec<String> = match &self.topics_regex {
             // librdkafka treats a subscription starting with ^ as a regex.
             Some(regex) if regex.starts_with('^') => vec![regex.clone()],
@@ -79,7 +76,9 @@ impl SinkTaskRunner {
             let polling = polling.clone();
             let key = self.key_converter.clone();
             let value = self.value_converter.clone();
-            tokio::task::spawn_blocking(move || poll_loop(&consumer, &key, &value, &polling, &batch_tx))
+            tokio::task::spawn_blocking(move || {
+                poll_loop(&consumer, &key, &value, &polling, &batch_tx)
+            })
         };
         let result = self.stream(&mut client, &consumer, batch_rx, &stop).await;
         polling.store(false, Ordering::Release);
@@ -232,7 +231,9 @@ async fn commit(
         .context("offset commit")?;
     if let Err(e) = result {
         // A commit refused after a rebalance only means these records may be seen again.
-        tracing::warn!("offset commit failed; records since the last commit may be redelivered: {e}");
+        tracing::warn!(
+            "offset commit failed; records since the last commit may be redelivered: {e}"
+        );
     }
     Ok(())
 }
@@ -298,7 +299,14 @@ fn convert(
     key: &Converter,
     value: &Converter,
 ) -> anyhow::Result<proto::SinkRecord> {
-    let at = || format!("{}-{}@{}", message.topic(), message.partition(), message.offset());
+    let at = || {
+        format!(
+            "{}-{}@{}",
+            message.topic(),
+            message.partition(),
+            message.offset()
+        )
+    };
     let key = key
         .to_connect(message.key())
         .with_context(|| format!("convert key of {}", at()))?;

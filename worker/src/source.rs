@@ -254,9 +254,12 @@ impl SourceTaskRunner {
         let mut last: Vec<Option<&str>> = vec![None; batch.partitions.len()];
         for record in &batch.records {
             if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
-                let slot = last
-                    .get_mut(p as usize)
-                    .ok_or_else(|| anyhow!("record refers to source partition {p}, batch has {}", batch.partitions.len()))?;
+                let slot = last.get_mut(p as usize).ok_or_else(|| {
+                    anyhow!(
+                        "record refers to source partition {p}, batch has {}",
+                        batch.partitions.len()
+                    )
+                })?;
                 *slot = Some(&record.offset);
             }
         }
@@ -337,7 +340,11 @@ impl SourceTaskRunner {
                     .iter()
                     .flat_map(|b| b.positions.iter().map(|(p, o)| (p.as_str(), o.as_str()))),
             );
-            send(tx, source_request::Kind::Ack(proto::SourceAck { batch_seq: last })).await;
+            send(
+                tx,
+                source_request::Kind::Ack(proto::SourceAck { batch_seq: last }),
+            )
+            .await;
         }
         match failure {
             Some(e) => bail!("Kafka did not accept a record: {e}"),

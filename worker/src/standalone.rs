@@ -51,7 +51,10 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         match loaded {
             Ok((file, settings)) => {
                 if !names.insert(settings.name.clone()) {
-                    errors.push(file.error("name", format!("connector {:?} is defined twice", settings.name)));
+                    errors.push(file.error(
+                        "name",
+                        format!("connector {:?} is defined twice", settings.name),
+                    ));
                 }
                 connectors.push((file, settings));
             }
@@ -105,11 +108,19 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     };
 
     if worker.offset_file.is_none() {
-        tracing::warn!("no offset.storage.file.filename: source positions will not survive a restart");
+        tracing::warn!(
+            "no offset.storage.file.filename: source positions will not survive a restart"
+        );
     }
     let offsets = Arc::new(OffsetStore::open(worker.offset_file.as_deref())?);
+    let mut producer_config = producer_config(&bootstrap, &worker);
+    if embedded.is_some() && !worker.values.contains_key("producer.compression.type") {
+        // The mock cluster keeps only the last 5 MiB of batches per partition; compressed
+        // batches make that window several times longer.
+        producer_config.set("compression.type", "lz4");
+    }
     let ctx = WorkerContext {
-        producer_config: producer_config(&bootstrap, &worker),
+        producer_config,
         consumer_config: consumer_config(&bootstrap, &worker),
         offsets: offsets.clone(),
         flush_interval: worker.offset_flush_interval,
@@ -126,7 +137,11 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     tracker.close();
 
     let background = CancellationToken::new();
-    let flusher = tokio::spawn(flush_offsets(offsets.clone(), worker.offset_flush_interval, background.clone()));
+    let flusher = tokio::spawn(flush_offsets(
+        offsets.clone(),
+        worker.offset_flush_interval,
+        background.clone(),
+    ));
     let progress = options
         .progress_interval
         .map(|every| tokio::spawn(report_progress(counters, every, background.clone())));
@@ -193,7 +208,10 @@ async fn build_spec(
         response.map_err(|s| anyhow!("validate: {}", s.message()))
     };
     let response = validation.await.map_err(|e| {
-        vec![file.error("connector.class", format!("cannot validate with its plugin: {e:#}"))]
+        vec![file.error(
+            "connector.class",
+            format!("cannot validate with its plugin: {e:#}"),
+        )]
     })?;
     let field_errors = response.into_inner().errors;
     if !field_errors.is_empty() {
@@ -291,7 +309,11 @@ async fn report_progress(
             let rate = (records - prev.0) as f64 / elapsed;
             let byte_rate = (bytes - prev.1) as f64 / elapsed;
             *prev = (records, bytes);
-            let arrow = if *kind == ConnectorType::Sink { "kafka → sink" } else { "source → kafka" };
+            let arrow = if *kind == ConnectorType::Sink {
+                "kafka → sink"
+            } else {
+                "source → kafka"
+            };
             eprintln!(
                 "[{name}] {arrow}: {records} records, {}; {rate:.0} records/s, {}/s",
                 human_bytes(bytes as f64),

@@ -99,7 +99,10 @@ impl Connector for DatagenSource {
                 });
             }
         }
-        if config.parse_or::<f64>(RATE, 0.0).is_ok_and(|v| v < 0.0 || !v.is_finite()) {
+        if config
+            .parse_or::<f64>(RATE, 0.0)
+            .is_ok_and(|v| v < 0.0 || !v.is_finite())
+        {
             errors.push(FieldError {
                 name: RATE.into(),
                 message: "must be a non-negative number".into(),
@@ -118,7 +121,10 @@ impl Connector for DatagenSource {
                 task.set(TASK_INDEX, i.to_string());
                 task.set(TASK_COUNT, tasks.to_string());
                 if count > 0 {
-                    task.set(COUNT, (count / tasks + u64::from(i < count % tasks)).to_string());
+                    task.set(
+                        COUNT,
+                        (count / tasks + u64::from(i < count % tasks)).to_string(),
+                    );
                 }
                 task.set(RATE, (rate / tasks as f64).to_string());
                 task
@@ -161,9 +167,10 @@ impl SourceTask for DatagenTask {
         self.cardinality = config.parse_or(KEY_CARDINALITY, 1000)?;
         let partition = serde_json::json!({ "datagen.task": self.task }).to_string();
         if let Some(offset) = ctx.offset(&partition) {
-            let last = offset.get("seq").and_then(|s| s.as_u64()).ok_or_else(|| {
-                TaskError::fatal(format!("stored offset {offset} has no seq"))
-            })?;
+            let last = offset
+                .get("seq")
+                .and_then(|s| s.as_u64())
+                .ok_or_else(|| TaskError::fatal(format!("stored offset {offset} has no seq")))?;
             self.next_seq = last + 1;
         }
         self.partition = Some(partition.into());

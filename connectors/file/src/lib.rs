@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sluice_connector_sdk::proto::{ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset};
+use sluice_connector_sdk::proto::{
+    ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset,
+};
 use sluice_connector_sdk::{
     data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
     SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
@@ -163,7 +165,9 @@ impl SourceTask for FileSourceTask {
             self.position = offset
                 .get("position")
                 .and_then(|p| p.as_u64())
-                .ok_or_else(|| TaskError::fatal(format!("stored offset {offset} has no position")))?;
+                .ok_or_else(|| {
+                    TaskError::fatal(format!("stored offset {offset} has no position"))
+                })?;
         }
         self.partition = Some(partition.into());
         Ok(())
@@ -251,9 +255,11 @@ impl FileSinkTask {
         let Some(out) = self.out.as_mut() else {
             return Err(TaskError::fatal("write before start"));
         };
-        out.write_all(&self.buf)
-            .await
-            .map_err(|e| TaskError::retriable(format!("write {}: {e}", self.path)))?;
+        let written = match out.write_all(&self.buf).await {
+            Ok(()) => out.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| TaskError::retriable(format!("write {}: {e}", self.path)))?;
         self.buf.clear();
         Ok(())
     }

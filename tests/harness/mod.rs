@@ -1,0 +1,269 @@
+//! One harness for the integration tests: starts the real `sluice` binary (standalone, the
+//! embedded Kafka as its own process), collects its output, sends signals, and waits for
+//! conditions with timeouts. No bare sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn sluice_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// Polls `condition` until it holds; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `sluice` process whose stdout and stderr are collected.
+pub struct Sluice {
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Sluice {
+    pub fn start(dir: &Path, args: &[&str]) -> Sluice {
+        let mut child = Command::new(sluice_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Sluice {
+            child: Some(child),
+            output,
+        }
+    }
+
+    /// `sluice standalone WORKER CONNECTORS...` in `dir`.
+    pub fn standalone(dir: &Path, files: &[&str]) -> Sluice {
+        let mut args = vec!["standalone", "--progress-interval", "1"];
+        args.extend_from_slice(files);
+        Sluice::start(dir, &args)
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for sluice") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "sluice did not exit within {timeout:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pid of the connector process currently running `connector` (from the worker log).
+    pub fn connector_pid(&self, connector: &str) -> Option<i32> {
+        let needle = format!("running connector={connector} pid=");
+        self.output().lines().rev().find_map(|line| {
+            let at = line.find(&needle)? + needle.len();
+            line[at..].split_whitespace().next()?.parse().ok()
+        })
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `sluice dev-kafka` in its own process, so a broker outlives worker restarts.
+pub struct DevKafka {
+    process: Sluice,
+    pub bootstrap: String,
+}
+
+impl DevKafka {
+    pub fn start(dir: &Path, topics: &[&str]) -> DevKafka {
+        let mut args = vec!["dev-kafka"];
+        for t in topics {
+            args.push("--topic");
+            args.push(t);
+        }
+        let process = Sluice::start(dir, &args);
+        let mut bootstrap = String::new();
+        wait_for(
+            "dev-kafka bootstrap address",
+            Duration::from_secs(20),
+            || match process
+                .output()
+                .lines()
+                .find_map(|l| l.strip_prefix("bootstrap.servers=").map(str::to_string))
+            {
+                Some(b) => {
+                    bootstrap = b;
+                    true
+                }
+                None => false,
+            },
+        );
+        DevKafka { process, bootstrap }
+    }
+}
+
+/// Number of complete lines in a file (0 if it does not exist).
+pub fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Line `i` of the test input: numbered, with characters that JSON must escape now and then.
+pub fn input_line(i: usize) -> String {
+    match i % 7 {
+        0 => format!("line {i:06} \"quoted\" back\\slash\ttab ünïcödé €"),
+        3 => format!("line {i:06} {{\"json\": [1, 2]}}"),
+        _ => format!("line {i:06} lorem ipsum dolor sit amet"),
+    }
+}
+
+/// Writes lines `range` to `path`, appending.
+pub fn append_lines(path: &Path, range: std::ops::Range<usize>) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open input");
+    let mut text = String::new();
+    for i in range {
+        text.push_str(&input_line(i));
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes()).expect("append input");
+}
+
+/// Appends `total` lines in chunks on a background thread, so the source follows a growing
+/// file; returns when started.
+pub fn grow_file(
+    path: PathBuf,
+    total: usize,
+    chunk: usize,
+    every: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = 0;
+        while next < total {
+            let end = (next + chunk).min(total);
+            append_lines(&path, next..end);
+            next = end;
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// Compares a sink file with the input: returns (missing, duplicates, out of order), where a
+/// duplicate is a repeat of a line already seen.
+pub fn verify(input: &Path, output: &Path) -> (usize, usize, usize) {
+    let input = std::fs::read_to_string(input).expect("read input");
+    let output = std::fs::read_to_string(output).unwrap_or_default();
+    let expected: Vec<&str> = input.lines().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::new();
+    let mut duplicates = 0;
+    for line in output.lines() {
+        if seen.insert(line) {
+            firsts.push(line);
+        } else {
+            duplicates += 1;
+        }
+    }
+    let missing = expected.iter().filter(|l| !seen.contains(*l)).count();
+    let out_of_order = firsts
+        .iter()
+        .zip(expected.iter())
+        .filter(|(a, b)| a != b)
+        .count();
+    (missing, duplicates, out_of_order)
+}
+
+/// A worker file for tests; `bootstrap` None uses the embedded Kafka.
+pub fn worker_properties(dir: &Path, bootstrap: Option<&str>) -> &'static str {
+    let mut text = String::new();
+    if let Some(b) = bootstrap {
+        text.push_str(&format!("bootstrap.servers={b}\n"));
+    }
+    text.push_str(
+        "key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         key.converter.schemas.enable=true\n\
+         value.converter.schemas.enable=true\n\
+         offset.storage.file.filename=connect.offsets\n\
+         offset.flush.interval.ms=500\n\
+         producer.compression.type=lz4\n\
+         consumer.session.timeout.ms=6000\n\
+         consumer.heartbeat.interval.ms=500\n",
+    );
+    std::fs::write(dir.join("worker.properties"), text).expect("write worker file");
+    "worker.properties"
+}
+
+/// Kafka's quickstart file connectors: test.txt → connect-test → test.sink.txt.
+pub fn file_connectors(dir: &Path) -> [&'static str; 2] {
+    std::fs::write(
+        dir.join("source.properties"),
+        "name=local-file-source\nconnector.class=FileStreamSource\ntasks.max=1\nfile=test.txt\ntopic=connect-test\n",
+    )
+    .expect("write source file");
+    std::fs::write(
+        dir.join("sink.properties"),
+        "name=local-file-sink\nconnector.class=FileStreamSink\ntasks.max=1\nfile=test.sink.txt\ntopics=connect-test\n",
+    )
+    .expect("write sink file");
+    ["source.properties", "sink.properties"]
+}
