@@ -1,1 +1,284 @@
-fn main() {}
+//! Data-path throughput, each figure beside a raw librdkafka baseline measured in the same run
+//! on the same embedded broker:
+//! - produce: raw producer vs datagen → worker → Kafka (connector out of process, 1 task);
+//! - consume: raw consumer vs Kafka → worker → null sink (connector out of process, 1 task).
+//!
+//! `cargo run --release -p sluice-bench -- [--records N] [--json]`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sluice_connector_datagen::record_value;
+use sluice_proto::connector::v1::ConnectorType;
+use sluice_worker::converter::Converter;
+use sluice_worker::embedded::EmbeddedKafka;
+use sluice_worker::metrics::Counters;
+use sluice_worker::offsets::OffsetStore;
+use sluice_worker::process::PluginCommand;
+use sluice_worker::runner::{consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Args {
+    /// Records per 100-byte run; 1 KB runs use a fifth of it.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: serve the datagen plugin (the benchmark launches itself as the connector).
+    #[arg(long, hide = true)]
+    connector: bool,
+}
+
+const PARTITIONS: i32 = 16;
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Figure {
+    name: String,
+    records: u64,
+    secs: f64,
+    baseline_secs: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.connector {
+        sluice_connector_sdk::main(sluice_connector_datagen::plugin());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let figures = runtime.block_on(run(&args))?;
+    print(&figures, args.json);
+    Ok(())
+}
+
+async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
+    let sizes = [(100usize, args.records), (1024, (args.records / 5).max(1))];
+    let mut topics = Vec::new();
+    for (size, _) in sizes {
+        for kind in ["raw", "pipeline"] {
+            topics.push((format!("produce-{kind}-{size}"), PARTITIONS));
+        }
+        topics.push((format!("consume-{size}"), PARTITIONS * 4));
+    }
+    let kafka = EmbeddedKafka::start(1, &topics)?;
+    let bootstrap = kafka.bootstrap_servers().to_string();
+    let mut figures = Vec::new();
+    for (size, records) in sizes {
+        let raw = raw_produce(&bootstrap, &format!("produce-raw-{size}"), records, size).await?;
+        let pipeline =
+            pipeline_produce(&bootstrap, &format!("produce-pipeline-{size}"), records, size).await?;
+        figures.push(Figure {
+            name: format!("source_datagen_{size}b"),
+            records,
+            secs: pipeline,
+            baseline_secs: raw,
+        });
+
+        let topic = format!("consume-{size}");
+        raw_produce(&bootstrap, &topic, records, size).await?;
+        let raw = raw_consume(&bootstrap, &topic, records).await?;
+        let pipeline = pipeline_consume(&bootstrap, &topic, records).await?;
+        figures.push(Figure {
+            name: format!("sink_null_{size}b"),
+            records,
+            secs: pipeline,
+            baseline_secs: raw,
+        });
+    }
+    drop(kafka);
+    Ok(figures)
+}
+
+/// The baseline: the same producer settings as the worker, the same keys and values.
+async fn raw_produce(bootstrap: &str, topic: &str, records: u64, size: usize) -> anyhow::Result<f64> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            producer_config(&bootstrap, BTreeMap::new()).create()?;
+        let started = Instant::now();
+        for seq in 0..records {
+            let key = format!("key-{}", seq % 1000);
+            let value = record_value(0, seq, size);
+            let mut record = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+        }
+        producer.flush(TIMEOUT)?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+fn string_converter() -> Converter {
+    Converter::new("org.apache.kafka.connect.storage.StringConverter", &BTreeMap::new())
+        .expect("StringConverter is built in")
+}
+
+fn spec(name: &str, kind: ConnectorType, class: &str, config: &[(&str, String)]) -> anyhow::Result<ConnectorSpec> {
+    let exe = std::env::current_exe().context("locate the benchmark executable")?;
+    let mut values: BTreeMap<String, String> =
+        config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    values.insert("name".into(), name.into());
+    values.insert("connector.class".into(), class.into());
+    Ok(ConnectorSpec {
+        name: name.into(),
+        class: class.into(),
+        kind,
+        command: PluginCommand {
+            program: exe,
+            args: vec!["--connector".into()],
+        },
+        tasks_max: 1,
+        topics: values.get("topics").map(|t| vec![t.clone()]).unwrap_or_default(),
+        topics_regex: None,
+        config: values,
+        key_converter: string_converter(),
+        value_converter: string_converter(),
+    })
+}
+
+/// datagen → worker → Kafka; timed until the last record's position is committed, which
+/// happens only after Kafka acknowledged it.
+async fn pipeline_produce(bootstrap: &str, topic: &str, records: u64, size: usize) -> anyhow::Result<f64> {
+    let name = format!("bench-{topic}");
+    let spec = spec(
+        &name,
+        ConnectorType::Source,
+        "DatagenSource",
+        &[
+            ("topic", topic.to_string()),
+            ("count", records.to_string()),
+            ("record.size", size.to_string()),
+        ],
+    )?;
+    let offsets = Arc::new(OffsetStore::open(None)?);
+    let ctx = WorkerContext {
+        producer_config: producer_config(bootstrap, BTreeMap::new()),
+        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
+        offsets: offsets.clone(),
+        flush_interval: Duration::from_secs(1),
+    };
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let runner = tokio::spawn(run_connector(spec, ctx, Arc::new(Counters::default()), stop.clone()));
+    let last = format!("{{\"seq\":{}}}", records - 1);
+    while !offsets.positions(&name).iter().any(|p| p.offset == last) {
+        if started.elapsed() > TIMEOUT {
+            bail!("{name}: not done within {TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    runner.await?;
+    Ok(secs)
+}
+
+/// The baseline: a plain consumer with the worker's settings, timed from its first record.
+async fn raw_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<f64> {
+    let bootstrap = bootstrap.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut config = consumer_config(&bootstrap, BTreeMap::new());
+        config.set("group.id", format!("raw-{topic}"));
+        let consumer: BaseConsumer = config.create()?;
+        consumer.subscribe(&[&topic])?;
+        let started = Instant::now();
+        let mut first = started;
+        let mut seen = 0u64;
+        let mut bytes = 0usize;
+        while seen < records {
+            if started.elapsed() > TIMEOUT {
+                bail!("raw consumer: {seen} of {records} records within {TIMEOUT:?}");
+            }
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message?;
+                if seen == 0 {
+                    first = Instant::now();
+                }
+                bytes += message.payload_len();
+                seen += 1;
+            }
+        }
+        std::hint::black_box(bytes);
+        Ok(first.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+/// Kafka → worker → null sink; timed from the first record to the connector having been sent
+/// every record. Both consume figures start at the first record: joining the consumer group
+/// costs the mock cluster's fixed ~3 s initial rebalance delay on either side.
+async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<f64> {
+    let name = format!("bench-sink-{topic}");
+    let spec = spec(&name, ConnectorType::Sink, "NullSink", &[("topics", topic.to_string())])?;
+    let ctx = WorkerContext {
+        producer_config: producer_config(bootstrap, BTreeMap::new()),
+        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
+        offsets: Arc::new(OffsetStore::open(None)?),
+        flush_interval: Duration::from_secs(1),
+    };
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let runner = tokio::spawn(run_connector(spec, ctx, counters.clone(), stop.clone()));
+    let mut first: Option<Instant> = None;
+    while counters.read().0 < records {
+        if first.is_none() && counters.read().0 > 0 {
+            first = Some(Instant::now());
+        }
+        if started.elapsed() > TIMEOUT {
+            bail!("{name}: {} of {records} records within {TIMEOUT:?}", counters.read().0);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = first.unwrap_or(started).elapsed().as_secs_f64();
+    stop.cancel();
+    runner.await?;
+    Ok(secs)
+}
+
+fn print(figures: &[Figure], json: bool) {
+    if !json {
+        println!(
+            "{:<22} {:>10} {:>16} {:>16} {:>7}",
+            "benchmark", "records", "records/s", "baseline rec/s", "ratio"
+        );
+    }
+    for f in figures {
+        let rate = f.records as f64 / f.secs;
+        let baseline = f.records as f64 / f.baseline_secs;
+        let ratio = rate / baseline;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": f.name,
+                    "records": f.records,
+                    "records_per_sec": rate.round(),
+                    "baseline_records_per_sec": baseline.round(),
+                    "ratio": (ratio * 1000.0).round() / 1000.0,
+                })
+            );
+        } else {
+            println!(
+                "{:<22} {:>10} {:>16.0} {:>16.0} {:>7.2}",
+                f.name, f.records, rate, baseline, ratio
+            );
+        }
+    }
+}

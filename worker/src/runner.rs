@@ -50,6 +50,36 @@ pub struct WorkerContext {
     pub flush_interval: Duration,
 }
 
+/// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
+pub fn producer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000");
+    for (k, v) in overrides {
+        config.set(k, v);
+    }
+    config
+}
+
+/// The worker's consumer settings: manual commits, earliest reset, then the user's overrides.
+pub fn consumer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50");
+    for (k, v) in overrides {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Runs a connector until `stop`, restarting it with backoff after failures.
 pub async fn run_connector(
     spec: ConnectorSpec,
     ctx: WorkerContext,

@@ -2,13 +2,12 @@
 //! Everything is validated before anything runs; then each connector runs in its own process,
 //! with offsets in a local file and, when no `bootstrap.servers` is given, an embedded Kafka.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use rdkafka::config::ClientConfig;
 use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +18,7 @@ use crate::metrics::{human_bytes, Counters};
 use crate::offsets::OffsetStore;
 use crate::plugins::PluginRegistry;
 use crate::process::{ConnectorProcess, PluginCommand};
-use crate::runner::{run_connector, ConnectorSpec, WorkerContext};
+use crate::runner::{consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext};
 use crate::settings::{ConnectorSettings, WorkerSettings};
 
 pub struct StandaloneOptions {
@@ -113,7 +112,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         );
     }
     let offsets = Arc::new(OffsetStore::open(worker.offset_file.as_deref())?);
-    let mut producer_config = producer_config(&bootstrap, &worker);
+    let mut producer_config = producer_config(&bootstrap, worker.client_overrides("producer."));
     if embedded.is_some() && !worker.values.contains_key("producer.compression.type") {
         // The mock cluster keeps only the last 5 MiB of batches per partition; compressed
         // batches make that window several times longer.
@@ -121,7 +120,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     }
     let ctx = WorkerContext {
         producer_config,
-        consumer_config: consumer_config(&bootstrap, &worker),
+        consumer_config: consumer_config(&bootstrap, worker.client_overrides("consumer.")),
         offsets: offsets.clone(),
         flush_interval: worker.offset_flush_interval,
     };
@@ -238,35 +237,6 @@ async fn build_spec(
         topics: settings.topics.clone(),
         topics_regex: settings.topics_regex.clone(),
     })
-}
-
-fn producer_config(bootstrap: &str, worker: &WorkerSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "500000");
-    apply(&mut config, worker.client_overrides("producer."));
-    config
-}
-
-fn consumer_config(bootstrap: &str, worker: &WorkerSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50");
-    apply(&mut config, worker.client_overrides("consumer."));
-    config
-}
-
-fn apply(config: &mut ClientConfig, overrides: BTreeMap<String, String>) {
-    for (k, v) in overrides {
-        config.set(k, v);
-    }
 }
 
 async fn flush_offsets(offsets: Arc<OffsetStore>, every: Duration, stop: CancellationToken) {
