@@ -20,7 +20,9 @@ use sluice_worker::embedded::EmbeddedKafka;
 use sluice_worker::metrics::Counters;
 use sluice_worker::offsets::OffsetStore;
 use sluice_worker::process::PluginCommand;
-use sluice_worker::runner::{consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext};
+use sluice_worker::runner::{
+    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -28,6 +30,9 @@ struct Args {
     /// Records per 100-byte run; 1 KB runs use a fifth of it.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
+    /// Run only the source (produce) or only the sink (consume) figures.
+    #[arg(long, value_parser = ["source", "sink"])]
+    only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -69,34 +74,63 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     let kafka = EmbeddedKafka::start(1, &topics)?;
     let bootstrap = kafka.bootstrap_servers().to_string();
     let mut figures = Vec::new();
+    let source = args.only.as_deref() != Some("sink");
+    let sink = args.only.as_deref() != Some("source");
     for (size, records) in sizes {
-        let raw = raw_produce(&bootstrap, &format!("produce-raw-{size}"), records, size).await?;
-        let pipeline =
-            pipeline_produce(&bootstrap, &format!("produce-pipeline-{size}"), records, size).await?;
-        figures.push(Figure {
-            name: format!("source_datagen_{size}b"),
-            records,
-            secs: pipeline,
-            baseline_secs: raw,
-        });
-
-        let topic = format!("consume-{size}");
-        raw_produce(&bootstrap, &topic, records, size).await?;
-        let raw = raw_consume(&bootstrap, &topic, records).await?;
-        let pipeline = pipeline_consume(&bootstrap, &topic, records).await?;
-        figures.push(Figure {
-            name: format!("sink_null_{size}b"),
-            records,
-            secs: pipeline,
-            baseline_secs: raw,
-        });
+        if source {
+            figures.push(produce_figure(&bootstrap, size, records).await?);
+        }
+        if sink {
+            figures.push(consume_figure(&bootstrap, size, records).await?);
+        }
     }
     drop(kafka);
     Ok(figures)
 }
 
+async fn produce_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::Result<Figure> {
+    let bootstrap = bootstrap.to_string();
+    {
+        let raw = raw_produce(&bootstrap, &format!("produce-raw-{size}"), records, size).await?;
+        let pipeline = pipeline_produce(
+            &bootstrap,
+            &format!("produce-pipeline-{size}"),
+            records,
+            size,
+        )
+        .await?;
+        Ok(Figure {
+            name: format!("source_datagen_{size}b"),
+            records,
+            secs: pipeline,
+            baseline_secs: raw,
+        })
+    }
+}
+
+async fn consume_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::Result<Figure> {
+    let bootstrap = bootstrap.to_string();
+    {
+        let topic = format!("consume-{size}");
+        raw_produce(&bootstrap, &topic, records, size).await?;
+        let raw = raw_consume(&bootstrap, &topic, records).await?;
+        let pipeline = pipeline_consume(&bootstrap, &topic, records).await?;
+        Ok(Figure {
+            name: format!("sink_null_{size}b"),
+            records,
+            secs: pipeline,
+            baseline_secs: raw,
+        })
+    }
+}
+
 /// The baseline: the same producer settings as the worker, the same keys and values.
-async fn raw_produce(bootstrap: &str, topic: &str, records: u64, size: usize) -> anyhow::Result<f64> {
+async fn raw_produce(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    size: usize,
+) -> anyhow::Result<f64> {
     let bootstrap = bootstrap.to_string();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -106,7 +140,9 @@ async fn raw_produce(bootstrap: &str, topic: &str, records: u64, size: usize) ->
         for seq in 0..records {
             let key = format!("key-{}", seq % 1000);
             let value = record_value(0, seq, size);
-            let mut record = BaseRecord::to(&topic).key(key.as_bytes()).payload(value.as_bytes());
+            let mut record = BaseRecord::to(&topic)
+                .key(key.as_bytes())
+                .payload(value.as_bytes());
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -124,14 +160,24 @@ async fn raw_produce(bootstrap: &str, topic: &str, records: u64, size: usize) ->
 }
 
 fn string_converter() -> Converter {
-    Converter::new("org.apache.kafka.connect.storage.StringConverter", &BTreeMap::new())
-        .expect("StringConverter is built in")
+    Converter::new(
+        "org.apache.kafka.connect.storage.StringConverter",
+        &BTreeMap::new(),
+    )
+    .expect("StringConverter is built in")
 }
 
-fn spec(name: &str, kind: ConnectorType, class: &str, config: &[(&str, String)]) -> anyhow::Result<ConnectorSpec> {
+fn spec(
+    name: &str,
+    kind: ConnectorType,
+    class: &str,
+    config: &[(&str, String)],
+) -> anyhow::Result<ConnectorSpec> {
     let exe = std::env::current_exe().context("locate the benchmark executable")?;
-    let mut values: BTreeMap<String, String> =
-        config.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut values: BTreeMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     values.insert("name".into(), name.into());
     values.insert("connector.class".into(), class.into());
     Ok(ConnectorSpec {
@@ -143,7 +189,10 @@ fn spec(name: &str, kind: ConnectorType, class: &str, config: &[(&str, String)])
             args: vec!["--connector".into()],
         },
         tasks_max: 1,
-        topics: values.get("topics").map(|t| vec![t.clone()]).unwrap_or_default(),
+        topics: values
+            .get("topics")
+            .map(|t| vec![t.clone()])
+            .unwrap_or_default(),
         topics_regex: None,
         config: values,
         key_converter: string_converter(),
@@ -153,7 +202,12 @@ fn spec(name: &str, kind: ConnectorType, class: &str, config: &[(&str, String)])
 
 /// datagen → worker → Kafka; timed until the last record's position is committed, which
 /// happens only after Kafka acknowledged it.
-async fn pipeline_produce(bootstrap: &str, topic: &str, records: u64, size: usize) -> anyhow::Result<f64> {
+async fn pipeline_produce(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    size: usize,
+) -> anyhow::Result<f64> {
     let name = format!("bench-{topic}");
     let spec = spec(
         &name,
@@ -170,11 +224,16 @@ async fn pipeline_produce(bootstrap: &str, topic: &str, records: u64, size: usiz
         producer_config: producer_config(bootstrap, BTreeMap::new()),
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: offsets.clone(),
-        flush_interval: Duration::from_secs(1),
+        flush_interval: Duration::from_secs(30),
     };
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let runner = tokio::spawn(run_connector(spec, ctx, Arc::new(Counters::default()), stop.clone()));
+    let runner = tokio::spawn(run_connector(
+        spec,
+        ctx,
+        Arc::new(Counters::default()),
+        stop.clone(),
+    ));
     let last = format!("{{\"seq\":{}}}", records - 1);
     while !offsets.positions(&name).iter().any(|p| p.offset == last) {
         if started.elapsed() > TIMEOUT {
@@ -225,24 +284,36 @@ async fn raw_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Resu
 /// costs the mock cluster's fixed ~3 s initial rebalance delay on either side.
 async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<f64> {
     let name = format!("bench-sink-{topic}");
-    let spec = spec(&name, ConnectorType::Sink, "NullSink", &[("topics", topic.to_string())])?;
+    let spec = spec(
+        &name,
+        ConnectorType::Sink,
+        "NullSink",
+        &[("topics", topic.to_string())],
+    )?;
     let ctx = WorkerContext {
         producer_config: producer_config(bootstrap, BTreeMap::new()),
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: Arc::new(OffsetStore::open(None)?),
-        flush_interval: Duration::from_secs(1),
+        flush_interval: Duration::from_secs(30),
     };
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let started = Instant::now();
     let runner = tokio::spawn(run_connector(spec, ctx, counters.clone(), stop.clone()));
     let mut first: Option<Instant> = None;
+    let trace = std::env::var_os("BENCH_TRACE").is_some();
     while counters.read().0 < records {
         if first.is_none() && counters.read().0 > 0 {
             first = Some(Instant::now());
         }
+        if trace {
+            eprintln!("{:?} {}", started.elapsed(), counters.read().0);
+        }
         if started.elapsed() > TIMEOUT {
-            bail!("{name}: {} of {records} records within {TIMEOUT:?}", counters.read().0);
+            bail!(
+                "{name}: {} of {records} records within {TIMEOUT:?}",
+                counters.read().0
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -15,14 +15,15 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::connector_server::{Connector as ConnectorRpc, ConnectorServer};
-use crate::proto::{self, sink_request, sink_response, source_request, source_response};
+use crate::proto::{
+    self, sink_request, sink_response, source_request, source_response, H2_CONNECTION_WINDOW,
+    H2_MAX_FRAME, H2_STREAM_WINDOW, MAX_MESSAGE_BYTES,
+};
 use crate::task::{SinkTaskContext, SourceTaskContext};
 use crate::{Config, ConnectorEntry, Plugin, SourceRecord, TaskError};
 
 pub use crate::proto::{ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 
-/// Largest message either side accepts; records are never split below this.
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Largest number of records the SDK asks a source task for in one poll.
 const MAX_POLL_RECORDS: u64 = 4096;
 /// Features this SDK implements (none beyond the v1 baseline yet).
@@ -77,6 +78,9 @@ pub async fn serve(plugin: Plugin) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(Some(H2_MAX_FRAME))
         .add_service(server)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;

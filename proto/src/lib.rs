@@ -13,6 +13,14 @@ pub mod connector {
         pub const ENV_SOCKET: &str = "SLUICE_CONNECTOR_SOCKET";
         /// Launch contract: the protocol versions the worker speaks, comma-separated.
         pub const ENV_PROTOCOL_VERSIONS: &str = "SLUICE_PROTOCOL_VERSIONS";
+        /// The largest message either side accepts.
+        pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+        /// HTTP/2 flow-control windows for the connector socket. Batches are megabytes; the
+        /// 64 KiB default would stall every stream on window updates.
+        pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+        pub const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+        /// HTTP/2 frame size the connector accepts: large batches in few frames.
+        pub const H2_MAX_FRAME: u32 = 1024 * 1024;
     }
 }
 

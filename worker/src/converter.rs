@@ -155,9 +155,10 @@ impl Converter {
             ConverterKind::String => Structured {
                 schema: Some(optional(SchemaType::String)),
                 value: Some(Value {
-                    kind: Some(value::Kind::String(
-                        String::from_utf8_lossy(bytes).into_owned(),
-                    )),
+                    kind: Some(value::Kind::String(match std::str::from_utf8(bytes) {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+                    })),
                 }),
             },
             ConverterKind::Json => {

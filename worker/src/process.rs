@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use hyper_util::rt::TokioIo;
-use sluice_proto::connector::v1::{self as proto, connector_client::ConnectorClient};
+use sluice_proto::connector::v1::{
+    self as proto, connector_client::ConnectorClient, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW,
+    MAX_MESSAGE_BYTES,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdin, Command};
@@ -15,8 +18,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest protocol message accepted or sent.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -210,6 +211,8 @@ async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<
     }
     let path = socket.to_path_buf();
     let channel = Endpoint::from_static("http://connector")
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }

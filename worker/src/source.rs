@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -223,8 +224,11 @@ impl SourceTaskRunner {
                 message = responses.message() => match message {
                     Ok(Some(proto::SourceResponse { kind: Some(kind) })) => match kind {
                         source_response::Kind::Batch(batch) => {
+                            // Credit is returned exactly as the connector debited it: records,
+                            // and the encoded size of the batch message.
                             let records = batch.records.len() as u64;
-                            let bytes = self.produce(producer, tracker, batch).await?;
+                            let bytes = batch.encoded_len() as u64;
+                            self.produce(producer, tracker, batch).await?;
                             send(tx, source_request::Kind::Credit(proto::Credit {
                                 records,
                                 bytes,
@@ -244,13 +248,13 @@ impl SourceTaskRunner {
         }
     }
 
-    /// Converts and enqueues one batch; returns its payload size for the credit it frees.
+    /// Converts and enqueues one batch, counting the converted bytes.
     async fn produce(
         &self,
         producer: &ThreadedProducer<DeliveryContext>,
         tracker: &DeliveryTracker,
         batch: proto::SourceBatch,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<()> {
         let mut last: Vec<Option<&str>> = vec![None; batch.partitions.len()];
         for record in &batch.records {
             if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
@@ -314,7 +318,7 @@ impl SourceTaskRunner {
             }
         }
         self.counters.add(batch.records.len() as u64, bytes);
-        Ok(bytes)
+        Ok(())
     }
 
     fn headers(&self, headers: &[proto::Header]) -> anyhow::Result<OwnedHeaders> {

@@ -18,7 +18,9 @@ use crate::metrics::{human_bytes, Counters};
 use crate::offsets::OffsetStore;
 use crate::plugins::PluginRegistry;
 use crate::process::{ConnectorProcess, PluginCommand};
-use crate::runner::{consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext};
+use crate::runner::{
+    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
+};
 use crate::settings::{ConnectorSettings, WorkerSettings};
 
 pub struct StandaloneOptions {
