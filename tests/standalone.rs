@@ -162,7 +162,9 @@ fn bad_configuration_files_give_located_errors_and_exit_code_2() {
         "sink.properties",
         "name=s\nconnector.class=FileStreamSink\ntopics=t\nfile=out.txt\n",
     );
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    // (files to write, files on the command line, expected error text)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("w.properties", "a=1\nb=\\uZZZZ\n"), good_sink],
             vec!["w.properties", "sink.properties"],

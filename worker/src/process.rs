@@ -66,7 +66,8 @@ impl ConnectorProcess {
             .tempdir()
             .context("create connector socket directory")?;
         let socket = dir.path().join("c.sock");
-        let mut child = Command::new(&command.program)
+        let mut builder = Command::new(&command.program);
+        builder
             .args(&command.args)
             .env(proto::ENV_SOCKET, &socket)
             .env(
@@ -83,7 +84,21 @@ impl ConnectorProcess {
             .kill_on_drop(true)
             // Its own process group: a Ctrl-C at the terminal reaches the worker only, which
             // then drains the connector instead of losing it mid-batch.
-            .process_group(0)
+            .process_group(0);
+        // The kernel kills the connector if the worker dies, even one that never reads stdin.
+        // (It fires when the spawning thread exits; tokio's runtime threads live as long as
+        // the runtime, and launches happen on them.)
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            builder.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = builder
             .spawn()
             .with_context(|| format!("start connector executable {command}"))?;
         let pid = child.id().unwrap_or(0);

@@ -301,7 +301,9 @@ fn poll_loop(
                 }
             }
             // Reading the clock for every record costs more than the record.
-            if polled.records.len() % 64 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            if polled.records.len().is_multiple_of(64)
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 break;
             }
         }
