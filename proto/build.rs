@@ -1,7 +1,11 @@
 //! Compiles `proto/` with protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["sluice/connector/v1/connector.proto"];
+    let files = [
+        "sluice/connector/v1/connector.proto",
+        "sluice/api/v1/api.proto",
+        "sluice/cluster/v1/cluster.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

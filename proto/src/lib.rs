@@ -26,5 +26,19 @@ pub mod connector {
     }
 }
 
+/// The public management API, served by the controller.
+pub mod api {
+    pub mod v1 {
+        tonic::include_proto!("sluice.api.v1");
+    }
+}
+
+/// The controller ↔ worker protocol.
+pub mod cluster {
+    pub mod v1 {
+        tonic::include_proto!("sluice.cluster.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");

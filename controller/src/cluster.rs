@@ -1,0 +1,449 @@
+//! The controller's view of the cluster: desired state (connectors from the store) and observed
+//! state (workers and their status reports), reconciled into one placement per generation and
+//! pushed to each worker as its complete assignment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use sluice_proto::api::v1 as api;
+use sluice_proto::cluster::v1 as wire;
+use tokio::sync::{mpsc, Mutex, Notify};
+use tonic::Status;
+
+use crate::error::ApiError;
+use crate::scheduler::{self, Placement, Slot, Unit, Work};
+use crate::store::{ConnectorRecord, State, StatusRecord, Store, TargetState, WorkerRecord};
+
+pub type AssignmentSender = mpsc::Sender<Result<wire::Assignment, Status>>;
+
+pub struct WorkerEntry {
+    pub plugins: Vec<wire::PluginClass>,
+    pub capacity: u32,
+    pub last_seen: Instant,
+    pub stream: Option<AssignmentSender>,
+    pub last_sent: Option<wire::Assignment>,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub connectors: BTreeMap<String, ConnectorRecord>,
+    pub statuses: BTreeMap<Unit, StatusRecord>,
+    pub workers: BTreeMap<String, WorkerEntry>,
+    pub placement: Placement,
+    pub generation: u64,
+}
+
+pub struct Cluster {
+    pub store: Store,
+    pub inner: Mutex<Inner>,
+    pub changed: Notify,
+    pub cluster_id: String,
+    /// A worker silent this long is declared dead and its work moves.
+    pub worker_timeout: Duration,
+}
+
+impl Cluster {
+    /// Loads the durable state. Workers known before a restart count as alive until they miss
+    /// the timeout, so nothing moves while they reconnect.
+    pub fn open(store: Store, worker_timeout: Duration) -> Result<Cluster, ApiError> {
+        let now = Instant::now();
+        let mut workers = BTreeMap::new();
+        for (id, record) in store.workers()? {
+            let plugins = record
+                .plugins
+                .iter()
+                .filter_map(|b| prost::Message::decode(b.as_slice()).ok())
+                .collect();
+            workers.insert(
+                id,
+                WorkerEntry {
+                    plugins,
+                    capacity: record.capacity,
+                    last_seen: now,
+                    stream: None,
+                    last_sent: None,
+                },
+            );
+        }
+        let inner = Inner {
+            connectors: store.connectors()?,
+            statuses: store.statuses()?,
+            workers,
+            placement: store.placement()?,
+            generation: store.generation()?,
+        };
+        Ok(Cluster {
+            cluster_id: store.cluster_id()?,
+            store,
+            inner: Mutex::new(inner),
+            changed: Notify::new(),
+            worker_timeout,
+        })
+    }
+
+    /// Registers a (re)joining worker and returns the stream its assignments go to.
+    pub async fn join(
+        &self,
+        request: wire::JoinRequest,
+        tx: AssignmentSender,
+    ) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        let record = WorkerRecord {
+            plugins: request
+                .plugins
+                .iter()
+                .map(prost::Message::encode_to_vec)
+                .collect(),
+            capacity: request.capacity,
+        };
+        self.store.put_worker(&request.worker_id, &record)?;
+        self.store.flush().await?;
+        tracing::info!(worker = %request.worker_id, plugins = request.plugins.len(), "worker joined");
+        inner.workers.insert(
+            request.worker_id,
+            WorkerEntry {
+                plugins: request.plugins,
+                capacity: request.capacity,
+                last_seen: Instant::now(),
+                stream: Some(tx),
+                last_sent: None,
+            },
+        );
+        drop(inner);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Returns false when the worker is unknown and must join again.
+    pub async fn heartbeat(&self, worker: &str) -> bool {
+        let mut inner = self.inner.lock().await;
+        match inner.workers.get_mut(worker) {
+            Some(w) if w.stream.is_some() => {
+                w.last_seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The worker's assignment stream ended (it disconnected or died).
+    pub async fn disconnected(&self, worker: &str, tx: &AssignmentSender) {
+        let mut inner = self.inner.lock().await;
+        if let Some(w) = inner.workers.get_mut(worker) {
+            if w.stream.as_ref().is_some_and(|s| s.same_channel(tx)) {
+                tracing::info!(worker, "worker disconnected");
+                w.stream = None;
+            }
+        }
+    }
+
+    /// Records statuses reported by the worker that owns each unit; reports of units it does
+    /// not own (a stale worker) are ignored.
+    pub async fn report(&self, report: wire::StatusReport) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(w) = inner.workers.get_mut(&report.worker_id) {
+            w.last_seen = Instant::now();
+        }
+        for s in report.statuses {
+            let unit = Unit {
+                connector: s.connector,
+                task: s.task,
+            };
+            if inner.placement.get(&unit) != Some(&report.worker_id) {
+                continue;
+            }
+            let record = StatusRecord {
+                state: state_from_wire(s.state),
+                worker_id: report.worker_id.clone(),
+                trace: s.trace,
+            };
+            if inner.statuses.get(&unit) != Some(&record) {
+                self.store.put_status(&unit, &record)?;
+                inner.statuses.insert(unit, record);
+            }
+        }
+        drop(inner);
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Stores task configs planned for the connector's current config version.
+    pub async fn submit_tasks(
+        &self,
+        request: wire::SubmitTaskConfigsRequest,
+    ) -> Result<bool, ApiError> {
+        let mut inner = self.inner.lock().await;
+        let Some(record) = inner.connectors.get_mut(&request.connector) else {
+            return Ok(false);
+        };
+        if record.config_version != request.config_version {
+            return Ok(false);
+        }
+        let tasks: Vec<BTreeMap<String, String>> = request
+            .tasks
+            .into_iter()
+            .map(|t| t.config.into_iter().collect())
+            .collect();
+        let kind = match api::ConnectorType::try_from(request.r#type) {
+            Ok(api::ConnectorType::Sink) => Some("sink".to_string()),
+            Ok(api::ConnectorType::Source) => Some("source".to_string()),
+            _ => record.kind.clone(),
+        };
+        if record.tasks == tasks
+            && record.tasks_version == request.config_version
+            && record.kind == kind
+        {
+            return Ok(true);
+        }
+        let old = record.tasks.len() as u32;
+        record.tasks = tasks;
+        record.tasks_version = request.config_version;
+        record.kind = kind;
+        let new = record.tasks.len() as u32;
+        let record = record.clone();
+        self.store.put_connector(&request.connector, &record)?;
+        for t in new..old {
+            let unit = Unit::task(&request.connector, t);
+            self.store.remove_status(&unit)?;
+            inner.statuses.remove(&unit);
+        }
+        self.store.flush().await?;
+        tracing::info!(connector = %request.connector, tasks = new, "task configs stored");
+        drop(inner);
+        self.changed.notify_one();
+        Ok(true)
+    }
+
+    /// Runs until cancelled: expires silent workers, recomputes the placement and pushes
+    /// changed assignments, on every change and every 200 ms.
+    pub async fn run(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::error!("reconcile: {e}");
+            }
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    pub async fn reconcile(&self) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        let now = Instant::now();
+        let dead: Vec<String> = inner
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                w.stream.is_none() && now.duration_since(w.last_seen) > self.worker_timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &dead {
+            tracing::warn!(worker = %id, "worker gone for {:?}; moving its work", self.worker_timeout);
+            inner.workers.remove(id);
+            self.store.remove_worker(id)?;
+        }
+        // A connected worker that stopped heartbeating is hung: treat it as gone too.
+        for (id, w) in inner.workers.iter_mut() {
+            if w.stream.is_some() && now.duration_since(w.last_seen) > self.worker_timeout {
+                tracing::warn!(worker = %id, "worker stopped heartbeating; dropping its stream");
+                w.stream = None;
+            }
+        }
+
+        let work = desired_work(&inner.connectors);
+        let slots: Vec<Slot> = inner
+            .workers
+            .iter()
+            .map(|(id, w)| Slot {
+                id: id.clone(),
+                classes: w
+                    .plugins
+                    .iter()
+                    .flat_map(|p| {
+                        std::iter::once(p.class_name.clone()).chain(p.aliases.iter().cloned())
+                    })
+                    .collect(),
+                capacity: (w.capacity > 0).then_some(w.capacity),
+            })
+            .collect();
+        let placement = scheduler::assign(&work, &slots, &inner.placement);
+
+        let mut messages: BTreeMap<String, wire::Assignment> = BTreeMap::new();
+        for id in inner.workers.keys() {
+            messages.insert(
+                id.clone(),
+                assignment_for(id, &placement, &inner.connectors),
+            );
+        }
+        let changed_placement = placement != inner.placement;
+        let changed_any = changed_placement
+            || inner.workers.iter().any(|(id, w)| {
+                w.last_sent.as_ref().map(strip_generation) != messages.get(id).map(strip_generation)
+            });
+        if !changed_any {
+            return Ok(());
+        }
+        if changed_placement || inner.workers.values().any(|w| w.last_sent.is_some()) {
+            inner.generation += 1;
+        }
+        let generation = inner.generation;
+        // Units that lost their worker are UNASSIGNED until someone reports on them.
+        for unit in inner
+            .placement
+            .keys()
+            .filter(|u| !placement.contains_key(*u))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            if let Some(status) = inner.statuses.get_mut(&unit) {
+                status.state = State::Unassigned;
+                status.worker_id.clear();
+                self.store.put_status(&unit, status)?;
+            }
+        }
+        self.store.put_placement(&placement, generation)?;
+        self.store.flush().await?;
+        inner.placement = placement;
+        for (id, w) in inner.workers.iter_mut() {
+            let mut message = messages.remove(id).unwrap_or_default();
+            message.generation = generation;
+            if w.last_sent.as_ref().map(strip_generation) == Some(strip_generation(&message)) {
+                continue;
+            }
+            if let Some(stream) = &w.stream {
+                if stream.try_send(Ok(message.clone())).is_ok() {
+                    w.last_sent = Some(message);
+                } else {
+                    tracing::warn!(worker = %id, "assignment stream full or closed; will retry");
+                    w.last_sent = None;
+                }
+            }
+        }
+        tracing::info!(
+            generation,
+            units = inner.placement.len(),
+            workers = inner.workers.len(),
+            "assignment"
+        );
+        Ok(())
+    }
+}
+
+fn strip_generation(a: &wire::Assignment) -> wire::Assignment {
+    wire::Assignment {
+        generation: 0,
+        ..a.clone()
+    }
+}
+
+/// Every unit that should run: a planning instance per connector not stopped, and its tasks.
+pub fn desired_work(connectors: &BTreeMap<String, ConnectorRecord>) -> Vec<Work> {
+    let mut work = Vec::new();
+    for (name, record) in connectors {
+        if record.target_state == TargetState::Stopped {
+            continue;
+        }
+        let class = record
+            .config
+            .get("connector.class")
+            .cloned()
+            .unwrap_or_default();
+        work.push(Work {
+            unit: Unit::planning(name),
+            class: class.clone(),
+        });
+        for t in 0..record.tasks.len() as u32 {
+            work.push(Work {
+                unit: Unit::task(name, t),
+                class: class.clone(),
+            });
+        }
+    }
+    work
+}
+
+fn assignment_for(
+    worker: &str,
+    placement: &Placement,
+    connectors: &BTreeMap<String, ConnectorRecord>,
+) -> wire::Assignment {
+    let mut names = BTreeSet::new();
+    let mut planning = Vec::new();
+    let mut tasks = Vec::new();
+    for (unit, owner) in placement {
+        if owner != worker {
+            continue;
+        }
+        let Some(record) = connectors.get(&unit.connector) else {
+            continue;
+        };
+        names.insert(unit.connector.clone());
+        match unit.task {
+            None => planning.push(unit.connector.clone()),
+            Some(t) => tasks.push(wire::TaskAssignment {
+                connector: unit.connector.clone(),
+                task: t,
+                config: record
+                    .tasks
+                    .get(t as usize)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                restart_epoch: record.task_restart_epochs.get(&t).copied().unwrap_or(0),
+            }),
+        }
+    }
+    let connectors = names
+        .into_iter()
+        .filter_map(|name| {
+            let record = connectors.get(&name)?;
+            Some(wire::ConnectorConfig {
+                name,
+                config: record.config.clone().into_iter().collect(),
+                config_version: record.config_version,
+                target_state: target_to_wire(record.target_state) as i32,
+                restart_epoch: record.restart_epoch,
+            })
+        })
+        .collect();
+    wire::Assignment {
+        generation: 0,
+        connectors,
+        planning,
+        tasks,
+    }
+}
+
+pub fn target_to_wire(t: TargetState) -> api::TargetState {
+    match t {
+        TargetState::Running => api::TargetState::Running,
+        TargetState::Paused => api::TargetState::Paused,
+        TargetState::Stopped => api::TargetState::Stopped,
+    }
+}
+
+pub fn state_to_wire(s: State) -> api::State {
+    match s {
+        State::Unassigned => api::State::Unassigned,
+        State::Running => api::State::Running,
+        State::Paused => api::State::Paused,
+        State::Stopped => api::State::Stopped,
+        State::Failed => api::State::Failed,
+        State::Restarting => api::State::Restarting,
+    }
+}
+
+pub fn state_from_wire(s: i32) -> State {
+    match api::State::try_from(s) {
+        Ok(api::State::Running) => State::Running,
+        Ok(api::State::Paused) => State::Paused,
+        Ok(api::State::Stopped) => State::Stopped,
+        Ok(api::State::Failed) => State::Failed,
+        Ok(api::State::Restarting) => State::Restarting,
+        _ => State::Unassigned,
+    }
+}

@@ -1,0 +1,94 @@
+//! The Sluice controller: persists connector configs, task configs, target states, statuses
+//! and the worker registry in sled; serves the public gRPC API (with server reflection and
+//! health) and the worker protocol; assigns work to workers.
+
+pub mod cluster;
+pub mod error;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_proto::api::v1::{
+    cluster_service_server::ClusterServiceServer, connector_service_server::ConnectorServiceServer,
+    plugin_service_server::PluginServiceServer,
+};
+use sluice_proto::cluster::v1::worker_control_server::WorkerControlServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::service::Api;
+use crate::store::Store;
+
+/// Process settings of a controller.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How long a worker may be silent before its work moves to others.
+    pub worker_timeout: Duration,
+}
+
+/// Runs the controller until `shutdown`. Prints `listening on ADDR` once it accepts calls.
+pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("create data directory {}", options.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking({
+        let dir = options.data_dir.clone();
+        move || Store::open(&dir)
+    })
+    .await?
+    .with_context(|| format!("open controller store in {}", options.data_dir.display()))?;
+    let cluster =
+        Arc::new(Cluster::open(store, options.worker_timeout).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build reflection service")?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ConnectorServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let api = Api {
+        cluster: cluster.clone(),
+    };
+    let reconciler = tokio::spawn({
+        let cluster = cluster.clone();
+        let shutdown = shutdown.clone();
+        async move { cluster.run(shutdown).await }
+    });
+    println!("listening on {address}");
+    tracing::info!(%address, cluster_id = %cluster.cluster_id, "controller ready");
+    tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(health)
+        .add_service(ConnectorServiceServer::new(api.clone()))
+        .add_service(PluginServiceServer::new(api.clone()))
+        .add_service(ClusterServiceServer::new(api.clone()))
+        .add_service(WorkerControlServer::new(api))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
+        .context("serve gRPC")?;
+    shutdown.cancel();
+    let _ = reconciler.await;
+    cluster.store.flush().await?;
+    Ok(())
+}

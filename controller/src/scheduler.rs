@@ -1,0 +1,327 @@
+//! The scheduler: a pure function from the work to place, the live workers and the previous
+//! placement to the next placement. Connector (planning) instances and tasks are balanced by
+//! count separately, as Kafka Connect does; placements are sticky, so a join or a leave moves
+//! only what must move; a worker never gets work whose plugin it lacks, nor more tasks than
+//! its declared capacity.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One schedulable unit: a connector's planning instance (`task: None`) or one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Unit {
+    pub connector: String,
+    pub task: Option<u32>,
+}
+
+impl Unit {
+    pub fn planning(connector: &str) -> Unit {
+        Unit {
+            connector: connector.to_string(),
+            task: None,
+        }
+    }
+
+    pub fn task(connector: &str, task: u32) -> Unit {
+        Unit {
+            connector: connector.to_string(),
+            task: Some(task),
+        }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.task {
+            Some(t) => write!(f, "{}-{t}", self.connector),
+            None => write!(f, "{}", self.connector),
+        }
+    }
+}
+
+/// A unit to place and the connector class it needs.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub unit: Unit,
+    pub class: String,
+}
+
+/// A live worker as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub id: String,
+    /// Connector classes (and aliases) the worker can run.
+    pub classes: BTreeSet<String>,
+    /// Most tasks it accepts; `None` for no limit.
+    pub capacity: Option<u32>,
+}
+
+/// Where every unit runs. Units no live worker can run are absent.
+pub type Placement = BTreeMap<Unit, String>;
+
+/// Computes the next placement. Deterministic: the same inputs give the same output.
+pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement {
+    let mut placement = Placement::new();
+    let (planning, tasks): (Vec<&Work>, Vec<&Work>) =
+        work.iter().partition(|w| w.unit.task.is_none());
+    place_kind(&planning, slots, previous, false, &mut placement);
+    place_kind(&tasks, slots, previous, true, &mut placement);
+    placement
+}
+
+/// Places one kind of unit (planning instances or tasks), balanced by count among workers.
+fn place_kind(
+    work: &[&Work],
+    slots: &[Slot],
+    previous: &Placement,
+    tasks: bool,
+    out: &mut Placement,
+) {
+    if slots.is_empty() {
+        return;
+    }
+    let eligible = |w: &Work, s: &Slot| s.classes.contains(&w.class);
+    let placeable: Vec<&Work> = {
+        let mut v: Vec<&Work> = work
+            .iter()
+            .copied()
+            .filter(|w| slots.iter().any(|s| eligible(w, s)))
+            .collect();
+        v.sort_by(|a, b| a.unit.cmp(&b.unit));
+        v
+    };
+    let n = placeable.len();
+    let workers = slots.len();
+    let base = n / workers;
+    let mut extra = n % workers;
+    let index: BTreeMap<&str, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let cap = |i: usize| -> usize {
+        match (tasks, slots[i].capacity) {
+            (true, Some(c)) => c as usize,
+            _ => usize::MAX,
+        }
+    };
+
+    // Sticky pass: keep each unit where it was while that worker stays within base + 1.
+    let mut load = vec![0usize; workers];
+    let mut kept: Vec<Vec<&Work>> = vec![Vec::new(); workers];
+    let mut loose: Vec<&Work> = Vec::new();
+    for w in &placeable {
+        let keep = previous
+            .get(&w.unit)
+            .and_then(|id| index.get(id.as_str()).copied())
+            .filter(|&i| eligible(w, &slots[i]) && load[i] < (base + 1).min(cap(i)));
+        match keep {
+            Some(i) => {
+                load[i] += 1;
+                kept[i].push(w);
+            }
+            None => loose.push(w),
+        }
+    }
+    // Only `extra` workers may hold base + 1; trim the others back to base, most loaded first,
+    // releasing their highest units (the newest tasks) so that low task ids stay put.
+    let mut over: Vec<usize> = (0..workers).filter(|&i| load[i] > base).collect();
+    over.sort_by_key(|&i| (std::cmp::Reverse(load[i]), slots[i].id.clone()));
+    for i in over {
+        if extra > 0 {
+            extra -= 1;
+            continue;
+        }
+        while load[i] > base {
+            let Some(w) = kept[i].pop() else { break };
+            load[i] -= 1;
+            loose.push(w);
+        }
+    }
+    for (i, units) in kept.iter().enumerate() {
+        for w in units {
+            out.insert(w.unit.clone(), slots[i].id.clone());
+        }
+    }
+
+    // Fill: each loose unit to the least loaded eligible worker; ties go to the worker with
+    // the fewest units of the same connector, then by worker id.
+    loose.sort_by(|a, b| a.unit.cmp(&b.unit));
+    let mut per_connector: BTreeMap<(String, usize), usize> = BTreeMap::new();
+    for (unit, id) in out.iter() {
+        if unit.task.is_some() == tasks {
+            if let Some(&i) = index.get(id.as_str()) {
+                *per_connector
+                    .entry((unit.connector.clone(), i))
+                    .or_default() += 1;
+            }
+        }
+    }
+    for w in loose {
+        let best = (0..workers)
+            .filter(|&i| eligible(w, &slots[i]) && load[i] < cap(i))
+            .min_by_key(|&i| {
+                (
+                    load[i],
+                    per_connector
+                        .get(&(w.unit.connector.clone(), i))
+                        .copied()
+                        .unwrap_or(0),
+                    slots[i].id.clone(),
+                )
+            });
+        if let Some(i) = best {
+            load[i] += 1;
+            *per_connector
+                .entry((w.unit.connector.clone(), i))
+                .or_default() += 1;
+            out.insert(w.unit.clone(), slots[i].id.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn slot(id: &str) -> Slot {
+        Slot {
+            id: id.into(),
+            classes: ["C".to_string()].into(),
+            capacity: None,
+        }
+    }
+
+    fn connector(name: &str, tasks: u32) -> Vec<Work> {
+        let mut v = vec![Work {
+            unit: Unit::planning(name),
+            class: "C".into(),
+        }];
+        v.extend((0..tasks).map(|t| Work {
+            unit: Unit::task(name, t),
+            class: "C".into(),
+        }));
+        v
+    }
+
+    fn loads(p: &Placement, tasks: bool) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (u, w) in p {
+            if u.task.is_some() == tasks {
+                *m.entry(w.clone()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn six_tasks_spread_two_per_worker() {
+        let slots = [slot("a"), slot("b"), slot("c")];
+        let p = assign(&connector("x", 6), &slots, &Placement::new());
+        assert_eq!(
+            loads(&p, true).values().copied().collect::<Vec<_>>(),
+            [2, 2, 2]
+        );
+    }
+
+    #[test]
+    fn a_missing_plugin_is_never_assigned() {
+        let mut slots = vec![slot("a"), slot("b")];
+        slots[1].classes.clear();
+        let p = assign(&connector("x", 4), &slots, &Placement::new());
+        assert!(p.values().all(|w| w == "a"));
+        assert_eq!(p.len(), 5);
+        let p = assign(&connector("x", 4), &slots[1..], &Placement::new());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn capacity_limits_tasks() {
+        let mut slots = vec![slot("a"), slot("b")];
+        slots[0].capacity = Some(1);
+        let p = assign(&connector("x", 4), &slots, &Placement::new());
+        assert_eq!(loads(&p, true)["a"], 1);
+        assert_eq!(loads(&p, true)["b"], 3);
+    }
+
+    fn arb_case() -> impl Strategy<Value = (Vec<u32>, usize)> {
+        (proptest::collection::vec(0u32..8, 0..12), 1usize..7)
+    }
+
+    fn work_of(tasks: &[u32]) -> Vec<Work> {
+        tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &t)| connector(&format!("c{i}"), t))
+            .collect()
+    }
+
+    fn slots_of(n: usize) -> Vec<Slot> {
+        (0..n).map(|i| slot(&format!("w{i}"))).collect()
+    }
+
+    fn check_balanced(p: &Placement, work: &[Work], slots: &[Slot]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(p.len(), work.len(), "every unit assigned exactly once");
+        for w in work {
+            prop_assert!(p.contains_key(&w.unit));
+        }
+        for tasks in [false, true] {
+            let l = loads(p, tasks);
+            let counts: Vec<usize> = slots
+                .iter()
+                .map(|s| l.get(&s.id).copied().unwrap_or(0))
+                .collect();
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            prop_assert!(max - min <= 1, "balanced within one: {:?}", counts);
+        }
+        Ok(())
+    }
+
+    fn moved(before: &Placement, after: &Placement) -> usize {
+        before
+            .iter()
+            .filter(|(u, w)| after.get(*u).is_some_and(|a| a != *w))
+            .count()
+    }
+
+    proptest! {
+        #[test]
+        fn assigns_everything_balanced((tasks, workers) in arb_case()) {
+            let work = work_of(&tasks);
+            let slots = slots_of(workers);
+            let p = assign(&work, &slots, &Placement::new());
+            check_balanced(&p, &work, &slots)?;
+            // Stable: assigning again from the result moves nothing.
+            prop_assert_eq!(assign(&work, &slots, &p), p);
+        }
+
+        #[test]
+        fn a_leave_moves_only_the_leavers_units((tasks, workers) in arb_case(), leaver in 0usize..7) {
+            let work = work_of(&tasks);
+            let slots = slots_of(workers + 1);
+            let before = assign(&work, &slots, &Placement::new());
+            let gone = slots[leaver % slots.len()].id.clone();
+            let rest: Vec<Slot> = slots.iter().filter(|s| s.id != gone).cloned().collect();
+            let after = assign(&work, &rest, &before);
+            check_balanced(&after, &work, &rest)?;
+            for (u, w) in &before {
+                if *w != gone {
+                    prop_assert_eq!(after.get(u), Some(w), "{} moved off a surviving worker", u);
+                }
+            }
+        }
+
+        #[test]
+        fn a_join_moves_only_what_the_newcomer_takes((tasks, workers) in arb_case()) {
+            let work = work_of(&tasks);
+            let slots = slots_of(workers);
+            let before = assign(&work, &slots, &Placement::new());
+            let mut more = slots.clone();
+            more.push(slot("new"));
+            let after = assign(&work, &more, &before);
+            check_balanced(&after, &work, &more)?;
+            let taken = after.values().filter(|w| *w == "new").count();
+            prop_assert!(moved(&before, &after) <= taken, "moved {} but the newcomer took {}", moved(&before, &after), taken);
+        }
+    }
+}

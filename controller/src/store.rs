@@ -1,0 +1,285 @@
+//! Everything the controller keeps durable, in sled, and nothing else touches sled. One record
+//! per connector holds its config, target state, task configs and restart epochs, so each
+//! change is a single atomic insert; every write is flushed before the caller answers, so a
+//! SIGKILL at any point leaves either the old or the new record, never a torn one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::{Placement, Unit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("controller store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("controller store: corrupt record {key}: {error}")]
+    Corrupt { key: String, error: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Desired state of a connector: what users asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// Observed state of a connector or task, as workers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Unassigned,
+    Running,
+    Paused,
+    Stopped,
+    Failed,
+    Restarting,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorRecord {
+    pub config: BTreeMap<String, String>,
+    pub config_version: u64,
+    pub target_state: TargetState,
+    pub restart_epoch: u64,
+    /// "source" or "sink", once a worker has planned the connector.
+    pub kind: Option<String>,
+    /// Task configurations, and the config version they were planned from.
+    pub tasks: Vec<BTreeMap<String, String>>,
+    pub tasks_version: u64,
+    pub task_restart_epochs: BTreeMap<u32, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub state: State,
+    pub worker_id: String,
+    pub trace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// The worker's plugins, as the encoded `PluginClass` messages of its join.
+    pub plugins: Vec<Vec<u8>>,
+    pub capacity: u32,
+}
+
+pub struct Store {
+    db: sled::Db,
+    connectors: sled::Tree,
+    statuses: sled::Tree,
+    workers: sled::Tree,
+    placement: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        error: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records serialize: plain structs and string maps")
+}
+
+fn status_key(connector: &str, task: Option<u32>) -> Vec<u8> {
+    let mut key = connector.as_bytes().to_vec();
+    key.push(0);
+    if let Some(t) = task {
+        key.extend_from_slice(&t.to_be_bytes());
+    }
+    key
+}
+
+fn unit_of(key: &[u8]) -> Option<Unit> {
+    let nul = key.iter().position(|&b| b == 0)?;
+    let connector = std::str::from_utf8(&key[..nul]).ok()?.to_string();
+    let rest = &key[nul + 1..];
+    let task = match rest.len() {
+        0 => None,
+        4 => Some(u32::from_be_bytes(rest.try_into().ok()?)),
+        _ => return None,
+    };
+    Some(Unit { connector, task })
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store> {
+        let db = sled::open(dir)?;
+        Ok(Store {
+            connectors: db.open_tree("connectors")?,
+            statuses: db.open_tree("statuses")?,
+            workers: db.open_tree("workers")?,
+            placement: db.open_tree("placement")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn cluster_id(&self) -> Result<String> {
+        if let Some(id) = self.meta.get("cluster_id")? {
+            return Ok(String::from_utf8_lossy(&id).into_owned());
+        }
+        let id = format!("sluice-{:016x}", rand::random::<u64>());
+        self.meta.insert("cluster_id", id.as_bytes())?;
+        Ok(id)
+    }
+
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("generation")?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    pub fn connectors(&self) -> Result<BTreeMap<String, ConnectorRecord>> {
+        let mut out = BTreeMap::new();
+        for item in self.connectors.iter() {
+            let (k, v) = item?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_connector(&self, name: &str, record: &ConnectorRecord) -> Result<()> {
+        self.connectors.insert(name.as_bytes(), encode(record))?;
+        Ok(())
+    }
+
+    /// Removes a connector with its statuses and placement.
+    pub fn delete_connector(&self, name: &str) -> Result<()> {
+        self.connectors.remove(name.as_bytes())?;
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        for tree in [&self.statuses, &self.placement] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn statuses(&self) -> Result<BTreeMap<Unit, StatusRecord>> {
+        let mut out = BTreeMap::new();
+        for item in self.statuses.iter() {
+            let (k, v) = item?;
+            if let Some(unit) = unit_of(&k) {
+                out.insert(unit, decode(&k, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put_status(&self, unit: &Unit, status: &StatusRecord) -> Result<()> {
+        self.statuses
+            .insert(status_key(&unit.connector, unit.task), encode(status))?;
+        Ok(())
+    }
+
+    pub fn remove_status(&self, unit: &Unit) -> Result<()> {
+        self.statuses
+            .remove(status_key(&unit.connector, unit.task))?;
+        Ok(())
+    }
+
+    pub fn workers(&self) -> Result<BTreeMap<String, WorkerRecord>> {
+        let mut out = BTreeMap::new();
+        for item in self.workers.iter() {
+            let (k, v) = item?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_worker(&self, id: &str, record: &WorkerRecord) -> Result<()> {
+        self.workers.insert(id.as_bytes(), encode(record))?;
+        Ok(())
+    }
+
+    pub fn remove_worker(&self, id: &str) -> Result<()> {
+        self.workers.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn placement(&self) -> Result<Placement> {
+        let mut out = Placement::new();
+        for item in self.placement.iter() {
+            let (k, v) = item?;
+            if let Some(unit) = unit_of(&k) {
+                out.insert(unit, String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the stored placement and generation in one batch per tree.
+    pub fn put_placement(&self, placement: &Placement, generation: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.placement.iter().keys() {
+            batch.remove(key?);
+        }
+        for (unit, worker) in placement {
+            batch.insert(status_key(&unit.connector, unit.task), worker.as_bytes());
+        }
+        self.placement.apply_batch(batch)?;
+        self.meta.insert("generation", &generation.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = ConnectorRecord {
+            config: [("connector.class".to_string(), "X".to_string())].into(),
+            config_version: 3,
+            target_state: TargetState::Paused,
+            restart_epoch: 1,
+            kind: Some("source".into()),
+            tasks: vec![BTreeMap::new()],
+            tasks_version: 3,
+            task_restart_epochs: [(0, 2)].into(),
+        };
+        let status = StatusRecord {
+            state: State::Failed,
+            worker_id: "w1".into(),
+            trace: "boom".into(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_connector("c", &record).unwrap();
+            store.put_status(&Unit::task("c", 0), &status).unwrap();
+            store
+                .put_placement(&[(Unit::task("c", 0), "w1".to_string())].into(), 7)
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.connectors().unwrap()["c"], record);
+        assert_eq!(store.statuses().unwrap()[&Unit::task("c", 0)], status);
+        assert_eq!(store.placement().unwrap()[&Unit::task("c", 0)], "w1");
+        assert_eq!(store.generation().unwrap(), 7);
+        store.delete_connector("c").unwrap();
+        assert!(store.connectors().unwrap().is_empty());
+        assert!(store.statuses().unwrap().is_empty());
+        assert!(store.placement().unwrap().is_empty());
+    }
+}
