@@ -43,6 +43,18 @@ enum Command {
         #[arg(long = "topic")]
         topics: Vec<String>,
     },
+    /// Runs the controller of a distributed cluster: configs in sled, the gRPC API, assignment.
+    Controller {
+        /// Address the gRPC API and the worker protocol listen on.
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        listen: std::net::SocketAddr,
+        /// Directory of the controller's store.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Seconds a worker may be silent before its work moves to other workers.
+        #[arg(long, default_value_t = 5.0)]
+        worker_timeout: f64,
+    },
     /// Serves a built-in connector plugin over the connector protocol (started by workers).
     #[command(hide = true)]
     Connector { plugin: String },
@@ -133,6 +145,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             shutdown.cancelled().await;
             drop(kafka);
             Ok(())
+        }
+        Command::Controller {
+            listen,
+            data_dir,
+            worker_timeout,
+        } => {
+            let options = sluice_controller::ControllerOptions {
+                listen,
+                data_dir,
+                worker_timeout: Duration::try_from_secs_f64(worker_timeout)
+                    .context("--worker-timeout must be a non-negative number of seconds")?,
+            };
+            sluice_controller::run(options, shutdown).await
         }
         Command::Connector { .. } => unreachable!("handled before the runtime starts"),
     }

