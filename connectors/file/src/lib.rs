@@ -239,8 +239,8 @@ impl SinkConnector for FileStreamSink {
     }
 }
 
-/// Bytes buffered before a write; writes always end on a record boundary, so a killed
-/// process never leaves half a line behind.
+/// Bytes buffered before a write. Writes end on a record boundary, but a process killed
+/// mid-write can still leave half a line; `start` cuts it off (see `cut_torn_line`).
 const SINK_BUFFER: usize = 256 * 1024;
 
 #[derive(Default)]
@@ -265,6 +265,39 @@ impl FileSinkTask {
     }
 }
 
+/// Truncates a last line that has no newline: the tail of a write cut short by a kill. Its
+/// record was never flushed, so its offset was never committed and Kafka delivers it again.
+async fn cut_torn_line(file: &File) -> std::io::Result<()> {
+    let file = file.try_clone().await?.into_std().await;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = &file;
+        let len = file.metadata()?.len();
+        let mut end = len;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while end > 0 {
+            let start = end.saturating_sub(chunk.len() as u64);
+            let n = (end - start) as usize;
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut chunk[..n])?;
+            match chunk[..n].iter().rposition(|&b| b == b'\n') {
+                Some(i) => {
+                    end = start + i as u64 + 1;
+                    break;
+                }
+                None => end = start,
+            }
+        }
+        if end < len {
+            tracing::warn!(removed = len - end, "cutting off a torn last line");
+            file.set_len(end)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 #[async_trait]
 impl SinkTask for FileSinkTask {
     async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
@@ -272,9 +305,13 @@ impl SinkTask for FileSinkTask {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&self.path)
             .await
             .map_err(|e| TaskError::retriable(format!("open {}: {e}", self.path)))?;
+        cut_torn_line(&file)
+            .await
+            .map_err(|e| TaskError::retriable(format!("repair {}: {e}", self.path)))?;
         self.out = Some(file);
         Ok(())
     }
@@ -314,6 +351,31 @@ impl SinkTask for FileSinkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sink_start_cuts_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        // A long torn tail, longer than one read chunk, after two whole lines.
+        let torn = "x".repeat(100_000);
+        std::fs::write(&path, format!("a\nbb\n{torn}")).unwrap();
+        let ctx = SinkTaskContext {
+            connector_name: "c".into(),
+            task_id: 0,
+            config: Config::from([("file", path.to_str().unwrap())]),
+        };
+        let mut task = FileSinkTask::default();
+        task.start(ctx.clone()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nbb\n");
+        task.put(Vec::new()).await.unwrap();
+        // A whole file is left alone, and so is a file of one torn line: it is cut to empty.
+        let mut again = FileSinkTask::default();
+        again.start(ctx.clone()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nbb\n");
+        std::fs::write(&path, "torn").unwrap();
+        FileSinkTask::default().start(ctx).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
 
     #[tokio::test]
     async fn source_reads_lines_and_resumes_at_position() {
