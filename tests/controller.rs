@@ -66,6 +66,23 @@ fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The first assignment on the stream that satisfies `wanted`, within the timeout.
+async fn next_assignment(
+    stream: &mut tonic::Streaming<wire::Assignment>,
+    wanted: impl Fn(&wire::Assignment) -> bool,
+) -> wire::Assignment {
+    loop {
+        let a = tokio::time::timeout(TIMEOUT, stream.message())
+            .await
+            .expect("an assignment within the timeout")
+            .expect("assignment stream healthy")
+            .expect("assignment stream open");
+        if wanted(&a) {
+            return a;
+        }
+    }
+}
+
 fn sink_plugin() -> wire::PluginClass {
     wire::PluginClass {
         class_name: "FileStreamSink".into(),
@@ -124,16 +141,7 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
     assert!(ok, "{out}");
 
     // The worker is asked to plan it, submits two task configs, then gets the tasks.
-    let planning = loop {
-        let a = tokio::time::timeout(TIMEOUT, assignments.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if !a.planning.is_empty() {
-            break a;
-        }
-    };
+    let planning = next_assignment(&mut assignments, |a| !a.planning.is_empty()).await;
     assert_eq!(planning.planning, ["sink"]);
     let version = planning.connectors[0].config_version;
     let accepted = worker
@@ -149,16 +157,7 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
         .into_inner()
         .accepted;
     assert!(accepted);
-    let with_tasks = loop {
-        let a = tokio::time::timeout(TIMEOUT, assignments.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if a.tasks.len() == 2 {
-            break a;
-        }
-    };
+    let with_tasks = next_assignment(&mut assignments, |a| a.tasks.len() == 2).await;
     assert!(with_tasks.generation > planning.generation);
     let running = |task: Option<u32>| wire::UnitStatus {
         connector: "sink".into(),
@@ -193,19 +192,12 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
         Some(r#"{"name":"sink"}"#),
     );
     assert!(ok && paused.contains("TARGET_STATE_PAUSED"), "{paused}");
-    loop {
-        let a = tokio::time::timeout(TIMEOUT, assignments.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if a.connectors
+    next_assignment(&mut assignments, |a| {
+        a.connectors
             .iter()
             .any(|c| c.target_state == api::TargetState::Paused as i32)
-        {
-            break;
-        }
-    }
+    })
+    .await;
     let (ok, resumed) = grpcurl(
         &address,
         "sluice.api.v1.ConnectorService/ResumeConnector",

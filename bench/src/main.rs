@@ -23,6 +23,7 @@ use sluice_worker::process::PluginCommand;
 use sluice_worker::runner::{
     consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
 };
+use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -89,39 +90,33 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
 }
 
 async fn produce_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::Result<Figure> {
-    let bootstrap = bootstrap.to_string();
-    {
-        let raw = raw_produce(&bootstrap, &format!("produce-raw-{size}"), records, size).await?;
-        let pipeline = pipeline_produce(
-            &bootstrap,
-            &format!("produce-pipeline-{size}"),
-            records,
-            size,
-        )
-        .await?;
-        Ok(Figure {
-            name: format!("source_datagen_{size}b"),
-            records,
-            secs: pipeline,
-            baseline_secs: raw,
-        })
-    }
+    let raw = raw_produce(bootstrap, &format!("produce-raw-{size}"), records, size).await?;
+    let pipeline = pipeline_produce(
+        bootstrap,
+        &format!("produce-pipeline-{size}"),
+        records,
+        size,
+    )
+    .await?;
+    Ok(Figure {
+        name: format!("source_datagen_{size}b"),
+        records,
+        secs: pipeline,
+        baseline_secs: raw,
+    })
 }
 
 async fn consume_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::Result<Figure> {
-    let bootstrap = bootstrap.to_string();
-    {
-        let topic = format!("consume-{size}");
-        raw_produce(&bootstrap, &topic, records, size).await?;
-        let raw = raw_consume(&bootstrap, &topic, records).await?;
-        let pipeline = pipeline_consume(&bootstrap, &topic, records).await?;
-        Ok(Figure {
-            name: format!("sink_null_{size}b"),
-            records,
-            secs: pipeline,
-            baseline_secs: raw,
-        })
-    }
+    let topic = format!("consume-{size}");
+    raw_produce(bootstrap, &topic, records, size).await?;
+    let raw = raw_consume(bootstrap, &topic, records).await?;
+    let pipeline = pipeline_consume(bootstrap, &topic, records).await?;
+    Ok(Figure {
+        name: format!("sink_null_{size}b"),
+        records,
+        secs: pipeline,
+        baseline_secs: raw,
+    })
 }
 
 /// The baseline: the same producer settings as the worker, the same keys and values.
@@ -224,7 +219,7 @@ async fn pipeline_produce(
         producer_config: producer_config(bootstrap, BTreeMap::new()),
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: offsets.clone(),
-        flush_interval: Duration::from_secs(30),
+        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
     };
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -294,20 +289,16 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
         producer_config: producer_config(bootstrap, BTreeMap::new()),
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: Arc::new(OffsetStore::open(None)?),
-        flush_interval: Duration::from_secs(30),
+        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
     };
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let started = Instant::now();
     let runner = tokio::spawn(run_connector(spec, ctx, counters.clone(), stop.clone()));
     let mut first: Option<Instant> = None;
-    let trace = std::env::var_os("BENCH_TRACE").is_some();
     while counters.read().0 < records {
         if first.is_none() && counters.read().0 > 0 {
             first = Some(Instant::now());
-        }
-        if trace {
-            eprintln!("{:?} {}", started.elapsed(), counters.read().0);
         }
         if started.elapsed() > TIMEOUT {
             bail!(

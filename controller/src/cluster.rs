@@ -21,6 +21,7 @@ pub struct WorkerEntry {
     pub capacity: u32,
     pub last_seen: Instant,
     pub stream: Option<AssignmentSender>,
+    /// The last assignment sent, with its generation left at 0 for comparison.
     pub last_sent: Option<wire::Assignment>,
 }
 
@@ -144,6 +145,7 @@ impl Cluster {
         if let Some(w) = inner.workers.get_mut(&report.worker_id) {
             w.last_seen = Instant::now();
         }
+        let mut wrote = false;
         for s in report.statuses {
             let unit = Unit {
                 connector: s.connector,
@@ -160,10 +162,13 @@ impl Cluster {
             if inner.statuses.get(&unit) != Some(&record) {
                 self.store.put_status(&unit, &record)?;
                 inner.statuses.insert(unit, record);
+                wrote = true;
             }
         }
         drop(inner);
-        self.store.flush().await?;
+        if wrote {
+            self.store.flush().await?;
+        }
         Ok(())
     }
 
@@ -214,43 +219,53 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Runs until cancelled: expires silent workers, recomputes the placement and pushes
-    /// changed assignments, on every change and every 200 ms.
+    /// Runs until cancelled. Every change recomputes the placement at once; in between, a
+    /// 200 ms tick only looks for workers that went silent and for assignments still unsent.
     pub async fn run(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut force = true;
         loop {
-            if let Err(e) = self.reconcile().await {
+            if let Err(e) = self.reconcile(force).await {
                 tracing::error!("reconcile: {e}");
             }
-            tokio::select! {
-                _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            force = tokio::select! {
+                _ = self.changed.notified() => true,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => false,
                 _ = shutdown.cancelled() => return,
-            }
+            };
         }
     }
 
-    pub async fn reconcile(&self) -> Result<(), ApiError> {
+    /// Expires silent workers; then, if anything changed (or `force`), recomputes the
+    /// placement and sends each worker whose assignment differs its new one.
+    pub async fn reconcile(&self, force: bool) -> Result<(), ApiError> {
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
+        let mut changed = force;
+        let silent = |w: &WorkerEntry| now.duration_since(w.last_seen) > self.worker_timeout;
         let dead: Vec<String> = inner
             .workers
             .iter()
-            .filter(|(_, w)| {
-                w.stream.is_none() && now.duration_since(w.last_seen) > self.worker_timeout
-            })
+            .filter(|(_, w)| w.stream.is_none() && silent(w))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &dead {
             tracing::warn!(worker = %id, "worker gone for {:?}; moving its work", self.worker_timeout);
             inner.workers.remove(id);
             self.store.remove_worker(id)?;
+            changed = true;
         }
-        // A connected worker that stopped heartbeating is hung: treat it as gone too.
         for (id, w) in inner.workers.iter_mut() {
-            if w.stream.is_some() && now.duration_since(w.last_seen) > self.worker_timeout {
+            if w.stream.is_some() && silent(w) {
+                // Connected but not heartbeating: hung. Its work moves once the timeout
+                // passes again without it rejoining.
                 tracing::warn!(worker = %id, "worker stopped heartbeating; dropping its stream");
                 w.stream = None;
             }
+            // A send that failed is retried.
+            changed |= w.stream.is_some() && w.last_sent.is_none();
+        }
+        if !changed {
+            return Ok(());
         }
 
         let work = desired_work(&inner.connectors);
@@ -270,56 +285,46 @@ impl Cluster {
             })
             .collect();
         let placement = scheduler::assign(&work, &slots, &inner.placement);
-
-        let mut messages: BTreeMap<String, wire::Assignment> = BTreeMap::new();
-        for id in inner.workers.keys() {
-            messages.insert(
-                id.clone(),
-                assignment_for(id, &placement, &inner.connectors),
-            );
-        }
-        let changed_placement = placement != inner.placement;
-        let changed_any = changed_placement
-            || inner.workers.iter().any(|(id, w)| {
-                w.last_sent.as_ref().map(strip_generation) != messages.get(id).map(strip_generation)
-            });
-        if !changed_any {
+        // Assignments compared without their generation, which is set only when sent.
+        let messages: BTreeMap<String, wire::Assignment> = inner
+            .workers
+            .keys()
+            .map(|id| {
+                (
+                    id.clone(),
+                    assignment_for(id, &placement, &inner.connectors),
+                )
+            })
+            .collect();
+        let stale = |inner: &Inner, id: &String| {
+            inner.workers[id].stream.is_some()
+                && inner.workers[id].last_sent.as_ref() != messages.get(id)
+        };
+        if placement == inner.placement && !inner.workers.keys().any(|id| stale(&inner, id)) {
             return Ok(());
         }
-        if changed_placement || inner.workers.values().any(|w| w.last_sent.is_some()) {
-            inner.generation += 1;
-        }
+        inner.generation += 1;
         let generation = inner.generation;
-        // Units that lost their worker are UNASSIGNED until someone reports on them.
-        for unit in inner
-            .placement
-            .keys()
-            .filter(|u| !placement.contains_key(*u))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            if let Some(status) = inner.statuses.get_mut(&unit) {
-                status.state = State::Unassigned;
-                status.worker_id.clear();
-                self.store.put_status(&unit, status)?;
-            }
-        }
         self.store.put_placement(&placement, generation)?;
         self.store.flush().await?;
         inner.placement = placement;
-        for (id, w) in inner.workers.iter_mut() {
-            let mut message = messages.remove(id).unwrap_or_default();
-            message.generation = generation;
-            if w.last_sent.as_ref().map(strip_generation) == Some(strip_generation(&message)) {
+        for (id, message) in messages {
+            let Some(w) = inner.workers.get_mut(&id) else {
+                continue;
+            };
+            let Some(stream) = &w.stream else { continue };
+            if w.last_sent.as_ref() == Some(&message) {
                 continue;
             }
-            if let Some(stream) = &w.stream {
-                if stream.try_send(Ok(message.clone())).is_ok() {
-                    w.last_sent = Some(message);
-                } else {
-                    tracing::warn!(worker = %id, "assignment stream full or closed; will retry");
-                    w.last_sent = None;
-                }
+            let sent = wire::Assignment {
+                generation,
+                ..message.clone()
+            };
+            if stream.try_send(Ok(sent)).is_ok() {
+                w.last_sent = Some(message);
+            } else {
+                tracing::warn!(worker = %id, "assignment stream full or closed; will retry");
+                w.last_sent = None;
             }
         }
         tracing::info!(
@@ -329,13 +334,6 @@ impl Cluster {
             "assignment"
         );
         Ok(())
-    }
-}
-
-fn strip_generation(a: &wire::Assignment) -> wire::Assignment {
-    wire::Assignment {
-        generation: 0,
-        ..a.clone()
     }
 }
 

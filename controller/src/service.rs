@@ -155,6 +155,8 @@ fn masked(
     config
         .iter()
         .map(|(k, v)| {
+            // Names too: the plugin's definitions are unknown while no worker that has it is
+            // joined, and a secret must stay hidden then as well.
             let secret =
                 secrets.contains(&k.as_str()) || k.contains("password") || k.contains("secret");
             (
@@ -186,6 +188,31 @@ fn info(inner: &Inner, name: &str, record: &ConnectorRecord) -> api::ConnectorIn
     }
 }
 
+fn connector<'a>(inner: &'a Inner, name: &str) -> Result<&'a ConnectorRecord, ApiError> {
+    inner
+        .connectors
+        .get(name)
+        .ok_or_else(|| ApiError::ConnectorNotFound(name.to_string()))
+}
+
+/// One task's status; NOT_FOUND for a task the connector does not have.
+fn task_status(inner: &Inner, name: &str, task: u32) -> Result<api::TaskStatus, ApiError> {
+    if task as usize >= connector(inner, name)?.tasks.len() {
+        return Err(ApiError::TaskNotFound(name.to_string(), task));
+    }
+    Ok(task_state(inner, name, task))
+}
+
+fn task_state(inner: &Inner, name: &str, task: u32) -> api::TaskStatus {
+    let (state, worker_id, trace) = unit_state(inner, &Unit::task(name, task));
+    api::TaskStatus {
+        id: task,
+        state: state as i32,
+        worker_id,
+        trace,
+    }
+}
+
 fn unit_state(inner: &Inner, unit: &Unit) -> (api::State, String, String) {
     let owner = inner.placement.get(unit);
     match (owner, inner.statuses.get(unit)) {
@@ -206,15 +233,7 @@ fn status(inner: &Inner, name: &str, record: &ConnectorRecord) -> api::Connector
         Vec::new()
     } else {
         (0..record.tasks.len() as u32)
-            .map(|t| {
-                let (state, worker_id, trace) = unit_state(inner, &Unit::task(name, t));
-                api::TaskStatus {
-                    id: t,
-                    state: state as i32,
-                    worker_id,
-                    trace,
-                }
-            })
+            .map(|t| task_state(inner, name, t))
             .collect()
     };
     api::ConnectorStatus {
@@ -246,17 +265,14 @@ impl Api {
 
     async fn set_target(&self, name: &str, target: TargetState) -> ApiResult<api::ConnectorStatus> {
         let mut inner = self.cluster.inner.lock().await;
-        let mut record = inner
-            .connectors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.into()))?;
+        let mut record = connector(&inner, name)?.clone();
         if record.target_state != target {
-            record.target_state = target;
-            if target == TargetState::Running {
-                // Re-plan on resume from STOPPED: the config may have changed meanwhile.
+            if record.target_state == TargetState::Stopped {
+                // Leaving STOPPED re-plans, as Kafka Connect does: a stopped connector has no
+                // tasks, and its offsets or config may have changed meanwhile.
                 record.config_version += 1;
             }
+            record.target_state = target;
             self.save(&mut inner, name, record.clone()).await?;
         }
         ok(status(&inner, name, &record))
@@ -358,10 +374,7 @@ impl ConnectorService for Api {
     ) -> ApiResult<api::ConnectorInfo> {
         let name = &request.get_ref().name;
         let inner = self.cluster.inner.lock().await;
-        let record = inner
-            .connectors
-            .get(name)
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.clone()))?;
+        let record = connector(&inner, name)?;
         ok(info(&inner, name, record))
     }
 
@@ -371,10 +384,7 @@ impl ConnectorService for Api {
     ) -> ApiResult<api::ConnectorConfig> {
         let name = &request.get_ref().name;
         let inner = self.cluster.inner.lock().await;
-        let record = inner
-            .connectors
-            .get(name)
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.clone()))?;
+        let record = connector(&inner, name)?;
         ok(api::ConnectorConfig {
             config: masked(&inner, &record.config),
         })
@@ -406,12 +416,7 @@ impl ConnectorService for Api {
         let request = request.into_inner();
         let mut config = {
             let inner = self.cluster.inner.lock().await;
-            inner
-                .connectors
-                .get(&request.name)
-                .ok_or_else(|| ApiError::ConnectorNotFound(request.name.clone()))?
-                .config
-                .clone()
+            connector(&inner, &request.name)?.config.clone()
         };
         config.extend(request.set);
         for key in &request.remove {
@@ -449,10 +454,7 @@ impl ConnectorService for Api {
     ) -> ApiResult<api::ConnectorStatus> {
         let name = &request.get_ref().name;
         let inner = self.cluster.inner.lock().await;
-        let record = inner
-            .connectors
-            .get(name)
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.clone()))?;
+        let record = connector(&inner, name)?;
         ok(status(&inner, name, record))
     }
 
@@ -463,11 +465,7 @@ impl ConnectorService for Api {
         let request = request.into_inner();
         let name = &request.name;
         let mut inner = self.cluster.inner.lock().await;
-        let mut record = inner
-            .connectors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.clone()))?;
+        let mut record = connector(&inner, name)?.clone();
         let failed = |unit: &Unit| {
             inner
                 .statuses
@@ -518,10 +516,7 @@ impl ConnectorService for Api {
     ) -> ApiResult<api::ListTasksResponse> {
         let name = &request.get_ref().name;
         let inner = self.cluster.inner.lock().await;
-        let record = inner
-            .connectors
-            .get(name)
-            .ok_or_else(|| ApiError::ConnectorNotFound(name.clone()))?;
+        let record = connector(&inner, name)?;
         let tasks = record
             .tasks
             .iter()
@@ -537,42 +532,17 @@ impl ConnectorService for Api {
     async fn get_task_status(&self, request: Request<api::TaskRef>) -> ApiResult<api::TaskStatus> {
         let r = request.into_inner();
         let inner = self.cluster.inner.lock().await;
-        let record = inner
-            .connectors
-            .get(&r.connector)
-            .ok_or_else(|| ApiError::ConnectorNotFound(r.connector.clone()))?;
-        if r.task as usize >= record.tasks.len() {
-            return Err(ApiError::TaskNotFound(r.connector, r.task).into());
-        }
-        let (state, worker_id, trace) = unit_state(&inner, &Unit::task(&r.connector, r.task));
-        ok(api::TaskStatus {
-            id: r.task,
-            state: state as i32,
-            worker_id,
-            trace,
-        })
+        ok(task_status(&inner, &r.connector, r.task)?)
     }
 
     async fn restart_task(&self, request: Request<api::TaskRef>) -> ApiResult<api::TaskStatus> {
         let r = request.into_inner();
         let mut inner = self.cluster.inner.lock().await;
-        let mut record = inner
-            .connectors
-            .get(&r.connector)
-            .cloned()
-            .ok_or_else(|| ApiError::ConnectorNotFound(r.connector.clone()))?;
-        if r.task as usize >= record.tasks.len() {
-            return Err(ApiError::TaskNotFound(r.connector, r.task).into());
-        }
+        task_status(&inner, &r.connector, r.task)?;
+        let mut record = connector(&inner, &r.connector)?.clone();
         *record.task_restart_epochs.entry(r.task).or_default() += 1;
         self.save(&mut inner, &r.connector, record).await?;
-        let (state, worker_id, trace) = unit_state(&inner, &Unit::task(&r.connector, r.task));
-        ok(api::TaskStatus {
-            id: r.task,
-            state: state as i32,
-            worker_id,
-            trace,
-        })
+        ok(task_status(&inner, &r.connector, r.task)?)
     }
 
     async fn get_connector_topics(
@@ -710,12 +680,12 @@ impl PluginService for Api {
                 }),
             })
             .collect();
-        let mut groups: Vec<String> = definitions
-            .iter()
-            .map(|d| d.group.clone())
-            .filter(|g| !g.is_empty())
-            .collect();
-        groups.dedup();
+        let mut groups: Vec<String> = Vec::new();
+        for d in &definitions {
+            if !d.group.is_empty() && !groups.contains(&d.group) {
+                groups.push(d.group.clone());
+            }
+        }
         ok(api::ValidateConfigResponse {
             name: class,
             error_count: errors.len() as u32,

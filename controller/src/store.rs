@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional as _;
 
 use crate::scheduler::{Placement, Unit};
 
@@ -89,10 +90,21 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records serialize: plain structs and string maps")
 }
 
-fn status_key(connector: &str, task: Option<u32>) -> Vec<u8> {
-    let mut key = connector.as_bytes().to_vec();
+/// Every record of a tree keyed by a name.
+fn load_named<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<BTreeMap<String, T>> {
+    let mut out = BTreeMap::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// Key of a unit in the statuses and placement trees: connector name, NUL, task id (if any).
+fn unit_key(unit: &Unit) -> Vec<u8> {
+    let mut key = unit.connector.as_bytes().to_vec();
     key.push(0);
-    if let Some(t) = task {
+    if let Some(t) = unit.task {
         key.extend_from_slice(&t.to_be_bytes());
     }
     key
@@ -147,12 +159,7 @@ impl Store {
     }
 
     pub fn connectors(&self) -> Result<BTreeMap<String, ConnectorRecord>> {
-        let mut out = BTreeMap::new();
-        for item in self.connectors.iter() {
-            let (k, v) = item?;
-            out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
-        }
-        Ok(out)
+        load_named(&self.connectors)
     }
 
     pub fn put_connector(&self, name: &str, record: &ConnectorRecord) -> Result<()> {
@@ -160,16 +167,34 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a connector with its statuses and placement.
+    /// Removes a connector with its statuses and placement, in one transaction.
     pub fn delete_connector(&self, name: &str) -> Result<()> {
-        self.connectors.remove(name.as_bytes())?;
-        let mut prefix = name.as_bytes().to_vec();
-        prefix.push(0);
-        for tree in [&self.statuses, &self.placement] {
-            for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key?)?;
-            }
-        }
+        let prefix = unit_key(&Unit::planning(name));
+        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>> {
+            Ok(tree
+                .scan_prefix(&prefix)
+                .keys()
+                .collect::<std::result::Result<_, _>>()?)
+        };
+        let (statuses, placement) = (keys(&self.statuses)?, keys(&self.placement)?);
+        (&self.connectors, &self.statuses, &self.placement)
+            .transaction(|(connectors, status_tree, placement_tree)| {
+                connectors.remove(name.as_bytes())?;
+                for key in &statuses {
+                    status_tree.remove(key)?;
+                }
+                for key in &placement {
+                    placement_tree.remove(key)?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                // The closure above never aborts; keep the type honest anyway.
+                sled::transaction::TransactionError::Abort(()) => StoreError::Sled(
+                    sled::Error::ReportableBug("connector delete aborted".into()),
+                ),
+            })?;
         Ok(())
     }
 
@@ -185,24 +210,17 @@ impl Store {
     }
 
     pub fn put_status(&self, unit: &Unit, status: &StatusRecord) -> Result<()> {
-        self.statuses
-            .insert(status_key(&unit.connector, unit.task), encode(status))?;
+        self.statuses.insert(unit_key(unit), encode(status))?;
         Ok(())
     }
 
     pub fn remove_status(&self, unit: &Unit) -> Result<()> {
-        self.statuses
-            .remove(status_key(&unit.connector, unit.task))?;
+        self.statuses.remove(unit_key(unit))?;
         Ok(())
     }
 
     pub fn workers(&self) -> Result<BTreeMap<String, WorkerRecord>> {
-        let mut out = BTreeMap::new();
-        for item in self.workers.iter() {
-            let (k, v) = item?;
-            out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
-        }
-        Ok(out)
+        load_named(&self.workers)
     }
 
     pub fn put_worker(&self, id: &str, record: &WorkerRecord) -> Result<()> {
@@ -233,7 +251,7 @@ impl Store {
             batch.remove(key?);
         }
         for (unit, worker) in placement {
-            batch.insert(status_key(&unit.connector, unit.task), worker.as_bytes());
+            batch.insert(unit_key(unit), worker.as_bytes());
         }
         self.placement.apply_batch(batch)?;
         self.meta.insert("generation", &generation.to_be_bytes())?;

@@ -52,30 +52,45 @@ pub struct WorkerContext {
 
 /// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
 pub fn producer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "500000");
-    for (k, v) in overrides {
-        config.set(k, v);
-    }
-    config
+    client_config(
+        bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "500000"),
+        ],
+        overrides,
+    )
 }
 
 /// The worker's consumer settings: manual commits, earliest reset, then the user's overrides.
 pub fn consumer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> ClientConfig {
+    client_config(
+        bootstrap,
+        &[
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "50"),
+            // librdkafka pauses fetching for this long whenever its prefetch queue is full
+            // (default 1 s); a sink that drains the queue in 200 ms would then idle for the
+            // other 800 ms.
+            ("fetch.queue.backoff.ms", "10"),
+        ],
+        overrides,
+    )
+}
+
+fn client_config(
+    bootstrap: &str,
+    defaults: &[(&str, &str)],
+    overrides: BTreeMap<String, String>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
-        // librdkafka pauses fetching for this long whenever its prefetch queue is full (default
-        // 1 s); a sink that drains the queue in 200 ms would then idle for the other 800 ms.
-        .set("fetch.queue.backoff.ms", "10");
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in defaults {
+        config.set(*k, *v);
+    }
     for (k, v) in overrides {
         config.set(k, v);
     }

@@ -9,6 +9,9 @@ use crate::config_file::{ConfigError, ConfigFile};
 use crate::converter::Converter;
 
 /// Worker keys Sluice uses.
+/// Kafka Connect's default `offset.flush.interval.ms`.
+pub const DEFAULT_OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
 const WORKER_KEYS: &[&str] = &[
     "bootstrap.servers",
     "key.converter",
@@ -89,7 +92,7 @@ impl WorkerSettings {
             .filter(|s| !s.is_empty())
             .map(str::to_string);
         let offset_flush_interval = match file.get("offset.flush.interval.ms") {
-            None => Duration::from_secs(60),
+            None => DEFAULT_OFFSET_FLUSH_INTERVAL,
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
                 _ => {
