@@ -55,6 +55,24 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         worker_timeout: f64,
     },
+    /// Runs a worker of a distributed cluster: joins the controller and runs what it assigns.
+    Worker {
+        /// The controller's URL.
+        #[arg(long, default_value = "http://127.0.0.1:8083")]
+        controller: String,
+        /// Kafka's bootstrap servers (overrides bootstrap.servers of the worker file).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// This worker's id, unique in the cluster and stable across its restarts.
+        #[arg(long)]
+        id: Option<String>,
+        /// Tasks this worker takes at most; 0 for no limit.
+        #[arg(long, default_value_t = 0)]
+        capacity: u32,
+        /// Worker configuration (.properties, Kafka Connect's keys): converters, plugin.path,
+        /// offset.storage.topic, producer./consumer. overrides.
+        worker: Option<PathBuf>,
+    },
     /// Serves a built-in connector plugin over the connector protocol (started by workers).
     #[command(hide = true)]
     Connector { plugin: String },
@@ -115,15 +133,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             connectors,
             progress_interval,
         } => {
-            let exe = std::env::current_exe().context("locate the sluice executable")?;
-            let builtin = |name: &str| PluginCommand {
-                program: exe.clone(),
-                args: vec!["connector".into(), name.into()],
-            };
             let options = StandaloneOptions {
                 worker_file: worker,
                 connector_files: connectors,
-                builtin_plugins: vec![builtin("file"), builtin("datagen")],
+                builtin_plugins: builtin_plugins()?,
                 progress_interval: (progress_interval > 0.0)
                     .then(|| Duration::from_secs_f64(progress_interval)),
             };
@@ -159,8 +172,51 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             sluice_controller::run(options, shutdown).await
         }
+        Command::Worker {
+            controller,
+            kafka,
+            id,
+            capacity,
+            worker,
+        } => {
+            let worker_id = match id {
+                Some(id) => id,
+                None => default_worker_id(),
+            };
+            let options = sluice_worker::distributed::WorkerOptions {
+                controller,
+                worker_id,
+                worker_file: worker,
+                kafka,
+                capacity,
+                builtin_plugins: builtin_plugins()?,
+            };
+            sluice_worker::distributed::run(options, shutdown).await
+        }
         Command::Connector { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// The connector plugins built into this binary, as commands a worker can launch.
+fn builtin_plugins() -> anyhow::Result<Vec<PluginCommand>> {
+    let exe = std::env::current_exe().context("locate the sluice executable")?;
+    Ok(["file", "datagen"]
+        .into_iter()
+        .map(|name| PluginCommand {
+            program: exe.clone(),
+            args: vec!["connector".into(), name.into()],
+        })
+        .collect())
+}
+
+/// The host name, so that a restarted worker keeps its id (give `--id` to run several on one
+/// host).
+fn default_worker_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
 }
 
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once.

@@ -150,6 +150,16 @@ impl ConfigFile {
         Ok(file)
     }
 
+    /// Values that came from somewhere other than a file (the controller, command-line flags);
+    /// `origin` names that place in errors.
+    pub fn from_values(origin: impl Into<PathBuf>, values: BTreeMap<String, String>) -> ConfigFile {
+        ConfigFile {
+            path: origin.into(),
+            values,
+            lines: BTreeMap::new(),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }

@@ -2,6 +2,7 @@
 //! Kafka — converters, producers and consumers, offsets, restarts — plus standalone mode.
 
 pub mod config_file;
+pub mod distributed;
 pub mod converter;
 pub mod embedded;
 mod json;

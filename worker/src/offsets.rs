@@ -1,13 +1,29 @@
-//! Source offsets of standalone mode: a JSON file (`offset.storage.file.filename`), keyed by
-//! connector and source partition, replaced atomically on every flush.
+//! Source offsets, keyed by connector and source partition. Standalone mode keeps them in a
+//! JSON file (`offset.storage.file.filename`) replaced atomically on every flush; distributed
+//! mode keeps them in a Kafka topic (`offset.storage.topic`, default `connect-offsets`) in
+//! Kafka Connect's format, so that a task moved to another worker resumes where it stopped.
+//! Kafka Connect's record key is `["<connector>",{<source partition>}]` and its value the
+//! source offset as JSON (null for a reset); both as schemaless JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_proto::connector::v1::SourcePosition;
+
+/// Kafka Connect's default `offset.storage.topic`.
+pub const DEFAULT_OFFSET_TOPIC: &str = "connect-offsets";
+/// How long reading the offsets topic to its end may take before a task start fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Default, Serialize, Deserialize)]
 struct OffsetFile {
@@ -16,17 +32,30 @@ struct OffsetFile {
     offsets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+enum Backend {
+    Memory,
+    File(PathBuf),
+    Kafka(KafkaOffsets),
+}
+
+struct KafkaOffsets {
+    topic: String,
+    producer: FutureProducer,
+    consumer_config: ClientConfig,
+}
+
 /// Committed source positions. `commit` records positions whose records Kafka acknowledged;
 /// `flush` makes them durable.
 pub struct OffsetStore {
-    path: Option<PathBuf>,
+    backend: Backend,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
     file: OffsetFile,
-    dirty: bool,
+    /// (connector, partition) committed here and not yet flushed.
+    pending: BTreeSet<(String, String)>,
 }
 
 impl OffsetStore {
@@ -53,8 +82,35 @@ impl OffsetStore {
             }
         }
         Ok(OffsetStore {
-            path: path.map(Path::to_path_buf),
-            state: Mutex::new(State { file, dirty: false }),
+            backend: match path {
+                Some(p) => Backend::File(p.to_path_buf()),
+                None => Backend::Memory,
+            },
+            state: Mutex::new(State {
+                file,
+                pending: BTreeSet::new(),
+            }),
+        })
+    }
+
+    /// A store in the Kafka topic `topic`, read on every task start and written on flush.
+    pub fn kafka(
+        topic: &str,
+        producer_config: &ClientConfig,
+        consumer_config: &ClientConfig,
+    ) -> anyhow::Result<OffsetStore> {
+        let producer = producer_config
+            .create()
+            .context("create the offsets producer")?;
+        let mut consumer_config = consumer_config.clone();
+        consumer_config.remove("group.id");
+        Ok(OffsetStore {
+            backend: Backend::Kafka(KafkaOffsets {
+                topic: topic.to_string(),
+                producer,
+                consumer_config,
+            }),
+            state: Mutex::new(State::default()),
         })
     }
 
@@ -64,7 +120,8 @@ impl OffsetStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn positions(&self, connector: &str) -> Vec<SourcePosition> {
+    /// The connector's positions as this process knows them, without reading Kafka.
+    pub fn local_positions(&self, connector: &str) -> Vec<SourcePosition> {
         self.lock()
             .file
             .offsets
@@ -80,42 +137,189 @@ impl OffsetStore {
             .unwrap_or_default()
     }
 
+    /// The connector's committed positions, for a task that starts. In Kafka, the offsets
+    /// topic is read to its end first, so positions another worker flushed are seen.
+    pub async fn positions(&self, connector: &str) -> anyhow::Result<Vec<SourcePosition>> {
+        if let Backend::Kafka(kafka) = &self.backend {
+            let config = kafka.consumer_config.clone();
+            let topic = kafka.topic.clone();
+            let records = tokio::task::spawn_blocking(move || read_to_end(&config, &topic))
+                .await
+                .context("offsets reader")??;
+            let mut state = self.lock();
+            for (key, value) in records {
+                let Some((name, partition)) = parse_key(&key) else {
+                    tracing::warn!(
+                        topic = %kafka.topic,
+                        "skipping an offsets record whose key is not [\"connector\",{{partition}}]"
+                    );
+                    continue;
+                };
+                if state.pending.contains(&(name.clone(), partition.clone())) {
+                    continue;
+                }
+                let entry = state.file.offsets.entry(name).or_default();
+                match value.and_then(|v| String::from_utf8(v).ok()) {
+                    Some(v) if v != "null" => {
+                        entry.insert(partition, v);
+                    }
+                    _ => {
+                        entry.remove(&partition);
+                    }
+                }
+            }
+        }
+        Ok(self.local_positions(connector))
+    }
+
     pub fn commit<'a>(
         &self,
         connector: &str,
         positions: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
         let mut state = self.lock();
+        let mut touched = Vec::new();
         let entry = state.file.offsets.entry(connector.to_string()).or_default();
-        let mut changed = false;
         for (partition, offset) in positions {
             entry.insert(partition.to_string(), offset.to_string());
-            changed = true;
+            touched.push((connector.to_string(), partition.to_string()));
         }
-        state.dirty |= changed;
+        state.pending.extend(touched);
     }
 
-    /// Writes the file if anything changed: temporary file, fsync, rename, fsync directory.
+    /// Makes committed positions durable: the file is replaced (temporary file, fsync, rename,
+    /// fsync directory), or the changed positions are written to the topic and acknowledged.
     pub async fn flush(&self) -> anyhow::Result<()> {
-        let Some(path) = self.path.clone() else {
-            return Ok(());
-        };
-        let bytes = {
-            let mut state = self.lock();
-            if !state.dirty {
+        let result = match &self.backend {
+            Backend::Memory => {
+                self.lock().pending.clear();
                 return Ok(());
             }
-            state.dirty = false;
-            serde_json::to_vec_pretty(&state.file)?
+            Backend::File(path) => {
+                let path = path.clone();
+                let (bytes, pending) = {
+                    let mut state = self.lock();
+                    if state.pending.is_empty() {
+                        return Ok(());
+                    }
+                    let pending = std::mem::take(&mut state.pending);
+                    (serde_json::to_vec_pretty(&state.file)?, pending)
+                };
+                let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+                    .await
+                    .context("offsets writer")
+                    .and_then(|r| r);
+                (result, pending)
+            }
+            Backend::Kafka(kafka) => {
+                let (records, pending) = {
+                    let mut state = self.lock();
+                    let pending = std::mem::take(&mut state.pending);
+                    let records: Vec<(String, Option<String>)> = pending
+                        .iter()
+                        .map(|(c, p)| {
+                            let value = state.file.offsets.get(c).and_then(|m| m.get(p)).cloned();
+                            (record_key(c, p), value)
+                        })
+                        .collect();
+                    (records, pending)
+                };
+                (kafka.write(records).await, pending)
+            }
         };
-        let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .context("offsets writer")?;
+        let (result, pending) = result;
         if result.is_err() {
-            self.lock().dirty = true;
+            self.lock().pending.extend(pending);
         }
         result
     }
+}
+
+impl KafkaOffsets {
+    async fn write(&self, records: Vec<(String, Option<String>)>) -> anyhow::Result<()> {
+        let sends = records.iter().map(|(key, value)| {
+            let mut record = FutureRecord::to(&self.topic).key(key.as_bytes());
+            if let Some(v) = value {
+                record = record.payload(v.as_bytes());
+            }
+            self.producer.send(record, WRITE_TIMEOUT)
+        });
+        for result in futures::future::join_all(sends).await {
+            if let Err((e, _)) = result {
+                bail!("write source offsets to topic {}: {e}", self.topic);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka Connect's offsets key: `["<connector>",<partition JSON>]`.
+fn record_key(connector: &str, partition: &str) -> String {
+    format!(
+        "[{},{partition}]",
+        serde_json::Value::String(connector.to_string())
+    )
+}
+
+/// The connector and the partition text, exactly as written, of an offsets key.
+fn parse_key(key: &[u8]) -> Option<(String, String)> {
+    let (name, partition): (String, Box<serde_json::value::RawValue>) =
+        serde_json::from_slice(key).ok()?;
+    Some((name, partition.get().to_string()))
+}
+
+/// Every (key, value) of `topic` from the beginning to the end it had when called.
+fn read_to_end(
+    config: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let consumer: BaseConsumer = config.create().context("create the offsets reader")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), READ_TIMEOUT)
+        .with_context(|| format!("read metadata of offsets topic {topic}"))?;
+    let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(Vec::new());
+    };
+    if described.error().is_some() {
+        // Not created yet: nothing was ever flushed.
+        return Ok(Vec::new());
+    }
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in described.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), READ_TIMEOUT)
+            .with_context(|| format!("read the end of offsets topic {topic}[{}]", p.id()))?;
+        if high > low {
+            ends.insert(p.id(), high);
+            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            bail!("offsets topic {topic} not read to its end within {READ_TIMEOUT:?}");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => bail!("read offsets topic {topic}: {e}"),
+            Some(Ok(m)) => {
+                records.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
+                if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                    ends.remove(&m.partition());
+                }
+            }
+        }
+    }
+    Ok(records)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -149,8 +353,10 @@ mod tests {
         store.commit("c", [("{\"f\":1}", "{\"position\":5}")]);
         store.flush().await.unwrap();
         let again = OffsetStore::open(Some(&path)).unwrap();
-        assert_eq!(again.positions("c")[0].offset, "{\"position\":5}");
-        assert!(again.positions("other").is_empty());
+        assert_eq!(again.local_positions("c")[0].offset, "{\"position\":5}");
+        assert!(again.positions("other").await.unwrap().is_empty());
+        assert_eq!(parse_key(record_key("c\"1", "{\"f\": 1}").as_bytes()),
+            Some(("c\"1".to_string(), "{\"f\": 1}".to_string())));
 
         std::fs::write(&path, "garbage").unwrap();
         let e = OffsetStore::open(Some(&path)).err().unwrap();

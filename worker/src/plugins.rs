@@ -14,6 +14,8 @@ use crate::process::{ConnectorProcess, PluginCommand};
 pub struct PluginEntry {
     pub command: PluginCommand,
     pub info: proto::PluginInfo,
+    /// Configuration definitions of each class, by class name (from Describe).
+    pub configs: std::collections::BTreeMap<String, Vec<proto::ConfigDef>>,
 }
 
 #[derive(Debug, Default)]
@@ -34,8 +36,35 @@ impl PluginRegistry {
             match ConnectorProcess::launch(&command, &label).await {
                 Ok(process) => {
                     let info = process.plugin.clone();
+                    let mut configs = std::collections::BTreeMap::new();
+                    let mut failure = None;
+                    for class in &info.connectors {
+                        let request = proto::DescribeRequest {
+                            connector_class: class.class_name.clone(),
+                        };
+                        match process.client.clone().describe(request).await {
+                            Ok(r) => {
+                                configs.insert(class.class_name.clone(), r.into_inner().configs);
+                            }
+                            Err(s) => {
+                                failure = Some(format!(
+                                    "describe {}: {}",
+                                    class.class_name,
+                                    s.message()
+                                ));
+                                break;
+                            }
+                        }
+                    }
                     process.shutdown().await;
-                    Ok(PluginEntry { command, info })
+                    match failure {
+                        None => Ok(PluginEntry {
+                            command,
+                            info,
+                            configs,
+                        }),
+                        Some(reason) => Err((command, reason)),
+                    }
                 }
                 Err(e) => Err((command, format!("{e:#}"))),
             }

@@ -107,7 +107,7 @@ pub async fn run_connector(
     let mut backoff = BACKOFF_INITIAL;
     while !stop.is_cancelled() {
         let started = Instant::now();
-        match run_once(&spec, &ctx, &counters, &stop).await {
+        match run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
             Ok(()) => return,
             Err(e) => {
                 if stop.is_cancelled() {
@@ -128,36 +128,48 @@ pub async fn run_connector(
     }
 }
 
-/// One life of the connector process. `Ok` means a clean stop.
-async fn run_once(
+/// One life of the connector process. `Ok` means a clean stop. `tasks` are the task configs
+/// to run, by task id; `None` asks the connector to plan them (standalone mode). `running` is
+/// called with the process id once the tasks are started.
+pub async fn run_process(
     spec: &ConnectorSpec,
     ctx: &WorkerContext,
     counters: &Arc<Counters>,
     stop: &CancellationToken,
+    tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
+    running: impl FnOnce(u32),
 ) -> anyhow::Result<()> {
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
-    let mut client = process.client.clone();
-    let plan = client
-        .plan(proto::PlanRequest {
-            connector_class: spec.class.clone(),
-            config: spec.config.clone().into_iter().collect(),
-            max_tasks: spec.tasks_max,
-        })
-        .await
-        .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
-        .into_inner();
-    if plan.tasks.is_empty() {
-        bail!("connector planned no tasks");
-    }
-    tracing::info!(connector = %spec.name, pid = process.pid, tasks = plan.tasks.len(), "running");
+    let planned = match tasks {
+        Some(tasks) => tasks,
+        None => {
+            let mut client = process.client.clone();
+            let plan = client
+                .plan(proto::PlanRequest {
+                    connector_class: spec.class.clone(),
+                    config: spec.config.clone().into_iter().collect(),
+                    max_tasks: spec.tasks_max,
+                })
+                .await
+                .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
+                .into_inner();
+            if plan.tasks.is_empty() {
+                bail!("connector planned no tasks");
+            }
+            plan.tasks
+                .into_iter()
+                .enumerate()
+                .map(|(id, t)| (id as u32, t.config.into_iter().collect()))
+                .collect()
+        }
+    };
+    tracing::info!(connector = %spec.name, pid = process.pid, tasks = planned.len(), "running");
 
     let mut consumer_config = ctx.consumer_config.clone();
     consumer_config.set("group.id", format!("connect-{}", spec.name));
     let tasks_stop = stop.child_token();
     let mut tasks = JoinSet::new();
-    for (id, task) in plan.tasks.into_iter().enumerate() {
-        let id = id as u32;
-        let config: BTreeMap<String, String> = task.config.into_iter().collect();
+    for (id, config) in planned {
         let client = process.client.clone();
         let token = tasks_stop.clone();
         match spec.kind {
@@ -194,6 +206,7 @@ async fn run_once(
         }
     }
 
+    running(process.pid);
     let mut failure: Option<anyhow::Error> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {

@@ -18,6 +18,7 @@ const WORKER_KEYS: &[&str] = &[
     "value.converter",
     "header.converter",
     "offset.storage.file.filename",
+    "offset.storage.topic",
     "offset.flush.interval.ms",
     "plugin.path",
 ];
@@ -32,8 +33,8 @@ const WORKER_PREFIXES: &[&str] = &[
     "header.converter.",
 ];
 
-/// Kafka Connect worker keys that mean nothing in standalone Sluice; accepted with a warning so
-/// that existing files keep working.
+/// Kafka Connect worker keys that mean nothing to Sluice (its controller keeps configs and
+/// statuses, not Kafka topics); accepted with a warning so that existing files keep working.
 const IGNORED_WORKER_KEYS: &[&str] = &[
     "listeners",
     "rest.host.name",
@@ -55,9 +56,17 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "metric.reporters",
     "topic.creation.enable",
     "exactly.once.source.support",
+    "group.id",
+    "config.storage.topic",
+    "config.storage.replication.factor",
+    "status.storage.topic",
+    "status.storage.replication.factor",
+    "status.storage.partitions",
+    "offset.storage.replication.factor",
+    "offset.storage.partitions",
 ];
 
-/// The worker file of `sluice standalone`.
+/// The worker file of `sluice standalone` and `sluice worker`.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// `None`: start an embedded Kafka.
@@ -80,7 +89,7 @@ impl WorkerSettings {
             if IGNORED_WORKER_KEYS.contains(&key.as_str()) {
                 tracing::warn!(
                     "{}",
-                    file.error(key, "not used by a standalone Sluice worker; ignored")
+                    file.error(key, "not used by a Sluice worker; ignored")
                 );
                 continue;
             }

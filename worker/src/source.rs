@@ -151,6 +151,11 @@ impl SourceTaskRunner {
                 })
                 .context("create producer")?,
         );
+        let positions = self
+            .offsets
+            .positions(&self.connector)
+            .await
+            .context("read committed source offsets")?;
         let (tx, rx) = mpsc::channel(64);
         send(
             &tx,
@@ -159,7 +164,7 @@ impl SourceTaskRunner {
                 connector_name: self.connector.clone(),
                 task_id: self.task_id,
                 config: self.config.clone().into_iter().collect(),
-                positions: self.offsets.positions(&self.connector),
+                positions,
             }),
         )
         .await;
@@ -171,13 +176,16 @@ impl SourceTaskRunner {
         let drained = tokio::task::spawn_blocking(move || flusher.flush(DRAIN_TIMEOUT)).await;
         let committed = self.commit_completed(&tracker, &tx).await;
         drop(tx);
+        // Whoever runs this task next (here or on another worker) starts from here.
+        let flushed = self.offsets.flush().await;
         result?;
         match drained {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("records not acknowledged by Kafka within {DRAIN_TIMEOUT:?}: {e}"),
             Err(e) => bail!("producer flush: {e}"),
         }
-        committed
+        committed?;
+        flushed.context("flush source offsets")
     }
 
     async fn stream(

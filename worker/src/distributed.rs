@@ -1,0 +1,785 @@
+//! Distributed mode: `sluice worker`. The worker joins a controller, receives its complete
+//! assignment as a stream and runs exactly that: the planning instance of some connectors
+//! (validate, plan, submit the task configs) and some tasks, each task in its own connector
+//! process. Statuses go back to the controller as they change. The worker keeps running what
+//! it has while the controller is unreachable, and rejoins when it returns.
+//!
+//! Source offsets live in a Kafka topic (`offset.storage.topic`), so a task that moves resumes
+//! where it stopped on its previous worker; sink offsets are the consumer group's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use sluice_proto::api::v1 as api;
+use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
+use sluice_proto::connector::v1::{self as proto, ConnectorType};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config_file::ConfigFile;
+use crate::metrics::Counters;
+use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
+use crate::plugins::PluginRegistry;
+use crate::process::{ConnectorProcess, PluginCommand};
+use crate::runner::{consumer_config, producer_config, run_process, ConnectorSpec, WorkerContext};
+use crate::settings::{ConnectorSettings, WorkerSettings};
+use crate::standalone::ConfigErrors;
+
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long resets the restart backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// Status changes within this window go to the controller in one report.
+const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Connector keys the worker itself reads (the rest reach the tasks through their task
+/// configs): a change of one of these restarts every task of the connector.
+const FRAMEWORK_PREFIXES: &[&str] = &[
+    "key.converter",
+    "value.converter",
+    "header.converter",
+    "topics",
+    "transforms",
+    "predicates",
+    "errors.",
+    "producer.override.",
+    "consumer.override.",
+];
+
+pub struct WorkerOptions {
+    /// The controller's URL, e.g. `http://127.0.0.1:8083`.
+    pub controller: String,
+    pub worker_id: String,
+    /// A Kafka Connect worker file; `None` for defaults.
+    pub worker_file: Option<PathBuf>,
+    /// Overrides `bootstrap.servers`.
+    pub kafka: Option<String>,
+    /// Tasks this worker wants at most; 0 for no limit.
+    pub capacity: u32,
+    pub builtin_plugins: Vec<PluginCommand>,
+}
+
+/// What every unit of this worker shares.
+struct Shared {
+    worker_id: String,
+    client: WorkerControlClient<Channel>,
+    settings: WorkerSettings,
+    registry: PluginRegistry,
+    ctx: WorkerContext,
+    statuses: mpsc::UnboundedSender<StatusUpdate>,
+}
+
+type UnitKey = (String, Option<u32>);
+
+/// A unit's new state, or `None` when the unit no longer runs here.
+struct StatusUpdate {
+    key: UnitKey,
+    state: Option<(api::State, String)>,
+}
+
+impl Shared {
+    fn report(&self, key: &UnitKey, state: api::State, trace: impl Into<String>) {
+        let _ = self.statuses.send(StatusUpdate {
+            key: key.clone(),
+            state: Some((state, trace.into())),
+        });
+    }
+
+    /// Resolves a connector config from the controller into what the runner needs.
+    fn spec(&self, connector: &wire::ConnectorConfig) -> anyhow::Result<ConnectorSpec> {
+        let mut values: BTreeMap<String, String> = connector.config.clone().into_iter().collect();
+        values
+            .entry("name".into())
+            .or_insert_with(|| connector.name.clone());
+        let file = ConfigFile::from_values(format!("connector {}", connector.name), values);
+        let settings = ConnectorSettings::from_file(&file)?;
+        let (plugin, class) = self.registry.resolve(&settings.class).ok_or_else(|| {
+            anyhow!(
+                "no connector plugin named {} on worker {}",
+                settings.class,
+                self.worker_id
+            )
+        })?;
+        let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
+        if kind == ConnectorType::Sink {
+            settings.check_sink(&file)?;
+        }
+        Ok(ConnectorSpec {
+            name: settings.name.clone(),
+            class: class.class_name.clone(),
+            kind,
+            command: plugin.command.clone(),
+            tasks_max: settings.tasks_max,
+            key_converter: self.settings.converter("key", &file, &settings.values)?,
+            value_converter: self.settings.converter("value", &file, &settings.values)?,
+            topics: settings.topics.clone(),
+            topics_regex: settings.topics_regex.clone(),
+            config: settings.values,
+        })
+    }
+}
+
+/// Runs the worker until `shutdown`, then stops its tasks (they drain and commit) and returns.
+pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let one = |e| ConfigErrors(vec![e]);
+    let file = match &options.worker_file {
+        Some(path) => ConfigFile::load(path).map_err(one)?,
+        None => ConfigFile::from_values("(worker flags)", BTreeMap::new()),
+    };
+    let mut settings = WorkerSettings::from_file(&file).map_err(one)?;
+    if let Some(kafka) = &options.kafka {
+        settings.bootstrap_servers = Some(kafka.clone());
+    }
+    let bootstrap = settings.bootstrap_servers.clone().ok_or_else(|| {
+        anyhow!("no Kafka to use: give --kafka HOST:PORT or bootstrap.servers in the worker file")
+    })?;
+    let endpoint = Endpoint::from_shared(options.controller.clone())
+        .with_context(|| format!("--controller {}: not a URL", options.controller))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let client = WorkerControlClient::new(endpoint.connect_lazy());
+
+    let registry = PluginRegistry::discover(options.builtin_plugins, &settings.plugin_path).await;
+    let plugins = plugin_classes(&registry);
+    let producer_config = producer_config(&bootstrap, settings.client_overrides("producer."));
+    let consumer_config = consumer_config(&bootstrap, settings.client_overrides("consumer."));
+    let offsets_topic = settings
+        .values
+        .get("offset.storage.topic")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_OFFSET_TOPIC.to_string());
+    let offsets = Arc::new(OffsetStore::kafka(
+        &offsets_topic,
+        &producer_config,
+        &consumer_config,
+    )?);
+    let (statuses, status_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        worker_id: options.worker_id.clone(),
+        client,
+        ctx: WorkerContext {
+            producer_config,
+            consumer_config,
+            offsets: offsets.clone(),
+            flush_interval: settings.offset_flush_interval,
+        },
+        settings,
+        registry,
+        statuses,
+    });
+    tracing::info!(
+        worker = %options.worker_id,
+        controller = %options.controller,
+        kafka = %bootstrap,
+        plugins = plugins.len(),
+        "worker starting"
+    );
+
+    let background = CancellationToken::new();
+    let generation = Arc::new(AtomicU64::new(0));
+    let joined = Arc::new(Notify::new());
+    let (assignments, assignment_rx) = watch::channel(None);
+    let join = wire::JoinRequest {
+        worker_id: options.worker_id.clone(),
+        plugins,
+        capacity: options.capacity,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let control = tokio::spawn(control(
+        shared.clone(),
+        join,
+        assignments,
+        generation.clone(),
+        joined.clone(),
+        background.clone(),
+    ));
+    let reporter = tokio::spawn(report_statuses(
+        shared.clone(),
+        status_rx,
+        generation,
+        joined,
+        background.clone(),
+    ));
+    let flusher = tokio::spawn(flush_offsets(
+        offsets.clone(),
+        shared.ctx.flush_interval,
+        background.clone(),
+    ));
+
+    supervise(shared.clone(), assignment_rx, shutdown).await;
+    // Tasks are stopped and flushed; let the last statuses go out before leaving.
+    tokio::time::sleep(STATUS_DEBOUNCE * 4).await;
+    background.cancel();
+    let _ = tokio::join!(control, reporter, flusher);
+    offsets
+        .flush()
+        .await
+        .context("write source offsets at shutdown")?;
+    Ok(())
+}
+
+/// The classes this worker can run, with their config definitions, as the controller sees
+/// them.
+fn plugin_classes(registry: &PluginRegistry) -> Vec<wire::PluginClass> {
+    let mut classes = Vec::new();
+    for plugin in &registry.plugins {
+        for class in &plugin.info.connectors {
+            let configs = plugin
+                .configs
+                .get(&class.class_name)
+                .map(|defs| defs.iter().map(config_key).collect())
+                .unwrap_or_default();
+            classes.push(wire::PluginClass {
+                class_name: class.class_name.clone(),
+                aliases: class.aliases.clone(),
+                r#type: class.r#type,
+                version: class.version.clone(),
+                configs,
+            });
+        }
+    }
+    classes
+}
+
+fn config_key(def: &proto::ConfigDef) -> api::ConfigKey {
+    use proto::{ConfigType as T, Importance as I};
+    let r#type = match T::try_from(def.r#type).unwrap_or(T::Unspecified) {
+        T::Int => "INT",
+        T::Long => "LONG",
+        T::Double => "DOUBLE",
+        T::Boolean => "BOOLEAN",
+        T::List => "LIST",
+        T::Class => "CLASS",
+        T::Password => "PASSWORD",
+        T::String | T::Unspecified => "STRING",
+    };
+    let importance = match I::try_from(def.importance).unwrap_or(I::Unspecified) {
+        I::High => "HIGH",
+        I::Low => "LOW",
+        I::Medium | I::Unspecified => "MEDIUM",
+    };
+    api::ConfigKey {
+        name: def.name.clone(),
+        r#type: r#type.into(),
+        required: def.default_value.is_none(),
+        default_value: def.default_value.clone(),
+        importance: importance.into(),
+        documentation: def.documentation.clone(),
+        group: def.group.clone(),
+        display_name: def.display_name.clone(),
+        valid_values: def.valid_values.clone(),
+    }
+}
+
+/// Joins the controller and forwards its assignments; heartbeats; rejoins with backoff
+/// whenever the stream breaks or the controller asks. Never gives up.
+async fn control(
+    shared: Arc<Shared>,
+    join: wire::JoinRequest,
+    assignments: watch::Sender<Option<wire::Assignment>>,
+    generation: Arc<AtomicU64>,
+    joined: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut client = shared.client.clone();
+    let mut backoff = Duration::from_millis(100);
+    let mut unreachable_since: Option<Instant> = None;
+    while !stop.is_cancelled() {
+        let attempt = tokio::time::timeout(RPC_TIMEOUT, client.join(join.clone())).await;
+        match attempt {
+            Ok(Ok(response)) => {
+                if let Some(since) = unreachable_since.take() {
+                    tracing::info!(
+                        "controller reachable again after {:.1} s; rejoined",
+                        since.elapsed().as_secs_f64()
+                    );
+                } else {
+                    tracing::info!(worker = %shared.worker_id, "joined the controller");
+                }
+                backoff = Duration::from_millis(100);
+                joined.notify_one();
+                let mut stream = response.into_inner();
+                let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+                loop {
+                    tokio::select! {
+                        message = stream.message() => match message {
+                            Ok(Some(a)) => {
+                                generation.store(a.generation, Ordering::Relaxed);
+                                tracing::info!(
+                                    generation = a.generation,
+                                    planning = a.planning.len(),
+                                    tasks = a.tasks.len(),
+                                    "assignment"
+                                );
+                                assignments.send_replace(Some(a));
+                            }
+                            Ok(None) => {
+                                tracing::warn!("the controller closed the assignment stream");
+                                break;
+                            }
+                            Err(s) => {
+                                tracing::warn!("assignment stream broken: {}", s.message());
+                                break;
+                            }
+                        },
+                        _ = ticker.tick() => {
+                            let request = wire::HeartbeatRequest {
+                                worker_id: shared.worker_id.clone(),
+                                generation: generation.load(Ordering::Relaxed),
+                            };
+                            let beat = tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(request)).await;
+                            if let Ok(Ok(r)) = beat {
+                                if r.into_inner().rejoin {
+                                    tracing::warn!("the controller no longer knows this worker; rejoining");
+                                    break;
+                                }
+                            }
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+            Ok(Err(s)) => {
+                if unreachable_since.is_none() {
+                    tracing::warn!(
+                        "cannot join the controller ({}); tasks keep running, retrying",
+                        s.message()
+                    );
+                }
+            }
+            Err(_) => {
+                if unreachable_since.is_none() {
+                    tracing::warn!("the controller did not answer the join within {RPC_TIMEOUT:?}; retrying");
+                }
+            }
+        }
+        unreachable_since.get_or_insert_with(Instant::now);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+    }
+}
+
+/// Sends status changes to the controller within `STATUS_DEBOUNCE`, and the full set after
+/// every (re)join. A failed report is retried.
+async fn report_statuses(
+    shared: Arc<Shared>,
+    mut updates: mpsc::UnboundedReceiver<StatusUpdate>,
+    generation: Arc<AtomicU64>,
+    joined: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut client = shared.client.clone();
+    let mut current: BTreeMap<UnitKey, (api::State, String)> = BTreeMap::new();
+    let mut changed: BTreeMap<UnitKey, (api::State, String)> = BTreeMap::new();
+    let mut full = false;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            update = updates.recv() => {
+                let Some(update) = update else { return };
+                apply(&mut current, &mut changed, update);
+                tokio::time::sleep(STATUS_DEBOUNCE).await;
+                while let Ok(update) = updates.try_recv() {
+                    apply(&mut current, &mut changed, update);
+                }
+            }
+            _ = joined.notified() => full = true,
+            _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {}
+            _ = stop.cancelled() => return,
+        }
+        if !full && changed.is_empty() {
+            continue;
+        }
+        let listed = if full { &current } else { &changed };
+        let report = wire::StatusReport {
+            worker_id: shared.worker_id.clone(),
+            generation: generation.load(Ordering::Relaxed),
+            full,
+            statuses: listed
+                .iter()
+                .map(|((connector, task), (state, trace))| wire::UnitStatus {
+                    connector: connector.clone(),
+                    task: *task,
+                    state: *state as i32,
+                    trace: trace.clone(),
+                })
+                .collect(),
+        };
+        match tokio::time::timeout(RPC_TIMEOUT, client.report_status(report)).await {
+            Ok(Ok(_)) => {
+                full = false;
+                changed.clear();
+                retry_at = None;
+            }
+            _ => {
+                // The controller may be down: send everything once it is back.
+                full = true;
+                changed.clear();
+                retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn apply(
+    current: &mut BTreeMap<UnitKey, (api::State, String)>,
+    changed: &mut BTreeMap<UnitKey, (api::State, String)>,
+    update: StatusUpdate,
+) {
+    match update.state {
+        Some(state) => {
+            current.insert(update.key.clone(), state.clone());
+            changed.insert(update.key, state);
+        }
+        None => {
+            current.remove(&update.key);
+            changed.remove(&update.key);
+        }
+    }
+}
+
+async fn flush_offsets(offsets: Arc<OffsetStore>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = offsets.flush().await {
+                    tracing::error!("write source offsets: {e:#}");
+                }
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A unit running here: a connector's planning instance or one task.
+struct Running {
+    /// What it was started with; a different fingerprint restarts it.
+    fingerprint: String,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// What one unit should run, from an assignment.
+enum Work {
+    Planning(wire::ConnectorConfig),
+    Task(wire::ConnectorConfig, wire::TaskAssignment),
+}
+
+/// Makes the running units match each assignment: stops what is no longer assigned (or
+/// changed), starts what is new. A replaced unit starts only after its predecessor stopped
+/// and committed. On `shutdown`, stops everything and waits.
+async fn supervise(
+    shared: Arc<Shared>,
+    mut assignments: watch::Receiver<Option<wire::Assignment>>,
+    shutdown: CancellationToken,
+) {
+    let mut units: BTreeMap<UnitKey, Running> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            changed = assignments.changed() => if changed.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+        let Some(assignment) = assignments.borrow_and_update().clone() else {
+            continue;
+        };
+        let desired = desired_units(&assignment);
+        let mut previous: BTreeMap<UnitKey, JoinHandle<()>> = BTreeMap::new();
+        let stale: Vec<UnitKey> = units
+            .iter()
+            .filter(|(key, unit)| desired.get(*key).map(|d| &d.0) != Some(&unit.fingerprint))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(unit) = units.remove(&key) {
+                unit.stop.cancel();
+                previous.insert(key.clone(), unit.handle);
+                if !desired.contains_key(&key) {
+                    let _ = shared.statuses.send(StatusUpdate {
+                        key: key.clone(),
+                        state: None,
+                    });
+                }
+            }
+        }
+        // Units that stopped and are not replaced still finish in the background.
+        for (key, (fingerprint, work)) in desired {
+            if units.contains_key(&key) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let before = previous.remove(&key);
+            let handle = tokio::spawn(run_unit(shared.clone(), key.clone(), work, before, stop.clone()));
+            units.insert(
+                key,
+                Running {
+                    fingerprint,
+                    stop,
+                    handle,
+                },
+            );
+        }
+        for (_, handle) in previous {
+            tokio::spawn(async move {
+                let _ = handle.await;
+            });
+        }
+    }
+    tracing::info!("stopping: draining tasks and committing offsets");
+    for unit in units.values() {
+        unit.stop.cancel();
+    }
+    for (_, unit) in units {
+        let _ = unit.handle.await;
+    }
+}
+
+fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Work)> {
+    let configs: BTreeMap<&str, &wire::ConnectorConfig> = assignment
+        .connectors
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let mut units = BTreeMap::new();
+    for name in &assignment.planning {
+        let Some(config) = configs.get(name.as_str()) else {
+            continue;
+        };
+        let fingerprint = format!(
+            "{}/{}/{}",
+            config.config_version, config.restart_epoch, config.target_state
+        );
+        units.insert(
+            (name.clone(), None),
+            (fingerprint, Work::Planning((*config).clone())),
+        );
+    }
+    for task in &assignment.tasks {
+        let Some(config) = configs.get(task.connector.as_str()) else {
+            continue;
+        };
+        let task_config: BTreeMap<&String, &String> = task.config.iter().collect();
+        let framework: BTreeMap<&String, &String> = config
+            .config
+            .iter()
+            .filter(|(k, _)| FRAMEWORK_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .collect();
+        let fingerprint = serde_json::json!([
+            task_config,
+            framework,
+            task.restart_epoch,
+            config.target_state
+        ])
+        .to_string();
+        units.insert(
+            (task.connector.clone(), Some(task.task)),
+            (fingerprint, Work::Task((*config).clone(), task.clone())),
+        );
+    }
+    units
+}
+
+async fn run_unit(
+    shared: Arc<Shared>,
+    key: UnitKey,
+    work: Work,
+    before: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+) {
+    if let Some(before) = before {
+        let _ = before.await;
+    }
+    if stop.is_cancelled() {
+        return;
+    }
+    match work {
+        Work::Planning(config) => run_planning(&shared, &key, config, &stop).await,
+        Work::Task(config, task) => run_task(&shared, &key, config, task, &stop).await,
+    }
+}
+
+/// The connector instance: validates and plans its tasks for this config version, submits
+/// them, and reports the connector's state.
+async fn run_planning(
+    shared: &Shared,
+    key: &UnitKey,
+    config: wire::ConnectorConfig,
+    stop: &CancellationToken,
+) {
+    let paused = config.target_state == api::TargetState::Paused as i32;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match plan(shared, &config, stop).await {
+            Ok(()) => {
+                let state = if paused {
+                    api::State::Paused
+                } else {
+                    api::State::Running
+                };
+                shared.report(key, state, "");
+                break;
+            }
+            Err(e) if stop.is_cancelled() => {
+                tracing::debug!(connector = %config.name, "planning stopped: {e:#}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(connector = %config.name, "planning failed, retrying in {backoff:?}: {e:#}");
+                shared.report(key, api::State::Failed, format!("{e:#}"));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+    stop.cancelled().await;
+}
+
+async fn plan(
+    shared: &Shared,
+    config: &wire::ConnectorConfig,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let spec = shared.spec(config)?;
+    let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    let mut client = process.client.clone();
+    let planned = async {
+        let validation = client
+            .validate(proto::ValidateRequest {
+                connector_class: spec.class.clone(),
+                config: spec.config.clone().into_iter().collect(),
+            })
+            .await
+            .map_err(|s| anyhow!("validate: {}", s.message()))?
+            .into_inner();
+        if !validation.errors.is_empty() {
+            let problems: Vec<String> = validation
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.name, e.message))
+                .collect();
+            bail!("invalid configuration: {}", problems.join("; "));
+        }
+        let plan = client
+            .plan(proto::PlanRequest {
+                connector_class: spec.class.clone(),
+                config: spec.config.clone().into_iter().collect(),
+                max_tasks: spec.tasks_max,
+            })
+            .await
+            .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
+            .into_inner();
+        if plan.tasks.is_empty() {
+            bail!("the connector planned no tasks");
+        }
+        Ok(plan)
+    }
+    .await;
+    process.shutdown().await;
+    let plan = planned?;
+    let request = wire::SubmitTaskConfigsRequest {
+        worker_id: shared.worker_id.clone(),
+        connector: config.name.clone(),
+        config_version: config.config_version,
+        tasks: plan
+            .tasks
+            .into_iter()
+            .map(|t| wire::TaskConfig { config: t.config })
+            .collect(),
+        r#type: spec.kind as i32,
+    };
+    // The controller may be restarting: keep trying until it takes the configs.
+    let mut client = shared.client.clone();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match tokio::time::timeout(RPC_TIMEOUT, client.submit_task_configs(request.clone())).await {
+            Ok(Ok(r)) => {
+                if !r.into_inner().accepted {
+                    tracing::info!(connector = %config.name, "task configs were for an older config version; ignored");
+                }
+                return Ok(());
+            }
+            Ok(Err(s)) => tracing::warn!(connector = %config.name, "submit task configs: {}", s.message()),
+            Err(_) => tracing::warn!(connector = %config.name, "submit task configs: no answer"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => bail!("stopped"),
+        }
+        backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+    }
+}
+
+/// One task in its own connector process, restarted with backoff when it fails.
+async fn run_task(
+    shared: &Shared,
+    key: &UnitKey,
+    config: wire::ConnectorConfig,
+    task: wire::TaskAssignment,
+    stop: &CancellationToken,
+) {
+    if config.target_state == api::TargetState::Paused as i32 {
+        shared.report(key, api::State::Paused, "");
+        stop.cancelled().await;
+        return;
+    }
+    let spec = match shared.spec(&config) {
+        Ok(spec) => spec,
+        Err(e) => {
+            shared.report(key, api::State::Failed, format!("{e:#}"));
+            stop.cancelled().await;
+            return;
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    let task_config: BTreeMap<String, String> = task.config.into_iter().collect();
+    let mut backoff = RESTART_BACKOFF_INITIAL;
+    loop {
+        let started = Instant::now();
+        let result = run_process(
+            &spec,
+            &shared.ctx,
+            &counters,
+            stop,
+            Some(vec![(task.task, task_config.clone())]),
+            |_| shared.report(key, api::State::Running, ""),
+        )
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) if stop.is_cancelled() => {
+                tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
+                return;
+            }
+            Err(e) => {
+                if started.elapsed() > HEALTHY_RUN {
+                    backoff = RESTART_BACKOFF_INITIAL;
+                }
+                tracing::error!(connector = %spec.name, task = task.task, "task failed, restarting in {backoff:?}: {e:#}");
+                shared.report(key, api::State::Failed, format!("{e:#}"));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        shared.report(key, api::State::Restarting, "");
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
