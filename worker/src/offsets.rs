@@ -103,7 +103,9 @@ impl OffsetStore {
             .create()
             .context("create the offsets producer")?;
         let mut consumer_config = consumer_config.clone();
-        consumer_config.remove("group.id");
+        // librdkafka wants a group even for assigned partitions; this one never joins or
+        // commits.
+        consumer_config.set("group.id", "sluice-offsets-reader");
         Ok(OffsetStore {
             backend: Backend::Kafka(KafkaOffsets {
                 topic: topic.to_string(),

@@ -1,0 +1,399 @@
+//! Distributed mode as real processes on 127.0.0.1: the embedded Kafka, one controller and
+//! several workers, each task in its own connector process. Records are datagen's, each
+//! carrying its task and sequence number, read back from Kafka and counted for loss and
+//! duplicates.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use harness::{free_port, grpcurl, start_worker, wait_for, Controller, DevKafka, Sluice};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_proto::api::v1::{
+    self as api, cluster_service_client::ClusterServiceClient,
+    connector_service_client::ConnectorServiceClient,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The controller's --worker-timeout in these tests.
+const WORKER_TIMEOUT: f64 = 2.0;
+
+/// A blocking client of the public API.
+struct Api {
+    runtime: tokio::runtime::Runtime,
+    url: String,
+}
+
+impl Api {
+    fn new(address: &str) -> Api {
+        Api {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            url: format!("http://{address}"),
+        }
+    }
+
+    fn connectors(&self) -> Result<ConnectorServiceClient<tonic::transport::Channel>, tonic::Status> {
+        self.runtime
+            .block_on(ConnectorServiceClient::connect(self.url.clone()))
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    }
+
+    fn status(&self, name: &str) -> Result<api::ConnectorStatus, tonic::Status> {
+        let mut client = self.connectors()?;
+        let request = api::ConnectorRef { name: name.into() };
+        self.runtime
+            .block_on(client.get_connector_status(request))
+            .map(tonic::Response::into_inner)
+    }
+
+    fn create(&self, name: &str, config: &[(&str, &str)], initial: api::TargetState) {
+        let mut client = self.connectors().unwrap();
+        let request = api::CreateConnectorRequest {
+            name: name.into(),
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            initial_state: initial as i32,
+        };
+        self.runtime
+            .block_on(client.create_connector(request))
+            .unwrap_or_else(|s| panic!("create {name}: {s:?}"));
+    }
+
+    fn live_workers(&self) -> usize {
+        let Ok(mut client) = self
+            .runtime
+            .block_on(ClusterServiceClient::connect(self.url.clone()))
+        else {
+            return 0;
+        };
+        self.runtime
+            .block_on(client.list_workers(api::ListWorkersRequest::default()))
+            .map(|r| r.into_inner().workers.iter().filter(|w| w.alive).count())
+            .unwrap_or(0)
+    }
+}
+
+/// Task id → (state, worker) of a connector, or empty when the API does not answer.
+fn tasks(api: &Api, name: &str) -> BTreeMap<u32, (api::State, String)> {
+    api.status(name)
+        .map(|s| {
+            s.tasks
+                .iter()
+                .map(|t| (t.id, (t.state(), t.worker_id.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `n` tasks are in `state` and spread over `workers` with at most `per_worker` each.
+fn all_in(
+    tasks: &BTreeMap<u32, (api::State, String)>,
+    n: usize,
+    state: api::State,
+    workers: &[&str],
+) -> bool {
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for (s, w) in tasks.values() {
+        if *s != state || !workers.contains(&w.as_str()) {
+            return false;
+        }
+        *per.entry(w).or_default() += 1;
+    }
+    let fair = n.div_ceil(workers.len());
+    tasks.len() == n && per.values().all(|&c| c <= fair)
+}
+
+fn owners(tasks: &BTreeMap<u32, (api::State, String)>) -> BTreeMap<u32, String> {
+    tasks.iter().map(|(t, (_, w))| (*t, w.clone())).collect()
+}
+
+fn datagen(topic: &str, tasks: &str, rate: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("connector.class", "DatagenSource".into()),
+        ("topic", topic.into()),
+        ("tasks.max", tasks.into()),
+        ("rate", rate.into()),
+        ("record.size", "64".into()),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter".into(),
+        ),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter".into(),
+        ),
+    ]
+}
+
+fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    config.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Records in `topic` (sum of high watermarks).
+fn total_records(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter_map(|p| {
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .ok()
+        })
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
+/// Reads every record of `topic` and counts, per datagen task, the sequence numbers missing
+/// below the highest one seen (lost) and the repeats (duplicates). Returns (records, lost,
+/// duplicates, tasks seen).
+fn verify_datagen(bootstrap: &str, topic: &str) -> (usize, usize, usize, usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verifier")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+            .unwrap();
+        if high > low {
+            ends.insert(p.id(), high);
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut seqs: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut records = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "could not read {topic} to its end");
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = message.unwrap();
+        records += 1;
+        let value = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap();
+        let (task, seq) = sluice_connector_datagen::parse_value(value)
+            .unwrap_or_else(|| panic!("not a datagen value: {value:?}"));
+        seqs.entry(task).or_default().push(seq);
+        if ends.get(&m.partition()).is_some_and(|&e| m.offset() + 1 >= e) {
+            ends.remove(&m.partition());
+        }
+    }
+    let (mut lost, mut duplicates) = (0, 0);
+    for list in seqs.values() {
+        let unique: BTreeSet<u64> = list.iter().copied().collect();
+        duplicates += list.len() - unique.len();
+        let max = unique.last().copied().unwrap_or(0);
+        lost += (0..=max).filter(|s| !unique.contains(s)).count();
+    }
+    (records, lost, duplicates, seqs.len())
+}
+
+#[test]
+fn six_tasks_spread_move_off_a_killed_worker_and_rebalance_on_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["gen:6"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let mut workers: BTreeMap<&str, Sluice> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|id| {
+            let w = start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap);
+            (id, w)
+        })
+        .collect();
+    wait_for("three workers to join", TIMEOUT, || api.live_workers() == 3);
+
+    let config = datagen("gen", "6", "1200");
+    api.create("gen", &pairs(&config), api::TargetState::Running);
+    wait_for("6 tasks RUNNING, 2 per worker", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 6, api::State::Running, &["w1", "w2", "w3"])
+    });
+    wait_for("records flowing", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "gen") > 1000
+    });
+
+    // SIGKILL a worker: its two tasks run elsewhere within the timeout + 5 s.
+    let killed = Instant::now();
+    workers.get("w3").unwrap().signal(libc::SIGKILL);
+    let limit = Duration::from_secs_f64(WORKER_TIMEOUT + 5.0);
+    wait_for("w3's tasks RUNNING on w1 and w2", limit, || {
+        all_in(&tasks(&api, "gen"), 6, api::State::Running, &["w1", "w2"])
+    });
+    let moved_after = killed.elapsed();
+    let flowing = total_records(&kafka.bootstrap, "gen");
+    wait_for("records flowing after the move", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "gen") > flowing + 1000
+    });
+
+    // A new worker joins: it takes its fair share, and nothing else moves.
+    let before = owners(&tasks(&api, "gen"));
+    workers.insert(
+        "w4",
+        start_worker(dir.path(), "w4", &controller.url(), &kafka.bootstrap),
+    );
+    wait_for("6 tasks RUNNING, 2 per worker on w1, w2, w4", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 6, api::State::Running, &["w1", "w2", "w4"])
+    });
+    let after = owners(&tasks(&api, "gen"));
+    let moved: Vec<u32> = after
+        .iter()
+        .filter(|(t, w)| before.get(t) != Some(w))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(moved.len(), 2, "before {before:?}, after {after:?}");
+    assert!(moved.iter().all(|t| after[t] == "w4"));
+
+    // Pause: every task drains and commits; then count.
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/PauseConnector",
+        Some(r#"{"name":"gen"}"#),
+    );
+    assert!(ok, "{out}");
+    wait_for("6 tasks PAUSED", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 6, api::State::Paused, &["w1", "w2", "w4"])
+    });
+    let (records, lost, duplicates, seen) = verify_datagen(&kafka.bootstrap, "gen");
+    eprintln!(
+        "cluster: tasks moved {:.1} s after SIGKILL; {records} records, {lost} lost, \
+         {duplicates} duplicated (at-least-once replay after the kill)",
+        moved_after.as_secs_f64()
+    );
+    assert_eq!(seen, 6);
+    assert_eq!(lost, 0, "records lost");
+}
+
+#[test]
+fn controller_sigkill_under_load_then_everything_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["load:3"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut controller = Controller::start(dir.path(), &listen, WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let _workers: Vec<Sluice> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap))
+        .collect();
+    wait_for("three workers to join", TIMEOUT, || api.live_workers() == 3);
+
+    // Created through grpcurl, as a user would.
+    let config: BTreeMap<&str, String> = datagen("load", "3", "900").into_iter().collect();
+    let body = serde_json::json!({"name": "load", "config": config}).to_string();
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(&body),
+    );
+    assert!(ok, "{out}");
+    let idle = datagen("idle", "2", "10");
+    api.create("idle", &pairs(&idle), api::TargetState::Paused);
+    wait_for("3 tasks RUNNING, one per worker", TIMEOUT, || {
+        all_in(&tasks(&api, "load"), 3, api::State::Running, &["a", "b", "c"])
+    });
+    wait_for("the paused connector's tasks PAUSED", TIMEOUT, || {
+        all_in(&tasks(&api, "idle"), 2, api::State::Paused, &["a", "b", "c"])
+    });
+    let before = owners(&tasks(&api, "load"));
+    let (ok, status_before) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/GetConnectorStatus",
+        Some(r#"{"name":"load"}"#),
+    );
+    assert!(ok, "{status_before}");
+
+    // SIGKILL the controller: records keep flowing without it.
+    controller.process.signal(libc::SIGKILL);
+    controller.process.wait(TIMEOUT);
+    let at_kill = total_records(&kafka.bootstrap, "load");
+    wait_for("records flowing with the controller dead", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "load") > at_kill + 1000
+    });
+
+    // Restart it on the same address and store: configs, states and statuses are back, and
+    // nothing moved while the workers rejoined.
+    controller = Controller::start(dir.path(), &listen, WORKER_TIMEOUT);
+    wait_for("three workers to rejoin", TIMEOUT, || api.live_workers() == 3);
+    let (ok, config_back) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/GetConnectorConfig",
+        Some(r#"{"name":"load"}"#),
+    );
+    assert!(ok && config_back.contains("\"rate\": \"900\""), "{config_back}");
+    let status = api.status("idle").unwrap();
+    assert_eq!(status.target_state(), api::TargetState::Paused);
+    wait_for("statuses back", TIMEOUT, || {
+        all_in(&tasks(&api, "load"), 3, api::State::Running, &["a", "b", "c"])
+            && all_in(&tasks(&api, "idle"), 2, api::State::Paused, &["a", "b", "c"])
+    });
+    assert_eq!(owners(&tasks(&api, "load")), before, "tasks moved after a restart");
+
+    // Pause, resume and delete through grpcurl with real workers.
+    for (method, state) in [
+        ("PauseConnector", api::State::Paused),
+        ("ResumeConnector", api::State::Running),
+    ] {
+        let (ok, out) = grpcurl(
+            &controller.address,
+            &format!("sluice.api.v1.ConnectorService/{method}"),
+            Some(r#"{"name":"load"}"#),
+        );
+        assert!(ok, "{method}: {out}");
+        wait_for(method, TIMEOUT, || {
+            all_in(&tasks(&api, "load"), 3, state, &["a", "b", "c"])
+        });
+    }
+    let flowing = total_records(&kafka.bootstrap, "load");
+    wait_for("records flowing after resume", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "load") > flowing + 300
+    });
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/DeleteConnector",
+        Some(r#"{"name":"load"}"#),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/GetConnectorStatus",
+        Some(r#"{"name":"load"}"#),
+    );
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    // The deleted connector's tasks stop: the topic stops growing.
+    let mut last = -1;
+    wait_for("the deleted connector to stop producing", TIMEOUT, || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = total_records(&kafka.bootstrap, "load");
+        let stopped = now == last;
+        last = now;
+        stopped
+    });
+    let (records, lost, duplicates, seen) = verify_datagen(&kafka.bootstrap, "load");
+    eprintln!("controller kill: {records} records, {lost} lost, {duplicates} duplicated");
+    assert_eq!(seen, 3);
+    assert_eq!(lost, 0, "records lost");
+}
