@@ -38,7 +38,9 @@ impl Api {
         }
     }
 
-    fn connectors(&self) -> Result<ConnectorServiceClient<tonic::transport::Channel>, tonic::Status> {
+    fn connectors(
+        &self,
+    ) -> Result<ConnectorServiceClient<tonic::transport::Channel>, tonic::Status> {
         self.runtime
             .block_on(ConnectorServiceClient::connect(self.url.clone()))
             .map_err(|e| tonic::Status::unavailable(e.to_string()))
@@ -67,6 +69,61 @@ impl Api {
             .unwrap_or_else(|s| panic!("create {name}: {s:?}"));
     }
 
+    fn target(&self, name: &str, method: &str) {
+        let mut client = self.connectors().unwrap();
+        let request = api::ConnectorRef { name: name.into() };
+        let result = match method {
+            "stop" => self.runtime.block_on(client.stop_connector(request)),
+            "resume" => self.runtime.block_on(client.resume_connector(request)),
+            "pause" => self.runtime.block_on(client.pause_connector(request)),
+            other => panic!("no method {other}"),
+        };
+        result.unwrap_or_else(|s| panic!("{method} {name}: {s:?}"));
+    }
+
+    /// (partition JSON, offset JSON) pairs, sorted.
+    fn offsets(&self, name: &str) -> Vec<(String, String)> {
+        let mut client = self.connectors().unwrap();
+        let request = api::ConnectorRef { name: name.into() };
+        let offsets = self
+            .runtime
+            .block_on(client.get_offsets(request))
+            .unwrap_or_else(|s| panic!("offsets of {name}: {s:?}"))
+            .into_inner();
+        let mut pairs: Vec<(String, String)> = offsets
+            .offsets
+            .iter()
+            .map(|o| (json(o.partition.as_ref()), json(o.offset.as_ref())))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    fn alter(&self, name: &str, offsets: &[(&str, Option<&str>)]) -> Result<(), tonic::Status> {
+        let mut client = self.connectors()?;
+        let request = api::AlterOffsetsRequest {
+            name: name.into(),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| api::ConnectorOffset {
+                    partition: Some(to_struct(p)),
+                    offset: o.map(to_struct),
+                })
+                .collect(),
+        };
+        self.runtime
+            .block_on(client.alter_offsets(request))
+            .map(|_| ())
+    }
+
+    fn reset(&self, name: &str) -> Result<(), tonic::Status> {
+        let mut client = self.connectors()?;
+        let request = api::ConnectorRef { name: name.into() };
+        self.runtime
+            .block_on(client.reset_offsets(request))
+            .map(|_| ())
+    }
+
     fn live_workers(&self) -> usize {
         let Ok(mut client) = self
             .runtime
@@ -78,6 +135,45 @@ impl Api {
             .block_on(client.list_workers(api::ListWorkersRequest::default()))
             .map(|r| r.into_inner().workers.iter().filter(|w| w.alive).count())
             .unwrap_or(0)
+    }
+}
+
+/// A protobuf Struct as compact JSON with sorted keys (numbers are f64 in a Struct).
+fn json(s: Option<&prost_types::Struct>) -> String {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 => serde_json::json!(*n as i64),
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::json!(s),
+            Some(Kind::BoolValue(b)) => serde_json::json!(b),
+            Some(Kind::StructValue(s)) => object(s),
+            _ => serde_json::Value::Null,
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        let sorted: BTreeMap<&String, serde_json::Value> =
+            s.fields.iter().map(|(k, v)| (k, value(v))).collect();
+        serde_json::json!(sorted)
+    }
+    s.map(|s| object(s).to_string()).unwrap_or_default()
+}
+
+fn to_struct(text: &str) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+    prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+                    serde_json::Value::String(s) => Kind::StringValue(s),
+                    other => panic!("test offsets hold numbers and strings, not {other}"),
+                };
+                (k, prost_types::Value { kind: Some(kind) })
+            })
+            .collect(),
     }
 }
 
@@ -137,6 +233,31 @@ fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     config.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// The end offset of each partition of `topic`, by partition.
+fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut ids: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    ids.sort();
+    ids.into_iter()
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
 /// Records in `topic` (sum of high watermarks).
 fn total_records(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -189,7 +310,10 @@ fn verify_datagen(bootstrap: &str, topic: &str) -> (usize, usize, usize, usize) 
     let mut records = 0;
     let deadline = Instant::now() + TIMEOUT;
     while !ends.is_empty() {
-        assert!(Instant::now() < deadline, "could not read {topic} to its end");
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
@@ -199,7 +323,10 @@ fn verify_datagen(bootstrap: &str, topic: &str) -> (usize, usize, usize, usize) 
         let (task, seq) = sluice_connector_datagen::parse_value(value)
             .unwrap_or_else(|| panic!("not a datagen value: {value:?}"));
         seqs.entry(task).or_default().push(seq);
-        if ends.get(&m.partition()).is_some_and(|&e| m.offset() + 1 >= e) {
+        if ends
+            .get(&m.partition())
+            .is_some_and(|&e| m.offset() + 1 >= e)
+        {
             ends.remove(&m.partition());
         }
     }
@@ -231,7 +358,12 @@ fn six_tasks_spread_move_off_a_killed_worker_and_rebalance_on_join() {
     let config = datagen("gen", "6", "1200");
     api.create("gen", &pairs(&config), api::TargetState::Running);
     wait_for("6 tasks RUNNING, 2 per worker", TIMEOUT, || {
-        all_in(&tasks(&api, "gen"), 6, api::State::Running, &["w1", "w2", "w3"])
+        all_in(
+            &tasks(&api, "gen"),
+            6,
+            api::State::Running,
+            &["w1", "w2", "w3"],
+        )
     });
     wait_for("records flowing", TIMEOUT, || {
         total_records(&kafka.bootstrap, "gen") > 1000
@@ -256,9 +388,18 @@ fn six_tasks_spread_move_off_a_killed_worker_and_rebalance_on_join() {
         "w4",
         start_worker(dir.path(), "w4", &controller.url(), &kafka.bootstrap),
     );
-    wait_for("6 tasks RUNNING, 2 per worker on w1, w2, w4", TIMEOUT, || {
-        all_in(&tasks(&api, "gen"), 6, api::State::Running, &["w1", "w2", "w4"])
-    });
+    wait_for(
+        "6 tasks RUNNING, 2 per worker on w1, w2, w4",
+        TIMEOUT,
+        || {
+            all_in(
+                &tasks(&api, "gen"),
+                6,
+                api::State::Running,
+                &["w1", "w2", "w4"],
+            )
+        },
+    );
     let after = owners(&tasks(&api, "gen"));
     let moved: Vec<u32> = after
         .iter()
@@ -276,7 +417,12 @@ fn six_tasks_spread_move_off_a_killed_worker_and_rebalance_on_join() {
     );
     assert!(ok, "{out}");
     wait_for("6 tasks PAUSED", TIMEOUT, || {
-        all_in(&tasks(&api, "gen"), 6, api::State::Paused, &["w1", "w2", "w4"])
+        all_in(
+            &tasks(&api, "gen"),
+            6,
+            api::State::Paused,
+            &["w1", "w2", "w4"],
+        )
     });
     let (records, lost, duplicates, seen) = verify_datagen(&kafka.bootstrap, "gen");
     eprintln!(
@@ -313,10 +459,20 @@ fn controller_sigkill_under_load_then_everything_is_back() {
     let idle = datagen("idle", "2", "10");
     api.create("idle", &pairs(&idle), api::TargetState::Paused);
     wait_for("3 tasks RUNNING, one per worker", TIMEOUT, || {
-        all_in(&tasks(&api, "load"), 3, api::State::Running, &["a", "b", "c"])
+        all_in(
+            &tasks(&api, "load"),
+            3,
+            api::State::Running,
+            &["a", "b", "c"],
+        )
     });
     wait_for("the paused connector's tasks PAUSED", TIMEOUT, || {
-        all_in(&tasks(&api, "idle"), 2, api::State::Paused, &["a", "b", "c"])
+        all_in(
+            &tasks(&api, "idle"),
+            2,
+            api::State::Paused,
+            &["a", "b", "c"],
+        )
     });
     let before = owners(&tasks(&api, "load"));
     let (ok, status_before) = grpcurl(
@@ -337,20 +493,38 @@ fn controller_sigkill_under_load_then_everything_is_back() {
     // Restart it on the same address and store: configs, states and statuses are back, and
     // nothing moved while the workers rejoined.
     controller = Controller::start(dir.path(), &listen, WORKER_TIMEOUT);
-    wait_for("three workers to rejoin", TIMEOUT, || api.live_workers() == 3);
+    wait_for("three workers to rejoin", TIMEOUT, || {
+        api.live_workers() == 3
+    });
     let (ok, config_back) = grpcurl(
         &controller.address,
         "sluice.api.v1.ConnectorService/GetConnectorConfig",
         Some(r#"{"name":"load"}"#),
     );
-    assert!(ok && config_back.contains("\"rate\": \"900\""), "{config_back}");
+    assert!(
+        ok && config_back.contains("\"rate\": \"900\""),
+        "{config_back}"
+    );
     let status = api.status("idle").unwrap();
     assert_eq!(status.target_state(), api::TargetState::Paused);
     wait_for("statuses back", TIMEOUT, || {
-        all_in(&tasks(&api, "load"), 3, api::State::Running, &["a", "b", "c"])
-            && all_in(&tasks(&api, "idle"), 2, api::State::Paused, &["a", "b", "c"])
+        all_in(
+            &tasks(&api, "load"),
+            3,
+            api::State::Running,
+            &["a", "b", "c"],
+        ) && all_in(
+            &tasks(&api, "idle"),
+            2,
+            api::State::Paused,
+            &["a", "b", "c"],
+        )
     });
-    assert_eq!(owners(&tasks(&api, "load")), before, "tasks moved after a restart");
+    assert_eq!(
+        owners(&tasks(&api, "load")),
+        before,
+        "tasks moved after a restart"
+    );
 
     // Pause, resume and delete through grpcurl with real workers.
     for (method, state) in [
@@ -396,4 +570,134 @@ fn controller_sigkill_under_load_then_everything_is_back() {
     eprintln!("controller kill: {records} records, {lost} lost, {duplicates} duplicated");
     assert_eq!(seen, 3);
     assert_eq!(lost, 0, "records lost");
+}
+
+#[test]
+fn offsets_read_altered_and_reset_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["data:2"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let _workers: Vec<Sluice> = ["x", "y"]
+        .into_iter()
+        .map(|id| start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap))
+        .collect();
+    wait_for("two workers to join", TIMEOUT, || api.live_workers() == 2);
+
+    // 100 records (50 per task) into a file sink.
+    let mut source = datagen("data", "2", "0");
+    source.push(("count", "100".into()));
+    api.create("gen", &pairs(&source), api::TargetState::Running);
+    let out = dir.path().join("out.txt");
+    let out_path = out.to_str().unwrap().to_string();
+    let sink = [
+        ("connector.class", "FileStreamSink"),
+        ("topics", "data"),
+        ("file", out_path.as_str()),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+    ];
+    api.create("out", &sink, api::TargetState::Running);
+    wait_for("100 lines in the sink file", TIMEOUT, || {
+        harness::count_lines(&out) == 100
+    });
+
+    // Read: the source's own partitions and offsets; the sink's Kafka offsets.
+    wait_for("source offsets flushed", TIMEOUT, || {
+        api.offsets("gen")
+            == [
+                (
+                    r#"{"datagen.task":0}"#.to_string(),
+                    r#"{"seq":49}"#.to_string(),
+                ),
+                (
+                    r#"{"datagen.task":1}"#.to_string(),
+                    r#"{"seq":49}"#.to_string(),
+                ),
+            ]
+    });
+    let ends = high_watermarks(&kafka.bootstrap, "data");
+    assert_eq!(ends.iter().sum::<i64>(), 100);
+    let expected: Vec<(String, String)> = ends
+        .iter()
+        .enumerate()
+        .filter(|(_, end)| **end > 0)
+        .map(|(p, end)| {
+            (
+                format!(r#"{{"kafka_partition":{p},"kafka_topic":"data"}}"#),
+                format!(r#"{{"kafka_offset":{end}}}"#),
+            )
+        })
+        .collect();
+    wait_for("sink offsets committed", TIMEOUT, || {
+        api.offsets("out") == expected
+    });
+
+    // Changing offsets of a running connector: FAILED_PRECONDITION.
+    let e = api.reset("gen").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("STOPPED"), "{e:?}");
+
+    api.target("gen", "stop");
+    api.target("out", "stop");
+    wait_for("both stopped", TIMEOUT, || {
+        tasks(&api, "gen").is_empty() && tasks(&api, "out").is_empty()
+    });
+
+    // A sink offset in the wrong shape: INVALID_ARGUMENT naming the field.
+    let e = api
+        .alter(
+            "out",
+            &[(r#"{"kafka_topic":"data"}"#, Some(r#"{"kafka_offset":1}"#))],
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("kafka_partition"), "{e:?}");
+
+    // Sink: partition 0 back by 10 records. Source: task 1 reset, task 0 at 39.
+    let back = (ends[0] - 10).max(0);
+    api.alter(
+        "out",
+        &[(
+            r#"{"kafka_topic":"data","kafka_partition":0}"#,
+            Some(&format!(r#"{{"kafka_offset":{back}}}"#)),
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        api.offsets("out")[0],
+        (
+            r#"{"kafka_partition":0,"kafka_topic":"data"}"#.to_string(),
+            format!(r#"{{"kafka_offset":{back}}}"#)
+        )
+    );
+    api.reset("gen").unwrap();
+    assert!(api.offsets("gen").is_empty());
+    api.alter("gen", &[(r#"{"datagen.task":0}"#, Some(r#"{"seq":39}"#))])
+        .unwrap();
+    assert_eq!(
+        api.offsets("gen"),
+        [(
+            r#"{"datagen.task":0}"#.to_string(),
+            r#"{"seq":39}"#.to_string()
+        )]
+    );
+
+    // Resumed: task 0 writes seq 40..49 (10), task 1 all of 0..49 again (50); the sink
+    // rereads what it was moved back over and takes the 60 new.
+    api.target("gen", "resume");
+    api.target("out", "resume");
+    wait_for("160 records in Kafka", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "data") == 160
+    });
+    let lines = 100 + (ends[0] - back) as usize + 60;
+    wait_for(&format!("{lines} lines in the sink file"), TIMEOUT, || {
+        harness::count_lines(&out) == lines
+    });
 }

@@ -230,7 +230,11 @@ async fn pipeline_produce(
         stop.clone(),
     ));
     let last = format!("{{\"seq\":{}}}", records - 1);
-    while !offsets.local_positions(&name).iter().any(|p| p.offset == last) {
+    while !offsets
+        .local_positions(&name)
+        .iter()
+        .any(|p| p.offset == last)
+    {
         if started.elapsed() > TIMEOUT {
             bail!("{name}: not done within {TIMEOUT:?}");
         }

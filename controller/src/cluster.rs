@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1 as wire;
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tonic::Status;
 
 use crate::error::ApiError;
@@ -15,6 +15,18 @@ use crate::scheduler::{self, Placement, Slot, Unit, Work};
 use crate::store::{ConnectorRecord, State, StatusRecord, Store, TargetState, WorkerRecord};
 
 pub type AssignmentSender = mpsc::Sender<Result<wire::Assignment, Status>>;
+pub type RequestSender = mpsc::Sender<Result<wire::WorkerRequest, Status>>;
+
+/// How long a request to a worker (offsets) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests in flight to workers, and the streams they go out on.
+#[derive(Default)]
+pub struct Requests {
+    next_id: u64,
+    streams: BTreeMap<String, RequestSender>,
+    pending: BTreeMap<u64, oneshot::Sender<wire::WorkerResponse>>,
+}
 
 pub struct WorkerEntry {
     pub plugins: Vec<wire::PluginClass>,
@@ -41,6 +53,7 @@ pub struct Cluster {
     pub cluster_id: String,
     /// A worker silent this long is declared dead and its work moves.
     pub worker_timeout: Duration,
+    pub requests: std::sync::Mutex<Requests>,
 }
 
 impl Cluster {
@@ -79,6 +92,7 @@ impl Cluster {
             inner: Mutex::new(inner),
             changed: Notify::new(),
             worker_timeout,
+            requests: std::sync::Mutex::new(Requests::default()),
         })
     }
 
@@ -134,6 +148,93 @@ impl Cluster {
             if w.stream.as_ref().is_some_and(|s| s.same_channel(tx)) {
                 tracing::info!(worker, "worker disconnected");
                 w.stream = None;
+            }
+        }
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A worker opened its request stream; requests for it go to `tx` from now on.
+    pub fn open_requests(&self, worker: &str, tx: RequestSender) {
+        self.requests().streams.insert(worker.to_string(), tx);
+    }
+
+    /// A worker answered a request.
+    pub fn respond(&self, response: wire::WorkerResponse) {
+        if let Some(waiter) = self.requests().pending.remove(&response.id) {
+            let _ = waiter.send(response);
+        }
+    }
+
+    /// Has a worker carry out `request` for `connector`: the one planning it if it can, else
+    /// any connected worker with the connector's plugin. Waits for the answer.
+    pub async fn ask(
+        &self,
+        connector: &str,
+        mut request: wire::WorkerRequest,
+    ) -> Result<wire::WorkerResponse, ApiError> {
+        let candidates: Vec<String> = {
+            let inner = self.inner.lock().await;
+            let class = inner
+                .connectors
+                .get(connector)
+                .and_then(|r| r.config.get("connector.class"))
+                .cloned()
+                .unwrap_or_default();
+            let planner = inner.placement.get(&Unit::planning(connector)).cloned();
+            let mut capable: Vec<String> = inner
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.stream.is_some()
+                        && w.plugins
+                            .iter()
+                            .any(|p| p.class_name == class || p.aliases.iter().any(|a| *a == class))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if let Some(planner) = planner {
+                if let Some(at) = capable.iter().position(|w| *w == planner) {
+                    capable.swap(0, at);
+                }
+            }
+            capable
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = {
+            let mut requests = self.requests();
+            requests.next_id += 1;
+            request.id = requests.next_id;
+            requests.pending.insert(request.id, tx);
+            let mut sent = false;
+            for worker in &candidates {
+                let Some(stream) = requests.streams.get(worker) else {
+                    continue;
+                };
+                if stream.try_send(Ok(request.clone())).is_ok() {
+                    sent = true;
+                    break;
+                }
+            }
+            if !sent {
+                requests.pending.remove(&request.id);
+            }
+            sent
+        };
+        if !sent {
+            return Err(ApiError::Unavailable(format!(
+                "no connected worker can run connector {connector}'s plugin to reach its offsets"
+            )));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(response)) => Ok(response),
+            _ => {
+                self.requests().pending.remove(&request.id);
+                Err(ApiError::Unavailable(format!(
+                    "no worker answered within {REQUEST_TIMEOUT:?}"
+                )))
             }
         }
     }

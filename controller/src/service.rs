@@ -563,28 +563,128 @@ impl ConnectorService for Api {
         ))
     }
 
-    async fn get_offsets(&self, _: Request<api::ConnectorRef>) -> ApiResult<api::ConnectorOffsets> {
-        Err(Status::unimplemented(
-            "offsets over the API are not implemented yet",
-        ))
+    async fn get_offsets(
+        &self,
+        request: Request<api::ConnectorRef>,
+    ) -> ApiResult<api::ConnectorOffsets> {
+        let name = request.into_inner().name;
+        let response = self
+            .offsets_request(
+                &name,
+                false,
+                wire::worker_request::Kind::ReadOffsets(wire::ReadOffsets {}),
+            )
+            .await?;
+        match response {
+            wire::worker_response::Result::Offsets(offsets) => ok(offsets),
+            _ => Err(Status::internal("the worker answered with no offsets")),
+        }
     }
 
     async fn alter_offsets(
         &self,
-        _: Request<api::AlterOffsetsRequest>,
+        request: Request<api::AlterOffsetsRequest>,
     ) -> ApiResult<api::AlterOffsetsResponse> {
-        Err(Status::unimplemented(
-            "offsets over the API are not implemented yet",
-        ))
+        let r = request.into_inner();
+        if r.offsets.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "offsets: at least one partition is required".into(),
+            )
+            .into());
+        }
+        if let Some(at) = r.offsets.iter().position(|o| o.partition.is_none()) {
+            return Err(
+                ApiError::InvalidArgument(format!("offsets[{at}].partition is required")).into(),
+            );
+        }
+        let kind = wire::worker_request::Kind::AlterOffsets(wire::AlterOffsets {
+            offsets: r.offsets,
+            reset_all: false,
+        });
+        self.offsets_request(&r.name, true, kind).await?;
+        ok(api::AlterOffsetsResponse {
+            message: "The offsets for this connector have been altered successfully".into(),
+        })
     }
 
     async fn reset_offsets(
         &self,
-        _: Request<api::ConnectorRef>,
+        request: Request<api::ConnectorRef>,
     ) -> ApiResult<api::AlterOffsetsResponse> {
-        Err(Status::unimplemented(
-            "offsets over the API are not implemented yet",
-        ))
+        let name = request.into_inner().name;
+        let kind = wire::worker_request::Kind::AlterOffsets(wire::AlterOffsets {
+            offsets: Vec::new(),
+            reset_all: true,
+        });
+        self.offsets_request(&name, true, kind).await?;
+        ok(api::AlterOffsetsResponse {
+            message: "The offsets for this connector have been reset successfully".into(),
+        })
+    }
+}
+
+impl Api {
+    /// Sends an offsets request for `name` to a worker and returns its result. Changes need
+    /// the connector STOPPED, as in Kafka Connect, so that no task holds the offsets.
+    async fn offsets_request(
+        &self,
+        name: &str,
+        change: bool,
+        kind: wire::worker_request::Kind,
+    ) -> Result<wire::worker_response::Result, Status> {
+        let request = {
+            let inner = self.cluster.inner.lock().await;
+            let record = connector(&inner, name)?;
+            if change && record.target_state != TargetState::Stopped {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "connector {name} must be STOPPED to change its offsets (its target state is {}); stop it with StopConnector first",
+                    target_to_wire(record.target_state).as_str_name()
+                ))
+                .into());
+            }
+            if change {
+                let running: Vec<String> = inner
+                    .statuses
+                    .iter()
+                    .filter(|(u, s)| {
+                        u.connector == name && u.task.is_some() && s.state == State::Running
+                    })
+                    .filter(|(u, _)| inner.placement.contains_key(*u))
+                    .map(|(u, _)| u.task.unwrap_or_default().to_string())
+                    .collect();
+                if !running.is_empty() {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "connector {name} still has running tasks ({}); wait for them to stop",
+                        running.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            wire::WorkerRequest {
+                id: 0,
+                connector: Some(wire::ConnectorConfig {
+                    name: name.to_string(),
+                    config: record.config.clone().into_iter().collect(),
+                    config_version: record.config_version,
+                    target_state: target_to_wire(record.target_state) as i32,
+                    restart_epoch: record.restart_epoch,
+                }),
+                r#type: kind_of(record) as i32,
+                kind: Some(kind),
+            }
+        };
+        let response = self.cluster.ask(name, request).await?;
+        match response.result {
+            Some(wire::worker_response::Result::Error(e)) => Err(Status::internal(format!(
+                "worker {}: {e}",
+                response.worker_id
+            ))),
+            Some(wire::worker_response::Result::Invalid(e)) => {
+                Err(ApiError::InvalidArgument(e).into())
+            }
+            Some(result) => Ok(result),
+            None => Err(Status::internal("the worker gave no result")),
+        }
     }
 }
 
@@ -763,6 +863,7 @@ impl ClusterService for Api {
 }
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<wire::Assignment, Status>> + Send>>;
+type RequestStream = Pin<Box<dyn Stream<Item = Result<wire::WorkerRequest, Status>> + Send>>;
 
 /// Ends a worker's registration when its assignment stream is dropped (the worker went away).
 struct StreamGuard {
@@ -783,6 +884,28 @@ impl Drop for StreamGuard {
 #[tonic::async_trait]
 impl WorkerControl for Api {
     type JoinStream = AssignmentStream;
+    type RequestsStream = RequestStream;
+
+    async fn requests(
+        &self,
+        request: Request<wire::RequestsRequest>,
+    ) -> ApiResult<Self::RequestsStream> {
+        let worker = request.into_inner().worker_id;
+        if worker.is_empty() {
+            return Err(Status::invalid_argument("worker_id is required"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        self.cluster.open_requests(&worker, tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn respond(
+        &self,
+        request: Request<wire::WorkerResponse>,
+    ) -> ApiResult<wire::RespondResponse> {
+        self.cluster.respond(request.into_inner());
+        ok(wire::RespondResponse {})
+    }
 
     async fn join(&self, request: Request<wire::JoinRequest>) -> ApiResult<Self::JoinStream> {
         let request = request.into_inner();

@@ -28,6 +28,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
 
 /// A running `sluice` process whose stdout and stderr are collected.
 pub struct Sluice {
+    args: Vec<String>,
     child: Option<Child>,
     output: Arc<Mutex<String>>,
 }
@@ -58,6 +59,7 @@ impl Sluice {
             });
         }
         Sluice {
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: Some(child),
             output,
         }
@@ -116,6 +118,17 @@ impl Sluice {
 
 impl Drop for Sluice {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: show what the process said last.
+            let output = self.output();
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            eprintln!(
+                "---- last output of {:?} ----\n{}",
+                self.args,
+                tail.join("\n")
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -302,8 +315,10 @@ impl Controller {
             ],
         );
         let mut address = String::new();
-        wait_for("the controller to listen", Duration::from_secs(20), || {
-            match process
+        wait_for(
+            "the controller to listen",
+            Duration::from_secs(20),
+            || match process
                 .output()
                 .lines()
                 .find_map(|l| l.strip_prefix("listening on "))
@@ -313,8 +328,8 @@ impl Controller {
                     true
                 }
                 None => false,
-            }
-        });
+            },
+        );
         Controller { process, address }
     }
 

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::admin;
 use crate::config_file::ConfigFile;
 use crate::metrics::Counters;
 use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
@@ -308,6 +309,18 @@ async fn control(
                 backoff = Duration::from_millis(100);
                 joined.notify_one();
                 let mut stream = response.into_inner();
+                let request = wire::RequestsRequest {
+                    worker_id: shared.worker_id.clone(),
+                };
+                let mut requests = match tokio::time::timeout(RPC_TIMEOUT, client.requests(request))
+                    .await
+                {
+                    Ok(Ok(r)) => Some(r.into_inner()),
+                    _ => {
+                        tracing::warn!("cannot open the request stream; offsets requests will go to other workers");
+                        None
+                    }
+                };
                 let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
                 loop {
                     tokio::select! {
@@ -330,6 +343,25 @@ async fn control(
                                 tracing::warn!("assignment stream broken: {}", s.message());
                                 break;
                             }
+                        },
+                        request = next_request(&mut requests) => match request {
+                            Some(request) => {
+                                let shared = shared.clone();
+                                tokio::spawn(async move {
+                                    let response = admin::handle(
+                                        &shared.worker_id,
+                                        request,
+                                        &shared.ctx.offsets,
+                                        &shared.ctx.consumer_config,
+                                    )
+                                    .await;
+                                    let mut client = shared.client.clone();
+                                    if let Err(s) = client.respond(response).await {
+                                        tracing::warn!("answer the controller: {}", s.message());
+                                    }
+                                });
+                            }
+                            None => requests = None,
                         },
                         _ = ticker.tick() => {
                             let request = wire::HeartbeatRequest {
@@ -358,7 +390,9 @@ async fn control(
             }
             Err(_) => {
                 if unreachable_since.is_none() {
-                    tracing::warn!("the controller did not answer the join within {RPC_TIMEOUT:?}; retrying");
+                    tracing::warn!(
+                        "the controller did not answer the join within {RPC_TIMEOUT:?}; retrying"
+                    );
                 }
             }
         }
@@ -368,6 +402,16 @@ async fn control(
             _ = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+    }
+}
+
+/// The next request from the controller; pending forever once the stream is gone.
+async fn next_request(
+    requests: &mut Option<tonic::Streaming<wire::WorkerRequest>>,
+) -> Option<wire::WorkerRequest> {
+    match requests {
+        Some(stream) => stream.message().await.ok().flatten(),
+        None => std::future::pending().await,
     }
 }
 
@@ -386,7 +430,8 @@ async fn report_statuses(
     let mut full = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        let wake = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let wake =
+            retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             update = updates.recv() => {
                 let Some(update) = update else { return };
@@ -523,7 +568,13 @@ async fn supervise(
             }
             let stop = CancellationToken::new();
             let before = previous.remove(&key);
-            let handle = tokio::spawn(run_unit(shared.clone(), key.clone(), work, before, stop.clone()));
+            let handle = tokio::spawn(run_unit(
+                shared.clone(),
+                key.clone(),
+                work,
+                before,
+                stop.clone(),
+            ));
             units.insert(
                 key,
                 Running {
@@ -715,7 +766,9 @@ async fn plan(
                 }
                 return Ok(());
             }
-            Ok(Err(s)) => tracing::warn!(connector = %config.name, "submit task configs: {}", s.message()),
+            Ok(Err(s)) => {
+                tracing::warn!(connector = %config.name, "submit task configs: {}", s.message())
+            }
             Err(_) => tracing::warn!(connector = %config.name, "submit task configs: no answer"),
         }
         tokio::select! {

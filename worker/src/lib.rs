@@ -1,9 +1,10 @@
 //! The Sluice worker: launches connector processes and runs the data path between them and
 //! Kafka — converters, producers and consumers, offsets, restarts — plus standalone mode.
 
+pub mod admin;
 pub mod config_file;
-pub mod distributed;
 pub mod converter;
+pub mod distributed;
 pub mod embedded;
 mod json;
 pub mod metrics;

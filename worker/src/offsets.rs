@@ -189,6 +189,27 @@ impl OffsetStore {
         state.pending.extend(touched);
     }
 
+    /// Forgets the positions of `partitions` (every partition of the connector when `None`);
+    /// the next flush writes Kafka Connect's tombstones for them.
+    pub fn reset(&self, connector: &str, partitions: Option<Vec<String>>) {
+        let mut state = self.lock();
+        let known: Vec<String> = state
+            .file
+            .offsets
+            .get(connector)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let partitions = partitions.unwrap_or(known);
+        if let Some(entry) = state.file.offsets.get_mut(connector) {
+            for p in &partitions {
+                entry.remove(p);
+            }
+        }
+        state
+            .pending
+            .extend(partitions.into_iter().map(|p| (connector.to_string(), p)));
+    }
+
     /// Makes committed positions durable: the file is replaced (temporary file, fsync, rename,
     /// fsync directory), or the changed positions are written to the topic and acknowledged.
     pub async fn flush(&self) -> anyhow::Result<()> {
@@ -315,7 +336,10 @@ fn read_to_end(
                     m.key().unwrap_or_default().to_vec(),
                     m.payload().map(<[u8]>::to_vec),
                 ));
-                if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|&end| m.offset() + 1 >= end)
+                {
                     ends.remove(&m.partition());
                 }
             }
@@ -357,8 +381,10 @@ mod tests {
         let again = OffsetStore::open(Some(&path)).unwrap();
         assert_eq!(again.local_positions("c")[0].offset, "{\"position\":5}");
         assert!(again.positions("other").await.unwrap().is_empty());
-        assert_eq!(parse_key(record_key("c\"1", "{\"f\": 1}").as_bytes()),
-            Some(("c\"1".to_string(), "{\"f\": 1}".to_string())));
+        assert_eq!(
+            parse_key(record_key("c\"1", "{\"f\": 1}").as_bytes()),
+            Some(("c\"1".to_string(), "{\"f\": 1}".to_string()))
+        );
 
         std::fs::write(&path, "garbage").unwrap();
         let e = OffsetStore::open(Some(&path)).err().unwrap();

@@ -47,11 +47,8 @@ impl PluginRegistry {
                                 configs.insert(class.class_name.clone(), r.into_inner().configs);
                             }
                             Err(s) => {
-                                failure = Some(format!(
-                                    "describe {}: {}",
-                                    class.class_name,
-                                    s.message()
-                                ));
+                                failure =
+                                    Some(format!("describe {}: {}", class.class_name, s.message()));
                                 break;
                             }
                         }
