@@ -644,6 +644,33 @@ fn offsets_read_altered_and_reset_through_the_api() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("STOPPED"), "{e:?}");
 
+    // The same through the CLI: tables, JSON, one-line errors and exit codes.
+    let url = controller.url();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["connectors", "--controller", url.as_str()];
+        all.extend_from_slice(args);
+        harness::run_sluice(dir.path(), &all)
+    };
+    let (code, text, _) = cli(&["offsets", "gen"]);
+    assert_eq!(code, 0);
+    assert!(text.contains(r#"{"datagen.task":1}  {"seq":49}"#), "{text}");
+    let (code, text, _) = cli(&["status", "gen", "-o", "json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["connector"]["state"], "STATE_RUNNING", "{text}");
+    let (code, _, err) = cli(&["reset-offsets", "gen"]);
+    assert_eq!((code, err.lines().count()), (5, 1), "{err}");
+    assert!(err.starts_with("error: FAILED_PRECONDITION: "), "{err}");
+    let (code, _, err) = cli(&["status", "nope"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, text, _) = cli(&["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("out ") && l.contains("RUNNING")),
+        "{text}"
+    );
+
     api.target("gen", "stop");
     api.target("out", "stop");
     wait_for("both stopped", TIMEOUT, || {

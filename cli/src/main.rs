@@ -1,5 +1,7 @@
 //! The `sluice` binary: parses arguments and calls into the worker or a built-in connector.
 
+mod client;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,6 +75,27 @@ enum Command {
         /// offset.storage.topic, producer./consumer. overrides.
         worker: Option<PathBuf>,
     },
+    /// Manages connectors through the controller's API.
+    Connectors {
+        #[command(flatten)]
+        target: client::Target,
+        #[command(subcommand)]
+        command: client::Connectors,
+    },
+    /// Lists connector plugins and their configs; validates configs.
+    Plugins {
+        #[command(flatten)]
+        target: client::Target,
+        #[command(subcommand)]
+        command: client::Plugins,
+    },
+    /// Cluster information and workers.
+    Cluster {
+        #[command(flatten)]
+        target: client::Target,
+        #[command(subcommand)]
+        command: client::Cluster,
+    },
     /// Serves a built-in connector plugin over the connector protocol (started by workers).
     #[command(hide = true)]
     Connector { plugin: String },
@@ -91,7 +114,6 @@ fn main() -> ExitCode {
         };
         sluice_connector_sdk::main(plugin);
     }
-    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -99,6 +121,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match cli.command {
+        Command::Connectors { target, command } => {
+            return runtime.block_on(client::main(target, command))
+        }
+        Command::Plugins { target, command } => {
+            return runtime.block_on(client::main(target, command))
+        }
+        Command::Cluster { target, command } => {
+            return runtime.block_on(client::main(target, command))
+        }
+        _ => {}
+    }
+    init_logging();
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigErrors>() => {
@@ -193,7 +228,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             sluice_worker::distributed::run(options, shutdown).await
         }
-        Command::Connector { .. } => unreachable!("handled before the runtime starts"),
+        Command::Connector { .. }
+        | Command::Connectors { .. }
+        | Command::Plugins { .. }
+        | Command::Cluster { .. } => unreachable!("handled before"),
     }
 }
 

@@ -388,3 +388,18 @@ pub fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String
     );
     (out.status.success(), text)
 }
+
+/// Runs `sluice ARGS` to completion: (exit code, stdout, stderr).
+pub fn run_sluice(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

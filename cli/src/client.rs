@@ -1,0 +1,796 @@
+//! `sluice connectors|plugins|cluster ...`: the public gRPC API from the command line. Human
+//! tables by default, `-o json` for scripts (proto3 JSON, as grpcurl prints it); an error is
+//! one line on stderr and the exit code says which kind (see [`exit_code`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use sluice_proto::api::v1::{
+    self as api, cluster_service_client::ClusterServiceClient,
+    connector_service_client::ConnectorServiceClient, plugin_service_client::PluginServiceClient,
+};
+use tonic::transport::Channel;
+
+#[derive(Args)]
+pub struct Target {
+    /// The controller's URL (or SLUICE_CONTROLLER).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_CONTROLLER",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    controller: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Connectors {
+    /// Every connector with its state and tasks.
+    List,
+    /// Creates a connector from a file: JSON (`{"name": ..., "config": {...}}` or flat) or
+    /// .properties.
+    Create {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Initial state: running (default), paused or stopped.
+        #[arg(long, value_enum, default_value_t = Initial::Running)]
+        state: Initial,
+    },
+    /// The connector's config and tasks.
+    Get {
+        name: String,
+    },
+    /// The connector's config.
+    Config {
+        name: String,
+    },
+    /// Replaces the connector's config (creates it if absent).
+    Update {
+        name: String,
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Sets (KEY=VALUE) or removes (KEY=) config keys.
+    Patch {
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+    Delete {
+        name: String,
+    },
+    /// State of the connector and of each task, with failure traces.
+    Status {
+        name: String,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+        /// Restart the tasks too.
+        #[arg(long)]
+        include_tasks: bool,
+        /// Only what failed.
+        #[arg(long)]
+        only_failed: bool,
+    },
+    /// The task configs.
+    Tasks {
+        name: String,
+    },
+    RestartTask {
+        name: String,
+        task: u32,
+    },
+    /// Committed offsets: source partitions and offsets, or a sink's Kafka offsets.
+    Offsets {
+        name: String,
+    },
+    /// Alters offsets (connector STOPPED) from a JSON file in Kafka Connect's shape:
+    /// `{"offsets": [{"partition": {...}, "offset": {...}}]}`; a null offset resets it.
+    AlterOffsets {
+        name: String,
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Resets every offset (connector STOPPED).
+    ResetOffsets {
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Initial {
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Subcommand)]
+pub enum Plugins {
+    /// Connector plugins the workers offer.
+    List,
+    /// Config definitions of a connector class.
+    Config { class: String },
+    /// Validates a connector config file against its class, field by field.
+    Validate {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Cluster {
+    /// Cluster id, version and generation.
+    Info,
+    /// Workers with what each runs.
+    Workers,
+}
+
+/// gRPC code → exit code: 2 invalid argument, 3 not found, 4 already exists, 5 failed
+/// precondition, 6 unavailable, 1 anything else.
+fn exit_code(status: &tonic::Status) -> u8 {
+    use tonic::Code;
+    match status.code() {
+        Code::InvalidArgument => 2,
+        Code::NotFound => 3,
+        Code::AlreadyExists => 4,
+        Code::FailedPrecondition => 5,
+        Code::Unavailable | Code::DeadlineExceeded => 6,
+        _ => 1,
+    }
+}
+
+/// Runs a client command and reports its failure in one line.
+pub(crate) async fn main(target: Target, command: impl AsyncCommand) -> ExitCode {
+    match command.run(&target).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(status) = e.downcast_ref::<tonic::Status>() {
+                let code = format!("{:?}", status.code());
+                eprintln!("error: {}: {}", upper_snake(&code), status.message());
+                return ExitCode::from(exit_code(status));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+pub(crate) trait AsyncCommand {
+    async fn run(self, target: &Target) -> anyhow::Result<()>;
+}
+
+async fn channel(target: &Target) -> anyhow::Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(target.controller.clone())
+        .with_context(|| format!("--controller {}: not a URL", target.controller))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    endpoint.connect().await.map_err(|e| {
+        anyhow::Error::new(tonic::Status::unavailable(format!(
+            "cannot reach the controller at {}: {e}",
+            target.controller
+        )))
+    })
+}
+
+/// Prints `message` (of proto type `full_name`) as proto3 JSON.
+fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
+    let pool = DescriptorPool::decode(sluice_proto::FILE_DESCRIPTOR_SET)
+        .context("load the API's descriptors")?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| anyhow!("no message type {full_name}"))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    let mut out = serde_json::Serializer::pretty(std::io::stdout());
+    dynamic.serialize_with_options(&mut out, &options)?;
+    println!();
+    Ok(())
+}
+
+/// Left-aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn state_name(state: i32) -> String {
+    api::State::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("STATE_").to_string())
+        .unwrap_or_else(|_| "UNKNOWN".into())
+}
+
+fn type_name(kind: i32) -> String {
+    api::ConnectorType::try_from(kind)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("CONNECTOR_TYPE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a connector file: JSON in the REST API's shape or flat, or .properties.
+fn connector_file(path: &Path) -> anyhow::Result<(String, BTreeMap<String, String>)> {
+    let file = sluice_worker::config_file::ConfigFile::load(path)?;
+    let mut values = file.into_values();
+    let name = values
+        .get("name")
+        .cloned()
+        .ok_or_else(|| anyhow!("{}: name: missing", path.display()))?;
+    values.remove("name");
+    Ok((name, values))
+}
+
+fn print_config(config: &BTreeMap<String, String>) {
+    table(
+        &["KEY", "VALUE"],
+        config
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect(),
+    );
+}
+
+fn print_status(status: &api::ConnectorStatus) {
+    let connector = status.connector.clone().unwrap_or_default();
+    let mut rows = vec![vec![
+        "connector".to_string(),
+        state_name(connector.state),
+        connector.worker_id.clone(),
+        first_line(&connector.trace),
+    ]];
+    for t in &status.tasks {
+        rows.push(vec![
+            format!("task {}", t.id),
+            state_name(t.state),
+            t.worker_id.clone(),
+            first_line(&t.trace),
+        ]);
+    }
+    println!(
+        "{} ({}, target {})",
+        status.name,
+        type_name(status.r#type),
+        api::TargetState::try_from(status.target_state)
+            .map(|t| t.as_str_name().trim_start_matches("TARGET_STATE_"))
+            .unwrap_or("UNKNOWN")
+    );
+    table(&["UNIT", "STATE", "WORKER", "TRACE"], rows);
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+fn offsets_json(o: Option<&prost_types::Struct>) -> String {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                serde_json::json!(*n as i64)
+            }
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::json!(s),
+            Some(Kind::BoolValue(b)) => serde_json::json!(b),
+            Some(Kind::StructValue(s)) => object(s),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+            _ => serde_json::Value::Null,
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value(v)))
+                .collect(),
+        )
+    }
+    o.map(|s| object(s).to_string())
+        .unwrap_or_else(|| "null".into())
+}
+
+fn parse_offsets(path: &Path) -> anyhow::Result<Vec<api::ConnectorOffset>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let list = body["offsets"].as_array().ok_or_else(|| {
+        anyhow!(
+            "{}: expected {{\"offsets\": [{{\"partition\": {{...}}, \"offset\": {{...}}}}]}}",
+            path.display()
+        )
+    })?;
+    list.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let partition = to_struct(&o["partition"]).ok_or_else(|| {
+                anyhow!(
+                    "{}: offsets[{i}].partition must be an object",
+                    path.display()
+                )
+            })?;
+            let offset = match &o["offset"] {
+                serde_json::Value::Null => None,
+                v => Some(to_struct(v).ok_or_else(|| {
+                    anyhow!(
+                        "{}: offsets[{i}].offset must be an object or null",
+                        path.display()
+                    )
+                })?),
+            };
+            Ok(api::ConnectorOffset {
+                partition: Some(partition),
+                offset,
+            })
+        })
+        .collect()
+}
+
+fn to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
+    fn convert(v: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        use serde_json::Value as J;
+        let kind = match v {
+            J::Null => Kind::NullValue(0),
+            J::Bool(b) => Kind::BoolValue(*b),
+            J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            J::String(s) => Kind::StringValue(s.clone()),
+            J::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.iter().map(convert).collect(),
+            }),
+            J::Object(_) => Kind::StructValue(to_struct(v).unwrap_or_default()),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let object = value.as_object()?;
+    Some(prost_types::Struct {
+        fields: object
+            .iter()
+            .map(|(k, v)| (k.clone(), convert(v)))
+            .collect(),
+    })
+}
+
+fn by_name(name: &str) -> api::ConnectorRef {
+    api::ConnectorRef { name: name.into() }
+}
+
+impl AsyncCommand for Connectors {
+    async fn run(self, target: &Target) -> anyhow::Result<()> {
+        let mut client = ConnectorServiceClient::new(channel(target).await?);
+        let json = target.output == Format::Json;
+        macro_rules! call {
+            ($method:ident, $request:expr) => {
+                client.$method($request).await?.into_inner()
+            };
+        }
+        match self {
+            Connectors::List => {
+                let list = call!(
+                    list_connectors,
+                    api::ListConnectorsRequest {
+                        expand_status: true,
+                        expand_info: false,
+                    }
+                );
+                if json {
+                    return print_json("sluice.api.v1.ListConnectorsResponse", &list);
+                }
+                let rows = list
+                    .connectors
+                    .iter()
+                    .map(|c| {
+                        let s = c.status.clone().unwrap_or_default();
+                        let running = s
+                            .tasks
+                            .iter()
+                            .filter(|t| t.state == api::State::Running as i32)
+                            .count();
+                        vec![
+                            c.name.clone(),
+                            type_name(s.r#type),
+                            state_name(s.connector.map(|c| c.state).unwrap_or_default()),
+                            format!("{running}/{}", s.tasks.len()),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "TYPE", "STATE", "TASKS RUNNING"], rows);
+            }
+            Connectors::Create { file, state } => {
+                let (name, config) = connector_file(&file)?;
+                let initial_state = match state {
+                    Initial::Running => api::TargetState::Running,
+                    Initial::Paused => api::TargetState::Paused,
+                    Initial::Stopped => api::TargetState::Stopped,
+                };
+                let info = call!(
+                    create_connector,
+                    api::CreateConnectorRequest {
+                        name,
+                        config: config.into_iter().collect(),
+                        initial_state: initial_state as i32,
+                    }
+                );
+                if json {
+                    return print_json("sluice.api.v1.ConnectorInfo", &info);
+                }
+                println!("created connector {}", info.name);
+            }
+            Connectors::Get { name } => {
+                let info = call!(get_connector, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.ConnectorInfo", &info);
+                }
+                println!(
+                    "{} ({}), tasks {:?}",
+                    info.name,
+                    type_name(info.r#type),
+                    info.tasks
+                );
+                print_config(&info.config.into_iter().collect());
+            }
+            Connectors::Config { name } => {
+                let config = call!(get_connector_config, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.ConnectorConfig", &config);
+                }
+                print_config(&config.config.into_iter().collect());
+            }
+            Connectors::Update { name, file } => {
+                let (_, config) = connector_file(&file)?;
+                let r = call!(
+                    put_connector_config,
+                    api::PutConnectorConfigRequest {
+                        name: name.clone(),
+                        config: config.into_iter().collect(),
+                    }
+                );
+                if json {
+                    return print_json("sluice.api.v1.PutConnectorConfigResponse", &r);
+                }
+                let verb = if r.created { "created" } else { "updated" };
+                println!("{verb} connector {name}");
+            }
+            Connectors::Patch { name, changes } => {
+                let mut set = std::collections::HashMap::new();
+                let mut remove = Vec::new();
+                for change in changes {
+                    match change.split_once('=') {
+                        Some((k, "")) => remove.push(k.to_string()),
+                        Some((k, v)) => {
+                            set.insert(k.to_string(), v.to_string());
+                        }
+                        None => {
+                            return Err(tonic::Status::invalid_argument(format!(
+                                "{change}: expected KEY=VALUE (or KEY= to remove the key)"
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                let info = call!(
+                    patch_connector_config,
+                    api::PatchConnectorConfigRequest { name, set, remove }
+                );
+                if json {
+                    return print_json("sluice.api.v1.ConnectorInfo", &info);
+                }
+                println!("patched connector {}", info.name);
+            }
+            Connectors::Delete { name } => {
+                call!(delete_connector, by_name(&name));
+                if !json {
+                    println!("deleted connector {name}");
+                } else {
+                    println!("{{}}");
+                }
+            }
+            Connectors::Status { name } => {
+                let status = call!(get_connector_status, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.ConnectorStatus", &status);
+                }
+                print_status(&status);
+            }
+            Connectors::Pause { name } => {
+                let state = api::TargetState::Paused;
+                return TargetChange { name, state }.run(target).await;
+            }
+            Connectors::Resume { name } => {
+                let state = api::TargetState::Running;
+                return TargetChange { name, state }.run(target).await;
+            }
+            Connectors::Stop { name } => {
+                let state = api::TargetState::Stopped;
+                return TargetChange { name, state }.run(target).await;
+            }
+            Connectors::Restart {
+                name,
+                include_tasks,
+                only_failed,
+            } => {
+                let status = call!(
+                    restart_connector,
+                    api::RestartConnectorRequest {
+                        name,
+                        include_tasks,
+                        only_failed,
+                    }
+                );
+                if json {
+                    return print_json("sluice.api.v1.ConnectorStatus", &status);
+                }
+                print_status(&status);
+            }
+            Connectors::Tasks { name } => {
+                let tasks = call!(list_tasks, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.ListTasksResponse", &tasks);
+                }
+                for t in tasks.tasks {
+                    println!("task {}:", t.id);
+                    print_config(&t.config.into_iter().collect());
+                }
+            }
+            Connectors::RestartTask { name, task } => {
+                let status = call!(
+                    restart_task,
+                    api::TaskRef {
+                        connector: name.clone(),
+                        task,
+                    }
+                );
+                if json {
+                    return print_json("sluice.api.v1.TaskStatus", &status);
+                }
+                println!(
+                    "task {task} of {name}: {} on {}",
+                    state_name(status.state),
+                    status.worker_id
+                );
+            }
+            Connectors::Offsets { name } => {
+                let offsets = call!(get_offsets, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.ConnectorOffsets", &offsets);
+                }
+                table(
+                    &["PARTITION", "OFFSET"],
+                    offsets
+                        .offsets
+                        .iter()
+                        .map(|o| {
+                            vec![
+                                offsets_json(o.partition.as_ref()),
+                                offsets_json(o.offset.as_ref()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Connectors::AlterOffsets { name, file } => {
+                let offsets = parse_offsets(&file)?;
+                let r = call!(alter_offsets, api::AlterOffsetsRequest { name, offsets });
+                if json {
+                    return print_json("sluice.api.v1.AlterOffsetsResponse", &r);
+                }
+                println!("{}", r.message);
+            }
+            Connectors::ResetOffsets { name } => {
+                let r = call!(reset_offsets, by_name(&name));
+                if json {
+                    return print_json("sluice.api.v1.AlterOffsetsResponse", &r);
+                }
+                println!("{}", r.message);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pause, resume and stop share their shape.
+struct TargetChange {
+    name: String,
+    state: api::TargetState,
+}
+
+impl AsyncCommand for TargetChange {
+    async fn run(self, target: &Target) -> anyhow::Result<()> {
+        let mut client = ConnectorServiceClient::new(channel(target).await?);
+        let request = by_name(&self.name);
+        let status = match self.state {
+            api::TargetState::Paused => client.pause_connector(request).await?,
+            api::TargetState::Stopped => client.stop_connector(request).await?,
+            _ => client.resume_connector(request).await?,
+        }
+        .into_inner();
+        if target.output == Format::Json {
+            return print_json("sluice.api.v1.ConnectorStatus", &status);
+        }
+        print_status(&status);
+        Ok(())
+    }
+}
+
+impl AsyncCommand for Plugins {
+    async fn run(self, target: &Target) -> anyhow::Result<()> {
+        let mut client = PluginServiceClient::new(channel(target).await?);
+        let json = target.output == Format::Json;
+        match self {
+            Plugins::List => {
+                let list = client
+                    .list_plugins(api::ListPluginsRequest {
+                        connectors_only: true,
+                    })
+                    .await?
+                    .into_inner();
+                if json {
+                    return print_json("sluice.api.v1.ListPluginsResponse", &list);
+                }
+                table(
+                    &["CLASS", "TYPE", "VERSION", "WORKERS"],
+                    list.plugins
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.class_name.clone(),
+                                p.r#type.clone(),
+                                p.version.clone(),
+                                p.workers.join(","),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Plugins::Config { class } => {
+                let config = client
+                    .get_plugin_config(api::PluginRef { class_name: class })
+                    .await?
+                    .into_inner();
+                if json {
+                    return print_json("sluice.api.v1.PluginConfig", &config);
+                }
+                table(
+                    &["NAME", "TYPE", "REQUIRED", "DEFAULT", "DOCUMENTATION"],
+                    config
+                        .configs
+                        .iter()
+                        .map(|k| {
+                            vec![
+                                k.name.clone(),
+                                k.r#type.clone(),
+                                k.required.to_string(),
+                                k.default_value.clone().unwrap_or_default(),
+                                k.documentation.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Plugins::Validate { file } => {
+                let (_, config) = connector_file(&file)?;
+                let r = client
+                    .validate_config(api::ValidateConfigRequest {
+                        class_name: String::new(),
+                        config: config.into_iter().collect(),
+                    })
+                    .await?
+                    .into_inner();
+                if json {
+                    return print_json("sluice.api.v1.ValidateConfigResponse", &r);
+                }
+                let errors: Vec<Vec<String>> = r
+                    .configs
+                    .iter()
+                    .filter_map(|c| c.value.as_ref())
+                    .flat_map(|v| v.errors.iter().map(|e| vec![v.name.clone(), e.clone()]))
+                    .collect();
+                if errors.is_empty() {
+                    println!("{}: valid", r.name);
+                } else {
+                    table(&["KEY", "ERROR"], errors);
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "{} configuration errors",
+                        r.error_count
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsyncCommand for Cluster {
+    async fn run(self, target: &Target) -> anyhow::Result<()> {
+        let mut client = ClusterServiceClient::new(channel(target).await?);
+        let json = target.output == Format::Json;
+        match self {
+            Cluster::Info => {
+                let info = client
+                    .get_cluster_info(api::GetClusterInfoRequest {})
+                    .await?
+                    .into_inner();
+                if json {
+                    return print_json("sluice.api.v1.ClusterInfo", &info);
+                }
+                println!(
+                    "cluster {} (sluice {}), generation {}",
+                    info.cluster_id, info.version, info.generation
+                );
+            }
+            Cluster::Workers => {
+                let list = client
+                    .list_workers(api::ListWorkersRequest {})
+                    .await?
+                    .into_inner();
+                if json {
+                    return print_json("sluice.api.v1.ListWorkersResponse", &list);
+                }
+                table(
+                    &["WORKER", "ALIVE", "LAST SEEN", "CONNECTORS", "TASKS"],
+                    list.workers
+                        .iter()
+                        .map(|w| {
+                            vec![
+                                w.id.clone(),
+                                w.alive.to_string(),
+                                format!("{} ms ago", w.last_seen_ms),
+                                w.connectors.join(","),
+                                w.tasks.len().to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
