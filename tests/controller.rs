@@ -67,6 +67,16 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
     let (ok, health) = grpcurl(&address, "grpc.health.v1.Health/Check", None);
     assert!(ok && health.contains("SERVING"), "{health}");
 
+    // No worker yet: a connector class cannot be checked, so creation is UNAVAILABLE.
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/CreateConnector",
+        Some(
+            r#"{"name":"early","config":{"connector.class":"FileStreamSink","topics":"t","file":"x"}}"#,
+        ),
+    );
+    assert!(!ok && out.contains("Unavailable"), "{out}");
+
     // A worker joins over the worker protocol and gets its (empty) assignment.
     let mut worker = WorkerControlClient::connect(format!("http://{address}"))
         .await

@@ -135,9 +135,15 @@ impl Store {
         })
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. A blocking flush on tokio's blocking pool: sled's
+    /// `flush_async` runs on sled's own small thread pool, and enough concurrent callers
+    /// (a burst of API calls and status reports) occupy every one of its threads waiting for
+    /// writes that need a thread of that pool: a deadlock seen with 100 workers.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::Io(std::io::Error::other(format!("flush task: {e}"))))??;
         Ok(())
     }
 
