@@ -387,14 +387,16 @@ impl Cluster {
             .collect();
         let placement = scheduler::assign(&work, &slots, &inner.placement);
         // Assignments compared without their generation, which is set only when sent.
+        let mut owned: BTreeMap<&str, Vec<&Unit>> = BTreeMap::new();
+        for (unit, owner) in &placement {
+            owned.entry(owner.as_str()).or_default().push(unit);
+        }
         let messages: BTreeMap<String, wire::Assignment> = inner
             .workers
             .keys()
             .map(|id| {
-                (
-                    id.clone(),
-                    assignment_for(id, &placement, &inner.connectors),
-                )
+                let units = owned.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+                (id.clone(), assignment_for(units, &inner.connectors))
             })
             .collect();
         let stale = |inner: &Inner, id: &String| {
@@ -464,18 +466,15 @@ pub fn desired_work(connectors: &BTreeMap<String, ConnectorRecord>) -> Vec<Work>
     work
 }
 
+/// The assignment message of a worker owning `units`.
 fn assignment_for(
-    worker: &str,
-    placement: &Placement,
+    units: &[&Unit],
     connectors: &BTreeMap<String, ConnectorRecord>,
 ) -> wire::Assignment {
     let mut names = BTreeSet::new();
     let mut planning = Vec::new();
     let mut tasks = Vec::new();
-    for (unit, owner) in placement {
-        if owner != worker {
-            continue;
-        }
+    for unit in units {
         let Some(record) = connectors.get(&unit.connector) else {
             continue;
         };
