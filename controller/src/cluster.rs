@@ -191,7 +191,7 @@ impl Cluster {
                     w.stream.is_some()
                         && w.plugins
                             .iter()
-                            .any(|p| p.class_name == class || p.aliases.iter().any(|a| *a == class))
+                            .any(|p| p.class_name == class || p.aliases.contains(&class))
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

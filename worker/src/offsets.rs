@@ -291,11 +291,11 @@ fn parse_key(key: &[u8]) -> Option<(String, String)> {
     Some((name, partition.get().to_string()))
 }
 
-/// Every (key, value) of `topic` from the beginning to the end it had when called.
-fn read_to_end(
-    config: &ClientConfig,
-    topic: &str,
-) -> anyhow::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+/// A record of the offsets topic: key, and value (`None` for a tombstone).
+type OffsetRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// Every record of `topic` from the beginning to the end it had when called.
+fn read_to_end(config: &ClientConfig, topic: &str) -> anyhow::Result<Vec<OffsetRecord>> {
     let consumer: BaseConsumer = config.create().context("create the offsets reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), READ_TIMEOUT)
