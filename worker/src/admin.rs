@@ -397,7 +397,6 @@ mod tests {
             serde_json::json!({"file": "/a", "position": 42, "ratio": 0.5, "l": [1, null, true]});
         let back = struct_to_json(&json_to_struct(&json).unwrap());
         assert_eq!(back, json);
-        assert_eq!(back.to_string(), json.to_string());
         assert!(json_to_struct(&serde_json::json!(3)).is_none());
     }
 
