@@ -124,6 +124,17 @@ impl Api {
             .map(|_| ())
     }
 
+    fn topics(&self, name: &str) -> Vec<String> {
+        let Ok(mut client) = self.connectors() else {
+            return Vec::new();
+        };
+        let request = api::ConnectorRef { name: name.into() };
+        self.runtime
+            .block_on(client.get_connector_topics(request))
+            .map(|r| r.into_inner().topics)
+            .unwrap_or_default()
+    }
+
     fn live_workers(&self) -> usize {
         let Ok(mut client) = self
             .runtime

@@ -125,6 +125,7 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
         task,
         state: api::State::Running as i32,
         trace: String::new(),
+        topics: task.map(|t| vec![format!("t{t}")]).unwrap_or_default(),
     };
     worker
         .report_status(wire::StatusReport {
@@ -145,6 +146,23 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
     assert!(ok, "{status}");
     assert_eq!(status.matches("\"STATE_RUNNING\"").count(), 3, "{status}");
     assert!(status.contains("\"w1\""), "{status}");
+
+    // Topics the tasks reported, then reset.
+    let (ok, topics) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/GetConnectorTopics",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(
+        ok && topics.contains("\"t0\"") && topics.contains("\"t1\""),
+        "{topics}"
+    );
+    let (ok, topics) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/ResetConnectorTopics",
+        Some(r#"{"name":"sink"}"#),
+    );
+    assert!(ok && !topics.contains("\"t0\""), "{topics}");
 
     // Pause and resume change the target state pushed to the worker.
     let (ok, paused) = grpcurl(

@@ -255,6 +255,14 @@ impl Cluster {
             if inner.placement.get(&unit) != Some(&report.worker_id) {
                 continue;
             }
+            if let Some(record) = inner.connectors.get_mut(&unit.connector) {
+                let before = record.topics.len();
+                record.topics.extend(s.topics);
+                if record.topics.len() != before {
+                    self.store.put_connector(&unit.connector, record)?;
+                    wrote = true;
+                }
+            }
             let record = StatusRecord {
                 state: state_from_wire(s.state),
                 worker_id: report.worker_id.clone(),

@@ -310,6 +310,7 @@ impl Api {
                     tasks: Vec::new(),
                     tasks_version: 0,
                     task_restart_epochs: BTreeMap::new(),
+                    topics: Default::default(),
                 },
             ),
         };
@@ -547,20 +548,30 @@ impl ConnectorService for Api {
 
     async fn get_connector_topics(
         &self,
-        _: Request<api::ConnectorRef>,
+        request: Request<api::ConnectorRef>,
     ) -> ApiResult<api::ConnectorTopics> {
-        Err(Status::unimplemented(
-            "topic tracking is not implemented yet",
-        ))
+        let name = request.into_inner().name;
+        let inner = self.cluster.inner.lock().await;
+        let record = connector(&inner, &name)?;
+        ok(api::ConnectorTopics {
+            name,
+            topics: record.topics.iter().cloned().collect(),
+        })
     }
 
     async fn reset_connector_topics(
         &self,
-        _: Request<api::ConnectorRef>,
+        request: Request<api::ConnectorRef>,
     ) -> ApiResult<api::ConnectorTopics> {
-        Err(Status::unimplemented(
-            "topic tracking is not implemented yet",
-        ))
+        let name = request.into_inner().name;
+        let mut inner = self.cluster.inner.lock().await;
+        let mut record = connector(&inner, &name)?.clone();
+        record.topics.clear();
+        self.save(&mut inner, &name, record).await?;
+        ok(api::ConnectorTopics {
+            name,
+            topics: Vec::new(),
+        })
     }
 
     async fn get_offsets(

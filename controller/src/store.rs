@@ -54,6 +54,9 @@ pub struct ConnectorRecord {
     pub tasks: Vec<BTreeMap<String, String>>,
     pub tasks_version: u64,
     pub task_restart_epochs: BTreeMap<u32, u64>,
+    /// Topics its tasks used since the last reset (Kafka Connect's active topics).
+    #[serde(default)]
+    pub topics: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +284,7 @@ mod tests {
             tasks: vec![BTreeMap::new()],
             tasks_version: 3,
             task_restart_epochs: [(0, 2)].into(),
+            topics: ["t".to_string()].into(),
         };
         let status = StatusRecord {
             state: State::Failed,

@@ -39,6 +39,8 @@ const RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run that lasted this long resets the restart backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How often a running task's newly used topics are looked for.
+const TOPICS_INTERVAL: Duration = Duration::from_millis(500);
 /// Status changes within this window go to the controller in one report.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -81,17 +83,30 @@ struct Shared {
 
 type UnitKey = (String, Option<u32>);
 
+/// A unit's state, trace and topics used.
+type UnitState = (api::State, String, Vec<String>);
+
 /// A unit's new state, or `None` when the unit no longer runs here.
 struct StatusUpdate {
     key: UnitKey,
-    state: Option<(api::State, String)>,
+    state: Option<UnitState>,
 }
 
 impl Shared {
     fn report(&self, key: &UnitKey, state: api::State, trace: impl Into<String>) {
+        self.report_with_topics(key, state, trace, Vec::new());
+    }
+
+    fn report_with_topics(
+        &self,
+        key: &UnitKey,
+        state: api::State,
+        trace: impl Into<String>,
+        topics: Vec<String>,
+    ) {
         let _ = self.statuses.send(StatusUpdate {
             key: key.clone(),
-            state: Some((state, trace.into())),
+            state: Some((state, trace.into(), topics)),
         });
     }
 
@@ -425,8 +440,8 @@ async fn report_statuses(
     stop: CancellationToken,
 ) {
     let mut client = shared.client.clone();
-    let mut current: BTreeMap<UnitKey, (api::State, String)> = BTreeMap::new();
-    let mut changed: BTreeMap<UnitKey, (api::State, String)> = BTreeMap::new();
+    let mut current: BTreeMap<UnitKey, UnitState> = BTreeMap::new();
+    let mut changed: BTreeMap<UnitKey, UnitState> = BTreeMap::new();
     let mut full = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
@@ -455,12 +470,15 @@ async fn report_statuses(
             full,
             statuses: listed
                 .iter()
-                .map(|((connector, task), (state, trace))| wire::UnitStatus {
-                    connector: connector.clone(),
-                    task: *task,
-                    state: *state as i32,
-                    trace: trace.clone(),
-                })
+                .map(
+                    |((connector, task), (state, trace, topics))| wire::UnitStatus {
+                        connector: connector.clone(),
+                        task: *task,
+                        state: *state as i32,
+                        trace: trace.clone(),
+                        topics: topics.clone(),
+                    },
+                )
                 .collect(),
         };
         match tokio::time::timeout(RPC_TIMEOUT, client.report_status(report)).await {
@@ -480,8 +498,8 @@ async fn report_statuses(
 }
 
 fn apply(
-    current: &mut BTreeMap<UnitKey, (api::State, String)>,
-    changed: &mut BTreeMap<UnitKey, (api::State, String)>,
+    current: &mut BTreeMap<UnitKey, UnitState>,
+    changed: &mut BTreeMap<UnitKey, UnitState>,
     update: StatusUpdate,
 ) {
     match update.state {
@@ -805,15 +823,32 @@ async fn run_task(
     let mut backoff = RESTART_BACKOFF_INITIAL;
     loop {
         let started = Instant::now();
-        let result = run_process(
+        let run = run_process(
             &spec,
             &shared.ctx,
             &counters,
             stop,
             Some(vec![(task.task, task_config.clone())]),
             |_| shared.report(key, api::State::Running, ""),
-        )
-        .await;
+        );
+        // While it runs, newly used topics go to the controller with the RUNNING state.
+        let topics = async {
+            let mut known = 0;
+            let mut ticker = tokio::time::interval(TOPICS_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let topics = counters.topics();
+                if topics.len() != known {
+                    known = topics.len();
+                    let topics = topics.into_iter().collect();
+                    shared.report_with_topics(key, api::State::Running, "", topics);
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = run => result,
+            _ = topics => unreachable!("the topics watch never ends"),
+        };
         match result {
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {

@@ -1,17 +1,36 @@
 //! Per-connector counters of records and bytes moved, read by the progress line and benches.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Counters {
     records: AtomicU64,
     bytes: AtomicU64,
+    /// Topics produced to or consumed from (Kafka Connect's active topics).
+    topics: Mutex<BTreeSet<String>>,
 }
 
 impl Counters {
     pub fn add(&self, records: u64, bytes: u64) {
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records that `topic` was used; cheap when it already was.
+    pub fn note_topic(&self, topic: &str) {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        if !topics.contains(topic) {
+            topics.insert(topic.to_string());
+        }
+    }
+
+    pub fn topics(&self) -> BTreeSet<String> {
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// (records, bytes) so far.

@@ -193,6 +193,9 @@ impl SinkTaskRunner {
                     in_flight += 1;
                     sent_since_flush = true;
                     self.counters.add(polled.records.len() as u64, polled.bytes);
+                    for ((topic, _), _) in &polled.offsets {
+                        self.counters.note_topic(topic);
+                    }
                     sent.extend(polled.offsets);
                     send(&tx, sink_request::Kind::Batch(proto::SinkBatch { seq, records: polled.records })).await;
                 }

@@ -284,9 +284,14 @@ impl SourceTaskRunner {
         tracker.register(batch.seq, batch.records.len(), positions);
 
         let mut bytes = 0u64;
+        let mut last_topic: Option<&str> = None;
         for record in &batch.records {
             if record.topic.is_empty() {
                 bail!("connector sent a record with no topic");
+            }
+            if last_topic != Some(record.topic.as_str()) {
+                self.counters.note_topic(&record.topic);
+                last_topic = Some(&record.topic);
             }
             let key = self
                 .key_converter

@@ -241,6 +241,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
                 task: None,
                 state: api::State::Running as i32,
                 trace: String::new(),
+                topics: Vec::new(),
             })
             .collect();
         statuses.extend(assignment.tasks.iter().map(|t| wire::UnitStatus {
@@ -248,6 +249,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
             task: Some(t.task),
             state: api::State::Running as i32,
             trace: String::new(),
+            topics: vec![format!("t-{}", t.connector)],
         }));
         let _ = client
             .report_status(wire::StatusReport {
