@@ -589,11 +589,43 @@ fn offsets_read_altered_and_reset_through_the_api() {
     let kafka = DevKafka::start(dir.path(), &["data:2"]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
     let api = Api::new(&controller.address);
-    let _workers: Vec<Sluice> = ["x", "y"]
+    let workers: Vec<Sluice> = ["x", "y"]
         .into_iter()
         .map(|id| start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap))
         .collect();
     wait_for("two workers to join", TIMEOUT, || api.live_workers() == 2);
+
+    // Logger levels: cluster scope reaches every worker; a bad level is INVALID_ARGUMENT.
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ClusterService/SetLogLevel",
+        Some(r#"{"logger":"sluice_worker::admin","level":"DEBUG","scope":"cluster"}"#),
+    );
+    assert!(
+        ok && out.contains("x/sluice_worker::admin") && out.contains("y/sluice_worker::admin"),
+        "{out}"
+    );
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ClusterService/ListLoggers",
+        None,
+    );
+    assert!(
+        ok && out.contains(r#""sluice_worker::admin": "debug""#),
+        "{out}"
+    );
+    assert!(workers
+        .iter()
+        .all(|w| w.output().contains("logger level set by the controller")));
+    let (ok, out) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ClusterService/SetLogLevel",
+        Some(r#"{"logger":"root","level":"LOUD"}"#),
+    );
+    assert!(
+        !ok && out.contains("InvalidArgument") && out.contains("LOUD"),
+        "{out}"
+    );
 
     // 100 records (50 per task) into a file sink.
     let mut source = datagen("data", "2", "0");
@@ -635,6 +667,9 @@ fn offsets_read_altered_and_reset_through_the_api() {
     });
     let ends = high_watermarks(&kafka.bootstrap, "data");
     assert_eq!(ends.iter().sum::<i64>(), 100);
+    wait_for("both connectors' active topics", TIMEOUT, || {
+        api.topics("gen") == ["data"] && api.topics("out") == ["data"]
+    });
     let expected: Vec<(String, String)> = ends
         .iter()
         .enumerate()

@@ -2,8 +2,10 @@
 
 mod client;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -133,8 +135,8 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    init_logging();
-    match runtime.block_on(run(cli.command)) {
+    let logging = init_logging();
+    match runtime.block_on(run(cli.command, logging)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigErrors>() => {
             for line in e.to_string().lines() {
@@ -149,17 +151,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+/// Logging to stderr, filtered by SLUICE_LOG (default `info`); returns what changes the
+/// levels at run time (the API's SetLogLevel) and the levels it started with.
+fn init_logging() -> (LogControl, BTreeMap<String, String>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::EnvFilter;
+    let initial = std::env::var("SLUICE_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| "info".into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(EnvFilter::new(&initial));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
+    let control: LogControl = Arc::new(move |levels: &BTreeMap<String, String>| {
+        let mut directives = vec![levels.get("root").cloned().unwrap_or_else(|| "info".into())];
+        directives.extend(
+            levels
+                .iter()
+                .filter(|(logger, _)| *logger != "root")
+                .map(|(logger, level)| format!("{logger}={level}")),
+        );
+        let filter = EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    (control, [("root".to_string(), initial)].into())
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+type LogControl = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
+async fn run(
+    command: Command,
+    (log_control, initial_levels): (LogControl, BTreeMap<String, String>),
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     match command {
@@ -204,6 +234,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 data_dir,
                 worker_timeout: Duration::try_from_secs_f64(worker_timeout)
                     .context("--worker-timeout must be a non-negative number of seconds")?,
+                log_control: Some(log_control),
+                initial_levels,
             };
             sluice_controller::run(options, shutdown).await
         }
@@ -225,6 +257,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 kafka,
                 capacity,
                 builtin_plugins: builtin_plugins()?,
+                log_control: Some(log_control),
+                initial_levels,
             };
             sluice_worker::distributed::run(options, shutdown).await
         }

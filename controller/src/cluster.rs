@@ -156,9 +156,80 @@ impl Cluster {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A worker opened its request stream; requests for it go to `tx` from now on.
+    /// A worker opened its request stream; requests for it go to `tx` from now on. It gets
+    /// the cluster's logger levels first.
     pub fn open_requests(&self, worker: &str, tx: RequestSender) {
-        self.requests().streams.insert(worker.to_string(), tx);
+        let levels = self.store.log_levels().unwrap_or_default();
+        let mut requests = self.requests();
+        for (logger, level) in levels {
+            requests.next_id += 1;
+            let request = wire::WorkerRequest {
+                id: requests.next_id,
+                connector: None,
+                r#type: 0,
+                kind: Some(wire::worker_request::Kind::SetLogLevel(wire::SetLogLevel {
+                    logger,
+                    level,
+                })),
+            };
+            let _ = tx.try_send(Ok(request));
+        }
+        requests.streams.insert(worker.to_string(), tx);
+    }
+
+    /// Stores a cluster-scoped logger level and sends it to every connected worker; returns
+    /// the workers that applied it.
+    pub async fn set_cluster_level(
+        &self,
+        logger: &str,
+        level: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut levels = self.store.log_levels()?;
+        levels.insert(logger.to_string(), level.to_string());
+        self.store.put_log_levels(&levels)?;
+        self.store.flush().await?;
+        let mut waiting = Vec::new();
+        {
+            let mut requests = self.requests();
+            let streams: Vec<(String, RequestSender)> = requests
+                .streams
+                .iter()
+                .map(|(w, s)| (w.clone(), s.clone()))
+                .collect();
+            for (worker, stream) in streams {
+                requests.next_id += 1;
+                let id = requests.next_id;
+                let request = wire::WorkerRequest {
+                    id,
+                    connector: None,
+                    r#type: 0,
+                    kind: Some(wire::worker_request::Kind::SetLogLevel(wire::SetLogLevel {
+                        logger: logger.to_string(),
+                        level: level.to_string(),
+                    })),
+                };
+                let (tx, rx) = oneshot::channel();
+                requests.pending.insert(id, tx);
+                if stream.try_send(Ok(request)).is_ok() {
+                    waiting.push((worker, id, rx));
+                } else {
+                    requests.pending.remove(&id);
+                }
+            }
+        }
+        let mut applied = Vec::new();
+        for (worker, id, rx) in waiting {
+            match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+                Ok(Ok(r)) if !matches!(r.result, Some(wire::worker_response::Result::Error(_))) => {
+                    applied.push(worker)
+                }
+                _ => {
+                    self.requests().pending.remove(&id);
+                    tracing::warn!(worker = %worker, "did not apply logger level {logger}={level}");
+                }
+            }
+        }
+        Ok(applied)
     }
 
     /// A worker answered a request.

@@ -35,13 +35,21 @@ const SERVED: &[&str] = &[
     "grpc.health.v1.Health",
 ];
 
+/// Applies logger levels (logger → level, "root" for the default) to this process's logging.
+pub type LogControl =
+    Arc<dyn Fn(&std::collections::BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
 /// Process settings of a controller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControllerOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// How long a worker may be silent before its work moves to others.
     pub worker_timeout: Duration,
+    /// Changes this process's log levels; `None` when logging cannot be changed at run time.
+    pub log_control: Option<LogControl>,
+    /// The levels logging started with (e.g. `{"root": "info"}`).
+    pub initial_levels: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the controller until `shutdown`. Prints `listening on ADDR` once it accepts calls.
@@ -88,6 +96,8 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
 
     let api = Api {
         cluster: cluster.clone(),
+        log_control: options.log_control.clone(),
+        levels: Arc::new(std::sync::Mutex::new(options.initial_levels.clone())),
     };
     let reconciler = tokio::spawn({
         let cluster = cluster.clone();

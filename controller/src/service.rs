@@ -24,7 +24,13 @@ const HIDDEN: &str = "[hidden]";
 #[derive(Clone)]
 pub struct Api {
     pub cluster: Arc<Cluster>,
+    pub log_control: Option<crate::LogControl>,
+    /// This controller's logger levels.
+    pub levels: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
 }
+
+/// Levels accepted by SetLogLevel (log4j's names, as Kafka Connect takes them).
+const LEVELS: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF"];
 
 type ApiResult<T> = Result<Response<T>, Status>;
 
@@ -858,18 +864,74 @@ impl ClusterService for Api {
         &self,
         _: Request<api::ListLoggersRequest>,
     ) -> ApiResult<api::ListLoggersResponse> {
-        Err(Status::unimplemented(
-            "logger levels are not implemented yet",
-        ))
+        let levels = self
+            .levels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        ok(api::ListLoggersResponse {
+            levels: levels.into_iter().collect(),
+        })
     }
 
     async fn set_log_level(
         &self,
-        _: Request<api::SetLogLevelRequest>,
+        request: Request<api::SetLogLevelRequest>,
     ) -> ApiResult<api::SetLogLevelResponse> {
-        Err(Status::unimplemented(
-            "logger levels are not implemented yet",
-        ))
+        let r = request.into_inner();
+        let level = r.level.trim().to_ascii_uppercase();
+        let level = match level.as_str() {
+            "WARNING" => "WARN".to_string(),
+            "FATAL" => "ERROR".to_string(),
+            "ALL" => "TRACE".to_string(),
+            _ => level,
+        };
+        let mut errors = Vec::new();
+        if !LEVELS.contains(&level.as_str()) {
+            errors.push((
+                "level".to_string(),
+                format!("{} is not one of {}", r.level, LEVELS.join(", ")),
+            ));
+        }
+        let logger = r.logger.trim().to_string();
+        if logger.is_empty() || logger.contains([',', '=', ' ']) {
+            errors.push((
+                "logger".to_string(),
+                "must be a target such as sluice_worker::source, or root".to_string(),
+            ));
+        }
+        let cluster = match r.scope.as_str() {
+            "" | "worker" => false,
+            "cluster" => true,
+            other => {
+                errors.push((
+                    "scope".to_string(),
+                    format!("{other} is not worker or cluster"),
+                ));
+                false
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::InvalidConfig(errors).into());
+        }
+        let Some(control) = &self.log_control else {
+            return Err(Status::failed_precondition(
+                "this controller's logging cannot be changed at run time",
+            ));
+        };
+        {
+            let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = levels.clone();
+            next.insert(logger.clone(), level.to_lowercase());
+            control(&next).map_err(Status::internal)?;
+            *levels = next;
+        }
+        let mut loggers = vec![logger.clone()];
+        if cluster {
+            let answered = self.cluster.set_cluster_level(&logger, &level).await?;
+            loggers.extend(answered.into_iter().map(|w| format!("{w}/{logger}")));
+        }
+        ok(api::SetLogLevelResponse { loggers })
     }
 }
 

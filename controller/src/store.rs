@@ -159,6 +159,19 @@ impl Store {
         Ok(id)
     }
 
+    /// Cluster-scoped logger levels (logger → level), applied to every worker that joins.
+    pub fn log_levels(&self) -> Result<BTreeMap<String, String>> {
+        match self.meta.get("log_levels")? {
+            Some(bytes) => decode(b"log_levels", &bytes),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub fn put_log_levels(&self, levels: &BTreeMap<String, String>) -> Result<()> {
+        self.meta.insert("log_levels", encode(levels))?;
+        Ok(())
+    }
+
     pub fn generation(&self) -> Result<u64> {
         Ok(self
             .meta

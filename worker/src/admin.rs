@@ -63,6 +63,9 @@ async fn carry_out(
     let name = connector.name;
     match request.kind {
         None => Err(Failure::Invalid("empty request".into())),
+        Some(worker_request::Kind::SetLogLevel(_)) => Err(Failure::Invalid(
+            "logger levels are not an offsets request".into(),
+        )),
         Some(worker_request::Kind::ReadOffsets(_)) if sink => {
             let group = group_config(consumer_config, &name);
             let topics = sink_topics(&config);

@@ -58,6 +58,9 @@ const FRAMEWORK_PREFIXES: &[&str] = &[
     "consumer.override.",
 ];
 
+/// Applies logger levels (logger → level, "root" for the default) to this process's logging.
+pub type LogControl = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+
 pub struct WorkerOptions {
     /// The controller's URL, e.g. `http://127.0.0.1:8083`.
     pub controller: String,
@@ -69,6 +72,9 @@ pub struct WorkerOptions {
     /// Tasks this worker wants at most; 0 for no limit.
     pub capacity: u32,
     pub builtin_plugins: Vec<PluginCommand>,
+    /// Changes this process's log levels (cluster-scoped levels from the controller).
+    pub log_control: Option<LogControl>,
+    pub initial_levels: BTreeMap<String, String>,
 }
 
 /// What every unit of this worker shares.
@@ -79,6 +85,8 @@ struct Shared {
     registry: PluginRegistry,
     ctx: WorkerContext,
     statuses: mpsc::UnboundedSender<StatusUpdate>,
+    log_control: Option<LogControl>,
+    levels: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 type UnitKey = (String, Option<u32>);
@@ -191,6 +199,8 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         settings,
         registry,
         statuses,
+        log_control: options.log_control.clone(),
+        levels: std::sync::Mutex::new(options.initial_levels.clone()),
     });
     tracing::info!(
         worker = %options.worker_id,
@@ -363,13 +373,7 @@ async fn control(
                             Some(request) => {
                                 let shared = shared.clone();
                                 tokio::spawn(async move {
-                                    let response = admin::handle(
-                                        &shared.worker_id,
-                                        request,
-                                        &shared.ctx.offsets,
-                                        &shared.ctx.consumer_config,
-                                    )
-                                    .await;
+                                    let response = handle_request(&shared, request).await;
                                     let mut client = shared.client.clone();
                                     if let Err(s) = client.respond(response).await {
                                         tracing::warn!("answer the controller: {}", s.message());
@@ -417,6 +421,40 @@ async fn control(
             _ = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+    }
+}
+
+/// Carries out a request of the controller: a logger level here, offsets in `admin`.
+async fn handle_request(shared: &Shared, request: wire::WorkerRequest) -> wire::WorkerResponse {
+    let Some(wire::worker_request::Kind::SetLogLevel(set)) = &request.kind else {
+        return admin::handle(
+            &shared.worker_id,
+            request,
+            &shared.ctx.offsets,
+            &shared.ctx.consumer_config,
+        )
+        .await;
+    };
+    let result = match &shared.log_control {
+        None => wire::worker_response::Result::Error("logging cannot be changed here".into()),
+        Some(control) => {
+            let mut levels = shared.levels.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = levels.clone();
+            next.insert(set.logger.clone(), set.level.to_lowercase());
+            match control(&next) {
+                Ok(()) => {
+                    *levels = next;
+                    tracing::info!(logger = %set.logger, level = %set.level, "logger level set by the controller");
+                    wire::worker_response::Result::Offsets(api::ConnectorOffsets::default())
+                }
+                Err(e) => wire::worker_response::Result::Invalid(e),
+            }
+        }
+    };
+    wire::WorkerResponse {
+        worker_id: shared.worker_id.clone(),
+        id: request.id,
+        result: Some(result),
     }
 }
 

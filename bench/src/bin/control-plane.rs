@@ -64,6 +64,8 @@ fn main() -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
             data_dir: dir.clone(),
             worker_timeout: Duration::from_secs_f64(args.worker_timeout),
+            log_control: None,
+            initial_levels: Default::default(),
         };
         return runtime.block_on(sluice_controller::run(options, CancellationToken::new()));
     }
