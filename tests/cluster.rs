@@ -773,4 +773,26 @@ fn offsets_read_altered_and_reset_through_the_api() {
     wait_for(&format!("{lines} lines in the sink file"), TIMEOUT, || {
         harness::count_lines(&out) == lines
     });
+
+    // A task that fails reports FAILED with its trace; a config fix rolls it to RUNNING.
+    let bad = [
+        ("connector.class", "FileStreamSink"),
+        ("topics", "data"),
+        ("file", "/nonexistent-dir/out.txt"),
+    ];
+    api.create("bad", &bad, api::TargetState::Running);
+    wait_for("the bad sink's task FAILED with its trace", TIMEOUT, || {
+        api.status("bad").is_ok_and(|s| {
+            s.tasks.iter().any(|t| {
+                t.state() == api::State::Failed && t.trace.contains("/nonexistent-dir/out.txt")
+            })
+        })
+    });
+    let fixed = dir.path().join("fixed.txt");
+    let fixed = fixed.to_str().unwrap();
+    let (code, _, err) = cli(&["patch", "bad", &format!("file={fixed}")]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("the fixed sink RUNNING", TIMEOUT, || {
+        all_in(&tasks(&api, "bad"), 1, api::State::Running, &["x", "y"])
+    });
 }
