@@ -796,3 +796,66 @@ fn offsets_read_altered_and_reset_through_the_api() {
         all_in(&tasks(&api, "bad"), 1, api::State::Running, &["x", "y"])
     });
 }
+
+#[test]
+fn a_connector_replan_request_rolls_only_the_task_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["labelled:3"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let workers: Vec<Sluice> = ["p", "q"]
+        .into_iter()
+        .map(|id| start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap))
+        .collect();
+    wait_for("two workers to join", TIMEOUT, || api.live_workers() == 2);
+
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "a\nb\nc\n").unwrap();
+    let mut config = datagen("labelled", "3", "30");
+    config.push(("labels.file", labels.to_str().unwrap().to_string()));
+    api.create("gen", &pairs(&config), api::TargetState::Running);
+    wait_for("3 tasks RUNNING", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 3, api::State::Running, &["p", "q"])
+    });
+    let started = || {
+        workers
+            .iter()
+            .map(|w| w.output().matches("running connector=gen pid=").count())
+            .sum::<usize>()
+    };
+    let before = started();
+    assert_eq!(before, 3, "one process per task");
+
+    // The connector watches its labels file and asks for a re-plan: only task 1's config
+    // changes, so only task 1 restarts.
+    std::fs::write(&labels, "a\nB\nc\n").unwrap();
+    wait_for("task 1 restarted with its new label", TIMEOUT, || {
+        started() == before + 1
+    });
+    let label = |task: u32| {
+        let mut client = api.connectors().unwrap();
+        let tasks = api
+            .runtime
+            .block_on(client.list_tasks(api::ConnectorRef { name: "gen".into() }))
+            .unwrap()
+            .into_inner();
+        tasks.tasks[task as usize]
+            .config
+            .get("datagen.label")
+            .cloned()
+    };
+    assert_eq!(label(1).as_deref(), Some("B"));
+    assert_eq!(label(0).as_deref(), Some("a"));
+    assert!(workers.iter().any(|w| w
+        .output()
+        .contains("asks for its tasks to be planned again")));
+    wait_for("3 tasks RUNNING after the roll", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 3, api::State::Running, &["p", "q"])
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        started(),
+        before + 1,
+        "a task whose config did not change restarted"
+    );
+}

@@ -40,6 +40,31 @@ pub trait Connector: Send + Sync + 'static {
         let _ = max_tasks;
         Ok(vec![config.clone()])
     }
+    /// Called when the connector instance starts on a worker; keep `reconfigure` (e.g. in a
+    /// thread watching the source system) and call [`Reconfigure::request`] when the tasks
+    /// should be planned again. The default never asks.
+    fn monitor(&self, config: &Config, reconfigure: Reconfigure) {
+        let _ = (config, reconfigure);
+    }
+}
+
+/// Asks the worker to plan this connector's tasks again (Kafka Connect's
+/// `requestTaskReconfiguration`).
+#[derive(Clone)]
+pub struct Reconfigure {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Reconfigure {
+    /// Returns false once the worker stopped listening (the connector moved or stopped):
+    /// a watcher should then end.
+    pub fn request(&self, reason: impl Into<String>) -> bool {
+        self.tx.send(reason.into()).is_ok()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// A connector that brings data from an external system into Kafka.

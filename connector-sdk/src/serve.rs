@@ -223,6 +223,27 @@ impl ConnectorRpc for Service {
         }))
     }
 
+    type MonitorStream = BoxStream<proto::MonitorEvent>;
+
+    async fn monitor(
+        &self,
+        request: Request<proto::MonitorRequest>,
+    ) -> Result<Response<Self::MonitorStream>, Status> {
+        let request = request.into_inner();
+        let entry = self.entry(&request.connector_class)?;
+        let config: Config = request.config.into_iter().collect();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        entry.info().monitor(&config, crate::Reconfigure { tx });
+        let events = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|reason| {
+            Ok(proto::MonitorEvent {
+                kind: Some(proto::monitor_event::Kind::Reconfigure(
+                    proto::Reconfigure { reason },
+                )),
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<proto::HeartbeatRequest>,

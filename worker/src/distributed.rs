@@ -720,32 +720,24 @@ async fn run_unit(
 }
 
 /// The connector instance: validates and plans its tasks for this config version, submits
-/// them, and reports the connector's state.
+/// them, reports the connector's state, then keeps the instance's process while the connector
+/// watches its source and asks for re-plans (Monitor). Restarted with backoff on failure.
 async fn run_planning(
     shared: &Shared,
     key: &UnitKey,
     config: wire::ConnectorConfig,
     stop: &CancellationToken,
 ) {
-    let paused = config.target_state == api::TargetState::Paused as i32;
     let mut backoff = Duration::from_secs(1);
     loop {
-        match plan(shared, &config, stop).await {
-            Ok(()) => {
-                let state = if paused {
-                    api::State::Paused
-                } else {
-                    api::State::Running
-                };
-                shared.report(key, state, "");
-                break;
-            }
+        match connector_instance(shared, key, &config, stop).await {
+            Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::debug!(connector = %config.name, "planning stopped: {e:#}");
                 return;
             }
             Err(e) => {
-                tracing::error!(connector = %config.name, "planning failed, retrying in {backoff:?}: {e:#}");
+                tracing::error!(connector = %config.name, "connector failed, restarting in {backoff:?}: {e:#}");
                 shared.report(key, api::State::Failed, format!("{e:#}"));
             }
         }
@@ -755,51 +747,105 @@ async fn run_planning(
         }
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
     }
-    stop.cancelled().await;
 }
 
-async fn plan(
+/// One life of the connector instance's process. `Ok` when stopped.
+async fn connector_instance(
     shared: &Shared,
+    key: &UnitKey,
     config: &wire::ConnectorConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let spec = shared.spec(config)?;
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
     let mut client = process.client.clone();
-    let planned = async {
-        let validation = client
-            .validate(proto::ValidateRequest {
-                connector_class: spec.class.clone(),
-                config: spec.config.clone().into_iter().collect(),
-            })
-            .await
-            .map_err(|s| anyhow!("validate: {}", s.message()))?
-            .into_inner();
-        if !validation.errors.is_empty() {
-            let problems: Vec<String> = validation
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.name, e.message))
-                .collect();
-            bail!("invalid configuration: {}", problems.join("; "));
+    let watched = async {
+        validate(&mut client, &spec).await?;
+        plan(shared, &mut client, &spec, config, stop).await?;
+        let state = if config.target_state == api::TargetState::Paused as i32 {
+            api::State::Paused
+        } else {
+            api::State::Running
+        };
+        shared.report(key, state, "");
+        let request = proto::MonitorRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+        };
+        let mut events = match client.monitor(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(false),
+            Err(s) => bail!("monitor: {}", s.message()),
+        };
+        loop {
+            tokio::select! {
+                event = events.message() => match event {
+                    Ok(Some(proto::MonitorEvent { kind: Some(proto::monitor_event::Kind::Reconfigure(r)) })) => {
+                        tracing::info!(connector = %spec.name, reason = %r.reason, "the connector asks for its tasks to be planned again");
+                        plan(shared, &mut client, &spec, config, stop).await?;
+                    }
+                    Ok(Some(_)) => {}
+                    // The connector will never ask: its process is not needed any more.
+                    Ok(None) => return Ok(false),
+                    Err(s) => bail!("monitor stream broke: {}", s.message()),
+                },
+                reason = process.exited() => bail!("{reason}"),
+                _ = stop.cancelled() => return Ok(true),
+            }
         }
-        let plan = client
-            .plan(proto::PlanRequest {
-                connector_class: spec.class.clone(),
-                config: spec.config.clone().into_iter().collect(),
-                max_tasks: spec.tasks_max,
-            })
-            .await
-            .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
-            .into_inner();
-        if plan.tasks.is_empty() {
-            bail!("the connector planned no tasks");
-        }
-        Ok(plan)
     }
     .await;
     process.shutdown().await;
-    let plan = planned?;
+    match watched? {
+        true => Ok(()),
+        false => {
+            stop.cancelled().await;
+            Ok(())
+        }
+    }
+}
+
+async fn validate(client: &mut crate::process::Client, spec: &ConnectorSpec) -> anyhow::Result<()> {
+    let validation = client
+        .validate(proto::ValidateRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+        })
+        .await
+        .map_err(|s| anyhow!("validate: {}", s.message()))?
+        .into_inner();
+    if !validation.errors.is_empty() {
+        let problems: Vec<String> = validation
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.name, e.message))
+            .collect();
+        bail!("invalid configuration: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// Plans the tasks and submits their configs; the controller rolls the tasks whose configs
+/// changed.
+async fn plan(
+    shared: &Shared,
+    client: &mut crate::process::Client,
+    spec: &ConnectorSpec,
+    config: &wire::ConnectorConfig,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let plan = client
+        .plan(proto::PlanRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+            max_tasks: spec.tasks_max,
+        })
+        .await
+        .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
+        .into_inner();
+    if plan.tasks.is_empty() {
+        bail!("the connector planned no tasks");
+    }
     let request = wire::SubmitTaskConfigsRequest {
         worker_id: shared.worker_id.clone(),
         connector: config.name.clone(),
@@ -812,10 +858,12 @@ async fn plan(
         r#type: spec.kind as i32,
     };
     // The controller may be restarting: keep trying until it takes the configs.
-    let mut client = shared.client.clone();
+    let mut controller = shared.client.clone();
     let mut backoff = Duration::from_millis(200);
     loop {
-        match tokio::time::timeout(RPC_TIMEOUT, client.submit_task_configs(request.clone())).await {
+        match tokio::time::timeout(RPC_TIMEOUT, controller.submit_task_configs(request.clone()))
+            .await
+        {
             Ok(Ok(r)) => {
                 if !r.into_inner().accepted {
                     tracing::info!(connector = %config.name, "task configs were for an older config version; ignored");

@@ -17,6 +17,9 @@ const RECORD_SIZE: &str = "record.size";
 const COUNT: &str = "count";
 const RATE: &str = "rate";
 const KEY_CARDINALITY: &str = "key.cardinality";
+const LABELS_FILE: &str = "labels.file";
+/// Set by `plan` from `labels.file`: the task's line of that file.
+const TASK_LABEL: &str = "datagen.label";
 /// Set by `plan` on each task: its index and the number of tasks.
 const TASK_INDEX: &str = "datagen.task";
 const TASK_COUNT: &str = "datagen.tasks";
@@ -86,6 +89,10 @@ impl Connector for DatagenSource {
                 .default_value("1000")
                 .doc("Number of distinct keys; 0 for null keys")
                 .build(),
+            ConfigDefBuilder::new(LABELS_FILE, ConfigType::String)
+                .default_value("")
+                .doc("A file of labels, one per line: task i's config carries line i, and a change of the file asks the worker to plan the tasks again (task reconfiguration)")
+                .build(),
         ]
     }
 
@@ -115,6 +122,14 @@ impl Connector for DatagenSource {
         let count: u64 = config.parse_or(COUNT, 0)?;
         let rate: f64 = config.parse_or(RATE, 0.0)?;
         let tasks = max_tasks.max(1) as u64;
+        let labels: Vec<String> = match config.get(LABELS_FILE).filter(|p| !p.is_empty()) {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| TaskError::retriable(format!("read {LABELS_FILE} {path}: {e}")))?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
         Ok((0..tasks)
             .map(|i| {
                 let mut task = config.clone();
@@ -127,9 +142,32 @@ impl Connector for DatagenSource {
                     );
                 }
                 task.set(RATE, (rate / tasks as f64).to_string());
+                if let Some(label) = labels.get(i as usize) {
+                    task.set(TASK_LABEL, label.clone());
+                }
                 task
             })
             .collect())
+    }
+
+    fn monitor(&self, config: &Config, reconfigure: sluice_connector_sdk::Reconfigure) {
+        let Some(path) = config.get(LABELS_FILE).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            let mut seen = std::fs::read_to_string(&path).ok();
+            while !reconfigure.is_closed() {
+                std::thread::sleep(Duration::from_millis(200));
+                let now = std::fs::read_to_string(&path).ok();
+                if now != seen {
+                    seen = now;
+                    if !reconfigure.request(format!("{path} changed")) {
+                        return;
+                    }
+                }
+            }
+        });
     }
 }
 
