@@ -852,10 +852,30 @@ fn a_connector_replan_request_rolls_only_the_task_that_changed() {
     wait_for("3 tasks RUNNING after the roll", TIMEOUT, || {
         all_in(&tasks(&api, "gen"), 3, api::State::Running, &["p", "q"])
     });
+    // Deliberate pause: nothing else may restart in the meantime.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         started(),
         before + 1,
         "a task whose config did not change restarted"
     );
+
+    // Restarts through the CLI: one task, then the connector with all its tasks.
+    let url = controller.url();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["connectors", "--controller", url.as_str()];
+        all.extend_from_slice(args);
+        harness::run_sluice(dir.path(), &all)
+    };
+    let (code, _, err) = cli(&["restart-task", "gen", "2"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("task 2 restarted", TIMEOUT, || started() == before + 2);
+    let (code, _, err) = cli(&["restart", "gen", "--include-tasks"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("every task restarted", TIMEOUT, || started() == before + 5);
+    wait_for("3 tasks RUNNING after the restart", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 3, api::State::Running, &["p", "q"])
+    });
+    let (code, _, err) = cli(&["restart-task", "gen", "7"]);
+    assert_eq!(code, 3, "{err}");
 }
