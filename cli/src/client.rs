@@ -13,6 +13,7 @@ use sluice_proto::api::v1::{
     self as api, cluster_service_client::ClusterServiceClient,
     connector_service_client::ConnectorServiceClient, plugin_service_client::PluginServiceClient,
 };
+use sluice_worker::admin::{json_to_struct, struct_to_json};
 use tonic::transport::Channel;
 
 #[derive(Args)]
@@ -311,29 +312,7 @@ fn first_line(text: &str) -> String {
 }
 
 fn offsets_json(o: Option<&prost_types::Struct>) -> String {
-    fn value(v: &prost_types::Value) -> serde_json::Value {
-        use prost_types::value::Kind;
-        match &v.kind {
-            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
-                serde_json::json!(*n as i64)
-            }
-            Some(Kind::NumberValue(n)) => serde_json::json!(n),
-            Some(Kind::StringValue(s)) => serde_json::json!(s),
-            Some(Kind::BoolValue(b)) => serde_json::json!(b),
-            Some(Kind::StructValue(s)) => object(s),
-            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
-            _ => serde_json::Value::Null,
-        }
-    }
-    fn object(s: &prost_types::Struct) -> serde_json::Value {
-        serde_json::Value::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| (k.clone(), value(v)))
-                .collect(),
-        )
-    }
-    o.map(|s| object(s).to_string())
+    o.map(|s| struct_to_json(s).to_string())
         .unwrap_or_else(|| "null".into())
 }
 
@@ -350,7 +329,7 @@ fn parse_offsets(path: &Path) -> anyhow::Result<Vec<api::ConnectorOffset>> {
     list.iter()
         .enumerate()
         .map(|(i, o)| {
-            let partition = to_struct(&o["partition"]).ok_or_else(|| {
+            let partition = json_to_struct(&o["partition"]).ok_or_else(|| {
                 anyhow!(
                     "{}: offsets[{i}].partition must be an object",
                     path.display()
@@ -358,7 +337,7 @@ fn parse_offsets(path: &Path) -> anyhow::Result<Vec<api::ConnectorOffset>> {
             })?;
             let offset = match &o["offset"] {
                 serde_json::Value::Null => None,
-                v => Some(to_struct(v).ok_or_else(|| {
+                v => Some(json_to_struct(v).ok_or_else(|| {
                     anyhow!(
                         "{}: offsets[{i}].offset must be an object or null",
                         path.display()
@@ -371,31 +350,6 @@ fn parse_offsets(path: &Path) -> anyhow::Result<Vec<api::ConnectorOffset>> {
             })
         })
         .collect()
-}
-
-fn to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
-    fn convert(v: &serde_json::Value) -> prost_types::Value {
-        use prost_types::value::Kind;
-        use serde_json::Value as J;
-        let kind = match v {
-            J::Null => Kind::NullValue(0),
-            J::Bool(b) => Kind::BoolValue(*b),
-            J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-            J::String(s) => Kind::StringValue(s.clone()),
-            J::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.iter().map(convert).collect(),
-            }),
-            J::Object(_) => Kind::StructValue(to_struct(v).unwrap_or_default()),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    let object = value.as_object()?;
-    Some(prost_types::Struct {
-        fields: object
-            .iter()
-            .map(|(k, v)| (k.clone(), convert(v)))
-            .collect(),
-    })
 }
 
 fn by_name(name: &str) -> api::ConnectorRef {
