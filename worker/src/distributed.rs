@@ -181,6 +181,34 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         .get("offset.storage.topic")
         .cloned()
         .unwrap_or_else(|| DEFAULT_OFFSET_TOPIC.to_string());
+    let number = |key: &str, default: i32| -> anyhow::Result<i32> {
+        match settings.values.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &i32| *n > 0 || (*n == -1 && key.ends_with("factor")))
+                .ok_or_else(|| anyhow!("{key}: invalid value {v:?}: expected a positive integer")),
+        }
+    };
+    // Kafka Connect's defaults: 25 partitions; the broker's default replication.
+    let partitions = number("offset.storage.partitions", 25)?;
+    let replication = number("offset.storage.replication.factor", -1)?;
+    let mut admin_config = rdkafka::ClientConfig::new();
+    admin_config.set("bootstrap.servers", &bootstrap);
+    for (k, v) in settings.client_overrides("admin.") {
+        admin_config.set(k, v);
+    }
+    // In the background: a broker that never answers CreateTopics (the embedded one) must not
+    // hold the worker back; until the topic exists, offset flushes fail and are retried.
+    tokio::spawn({
+        let topic = offsets_topic.clone();
+        async move {
+            crate::offsets::ensure_offsets_topic(&admin_config, &topic, partitions, replication)
+                .await
+        }
+    });
     let offsets = Arc::new(OffsetStore::kafka(
         &offsets_topic,
         &producer_config,

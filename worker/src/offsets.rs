@@ -258,6 +258,49 @@ impl OffsetStore {
     }
 }
 
+/// Creates the offsets topic as Kafka Connect does (compacted, `partitions` partitions,
+/// `replication` replicas; -1 for the broker's default) unless it exists. Failures are only
+/// logged: a broker that refuses CreateTopics (or has auto-creation) still works, and a
+/// missing topic shows up as a clear error on the first flush.
+pub async fn ensure_offsets_topic(
+    admin_config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = match admin_config.create() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("cannot create an admin client to create {topic}: {e}");
+            return;
+        }
+    };
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+        .set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([&new], &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(t) => tracing::info!(topic = %t, partitions, "created the offsets topic"),
+                    Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        tracing::debug!(topic = %t, "offsets topic exists")
+                    }
+                    Err((t, code)) => tracing::info!(
+                        topic = %t,
+                        "offsets topic not created ({code}); relying on the broker to create it"
+                    ),
+                }
+            }
+        }
+        Err(e) => tracing::info!(
+            "offsets topic {topic} not created ({e}); relying on the broker to create it"
+        ),
+    }
+}
+
 impl KafkaOffsets {
     async fn write(&self, records: Vec<(String, Option<String>)>) -> anyhow::Result<()> {
         let sends = records.iter().map(|(key, value)| {

@@ -19,6 +19,8 @@ const WORKER_KEYS: &[&str] = &[
     "header.converter",
     "offset.storage.file.filename",
     "offset.storage.topic",
+    "offset.storage.partitions",
+    "offset.storage.replication.factor",
     "offset.flush.interval.ms",
     "plugin.path",
 ];
@@ -62,8 +64,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "status.storage.topic",
     "status.storage.replication.factor",
     "status.storage.partitions",
-    "offset.storage.replication.factor",
-    "offset.storage.partitions",
 ];
 
 /// The worker file of `sluice standalone` and `sluice worker`.
