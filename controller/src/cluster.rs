@@ -487,7 +487,8 @@ impl Cluster {
         }
         inner.generation += 1;
         let generation = inner.generation;
-        self.store.put_placement(&placement, generation)?;
+        self.store
+            .put_placement(&inner.placement, &placement, generation)?;
         self.store.flush().await?;
         inner.placement = placement;
         for (id, message) in messages {
