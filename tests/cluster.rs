@@ -16,6 +16,7 @@ use sluice_proto::api::v1::{
     self as api, cluster_service_client::ClusterServiceClient,
     connector_service_client::ConnectorServiceClient,
 };
+use sluice_worker::admin::{json_to_struct, struct_to_json};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The controller's --worker-timeout in these tests.
@@ -149,43 +150,20 @@ impl Api {
     }
 }
 
-/// A protobuf Struct as compact JSON with sorted keys (numbers are f64 in a Struct).
+/// A protobuf Struct as compact JSON (a Struct's keys come sorted).
 fn json(s: Option<&prost_types::Struct>) -> String {
-    fn value(v: &prost_types::Value) -> serde_json::Value {
-        use prost_types::value::Kind;
-        match &v.kind {
-            Some(Kind::NumberValue(n)) if n.fract() == 0.0 => serde_json::json!(*n as i64),
-            Some(Kind::NumberValue(n)) => serde_json::json!(n),
-            Some(Kind::StringValue(s)) => serde_json::json!(s),
-            Some(Kind::BoolValue(b)) => serde_json::json!(b),
-            Some(Kind::StructValue(s)) => object(s),
-            _ => serde_json::Value::Null,
-        }
-    }
-    fn object(s: &prost_types::Struct) -> serde_json::Value {
-        let sorted: BTreeMap<&String, serde_json::Value> =
-            s.fields.iter().map(|(k, v)| (k, value(v))).collect();
-        serde_json::json!(sorted)
-    }
-    s.map(|s| object(s).to_string()).unwrap_or_default()
+    s.map(|s| struct_to_json(s).to_string()).unwrap_or_default()
 }
 
 fn to_struct(text: &str) -> prost_types::Struct {
-    use prost_types::value::Kind;
-    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).unwrap();
-    prost_types::Struct {
-        fields: map
-            .into_iter()
-            .map(|(k, v)| {
-                let kind = match v {
-                    serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-                    serde_json::Value::String(s) => Kind::StringValue(s),
-                    other => panic!("test offsets hold numbers and strings, not {other}"),
-                };
-                (k, prost_types::Value { kind: Some(kind) })
-            })
-            .collect(),
-    }
+    json_to_struct(&serde_json::from_str(text).unwrap()).expect("a JSON object")
+}
+
+/// `sluice connectors --controller URL ARGS...`: (exit code, stdout, stderr).
+fn connectors_cli(dir: &std::path::Path, url: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["connectors", "--controller", url];
+    all.extend_from_slice(args);
+    harness::run_sluice(dir, &all)
 }
 
 /// Task id → (state, worker) of a connector, or empty when the API does not answer.
@@ -692,11 +670,7 @@ fn offsets_read_altered_and_reset_through_the_api() {
 
     // The same through the CLI: tables, JSON, one-line errors and exit codes.
     let url = controller.url();
-    let cli = |args: &[&str]| {
-        let mut all = vec!["connectors", "--controller", url.as_str()];
-        all.extend_from_slice(args);
-        harness::run_sluice(dir.path(), &all)
-    };
+    let cli = |args: &[&str]| connectors_cli(dir.path(), &url, args);
     let (code, text, _) = cli(&["offsets", "gen"]);
     assert_eq!(code, 0);
     assert!(text.contains(r#"{"datagen.task":1}  {"seq":49}"#), "{text}");
@@ -862,11 +836,7 @@ fn a_connector_replan_request_rolls_only_the_task_that_changed() {
 
     // Restarts through the CLI: one task, then the connector with all its tasks.
     let url = controller.url();
-    let cli = |args: &[&str]| {
-        let mut all = vec!["connectors", "--controller", url.as_str()];
-        all.extend_from_slice(args);
-        harness::run_sluice(dir.path(), &all)
-    };
+    let cli = |args: &[&str]| connectors_cli(dir.path(), &url, args);
     let (code, _, err) = cli(&["restart-task", "gen", "2"]);
     assert_eq!(code, 0, "{err}");
     wait_for("task 2 restarted", TIMEOUT, || started() == before + 2);

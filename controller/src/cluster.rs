@@ -28,6 +28,35 @@ pub struct Requests {
     pending: BTreeMap<u64, oneshot::Sender<wire::WorkerResponse>>,
 }
 
+impl Requests {
+    /// Sends `request` (with a fresh id) to `worker`: the id and where its answer arrives, or
+    /// `None` when the worker has no open stream or it is full.
+    fn send(
+        &mut self,
+        worker: &str,
+        mut request: wire::WorkerRequest,
+    ) -> Option<(u64, oneshot::Receiver<wire::WorkerResponse>)> {
+        self.next_id += 1;
+        request.id = self.next_id;
+        self.streams.get(worker)?.try_send(Ok(request)).ok()?;
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(self.next_id, tx);
+        Some((self.next_id, rx))
+    }
+}
+
+fn log_level_request(logger: String, level: String) -> wire::WorkerRequest {
+    wire::WorkerRequest {
+        id: 0,
+        connector: None,
+        r#type: 0,
+        kind: Some(wire::worker_request::Kind::SetLogLevel(wire::SetLogLevel {
+            logger,
+            level,
+        })),
+    }
+}
+
 pub struct WorkerEntry {
     pub plugins: Vec<wire::PluginClass>,
     pub capacity: u32,
@@ -161,20 +190,13 @@ impl Cluster {
     pub fn open_requests(&self, worker: &str, tx: RequestSender) {
         let levels = self.store.log_levels().unwrap_or_default();
         let mut requests = self.requests();
-        for (logger, level) in levels {
-            requests.next_id += 1;
-            let request = wire::WorkerRequest {
-                id: requests.next_id,
-                connector: None,
-                r#type: 0,
-                kind: Some(wire::worker_request::Kind::SetLogLevel(wire::SetLogLevel {
-                    logger,
-                    level,
-                })),
-            };
-            let _ = tx.try_send(Ok(request));
-        }
         requests.streams.insert(worker.to_string(), tx);
+        for (logger, level) in levels {
+            // Not awaited: the worker applies them as it starts.
+            if let Some((id, _)) = requests.send(worker, log_level_request(logger, level)) {
+                requests.pending.remove(&id);
+            }
+        }
     }
 
     /// Stores a cluster-scoped logger level and sends it to every connected worker; returns
@@ -188,35 +210,18 @@ impl Cluster {
         levels.insert(logger.to_string(), level.to_string());
         self.store.put_log_levels(&levels)?;
         self.store.flush().await?;
-        let mut waiting = Vec::new();
-        {
+        let waiting: Vec<_> = {
             let mut requests = self.requests();
-            let streams: Vec<(String, RequestSender)> = requests
-                .streams
-                .iter()
-                .map(|(w, s)| (w.clone(), s.clone()))
-                .collect();
-            for (worker, stream) in streams {
-                requests.next_id += 1;
-                let id = requests.next_id;
-                let request = wire::WorkerRequest {
-                    id,
-                    connector: None,
-                    r#type: 0,
-                    kind: Some(wire::worker_request::Kind::SetLogLevel(wire::SetLogLevel {
-                        logger: logger.to_string(),
-                        level: level.to_string(),
-                    })),
-                };
-                let (tx, rx) = oneshot::channel();
-                requests.pending.insert(id, tx);
-                if stream.try_send(Ok(request)).is_ok() {
-                    waiting.push((worker, id, rx));
-                } else {
-                    requests.pending.remove(&id);
-                }
-            }
-        }
+            let workers: Vec<String> = requests.streams.keys().cloned().collect();
+            workers
+                .into_iter()
+                .filter_map(|worker| {
+                    let request = log_level_request(logger.to_string(), level.to_string());
+                    let (id, rx) = requests.send(&worker, request)?;
+                    Some((worker, id, rx))
+                })
+                .collect()
+        };
         let mut applied = Vec::new();
         for (worker, id, rx) in waiting {
             match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
@@ -244,7 +249,7 @@ impl Cluster {
     pub async fn ask(
         &self,
         connector: &str,
-        mut request: wire::WorkerRequest,
+        request: wire::WorkerRequest,
     ) -> Result<wire::WorkerResponse, ApiError> {
         let candidates: Vec<String> = {
             let inner = self.inner.lock().await;
@@ -273,36 +278,21 @@ impl Cluster {
             }
             capable
         };
-        let (tx, rx) = oneshot::channel();
         let sent = {
             let mut requests = self.requests();
-            requests.next_id += 1;
-            request.id = requests.next_id;
-            requests.pending.insert(request.id, tx);
-            let mut sent = false;
-            for worker in &candidates {
-                let Some(stream) = requests.streams.get(worker) else {
-                    continue;
-                };
-                if stream.try_send(Ok(request.clone())).is_ok() {
-                    sent = true;
-                    break;
-                }
-            }
-            if !sent {
-                requests.pending.remove(&request.id);
-            }
-            sent
+            candidates
+                .iter()
+                .find_map(|worker| requests.send(worker, request.clone()))
         };
-        if !sent {
+        let Some((id, rx)) = sent else {
             return Err(ApiError::Unavailable(format!(
                 "no connected worker can run connector {connector}'s plugin to reach its offsets"
             )));
-        }
+        };
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(response)) => Ok(response),
             _ => {
-                self.requests().pending.remove(&request.id);
+                self.requests().pending.remove(&id);
                 Err(ApiError::Unavailable(format!(
                     "no worker answered within {REQUEST_TIMEOUT:?}"
                 )))

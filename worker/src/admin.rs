@@ -14,7 +14,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_request, worker_response};
 
+use crate::config_file::ConfigFile;
 use crate::offsets::OffsetStore;
+use crate::settings::ConnectorSettings;
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,7 +70,7 @@ async fn carry_out(
         )),
         Some(worker_request::Kind::ReadOffsets(_)) if sink => {
             let group = group_config(consumer_config, &name);
-            let topics = sink_topics(&config);
+            let topics = sink_topics(&name, &config);
             Ok(run_blocking(move || read_group(&group, topics?)).await?)
         }
         Some(worker_request::Kind::ReadOffsets(_)) => source_offsets(offsets, &name).await,
@@ -85,7 +87,7 @@ async fn carry_out(
                         .collect::<Result<Vec<_>, _>>()?,
                 )
             };
-            let topics = sink_topics(&config);
+            let topics = sink_topics(&name, &config);
             run_blocking(move || alter_group(&group, topics?, changes)).await?;
             Ok(Vec::new())
         }
@@ -165,25 +167,18 @@ fn group_config(consumer_config: &ClientConfig, connector: &str) -> ClientConfig
     config
 }
 
-/// The sink's subscription, from its `topics` (a list) or `topics.regex`.
-fn sink_topics(config: &BTreeMap<String, String>) -> Result<Subscription, Failure> {
-    if let Some(regex) = config.get("topics.regex").filter(|r| !r.trim().is_empty()) {
-        let regex = regex::Regex::new(&format!("^(?:{regex})$"))
-            .map_err(|e| Failure::Invalid(format!("topics.regex: {e}")))?;
-        return Ok(Subscription::Regex(regex));
+/// The sink's subscription, from its `topics` (a list) or `topics.regex`, read as the worker
+/// reads them when it runs the sink.
+fn sink_topics(name: &str, config: &BTreeMap<String, String>) -> Result<Subscription, Failure> {
+    let file = ConfigFile::from_values(format!("connector {name}"), config.clone());
+    let settings =
+        ConnectorSettings::from_file(&file).map_err(|e| Failure::Invalid(e.to_string()))?;
+    match settings.topics_regex {
+        Some(regex) => regex::Regex::new(&format!("^(?:{regex})$"))
+            .map(Subscription::Regex)
+            .map_err(|e| Failure::Invalid(format!("topics.regex: {e}"))),
+        None => Ok(Subscription::Topics(settings.topics)),
     }
-    Ok(Subscription::Topics(
-        config
-            .get("topics")
-            .map(|t| {
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-    ))
 }
 
 enum Subscription {

@@ -28,7 +28,9 @@ use crate::metrics::Counters;
 use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
 use crate::plugins::PluginRegistry;
 use crate::process::{ConnectorProcess, PluginCommand};
-use crate::runner::{consumer_config, producer_config, run_process, ConnectorSpec, WorkerContext};
+use crate::runner::{
+    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
+};
 use crate::settings::{ConnectorSettings, WorkerSettings};
 use crate::standalone::ConfigErrors;
 
@@ -263,7 +265,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         joined,
         background.clone(),
     ));
-    let flusher = tokio::spawn(flush_offsets(
+    let flusher = tokio::spawn(crate::offsets::flush_every(
         offsets.clone(),
         shared.ctx.flush_interval,
         background.clone(),
@@ -473,7 +475,7 @@ async fn handle_request(shared: &Shared, request: wire::WorkerRequest) -> wire::
                 Ok(()) => {
                     *levels = next;
                     tracing::info!(logger = %set.logger, level = %set.level, "logger level set by the controller");
-                    wire::worker_response::Result::Offsets(api::ConnectorOffsets::default())
+                    wire::worker_response::Result::Done(wire::Done {})
                 }
                 Err(e) => wire::worker_response::Result::Invalid(e),
             }
@@ -576,21 +578,6 @@ fn apply(
         None => {
             current.remove(&update.key);
             changed.remove(&update.key);
-        }
-    }
-}
-
-async fn flush_offsets(offsets: Arc<OffsetStore>, every: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(e) = offsets.flush().await {
-                    tracing::error!("write source offsets: {e:#}");
-                }
-            }
-            _ = stop.cancelled() => return,
         }
     }
 }
@@ -862,26 +849,16 @@ async fn plan(
     config: &wire::ConnectorConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let plan = client
-        .plan(proto::PlanRequest {
-            connector_class: spec.class.clone(),
-            config: spec.config.clone().into_iter().collect(),
-            max_tasks: spec.tasks_max,
-        })
-        .await
-        .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
-        .into_inner();
-    if plan.tasks.is_empty() {
-        bail!("the connector planned no tasks");
-    }
+    let tasks = plan_tasks(client, spec).await?;
     let request = wire::SubmitTaskConfigsRequest {
         worker_id: shared.worker_id.clone(),
         connector: config.name.clone(),
         config_version: config.config_version,
-        tasks: plan
-            .tasks
+        tasks: tasks
             .into_iter()
-            .map(|t| wire::TaskConfig { config: t.config })
+            .map(|config| wire::TaskConfig {
+                config: config.into_iter().collect(),
+            })
             .collect(),
         r#type: spec.kind as i32,
     };

@@ -301,6 +301,26 @@ pub async fn ensure_offsets_topic(
     }
 }
 
+/// Flushes `offsets` every `every` until `stop`; failures are logged and retried next time.
+pub async fn flush_every(
+    offsets: std::sync::Arc<OffsetStore>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = offsets.flush().await {
+                    tracing::error!("write source offsets: {e:#}");
+                }
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 impl KafkaOffsets {
     async fn write(&self, records: Vec<(String, Option<String>)>) -> anyhow::Result<()> {
         let sends = records.iter().map(|(key, value)| {

@@ -128,6 +128,30 @@ pub async fn run_connector(
     }
 }
 
+/// Asks the connector to split its config into at most `tasks.max` task configs.
+pub async fn plan_tasks(
+    client: &mut crate::process::Client,
+    spec: &ConnectorSpec,
+) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let plan = client
+        .plan(proto::PlanRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+            max_tasks: spec.tasks_max,
+        })
+        .await
+        .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
+        .into_inner();
+    if plan.tasks.is_empty() {
+        bail!("the connector planned no tasks");
+    }
+    Ok(plan
+        .tasks
+        .into_iter()
+        .map(|t| t.config.into_iter().collect())
+        .collect())
+}
+
 /// One life of the connector process. `Ok` means a clean stop. `tasks` are the task configs
 /// to run, by task id; `None` asks the connector to plan them (standalone mode). `running` is
 /// called with the process id once the tasks are started.
@@ -142,26 +166,12 @@ pub async fn run_process(
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
     let planned = match tasks {
         Some(tasks) => tasks,
-        None => {
-            let mut client = process.client.clone();
-            let plan = client
-                .plan(proto::PlanRequest {
-                    connector_class: spec.class.clone(),
-                    config: spec.config.clone().into_iter().collect(),
-                    max_tasks: spec.tasks_max,
-                })
-                .await
-                .map_err(|s| anyhow!("plan tasks: {}", s.message()))?
-                .into_inner();
-            if plan.tasks.is_empty() {
-                bail!("connector planned no tasks");
-            }
-            plan.tasks
-                .into_iter()
-                .enumerate()
-                .map(|(id, t)| (id as u32, t.config.into_iter().collect()))
-                .collect()
-        }
+        None => plan_tasks(&mut process.client.clone(), spec)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(id, config)| (id as u32, config))
+            .collect(),
     };
     tracing::info!(connector = %spec.name, pid = process.pid, tasks = planned.len(), "running");
 

@@ -138,7 +138,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     tracker.close();
 
     let background = CancellationToken::new();
-    let flusher = tokio::spawn(flush_offsets(
+    let flusher = tokio::spawn(crate::offsets::flush_every(
         offsets.clone(),
         worker.offset_flush_interval,
         background.clone(),
@@ -239,21 +239,6 @@ async fn build_spec(
         topics: settings.topics.clone(),
         topics_regex: settings.topics_regex.clone(),
     })
-}
-
-async fn flush_offsets(offsets: Arc<OffsetStore>, every: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(e) = offsets.flush().await {
-                    tracing::error!("write offsets: {e:#}");
-                }
-            }
-            _ = stop.cancelled() => return,
-        }
-    }
 }
 
 /// One line per connector: total records and bytes, and the rate since the last line.
