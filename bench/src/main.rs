@@ -189,6 +189,7 @@ fn spec(
             .map(|t| vec![t.clone()])
             .unwrap_or_default(),
         topics_regex: None,
+        restart: Default::default(),
         config: values,
         key_converter: string_converter(),
         value_converter: string_converter(),

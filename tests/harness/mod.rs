@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -340,12 +342,26 @@ impl Controller {
 
 /// `sluice worker --id ID --controller URL --kafka BOOTSTRAP WORKER_FILE` in `dir`.
 pub fn start_worker(dir: &Path, id: &str, controller_url: &str, kafka: &str) -> Sluice {
+    start_worker_with(dir, id, controller_url, kafka, "")
+}
+
+/// [`start_worker`] with `extra` lines in the worker file.
+pub fn start_worker_with(
+    dir: &Path,
+    id: &str,
+    controller_url: &str,
+    kafka: &str,
+    extra: &str,
+) -> Sluice {
+    let file = format!("worker-{id}.properties");
     std::fs::write(
-        dir.join("distributed.properties"),
-        "offset.flush.interval.ms=500\n\
-         producer.compression.type=lz4\n\
-         consumer.session.timeout.ms=6000\n\
-         consumer.heartbeat.interval.ms=500\n",
+        dir.join(&file),
+        format!(
+            "offset.flush.interval.ms=500\n\
+             producer.compression.type=lz4\n\
+             consumer.session.timeout.ms=6000\n\
+             consumer.heartbeat.interval.ms=500\n{extra}"
+        ),
     )
     .expect("write worker file");
     Sluice::start(
@@ -358,7 +374,7 @@ pub fn start_worker(dir: &Path, id: &str, controller_url: &str, kafka: &str) -> 
             controller_url,
             "--kafka",
             kafka,
-            "distributed.properties",
+            &file,
         ],
     )
 }

@@ -28,6 +28,7 @@ use crate::metrics::Counters;
 use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
 use crate::plugins::PluginRegistry;
 use crate::process::{ConnectorProcess, PluginCommand};
+use crate::restart::{Next, Restarts};
 use crate::runner::{
     consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
 };
@@ -37,10 +38,6 @@ use crate::standalone::ConfigErrors;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-const RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A run that lasted this long resets the restart backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How often a running task's newly used topics are looked for.
 const TOPICS_INTERVAL: Duration = Duration::from_millis(500);
 /// Status changes within this window go to the controller in one report.
@@ -149,6 +146,7 @@ impl Shared {
             value_converter: self.settings.converter("value", &file, &settings.values)?,
             topics: settings.topics.clone(),
             topics_regex: settings.topics_regex.clone(),
+            restart: settings.restart.clone(),
             config: settings.values,
         })
     }
@@ -743,8 +741,13 @@ async fn run_planning(
     config: wire::ConnectorConfig,
     stop: &CancellationToken,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut restarts = Restarts::new(match shared.spec(&config) {
+        Ok(spec) => spec.restart,
+        // The instance fails below with this error, naming the key.
+        Err(_) => Default::default(),
+    });
     loop {
+        let started = Instant::now();
         match connector_instance(shared, key, &config, stop).await {
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
@@ -752,15 +755,49 @@ async fn run_planning(
                 return;
             }
             Err(e) => {
-                tracing::error!(connector = %config.name, "connector failed, restarting in {backoff:?}: {e:#}");
-                shared.report(key, api::State::Failed, format!("{e:#}"));
+                if !restart_after(shared, key, &mut restarts, e, started, stop).await {
+                    return;
+                }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return,
+    }
+}
+
+/// After a unit's failure: RESTARTING with the failure as its trace while the restart delay
+/// runs (true: run it again), or FAILED past the restart limit or on a fatal error until the
+/// unit is stopped (false). A manual restart replaces the unit, and with it the count.
+async fn restart_after(
+    shared: &Shared,
+    key: &UnitKey,
+    restarts: &mut Restarts,
+    error: anyhow::Error,
+    started: Instant,
+    stop: &CancellationToken,
+) -> bool {
+    let unit = match key.1 {
+        Some(task) => format!("task {task}"),
+        None => "connector".into(),
+    };
+    match restarts.on_failure(&error, started.elapsed()) {
+        Next::Restart { delay, attempt } => {
+            let limit = restarts.limit();
+            tracing::error!(connector = %key.0, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error:#}");
+            shared.report(
+                key,
+                api::State::Restarting,
+                format!("restart {attempt} of {limit} in {delay:?} after: {error:#}"),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => true,
+                _ = stop.cancelled() => false,
+            }
         }
-        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        Next::GiveUp(why) => {
+            tracing::error!(connector = %key.0, "{unit} FAILED ({why}): {error:#}");
+            shared.report(key, api::State::Failed, format!("{why}: {error:#}"));
+            stop.cancelled().await;
+            false
+        }
     }
 }
 
@@ -911,7 +948,7 @@ async fn run_task(
     };
     let counters = Arc::new(Counters::default());
     let task_config: BTreeMap<String, String> = task.config.into_iter().collect();
-    let mut backoff = RESTART_BACKOFF_INITIAL;
+    let mut restarts = Restarts::new(spec.restart.clone());
     loop {
         let started = Instant::now();
         let run = run_process(
@@ -947,18 +984,10 @@ async fn run_task(
                 return;
             }
             Err(e) => {
-                if started.elapsed() > HEALTHY_RUN {
-                    backoff = RESTART_BACKOFF_INITIAL;
+                if !restart_after(shared, key, &mut restarts, e, started, stop).await {
+                    return;
                 }
-                tracing::error!(connector = %spec.name, task = task.task, "task failed, restarting in {backoff:?}: {e:#}");
-                shared.report(key, api::State::Failed, format!("{e:#}"));
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return,
-        }
-        shared.report(key, api::State::Restarting, "");
-        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
     }
 }

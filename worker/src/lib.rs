@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod plugins;
 pub mod process;
+pub mod restart;
 pub mod runner;
 pub mod settings;
 mod sink;

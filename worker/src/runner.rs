@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use rdkafka::config::ClientConfig;
 use sluice_proto::connector::v1::{self as proto, ConnectorType};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,13 +17,10 @@ use crate::converter::Converter;
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::{ConnectorProcess, PluginCommand};
+use crate::restart::{Next, RestartPolicy, Restarts};
 use crate::sink::SinkTaskRunner;
 use crate::source::SourceTaskRunner;
 
-const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A run that lasted this long resets the backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How long tasks get to drain and commit on a clean stop.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -39,6 +37,7 @@ pub struct ConnectorSpec {
     pub value_converter: Converter,
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
+    pub restart: RestartPolicy,
 }
 
 /// What every connector on this worker shares.
@@ -97,34 +96,39 @@ fn client_config(
     config
 }
 
-/// Runs a connector until `stop`, restarting it with backoff after failures.
+/// Runs a connector until `stop`, restarting it after failures as its restart policy says.
+/// Past the restart limit the connector stays failed (logged) until the process restarts.
 pub async fn run_connector(
     spec: ConnectorSpec,
     ctx: WorkerContext,
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_INITIAL;
+    let mut restarts = Restarts::new(spec.restart.clone());
     while !stop.is_cancelled() {
         let started = Instant::now();
-        match run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
+        let e = match run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
             Ok(()) => return,
-            Err(e) => {
-                if stop.is_cancelled() {
-                    tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
-                    return;
-                }
-                if started.elapsed() > HEALTHY_RUN {
-                    backoff = BACKOFF_INITIAL;
-                }
-                tracing::error!(connector = %spec.name, "connector failed, restarting in {backoff:?}: {e:#}");
+            Err(e) if stop.is_cancelled() => {
+                tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
+                return;
             }
-        }
+            Err(e) => e,
+        };
+        let delay = match restarts.on_failure(&e, started.elapsed()) {
+            Next::Restart { delay, attempt } => {
+                tracing::error!(connector = %spec.name, "connector failed, restart {attempt} of {} in {delay:?}: {e:#}", restarts.limit());
+                delay
+            }
+            Next::GiveUp(why) => {
+                tracing::error!(connector = %spec.name, "connector FAILED ({why}): {e:#}");
+                return;
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -152,9 +156,12 @@ pub async fn plan_tasks(
         .collect())
 }
 
+/// Tells `run_process` that a task opened. Unbounded: one message per task and run.
+pub type OpenedSender = mpsc::UnboundedSender<u32>;
+
 /// One life of the connector process. `Ok` means a clean stop. `tasks` are the task configs
 /// to run, by task id; `None` asks the connector to plan them (standalone mode). `running` is
-/// called with the process id once the tasks are started.
+/// called with the process id once every task has opened.
 pub async fn run_process(
     spec: &ConnectorSpec,
     ctx: &WorkerContext,
@@ -179,6 +186,8 @@ pub async fn run_process(
     consumer_config.set("group.id", format!("connect-{}", spec.name));
     let tasks_stop = stop.child_token();
     let mut tasks = JoinSet::new();
+    let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
+    let mut unopened = planned.len();
     for (id, config) in planned {
         let client = process.client.clone();
         let token = tasks_stop.clone();
@@ -196,6 +205,7 @@ pub async fn run_process(
                     topics_regex: spec.topics_regex.clone(),
                     flush_interval: ctx.flush_interval,
                     counters: counters.clone(),
+                    opened: opened_tx.clone(),
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }
@@ -210,19 +220,27 @@ pub async fn run_process(
                     producer_config: ctx.producer_config.clone(),
                     offsets: ctx.offsets.clone(),
                     counters: counters.clone(),
+                    opened: opened_tx.clone(),
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }
         }
     }
+    drop(opened_tx);
 
-    running(process.pid);
+    let mut running = Some(running);
     let mut failure: Option<anyhow::Error> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {
         let deadline = stop_deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
         tokio::select! {
+            Some(_) = opened_rx.recv(), if unopened > 0 => {
+                unopened -= 1;
+                if let (0, Some(running)) = (unopened, running.take()) {
+                    running(process.pid);
+                }
+            }
             reason = process.exited(), if failure.is_none() => {
                 failure = Some(anyhow!("{reason}"));
                 tasks_stop.cancel();

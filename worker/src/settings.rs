@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config_file::{ConfigError, ConfigFile};
 use crate::converter::Converter;
+use crate::restart::RestartPolicy;
 
 /// Worker keys Sluice uses.
 /// Kafka Connect's default `offset.flush.interval.ms`.
@@ -192,6 +193,7 @@ pub struct ConnectorSettings {
     /// Sink subscription: a list of topics or a regex.
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
+    pub restart: RestartPolicy,
     /// The whole configuration, as given to the connector.
     pub values: BTreeMap<String, String>,
 }
@@ -241,12 +243,34 @@ impl ConnectorSettings {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        let defaults = RestartPolicy::default();
+        let restart = RestartPolicy {
+            max_restarts: match file.get("restart.max.attempts").map(str::trim) {
+                None => defaults.max_restarts,
+                Some("-1") => None,
+                Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                    file.error(
+                        "restart.max.attempts",
+                        format!("invalid value {v:?}: expected -1 (no limit) or an integer of at least 0"),
+                    )
+                })?),
+            },
+            backoff_initial: millis(file, "restart.backoff.initial.ms", defaults.backoff_initial)?,
+            backoff_max: millis(file, "restart.backoff.max.ms", defaults.backoff_max)?,
+        };
+        if restart.backoff_max < restart.backoff_initial {
+            return Err(file.error(
+                "restart.backoff.max.ms",
+                "must not be less than restart.backoff.initial.ms",
+            ));
+        }
         Ok(ConnectorSettings {
             name,
             class,
             tasks_max,
             topics,
             topics_regex,
+            restart,
             values: file.values().clone(),
         })
     }
@@ -266,6 +290,19 @@ impl ConnectorSettings {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// A duration in milliseconds (a non-negative integer), or `default` when the key is absent.
+fn millis(file: &ConfigFile, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match file.get(key).map(str::trim) {
+        None => Ok(default),
+        Some(v) => v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
+            file.error(
+                key,
+                format!("invalid value {v:?}: expected a number of milliseconds"),
+            )
+        }),
     }
 }
 

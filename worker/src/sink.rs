@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::converter::Converter;
 use crate::metrics::Counters;
 use crate::process::Client;
+use crate::restart::task_error;
+use crate::runner::OpenedSender;
 
 const MAX_BATCH_RECORDS: usize = 8192;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -41,6 +43,8 @@ pub struct SinkTaskRunner {
     pub topics_regex: Option<String>,
     pub flush_interval: Duration,
     pub counters: Arc<Counters>,
+    /// Told the task id once the connector opened the task.
+    pub opened: OpenedSender,
 }
 
 /// Records polled and converted, with the next offset per partition they reach.
@@ -112,10 +116,12 @@ impl SinkTaskRunner {
         match responses.message().await {
             Ok(Some(proto::SinkResponse {
                 kind: Some(sink_response::Kind::Opened(_)),
-            })) => {}
+            })) => {
+                let _ = self.opened.send(self.task_id);
+            }
             Ok(Some(proto::SinkResponse {
                 kind: Some(sink_response::Kind::Error(e)),
-            })) => bail!("task failed to start: {}", e.message),
+            })) => return Err(task_error("task failed to start", e)),
             Ok(_) => bail!("connector did not open the sink stream"),
             Err(s) => bail!("open sink stream: {}", s.message()),
         }
@@ -161,7 +167,7 @@ impl SinkTaskRunner {
                         }
                         sink_response::Kind::Stopped(_) => return Ok(()),
                         sink_response::Kind::Error(e) => {
-                            bail!("task failed: {}{}", e.message, if e.trace.is_empty() { String::new() } else { format!("\n{}", e.trace) });
+                            return Err(task_error("task failed", e));
                         }
                         sink_response::Kind::Opened(_) => {}
                     },

@@ -22,6 +22,8 @@ use crate::converter::Converter;
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
+use crate::restart::task_error;
+use crate::runner::OpenedSender;
 
 /// Records and bytes the connector may have in flight towards the producer.
 const CREDIT_RECORDS: u64 = 50_000;
@@ -40,6 +42,8 @@ pub struct SourceTaskRunner {
     pub producer_config: ClientConfig,
     pub offsets: Arc<OffsetStore>,
     pub counters: Arc<Counters>,
+    /// Told the task id once the connector opened the task.
+    pub opened: OpenedSender,
 }
 
 /// A batch handed to the producer and not yet fully acknowledged.
@@ -205,10 +209,12 @@ impl SourceTaskRunner {
         match responses.message().await {
             Ok(Some(proto::SourceResponse {
                 kind: Some(source_response::Kind::Opened(_)),
-            })) => {}
+            })) => {
+                let _ = self.opened.send(self.task_id);
+            }
             Ok(Some(proto::SourceResponse {
                 kind: Some(source_response::Kind::Error(e)),
-            })) => bail!("task failed to start: {}", e.message),
+            })) => return Err(task_error("task failed to start", e)),
             Ok(_) => bail!("connector did not open the source stream"),
             Err(s) => bail!("open source stream: {}", s.message()),
         }
@@ -244,7 +250,7 @@ impl SourceTaskRunner {
                         }
                         source_response::Kind::Stopped(_) => return Ok(()),
                         source_response::Kind::Error(e) => {
-                            bail!("task failed: {}{}", e.message, if e.trace.is_empty() { String::new() } else { format!("\n{}", e.trace) });
+                            return Err(task_error("task failed", e));
                         }
                         source_response::Kind::Opened(_) => {}
                     },

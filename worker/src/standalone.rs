@@ -238,6 +238,7 @@ async fn build_spec(
         value_converter,
         topics: settings.topics.clone(),
         topics_regex: settings.topics_regex.clone(),
+        restart: settings.restart.clone(),
     })
 }
 

@@ -18,6 +18,7 @@ const COUNT: &str = "count";
 const RATE: &str = "rate";
 const KEY_CARDINALITY: &str = "key.cardinality";
 const LABELS_FILE: &str = "labels.file";
+const CRASH_FILE: &str = "fault.crash.file";
 /// Set by `plan` from `labels.file`: the task's line of that file.
 const TASK_LABEL: &str = "datagen.label";
 /// Set by `plan` on each task: its index and the number of tasks.
@@ -92,6 +93,11 @@ impl Connector for DatagenSource {
             ConfigDefBuilder::new(LABELS_FILE, ConfigType::String)
                 .default_value("")
                 .doc("A file of labels, one per line: task i's config carries line i, and a change of the file asks the worker to plan the tasks again (task reconfiguration)")
+                .build(),
+            ConfigDefBuilder::new(CRASH_FILE, ConfigType::String)
+                .default_value("")
+                .importance(Importance::Low)
+                .doc("Fault injection: while this file exists, a task's process exits abruptly (status 70) at its next poll")
                 .build(),
         ]
     }
@@ -188,6 +194,7 @@ struct DatagenTask {
     rate: f64,
     cardinality: u64,
     partition: Option<Arc<str>>,
+    crash_file: Option<String>,
     next_seq: u64,
     started: Option<(Instant, u64)>,
 }
@@ -203,6 +210,10 @@ impl SourceTask for DatagenTask {
         self.count = Some(config.parse_or(COUNT, 0u64)?).filter(|&c| c > 0);
         self.rate = config.parse_or(RATE, 0.0)?;
         self.cardinality = config.parse_or(KEY_CARDINALITY, 1000)?;
+        self.crash_file = config
+            .get(CRASH_FILE)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
         let partition = serde_json::json!({ "datagen.task": self.task }).to_string();
         if let Some(offset) = ctx.offset(&partition) {
             let last = offset
@@ -216,6 +227,15 @@ impl SourceTask for DatagenTask {
     }
 
     async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError> {
+        if let Some(path) = &self.crash_file {
+            if std::path::Path::new(path).exists() {
+                eprintln!(
+                    "datagen task {}: {path} exists; crashing as asked",
+                    self.task
+                );
+                std::process::exit(70);
+            }
+        }
         let mut n = max_records as u64;
         if let Some(count) = self.count {
             n = n.min(count.saturating_sub(self.next_seq));
