@@ -141,7 +141,9 @@ fn killed_connector_processes_are_restarted_without_loss() {
     let (missing, duplicates, out_of_order) = verify(&input, &output);
     eprintln!("after killing connectors: {duplicates} duplicated lines");
     assert_eq!((missing, out_of_order), (0, 0));
-    assert!(sluice.output().contains("connector failed, restarting"));
+    assert!(sluice
+        .output()
+        .contains("connector failed, restart 1 of 10 in "));
 }
 
 /// Runs standalone on files that must be refused; returns (exit code, output).

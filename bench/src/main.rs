@@ -190,6 +190,7 @@ fn spec(
             .unwrap_or_default(),
         topics_regex: None,
         restart: Default::default(),
+        transactions: None,
         config: values,
         key_converter: string_converter(),
         value_converter: string_converter(),

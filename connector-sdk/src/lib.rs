@@ -70,6 +70,18 @@ impl Reconfigure {
 /// A connector that brings data from an external system into Kafka.
 pub trait SourceConnector: Connector {
     fn task(&self) -> Box<dyn SourceTask>;
+
+    /// Whether the tasks can run exactly-once: every record carries the source offset that
+    /// resumes right after it, so records committed with their offsets are never read again.
+    fn exactly_once_support(&self) -> proto::ExactlyOnceSupport {
+        proto::ExactlyOnceSupport::Unspecified
+    }
+
+    /// Whether the tasks mark transaction boundaries themselves
+    /// ([`SourceRecord::transaction`]), for `transaction.boundary=connector`.
+    fn defines_transaction_boundaries(&self) -> bool {
+        false
+    }
 }
 
 /// A connector that writes Kafka records to an external system.

@@ -164,6 +164,14 @@ impl ConnectorRpc for Service {
                     } as i32,
                     version: info.version().to_string(),
                     documentation: info.documentation().to_string(),
+                    exactly_once: match entry {
+                        ConnectorEntry::Source(c) => c.exactly_once_support(),
+                        ConnectorEntry::Sink(_) => proto::ExactlyOnceSupport::Unspecified,
+                    } as i32,
+                    defines_transaction_boundaries: match entry {
+                        ConnectorEntry::Source(c) => c.defines_transaction_boundaries(),
+                        ConnectorEntry::Sink(_) => false,
+                    },
                 }
             })
             .collect();
@@ -544,6 +552,7 @@ fn encode_batch(
             value: Some(record.value),
             headers: record.headers,
             timestamp_ms: record.timestamp_ms,
+            transaction: record.transaction as i32,
         });
     }
     let positions = partitions

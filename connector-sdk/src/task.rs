@@ -90,6 +90,9 @@ pub struct SourceRecord {
     pub value: Data,
     pub headers: Vec<Header>,
     pub timestamp_ms: Option<i64>,
+    /// With `transaction.boundary=connector`: commit or abort the open transaction after this
+    /// record.
+    pub transaction: proto::TransactionBoundary,
 }
 
 /// A running source task. The SDK calls `poll` only while the worker has granted credit, and

@@ -491,6 +491,7 @@ impl Cluster {
             }
             let sent = wire::Assignment {
                 generation,
+                cluster_id: self.cluster_id.clone(),
                 ..message.clone()
             };
             if stream.try_send(Ok(sent)).is_ok() {
@@ -583,6 +584,7 @@ fn assignment_for(
         connectors,
         planning,
         tasks,
+        cluster_id: String::new(),
     }
 }
 

@@ -1005,7 +1005,10 @@ impl WorkerControl for Api {
         request: Request<wire::HeartbeatRequest>,
     ) -> ApiResult<wire::HeartbeatResponse> {
         let known = self.cluster.heartbeat(&request.get_ref().worker_id).await;
-        ok(wire::HeartbeatResponse { rejoin: !known })
+        ok(wire::HeartbeatResponse {
+            rejoin: !known,
+            worker_timeout_ms: self.cluster.worker_timeout.as_millis() as u64,
+        })
     }
 
     async fn report_status(

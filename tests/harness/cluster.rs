@@ -275,6 +275,8 @@ pub struct Verified {
     pub tasks: usize,
     /// Distinct (task, sequence number) pairs.
     pub unique: usize,
+    /// Duplicated sequence numbers as (task, first, last) ranges, for the failure message.
+    pub duplicated_ranges: Vec<(u32, u64, u64)>,
 }
 
 /// Reads every record of `topic` (committed ones only when `read_committed`) and counts, per
@@ -347,6 +349,14 @@ pub fn verify(
         let list = seqs.get(&task).map(Vec::as_slice).unwrap_or_default();
         let unique: BTreeSet<u64> = list.iter().copied().collect();
         verified.duplicates += list.len() - unique.len();
+        let mut sorted = list.to_vec();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2).filter(|w| w[0] == w[1]) {
+            match verified.duplicated_ranges.last_mut() {
+                Some((t, _, last)) if *t == task && *last + 1 >= pair[0] => *last = pair[0],
+                _ => verified.duplicated_ranges.push((task, pair[0], pair[0])),
+            }
+        }
         verified.unique += unique.len();
         let end = match expected.and_then(|e| e.get(task as usize)) {
             Some(&count) => count,

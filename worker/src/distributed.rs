@@ -24,15 +24,17 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::admin;
 use crate::config_file::ConfigFile;
+use crate::lease::Lease;
 use crate::metrics::Counters;
 use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
 use crate::plugins::PluginRegistry;
 use crate::process::{ConnectorProcess, PluginCommand};
-use crate::restart::{Next, Restarts};
+use crate::restart::{Fatal, Next, Restarts};
 use crate::runner::{
-    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
+    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, Transactions,
+    WorkerContext,
 };
-use crate::settings::{ConnectorSettings, WorkerSettings};
+use crate::settings::{ConnectorSettings, TransactionBoundary, WorkerSettings};
 use crate::standalone::ConfigErrors;
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -86,6 +88,9 @@ struct Shared {
     statuses: mpsc::UnboundedSender<StatusUpdate>,
     log_control: Option<LogControl>,
     levels: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The controller's cluster id, from the first assignment.
+    cluster_id: std::sync::OnceLock<String>,
+    lease: Arc<Lease>,
 }
 
 type UnitKey = (String, Option<u32>);
@@ -115,6 +120,56 @@ impl Shared {
             key: key.clone(),
             state: Some((state, trace.into(), topics)),
         });
+    }
+
+    /// Exactly-once settings of a source connector on this worker, checked against what the
+    /// connector declares.
+    fn transactions(
+        &self,
+        settings: &ConnectorSettings,
+        kind: ConnectorType,
+        class: &proto::ConnectorClass,
+    ) -> anyhow::Result<Option<Transactions>> {
+        if kind != ConnectorType::Source {
+            return Ok(None);
+        }
+        if !self.settings.exactly_once_source {
+            if settings.exactly_once_required {
+                return Err(Fatal(format!(
+                    "exactly.once.support=required, but worker {} runs with exactly.once.source.support disabled",
+                    self.worker_id
+                ))
+                .into());
+            }
+            return Ok(None);
+        }
+        if settings.exactly_once_required
+            && class.exactly_once() != proto::ExactlyOnceSupport::Supported
+        {
+            return Err(Fatal(format!(
+                "exactly.once.support=required, but connector {} does not declare exactly-once support",
+                class.class_name
+            ))
+            .into());
+        }
+        if settings.transaction_boundary == TransactionBoundary::Connector
+            && !class.defines_transaction_boundaries
+        {
+            return Err(Fatal(format!(
+                "transaction.boundary=connector, but connector {} does not define transaction boundaries",
+                class.class_name
+            ))
+            .into());
+        }
+        let cluster = self.cluster_id.get().map_or("sluice", String::as_str);
+        Ok(Some(Transactions {
+            id_prefix: format!("{cluster}-{}", settings.name),
+            boundary: settings.transaction_boundary,
+            interval: settings
+                .transaction_interval
+                .unwrap_or(self.settings.offset_flush_interval),
+            lease: self.lease.clone(),
+        }))
     }
 
     /// Resolves a connector config from the controller into what the runner needs.
@@ -147,6 +202,7 @@ impl Shared {
             topics: settings.topics.clone(),
             topics_regex: settings.topics_regex.clone(),
             restart: settings.restart.clone(),
+            transactions: self.transactions(&settings, kind, class)?,
             config: settings.values,
         })
     }
@@ -216,6 +272,8 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     )?);
     let (statuses, status_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        cluster_id: std::sync::OnceLock::new(),
+        lease: Arc::default(),
         worker_id: options.worker_id.clone(),
         client,
         ctx: WorkerContext {
@@ -339,7 +397,7 @@ fn config_key(def: &proto::ConfigDef) -> api::ConfigKey {
 async fn control(
     shared: Arc<Shared>,
     join: wire::JoinRequest,
-    assignments: watch::Sender<Option<wire::Assignment>>,
+    assignments: watch::Sender<Option<(u64, wire::Assignment)>>,
     generation: Arc<AtomicU64>,
     joined: Arc<Notify>,
     stop: CancellationToken,
@@ -360,6 +418,7 @@ async fn control(
                     tracing::info!(worker = %shared.worker_id, "joined the controller");
                 }
                 backoff = Duration::from_millis(100);
+                let join = shared.lease.joined();
                 joined.notify_one();
                 let mut stream = response.into_inner();
                 let request = wire::RequestsRequest {
@@ -386,7 +445,7 @@ async fn control(
                                     tasks = a.tasks.len(),
                                     "assignment"
                                 );
-                                assignments.send_replace(Some(a));
+                                assignments.send_replace(Some((join, a)));
                             }
                             Ok(None) => {
                                 tracing::warn!("the controller closed the assignment stream");
@@ -415,12 +474,15 @@ async fn control(
                                 worker_id: shared.worker_id.clone(),
                                 generation: generation.load(Ordering::Relaxed),
                             };
+                            let sent = tokio::time::Instant::now();
                             let beat = tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(request)).await;
                             if let Ok(Ok(r)) = beat {
-                                if r.into_inner().rejoin {
+                                let r = r.into_inner();
+                                if r.rejoin {
                                     tracing::warn!("the controller no longer knows this worker; rejoining");
                                     break;
                                 }
+                                shared.lease.renew(sent, Duration::from_millis(r.worker_timeout_ms));
                             }
                         }
                         _ = stop.cancelled() => return,
@@ -599,7 +661,7 @@ enum Work {
 /// and committed. On `shutdown`, stops everything and waits.
 async fn supervise(
     shared: Arc<Shared>,
-    mut assignments: watch::Receiver<Option<wire::Assignment>>,
+    mut assignments: watch::Receiver<Option<(u64, wire::Assignment)>>,
     shutdown: CancellationToken,
 ) {
     let mut units: BTreeMap<UnitKey, Running> = BTreeMap::new();
@@ -608,9 +670,14 @@ async fn supervise(
             changed = assignments.changed() => if changed.is_err() { break },
             _ = shutdown.cancelled() => break,
         }
-        let Some(assignment) = assignments.borrow_and_update().clone() else {
+        let Some((join, assignment)) = assignments.borrow_and_update().clone() else {
             continue;
         };
+        if !assignment.cluster_id.is_empty() {
+            shared
+                .cluster_id
+                .get_or_init(|| assignment.cluster_id.clone());
+        }
         let desired = desired_units(&assignment);
         let mut previous: BTreeMap<UnitKey, JoinHandle<()>> = BTreeMap::new();
         let stale: Vec<UnitKey> = units
@@ -658,6 +725,8 @@ async fn supervise(
                 let _ = handle.await;
             });
         }
+        // Whatever moved away is told to stop: the lease may say "yours" again.
+        shared.lease.applied(join);
     }
     tracing::info!("stopping: draining tasks and committing offsets");
     for unit in units.values() {

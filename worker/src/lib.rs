@@ -7,6 +7,7 @@ pub mod converter;
 pub mod distributed;
 pub mod embedded;
 mod json;
+pub mod lease;
 pub mod metrics;
 pub mod offsets;
 pub mod plugins;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -106,6 +107,10 @@ impl OffsetStore {
         // librdkafka wants a group even for assigned partitions; this one never joins or
         // commits.
         consumer_config.set("group.id", "sluice-offsets-reader");
+        // Offsets written in an aborted transaction never count; the end of a partition is
+        // then past its last record (a commit marker), so ends are found by EOF too.
+        consumer_config.set("isolation.level", "read_committed");
+        consumer_config.set("enable.partition.eof", "true");
         Ok(OffsetStore {
             backend: Backend::Kafka(KafkaOffsets {
                 topic: topic.to_string(),
@@ -172,6 +177,28 @@ impl OffsetStore {
             }
         }
         Ok(self.local_positions(connector))
+    }
+
+    /// The offsets topic, when offsets live in Kafka.
+    pub fn kafka_topic(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Kafka(kafka) => Some(&kafka.topic),
+            _ => None,
+        }
+    }
+
+    /// Records positions that are already durable (written to the offsets topic in a
+    /// transaction with their records): nothing is left to flush.
+    pub fn committed_durably<'a>(
+        &self,
+        connector: &str,
+        positions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        let mut state = self.lock();
+        let entry = state.file.offsets.entry(connector.to_string()).or_default();
+        for (partition, offset) in positions {
+            entry.insert(partition.to_string(), offset.to_string());
+        }
     }
 
     pub fn commit<'a>(
@@ -340,7 +367,7 @@ impl KafkaOffsets {
 }
 
 /// Kafka Connect's offsets key: `["<connector>",<partition JSON>]`.
-fn record_key(connector: &str, partition: &str) -> String {
+pub fn record_key(connector: &str, partition: &str) -> String {
     format!(
         "[{},{partition}]",
         serde_json::Value::String(connector.to_string())
@@ -393,6 +420,20 @@ fn read_to_end(config: &ClientConfig, topic: &str) -> anyhow::Result<Vec<OffsetR
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // At the end of what is committed: done once that passes the end we started
+                // with (an open transaction of another task holds it back until it ends).
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|list| list.find_partition(topic, p)?.offset().to_raw());
+                if ends
+                    .get(&p)
+                    .is_some_and(|&end| position.is_some_and(|at| at >= end))
+                {
+                    ends.remove(&p);
+                }
+            }
             Some(Err(e)) => bail!("read offsets topic {topic}: {e}"),
             Some(Ok(m)) => {
                 records.push((

@@ -14,10 +14,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::converter::Converter;
+use crate::lease::Lease;
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::{ConnectorProcess, PluginCommand};
 use crate::restart::{Next, RestartPolicy, Restarts};
+use crate::settings::TransactionBoundary;
 use crate::sink::SinkTaskRunner;
 use crate::source::SourceTaskRunner;
 
@@ -38,6 +40,21 @@ pub struct ConnectorSpec {
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
+    /// Set on an exactly-once worker for a source connector: tasks run in transactions.
+    pub transactions: Option<Transactions>,
+}
+
+/// How the tasks of a source connector run their transactions on an exactly-once worker.
+#[derive(Clone)]
+pub struct Transactions {
+    /// `<cluster id>-<connector>`: a task's `transactional.id` is this, `-`, its task id, so
+    /// a task that starts anywhere fences every earlier instance of itself.
+    pub id_prefix: String,
+    pub boundary: TransactionBoundary,
+    /// Commit period with [`TransactionBoundary::Interval`].
+    pub interval: Duration,
+    /// The worker's lease on its assignment: a task commits only while it holds.
+    pub lease: Arc<Lease>,
 }
 
 /// What every connector on this worker shares.
@@ -221,6 +238,7 @@ pub async fn run_process(
                     offsets: ctx.offsets.clone(),
                     counters: counters.clone(),
                     opened: opened_tx.clone(),
+                    transactions: spec.transactions.clone(),
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }

@@ -24,6 +24,7 @@ const WORKER_KEYS: &[&str] = &[
     "offset.storage.replication.factor",
     "offset.flush.interval.ms",
     "plugin.path",
+    "exactly.once.source.support",
 ];
 
 /// Prefixes of worker keys passed on: client overrides and converter settings.
@@ -58,7 +59,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "metrics.sample.window.ms",
     "metric.reporters",
     "topic.creation.enable",
-    "exactly.once.source.support",
     "group.id",
     "config.storage.topic",
     "config.storage.replication.factor",
@@ -75,6 +75,8 @@ pub struct WorkerSettings {
     pub offset_file: Option<PathBuf>,
     pub offset_flush_interval: Duration,
     pub plugin_path: Vec<PathBuf>,
+    /// `exactly.once.source.support=enabled`: source tasks run in transactions.
+    pub exactly_once_source: bool,
     /// Every key as given, for converter and client settings.
     pub values: BTreeMap<String, String>,
 }
@@ -123,7 +125,18 @@ impl WorkerSettings {
                     .collect()
             })
             .unwrap_or_default();
+        let exactly_once_source = match file.get("exactly.once.source.support").map(str::trim) {
+            None | Some("disabled") | Some("preparing") => false,
+            Some("enabled") => true,
+            Some(v) => {
+                return Err(file.error(
+                    "exactly.once.source.support",
+                    format!("invalid value {v:?}: expected disabled, preparing or enabled"),
+                ))
+            }
+        };
         let settings = WorkerSettings {
+            exactly_once_source,
             bootstrap_servers,
             offset_file: file
                 .get("offset.storage.file.filename")
@@ -184,6 +197,18 @@ impl WorkerSettings {
     }
 }
 
+/// When an exactly-once source task commits its transaction (Kafka Connect's
+/// `transaction.boundary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionBoundary {
+    /// After every batch the connector polled.
+    Poll,
+    /// Every `transaction.boundary.interval.ms`.
+    Interval,
+    /// Where the connector marks it.
+    Connector,
+}
+
 /// What the worker itself reads from a connector configuration.
 #[derive(Debug, Clone)]
 pub struct ConnectorSettings {
@@ -194,6 +219,11 @@ pub struct ConnectorSettings {
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
+    /// `exactly.once.support=required`: refuse to run unless exactly-once is possible.
+    pub exactly_once_required: bool,
+    pub transaction_boundary: TransactionBoundary,
+    /// `transaction.boundary.interval.ms`; the worker's offset flush interval when absent.
+    pub transaction_interval: Option<Duration>,
     /// The whole configuration, as given to the connector.
     pub values: BTreeMap<String, String>,
 }
@@ -264,6 +294,42 @@ impl ConnectorSettings {
                 "must not be less than restart.backoff.initial.ms",
             ));
         }
+        let exactly_once_required = match file.get("exactly.once.support").map(str::trim) {
+            None | Some("requested") => false,
+            Some("required") => true,
+            Some(v) => {
+                return Err(file.error(
+                    "exactly.once.support",
+                    format!("invalid value {v:?}: expected requested or required"),
+                ))
+            }
+        };
+        let transaction_boundary = match file.get("transaction.boundary").map(str::trim) {
+            None | Some("poll") => TransactionBoundary::Poll,
+            Some("interval") => TransactionBoundary::Interval,
+            Some("connector") => TransactionBoundary::Connector,
+            Some(v) => {
+                return Err(file.error(
+                    "transaction.boundary",
+                    format!("invalid value {v:?}: expected poll, interval or connector"),
+                ))
+            }
+        };
+        let transaction_interval = match file.get("transaction.boundary.interval.ms") {
+            None => None,
+            Some(_) if transaction_boundary != TransactionBoundary::Interval => {
+                return Err(file.error(
+                    "transaction.boundary.interval.ms",
+                    "only used with transaction.boundary=interval",
+                ))
+            }
+            Some(_) => Some(millis(
+                file,
+                "transaction.boundary.interval.ms",
+                Duration::ZERO,
+            )?)
+            .filter(|d| !d.is_zero()),
+        };
         Ok(ConnectorSettings {
             name,
             class,
@@ -271,6 +337,9 @@ impl ConnectorSettings {
             topics,
             topics_regex,
             restart,
+            exactly_once_required,
+            transaction_boundary,
+            transaction_interval,
             values: file.values().clone(),
         })
     }

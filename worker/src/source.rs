@@ -2,7 +2,7 @@
 //! into an idempotent producer, positions committed only once Kafka acknowledged every record
 //! of a batch and of all batches before it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +22,9 @@ use crate::converter::Converter;
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
-use crate::restart::task_error;
-use crate::runner::OpenedSender;
+use crate::restart::{task_error, Fatal};
+use crate::runner::{OpenedSender, Transactions};
+use crate::settings::TransactionBoundary;
 
 /// Records and bytes the connector may have in flight towards the producer.
 const CREDIT_RECORDS: u64 = 50_000;
@@ -44,6 +45,8 @@ pub struct SourceTaskRunner {
     pub counters: Arc<Counters>,
     /// Told the task id once the connector opened the task.
     pub opened: OpenedSender,
+    /// On an exactly-once worker: records and their offsets are committed in transactions.
+    pub transactions: Option<Transactions>,
 }
 
 /// A batch handed to the producer and not yet fully acknowledged.
@@ -138,6 +141,24 @@ impl ProducerContext for DeliveryContext {
 
 type Sender = mpsc::Sender<proto::SourceRequest>;
 
+/// Hands a record to the producer, waiting while its queue is full.
+async fn send_with_backpressure<'a>(
+    producer: &ThreadedProducer<DeliveryContext>,
+    mut record: BaseRecord<'a, [u8], [u8], usize>,
+    topic: &str,
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => bail!("produce to {topic}: {e}"),
+        }
+    }
+}
+
 async fn send(tx: &Sender, kind: source_request::Kind) {
     // A closed stream is noticed on the response side; nothing to do here.
     let _ = tx.send(proto::SourceRequest { kind: Some(kind) }).await;
@@ -147,34 +168,20 @@ impl SourceTaskRunner {
     /// Runs the task until `stop` (a clean drain) or a failure. Either way, every record handed
     /// to the producer is waited for and its position committed before returning.
     pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+        if let Some(transactions) = &self.transactions {
+            return self
+                .run_transactional(transactions, &mut client, &stop)
+                .await;
+        }
         let tracker = Arc::new(DeliveryTracker::default());
-        let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
-            self.producer_config
-                .create_with_context(DeliveryContext {
-                    tracker: tracker.clone(),
-                })
-                .context("create producer")?,
-        );
-        let positions = self
-            .offsets
-            .positions(&self.connector)
-            .await
-            .context("read committed source offsets")?;
+        let producer = self.producer(self.producer_config.clone(), &tracker)?;
         let (tx, rx) = mpsc::channel(64);
-        send(
-            &tx,
-            source_request::Kind::Open(proto::SourceOpen {
-                connector_class: self.class.clone(),
-                connector_name: self.connector.clone(),
-                task_id: self.task_id,
-                config: self.config.clone().into_iter().collect(),
-                positions,
-            }),
-        )
+        let result = async {
+            let responses = self.open(&mut client, rx, &tx).await?;
+            self.stream(responses, &tx, &producer, &tracker, &stop)
+                .await
+        }
         .await;
-        let result = self
-            .stream(&mut client, rx, &tx, &producer, &tracker, &stop)
-            .await;
 
         let flusher = producer.clone();
         let drained = tokio::task::spawn_blocking(move || flusher.flush(DRAIN_TIMEOUT)).await;
@@ -192,15 +199,43 @@ impl SourceTaskRunner {
         flushed.context("flush source offsets")
     }
 
-    async fn stream(
+    fn producer(
+        &self,
+        config: ClientConfig,
+        tracker: &Arc<DeliveryTracker>,
+    ) -> anyhow::Result<Arc<ThreadedProducer<DeliveryContext>>> {
+        Ok(Arc::new(
+            config
+                .create_with_context(DeliveryContext {
+                    tracker: tracker.clone(),
+                })
+                .context("create producer")?,
+        ))
+    }
+
+    /// Reads the committed positions, opens the task's stream and grants the first credit.
+    async fn open(
         &self,
         client: &mut Client,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
-        producer: &ThreadedProducer<DeliveryContext>,
-        tracker: &DeliveryTracker,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<tonic::Streaming<proto::SourceResponse>> {
+        let positions = self
+            .offsets
+            .positions(&self.connector)
+            .await
+            .context("read committed source offsets")?;
+        send(
+            tx,
+            source_request::Kind::Open(proto::SourceOpen {
+                connector_class: self.class.clone(),
+                connector_name: self.connector.clone(),
+                task_id: self.task_id,
+                config: self.config.clone().into_iter().collect(),
+                positions,
+            }),
+        )
+        .await;
         let mut responses = client
             .source(ReceiverStream::new(rx))
             .await
@@ -226,6 +261,17 @@ impl SourceTaskRunner {
             }),
         )
         .await;
+        Ok(responses)
+    }
+
+    async fn stream(
+        &self,
+        mut responses: tonic::Streaming<proto::SourceResponse>,
+        tx: &Sender,
+        producer: &ThreadedProducer<DeliveryContext>,
+        tracker: &DeliveryTracker,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -292,52 +338,58 @@ impl SourceTaskRunner {
         let mut bytes = 0u64;
         let mut last_topic: Option<&str> = None;
         for record in &batch.records {
-            if record.topic.is_empty() {
-                bail!("connector sent a record with no topic");
-            }
-            if last_topic != Some(record.topic.as_str()) {
-                self.counters.note_topic(&record.topic);
-                last_topic = Some(&record.topic);
-            }
-            let key = self
-                .key_converter
-                .from_connect(record.key.as_ref())
-                .with_context(|| format!("convert key for topic {}", record.topic))?;
-            let value = self
-                .value_converter
-                .from_connect(record.value.as_ref())
-                .with_context(|| format!("convert value for topic {}", record.topic))?;
-            bytes += (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
-            let mut out: BaseRecord<'_, [u8], [u8], usize> =
-                BaseRecord::with_opaque_to(&record.topic, batch.seq as usize);
-            if let Some(k) = &key {
-                out = out.key(k.as_slice());
-            }
-            if let Some(v) = &value {
-                out = out.payload(v.as_slice());
-            }
-            if let Some(p) = record.kafka_partition {
-                out = out.partition(p);
-            }
-            if let Some(ts) = record.timestamp_ms {
-                out = out.timestamp(ts);
-            }
-            if !record.headers.is_empty() {
-                out = out.headers(self.headers(&record.headers)?);
-            }
-            loop {
-                match producer.send(out) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        out = back;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((e, _)) => bail!("produce to {}: {e}", record.topic),
-                }
-            }
+            bytes += self
+                .send_record(producer, record, batch.seq, &mut last_topic)
+                .await?;
         }
         self.counters.add(batch.records.len() as u64, bytes);
         Ok(())
+    }
+
+    /// Converts one record and hands it to the producer (waiting while its queue is full);
+    /// returns the converted size. `last_topic` spares a topic note per record.
+    async fn send_record<'r>(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        record: &'r proto::SourceRecord,
+        seq: u64,
+        last_topic: &mut Option<&'r str>,
+    ) -> anyhow::Result<u64> {
+        if record.topic.is_empty() {
+            bail!("connector sent a record with no topic");
+        }
+        if *last_topic != Some(record.topic.as_str()) {
+            self.counters.note_topic(&record.topic);
+            *last_topic = Some(&record.topic);
+        }
+        let key = self
+            .key_converter
+            .from_connect(record.key.as_ref())
+            .with_context(|| format!("convert key for topic {}", record.topic))?;
+        let value = self
+            .value_converter
+            .from_connect(record.value.as_ref())
+            .with_context(|| format!("convert value for topic {}", record.topic))?;
+        let bytes = (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
+        let mut out: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&record.topic, seq as usize);
+        if let Some(k) = &key {
+            out = out.key(k.as_slice());
+        }
+        if let Some(v) = &value {
+            out = out.payload(v.as_slice());
+        }
+        if let Some(p) = record.kafka_partition {
+            out = out.partition(p);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            out = out.timestamp(ts);
+        }
+        if !record.headers.is_empty() {
+            out = out.headers(self.headers(&record.headers)?);
+        }
+        send_with_backpressure(producer, out, &record.topic).await?;
+        Ok(bytes)
     }
 
     fn headers(&self, headers: &[proto::Header]) -> anyhow::Result<OwnedHeaders> {
@@ -373,6 +425,310 @@ impl SourceTaskRunner {
             Some(e) => bail!("Kafka did not accept a record: {e}"),
             None => Ok(()),
         }
+    }
+}
+
+/// How long an exactly-once task waits for the transaction coordinator (init, commit, abort).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The open transaction of an exactly-once task.
+#[derive(Default)]
+struct Transaction {
+    open: bool,
+    /// Latest offset per source partition of the records in the transaction.
+    positions: BTreeMap<String, String>,
+    /// The last batch whose records are all in this or an earlier transaction.
+    through: Option<u64>,
+    /// Last acknowledged batch.
+    acked: Option<u64>,
+    records: u64,
+    bytes: u64,
+}
+
+/// A transactional call failed: fatal (fenced: another instance of this task started, so this
+/// one must stop for good) or not (the task restarts from its committed offsets).
+fn transaction_error(what: &str, e: KafkaError) -> anyhow::Error {
+    let fatal = match &e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    };
+    if fatal {
+        anyhow::Error::new(Fatal(format!(
+            "{what}: {e} (this task was fenced: another instance of it started, so this one stops for good)"
+        )))
+    } else {
+        anyhow!("{what}: {e}")
+    }
+}
+
+type TxProducer = Arc<ThreadedProducer<DeliveryContext>>;
+
+/// What every step of an exactly-once task needs.
+struct TxContext<'a> {
+    transactions: &'a Transactions,
+    producer: &'a TxProducer,
+    tx: &'a Sender,
+    offsets_topic: &'a str,
+    /// The lease's lapse count when the task started.
+    epoch: u64,
+}
+
+/// Waits until every record handed to the producer has its delivery report. The producer's
+/// own flush (which `commit_transaction` calls) sleeps in steps of 100 ms while the polling
+/// thread serves the reports: each commit would take at least that long.
+async fn wait_delivered(producer: &TxProducer) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + TRANSACTION_TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("records not acknowledged by Kafka within {TRANSACTION_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// Runs a blocking transactional call off the runtime.
+async fn blocking(
+    producer: &TxProducer,
+    what: &str,
+    call: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> rdkafka::error::KafkaResult<()>
+        + Send
+        + 'static,
+) -> anyhow::Result<()> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        .with_context(|| format!("{what}: worker thread"))?
+        .map_err(|e| transaction_error(what, e))
+}
+
+impl SourceTaskRunner {
+    /// Exactly-once (KIP-618): a transactional producer whose `transactional.id` is this
+    /// task's, so starting fences every earlier instance (and aborts its open transaction)
+    /// before the offsets are read. Records and their source offsets are committed in one
+    /// transaction, at the configured boundary; the connector hears of a batch (ack) only
+    /// once its transaction committed.
+    async fn run_transactional(
+        &self,
+        transactions: &Transactions,
+        client: &mut Client,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let offsets_topic = self
+            .offsets
+            .kafka_topic()
+            .ok_or_else(|| anyhow!("exactly-once source tasks keep their offsets in Kafka"))?
+            .to_string();
+        let transactional_id = format!("{}-{}", transactions.id_prefix, self.task_id);
+        let mut config = self.producer_config.clone();
+        config.set("transactional.id", &transactional_id);
+        let tracker = Arc::new(DeliveryTracker::default());
+        let producer = self.producer(config, &tracker)?;
+        // Owned as of a heartbeat the controller acknowledged after this task was assigned.
+        let epoch = transactions.lease.epoch();
+        transactions.lease.check(epoch, TRANSACTION_TIMEOUT).await?;
+        blocking(&producer, "initialize transactions", |p| {
+            p.init_transactions(TRANSACTION_TIMEOUT)
+        })
+        .await?;
+        tracing::debug!(connector = %self.connector, task = self.task_id, %transactional_id, "transactions initialized");
+
+        let (tx, rx) = mpsc::channel(64);
+        let mut txn = Transaction::default();
+        let result = async {
+            let responses = self.open(client, rx, &tx).await?;
+            let mut ctx = TxContext {
+                transactions,
+                producer: &producer,
+                tx: &tx,
+                offsets_topic: &offsets_topic,
+                epoch,
+            };
+            self.stream_transactional(&mut ctx, responses, &mut txn, stop)
+                .await
+        }
+        .await;
+        if result.is_err() && txn.open {
+            // Best effort: the next instance's initialization aborts it anyway.
+            let _ = blocking(&producer, "abort transaction", |p| {
+                p.abort_transaction(TRANSACTION_TIMEOUT)
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn stream_transactional(
+        &self,
+        ctx: &mut TxContext<'_>,
+        mut responses: tonic::Streaming<proto::SourceResponse>,
+        txn: &mut Transaction,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (transactions, tx) = (ctx.transactions, ctx.tx);
+        let mut ticker = tokio::time::interval(transactions.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let by_interval = transactions.boundary == TransactionBoundary::Interval;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = ticker.tick(), if by_interval => {
+                    self.end_transaction(ctx, txn, true).await?;
+                }
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    send(tx, source_request::Kind::Stop(proto::Stop {})).await;
+                }
+                message = responses.message() => match message {
+                    Ok(Some(proto::SourceResponse { kind: Some(kind) })) => match kind {
+                        source_response::Kind::Batch(batch) => {
+                            let records = batch.records.len() as u64;
+                            let bytes = batch.encoded_len() as u64;
+                            self.produce_transactional(ctx, txn, &batch).await?;
+                            if transactions.boundary == TransactionBoundary::Poll {
+                                self.end_transaction(ctx, txn, true).await?;
+                            }
+                            send(tx, source_request::Kind::Credit(proto::Credit { records, bytes })).await;
+                        }
+                        source_response::Kind::Stopped(_) => {
+                            // A clean stop commits what is open, whatever the boundary.
+                            return self.end_transaction(ctx, txn, true).await;
+                        }
+                        source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
+                        source_response::Kind::Opened(_) => {}
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => bail!("connector closed the source stream"),
+                    Err(s) => bail!("source stream broke: {}", s.message()),
+                },
+            }
+        }
+    }
+
+    /// Adds a batch's records to the open transaction (beginning one when none is), ending
+    /// transactions where the connector marks it (`transaction.boundary=connector`).
+    async fn produce_transactional(
+        &self,
+        ctx: &TxContext<'_>,
+        txn: &mut Transaction,
+        batch: &proto::SourceBatch,
+    ) -> anyhow::Result<()> {
+        let (transactions, producer) = (ctx.transactions, ctx.producer);
+        let mut last_topic: Option<&str> = None;
+        let count = batch.records.len();
+        for (i, record) in batch.records.iter().enumerate() {
+            if !txn.open {
+                // Nothing reaches Kafka unless the task is still ours: a lapse found only at
+                // commit time would leave records of an aborted transaction behind.
+                transactions
+                    .lease
+                    .check(ctx.epoch, TRANSACTION_TIMEOUT)
+                    .await?;
+                producer
+                    .begin_transaction()
+                    .map_err(|e| transaction_error("begin transaction", e))?;
+                txn.open = true;
+            }
+            txn.bytes += self
+                .send_record(producer, record, batch.seq, &mut last_topic)
+                .await?;
+            txn.records += 1;
+            if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
+                let partition = batch.partitions.get(p as usize).ok_or_else(|| {
+                    anyhow!(
+                        "record refers to source partition {p}, batch has {}",
+                        batch.partitions.len()
+                    )
+                })?;
+                txn.positions
+                    .insert(partition.clone(), record.offset.clone());
+            }
+            if i + 1 == count {
+                txn.through = Some(batch.seq);
+            }
+            if transactions.boundary == TransactionBoundary::Connector {
+                match record.transaction() {
+                    proto::TransactionBoundary::Commit => {
+                        self.end_transaction(ctx, txn, true).await?
+                    }
+                    proto::TransactionBoundary::Abort => {
+                        self.end_transaction(ctx, txn, false).await?
+                    }
+                    proto::TransactionBoundary::Unspecified => {}
+                }
+            }
+        }
+        if count == 0 {
+            txn.through = Some(batch.seq);
+        }
+        Ok(())
+    }
+
+    /// Commits (with the source offsets of its records, written to the offsets topic in the
+    /// same transaction) or aborts the open transaction, then acknowledges the batches it
+    /// completed.
+    async fn end_transaction(
+        &self,
+        ctx: &TxContext<'_>,
+        txn: &mut Transaction,
+        commit: bool,
+    ) -> anyhow::Result<()> {
+        let (producer, tx, offsets_topic) = (ctx.producer, ctx.tx, ctx.offsets_topic);
+        if txn.open {
+            if commit {
+                // Still this task's: no other worker can have started it meanwhile.
+                ctx.transactions
+                    .lease
+                    .check(ctx.epoch, TRANSACTION_TIMEOUT)
+                    .await?;
+                let keys: Vec<(String, &String)> = txn
+                    .positions
+                    .iter()
+                    .map(|(p, o)| (crate::offsets::record_key(&self.connector, p), o))
+                    .collect();
+                for (key, offset) in &keys {
+                    let record: BaseRecord<'_, [u8], [u8], usize> =
+                        BaseRecord::with_opaque_to(offsets_topic, usize::MAX)
+                            .key(key.as_bytes())
+                            .payload(offset.as_bytes());
+                    send_with_backpressure(producer, record, offsets_topic).await?;
+                }
+                let started = std::time::Instant::now();
+                wait_delivered(producer).await?;
+                blocking(producer, "commit transaction", |p| {
+                    p.commit_transaction(TRANSACTION_TIMEOUT)
+                })
+                .await?;
+                tracing::trace!(connector = %self.connector, task = self.task_id, records = txn.records, elapsed = ?started.elapsed(), "transaction committed");
+                self.offsets.committed_durably(
+                    &self.connector,
+                    txn.positions.iter().map(|(p, o)| (p.as_str(), o.as_str())),
+                );
+                self.counters.add(txn.records, txn.bytes);
+            } else {
+                blocking(producer, "abort transaction", |p| {
+                    p.abort_transaction(TRANSACTION_TIMEOUT)
+                })
+                .await?;
+                tracing::debug!(connector = %self.connector, task = self.task_id, records = txn.records, "the connector aborted a transaction");
+            }
+            txn.open = false;
+            txn.positions.clear();
+            txn.records = 0;
+            txn.bytes = 0;
+        }
+        if txn.through > txn.acked {
+            if let Some(seq) = txn.through {
+                send(
+                    tx,
+                    source_request::Kind::Ack(proto::SourceAck { batch_seq: seq }),
+                )
+                .await;
+            }
+            txn.acked = txn.through;
+        }
+        Ok(())
     }
 }
 

@@ -42,6 +42,14 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     let one = |e: ConfigError| ConfigErrors(vec![e]);
     let worker_file = ConfigFile::load(&options.worker_file).map_err(one)?;
     let worker = WorkerSettings::from_file(&worker_file).map_err(one)?;
+    if worker.exactly_once_source {
+        // As in Kafka Connect: a local offsets file cannot join a Kafka transaction.
+        return Err(one(worker_file.error(
+            "exactly.once.source.support",
+            "exactly-once source tasks need distributed mode (sluice worker): standalone mode keeps offsets in a file",
+        ))
+        .into());
+    }
 
     let mut errors = Vec::new();
     let mut connectors = Vec::new();
@@ -239,6 +247,7 @@ async fn build_spec(
         topics: settings.topics.clone(),
         topics_regex: settings.topics_regex.clone(),
         restart: settings.restart.clone(),
+        transactions: None,
     })
 }
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sluice_connector_sdk::proto::{ConfigDef, ConfigType, FieldError, Importance, SinkRecord};
+use sluice_connector_sdk::proto::{
+    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Importance, SinkRecord,
+    TransactionBoundary,
+};
 use sluice_connector_sdk::{
     data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
     SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
@@ -19,6 +22,7 @@ const RATE: &str = "rate";
 const KEY_CARDINALITY: &str = "key.cardinality";
 const LABELS_FILE: &str = "labels.file";
 const CRASH_FILE: &str = "fault.crash.file";
+const COMMIT_EVERY: &str = "transaction.commit.every";
 /// Set by `plan` from `labels.file`: the task's line of that file.
 const TASK_LABEL: &str = "datagen.label";
 /// Set by `plan` on each task: its index and the number of tasks.
@@ -93,6 +97,10 @@ impl Connector for DatagenSource {
             ConfigDefBuilder::new(LABELS_FILE, ConfigType::String)
                 .default_value("")
                 .doc("A file of labels, one per line: task i's config carries line i, and a change of the file asks the worker to plan the tasks again (task reconfiguration)")
+                .build(),
+            ConfigDefBuilder::new(COMMIT_EVERY, ConfigType::Long)
+                .default_value("0")
+                .doc("With transaction.boundary=connector: each task commits a transaction after every this many records (its sequence numbers), 0 never")
                 .build(),
             ConfigDefBuilder::new(CRASH_FILE, ConfigType::String)
                 .default_value("")
@@ -181,6 +189,15 @@ impl SourceConnector for DatagenSource {
     fn task(&self) -> Box<dyn SourceTask> {
         Box::new(DatagenTask::default())
     }
+
+    /// Each record's offset is its sequence number: a task resumes right after it.
+    fn exactly_once_support(&self) -> ExactlyOnceSupport {
+        ExactlyOnceSupport::Supported
+    }
+
+    fn defines_transaction_boundaries(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Default)]
@@ -195,6 +212,7 @@ struct DatagenTask {
     cardinality: u64,
     partition: Option<Arc<str>>,
     crash_file: Option<String>,
+    commit_every: u64,
     next_seq: u64,
     started: Option<(Instant, u64)>,
 }
@@ -210,6 +228,7 @@ impl SourceTask for DatagenTask {
         self.count = Some(config.parse_or(COUNT, 0u64)?).filter(|&c| c > 0);
         self.rate = config.parse_or(RATE, 0.0)?;
         self.cardinality = config.parse_or(KEY_CARDINALITY, 1000)?;
+        self.commit_every = config.parse_or(COMMIT_EVERY, 0)?;
         self.crash_file = config
             .get(CRASH_FILE)
             .filter(|p| !p.is_empty())
@@ -270,6 +289,11 @@ impl SourceTask for DatagenTask {
                     topic: self.topic.clone(),
                     key,
                     value: data::string(record_value(self.task, seq, self.size)),
+                    transaction: if self.commit_every > 0 && (seq + 1) % self.commit_every == 0 {
+                        TransactionBoundary::Commit
+                    } else {
+                        TransactionBoundary::Unspecified
+                    },
                     ..SourceRecord::default()
                 }
             })

@@ -95,6 +95,11 @@ impl SourceConnector for FileStreamSource {
     fn task(&self) -> Box<dyn SourceTask> {
         Box::new(FileSourceTask::default())
     }
+
+    /// Every line carries the byte position after it.
+    fn exactly_once_support(&self) -> sluice_connector_sdk::proto::ExactlyOnceSupport {
+        sluice_connector_sdk::proto::ExactlyOnceSupport::Supported
+    }
 }
 
 #[derive(Default)]

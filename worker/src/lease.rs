@@ -1,0 +1,153 @@
+//! The worker's lease on its assignment: self-fencing for exactly-once source tasks.
+//!
+//! The controller moves a worker's tasks once it has not heard from it for its worker timeout.
+//! A heartbeat the controller acknowledged proves it had heard from the worker when the
+//! heartbeat was sent, so until `sent + timeout` no other worker can have been given this
+//! worker's tasks. A transactional task commits only inside that window (less a margin), and
+//! only if the lease never lapsed since the task started: after a lapse its task may have run
+//! elsewhere meanwhile, so it stops and restarts from the committed offsets instead.
+//!
+//! Kafka's own fencing (a new producer with the same `transactional.id` fences the old one)
+//! remains the authority; the lease also protects brokers that do not fence (librdkafka's mock
+//! cluster) and stops a zombie before it even tries.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The part of the worker timeout kept as a margin for a commit in flight.
+const MARGIN_FRACTION: f64 = 0.25;
+
+#[derive(Default)]
+pub struct Lease {
+    state: Mutex<State>,
+    renewed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    valid_until: Option<Instant>,
+    /// Counts lapses: rejoins and renewals that came after the lease had expired.
+    lapses: u64,
+    /// A join whose first assignment is not applied yet: renewals wait for it, so that a
+    /// task that moved away is stopped before the lease says "yours" again.
+    awaiting_assignment: Option<u64>,
+    joins: u64,
+}
+
+/// Why a task may not commit.
+#[derive(Debug, thiserror::Error)]
+#[error("this worker's lease on its assignment lapsed (the controller may have moved the task); restarting from the committed offsets")]
+pub struct Lapsed;
+
+impl Lease {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A (re)join: the lease is void until the join's first assignment is applied and a
+    /// heartbeat renews it. Returns the join's number for [`Lease::applied`].
+    pub fn joined(&self) -> u64 {
+        let mut state = self.lock();
+        state.joins += 1;
+        state.valid_until = None;
+        state.lapses += 1;
+        state.awaiting_assignment = Some(state.joins);
+        let join = state.joins;
+        drop(state);
+        // Waiting tasks learn of the lapse now.
+        self.renewed.notify_waiters();
+        join
+    }
+
+    /// The first assignment of join `join` is applied: units that moved away are stopping.
+    pub fn applied(&self, join: u64) {
+        let mut state = self.lock();
+        if state.awaiting_assignment == Some(join) {
+            state.awaiting_assignment = None;
+        }
+    }
+
+    /// The controller acknowledged a heartbeat sent at `sent`; it moves work after
+    /// `worker_timeout` of silence.
+    pub fn renew(&self, sent: Instant, worker_timeout: Duration) {
+        let mut state = self.lock();
+        if state.awaiting_assignment.is_some() || worker_timeout.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        if state.valid_until.is_some_and(|until| until <= now) {
+            state.lapses += 1;
+        }
+        let until = sent + worker_timeout.mul_f64(1.0 - MARGIN_FRACTION);
+        if until > now {
+            state.valid_until = Some(state.valid_until.map_or(until, |u| u.max(until)));
+            drop(state);
+            self.renewed.notify_waiters();
+        }
+    }
+
+    /// The lapse count now, for a task that starts.
+    pub fn epoch(&self) -> u64 {
+        self.lock().lapses
+    }
+
+    /// Waits (up to `timeout`) for a valid lease that never lapsed since `epoch`.
+    pub async fn check(&self, epoch: u64, timeout: Duration) -> Result<(), Lapsed> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let renewed = self.renewed.notified();
+            {
+                let state = self.lock();
+                if state.lapses != epoch {
+                    return Err(Lapsed);
+                }
+                if state.valid_until.is_some_and(|u| u > Instant::now()) {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                _ = renewed => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(Lapsed),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapse_or_a_rejoin_voids_the_lease_for_tasks_started_before() {
+        let lease = Lease::default();
+        let timeout = Duration::from_secs(4);
+        let join = lease.joined();
+        lease.renew(Instant::now(), timeout);
+        assert!(
+            lease.check(lease.epoch(), Duration::ZERO).await.is_err(),
+            "no renewal before the join's assignment is applied"
+        );
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        let epoch = lease.epoch();
+        assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
+
+        // Silence past the lease: a task that started before may not commit again, even
+        // once renewals resume.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(lease.check(epoch, Duration::from_millis(10)).await.is_err());
+        lease.renew(Instant::now(), timeout);
+        assert!(lease.check(epoch, Duration::ZERO).await.is_err());
+        let later = lease.epoch();
+        assert!(lease.check(later, Duration::ZERO).await.is_ok());
+
+        // A rejoin is a lapse too.
+        let join = lease.joined();
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        assert!(lease.check(later, Duration::ZERO).await.is_err());
+    }
+}
