@@ -4,6 +4,7 @@
 
 mod harness;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use harness::cluster::*;
@@ -287,4 +288,262 @@ fn at_least_once_loses_nothing_when_any_process_is_killed() {
 fn exactly_once_loses_and_duplicates_nothing_when_processes_are_killed() {
     let v = kill_everything_during_a_stream(true, false);
     assert_eq!((v.lost, v.duplicates, v.tasks), (0, 0, 3), "{v:?}");
+}
+
+/// Every record of `topic` with its headers: (partition, offset, value, headers).
+type Read = (i32, i64, Option<Vec<u8>>, BTreeMap<String, String>);
+
+fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut pending = std::collections::BTreeSet::new();
+    for p in metadata.topics()[0].partitions() {
+        list.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+        pending.insert(p.id());
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !pending.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn produce(bootstrap: &str, topic: &str, values: &[String]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for v in values {
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload(v.as_str()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["raw:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    // Sink: every 10th value is not JSON.
+    let values: Vec<String> = (0..100)
+        .map(|i| {
+            if i % 10 == 9 {
+                format!("not json {{{i}")
+            } else {
+                format!("{{\"n\":{i}}}")
+            }
+        })
+        .collect();
+    produce(&kafka.bootstrap, "raw", &values);
+    let out = dir.path().join("sink.txt");
+    let json = "org.apache.kafka.connect.json.JsonConverter";
+    let sink = |file: &std::path::Path, tolerance: &str| {
+        vec![
+            ("connector.class", "FileStreamSink".to_string()),
+            ("topics", "raw".into()),
+            ("file", file.to_str().unwrap().into()),
+            ("value.converter", json.into()),
+            ("value.converter.schemas.enable", "false".into()),
+            ("errors.tolerance", tolerance.into()),
+            ("errors.log.enable", "true".into()),
+            ("errors.deadletterqueue.topic.name", "sink-dlq".into()),
+            (
+                "errors.deadletterqueue.topic.replication.factor",
+                "1".into(),
+            ),
+            (
+                "errors.deadletterqueue.context.headers.enable",
+                "true".into(),
+            ),
+        ]
+    };
+    api.create(
+        "tolerant",
+        &pairs(&sink(&out, "all")),
+        api::TargetState::Running,
+    );
+    wait_for("90 good lines in the sink file", TIMEOUT, || {
+        harness::count_lines(&out) == 90
+    });
+    let mut dlq = Vec::new();
+    wait_for("10 records in the dead-letter queue", TIMEOUT, || {
+        dlq = read_all(&kafka.bootstrap, "sink-dlq");
+        dlq.len() == 10
+    });
+    // The dead-letter topic may have several partitions: in the order of the original offsets.
+    dlq.sort_by_key(|(_, _, _, h)| {
+        h.get("__connect.errors.offset")
+            .and_then(|o| o.parse::<i64>().ok())
+    });
+    for (n, (_, _, value, headers)) in dlq.iter().enumerate() {
+        let i = n * 10 + 9;
+        assert_eq!(
+            value.as_deref(),
+            Some(values[i].as_bytes()),
+            "the original bytes"
+        );
+        let h = |k: &str| headers.get(k).map(String::as_str);
+        assert_eq!(h("__connect.errors.topic"), Some("raw"));
+        assert_eq!(h("__connect.errors.partition"), Some("0"));
+        assert_eq!(h("__connect.errors.offset"), Some(i.to_string().as_str()));
+        assert_eq!(h("__connect.errors.connector.name"), Some("tolerant"));
+        assert_eq!(h("__connect.errors.task.id"), Some("0"));
+        assert_eq!(h("__connect.errors.stage"), Some("VALUE_CONVERTER"));
+        assert_eq!(h("__connect.errors.class.name"), Some(json));
+        assert_eq!(
+            h("__connect.errors.exception.class.name"),
+            Some("org.apache.kafka.connect.errors.DataException")
+        );
+        assert!(h("__connect.errors.exception.message").is_some_and(|m| !m.is_empty()));
+    }
+    assert!(worker.output().contains("error in stage VALUE_CONVERTER"));
+    // The stream goes on past them.
+    produce(&kafka.bootstrap, "raw", &["{\"n\":100}".to_string()]);
+    wait_for("the next record in the sink file", TIMEOUT, || {
+        harness::count_lines(&out) == 91
+    });
+
+    // errors.tolerance=none: the first poison record fails the task for good, named.
+    let strict = dir.path().join("strict.txt");
+    api.create(
+        "strict",
+        &pairs(&sink(&strict, "none")),
+        api::TargetState::Running,
+    );
+    let mut trace = String::new();
+    wait_for("the strict sink's task FAILED", TIMEOUT, || {
+        let t = api
+            .status("strict")
+            .ok()
+            .and_then(|s| s.tasks.first().cloned());
+        trace = t.as_ref().map(|t| t.trace.clone()).unwrap_or_default();
+        t.is_some_and(|t| t.state() == api::State::Failed)
+    });
+    assert!(
+        trace.contains("VALUE_CONVERTER failed for record raw-0@9 and errors.tolerance=none")
+            && trace.contains("a restart cannot fix"),
+        "{trace}"
+    );
+    assert!(
+        harness::count_lines(&strict) <= 9,
+        "nothing past the poison record"
+    );
+
+    // Source: every 10th datagen value is invalid for its schema; JsonConverter refuses it.
+    let source = |topic: &str, tolerance: &str| {
+        let mut c = datagen(topic, "1", "0");
+        c.retain(|(k, _)| *k != "value.converter");
+        c.extend([
+            ("value.converter", json.to_string()),
+            ("value.converter.schemas.enable", "false".into()),
+            ("count", "100".into()),
+            ("fault.invalid.every", "10".into()),
+            ("errors.tolerance", tolerance.into()),
+            ("errors.deadletterqueue.topic.name", format!("{topic}-dlq")),
+            (
+                "errors.deadletterqueue.topic.replication.factor",
+                "1".into(),
+            ),
+            (
+                "errors.deadletterqueue.context.headers.enable",
+                "true".into(),
+            ),
+        ]);
+        c
+    };
+    api.create(
+        "gen",
+        &pairs(&source("generated", "all")),
+        api::TargetState::Running,
+    );
+    wait_for("90 records in the topic", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "generated") == 90
+    });
+    let mut dlq = Vec::new();
+    wait_for(
+        "10 records in the source's dead-letter queue",
+        TIMEOUT,
+        || {
+            dlq = read_all(&kafka.bootstrap, "generated-dlq");
+            dlq.len() == 10
+        },
+    );
+    let headers = &dlq[0].3;
+    assert_eq!(
+        headers.get("__connect.errors.topic").map(String::as_str),
+        Some("generated")
+    );
+    assert_eq!(
+        headers.get("__connect.errors.stage").map(String::as_str),
+        Some("VALUE_CONVERTER")
+    );
+    assert!(
+        !headers.contains_key("__connect.errors.offset"),
+        "a source record has no offset yet"
+    );
+    assert!(
+        headers["__connect.errors.exception.message"].contains("required"),
+        "{headers:?}"
+    );
+
+    api.create(
+        "strict-gen",
+        &pairs(&source("strict-generated", "none")),
+        api::TargetState::Running,
+    );
+    wait_for("the strict source's task FAILED", TIMEOUT, || {
+        api.status("strict-gen")
+            .ok()
+            .and_then(|s| s.tasks.first().cloned())
+            .is_some_and(|t| {
+                t.state() == api::State::Failed
+                    && t.trace
+                        .contains("VALUE_CONVERTER failed for a record for topic strict-generated")
+            })
+    });
 }

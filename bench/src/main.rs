@@ -191,6 +191,7 @@ fn spec(
         topics_regex: None,
         restart: Default::default(),
         transactions: None,
+        errors: Default::default(),
         config: values,
         key_converter: string_converter(),
         value_converter: string_converter(),

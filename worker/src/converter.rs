@@ -39,6 +39,34 @@ impl ConverterKind {
             _ => None,
         }
     }
+
+    /// Kafka Connect's class name, for error reports.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            ConverterKind::Json => "org.apache.kafka.connect.json.JsonConverter",
+            ConverterKind::String => "org.apache.kafka.connect.storage.StringConverter",
+            ConverterKind::ByteArray => "org.apache.kafka.connect.converters.ByteArrayConverter",
+        }
+    }
+}
+
+/// The header converter's Kafka Connect class (headers are converted as its are).
+pub const HEADER_CONVERTER: &str = "org.apache.kafka.connect.storage.SimpleHeaderConverter";
+
+/// Kafka Connect's exception class for conversion failures.
+pub const DATA_EXCEPTION: &str = "org.apache.kafka.connect.errors.DataException";
+
+/// A record's key or value as bytes for a dead-letter queue when its converter failed: raw
+/// bytes as they are, a structured value as schemaless JSON (best effort), null as null.
+pub fn dead_letter_bytes(data: Option<&Data>) -> Option<Vec<u8>> {
+    match data.and_then(|d| d.kind.as_ref())? {
+        data::Kind::Raw(bytes) => Some(bytes.clone()),
+        data::Kind::Structured(s) => {
+            let mut out = Vec::new();
+            json::write_value(&mut out, None, s.value.as_ref()).ok()?;
+            Some(out)
+        }
+    }
 }
 
 /// A configured converter for keys or for values.

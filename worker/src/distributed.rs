@@ -55,6 +55,9 @@ const FRAMEWORK_PREFIXES: &[&str] = &[
     "transforms",
     "predicates",
     "errors.",
+    "restart.",
+    "exactly.once.support",
+    "transaction.boundary",
     "producer.override.",
     "consumer.override.",
 ];
@@ -202,6 +205,7 @@ impl Shared {
             topics: settings.topics.clone(),
             topics_regex: settings.topics_regex.clone(),
             restart: settings.restart.clone(),
+            errors: settings.errors.clone(),
             transactions: self.transactions(&settings, kind, class)?,
             config: settings.values,
         })

@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod converter;
 pub mod distributed;
 pub mod embedded;
+pub mod errors;
 mod json;
 pub mod lease;
 pub mod metrics;

@@ -286,14 +286,25 @@ impl OffsetStore {
 }
 
 /// Creates the offsets topic as Kafka Connect does (compacted, `partitions` partitions,
-/// `replication` replicas; -1 for the broker's default) unless it exists. Failures are only
-/// logged: a broker that refuses CreateTopics (or has auto-creation) still works, and a
-/// missing topic shows up as a clear error on the first flush.
+/// `replication` replicas; -1 for the broker's default) unless it exists.
 pub async fn ensure_offsets_topic(
     admin_config: &ClientConfig,
     topic: &str,
     partitions: i32,
     replication: i32,
+) {
+    ensure_topic(admin_config, topic, partitions, replication, true).await
+}
+
+/// Creates `topic` unless it exists. Failures are only logged: a broker that refuses
+/// CreateTopics (or has auto-creation) still works, and a missing topic shows up as a clear
+/// error on the first write.
+pub async fn ensure_topic(
+    admin_config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    compacted: bool,
 ) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -304,27 +315,29 @@ pub async fn ensure_offsets_topic(
             return;
         }
     };
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
-        .set("cleanup.policy", "compact");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics([&new], &options).await {
         Ok(results) => {
             for result in results {
                 match result {
-                    Ok(t) => tracing::info!(topic = %t, partitions, "created the offsets topic"),
+                    Ok(t) => tracing::info!(topic = %t, partitions, "created topic"),
                     Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                        tracing::debug!(topic = %t, "offsets topic exists")
+                        tracing::debug!(topic = %t, "topic exists")
                     }
                     Err((t, code)) => tracing::info!(
                         topic = %t,
-                        "offsets topic not created ({code}); relying on the broker to create it"
+                        "topic not created ({code}); relying on the broker to create it"
                     ),
                 }
             }
         }
-        Err(e) => tracing::info!(
-            "offsets topic {topic} not created ({e}); relying on the broker to create it"
-        ),
+        Err(e) => {
+            tracing::info!("topic {topic} not created ({e}); relying on the broker to create it")
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::converter::Converter;
+use crate::errors::{ErrorPolicy, ErrorReporter};
 use crate::lease::Lease;
 use crate::metrics::Counters;
+use crate::offsets::ensure_topic;
 use crate::offsets::OffsetStore;
 use crate::process::{ConnectorProcess, PluginCommand};
 use crate::restart::{Next, RestartPolicy, Restarts};
@@ -40,6 +42,7 @@ pub struct ConnectorSpec {
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
+    pub errors: ErrorPolicy,
     /// Set on an exactly-once worker for a source connector: tasks run in transactions.
     pub transactions: Option<Transactions>,
 }
@@ -205,9 +208,21 @@ pub async fn run_process(
     let mut tasks = JoinSet::new();
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let mut unopened = planned.len();
+    if let Some(topic) = &spec.errors.dlq_topic {
+        // Best effort, as for the offsets topic: a broker that refuses creates it on produce.
+        let (config, topic) = (ctx.producer_config.clone(), topic.clone());
+        let replication = i32::from(spec.errors.dlq_replication);
+        tokio::spawn(async move { ensure_topic(&config, &topic, 1, replication, false).await });
+    }
     for (id, config) in planned {
         let client = process.client.clone();
         let token = tasks_stop.clone();
+        let errors = Arc::new(ErrorReporter::new(
+            spec.errors.clone(),
+            &spec.name,
+            id,
+            &ctx.producer_config,
+        )?);
         match spec.kind {
             ConnectorType::Sink => {
                 let runner = SinkTaskRunner {
@@ -223,6 +238,7 @@ pub async fn run_process(
                     flush_interval: ctx.flush_interval,
                     counters: counters.clone(),
                     opened: opened_tx.clone(),
+                    errors,
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }
@@ -239,6 +255,7 @@ pub async fn run_process(
                     counters: counters.clone(),
                     opened: opened_tx.clone(),
                     transactions: spec.transactions.clone(),
+                    errors,
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config_file::{ConfigError, ConfigFile};
 use crate::converter::Converter;
+use crate::errors::ErrorPolicy;
 use crate::restart::RestartPolicy;
 
 /// Worker keys Sluice uses.
@@ -219,6 +220,7 @@ pub struct ConnectorSettings {
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
+    pub errors: ErrorPolicy,
     /// `exactly.once.support=required`: refuse to run unless exactly-once is possible.
     pub exactly_once_required: bool,
     pub transaction_boundary: TransactionBoundary,
@@ -330,6 +332,7 @@ impl ConnectorSettings {
             )?)
             .filter(|d| !d.is_zero()),
         };
+        let errors = error_policy(file)?;
         Ok(ConnectorSettings {
             name,
             class,
@@ -337,6 +340,7 @@ impl ConnectorSettings {
             topics,
             topics_regex,
             restart,
+            errors,
             exactly_once_required,
             transaction_boundary,
             transaction_interval,
@@ -360,6 +364,67 @@ impl ConnectorSettings {
             _ => Ok(()),
         }
     }
+}
+
+/// Kafka Connect's `errors.*` keys.
+fn error_policy(file: &ConfigFile) -> Result<ErrorPolicy, ConfigError> {
+    let defaults = ErrorPolicy::default();
+    let boolean = |key: &str, default: bool| match file.get(key).map(str::trim) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(file.error(key, format!("invalid value {v:?}: expected true or false"))),
+    };
+    let tolerate_all = match file.get("errors.tolerance").map(str::trim) {
+        None | Some("none") => false,
+        Some("all") => true,
+        Some(v) => {
+            return Err(file.error(
+                "errors.tolerance",
+                format!("invalid value {v:?}: expected none or all"),
+            ))
+        }
+    };
+    let retry_timeout = match file.get("errors.retry.timeout").map(str::trim) {
+        None => defaults.retry_timeout,
+        Some("-1") => None,
+        Some(_) => Some(millis(file, "errors.retry.timeout", Duration::ZERO)?),
+    };
+    let dlq_topic = file
+        .get("errors.deadletterqueue.topic.name")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let dlq_replication = match file
+        .get("errors.deadletterqueue.topic.replication.factor")
+        .map(str::trim)
+    {
+        None => defaults.dlq_replication,
+        Some(v) => match v.parse::<i16>() {
+            Ok(n) if n == -1 || n >= 1 => n,
+            _ => {
+                return Err(file.error(
+                    "errors.deadletterqueue.topic.replication.factor",
+                    format!(
+                        "invalid value {v:?}: expected -1 (the broker's default) or at least 1"
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(ErrorPolicy {
+        tolerate_all,
+        retry_timeout,
+        retry_delay_max: millis(file, "errors.retry.delay.max.ms", defaults.retry_delay_max)?,
+        log: boolean("errors.log.enable", defaults.log)?,
+        log_messages: boolean("errors.log.include.messages", defaults.log_messages)?,
+        dlq_topic,
+        dlq_replication,
+        dlq_context_headers: boolean(
+            "errors.deadletterqueue.context.headers.enable",
+            defaults.dlq_context_headers,
+        )?,
+    })
 }
 
 /// A duration in milliseconds (a non-negative integer), or `default` when the key is absent.

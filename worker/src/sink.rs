@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::converter::Converter;
+use crate::converter::{ConversionError, Converter, DATA_EXCEPTION};
+use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::process::Client;
 use crate::restart::task_error;
@@ -45,6 +46,8 @@ pub struct SinkTaskRunner {
     pub counters: Arc<Counters>,
     /// Told the task id once the connector opened the task.
     pub opened: OpenedSender,
+    /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
+    pub errors: Arc<ErrorReporter>,
 }
 
 /// Records polled and converted, with the next offset per partition they reach.
@@ -80,8 +83,12 @@ impl SinkTaskRunner {
             let polling = polling.clone();
             let key = self.key_converter.clone();
             let value = self.value_converter.clone();
+            let errors = self.errors.clone();
+            let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                poll_loop(&consumer, &key, &value, &polling, &batch_tx)
+                poll_loop(
+                    &consumer, &key, &value, &errors, &runtime, &polling, &batch_tx,
+                )
             })
         };
         let result = self.stream(&mut client, &consumer, batch_rx, &stop).await;
@@ -261,6 +268,8 @@ fn poll_loop(
     consumer: &BaseConsumer,
     key: &Converter,
     value: &Converter,
+    errors: &ErrorReporter,
+    runtime: &tokio::runtime::Handle,
     polling: &AtomicBool,
     out: &mpsc::Sender<anyhow::Result<Polled>>,
 ) {
@@ -285,28 +294,44 @@ fn poll_loop(
                 }
                 Some(Ok(message)) => {
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
-                    let record = convert(&message, key, value);
-                    let record = match record {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = out.blocking_send(Err(e));
-                            return;
+                    // A record that cannot be converted is handled by the error policy: the
+                    // task fails, or the record goes to the dead-letter queue (written before
+                    // its offset can be committed) and is skipped.
+                    let record = match convert(&message, key, value) {
+                        Ok(r) => Some(r),
+                        Err((stage, converter, e)) => {
+                            let failure = Failure {
+                                stage,
+                                class: converter.kind().class_name(),
+                                exception: DATA_EXCEPTION,
+                                error: &e,
+                            };
+                            match runtime
+                                .block_on(errors.report(&failure, &failed_record(&message)))
+                            {
+                                Ok(()) => None,
+                                Err(e) => {
+                                    let _ = out.blocking_send(Err(e));
+                                    return;
+                                }
+                            }
                         }
                     };
                     let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
                     size += len;
                     polled.bytes += len as u64;
+                    let (topic, partition) = (message.topic(), message.partition());
                     match polled.offsets.last_mut() {
-                        Some(((topic, partition), next))
-                            if *partition == record.partition && *topic == record.topic =>
-                        {
-                            *next = record.offset + 1;
+                        Some(((t, p), next)) if *p == partition && t == topic => {
+                            *next = message.offset() + 1;
                         }
                         _ => polled
                             .offsets
-                            .push(((record.topic.clone(), record.partition), record.offset + 1)),
+                            .push(((topic.to_string(), partition), message.offset() + 1)),
                     }
-                    polled.records.push(record);
+                    if let Some(record) = record {
+                        polled.records.push(record);
+                    }
                 }
             }
             // Reading the clock for every record costs more than the record.
@@ -316,31 +341,44 @@ fn poll_loop(
                 break;
             }
         }
-        if !polled.records.is_empty() && out.blocking_send(Ok(polled)).is_err() {
+        // A batch of skipped records only moves offsets: it is sent all the same.
+        if !polled.offsets.is_empty() && out.blocking_send(Ok(polled)).is_err() {
             return;
         }
     }
 }
 
-fn convert(
+/// The consumed record as it was, for the dead-letter queue.
+fn failed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> FailedRecord {
+    FailedRecord {
+        topic: message.topic().to_string(),
+        partition: Some(message.partition()),
+        offset: Some(message.offset()),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Converts a consumed record; a failure names the stage and the converter.
+fn convert<'c>(
     message: &rdkafka::message::BorrowedMessage<'_>,
-    key: &Converter,
-    value: &Converter,
-) -> anyhow::Result<proto::SinkRecord> {
-    let at = || {
-        format!(
-            "{}-{}@{}",
-            message.topic(),
-            message.partition(),
-            message.offset()
-        )
-    };
+    key: &'c Converter,
+    value: &'c Converter,
+) -> Result<proto::SinkRecord, (Stage, &'c Converter, ConversionError)> {
     let key = key
         .to_connect(message.key())
-        .with_context(|| format!("convert key of {}", at()))?;
+        .map_err(|e| (Stage::KeyConverter, key, e))?;
     let value = value
         .to_connect(message.payload())
-        .with_context(|| format!("convert value of {}", at()))?;
+        .map_err(|e| (Stage::ValueConverter, value, e))?;
     let headers = message
         .headers()
         .map(|h| {

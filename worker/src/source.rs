@@ -18,7 +18,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::converter::Converter;
+use crate::converter::{
+    dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
+};
+use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
@@ -47,6 +50,8 @@ pub struct SourceTaskRunner {
     pub opened: OpenedSender,
     /// On an exactly-once worker: records and their offsets are committed in transactions.
     pub transactions: Option<Transactions>,
+    /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
+    pub errors: Arc<ErrorReporter>,
 }
 
 /// A batch handed to the producer and not yet fully acknowledged.
@@ -335,26 +340,36 @@ impl SourceTaskRunner {
             .collect();
         tracker.register(batch.seq, batch.records.len(), positions);
 
-        let mut bytes = 0u64;
+        let (mut bytes, mut sent) = (0u64, 0u64);
         let mut last_topic: Option<&str> = None;
         for record in &batch.records {
-            bytes += self
+            match self
                 .send_record(producer, record, batch.seq, &mut last_topic)
-                .await?;
+                .await?
+            {
+                Some(n) => {
+                    bytes += n;
+                    sent += 1;
+                }
+                // Skipped by the error policy: nothing to wait for.
+                None => tracker.delivered(batch.seq, None),
+            }
         }
-        self.counters.add(batch.records.len() as u64, bytes);
+        self.counters.add(sent, bytes);
         Ok(())
     }
 
     /// Converts one record and hands it to the producer (waiting while its queue is full);
-    /// returns the converted size. `last_topic` spares a topic note per record.
+    /// returns the converted size, or `None` when the error policy skipped the record (its
+    /// conversion failed and `errors.tolerance=all`). `last_topic` spares a topic note per
+    /// record.
     async fn send_record<'r>(
         &self,
         producer: &ThreadedProducer<DeliveryContext>,
         record: &'r proto::SourceRecord,
         seq: u64,
         last_topic: &mut Option<&'r str>,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Option<u64>> {
         if record.topic.is_empty() {
             bail!("connector sent a record with no topic");
         }
@@ -362,14 +377,52 @@ impl SourceTaskRunner {
             self.counters.note_topic(&record.topic);
             *last_topic = Some(&record.topic);
         }
-        let key = self
+        let converted = self
             .key_converter
             .from_connect(record.key.as_ref())
-            .with_context(|| format!("convert key for topic {}", record.topic))?;
-        let value = self
-            .value_converter
-            .from_connect(record.value.as_ref())
-            .with_context(|| format!("convert value for topic {}", record.topic))?;
+            .map_err(|e| {
+                (
+                    Stage::KeyConverter,
+                    self.key_converter.kind().class_name(),
+                    e,
+                )
+            })
+            .and_then(|key| {
+                let value = self
+                    .value_converter
+                    .from_connect(record.value.as_ref())
+                    .map_err(|e| {
+                        let class = self.value_converter.kind().class_name();
+                        (Stage::ValueConverter, class, e)
+                    })?;
+                let headers = match record.headers.is_empty() {
+                    true => None,
+                    false => Some(
+                        self.headers(&record.headers)
+                            .map_err(|e| (Stage::HeaderConverter, HEADER_CONVERTER, e))?,
+                    ),
+                };
+                Ok((key, value, headers))
+            });
+        let (key, value, headers) = match converted {
+            Ok(converted) => converted,
+            Err((stage, class, e)) => {
+                let failure = Failure {
+                    stage,
+                    class,
+                    exception: DATA_EXCEPTION,
+                    error: &e,
+                };
+                let failed = FailedRecord {
+                    topic: record.topic.clone(),
+                    key: dead_letter_bytes(record.key.as_ref()),
+                    value: dead_letter_bytes(record.value.as_ref()),
+                    ..FailedRecord::default()
+                };
+                self.errors.report(&failure, &failed).await?;
+                return Ok(None);
+            }
+        };
         let bytes = (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
         let mut out: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&record.topic, seq as usize);
@@ -385,18 +438,18 @@ impl SourceTaskRunner {
         if let Some(ts) = record.timestamp_ms {
             out = out.timestamp(ts);
         }
-        if !record.headers.is_empty() {
-            out = out.headers(self.headers(&record.headers)?);
+        if let Some(headers) = headers {
+            out = out.headers(headers);
         }
         send_with_backpressure(producer, out, &record.topic).await?;
-        Ok(bytes)
+        Ok(Some(bytes))
     }
 
-    fn headers(&self, headers: &[proto::Header]) -> anyhow::Result<OwnedHeaders> {
+    fn headers(&self, headers: &[proto::Header]) -> Result<OwnedHeaders, ConversionError> {
         let mut out = OwnedHeaders::new_with_capacity(headers.len());
         for header in headers {
             let value = crate::converter::header_bytes(header.value.as_ref())
-                .with_context(|| format!("convert header {}", header.key))?;
+                .map_err(|e| ConversionError(format!("header {}: {e}", header.key)))?;
             out = out.insert(Header {
                 key: &header.key,
                 value: value.as_deref(),
@@ -630,10 +683,13 @@ impl SourceTaskRunner {
                     .map_err(|e| transaction_error("begin transaction", e))?;
                 txn.open = true;
             }
-            txn.bytes += self
+            if let Some(bytes) = self
                 .send_record(producer, record, batch.seq, &mut last_topic)
-                .await?;
-            txn.records += 1;
+                .await?
+            {
+                txn.bytes += bytes;
+                txn.records += 1;
+            }
             if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
                 let partition = batch.partitions.get(p as usize).ok_or_else(|| {
                     anyhow!(

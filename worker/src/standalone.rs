@@ -248,6 +248,7 @@ async fn build_spec(
         topics_regex: settings.topics_regex.clone(),
         restart: settings.restart.clone(),
         transactions: None,
+        errors: settings.errors.clone(),
     })
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sluice_connector_sdk::proto::{
-    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Importance, SinkRecord,
-    TransactionBoundary,
+    data as proto_data, ConfigDef, ConfigType, Data, ExactlyOnceSupport, FieldError, Importance,
+    SchemaType, SinkRecord, Structured, TransactionBoundary,
 };
 use sluice_connector_sdk::{
     data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
@@ -23,6 +23,7 @@ const KEY_CARDINALITY: &str = "key.cardinality";
 const LABELS_FILE: &str = "labels.file";
 const CRASH_FILE: &str = "fault.crash.file";
 const COMMIT_EVERY: &str = "transaction.commit.every";
+const INVALID_EVERY: &str = "fault.invalid.every";
 /// Set by `plan` from `labels.file`: the task's line of that file.
 const TASK_LABEL: &str = "datagen.label";
 /// Set by `plan` on each task: its index and the number of tasks.
@@ -101,6 +102,11 @@ impl Connector for DatagenSource {
             ConfigDefBuilder::new(COMMIT_EVERY, ConfigType::Long)
                 .default_value("0")
                 .doc("With transaction.boundary=connector: each task commits a transaction after every this many records (its sequence numbers), 0 never")
+                .build(),
+            ConfigDefBuilder::new(INVALID_EVERY, ConfigType::Long)
+                .default_value("0")
+                .importance(Importance::Low)
+                .doc("Fault injection: every this many records (by sequence number) the value is invalid for its schema (a null for a required string), so that converters fail on it; 0 never")
                 .build(),
             ConfigDefBuilder::new(CRASH_FILE, ConfigType::String)
                 .default_value("")
@@ -213,6 +219,7 @@ struct DatagenTask {
     partition: Option<Arc<str>>,
     crash_file: Option<String>,
     commit_every: u64,
+    invalid_every: u64,
     next_seq: u64,
     started: Option<(Instant, u64)>,
 }
@@ -229,6 +236,7 @@ impl SourceTask for DatagenTask {
         self.rate = config.parse_or(RATE, 0.0)?;
         self.cardinality = config.parse_or(KEY_CARDINALITY, 1000)?;
         self.commit_every = config.parse_or(COMMIT_EVERY, 0)?;
+        self.invalid_every = config.parse_or(INVALID_EVERY, 0)?;
         self.crash_file = config
             .get(CRASH_FILE)
             .filter(|p| !p.is_empty())
@@ -288,7 +296,18 @@ impl SourceTask for DatagenTask {
                     source_offset: Some(format!("{{\"seq\":{seq}}}")),
                     topic: self.topic.clone(),
                     key,
-                    value: data::string(record_value(self.task, seq, self.size)),
+                    value: if self.invalid_every > 0 && (seq + 1) % self.invalid_every == 0 {
+                        // A required string with no value: no converter that checks schemas
+                        // accepts it.
+                        Data {
+                            kind: Some(proto_data::Kind::Structured(Structured {
+                                schema: Some(data::schema(SchemaType::String, false)),
+                                value: None,
+                            })),
+                        }
+                    } else {
+                        data::string(record_value(self.task, seq, self.size))
+                    },
                     transaction: if self.commit_every > 0 && (seq + 1) % self.commit_every == 0 {
                         TransactionBoundary::Commit
                     } else {
