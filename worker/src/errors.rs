@@ -292,8 +292,8 @@ mod tests {
             })
             .await;
         assert!(result.is_err());
-        // 0.3 + 0.6 + 1 + 1 + 1 + 1.1 = 5 s: seven attempts.
-        assert_eq!(calls, 7);
+        // Waits of 0.3, 0.6, 1, 1, 1, 1 and the last 0.1 s fill the 5 s: eight attempts.
+        assert_eq!(calls, 8);
 
         let mut calls = 0;
         let result: Result<(), &str> = r
