@@ -363,7 +363,7 @@ fn produce(bootstrap: &str, topic: &str, values: &[String]) {
 #[test]
 fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka = DevKafka::start(dir.path(), &["raw:1"]);
+    let kafka = DevKafka::start(dir.path(), &["raw:1", "bytes:1"]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
     let api = Api::new(&controller.address);
     let worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
@@ -546,4 +546,117 @@ fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
                         .contains("VALUE_CONVERTER failed for a record for topic strict-generated")
             })
     });
+
+    // Connectors report single bad records through the protocol: a line of the file source
+    // that is not UTF-8, a value the file sink cannot write as a line.
+    let input = dir.path().join("mixed.txt");
+    std::fs::write(&input, b"a\nb\n\xff\xfe\nc\n").unwrap();
+    let file_source = [
+        ("connector.class", "FileStreamSource"),
+        ("file", input.to_str().unwrap()),
+        ("topic", "lines"),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+        ("errors.tolerance", "all"),
+        ("errors.deadletterqueue.topic.name", "lines-dlq"),
+        ("errors.deadletterqueue.context.headers.enable", "true"),
+    ];
+    api.create("lines", &file_source, api::TargetState::Running);
+    wait_for("3 good lines in the topic", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "lines") == 3
+    });
+    let mut dlq = Vec::new();
+    wait_for("the bad line in the dead-letter queue", TIMEOUT, || {
+        dlq = read_all(&kafka.bootstrap, "lines-dlq");
+        !dlq.is_empty()
+    });
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        dlq[0].2.as_deref(),
+        Some(&b"\xff\xfe"[..]),
+        "the line's bytes as they were"
+    );
+    let h = &dlq[0].3;
+    assert_eq!(h["__connect.errors.stage"], "TASK_POLL");
+    assert_eq!(h["__connect.errors.class.name"], "FileStreamSource");
+    assert_eq!(
+        h["__connect.errors.exception.class.name"],
+        "org.apache.kafka.connect.errors.ConnectException"
+    );
+    assert!(
+        h["__connect.errors.exception.message"].contains("not valid UTF-8"),
+        "{h:?}"
+    );
+
+    produce_bytes(&kafka.bootstrap, "bytes", &[b"x", b"\xc3\x28", b"y"]);
+    let bytes_out = dir.path().join("bytes.txt");
+    let file_sink = |file: &std::path::Path, tolerance: &str| {
+        vec![
+            ("connector.class", "FileStreamSink".to_string()),
+            ("topics", "bytes".into()),
+            ("file", file.to_str().unwrap().into()),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.converters.ByteArrayConverter".into(),
+            ),
+            ("errors.tolerance", tolerance.into()),
+            ("errors.deadletterqueue.topic.name", "bytes-dlq".into()),
+            (
+                "errors.deadletterqueue.context.headers.enable",
+                "true".into(),
+            ),
+        ]
+    };
+    api.create(
+        "bytes",
+        &pairs(&file_sink(&bytes_out, "all")),
+        api::TargetState::Running,
+    );
+    wait_for("2 lines in the file", TIMEOUT, || {
+        harness::count_lines(&bytes_out) == 2
+    });
+    wait_for("the bad value in the dead-letter queue", TIMEOUT, || {
+        dlq = read_all(&kafka.bootstrap, "bytes-dlq");
+        !dlq.is_empty()
+    });
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        dlq[0].2.as_deref(),
+        Some(&b"\xc3\x28"[..]),
+        "the original record, read back"
+    );
+    let h = &dlq[0].3;
+    assert_eq!(h["__connect.errors.stage"], "TASK_PUT");
+    assert_eq!(h["__connect.errors.offset"], "1");
+    assert_eq!(h["__connect.errors.class.name"], "FileStreamSink");
+    assert_eq!(std::fs::read_to_string(&bytes_out).unwrap(), "x\ny\n");
+
+    let strict = file_sink(&dir.path().join("s.txt"), "none");
+    api.create("bytes-strict", &pairs(&strict), api::TargetState::Running);
+    wait_for("the strict file sink FAILED", TIMEOUT, || {
+        api.status("bytes-strict")
+            .ok()
+            .and_then(|s| s.tasks.first().cloned())
+            .is_some_and(|t| {
+                t.state() == api::State::Failed
+                    && t.trace
+                        .contains("TASK_PUT failed for record bytes-0@1 and errors.tolerance=none")
+            })
+    });
+}
+
+fn produce_bytes(bootstrap: &str, topic: &str, values: &[&[u8]]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for v in values {
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(*v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
 }

@@ -11,7 +11,10 @@ mod task;
 pub use config::{Config, ConfigDefBuilder};
 pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 pub use sluice_proto::connector::v1 as proto;
-pub use task::{SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext, TaskError};
+pub use task::{
+    ErrantRecordReporter, SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext,
+    TaskError,
+};
 
 use std::sync::Arc;
 

@@ -399,7 +399,9 @@ async fn run_source(
 ) {
     let flow = Arc::new(SourceFlow::default());
     let reader = tokio::spawn(read_source_requests(incoming, flow.clone()));
+    let (errors, mut errant) = crate::ErrantRecordReporter::channel();
     let ctx = SourceTaskContext {
+        errors,
         connector_name: open.connector_name,
         task_id: open.task_id,
         config: open.config.into_iter().collect(),
@@ -412,7 +414,7 @@ async fn run_source(
     let result = match task.start(ctx).await {
         Ok(()) => {
             if send_source(&tx, source_response::Kind::Opened(proto::SourceOpened {})).await {
-                drive_source(task.as_mut(), &flow, &tx).await
+                drive_source(task.as_mut(), &flow, &tx, &mut errant).await
             } else {
                 Ok(())
             }
@@ -443,6 +445,7 @@ async fn drive_source(
     task: &mut dyn crate::SourceTask,
     flow: &SourceFlow,
     tx: &Sender<proto::SourceResponse>,
+    errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
 ) -> Result<(), TaskError> {
     let mut seq = 0u64;
     let mut pending: VecDeque<PendingBatch> = VecDeque::new();
@@ -454,6 +457,12 @@ async fn drive_source(
         }
         let max = flow.records.load(Ordering::Acquire).min(MAX_POLL_RECORDS) as usize;
         let records = task.poll(max).await?;
+        // Bad records the poll reported go first: the worker handles them before the batch.
+        while let Ok(e) = errant.try_recv() {
+            if !send_source(tx, source_response::Kind::RecordError(e)).await {
+                return Ok(());
+            }
+        }
         if records.is_empty() {
             continue;
         }
@@ -581,14 +590,16 @@ async fn run_sink(
     mut incoming: Streaming<proto::SinkRequest>,
     tx: Sender<proto::SinkResponse>,
 ) {
+    let (errors, mut errant) = crate::ErrantRecordReporter::channel();
     let ctx = SinkTaskContext {
+        errors,
         connector_name: open.connector_name,
         task_id: open.task_id,
         config: open.config.into_iter().collect(),
     };
     let mut result = task.start(ctx).await;
     if result.is_ok() && send_sink(&tx, sink_response::Kind::Opened(proto::SinkOpened {})).await {
-        result = drive_sink(task.as_mut(), &mut incoming, &tx).await;
+        result = drive_sink(task.as_mut(), &mut incoming, &tx, &mut errant).await;
     }
     let stopped = task.stop().await;
     match result.and(stopped) {
@@ -606,6 +617,7 @@ async fn drive_sink(
     task: &mut dyn crate::SinkTask,
     incoming: &mut Streaming<proto::SinkRequest>,
     tx: &Sender<proto::SinkResponse>,
+    errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
 ) -> Result<(), TaskError> {
     while let Some(request) = incoming.next().await {
         let Ok(request) = request else {
@@ -614,6 +626,13 @@ async fn drive_sink(
         let reply = match request.kind {
             Some(sink_request::Kind::Batch(batch)) => {
                 task.put(batch.records).await?;
+                // Bad records of the batch are reported before its ack, so before any flush
+                // that could commit past them.
+                while let Ok(e) = errant.try_recv() {
+                    if !send_sink(tx, sink_response::Kind::RecordError(e)).await {
+                        return Ok(());
+                    }
+                }
                 sink_response::Kind::Ack(proto::SinkBatchAck { seq: batch.seq })
             }
             Some(sink_request::Kind::Flush(flush)) => {

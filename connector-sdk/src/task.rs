@@ -58,6 +58,55 @@ impl From<anyhow::Error> for TaskError {
     }
 }
 
+/// Reports single bad records without failing the task (Kafka Connect's
+/// `ErrantRecordReporter`): the worker applies the connector's `errors.tolerance` (dead-letter
+/// queue, or failing the task). Reports are sent before the task's next batch (source) or
+/// before the current batch is acknowledged (sink).
+#[derive(Clone, Debug)]
+pub struct ErrantRecordReporter {
+    tx: tokio::sync::mpsc::UnboundedSender<proto::RecordError>,
+}
+
+impl ErrantRecordReporter {
+    /// A reporter and the receiving end the SDK drains; unbounded because a task reports at
+    /// most what it was given or polled.
+    pub(crate) fn channel() -> (
+        ErrantRecordReporter,
+        tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (ErrantRecordReporter { tx }, rx)
+    }
+
+    /// A reporter whose reports go nowhere, for tests of a task outside a worker.
+    pub fn detached() -> ErrantRecordReporter {
+        ErrantRecordReporter::channel().0
+    }
+
+    /// A sink record the task could not write; the worker sends the original to the
+    /// dead-letter queue.
+    pub fn sink_record(&self, record: &proto::SinkRecord, message: impl Into<String>) {
+        let _ = self.tx.send(proto::RecordError {
+            topic: record.topic.clone(),
+            partition: Some(record.partition),
+            offset: Some(record.offset),
+            message: message.into(),
+            ..proto::RecordError::default()
+        });
+    }
+
+    /// A source record the task could not produce (unreadable input), as it has it.
+    pub fn source_record(&self, topic: &str, key: Data, value: Data, message: impl Into<String>) {
+        let _ = self.tx.send(proto::RecordError {
+            topic: topic.to_string(),
+            key: Some(key),
+            value: Some(value),
+            message: message.into(),
+            ..proto::RecordError::default()
+        });
+    }
+}
+
 /// What a source task starts with.
 #[derive(Clone, Debug)]
 pub struct SourceTaskContext {
@@ -66,6 +115,7 @@ pub struct SourceTaskContext {
     pub config: Config,
     /// Committed offsets by source partition, both as JSON text.
     pub positions: HashMap<String, String>,
+    pub errors: ErrantRecordReporter,
 }
 
 impl SourceTaskContext {
@@ -122,6 +172,7 @@ pub struct SinkTaskContext {
     pub connector_name: String,
     pub task_id: u32,
     pub config: Config,
+    pub errors: ErrantRecordReporter,
 }
 
 /// A running sink task.

@@ -18,6 +18,9 @@ use crate::restart::Fatal;
 /// How long a dead-letter write may take before the task fails.
 const DLQ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Kafka Connect's exception class for a record a connector reported.
+pub const CONNECT_EXCEPTION: &str = "org.apache.kafka.connect.errors.ConnectException";
+
 /// The connector's `errors.*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorPolicy {

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::converter::{ConversionError, Converter, DATA_EXCEPTION};
-use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage};
+use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage, CONNECT_EXCEPTION};
 use crate::metrics::Counters;
 use crate::process::Client;
 use crate::restart::task_error;
@@ -177,6 +177,7 @@ impl SinkTaskRunner {
                             return Err(task_error("task failed", e));
                         }
                         sink_response::Kind::Opened(_) => {}
+                        sink_response::Kind::RecordError(e) => self.record_error(e).await?,
                     },
                     Ok(Some(_)) => {}
                     Ok(None) => bail!("connector closed the sink stream"),
@@ -346,6 +347,78 @@ fn poll_loop(
             return;
         }
     }
+}
+
+impl SinkTaskRunner {
+    /// A record the connector could not write: the error policy decides. The original is
+    /// read back from Kafka for the dead-letter queue (errant records are rare; the window of
+    /// batches is not kept for them).
+    async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
+        let error = if e.trace.is_empty() {
+            e.message.clone()
+        } else {
+            format!("{}\n{}", e.message, e.trace)
+        };
+        let failure = Failure {
+            stage: Stage::TaskPut,
+            class: &self.class,
+            exception: CONNECT_EXCEPTION,
+            error: &error,
+        };
+        let mut failed = FailedRecord {
+            topic: e.topic.clone(),
+            partition: e.partition,
+            offset: e.offset,
+            ..FailedRecord::default()
+        };
+        if let (Some(partition), Some(offset), true) = (
+            e.partition,
+            e.offset,
+            self.errors.policy().dlq_topic.is_some(),
+        ) {
+            let config = self.consumer_config.clone();
+            let topic = e.topic.clone();
+            match tokio::task::spawn_blocking(move || {
+                fetch_record(&config, &topic, partition, offset)
+            })
+            .await
+            {
+                Ok(Ok(original)) => failed = original,
+                Ok(Err(fetch)) => {
+                    tracing::warn!(connector = %self.connector, "read back {}-{partition}@{offset} for the dead-letter queue: {fetch:#}", e.topic)
+                }
+                Err(join) => {
+                    tracing::warn!(connector = %self.connector, "read back a record: {join}")
+                }
+            }
+        }
+        self.errors.report(&failure, &failed).await
+    }
+}
+
+/// Reads one record back from Kafka by its coordinates.
+fn fetch_record(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<FailedRecord> {
+    let mut config = config.clone();
+    config.set("group.id", "sluice-dead-letter-reader");
+    let consumer: BaseConsumer = config.create().context("create a consumer")?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&list)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match consumer.poll(POLL_TIMEOUT) {
+            Some(Ok(m)) if m.offset() == offset => return Ok(failed_record(&m)),
+            Some(Ok(m)) if m.offset() > offset => bail!("offset {offset} no longer exists"),
+            Some(Err(e)) => bail!("{e}"),
+            _ => {}
+        }
+    }
+    bail!("not read within 10 s")
 }
 
 /// The consumed record as it was, for the dead-letter queue.

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
-use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage};
+use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage, CONNECT_EXCEPTION};
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
@@ -304,6 +304,7 @@ impl SourceTaskRunner {
                             return Err(task_error("task failed", e));
                         }
                         source_response::Kind::Opened(_) => {}
+                        source_response::Kind::RecordError(e) => self.record_error(e).await?,
                     },
                     Ok(Some(_)) => {}
                     Ok(None) => bail!("connector closed the source stream"),
@@ -443,6 +444,28 @@ impl SourceTaskRunner {
         }
         send_with_backpressure(producer, out, &record.topic).await?;
         Ok(Some(bytes))
+    }
+
+    /// A record the connector could not read: the error policy decides.
+    async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
+        let error = if e.trace.is_empty() {
+            e.message.clone()
+        } else {
+            format!("{}\n{}", e.message, e.trace)
+        };
+        let failure = Failure {
+            stage: Stage::TaskPoll,
+            class: &self.class,
+            exception: CONNECT_EXCEPTION,
+            error: &error,
+        };
+        let failed = FailedRecord {
+            topic: e.topic.clone(),
+            key: dead_letter_bytes(e.key.as_ref()),
+            value: dead_letter_bytes(e.value.as_ref()),
+            ..FailedRecord::default()
+        };
+        self.errors.report(&failure, &failed).await
     }
 
     fn headers(&self, headers: &[proto::Header]) -> Result<OwnedHeaders, ConversionError> {
@@ -650,6 +673,7 @@ impl SourceTaskRunner {
                         }
                         source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
                         source_response::Kind::Opened(_) => {}
+                        source_response::Kind::RecordError(e) => self.record_error(e).await?,
                     },
                     Ok(Some(_)) => {}
                     Ok(None) => bail!("connector closed the source stream"),

@@ -396,6 +396,7 @@ mod tests {
             task_id: 0,
             config,
             positions: Default::default(),
+            errors: sluice_connector_sdk::ErrantRecordReporter::detached(),
         };
         let mut task = DatagenTask::default();
         task.start(ctx.clone()).await.unwrap();

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_connector_sdk::proto::{
-    ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset,
+    data as proto_data, value, ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
-    SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+    data, Config, ConfigDefBuilder, Connector, ErrantRecordReporter, Plugin, SinkConnector,
+    SinkTask, SinkTaskContext, SourceConnector, SourceRecord, SourceTask, SourceTaskContext,
+    TaskError,
 };
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -112,6 +113,7 @@ struct FileSourceTask {
     /// File position of `buf[0]`.
     position: u64,
     buf: Vec<u8>,
+    errors: Option<ErrantRecordReporter>,
 }
 
 impl FileSourceTask {
@@ -145,13 +147,31 @@ impl FileSourceTask {
                 line = &line[..line.len() - 1];
             }
             let offset = self.position + end as u64 + 1;
-            out.push(SourceRecord {
-                source_partition: self.partition.clone(),
-                source_offset: Some(format!("{{\"position\":{offset}}}")),
-                topic: self.topic.clone(),
-                value: data::string(String::from_utf8_lossy(line).into_owned()),
-                ..SourceRecord::default()
-            });
+            match std::str::from_utf8(line) {
+                Ok(text) => out.push(SourceRecord {
+                    source_partition: self.partition.clone(),
+                    source_offset: Some(format!("{{\"position\":{offset}}}")),
+                    topic: self.topic.clone(),
+                    value: data::string(text),
+                    ..SourceRecord::default()
+                }),
+                // Not text: reported as it is (the worker's error policy decides), never
+                // mangled into replacement characters.
+                Err(e) => {
+                    if let Some(errors) = &self.errors {
+                        let at = self.position + start as u64;
+                        errors.source_record(
+                            &self.topic,
+                            data::null(),
+                            data::raw(line),
+                            format!(
+                                "{}: the line at byte {at} is not valid UTF-8 ({e})",
+                                self.path
+                            ),
+                        );
+                    }
+                }
+            }
             start = end + 1;
         }
         self.buf.drain(..start);
@@ -165,6 +185,7 @@ impl SourceTask for FileSourceTask {
         self.path = ctx.config.required(FILE)?.to_string();
         self.topic = ctx.config.required(TOPIC)?.to_string();
         self.batch_size = ctx.config.parse_or(BATCH_SIZE, DEFAULT_BATCH_SIZE)?.max(1);
+        self.errors = Some(ctx.errors.clone());
         let partition = serde_json::json!({ "filename": self.path }).to_string();
         if let Some(offset) = ctx.offset(&partition) {
             self.position = offset
@@ -253,6 +274,7 @@ struct FileSinkTask {
     path: String,
     out: Option<File>,
     buf: Vec<u8>,
+    errors: Option<ErrantRecordReporter>,
 }
 
 impl FileSinkTask {
@@ -307,6 +329,7 @@ async fn cut_torn_line(file: &File) -> std::io::Result<()> {
 impl SinkTask for FileSinkTask {
     async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
         self.path = ctx.config.required(FILE)?.to_string();
+        self.errors = Some(ctx.errors.clone());
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -323,6 +346,25 @@ impl SinkTask for FileSinkTask {
 
     async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
         for record in &records {
+            let bytes = match record.value.as_ref().and_then(|d| d.kind.as_ref()) {
+                Some(proto_data::Kind::Raw(b)) => Some(b),
+                Some(proto_data::Kind::Structured(s)) => {
+                    match s.value.as_ref().and_then(|v| v.kind.as_ref()) {
+                        Some(value::Kind::Bytes(b)) => Some(b),
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(bytes) = bytes {
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    // A line of text cannot hold it: reported, not mangled.
+                    if let Some(errors) = &self.errors {
+                        errors.sink_record(record, format!("the value is not valid UTF-8 ({e})"));
+                    }
+                    continue;
+                }
+            }
             let text = record.value.as_ref().and_then(data::to_text);
             self.buf
                 .extend_from_slice(text.as_deref().unwrap_or("null").as_bytes());
@@ -368,6 +410,7 @@ mod tests {
             connector_name: "c".into(),
             task_id: 0,
             config: Config::from([("file", path.to_str().unwrap())]),
+            errors: ErrantRecordReporter::detached(),
         };
         let mut task = FileSinkTask::default();
         task.start(ctx.clone()).await.unwrap();
@@ -393,6 +436,7 @@ mod tests {
             task_id: 0,
             config: config.clone(),
             positions: Default::default(),
+            errors: ErrantRecordReporter::detached(),
         };
         let mut task = FileSourceTask::default();
         task.start(ctx.clone()).await.unwrap();
