@@ -660,3 +660,86 @@ fn produce_bytes(bootstrap: &str, topic: &str, values: &[&[u8]]) {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 }
+
+/// Distinct (task, sequence number) pairs among the lines of a file written by a sink of
+/// datagen records, and the number of lines.
+fn datagen_lines(path: &std::path::Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        lines += 1;
+        if let Some(pair) = sluice_connector_datagen::parse_value(line) {
+            seen.insert(pair);
+        }
+    }
+    (seen.len(), lines)
+}
+
+#[test]
+fn broker_faults_lose_nothing_end_to_end() {
+    const COUNT: u64 = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka = DevKafka::start(dir.path(), &["faulty:3"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    let mut source = datagen("faulty", "3", "1000");
+    source.push(("count", COUNT.to_string()));
+    api.create("gen", &pairs(&source), api::TargetState::Running);
+    let out = dir.path().join("out.txt");
+    let sink = [
+        ("connector.class", "FileStreamSink"),
+        ("topics", "faulty"),
+        ("file", out.to_str().unwrap()),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+    ];
+    api.create("out", &sink, api::TargetState::Running);
+    wait_for("records flowing through", TIMEOUT, || {
+        datagen_lines(&out).0 > 500
+    });
+
+    // Request errors on produce, fetch and offset commits, dropped connections, then the
+    // broker down and back.
+    kafka.fault("fail produce 20 not-leader");
+    kafka.fault("fail fetch 20 not-leader");
+    kafka.fault("fail offset-commit 5 not-coordinator");
+    kafka.fault("fail produce 3 disconnect");
+    kafka.fault("fail fetch 3 disconnect");
+    kafka.fault("broker-down 1");
+    let down = Instant::now();
+    wait_for("two seconds of a dead broker", TIMEOUT, || {
+        down.elapsed() > Duration::from_secs(2)
+    });
+    kafka.fault("broker-up 1");
+
+    let expected = datagen_counts(COUNT, 3);
+    let mut v = Verified::default();
+    wait_for("every record in Kafka", Duration::from_secs(60), || {
+        v = verify(&kafka.bootstrap, "faulty", false, Some(&expected));
+        v.unique as u64 == COUNT
+    });
+    let mut lines = (0, 0);
+    wait_for(
+        "every record in the sink file",
+        Duration::from_secs(60),
+        || {
+            lines = datagen_lines(&out);
+            lines.0 as u64 == COUNT
+        },
+    );
+    eprintln!(
+        "broker faults: Kafka {} records, {} lost, {} duplicated; sink file {} lines, {} distinct",
+        v.records, v.lost, v.duplicates, lines.1, lines.0
+    );
+    assert_eq!(v.lost, 0, "{v:?}");
+}

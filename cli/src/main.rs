@@ -220,7 +220,28 @@ async fn run(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let kafka = sluice_worker::embedded::EmbeddedKafka::start(brokers, &topics)?;
             println!("bootstrap.servers={}", kafka.bootstrap_servers());
-            shutdown.cancelled().await;
+            // Faults for tests, one per line on stdin (see Fault::parse).
+            use tokio::io::AsyncBufReadExt as _;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    line = lines.next_line() => match line {
+                        Ok(Some(line)) if !line.trim().is_empty() => {
+                            match sluice_worker::embedded::Fault::parse(&line) {
+                                Ok(fault) => kafka.inject(fault),
+                                Err(e) => eprintln!("error: {line:?}: {e}"),
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        // No more commands: serve until shutdown.
+                        Ok(None) | Err(_) => {
+                            shutdown.cancelled().await;
+                            break;
+                        }
+                    },
+                }
+            }
             drop(kafka);
             Ok(())
         }

@@ -327,7 +327,8 @@ pub fn verify(
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
-            Some(Err(e)) => panic!("read {topic}: {e}"),
+            // Transient (a broker that just came back): the deadline catches lasting ones.
+            Some(Err(e)) => eprintln!("verifier: read {topic}: {e}"),
             Some(Ok(m)) => {
                 records += 1;
                 let value = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap();

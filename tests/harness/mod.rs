@@ -33,15 +33,36 @@ pub struct Sluice {
     args: Vec<String>,
     child: Option<Child>,
     output: Arc<Mutex<String>>,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Sluice {
     pub fn start(dir: &Path, args: &[&str]) -> Sluice {
+        Sluice::spawn(dir, args, false)
+    }
+
+    /// Starts with a pipe to the process's stdin, for [`Sluice::send_line`].
+    pub fn start_with_stdin(dir: &Path, args: &[&str]) -> Sluice {
+        Sluice::spawn(dir, args, true)
+    }
+
+    /// Writes one line to the process's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("started with stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    fn spawn(dir: &Path, args: &[&str], with_stdin: bool) -> Sluice {
         let mut child = Command::new(sluice_bin())
             .args(args)
             .current_dir(dir)
             .env("SLUICE_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(if with_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -62,6 +83,7 @@ impl Sluice {
         }
         Sluice {
             args: args.iter().map(|a| a.to_string()).collect(),
+            stdin: child.stdin.take(),
             child: Some(child),
             output,
         }
@@ -151,7 +173,7 @@ impl DevKafka {
             args.push("--topic");
             args.push(t);
         }
-        let process = Sluice::start(dir, &args);
+        let process = Sluice::start_with_stdin(dir, &args);
         let mut bootstrap = String::new();
         wait_for(
             "dev-kafka bootstrap address",
@@ -169,6 +191,18 @@ impl DevKafka {
             },
         );
         DevKafka { process, bootstrap }
+    }
+
+    /// Injects a fault (`fail API COUNT ERROR`, `broker-down ID`, `broker-up ID`) and waits
+    /// until the broker process says it took it.
+    pub fn fault(&mut self, line: &str) {
+        let before = self.process.output().matches("fault injected").count();
+        self.process.send_line(line);
+        wait_for(
+            &format!("fault {line:?} injected"),
+            Duration::from_secs(10),
+            || self.process.output().matches("fault injected").count() > before,
+        );
     }
 }
 
