@@ -129,6 +129,7 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
     };
     worker
         .report_status(wire::StatusReport {
+            released: Vec::new(),
             worker_id: "w1".into(),
             generation: with_tasks.generation,
             full: true,

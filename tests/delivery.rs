@@ -743,3 +743,60 @@ fn broker_faults_lose_nothing_end_to_end() {
     );
     assert_eq!(v.lost, 0, "{v:?}");
 }
+
+#[test]
+fn clean_moves_pauses_and_stops_replay_nothing() {
+    const COUNT: u64 = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["moves:3"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let _w1 = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    wait_for("w1 to join", TIMEOUT, || api.live_workers() == 1);
+    let mut config = datagen("moves", "4", "1500");
+    config.push(("count", COUNT.to_string()));
+    api.create("gen", &pairs(&config), api::TargetState::Running);
+    let all = |state: api::State| {
+        let t = tasks(&api, "gen");
+        t.len() == 4 && t.values().all(|(s, _)| *s == state)
+    };
+    wait_for("4 tasks RUNNING", TIMEOUT, || all(api::State::Running));
+    wait_for("records flowing", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "moves") > 1000
+    });
+
+    // A worker joins: two tasks move to it while records flow. Each starts there only after
+    // w1 drained it and committed its offsets.
+    let _w2 = start_worker(dir.path(), "w2", &controller.url(), &kafka.bootstrap);
+    wait_for("two tasks RUNNING on w2", TIMEOUT, || {
+        let t = tasks(&api, "gen");
+        all(api::State::Running) && t.values().filter(|(_, w)| w == "w2").count() == 2
+    });
+    let moved = total_records(&kafka.bootstrap, "moves");
+
+    // Pause and resume, then stop and resume: every task drains and commits each time.
+    api.target("gen", "pause");
+    wait_for("4 tasks PAUSED", TIMEOUT, || all(api::State::Paused));
+    api.target("gen", "resume");
+    wait_for("4 tasks RUNNING again", TIMEOUT, || {
+        all(api::State::Running)
+    });
+    api.target("gen", "stop");
+    wait_for("no task running", TIMEOUT, || {
+        api.status("gen")
+            .is_ok_and(|s| s.tasks.iter().all(|t| t.state() != api::State::Running))
+    });
+    api.target("gen", "resume");
+
+    let expected = datagen_counts(COUNT, 4);
+    let mut v = Verified::default();
+    wait_for("every record in Kafka", Duration::from_secs(60), || {
+        v = verify(&kafka.bootstrap, "moves", false, Some(&expected));
+        v.unique as u64 == COUNT
+    });
+    eprintln!(
+        "clean moves: {} records ({moved} when the move was done), {} lost, {} duplicated",
+        v.records, v.lost, v.duplicates
+    );
+    assert_eq!((v.lost, v.duplicates), (0, 0), "{v:?}");
+}

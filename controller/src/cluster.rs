@@ -73,7 +73,14 @@ pub struct Inner {
     pub workers: BTreeMap<String, WorkerEntry>,
     pub placement: Placement,
     pub generation: u64,
+    /// Units moved or taken away from a live worker, by old owner and since when: a new
+    /// owner gets them only once the old one released them (drained and committed), so that
+    /// a clean move replays nothing.
+    pub releasing: BTreeMap<Unit, (String, Instant)>,
 }
+
+/// How long a move waits for the old owner's release: its drain deadline and some.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(40);
 
 pub struct Cluster {
     pub store: Store,
@@ -114,6 +121,8 @@ impl Cluster {
             workers,
             placement: store.placement()?,
             generation: store.generation()?,
+            // Not persisted: after a controller restart a move in progress no longer waits.
+            releasing: BTreeMap::new(),
         };
         Ok(Cluster {
             cluster_id: store.cluster_id()?,
@@ -307,6 +316,39 @@ impl Cluster {
         if let Some(w) = inner.workers.get_mut(&report.worker_id) {
             w.last_seen = Instant::now();
         }
+        let before = inner.releasing.len();
+        for r in &report.released {
+            let unit = Unit {
+                connector: r.connector.clone(),
+                task: r.task,
+            };
+            if inner
+                .releasing
+                .get(&unit)
+                .is_some_and(|(old, _)| *old == report.worker_id)
+            {
+                inner.releasing.remove(&unit);
+            }
+        }
+        if report.full {
+            // A full snapshot lists everything the worker runs: what it does not list, it
+            // does not run.
+            let listed: BTreeSet<Unit> = report
+                .statuses
+                .iter()
+                .map(|s| Unit {
+                    connector: s.connector.clone(),
+                    task: s.task,
+                })
+                .collect();
+            let worker = &report.worker_id;
+            inner
+                .releasing
+                .retain(|unit, (old, _)| old != worker || listed.contains(unit));
+        }
+        if inner.releasing.len() != before {
+            self.changed.notify_one();
+        }
         let mut wrote = false;
         for s in report.statuses {
             let unit = Unit {
@@ -434,6 +476,10 @@ impl Cluster {
             // A send that failed is retried.
             changed |= w.stream.is_some() && w.last_sent.is_none();
         }
+        changed |= inner
+            .releasing
+            .values()
+            .any(|(_, since)| now.duration_since(*since) >= RELEASE_TIMEOUT);
         if !changed {
             return Ok(());
         }
@@ -455,9 +501,41 @@ impl Cluster {
             })
             .collect();
         let placement = scheduler::assign(&work, &slots, &inner.placement);
+        {
+            let Inner {
+                releasing,
+                workers,
+                placement: previous,
+                ..
+            } = &mut *inner;
+            // Moved, or taken away (a stop): if it comes back elsewhere before its old owner
+            // drained it, it waits too.
+            for (unit, old) in previous.iter() {
+                let moved = placement.get(unit) != Some(old);
+                if moved && workers.get(old).is_some_and(|w| w.stream.is_some()) {
+                    releasing
+                        .entry(unit.clone())
+                        .or_insert_with(|| (old.clone(), now));
+                }
+            }
+            // Releases that will not come: the old owner is gone, the unit is back on it (the
+            // worker itself waits for its predecessor), or the drain took too long.
+            releasing.retain(|unit, (old, since)| {
+                let keep = workers.contains_key(old)
+                    && placement.get(unit) != Some(old)
+                    && now.duration_since(*since) < RELEASE_TIMEOUT;
+                if !keep && now.duration_since(*since) >= RELEASE_TIMEOUT {
+                    tracing::warn!(worker = %old, ?unit, "no release within {RELEASE_TIMEOUT:?}; starting the unit on its new worker");
+                }
+                keep
+            });
+        }
         // Assignments compared without their generation, which is set only when sent.
         let mut owned: BTreeMap<&str, Vec<&Unit>> = BTreeMap::new();
         for (unit, owner) in &placement {
+            if inner.releasing.contains_key(unit) {
+                continue;
+            }
             owned.entry(owner.as_str()).or_default().push(unit);
         }
         let messages: BTreeMap<String, wire::Assignment> = inner

@@ -7,7 +7,7 @@
 //! Source offsets live in a Kafka topic (`offset.storage.topic`), so a task that moves resumes
 //! where it stopped on its previous worker; sink offsets are the consumer group's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,7 +101,7 @@ type UnitKey = (String, Option<u32>);
 /// A unit's state, trace and topics used.
 type UnitState = (api::State, String, Vec<String>);
 
-/// A unit's new state, or `None` when the unit no longer runs here.
+/// A unit's new state, or `None` when the unit stopped for good here (released).
 struct StatusUpdate {
     key: UnitKey,
     state: Option<UnitState>,
@@ -574,6 +574,7 @@ async fn report_statuses(
     let mut client = shared.client.clone();
     let mut current: BTreeMap<UnitKey, UnitState> = BTreeMap::new();
     let mut changed: BTreeMap<UnitKey, UnitState> = BTreeMap::new();
+    let mut released: BTreeSet<UnitKey> = BTreeSet::new();
     let mut full = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
@@ -582,17 +583,17 @@ async fn report_statuses(
         tokio::select! {
             update = updates.recv() => {
                 let Some(update) = update else { return };
-                apply(&mut current, &mut changed, update);
+                apply(&mut current, &mut changed, &mut released, update);
                 tokio::time::sleep(STATUS_DEBOUNCE).await;
                 while let Ok(update) = updates.try_recv() {
-                    apply(&mut current, &mut changed, update);
+                    apply(&mut current, &mut changed, &mut released, update);
                 }
             }
             _ = joined.notified() => full = true,
             _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {}
             _ = stop.cancelled() => return,
         }
-        if !full && changed.is_empty() {
+        if !full && changed.is_empty() && released.is_empty() {
             continue;
         }
         let listed = if full { &current } else { &changed };
@@ -612,11 +613,19 @@ async fn report_statuses(
                     },
                 )
                 .collect(),
+            released: released
+                .iter()
+                .map(|(connector, task)| wire::UnitRef {
+                    connector: connector.clone(),
+                    task: *task,
+                })
+                .collect(),
         };
         match tokio::time::timeout(RPC_TIMEOUT, client.report_status(report)).await {
             Ok(Ok(_)) => {
                 full = false;
                 changed.clear();
+                released.clear();
                 retry_at = None;
             }
             _ => {
@@ -632,16 +641,19 @@ async fn report_statuses(
 fn apply(
     current: &mut BTreeMap<UnitKey, UnitState>,
     changed: &mut BTreeMap<UnitKey, UnitState>,
+    released: &mut BTreeSet<UnitKey>,
     update: StatusUpdate,
 ) {
     match update.state {
         Some(state) => {
+            released.remove(&update.key);
             current.insert(update.key.clone(), state.clone());
             changed.insert(update.key, state);
         }
         None => {
             current.remove(&update.key);
             changed.remove(&update.key);
+            released.insert(update.key);
         }
     }
 }
@@ -669,11 +681,15 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut units: BTreeMap<UnitKey, Running> = BTreeMap::new();
+    // Units stopped without a replacement, until they have drained: one that comes back
+    // (a stop then a resume) waits for its predecessor as a replacement does.
+    let mut draining: BTreeMap<UnitKey, watch::Receiver<bool>> = BTreeMap::new();
     loop {
         tokio::select! {
             changed = assignments.changed() => if changed.is_err() { break },
             _ = shutdown.cancelled() => break,
         }
+        draining.retain(|_, done| !*done.borrow());
         let Some((join, assignment)) = assignments.borrow_and_update().clone() else {
             continue;
         };
@@ -693,12 +709,6 @@ async fn supervise(
             if let Some(unit) = units.remove(&key) {
                 unit.stop.cancel();
                 previous.insert(key.clone(), unit.handle);
-                if !desired.contains_key(&key) {
-                    let _ = shared.statuses.send(StatusUpdate {
-                        key: key.clone(),
-                        state: None,
-                    });
-                }
             }
         }
         // Units that stopped and are not replaced still finish in the background.
@@ -707,7 +717,16 @@ async fn supervise(
                 continue;
             }
             let stop = CancellationToken::new();
-            let before = previous.remove(&key);
+            let before: Option<Predecessor> = match previous.remove(&key) {
+                Some(handle) => Some(Box::pin(async move {
+                    let _ = handle.await;
+                })),
+                None => draining.remove(&key).map(|mut done| -> Predecessor {
+                    Box::pin(async move {
+                        let _ = done.wait_for(|d| *d).await;
+                    })
+                }),
+            };
             let handle = tokio::spawn(run_unit(
                 shared.clone(),
                 key.clone(),
@@ -724,9 +743,16 @@ async fn supervise(
                 },
             );
         }
-        for (_, handle) in previous {
+        // Units taken away finish in the background; once drained and committed they are
+        // released, and the controller lets their new owner start them.
+        for (key, handle) in previous {
+            let statuses = shared.statuses.clone();
+            let (done_tx, done_rx) = watch::channel(false);
+            draining.insert(key.clone(), done_rx);
             tokio::spawn(async move {
                 let _ = handle.await;
+                let _ = statuses.send(StatusUpdate { key, state: None });
+                let _ = done_tx.send(true);
             });
         }
         // Whatever moved away is told to stop: the lease may say "yours" again.
@@ -738,6 +764,9 @@ async fn supervise(
     }
     for (_, unit) in units {
         let _ = unit.handle.await;
+    }
+    for (_, mut done) in draining {
+        let _ = done.wait_for(|d| *d).await;
     }
 }
 
@@ -786,15 +815,18 @@ fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Wo
     units
 }
 
+/// Completes when a unit's predecessor (same connector and task) has stopped here.
+type Predecessor = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 async fn run_unit(
     shared: Arc<Shared>,
     key: UnitKey,
     work: Work,
-    before: Option<JoinHandle<()>>,
+    before: Option<Predecessor>,
     stop: CancellationToken,
 ) {
     if let Some(before) = before {
-        let _ = before.await;
+        before.await;
     }
     if stop.is_cancelled() {
         return;

@@ -255,6 +255,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         }));
         let _ = client
             .report_status(wire::StatusReport {
+                released: Vec::new(),
                 worker_id: id.clone(),
                 generation: assignment.generation,
                 full: true,
