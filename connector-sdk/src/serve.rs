@@ -642,6 +642,13 @@ async fn drive_sink(
                     offsets,
                 })
             }
+            Some(sink_request::Kind::Assigned(assigned)) => {
+                let offsets = task.open(assigned.partitions).await?;
+                sink_response::Kind::Positions(proto::PartitionPositions {
+                    id: assigned.id,
+                    offsets,
+                })
+            }
             Some(sink_request::Kind::Stop(_)) => return Ok(()),
             Some(sink_request::Kind::Open(_)) | None => {
                 tracing::warn!("ignoring unexpected message on a sink stream");

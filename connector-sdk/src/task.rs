@@ -183,6 +183,18 @@ pub trait SinkTask: Send + 'static {
     /// Takes a batch of records; they need not be durable before `flush`.
     async fn put(&mut self, records: Vec<proto::SinkRecord>) -> Result<(), TaskError>;
 
+    /// The task was given `partitions` (Kafka Connect's `open`). A sink that stores its Kafka
+    /// offsets in its own system, atomically with the data, returns them (the next offset to
+    /// read per partition) and the worker starts there: exactly-once delivery into it. The
+    /// default starts at the consumer group's committed offsets.
+    async fn open(
+        &mut self,
+        partitions: Vec<proto::TopicPartition>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        let _ = partitions;
+        Ok(Vec::new())
+    }
+
     /// Makes everything put so far durable and returns the offsets that are safe to commit
     /// (Kafka Connect's `preCommit`); the default returns `offsets` after nothing.
     async fn flush(

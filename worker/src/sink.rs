@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::connector::v1::{self as proto, data, sink_request, sink_response};
@@ -59,14 +59,106 @@ struct Polled {
 
 type Sender = mpsc::Sender<proto::SinkRequest>;
 
+/// How long an assignment waits for the connector's stored positions.
+const POSITIONS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Newly assigned partitions and where to send the connector's answer.
+type PositionsQuery = (
+    Vec<proto::TopicPartition>,
+    std::sync::mpsc::SyncSender<Vec<proto::TopicPartitionOffset>>,
+);
+
+type SinkConsumer = BaseConsumer<SinkContext>;
+
+/// The sink consumer's rebalance handling: before fetching from newly assigned partitions,
+/// the connector is asked for the offsets it stored itself (an exactly-once sink), and the
+/// partitions start there; the others start at the group's committed offsets.
+struct SinkContext {
+    /// Unbounded: at most one query per rebalance, and the poll thread waits for its answer.
+    ask: mpsc::UnboundedSender<PositionsQuery>,
+}
+
+impl rdkafka::ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<proto::TopicPartition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| proto::TopicPartition {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                    })
+                    .collect();
+                // This runs on the poll thread, which may block: the task's stream asks the
+                // connector and answers.
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                let positions = match self.ask.send((partitions, reply)) {
+                    Ok(()) => answer.recv_timeout(POSITIONS_TIMEOUT).ok(),
+                    Err(_) => None,
+                };
+                for p in positions.unwrap_or_default() {
+                    if tpl.find_partition(&p.topic, p.partition).is_some() {
+                        tracing::info!(topic = %p.topic, partition = p.partition, offset = p.offset, "starting where the sink stored its offset");
+                        let _ = tpl.set_partition_offset(
+                            &p.topic,
+                            p.partition,
+                            Offset::Offset(p.offset),
+                        );
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(
+                    "consumer rebalance: {}",
+                    rdkafka::error::RDKafkaErrorCode::from(other)
+                );
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!("consumer rebalance: {e}");
+        }
+    }
+}
+
 async fn send(tx: &Sender, kind: sink_request::Kind) {
     let _ = tx.send(proto::SinkRequest { kind: Some(kind) }).await;
 }
 
 impl SinkTaskRunner {
     pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
-        let consumer: Arc<BaseConsumer> =
-            Arc::new(self.consumer_config.create().context("create consumer")?);
+        let (ask_tx, asks) = mpsc::unbounded_channel();
+        let consumer: Arc<SinkConsumer> = Arc::new(
+            self.consumer_config
+                .create_with_context(SinkContext { ask: ask_tx })
+                .context("create consumer")?,
+        );
         let subscription: Vec<String> = match &self.topics_regex {
             // librdkafka treats a subscription starting with ^ as a regex.
             Some(regex) if regex.starts_with('^') => vec![regex.clone()],
@@ -91,7 +183,9 @@ impl SinkTaskRunner {
                 )
             })
         };
-        let result = self.stream(&mut client, &consumer, batch_rx, &stop).await;
+        let result = self
+            .stream(&mut client, &consumer, batch_rx, asks, &stop)
+            .await;
         polling.store(false, Ordering::Release);
         let _ = poller.await;
         result
@@ -100,10 +194,17 @@ impl SinkTaskRunner {
     async fn stream(
         &self,
         client: &mut Client,
-        consumer: &Arc<BaseConsumer>,
+        consumer: &Arc<SinkConsumer>,
         mut batches: mpsc::Receiver<anyhow::Result<Polled>>,
+        mut asks: mpsc::UnboundedReceiver<PositionsQuery>,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
+        // Assignments waiting for the connector's stored positions, by request id.
+        let mut waiting: BTreeMap<
+            u64,
+            std::sync::mpsc::SyncSender<Vec<proto::TopicPartitionOffset>>,
+        > = BTreeMap::new();
+        let mut ask_id = 0u64;
         let (tx, rx) = mpsc::channel(WINDOW + 4);
         send(
             &tx,
@@ -178,11 +279,24 @@ impl SinkTaskRunner {
                         }
                         sink_response::Kind::Opened(_) => {}
                         sink_response::Kind::RecordError(e) => self.record_error(e).await?,
+                        sink_response::Kind::Positions(p) => {
+                            if let Some(reply) = waiting.remove(&p.id) {
+                                let _ = reply.send(p.offsets);
+                            }
+                        }
                     },
                     Ok(Some(_)) => {}
                     Ok(None) => bail!("connector closed the sink stream"),
                     Err(s) => bail!("sink stream broke: {}", s.message()),
                 },
+                Some((partitions, reply)) = asks.recv() => {
+                    ask_id += 1;
+                    waiting.insert(ask_id, reply);
+                    send(&tx, sink_request::Kind::Assigned(proto::PartitionsAssigned {
+                        id: ask_id,
+                        partitions,
+                    })).await;
+                }
                 _ = stop.cancelled(), if !stopping => {
                     stopping = true;
                     if flushing.is_none() {
@@ -234,7 +348,7 @@ fn flush_request(flush_id: u64, sent: &BTreeMap<(String, i32), i64>) -> sink_req
 
 /// Commits what the connector flushed, never beyond what was sent to it.
 async fn commit(
-    consumer: &Arc<BaseConsumer>,
+    consumer: &Arc<SinkConsumer>,
     flushed: &[proto::TopicPartitionOffset],
     sent: &BTreeMap<(String, i32), i64>,
     mode: CommitMode,
@@ -266,7 +380,7 @@ async fn commit(
 
 /// Polls, converts and batches records until `polling` turns false or the receiver is gone.
 fn poll_loop(
-    consumer: &BaseConsumer,
+    consumer: &SinkConsumer,
     key: &Converter,
     value: &Converter,
     errors: &ErrorReporter,

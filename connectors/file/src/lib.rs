@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_connector_sdk::proto::{
-    data as proto_data, value, ConfigDef, ConfigType, Importance, SinkRecord, TopicPartitionOffset,
+    data as proto_data, value, ConfigDef, ConfigType, Importance, SinkRecord, TopicPartition,
+    TopicPartitionOffset,
 };
 use sluice_connector_sdk::{
     data, Config, ConfigDefBuilder, Connector, ErrantRecordReporter, Plugin, SinkConnector,
@@ -252,11 +253,30 @@ impl Connector for FileStreamSink {
     }
 
     fn config_defs(&self) -> Vec<ConfigDef> {
-        vec![ConfigDefBuilder::new(FILE, ConfigType::String)
-            .importance(Importance::High)
-            .doc("Destination filename")
-            .build()]
+        vec![
+            ConfigDefBuilder::new(FILE, ConfigType::String)
+                .importance(Importance::High)
+                .doc("Destination filename")
+                .build(),
+            ConfigDefBuilder::new(OFFSETS_FILE, ConfigType::String)
+                .default_value("")
+                .importance(Importance::Low)
+                .doc("Exactly-once: the sink keeps its Kafka offsets and the length of the data file in this file, replaced atomically after each flush; on start it cuts the data file back to that length and resumes from those offsets, so nothing is written twice")
+                .build(),
+        ]
     }
+}
+
+/// Sluice's key: where an exactly-once FileStreamSink keeps its offsets.
+const OFFSETS_FILE: &str = "offsets.file";
+
+/// What an exactly-once file sink stores after each flush.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct StoredOffsets {
+    /// The data file's length when these offsets were stored.
+    length: u64,
+    /// (topic, partition) → next offset to read.
+    offsets: Vec<(String, i32, i64)>,
 }
 
 impl SinkConnector for FileStreamSink {
@@ -275,6 +295,9 @@ struct FileSinkTask {
     out: Option<File>,
     buf: Vec<u8>,
     errors: Option<ErrantRecordReporter>,
+    /// With `offsets.file`: where, and what was stored last.
+    offsets_file: Option<std::path::PathBuf>,
+    stored: std::collections::BTreeMap<(String, i32), i64>,
 }
 
 impl FileSinkTask {
@@ -290,6 +313,27 @@ impl FileSinkTask {
         self.buf.clear();
         Ok(())
     }
+}
+
+/// Replaces `path` with `bytes` atomically and durably: temporary file, fsync, rename, fsync
+/// of the directory.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("offsets")
+    ));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Truncates a last line that has no newline: the tail of a write cut short by a kill. Its
@@ -337,6 +381,39 @@ impl SinkTask for FileSinkTask {
             .open(&self.path)
             .await
             .map_err(|e| TaskError::retriable(format!("open {}: {e}", self.path)))?;
+        self.offsets_file = ctx
+            .config
+            .get(OFFSETS_FILE)
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
+        if let Some(path) = &self.offsets_file {
+            let stored: StoredOffsets = match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    TaskError::fatal(format!("{}: not an offsets file: {e}", path.display()))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredOffsets::default(),
+                Err(e) => {
+                    return Err(TaskError::retriable(format!(
+                        "read {}: {e}",
+                        path.display()
+                    )))
+                }
+            };
+            // Whatever was written after the last stored offsets is written again from them.
+            let len = file.metadata().await?.len();
+            if len > stored.length {
+                tracing::warn!(
+                    removed = len - stored.length,
+                    "cutting the data file back to its last stored offsets"
+                );
+                file.set_len(stored.length).await?;
+            }
+            self.stored = stored
+                .offsets
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect();
+        }
         cut_torn_line(&file)
             .await
             .map_err(|e| TaskError::retriable(format!("repair {}: {e}", self.path)))?;
@@ -376,13 +453,49 @@ impl SinkTask for FileSinkTask {
         Ok(())
     }
 
+    async fn open(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        Ok(partitions
+            .into_iter()
+            .filter_map(|p| {
+                let offset = *self.stored.get(&(p.topic.clone(), p.partition))?;
+                Some(TopicPartitionOffset {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset,
+                })
+            })
+            .collect())
+    }
+
     async fn flush(
         &mut self,
         offsets: Vec<TopicPartitionOffset>,
     ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
         self.write_buffered().await?;
-        if let Some(out) = self.out.as_mut() {
-            out.sync_data().await?;
+        let Some(out) = self.out.as_mut() else {
+            return Ok(offsets);
+        };
+        out.sync_data().await?;
+        if let Some(path) = self.offsets_file.clone() {
+            for o in &offsets {
+                self.stored.insert((o.topic.clone(), o.partition), o.offset);
+            }
+            let stored = StoredOffsets {
+                length: out.metadata().await?.len(),
+                offsets: self
+                    .stored
+                    .iter()
+                    .map(|((t, p), o)| (t.clone(), *p, *o))
+                    .collect(),
+            };
+            let bytes = serde_json::to_vec(&stored).map_err(|e| TaskError::fatal(e.to_string()))?;
+            tokio::task::spawn_blocking(move || replace_file(&path, &bytes))
+                .await
+                .map_err(|e| TaskError::retriable(e.to_string()))?
+                .map_err(|e| TaskError::retriable(format!("store offsets: {e}")))?;
         }
         Ok(offsets)
     }
@@ -423,6 +536,60 @@ mod tests {
         std::fs::write(&path, "torn").unwrap();
         FileSinkTask::default().start(ctx).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn an_exactly_once_sink_cuts_back_to_its_stored_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let offsets = dir.path().join("out.offsets");
+        let ctx = SinkTaskContext {
+            connector_name: "c".into(),
+            task_id: 0,
+            config: Config::from([
+                ("file", path.to_str().unwrap()),
+                ("offsets.file", offsets.to_str().unwrap()),
+            ]),
+            errors: ErrantRecordReporter::detached(),
+        };
+        let record = |offset: i64| SinkRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            value: Some(data::string(format!("line {offset}"))),
+            ..SinkRecord::default()
+        };
+        let mut task = FileSinkTask::default();
+        task.start(ctx.clone()).await.unwrap();
+        task.put(vec![record(0), record(1)]).await.unwrap();
+        let at = |offset| TopicPartitionOffset {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        };
+        task.flush(vec![at(2)]).await.unwrap();
+        // Written but never flushed: a crash now.
+        task.put(vec![record(2)]).await.unwrap();
+        task.write_buffered().await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "line 0\nline 1\nline 2\n"
+        );
+
+        let mut again = FileSinkTask::default();
+        again.start(ctx).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 0\nline 1\n");
+        let partitions = vec![
+            TopicPartition {
+                topic: "t".into(),
+                partition: 0,
+            },
+            TopicPartition {
+                topic: "t".into(),
+                partition: 1,
+            },
+        ];
+        assert_eq!(again.open(partitions).await.unwrap(), vec![at(2)]);
     }
 
     #[tokio::test]
