@@ -1,7 +1,9 @@
 //! Data-path throughput, each figure beside a raw librdkafka baseline measured in the same run
 //! on the same embedded broker:
 //! - produce: raw producer vs datagen → worker → Kafka (connector out of process, 1 task);
-//! - consume: raw consumer vs Kafka → worker → null sink (connector out of process, 1 task).
+//! - consume: raw consumer vs Kafka → worker → null sink (connector out of process, 1 task);
+//! - exactly-once produce: raw (non-transactional) producer vs datagen → worker → Kafka with a
+//!   transaction per poll, records and source offsets committed together (100 B).
 //!
 //! `cargo run --release -p sluice-bench -- [--records N] [--json]`
 
@@ -17,13 +19,14 @@ use sluice_connector_datagen::record_value;
 use sluice_proto::connector::v1::ConnectorType;
 use sluice_worker::converter::Converter;
 use sluice_worker::embedded::EmbeddedKafka;
+use sluice_worker::lease::Lease;
 use sluice_worker::metrics::Counters;
 use sluice_worker::offsets::OffsetStore;
 use sluice_worker::process::PluginCommand;
 use sluice_worker::runner::{
-    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
+    consumer_config, producer_config, run_connector, ConnectorSpec, Transactions, WorkerContext,
 };
-use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
+use sluice_worker::settings::{TransactionBoundary, DEFAULT_OFFSET_FLUSH_INTERVAL};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -32,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink"])]
+    #[arg(long, value_parser = ["source", "sink", "eos"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -67,7 +70,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     let sizes = [(100usize, args.records), (1024, (args.records / 5).max(1))];
     let mut topics = Vec::new();
     for (size, _) in sizes {
-        for kind in ["raw", "pipeline"] {
+        for kind in ["raw", "pipeline", "eos"] {
             topics.push((format!("produce-{kind}-{size}"), PARTITIONS));
         }
         topics.push((format!("consume-{size}"), PARTITIONS * 4));
@@ -75,14 +78,31 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     let kafka = EmbeddedKafka::start(1, &topics)?;
     let bootstrap = kafka.bootstrap_servers().to_string();
     let mut figures = Vec::new();
-    let source = args.only.as_deref() != Some("sink");
-    let sink = args.only.as_deref() != Some("source");
+    let only = |what: &str| args.only.as_deref().is_none_or(|o| o == what);
     for (size, records) in sizes {
-        if source {
+        if only("source") {
             figures.push(produce_figure(&bootstrap, size, records).await?);
         }
-        if sink {
+        if only("sink") {
             figures.push(consume_figure(&bootstrap, size, records).await?);
+        }
+        if only("eos") && size == 100 {
+            let raw =
+                raw_produce(&bootstrap, &format!("produce-raw-{size}"), records, size).await?;
+            let eos = pipeline_produce(
+                &bootstrap,
+                &format!("produce-eos-{size}"),
+                records,
+                size,
+                true,
+            )
+            .await?;
+            figures.push(Figure {
+                name: format!("source_datagen_eos_{size}b"),
+                records,
+                secs: eos,
+                baseline_secs: raw,
+            });
         }
     }
     drop(kafka);
@@ -96,6 +116,7 @@ async fn produce_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::R
         &format!("produce-pipeline-{size}"),
         records,
         size,
+        false,
     )
     .await?;
     Ok(Figure {
@@ -205,9 +226,10 @@ async fn pipeline_produce(
     topic: &str,
     records: u64,
     size: usize,
+    exactly_once: bool,
 ) -> anyhow::Result<f64> {
     let name = format!("bench-{topic}");
-    let spec = spec(
+    let mut spec = spec(
         &name,
         ConnectorType::Source,
         "DatagenSource",
@@ -217,7 +239,27 @@ async fn pipeline_produce(
             ("record.size", size.to_string()),
         ],
     )?;
-    let offsets = Arc::new(OffsetStore::open(None)?);
+    let offsets = Arc::new(if exactly_once {
+        // Transactions write the offsets to Kafka with the records; the lease always holds
+        // (no controller here).
+        let lease = Arc::new(Lease::default());
+        let join = lease.joined();
+        lease.applied(join);
+        lease.renew(tokio::time::Instant::now(), Duration::from_secs(86_400));
+        spec.transactions = Some(Transactions {
+            id_prefix: format!("bench-{topic}"),
+            boundary: TransactionBoundary::Poll,
+            interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
+            lease,
+        });
+        OffsetStore::kafka(
+            "bench-offsets",
+            &producer_config(bootstrap, BTreeMap::new()),
+            &consumer_config(bootstrap, BTreeMap::new()),
+        )?
+    } else {
+        OffsetStore::open(None)?
+    });
     let ctx = WorkerContext {
         producer_config: producer_config(bootstrap, BTreeMap::new()),
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
