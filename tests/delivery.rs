@@ -385,6 +385,33 @@ fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
     let worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
     wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
 
+    // Error-handling keys are checked when the connector is created.
+    let mut client = api.connectors().unwrap();
+    let bad = api::CreateConnectorRequest {
+        name: "bad".into(),
+        config: [
+            ("connector.class", "FileStreamSink"),
+            ("topics", "raw"),
+            ("file", "x.txt"),
+            ("errors.tolerance", "some"),
+            ("restart.max.attempts", "-5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        initial_state: 0,
+    };
+    let e = api
+        .runtime
+        .block_on(client.create_connector(bad))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("errors.tolerance") && e.message().contains("restart.max.attempts"),
+        "{}",
+        e.message()
+    );
+
     // Sink: every 10th value is not JSON.
     let values: Vec<String> = (0..100)
         .map(|i| {

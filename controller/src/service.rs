@@ -38,6 +38,31 @@ fn ok<T>(value: T) -> ApiResult<T> {
     Ok(Response::new(value))
 }
 
+/// Framework keys with a fixed set of values (the workers parse them fully; checked here so
+/// that a bad value is refused when the connector is created).
+const FRAMEWORK_CHOICES: &[(&str, &[&str])] = &[
+    ("errors.tolerance", &["none", "all"]),
+    ("errors.log.enable", &["true", "false"]),
+    ("errors.log.include.messages", &["true", "false"]),
+    (
+        "errors.deadletterqueue.context.headers.enable",
+        &["true", "false"],
+    ),
+    ("exactly.once.support", &["requested", "required"]),
+    ("transaction.boundary", &["poll", "interval", "connector"]),
+];
+
+/// Framework keys that are integers, with their least value.
+const FRAMEWORK_INTEGERS: &[(&str, i64)] = &[
+    ("errors.retry.timeout", -1),
+    ("errors.retry.delay.max.ms", 0),
+    ("errors.deadletterqueue.topic.replication.factor", -1),
+    ("restart.max.attempts", -1),
+    ("restart.backoff.initial.ms", 0),
+    ("restart.backoff.max.ms", 0),
+    ("transaction.boundary.interval.ms", 0),
+];
+
 /// Checks a connector config against what the framework and the plugin's definitions require;
 /// one violation per bad key.
 fn validate(inner: &Inner, name: &str, config: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -76,6 +101,26 @@ fn validate(inner: &Inner, name: &str, config: &BTreeMap<String, String>) -> Res
             "tasks.max".into(),
             "must be an integer of at least 1".into(),
         )),
+    }
+    for (key, choices) in FRAMEWORK_CHOICES {
+        if let Some(v) = config.get(*key) {
+            if !choices.contains(&v.trim()) {
+                errors.push((
+                    key.to_string(),
+                    format!("invalid value {v}: must be one of {}", choices.join(", ")),
+                ));
+            }
+        }
+    }
+    for (key, least) in FRAMEWORK_INTEGERS {
+        if let Some(v) = config.get(*key) {
+            if !v.trim().parse::<i64>().is_ok_and(|n| n >= *least) {
+                errors.push((
+                    key.to_string(),
+                    format!("invalid value {v}: must be an integer of at least {least}"),
+                ));
+            }
+        }
     }
     if let Some(plugin) = plugin {
         if plugin.r#type == api::ConnectorType::Sink as i32 {
