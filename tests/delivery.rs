@@ -363,17 +363,8 @@ fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
 }
 
 fn produce(bootstrap: &str, topic: &str, values: &[String]) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for v in values {
-        producer
-            .send(BaseRecord::<(), str>::to(topic).payload(v.as_str()))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    produce_bytes(bootstrap, topic, &values);
 }
 
 #[test]

@@ -101,6 +101,27 @@ pub struct Failure<'a> {
     pub error: &'a (dyn Display + Sync),
 }
 
+impl<'a> Failure<'a> {
+    /// A record the connector itself reported as bad, in `stage`.
+    pub fn reported(stage: Stage, class: &'a str, error: &'a (dyn Display + Sync)) -> Failure<'a> {
+        Failure {
+            stage,
+            class,
+            exception: CONNECT_EXCEPTION,
+            error,
+        }
+    }
+}
+
+/// The text of a connector's report of a bad record: its message, then its trace.
+pub fn report_text(e: &sluice_proto::connector::v1::RecordError) -> String {
+    if e.trace.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{}\n{}", e.message, e.trace)
+    }
+}
+
 /// Applies a connector's error policy to failed records of one task.
 pub struct ErrorReporter {
     policy: ErrorPolicy,

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::converter::{ConversionError, Converter, DATA_EXCEPTION};
-use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage, CONNECT_EXCEPTION};
+use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::process::Client;
 use crate::restart::task_error;
@@ -468,17 +468,8 @@ impl SinkTaskRunner {
     /// read back from Kafka for the dead-letter queue (errant records are rare; the window of
     /// batches is not kept for them).
     async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
-        let error = if e.trace.is_empty() {
-            e.message.clone()
-        } else {
-            format!("{}\n{}", e.message, e.trace)
-        };
-        let failure = Failure {
-            stage: Stage::TaskPut,
-            class: &self.class,
-            exception: CONNECT_EXCEPTION,
-            error: &error,
-        };
+        let error = report_text(&e);
+        let failure = Failure::reported(Stage::TaskPut, &self.class, &error);
         let mut failed = FailedRecord {
             topic: e.topic.clone(),
             partition: e.partition,

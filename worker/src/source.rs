@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
-use crate::errors::{ErrorReporter, FailedRecord, Failure, Stage, CONNECT_EXCEPTION};
+use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
@@ -164,6 +164,40 @@ async fn send_with_backpressure<'a>(
     }
 }
 
+/// What the connector sent that a task's loop acts on.
+enum Event {
+    Batch(Box<proto::SourceBatch>),
+    Stopped,
+    RecordError(Box<proto::RecordError>),
+}
+
+/// Sorts a message of the source stream: the task's own failure and a broken or closed stream
+/// are errors; `None` for nothing to do.
+fn event(
+    message: Result<Option<proto::SourceResponse>, tonic::Status>,
+) -> anyhow::Result<Option<Event>> {
+    match message {
+        Ok(Some(proto::SourceResponse { kind: Some(kind) })) => Ok(match kind {
+            source_response::Kind::Batch(batch) => Some(Event::Batch(Box::new(batch))),
+            source_response::Kind::Stopped(_) => Some(Event::Stopped),
+            source_response::Kind::RecordError(e) => Some(Event::RecordError(Box::new(e))),
+            source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
+            source_response::Kind::Opened(_) => None,
+        }),
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => bail!("connector closed the source stream"),
+        Err(s) => bail!("source stream broke: {}", s.message()),
+    }
+}
+
+/// The credit a batch used: its records and its encoded size, as the connector debited them.
+fn credit_of(batch: &proto::SourceBatch) -> source_request::Kind {
+    source_request::Kind::Credit(proto::Credit {
+        records: batch.records.len() as u64,
+        bytes: batch.encoded_len() as u64,
+    })
+}
+
 async fn send(tx: &Sender, kind: source_request::Kind) {
     // A closed stream is noticed on the response side; nothing to do here.
     let _ = tx.send(proto::SourceRequest { kind: Some(kind) }).await;
@@ -286,29 +320,17 @@ impl SourceTaskRunner {
                     stopping = true;
                     send(tx, source_request::Kind::Stop(proto::Stop {})).await;
                 }
-                message = responses.message() => match message {
-                    Ok(Some(proto::SourceResponse { kind: Some(kind) })) => match kind {
-                        source_response::Kind::Batch(batch) => {
-                            // Credit is returned exactly as the connector debited it: records,
-                            // and the encoded size of the batch message.
-                            let records = batch.records.len() as u64;
-                            let bytes = batch.encoded_len() as u64;
-                            self.produce(producer, tracker, batch).await?;
-                            send(tx, source_request::Kind::Credit(proto::Credit {
-                                records,
-                                bytes,
-                            })).await;
-                        }
-                        source_response::Kind::Stopped(_) => return Ok(()),
-                        source_response::Kind::Error(e) => {
-                            return Err(task_error("task failed", e));
-                        }
-                        source_response::Kind::Opened(_) => {}
-                        source_response::Kind::RecordError(e) => self.record_error(e).await?,
-                    },
-                    Ok(Some(_)) => {}
-                    Ok(None) => bail!("connector closed the source stream"),
-                    Err(s) => bail!("source stream broke: {}", s.message()),
+                message = responses.message() => match event(message)? {
+                    Some(Event::Batch(batch)) => {
+                        // Credit is returned exactly as the connector debited it: records,
+                        // and the encoded size of the batch message.
+                        let credit = credit_of(&batch);
+                        self.produce(producer, tracker, *batch).await?;
+                        send(tx, credit).await;
+                    }
+                    Some(Event::Stopped) => return Ok(()),
+                    Some(Event::RecordError(e)) => self.record_error(*e).await?,
+                    None => {}
                 },
             }
         }
@@ -448,17 +470,8 @@ impl SourceTaskRunner {
 
     /// A record the connector could not read: the error policy decides.
     async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
-        let error = if e.trace.is_empty() {
-            e.message.clone()
-        } else {
-            format!("{}\n{}", e.message, e.trace)
-        };
-        let failure = Failure {
-            stage: Stage::TaskPoll,
-            class: &self.class,
-            exception: CONNECT_EXCEPTION,
-            error: &error,
-        };
+        let error = report_text(&e);
+        let failure = Failure::reported(Stage::TaskPoll, &self.class, &error);
         let failed = FailedRecord {
             topic: e.topic.clone(),
             key: dead_letter_bytes(e.key.as_ref()),
@@ -656,28 +669,19 @@ impl SourceTaskRunner {
                     stopping = true;
                     send(tx, source_request::Kind::Stop(proto::Stop {})).await;
                 }
-                message = responses.message() => match message {
-                    Ok(Some(proto::SourceResponse { kind: Some(kind) })) => match kind {
-                        source_response::Kind::Batch(batch) => {
-                            let records = batch.records.len() as u64;
-                            let bytes = batch.encoded_len() as u64;
-                            self.produce_transactional(ctx, txn, &batch).await?;
-                            if transactions.boundary == TransactionBoundary::Poll {
-                                self.end_transaction(ctx, txn, true).await?;
-                            }
-                            send(tx, source_request::Kind::Credit(proto::Credit { records, bytes })).await;
+                message = responses.message() => match event(message)? {
+                    Some(Event::Batch(batch)) => {
+                        let credit = credit_of(&batch);
+                        self.produce_transactional(ctx, txn, &batch).await?;
+                        if transactions.boundary == TransactionBoundary::Poll {
+                            self.end_transaction(ctx, txn, true).await?;
                         }
-                        source_response::Kind::Stopped(_) => {
-                            // A clean stop commits what is open, whatever the boundary.
-                            return self.end_transaction(ctx, txn, true).await;
-                        }
-                        source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
-                        source_response::Kind::Opened(_) => {}
-                        source_response::Kind::RecordError(e) => self.record_error(e).await?,
-                    },
-                    Ok(Some(_)) => {}
-                    Ok(None) => bail!("connector closed the source stream"),
-                    Err(s) => bail!("source stream broke: {}", s.message()),
+                        send(tx, credit).await;
+                    }
+                    // A clean stop commits what is open, whatever the boundary.
+                    Some(Event::Stopped) => return self.end_transaction(ctx, txn, true).await,
+                    Some(Event::RecordError(e)) => self.record_error(*e).await?,
+                    None => {}
                 },
             }
         }
