@@ -964,3 +964,77 @@ fn an_exactly_once_sink_resumes_from_its_own_offsets_after_kills() {
         },
     );
 }
+
+/// The other transaction boundaries, through clean stops (a pause commits the open
+/// transaction) rather than kills: a kill aborts an open transaction, and the mock cluster
+/// still shows the records of aborted transactions to every reader (it keeps no transaction
+/// markers), which Kafka hides from read_committed readers.
+#[test]
+fn exactly_once_interval_and_connector_boundaries_lose_and_duplicate_nothing() {
+    const COUNT: u64 = 4500;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["by-interval:3", "by-connector:3"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let extra = "exactly.once.source.support=enabled\n";
+    let _workers: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            harness::start_worker_with(dir.path(), id, &controller.url(), &kafka.bootstrap, extra)
+        })
+        .collect();
+    wait_for("two workers to join", TIMEOUT, || api.live_workers() == 2);
+
+    let mut interval = datagen("by-interval", "2", "900");
+    interval.extend([
+        ("count", COUNT.to_string()),
+        ("transaction.boundary", "interval".into()),
+        ("transaction.boundary.interval.ms", "300".into()),
+    ]);
+    let mut by_connector = datagen("by-connector", "2", "900");
+    by_connector.extend([
+        ("count", COUNT.to_string()),
+        ("transaction.boundary", "connector".into()),
+        ("transaction.commit.every", "37".into()),
+    ]);
+    api.create("interval", &pairs(&interval), api::TargetState::Running);
+    api.create(
+        "by-connector",
+        &pairs(&by_connector),
+        api::TargetState::Running,
+    );
+    let all = |name: &str, state: api::State| {
+        let t = tasks(&api, name);
+        t.len() == 2 && t.values().all(|(s, _)| *s == state)
+    };
+    let mut schedule = Schedule::new();
+    for name in ["interval", "by-connector"] {
+        wait_for(&format!("{name}'s tasks RUNNING"), TIMEOUT, || {
+            all(name, api::State::Running)
+        });
+        schedule.wait(300, 1200);
+        api.target(name, "pause");
+        wait_for(&format!("{name} PAUSED"), TIMEOUT, || {
+            all(name, api::State::Paused)
+        });
+        api.target(name, "resume");
+    }
+
+    let expected = datagen_counts(COUNT, 2);
+    for topic in ["by-interval", "by-connector"] {
+        let mut v = Verified::default();
+        wait_for(
+            &format!("every record in {topic}"),
+            Duration::from_secs(90),
+            || {
+                v = verify(&kafka.bootstrap, topic, true, Some(&expected));
+                v.unique as u64 == COUNT
+            },
+        );
+        eprintln!(
+            "verifier ({topic}, read_committed): {} records, {} lost, {} duplicated",
+            v.records, v.lost, v.duplicates
+        );
+        assert_eq!((v.lost, v.duplicates), (0, 0), "{topic}: {v:?}");
+    }
+}
