@@ -195,17 +195,25 @@ impl ErrorReporter {
             return Ok(());
         };
         let headers = self.headers(failure, record);
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(k) = &record.key {
-            out = out.key(k.as_slice());
-        }
-        if let Some(v) = &record.value {
-            out = out.payload(v.as_slice());
-        }
-        producer
-            .send(out, DLQ_TIMEOUT)
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("write {at} to dead-letter queue {topic}: {e}"))?;
+        // A broker that is briefly away is waited for as errors.retry.* allow.
+        self.retry(|| {
+            let mut out: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(topic).headers(headers.clone());
+            if let Some(k) = &record.key {
+                out = out.key(k.as_slice());
+            }
+            if let Some(v) = &record.value {
+                out = out.payload(v.as_slice());
+            }
+            async move {
+                producer.send(out, DLQ_TIMEOUT).await.map_err(|(e, _)| {
+                    let retriable = is_retriable(&e);
+                    (e, retriable)
+                })
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("write {at} to dead-letter queue {topic}: {e}"))?;
         Ok(())
     }
 
@@ -258,14 +266,14 @@ impl ErrorReporter {
 
     /// Runs `op`, retrying failures it calls retriable with exponential backoff (from 300 ms,
     /// capped by `errors.retry.delay.max.ms`) until `errors.retry.timeout` has passed.
-    pub async fn retry<T, E: Display>(
+    pub async fn retry<T, E: Display, F: std::future::Future<Output = Result<T, (E, bool)>>>(
         &self,
-        mut op: impl FnMut() -> Result<T, (E, bool)>,
+        mut op: impl FnMut() -> F,
     ) -> Result<T, E> {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(300);
         loop {
-            match op() {
+            match op().await {
                 Ok(v) => return Ok(v),
                 Err((e, retriable)) => {
                     let elapsed = started.elapsed();
@@ -283,6 +291,25 @@ impl ErrorReporter {
             }
         }
     }
+}
+
+/// Whether a failed write may succeed if tried again (the broker away, a leader moving).
+fn is_retriable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::QueueFull
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::NotEnoughReplicas
+        )
+    )
 }
 
 /// "topic-partition@offset" for a sink record, the topic for a source record.
@@ -312,7 +339,7 @@ mod tests {
         let result: Result<(), &str> = r
             .retry(|| {
                 calls += 1;
-                Err(("down", true))
+                std::future::ready(Err(("down", true)))
             })
             .await;
         assert!(result.is_err());
@@ -323,7 +350,7 @@ mod tests {
         let result: Result<(), &str> = r
             .retry(|| {
                 calls += 1;
-                Err(("bad", false))
+                std::future::ready(Err(("bad", false)))
             })
             .await;
         assert!(result.is_err());
@@ -333,11 +360,11 @@ mod tests {
         let ok: Result<u32, &str> = r
             .retry(|| {
                 calls += 1;
-                if calls < 3 {
+                std::future::ready(if calls < 3 {
                     Err(("down", true))
                 } else {
                     Ok(7)
-                }
+                })
             })
             .await;
         assert_eq!(ok, Ok(7));
