@@ -761,6 +761,11 @@ impl SourceTaskRunner {
         let (producer, tx, offsets_topic) = (ctx.producer, ctx.tx, ctx.offsets_topic);
         if txn.open {
             if commit {
+                // Still this task's: no other worker can have started it meanwhile.
+                ctx.transactions
+                    .lease
+                    .check(ctx.epoch, TRANSACTION_TIMEOUT)
+                    .await?;
                 let keys: Vec<(String, &String)> = txn
                     .positions
                     .iter()
@@ -775,12 +780,6 @@ impl SourceTaskRunner {
                 }
                 let started = std::time::Instant::now();
                 wait_delivered(producer).await?;
-                // Still this task's: no other worker can have started it meanwhile. Checked
-                // last, right before the commit, to leave the smallest window.
-                ctx.transactions
-                    .lease
-                    .check(ctx.epoch, TRANSACTION_TIMEOUT)
-                    .await?;
                 blocking(producer, "commit transaction", |p| {
                     p.commit_transaction(TRANSACTION_TIMEOUT)
                 })
