@@ -761,7 +761,9 @@ impl SourceTaskRunner {
         let (producer, tx, offsets_topic) = (ctx.producer, ctx.tx, ctx.offsets_topic);
         if txn.open {
             if commit {
-                // Still this task's: no other worker can have started it meanwhile.
+                // Still this task's: no other worker can have started it meanwhile. Checked
+                // before waiting for delivery: records still queued here are purged by an
+                // abort and never reach the broker.
                 ctx.transactions
                     .lease
                     .check(ctx.epoch, TRANSACTION_TIMEOUT)
