@@ -3,11 +3,9 @@
 
 pub mod admin;
 pub mod config_file;
-pub mod converter;
 pub mod distributed;
 pub mod embedded;
 pub mod errors;
-mod json;
 pub mod lease;
 pub mod metrics;
 pub mod offsets;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::converter::Converter;
+use sluice_data::converter::Converter;
 use crate::errors::{ErrorPolicy, ErrorReporter};
 use crate::lease::Lease;
 use crate::metrics::Counters;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config_file::{ConfigError, ConfigFile};
-use crate::converter::Converter;
+use sluice_data::converter::Converter;
 use crate::errors::ErrorPolicy;
 use crate::restart::RestartPolicy;
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::converter::{ConversionError, Converter, DATA_EXCEPTION};
+use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
 use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::process::Client;

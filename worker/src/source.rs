@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::converter::{
+use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
 use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
@@ -484,7 +484,7 @@ impl SourceTaskRunner {
     fn headers(&self, headers: &[proto::Header]) -> Result<OwnedHeaders, ConversionError> {
         let mut out = OwnedHeaders::new_with_capacity(headers.len());
         for header in headers {
-            let value = crate::converter::header_bytes(header.value.as_ref())
+            let value = sluice_data::converter::header_bytes(header.value.as_ref())
                 .map_err(|e| ConversionError(format!("header {}: {e}", header.key)))?;
             out = out.insert(Header {
                 key: &header.key,
