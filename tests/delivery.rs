@@ -4,7 +4,6 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use harness::cluster::*;
@@ -304,67 +303,6 @@ fn at_least_once_loses_nothing_when_any_process_is_killed() {
 fn exactly_once_loses_and_duplicates_nothing_when_processes_are_killed() {
     let v = kill_everything_during_a_stream(true, false);
     assert_eq!((v.lost, v.duplicates, v.tasks), (0, 0, 3), "{v:?}");
-}
-
-/// Every record of `topic` with its headers: (partition, offset, value, headers).
-type Read = (i32, i64, Option<Vec<u8>>, BTreeMap<String, String>);
-
-fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::message::{Headers as _, Message as _};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlq-reader")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return Vec::new();
-    };
-    let mut list = rdkafka::TopicPartitionList::new();
-    let mut pending = std::collections::BTreeSet::new();
-    for p in metadata.topics()[0].partitions() {
-        list.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-        pending.insert(p.id());
-    }
-    consumer.assign(&list).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !pending.is_empty() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                                (h.key.to_string(), v.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.partition(),
-                    m.offset(),
-                    m.payload().map(<[u8]>::to_vec),
-                    headers,
-                ));
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn produce(bootstrap: &str, topic: &str, values: &[String]) {
-    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
-    produce_bytes(bootstrap, topic, &values);
 }
 
 #[test]
@@ -679,20 +617,6 @@ fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
                         .contains("TASK_PUT failed for record bytes-0@1 and errors.tolerance=none")
             })
     });
-}
-
-fn produce_bytes(bootstrap: &str, topic: &str, values: &[&[u8]]) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    for v in values {
-        producer
-            .send(BaseRecord::<(), [u8]>::to(topic).payload(*v))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
 }
 
 /// Distinct (task, sequence number) pairs among the lines of a file written by a sink of
@@ -1037,4 +961,158 @@ fn exactly_once_interval_and_connector_boundaries_lose_and_duplicate_nothing() {
         );
         assert_eq!((v.lost, v.duplicates), (0, 0), "{topic}: {v:?}");
     }
+}
+
+/// Issue 4's poison records on a source, through a transform: numbers in a file, hoisted into
+/// a struct and cast to int32; every tenth line is not a number, so the Cast fails on it.
+#[test]
+fn a_failing_transform_on_a_source_sends_the_record_to_the_dead_letter_queue_or_fails_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["numbers:1", "strict-numbers:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    let input = dir.path().join("numbers.txt");
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            if i % 10 == 9 {
+                format!("bad-{i}")
+            } else {
+                i.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let source = |topic: &str, tolerance: &str| {
+        vec![
+            ("connector.class", "FileStreamSource".to_string()),
+            ("file", input.to_str().unwrap().to_string()),
+            ("topic", topic.to_string()),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.json.JsonConverter".into(),
+            ),
+            ("value.converter.schemas.enable", "false".into()),
+            ("transforms", "hoist,cast".into()),
+            (
+                "transforms.hoist.type",
+                "org.apache.kafka.connect.transforms.HoistField$Value".into(),
+            ),
+            ("transforms.hoist.field", "n".into()),
+            (
+                "transforms.cast.type",
+                "org.apache.kafka.connect.transforms.Cast$Value".into(),
+            ),
+            ("transforms.cast.spec", "n:int32".into()),
+            ("errors.tolerance", tolerance.into()),
+            ("errors.deadletterqueue.topic.name", format!("{topic}-dlq")),
+            (
+                "errors.deadletterqueue.topic.replication.factor",
+                "1".into(),
+            ),
+            (
+                "errors.deadletterqueue.context.headers.enable",
+                "true".into(),
+            ),
+        ]
+    };
+
+    // A transform config with a bad key is refused at create, naming the key.
+    let mut bad = source("numbers", "all");
+    bad.push(("transforms.cast.spek", "n:int32".into()));
+    let mut client = api.connectors().unwrap();
+    let e = api
+        .runtime
+        .block_on(
+            client.create_connector(api::CreateConnectorRequest {
+                name: "bad".into(),
+                config: bad
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                initial_state: 0,
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("transforms.cast.spek"),
+        "{}",
+        e.message()
+    );
+
+    api.create(
+        "numbers",
+        &pairs(&source("numbers", "all")),
+        api::TargetState::Running,
+    );
+    let mut good = Vec::new();
+    wait_for("90 records in the topic", TIMEOUT, || {
+        good = read_all(&kafka.bootstrap, "numbers");
+        good.len() == 90
+    });
+    let expected: Vec<String> = (0..100)
+        .filter(|i| i % 10 != 9)
+        .map(|i| format!("{{\"n\":{i}}}"))
+        .collect();
+    let got: Vec<String> = good
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.2.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(got, expected, "hoisted and cast, in order");
+    let mut dlq = Vec::new();
+    wait_for("10 records in the dead-letter queue", TIMEOUT, || {
+        dlq = read_all(&kafka.bootstrap, "numbers-dlq");
+        dlq.len() == 10
+    });
+    // The dead-letter topic may have several partitions: compare as sets.
+    let mut originals: Vec<String> = dlq
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.2.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    originals.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("\"bad-{}\"", n * 10 + 9)).collect();
+    expected.sort();
+    assert_eq!(originals, expected, "the original values");
+    for (_, _, _, headers) in &dlq {
+        let h = |k: &str| headers.get(k).map(String::as_str);
+        assert_eq!(h("__connect.errors.stage"), Some("TRANSFORMATION"));
+        assert_eq!(
+            h("__connect.errors.class.name"),
+            Some("org.apache.kafka.connect.transforms.Cast$Value")
+        );
+        assert_eq!(h("__connect.errors.topic"), Some("numbers"));
+        assert_eq!(
+            h("__connect.errors.exception.class.name"),
+            Some("org.apache.kafka.connect.errors.DataException")
+        );
+        assert!(
+            h("__connect.errors.exception.message")
+                .is_some_and(|m| m.contains("cannot be cast to INT32")),
+            "{headers:?}"
+        );
+    }
+
+    // errors.tolerance=none: the first failing record fails the task, with the transform named.
+    api.create(
+        "strict-numbers",
+        &pairs(&source("strict-numbers", "none")),
+        api::TargetState::Running,
+    );
+    let mut trace = String::new();
+    wait_for("the strict source's task FAILED", TIMEOUT, || {
+        let t = api
+            .status("strict-numbers")
+            .ok()
+            .and_then(|s| s.tasks.first().cloned());
+        trace = t.as_ref().map(|t| t.trace.clone()).unwrap_or_default();
+        t.is_some_and(|t| t.state() == api::State::Failed)
+    });
+    assert!(
+        trace.contains("TRANSFORMATION failed") && trace.contains("Cast$Value"),
+        "{trace}"
+    );
+    assert!(total_records(&kafka.bootstrap, "strict-numbers") <= 9);
 }

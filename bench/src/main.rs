@@ -16,8 +16,8 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sluice_connector_datagen::record_value;
+use sluice_data::converter::Converter;
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::converter::Converter;
 use sluice_worker::embedded::EmbeddedKafka;
 use sluice_worker::lease::Lease;
 use sluice_worker::metrics::Counters;
@@ -212,6 +212,7 @@ fn spec(
         topics_regex: None,
         restart: Default::default(),
         transactions: None,
+        transforms: Default::default(),
         errors: Default::default(),
         config: values,
         key_converter: string_converter(),

@@ -122,6 +122,10 @@ fn validate(inner: &Inner, name: &str, config: &BTreeMap<String, String>) -> Res
             }
         }
     }
+    // Transforms and predicates: every problem, each under its own key.
+    if let Err(issues) = sluice_data::transforms::Chain::from_config(config) {
+        errors.extend(issues.into_iter().map(|i| (i.key, i.message)));
+    }
     if let Some(plugin) = plugin {
         if plugin.r#type == api::ConnectorType::Sink as i32 {
             match (

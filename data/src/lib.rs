@@ -8,3 +8,10 @@
 
 pub mod converter;
 mod json;
+pub mod record;
+pub mod transforms;
+
+/// A value's text as Kafka Connect prints it (Java's `toString` for scalars, JSON otherwise).
+pub fn json_text(v: &sluice_proto::connector::v1::Value) -> String {
+    json::display(v)
+}

@@ -380,3 +380,79 @@ pub fn datagen_counts(count: u64, tasks: u64) -> Vec<u64> {
         .map(|i| count / tasks + u64::from(i < count % tasks))
         .collect()
 }
+
+/// Every record of `topic` with its headers: (partition, offset, value, headers).
+pub type Read = (i32, i64, Option<Vec<u8>>, BTreeMap<String, String>);
+
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Read> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut pending = std::collections::BTreeSet::new();
+    for p in metadata.topics()[0].partitions() {
+        list.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+        pending.insert(p.id());
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !pending.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn produce(bootstrap: &str, topic: &str, values: &[String]) {
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    produce_bytes(bootstrap, topic, &values);
+}
+
+/// Produces `values` to `topic` with no key.
+pub fn produce_bytes(bootstrap: &str, topic: &str, values: &[&[u8]]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for v in values {
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(*v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}

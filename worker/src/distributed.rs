@@ -202,6 +202,7 @@ impl Shared {
             tasks_max: settings.tasks_max,
             key_converter: self.settings.converter("key", &file, &settings.values)?,
             value_converter: self.settings.converter("value", &file, &settings.values)?,
+            transforms: settings.transforms.clone(),
             topics: settings.topics.clone(),
             topics_regex: settings.topics_regex.clone(),
             restart: settings.restart.clone(),

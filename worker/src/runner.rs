@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use sluice_data::converter::Converter;
 use crate::errors::{ErrorPolicy, ErrorReporter};
 use crate::lease::Lease;
 use crate::metrics::Counters;
@@ -24,6 +23,8 @@ use crate::restart::{Next, RestartPolicy, Restarts};
 use crate::settings::TransactionBoundary;
 use crate::sink::SinkTaskRunner;
 use crate::source::SourceTaskRunner;
+use sluice_data::converter::Converter;
+use sluice_data::transforms::Chain;
 
 /// How long tasks get to drain and commit on a clean stop.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -39,6 +40,8 @@ pub struct ConnectorSpec {
     pub config: BTreeMap<String, String>,
     pub key_converter: Converter,
     pub value_converter: Converter,
+    /// The connector's transforms and predicates.
+    pub transforms: Arc<Chain>,
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
@@ -232,6 +235,7 @@ pub async fn run_process(
                     config,
                     key_converter: spec.key_converter.clone(),
                     value_converter: spec.value_converter.clone(),
+                    transforms: spec.transforms.clone(),
                     consumer_config: consumer_config.clone(),
                     topics: spec.topics.clone(),
                     topics_regex: spec.topics_regex.clone(),
@@ -250,6 +254,7 @@ pub async fn run_process(
                     config,
                     key_converter: spec.key_converter.clone(),
                     value_converter: spec.value_converter.clone(),
+                    transforms: spec.transforms.clone(),
                     producer_config: ctx.producer_config.clone(),
                     offsets: ctx.offsets.clone(),
                     counters: counters.clone(),

@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config_file::{ConfigError, ConfigFile};
 use sluice_data::converter::Converter;
+use sluice_data::transforms::{Chain, ConfigIssue};
+
+use crate::config_file::{ConfigError, ConfigFile};
 use crate::errors::ErrorPolicy;
 use crate::restart::RestartPolicy;
 
@@ -226,6 +229,8 @@ pub struct ConnectorSettings {
     pub transaction_boundary: TransactionBoundary,
     /// `transaction.boundary.interval.ms`; the worker's offset flush interval when absent.
     pub transaction_interval: Option<Duration>,
+    /// `transforms` and `predicates`, built.
+    pub transforms: Arc<Chain>,
     /// The whole configuration, as given to the connector.
     pub values: BTreeMap<String, String>,
 }
@@ -333,6 +338,15 @@ impl ConnectorSettings {
             .filter(|d| !d.is_zero()),
         };
         let errors = error_policy(file)?;
+        // Every transform problem names its key; the first one is reported here, the controller's
+        // validation reports them all.
+        let transforms = Chain::from_config(file.values()).map_err(|issues| {
+            let first = issues.into_iter().next().unwrap_or(ConfigIssue {
+                key: "transforms".into(),
+                message: "invalid".into(),
+            });
+            file.error(&first.key, first.message)
+        })?;
         Ok(ConnectorSettings {
             name,
             class,
@@ -344,6 +358,7 @@ impl ConnectorSettings {
             exactly_once_required,
             transaction_boundary,
             transaction_interval,
+            transforms: Arc::new(transforms),
             values: file.values().clone(),
         })
     }

@@ -18,6 +18,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
+use sluice_data::record::Record;
+use sluice_data::transforms::Chain;
+
 use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::process::Client;
@@ -39,6 +42,8 @@ pub struct SinkTaskRunner {
     pub config: BTreeMap<String, String>,
     pub key_converter: Converter,
     pub value_converter: Converter,
+    /// Applied to each record after its conversion.
+    pub transforms: Arc<Chain>,
     pub consumer_config: ClientConfig,
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
@@ -173,14 +178,15 @@ impl SinkTaskRunner {
         let poller = {
             let consumer = consumer.clone();
             let polling = polling.clone();
-            let key = self.key_converter.clone();
-            let value = self.value_converter.clone();
+            let pipeline = Pipeline {
+                key: self.key_converter.clone(),
+                value: self.value_converter.clone(),
+                transforms: self.transforms.clone(),
+            };
             let errors = self.errors.clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                poll_loop(
-                    &consumer, &key, &value, &errors, &runtime, &polling, &batch_tx,
-                )
+                poll_loop(&consumer, &pipeline, &errors, &runtime, &polling, &batch_tx)
             })
         };
         let result = self
@@ -381,8 +387,7 @@ async fn commit(
 /// Polls, converts and batches records until `polling` turns false or the receiver is gone.
 fn poll_loop(
     consumer: &SinkConsumer,
-    key: &Converter,
-    value: &Converter,
+    pipeline: &Pipeline,
     errors: &ErrorReporter,
     runtime: &tokio::runtime::Handle,
     polling: &AtomicBool,
@@ -412,12 +417,12 @@ fn poll_loop(
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
                     // its offset can be committed) and is skipped.
-                    let record = match convert(&message, key, value) {
-                        Ok(r) => Some(r),
-                        Err((stage, converter, e)) => {
+                    let record = match pipeline.process(&message) {
+                        Ok(r) => r,
+                        Err((stage, class, e)) => {
                             let failure = Failure {
                                 stage,
-                                class: converter.kind().class_name(),
+                                class: &class,
                                 exception: DATA_EXCEPTION,
                                 error: &e,
                             };
@@ -542,6 +547,53 @@ fn failed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> FailedRecor
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+/// What turns a consumed message into the record the connector gets.
+struct Pipeline {
+    key: Converter,
+    value: Converter,
+    transforms: Arc<Chain>,
+}
+
+impl Pipeline {
+    /// Converts, then transforms; `None` when a transform dropped the record. A failure names
+    /// the stage and the class that failed.
+    fn process(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> Result<Option<proto::SinkRecord>, (Stage, String, String)> {
+        let record =
+            convert(message, &self.key, &self.value).map_err(|(stage, converter, e)| {
+                (stage, converter.kind().class_name().to_string(), e.0)
+            })?;
+        if self.transforms.is_empty() {
+            return Ok(Some(record));
+        }
+        let (partition, offset) = (record.partition, record.offset);
+        let out = self
+            .transforms
+            .apply(Record {
+                topic: record.topic,
+                kafka_partition: Some(partition),
+                offset: Some(offset),
+                key: record.key,
+                value: record.value,
+                timestamp_ms: record.timestamp_ms,
+                headers: record.headers,
+            })
+            .map_err(|f| (Stage::Transformation, f.class.clone(), f.to_string()))?;
+        // The Kafka coordinates stay the consumed record's: they are what offsets commit.
+        Ok(out.map(|r| proto::SinkRecord {
+            topic: r.topic,
+            partition,
+            offset,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            timestamp_ms: r.timestamp_ms,
+        }))
     }
 }
 

@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
+use sluice_data::record::Record;
+use sluice_data::transforms::Chain;
+
 use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
@@ -43,6 +46,8 @@ pub struct SourceTaskRunner {
     pub config: std::collections::BTreeMap<String, String>,
     pub key_converter: Converter,
     pub value_converter: Converter,
+    /// Applied to each record before its conversion.
+    pub transforms: Arc<Chain>,
     pub producer_config: ClientConfig,
     pub offsets: Arc<OffsetStore>,
     pub counters: Arc<Counters>,
@@ -364,7 +369,7 @@ impl SourceTaskRunner {
         tracker.register(batch.seq, batch.records.len(), positions);
 
         let (mut bytes, mut sent) = (0u64, 0u64);
-        let mut last_topic: Option<&str> = None;
+        let mut last_topic: Option<String> = None;
         for record in &batch.records {
             match self
                 .send_record(producer, record, batch.seq, &mut last_topic)
@@ -386,19 +391,52 @@ impl SourceTaskRunner {
     /// returns the converted size, or `None` when the error policy skipped the record (its
     /// conversion failed and `errors.tolerance=all`). `last_topic` spares a topic note per
     /// record.
-    async fn send_record<'r>(
+    async fn send_record(
         &self,
         producer: &ThreadedProducer<DeliveryContext>,
-        record: &'r proto::SourceRecord,
+        record: &proto::SourceRecord,
         seq: u64,
-        last_topic: &mut Option<&'r str>,
+        last_topic: &mut Option<String>,
     ) -> anyhow::Result<Option<u64>> {
         if record.topic.is_empty() {
             bail!("connector sent a record with no topic");
         }
-        if *last_topic != Some(record.topic.as_str()) {
+        let transformed;
+        let record = if self.transforms.is_empty() {
+            record
+        } else {
+            match self.transforms.apply(to_record(record)) {
+                Ok(Some(r)) => {
+                    transformed = from_record(r);
+                    &transformed
+                }
+                // Dropped by a transform (Filter): done with, like a delivered record.
+                Ok(None) => return Ok(None),
+                Err(failure) => {
+                    let error = failure.to_string();
+                    let report = Failure {
+                        stage: Stage::Transformation,
+                        class: &failure.class,
+                        exception: DATA_EXCEPTION,
+                        error: &error,
+                    };
+                    let failed = FailedRecord {
+                        topic: record.topic.clone(),
+                        key: dead_letter_bytes(record.key.as_ref()),
+                        value: dead_letter_bytes(record.value.as_ref()),
+                        ..FailedRecord::default()
+                    };
+                    self.errors.report(&report, &failed).await?;
+                    return Ok(None);
+                }
+            }
+        };
+        if record.topic.is_empty() {
+            bail!("a transform left a record with no topic");
+        }
+        if last_topic.as_deref() != Some(record.topic.as_str()) {
             self.counters.note_topic(&record.topic);
-            *last_topic = Some(&record.topic);
+            *last_topic = Some(record.topic.clone());
         }
         let converted = self
             .key_converter
@@ -696,7 +734,7 @@ impl SourceTaskRunner {
         batch: &proto::SourceBatch,
     ) -> anyhow::Result<()> {
         let (transactions, producer) = (ctx.transactions, ctx.producer);
-        let mut last_topic: Option<&str> = None;
+        let mut last_topic: Option<String> = None;
         let count = batch.records.len();
         for (i, record) in batch.records.iter().enumerate() {
             if !txn.open {
@@ -815,6 +853,33 @@ impl SourceTaskRunner {
             txn.acked = txn.through;
         }
         Ok(())
+    }
+}
+
+/// A source record as transforms see it.
+fn to_record(r: &proto::SourceRecord) -> Record {
+    Record {
+        topic: r.topic.clone(),
+        kafka_partition: r.kafka_partition,
+        offset: None,
+        key: r.key.clone(),
+        value: r.value.clone(),
+        timestamp_ms: r.timestamp_ms,
+        headers: r.headers.clone(),
+    }
+}
+
+/// A transformed record, as far as sending it needs (its source position stays with the
+/// original).
+fn from_record(r: Record) -> proto::SourceRecord {
+    proto::SourceRecord {
+        topic: r.topic,
+        kafka_partition: r.kafka_partition,
+        key: r.key,
+        value: r.value,
+        headers: r.headers,
+        timestamp_ms: r.timestamp_ms,
+        ..proto::SourceRecord::default()
     }
 }
 

@@ -244,6 +244,7 @@ async fn build_spec(
         config: settings.values.clone(),
         key_converter,
         value_converter,
+        transforms: settings.transforms.clone(),
         topics: settings.topics.clone(),
         topics_regex: settings.topics_regex.clone(),
         restart: settings.restart.clone(),
