@@ -274,3 +274,122 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
     );
     assert!(!ok && out.contains("NotFound"), "{out}");
 }
+
+/// A dry run through grpcurl and through the CLI: a connector file's transforms and converters
+/// applied to sample records, each step shown, a failing step named; nothing needs a worker.
+#[test]
+fn dry_run_shows_each_step_through_grpcurl_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_controller, address) = start_controller(dir.path());
+    let body = r#"{
+        "config": {
+            "connector.class": "FileStreamSource",
+            "transforms": "hoist,cast,route",
+            "transforms.hoist.type": "org.apache.kafka.connect.transforms.HoistField$Value",
+            "transforms.hoist.field": "n",
+            "transforms.cast.type": "org.apache.kafka.connect.transforms.Cast$Value",
+            "transforms.cast.spec": "n:int32",
+            "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
+            "transforms.route.regex": "(.*)",
+            "transforms.route.replacement": "$1-numbers",
+            "value.converter.schemas.enable": "false"
+        },
+        "direction": "CONNECTOR_TYPE_SOURCE",
+        "records": [
+            {"topic": "t", "value": "{\"schema\":{\"type\":\"string\",\"optional\":false},\"payload\":\"42\"}"},
+            {"topic": "t", "value": "{\"schema\":{\"type\":\"string\",\"optional\":false},\"payload\":\"x\"}"}
+        ]
+    }"#;
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/DryRun",
+        Some(body),
+    );
+    assert!(ok, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results[0]["output"]["topic"], "t-numbers");
+    assert_eq!(results[0]["output"]["value"], r#"{"n":42}"#);
+    let stages: Vec<&str> = results[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "TRANSFORMATION",
+            "TRANSFORMATION",
+            "TRANSFORMATION",
+            "KEY_CONVERTER",
+            "VALUE_CONVERTER"
+        ]
+    );
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("transform cast (org.apache.kafka.connect.transforms.Cast$Value)"),
+        "{out}"
+    );
+    // A bad transform key is an InvalidArgument naming it.
+    let (ok, out) = grpcurl(
+        &address,
+        "sluice.api.v1.ConnectorService/DryRun",
+        Some(
+            r#"{"config":{"transforms":"a","transforms.a.type":"Cast$Value"},"direction":"CONNECTOR_TYPE_SINK"}"#,
+        ),
+    );
+    assert!(!ok && out.contains("transforms.a.spec"), "{out}");
+
+    // The CLI: a properties file and JSON-lines samples, sink direction.
+    std::fs::write(
+        dir.path().join("sink.properties"),
+        "name=s\nconnector.class=FileStreamSink\ntopics=t\nfile=out.txt\n\
+         value.converter.schemas.enable=false\n\
+         transforms=drop,extract\n\
+         transforms.drop.type=org.apache.kafka.connect.transforms.Filter\n\
+         transforms.drop.predicate=isTombstone\n\
+         transforms.extract.type=org.apache.kafka.connect.transforms.ExtractField$Value\n\
+         transforms.extract.field=name\n\
+         predicates=isTombstone\n\
+         predicates.isTombstone.type=org.apache.kafka.connect.transforms.predicates.RecordIsTombstone\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("samples.jsonl"),
+        "{\"topic\":\"t\",\"value\":{\"name\":\"ada\",\"id\":1}}\n{\"topic\":\"t\",\"value\":null}\n",
+    )
+    .unwrap();
+    let url = format!("http://{address}");
+    let (code, stdout, stderr) = harness::cluster::connectors_cli(
+        dir.path(),
+        &url,
+        &[
+            "dry-run",
+            "--file",
+            "sink.properties",
+            "--records",
+            "samples.jsonl",
+            "--direction",
+            "sink",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("record 1:")
+            && stdout.contains(
+                "=> topic=t partition=0 key=null value={\"schema\":null,\"payload\":\"ada\"}"
+            ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "TRANSFORMATION drop (org.apache.kafka.connect.transforms.Filter): skipped (predicate)"
+        ),
+        "{stdout}"
+    );
+    let second = stdout.split("record 2:").nth(1).unwrap_or_default();
+    assert!(second.contains("=> dropped"), "{stdout}");
+}

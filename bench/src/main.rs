@@ -3,9 +3,13 @@
 //! - produce: raw producer vs datagen → worker → Kafka (connector out of process, 1 task);
 //! - consume: raw consumer vs Kafka → worker → null sink (connector out of process, 1 task);
 //! - exactly-once produce: raw (non-transactional) producer vs datagen → worker → Kafka with a
-//!   transaction per poll, records and source offsets committed together (100 B).
+//!   transaction per poll, records and source offsets committed together (100 B);
+//! - transforms: a chain of three transforms and the JSON converter vs the JSON converter alone,
+//!   in process (no Kafka), on database-like struct rows.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms] [--json]`
+
+mod transforms;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sluice_connector_datagen::record_value;
-use sluice_data::converter::Converter;
+use sluice_data::converter::{Converter, Side};
 use sluice_proto::connector::v1::ConnectorType;
 use sluice_worker::embedded::EmbeddedKafka;
 use sluice_worker::lease::Lease;
@@ -35,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "transforms"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -67,6 +71,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
+    if args.only.as_deref() == Some("transforms") {
+        return Ok(vec![transforms::figure(args.records)?]);
+    }
     let sizes = [(100usize, args.records), (1024, (args.records / 5).max(1))];
     let mut topics = Vec::new();
     for (size, _) in sizes {
@@ -106,6 +113,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         }
     }
     drop(kafka);
+    if only("transforms") {
+        figures.push(transforms::figure(args.records)?);
+    }
     Ok(figures)
 }
 
@@ -175,10 +185,11 @@ async fn raw_produce(
     .await?
 }
 
-fn string_converter() -> Converter {
+fn string_converter(side: Side) -> Converter {
     Converter::new(
         "org.apache.kafka.connect.storage.StringConverter",
         &BTreeMap::new(),
+        side,
     )
     .expect("StringConverter is built in")
 }
@@ -215,8 +226,8 @@ fn spec(
         transforms: Default::default(),
         errors: Default::default(),
         config: values,
-        key_converter: string_converter(),
-        value_converter: string_converter(),
+        key_converter: string_converter(Side::Key),
+        value_converter: string_converter(Side::Value),
     })
 }
 

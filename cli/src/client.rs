@@ -118,6 +118,30 @@ pub enum Connectors {
     ResetOffsets {
         name: String,
     },
+    /// Applies a connector's converters and transforms to sample records and shows what each
+    /// step made of them (or why it failed). Nothing runs and nothing is written.
+    DryRun {
+        /// An existing connector: its stored config (with --file laid over it).
+        name: Option<String>,
+        /// A connector file (JSON or .properties).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Sample records, one JSON object per line ("-" for stdin):
+        /// {"topic": "t", "key": ..., "value": ..., "headers": {"h": "v"}, "timestamp_ms": 0}.
+        /// A string key/value is taken as its text; any other JSON as its JSON text.
+        #[arg(short = 'r', long)]
+        records: PathBuf,
+        /// source: connector data → transforms → converters; sink: Kafka bytes → converters
+        /// → transforms. Default: the connector's type.
+        #[arg(long, value_enum)]
+        direction: Option<Direction>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Direction {
+    Source,
+    Sink,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -584,8 +608,121 @@ impl AsyncCommand for Connectors {
                 }
                 println!("{}", r.message);
             }
+            Connectors::DryRun {
+                name,
+                file,
+                records,
+                direction,
+            } => {
+                let mut config = match &file {
+                    Some(path) => {
+                        let (file_name, mut config) = connector_file(path)?;
+                        config.insert("name".into(), file_name);
+                        config
+                    }
+                    None => BTreeMap::new(),
+                };
+                if name.is_none() && file.is_none() {
+                    return Err(anyhow!("give a connector name or --file"));
+                }
+                if name.is_some() {
+                    config.remove("name");
+                }
+                let request = api::DryRunRequest {
+                    name: name.unwrap_or_default(),
+                    config: config.into_iter().collect(),
+                    records: sample_records(&records)?,
+                    direction: match direction {
+                        None => api::ConnectorType::Unspecified,
+                        Some(Direction::Source) => api::ConnectorType::Source,
+                        Some(Direction::Sink) => api::ConnectorType::Sink,
+                    } as i32,
+                };
+                let r = call!(dry_run, request);
+                if json {
+                    return print_json("sluice.api.v1.DryRunResponse", &r);
+                }
+                print_dry_run(&r);
+            }
         }
         Ok(())
+    }
+}
+
+/// Reads sample records, one JSON object per line.
+fn sample_records(path: &Path) -> anyhow::Result<Vec<api::SampleRecord>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("read records from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    };
+    let as_text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let doc: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let field = |k: &str| doc.get(k);
+        let int = |k: &str| field(k).and_then(serde_json::Value::as_i64);
+        out.push(api::SampleRecord {
+            topic: field("topic")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| anyhow!("{}: \"topic\" (a string) is required", at()))?
+                .to_string(),
+            partition: int("partition").and_then(|p| i32::try_from(p).ok()),
+            offset: int("offset"),
+            timestamp_ms: int("timestamp_ms"),
+            key: field("key").and_then(as_text),
+            value: field("value").and_then(as_text),
+            headers: field("headers")
+                .and_then(|h| h.as_object())
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), as_text(v)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+fn print_dry_run(r: &api::DryRunResponse) {
+    let show = |v: &api::RecordView| {
+        let mut text = format!("topic={}", v.topic);
+        if let Some(p) = v.partition {
+            text.push_str(&format!(" partition={p}"));
+        }
+        text.push_str(&format!(" key={}", v.key.as_deref().unwrap_or("null")));
+        text.push_str(&format!(" value={}", v.value.as_deref().unwrap_or("null")));
+        for (k, h) in &v.headers {
+            text.push_str(&format!(" header[{k}]={h}"));
+        }
+        text
+    };
+    for (n, result) in r.results.iter().enumerate() {
+        println!("record {}:", n + 1);
+        for step in &result.steps {
+            let head = format!("  {} {} ({})", step.stage, step.name, step.class_name);
+            match (&step.record, step.error.as_str(), step.applied) {
+                (_, _, false) => println!("{head}: skipped (predicate)"),
+                (_, e, _) if !e.is_empty() => println!("{head}: ERROR {e}"),
+                (Some(v), _, _) => println!("{head}: {}", show(v)),
+                (None, _, _) => println!("{head}: dropped"),
+            }
+        }
+        match (&result.output, result.dropped) {
+            (_, true) => println!("  => dropped"),
+            (Some(v), _) => println!("  => {}", show(v)),
+            (None, _) => println!("  => failed: {}", result.error),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `sluice` binary: parses arguments and calls into the worker or a built-in connector.
 
 mod client;
+mod dev_registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,12 @@ enum Command {
         /// Topics to create first, as NAME or NAME:PARTITIONS (default 1 partition).
         #[arg(long = "topic")]
         topics: Vec<String>,
+    },
+    /// Runs an in-memory Confluent Schema Registry (Avro) until stopped, and prints
+    /// `schema.registry.url=http://HOST:PORT` on standard output.
+    DevRegistry {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
     },
     /// Runs the controller of a distributed cluster: configs in sled, the gRPC API, assignment.
     Controller {
@@ -245,6 +252,7 @@ async fn run(
             drop(kafka);
             Ok(())
         }
+        Command::DevRegistry { listen } => dev_registry::run(listen, shutdown).await,
         Command::Controller {
             listen,
             data_dir,

@@ -3,6 +3,7 @@
 //! health) and the worker protocol; assigns work to workers.
 
 pub mod cluster;
+pub mod dry_run;
 pub mod error;
 pub mod scheduler;
 pub mod service;

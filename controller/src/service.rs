@@ -15,6 +15,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{state_to_wire, target_to_wire, Cluster, Inner};
+use crate::dry_run;
 use crate::error::ApiError;
 use crate::scheduler::Unit;
 use crate::store::{ConnectorRecord, State, TargetState};
@@ -686,6 +687,51 @@ impl ConnectorService for Api {
         ok(api::AlterOffsetsResponse {
             message: "The offsets for this connector have been reset successfully".into(),
         })
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<api::DryRunRequest>,
+    ) -> ApiResult<api::DryRunResponse> {
+        let request = request.into_inner();
+        let (config, direction) = {
+            let inner = self.cluster.inner.lock().await;
+            let mut config = match request.name.as_str() {
+                "" => BTreeMap::new(),
+                name => connector(&inner, name)?.config.clone(),
+            };
+            config.extend(request.config);
+            let class = config
+                .get("connector.class")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let plugin_type = find_plugin(&inner, class).map(|p| p.r#type);
+            let sink = match api::ConnectorType::try_from(request.direction) {
+                Ok(api::ConnectorType::Sink) => true,
+                Ok(api::ConnectorType::Source) => false,
+                _ => match plugin_type {
+                    Some(t) => t == api::ConnectorType::Sink as i32,
+                    None => {
+                        return Err(ApiError::InvalidConfig(vec![(
+                            "direction".into(),
+                            format!(
+                                "no worker knows connector.class {class:?}: give direction SOURCE or SINK"
+                            ),
+                        )])
+                        .into())
+                    }
+                },
+            };
+            let direction = if sink {
+                dry_run::Direction::Sink
+            } else {
+                dry_run::Direction::Source
+            };
+            (config, direction)
+        };
+        let results = dry_run::dry_run(&config, direction, request.records)
+            .map_err(ApiError::InvalidConfig)?;
+        ok(api::DryRunResponse { results })
     }
 }
 

@@ -1,19 +1,28 @@
 //! Converters between the protocol's keys/values and Kafka bytes, with Kafka Connect's class
 //! names, configuration keys and byte-for-byte output: JsonConverter (with and without the
 //! schema envelope, logical types included), StringConverter, ByteArrayConverter and the
-//! fixed-width primitive converters (Integer, Long, Short, Float, Double, Boolean); headers as
-//! SimpleHeaderConverter writes and reads them.
+//! fixed-width primitive converters (Integer, Long, Short, Float, Double, Boolean); Confluent's
+//! AvroConverter with the Schema Registry wire format; headers as SimpleHeaderConverter writes
+//! and reads them.
+//!
+//! As in Kafka, a converter knows whether it converts keys or values (`Side`, Kafka's
+//! `configure(configs, isKey)`) and is told each record's topic.
 
+pub mod avro;
 pub mod header;
 mod primitive;
+pub mod registry;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use sluice_proto::connector::v1::{data, value, Data, Schema, SchemaType, Structured, Value};
 
+use self::avro::AvroConverter;
 pub use self::header::{header_bytes, header_value};
 use crate::json::{self, DecimalFormat, JsonOptions};
+pub use crate::record::Side;
 
 /// A conversion failure; names what was wrong with the data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,9 +47,11 @@ pub enum ConverterKind {
     Double,
     /// `BooleanConverter`: one byte, 1 or 0.
     Boolean,
+    /// Confluent's `AvroConverter`: Avro with the Schema Registry wire format.
+    Avro,
 }
 
-const ALL_KINDS: [ConverterKind; 9] = [
+const ALL_KINDS: [ConverterKind; 10] = [
     ConverterKind::Json,
     ConverterKind::String,
     ConverterKind::ByteArray,
@@ -50,6 +61,7 @@ const ALL_KINDS: [ConverterKind; 9] = [
     ConverterKind::Float,
     ConverterKind::Double,
     ConverterKind::Boolean,
+    ConverterKind::Avro,
 ];
 
 impl ConverterKind {
@@ -78,6 +90,7 @@ impl ConverterKind {
             ConverterKind::Float => "org.apache.kafka.connect.converters.FloatConverter",
             ConverterKind::Double => "org.apache.kafka.connect.converters.DoubleConverter",
             ConverterKind::Boolean => "org.apache.kafka.connect.converters.BooleanConverter",
+            ConverterKind::Avro => "io.confluent.connect.avro.AvroConverter",
         }
     }
 
@@ -194,13 +207,16 @@ impl Encoding {
     }
 }
 
-/// A configured converter for keys or for values.
+/// A configured converter for keys or for values. Clones share the Avro converter's registry
+/// client and caches.
 #[derive(Debug, Clone)]
 pub struct Converter {
     kind: ConverterKind,
+    side: Side,
     schemas_enable: bool,
     json: JsonOptions,
     encoding: Encoding,
+    avro: Option<Arc<AvroConverter>>,
 }
 
 /// Kafka's `ConfigDef` boolean: `true`/`false`, any case, surrounding spaces ignored.
@@ -221,12 +237,14 @@ fn bool_setting(
 }
 
 impl Converter {
-    /// Builds a converter from its class and its own settings (keys after the
-    /// `key.converter.`/`value.converter.` prefix). As in Kafka, keys a converter does not
-    /// define are ignored; the ones it defines are validated here.
+    /// Builds a converter for keys or values from its class and its own settings (keys after
+    /// the `key.converter.`/`value.converter.` prefix). As in Kafka, keys a converter does not
+    /// define are ignored; the ones it defines are validated here. No I/O: the Avro
+    /// converter reaches its registry with the first record.
     pub fn new(
         class: &str,
         settings: &BTreeMap<String, String>,
+        side: Side,
     ) -> Result<Converter, (String, String)> {
         let kind = ConverterKind::from_class(class).ok_or_else(|| {
             let known: Vec<&str> = ALL_KINDS.iter().map(|k| k.class_name()).collect();
@@ -248,9 +266,11 @@ impl Converter {
         }
         let mut converter = Converter {
             kind,
+            side,
             schemas_enable: true,
             json: JsonOptions::default(),
             encoding: Encoding::Utf8,
+            avro: None,
         };
         match kind {
             ConverterKind::Json => {
@@ -297,17 +317,51 @@ impl Converter {
                     })?;
                 }
             }
+            ConverterKind::Avro => {
+                converter.avro = Some(Arc::new(AvroConverter::from_settings(settings, side)?));
+            }
             _ => {}
         }
         Ok(converter)
+    }
+
+    /// An AvroConverter with a registry of the caller's (an in-memory one for tests and
+    /// tools); `schema.registry.url` is not read.
+    pub fn avro(
+        settings: &BTreeMap<String, String>,
+        side: Side,
+        registry: Arc<dyn registry::SchemaRegistry>,
+    ) -> Result<Converter, (String, String)> {
+        Ok(Converter {
+            kind: ConverterKind::Avro,
+            side,
+            schemas_enable: true,
+            json: JsonOptions::default(),
+            encoding: Encoding::Utf8,
+            avro: Some(Arc::new(AvroConverter::with_registry(
+                settings, side, registry,
+            )?)),
+        })
     }
 
     pub fn kind(&self) -> ConverterKind {
         self.kind
     }
 
-    /// Serializes a record's key or value; `None` is a Kafka null.
-    pub fn from_connect(&self, data: Option<&Data>) -> Result<Option<Vec<u8>>, ConversionError> {
+    /// Whether this converter converts keys or values.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Serializes a record's key or value for `topic`; `None` is a Kafka null.
+    pub fn from_connect(
+        &self,
+        topic: &str,
+        data: Option<&Data>,
+    ) -> Result<Option<Vec<u8>>, ConversionError> {
+        if let Some(avro) = &self.avro {
+            return avro.from_connect(topic, data);
+        }
         let structured = match data.and_then(|d| d.kind.as_ref()) {
             None => return Ok(None),
             Some(data::Kind::Raw(bytes)) => return Ok(Some(bytes.clone())),
@@ -361,8 +415,12 @@ impl Converter {
         }
     }
 
-    /// Deserializes Kafka bytes into a key or value; `None` (a Kafka null) gives a null.
-    pub fn to_connect(&self, bytes: Option<&[u8]>) -> Result<Data, ConversionError> {
+    /// Deserializes Kafka bytes of `topic` into a key or value; `None` (a Kafka null) gives a
+    /// null.
+    pub fn to_connect(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Data, ConversionError> {
+        if let Some(avro) = &self.avro {
+            return avro.to_connect(topic, bytes);
+        }
         let Some(bytes) = bytes else {
             return Ok(Data { kind: None });
         };
@@ -492,7 +550,12 @@ mod tests {
     fn json(schemas: bool) -> Converter {
         let mut settings = BTreeMap::new();
         settings.insert("schemas.enable".to_string(), schemas.to_string());
-        Converter::new("org.apache.kafka.connect.json.JsonConverter", &settings).unwrap()
+        Converter::new(
+            "org.apache.kafka.connect.json.JsonConverter",
+            &settings,
+            Side::Value,
+        )
+        .unwrap()
     }
 
     fn string_data(s: &str) -> Data {
@@ -512,17 +575,21 @@ mod tests {
     #[test]
     fn json_envelope_matches_kafka_for_file_source_lines() {
         let out = json(true)
-            .from_connect(Some(&string_data("hello \"w\"\u{1}")))
+            .from_connect("t", Some(&string_data("hello \"w\"\u{1}")))
             .unwrap();
         assert_eq!(
             String::from_utf8(out.unwrap()).unwrap(),
             r#"{"schema":{"type":"string","optional":false},"payload":"hello \"w\"\u0001"}"#
         );
-        let out = json(false).from_connect(Some(&string_data("x"))).unwrap();
+        let out = json(false)
+            .from_connect("t", Some(&string_data("x")))
+            .unwrap();
         assert_eq!(out.unwrap(), b"\"x\"");
         // FileStreamSource's null key with no schema stays a Kafka null.
         assert_eq!(
-            json(true).from_connect(Some(&Data { kind: None })).unwrap(),
+            json(true)
+                .from_connect("t", Some(&Data { kind: None }))
+                .unwrap(),
             None
         );
     }
@@ -570,7 +637,7 @@ mod tests {
                 value: Some(value),
             })),
         };
-        let bytes = json(true).from_connect(Some(&data)).unwrap().unwrap();
+        let bytes = json(true).from_connect("t", Some(&data)).unwrap().unwrap();
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
             concat!(
@@ -579,7 +646,7 @@ mod tests {
                 r#""payload":{"id":7,"blob":"AQID"}}"#
             )
         );
-        let back = json(true).to_connect(Some(&bytes)).unwrap();
+        let back = json(true).to_connect("t", Some(&bytes)).unwrap();
         assert_eq!(back, data);
     }
 
@@ -588,32 +655,39 @@ mod tests {
         let s = Converter::new(
             "org.apache.kafka.connect.storage.StringConverter",
             &BTreeMap::new(),
+            Side::Value,
         )
         .unwrap();
         assert_eq!(
-            s.from_connect(Some(&string_data("é"))).unwrap().unwrap(),
+            s.from_connect("t", Some(&string_data("é")))
+                .unwrap()
+                .unwrap(),
             "é".as_bytes()
         );
         let b = Converter::new(
             "org.apache.kafka.connect.converters.ByteArrayConverter",
             &BTreeMap::new(),
+            Side::Value,
         )
         .unwrap();
-        let err = b.from_connect(Some(&string_data("x"))).unwrap_err();
+        let err = b.from_connect("t", Some(&string_data("x"))).unwrap_err();
         assert_eq!(err.0, "invalid schema type for ByteArrayConverter: STRING");
         let raw = Data {
             kind: Some(data::Kind::Raw(vec![0, 255])),
         };
-        assert_eq!(b.from_connect(Some(&raw)).unwrap().unwrap(), vec![0, 255]);
+        assert_eq!(
+            b.from_connect("t", Some(&raw)).unwrap().unwrap(),
+            vec![0, 255]
+        );
     }
 
     #[test]
     fn json_errors_are_clear() {
-        let e = json(true).to_connect(Some(b"{\"a\":1}")).unwrap_err();
+        let e = json(true).to_connect("t", Some(b"{\"a\":1}")).unwrap_err();
         assert!(e.0.contains("schemas.enable"), "{e}");
-        let e = json(true).to_connect(Some(b"not json")).unwrap_err();
+        let e = json(true).to_connect("t", Some(b"not json")).unwrap_err();
         assert!(e.0.contains("serialization error"), "{e}");
-        assert!(Converter::new("com.example.Nope", &BTreeMap::new()).is_err());
+        assert!(Converter::new("com.example.Nope", &BTreeMap::new(), Side::Value).is_err());
     }
 
     // Ports of Kafka's JsonConverterTest, byte for byte where Kafka's output is deterministic.
@@ -623,7 +697,12 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Converter::new("org.apache.kafka.connect.json.JsonConverter", &settings).unwrap()
+        Converter::new(
+            "org.apache.kafka.connect.json.JsonConverter",
+            &settings,
+            Side::Value,
+        )
+        .unwrap()
     }
 
     fn schema_of(kind: SchemaType) -> Schema {
@@ -658,12 +737,14 @@ mod tests {
     }
 
     fn write(c: &Converter, schema: Option<Schema>, value: Option<Value>) -> String {
-        let out = c.from_connect(Some(&structured(schema, value))).unwrap();
+        let out = c
+            .from_connect("t", Some(&structured(schema, value)))
+            .unwrap();
         String::from_utf8(out.expect("not null")).unwrap()
     }
 
     fn read(c: &Converter, text: &str) -> (Option<Schema>, Option<value::Kind>) {
-        match c.to_connect(Some(text.as_bytes())).unwrap().kind {
+        match c.to_connect("t", Some(text.as_bytes())).unwrap().kind {
             Some(data::Kind::Structured(s)) => (s.schema, s.value.and_then(|v| v.kind)),
             Some(data::Kind::Raw(_)) => panic!("raw"),
             None => (None, None),
@@ -756,23 +837,29 @@ mod tests {
         );
         // Out of range or the wrong JSON type is an error, never a panic.
         assert!(c
-            .to_connect(Some(br#"{"schema":{"type":"int8"},"payload":300}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"int8"},"payload":300}"#))
             .is_err());
         assert!(c
-            .to_connect(Some(br#"{"schema":{"type":"int32"},"payload":"12"}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"int32"},"payload":"12"}"#))
             .is_err());
         let e = c
-            .from_connect(Some(&structured(
-                Some(schema_of(SchemaType::Float64)),
-                Some(val(Kind::Boolean(true))),
-            )))
+            .from_connect(
+                "t",
+                Some(&structured(
+                    Some(schema_of(SchemaType::Float64)),
+                    Some(val(Kind::Boolean(true))),
+                )),
+            )
             .unwrap_err();
         assert_eq!(e.0, "invalid type for FLOAT64: boolean");
         let e = c
-            .from_connect(Some(&structured(
-                Some(schema_of(SchemaType::Int8)),
-                Some(val(Kind::Int(128))),
-            )))
+            .from_connect(
+                "t",
+                Some(&structured(
+                    Some(schema_of(SchemaType::Int8)),
+                    Some(val(Kind::Int(128))),
+                )),
+            )
             .unwrap_err();
         assert_eq!(e.0, "invalid value for INT8: 128 is out of range");
     }
@@ -808,9 +895,10 @@ mod tests {
         );
         assert_eq!(v, Some(value::Kind::Boolean(true)));
         let e = c
-            .to_connect(Some(
-                br#"{"schema":{"type":"boolean","parameters":{"a":1}},"payload":true}"#,
-            ))
+            .to_connect(
+                "t",
+                Some(br#"{"schema":{"type":"boolean","parameters":{"a":1}},"payload":true}"#),
+            )
             .unwrap_err();
         assert_eq!(e.0, "schema parameters must have string values");
     }
@@ -870,7 +958,7 @@ mod tests {
         );
         assert_eq!(read(&c, &text), (Some(int_map), Some(map)));
         let e = c
-            .to_connect(Some(br#"{"schema":{"type":"map","keys":{"type":"int32"},"values":{"type":"int32"}},"payload":[[1]]}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"map","keys":{"type":"int32"},"values":{"type":"int32"}},"payload":[[1]]}"#))
             .unwrap_err();
         assert_eq!(
             e.0,
@@ -914,7 +1002,7 @@ mod tests {
         );
         assert_eq!(read(&c, &text), (Some(structure), Some(value)));
         let e = c
-            .to_connect(Some(br#"{"schema":{"type":"struct","fields":[{"field":"a","type":"string"}]},"payload":{}}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"struct","fields":[{"field":"a","type":"string"}]},"payload":{}}"#))
             .unwrap_err();
         assert_eq!(e.0, "invalid null value for required STRING field");
     }
@@ -989,21 +1077,27 @@ mod tests {
         assert_eq!(v, Some(value::Kind::Null(true)));
         // Errors name the problem.
         let e = c
-            .from_connect(Some(&structured(
-                Some(named(SchemaType::Bytes, json::DECIMAL)),
-                Some(val(bytes.clone())),
-            )))
+            .from_connect(
+                "t",
+                Some(&structured(
+                    Some(named(SchemaType::Bytes, json::DECIMAL)),
+                    Some(val(bytes.clone())),
+                )),
+            )
             .unwrap_err();
         assert_eq!(e.0, "invalid decimal schema: scale parameter not found");
         let e = c
-            .from_connect(Some(&structured(
-                Some(decimal_schema(2)),
-                Some(val(value::Kind::Float64(1.5))),
-            )))
+            .from_connect(
+                "t",
+                Some(&structured(
+                    Some(decimal_schema(2)),
+                    Some(val(value::Kind::Float64(1.5))),
+                )),
+            )
             .unwrap_err();
         assert!(e.0.contains("expected bytes"), "{e}");
         let e = c
-            .to_connect(Some(br#"{"schema":{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"1"}},"payload":1.25}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"1"}},"payload":1.25}"#))
             .unwrap_err();
         assert!(e.0.contains("scale 1"), "{e}");
     }
@@ -1044,17 +1138,20 @@ mod tests {
         );
         assert_eq!(v, Some(value::Kind::Int(42)));
         let e = c
-            .to_connect(Some(br#"{"schema":{"type":"int32","name":"org.apache.kafka.connect.data.Date"},"payload":1.5}"#))
+            .to_connect("t", Some(br#"{"schema":{"type":"int32","name":"org.apache.kafka.connect.data.Date"},"payload":1.5}"#))
             .unwrap_err();
         assert_eq!(
             e.0,
             "invalid type for date, underlying representation should be integer but was NUMBER"
         );
         let e = c
-            .from_connect(Some(&structured(
-                Some(named(SchemaType::Int32, json::TIME)),
-                Some(val(value::Kind::Int(-1))),
-            )))
+            .from_connect(
+                "t",
+                Some(&structured(
+                    Some(named(SchemaType::Int32, json::TIME)),
+                    Some(val(value::Kind::Int(-1))),
+                )),
+            )
             .unwrap_err();
         assert!(e.0.contains("millisecond of the day"), "{e}");
     }
@@ -1087,7 +1184,10 @@ mod tests {
         );
         let plain = json(false);
         assert_eq!(read(&plain, "true"), (None, Some(Kind::Boolean(true))));
-        assert_eq!(plain.to_connect(Some(b"")).unwrap(), Data { kind: None });
+        assert_eq!(
+            plain.to_connect("t", Some(b"")).unwrap(),
+            Data { kind: None }
+        );
         assert_eq!(
             read(&plain, r#"{ "a": "", "b": null}"#).1,
             Some(Kind::Map(MapValue {
@@ -1103,14 +1203,16 @@ mod tests {
                 ]
             }))
         );
-        assert!(c.to_connect(Some(b"")).is_err());
+        assert!(c.to_connect("t", Some(b"")).is_err());
         assert_eq!(
             write(&c, None, Some(val(Kind::Boolean(true)))),
             r#"{"schema":null,"payload":true}"#
         );
         assert_eq!(write(&plain, None, Some(val(Kind::Boolean(true)))), "true");
         assert_eq!(
-            plain.from_connect(Some(&structured(None, None))).unwrap(),
+            plain
+                .from_connect("t", Some(&structured(None, None)))
+                .unwrap(),
             None
         );
     }
@@ -1176,7 +1278,9 @@ mod tests {
         let json_class = "org.apache.kafka.connect.json.JsonConverter";
         let try_new = |class: &str, k: &str, v: &str| {
             let settings = [(k.to_string(), v.to_string())].into_iter().collect();
-            Converter::new(class, &settings).map(|_| ()).unwrap_err()
+            Converter::new(class, &settings, Side::Value)
+                .map(|_| ())
+                .unwrap_err()
         };
         assert_eq!(
             try_new(json_class, "decimal.format", "X"),
@@ -1210,7 +1314,7 @@ mod tests {
         );
         assert!(
             json_with(&[("schemas.cache.size", " 10 "), ("decimal.format", "Base64")])
-                .to_connect(Some(br#"{"schema":null,"payload":1}"#))
+                .to_connect("t", Some(br#"{"schema":null,"payload":1}"#))
                 .is_ok()
         );
         // Keys another converter defines are ignored, as Kafka ignores them.
@@ -1218,7 +1322,8 @@ mod tests {
             "org.apache.kafka.connect.storage.StringConverter",
             &[("decimal.format".to_string(), "X".to_string())]
                 .into_iter()
-                .collect()
+                .collect(),
+            Side::Value
         )
         .is_ok());
     }
@@ -1231,13 +1336,14 @@ mod tests {
                 &[("converter.encoding".to_string(), encoding.to_string())]
                     .into_iter()
                     .collect(),
+                Side::Value,
             )
             .unwrap()
         };
         let latin1 = with("ISO-8859-1");
         assert_eq!(
             latin1
-                .from_connect(Some(&string_data("é€")))
+                .from_connect("t", Some(&string_data("é€")))
                 .unwrap()
                 .unwrap(),
             vec![0xE9, b'?']
@@ -1247,7 +1353,7 @@ mod tests {
             Some(value::Kind::String(String::new()))
         );
         assert_eq!(
-            latin1.to_connect(Some(&[0xE9])).unwrap(),
+            latin1.to_connect("t", Some(&[0xE9])).unwrap(),
             structured(
                 Some(Schema {
                     optional: true,
@@ -1258,20 +1364,20 @@ mod tests {
         );
         let utf16 = with("utf-16");
         let bytes = utf16
-            .from_connect(Some(&string_data("hi")))
+            .from_connect("t", Some(&string_data("hi")))
             .unwrap()
             .unwrap();
         assert_eq!(bytes, vec![0xFE, 0xFF, 0, b'h', 0, b'i']);
         assert_eq!(read(&utf16, "").1, Some(value::Kind::String(String::new())));
         assert_eq!(
-            utf16.to_connect(Some(&bytes)).unwrap(),
+            utf16.to_connect("t", Some(&bytes)).unwrap(),
             with("UTF-16BE")
-                .to_connect(Some(&[0, b'h', 0, b'i']))
+                .to_connect("t", Some(&[0, b'h', 0, b'i']))
                 .unwrap()
         );
         let utf8 = with("UTF8");
         assert_eq!(
-            utf8.to_connect(Some(&[b'a', 0xFF])).unwrap(),
+            utf8.to_connect("t", Some(&[b'a', 0xFF])).unwrap(),
             structured(
                 Some(Schema {
                     optional: true,
@@ -1284,16 +1390,19 @@ mod tests {
             items: vec![val(value::Kind::Int(1)), val(value::Kind::Float64(2.0))],
         }));
         assert_eq!(
-            utf8.from_connect(Some(&structured(None, Some(list))))
+            utf8.from_connect("t", Some(&structured(None, Some(list))))
                 .unwrap()
                 .unwrap(),
             b"[1, 2.0]"
         );
         assert_eq!(
-            utf8.from_connect(Some(&structured(
-                Some(decimal_schema(2)),
-                Some(val(value::Kind::Bytes(vec![0x00, 0x9C])))
-            )))
+            utf8.from_connect(
+                "t",
+                Some(&structured(
+                    Some(decimal_schema(2)),
+                    Some(val(value::Kind::Bytes(vec![0x00, 0x9C])))
+                ))
+            )
             .unwrap()
             .unwrap(),
             b"1.56"

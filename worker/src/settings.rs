@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_data::converter::Converter;
+use sluice_data::converter::{Converter, Side};
 use sluice_data::transforms::{Chain, ConfigIssue};
 
 use crate::config_file::{ConfigError, ConfigFile};
@@ -182,7 +182,11 @@ impl WorkerSettings {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
             .collect();
-        Converter::new(class, &settings).map_err(|(key, message)| {
+        let side = match which {
+            "key" => Side::Key,
+            _ => Side::Value,
+        };
+        Converter::new(class, &settings, side).map_err(|(key, message)| {
             let key = if key.is_empty() {
                 class_key.clone()
             } else {

@@ -603,11 +603,12 @@ fn convert<'c>(
     key: &'c Converter,
     value: &'c Converter,
 ) -> Result<proto::SinkRecord, (Stage, &'c Converter, ConversionError)> {
+    let topic = message.topic();
     let key = key
-        .to_connect(message.key())
+        .to_connect(topic, message.key())
         .map_err(|e| (Stage::KeyConverter, key, e))?;
     let value = value
-        .to_connect(message.payload())
+        .to_connect(topic, message.payload())
         .map_err(|e| (Stage::ValueConverter, value, e))?;
     let headers = message
         .headers()

@@ -440,7 +440,7 @@ impl SourceTaskRunner {
         }
         let converted = self
             .key_converter
-            .from_connect(record.key.as_ref())
+            .from_connect(&record.topic, record.key.as_ref())
             .map_err(|e| {
                 (
                     Stage::KeyConverter,
@@ -451,7 +451,7 @@ impl SourceTaskRunner {
             .and_then(|key| {
                 let value = self
                     .value_converter
-                    .from_connect(record.value.as_ref())
+                    .from_connect(&record.topic, record.value.as_ref())
                     .map_err(|e| {
                         let class = self.value_converter.kind().class_name();
                         (Stage::ValueConverter, class, e)

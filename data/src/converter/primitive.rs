@@ -140,11 +140,11 @@ mod tests {
 
     use sluice_proto::connector::v1::{data, Data};
 
-    use super::super::Converter;
+    use super::super::{Converter, Side};
     use super::*;
 
     fn converter(class: &str) -> Converter {
-        Converter::new(class, &BTreeMap::new()).unwrap()
+        Converter::new(class, &BTreeMap::new(), Side::Value).unwrap()
     }
 
     fn data(schema: Option<SchemaType>, kind: value::Kind) -> Data {
@@ -162,10 +162,10 @@ mod tests {
     fn round_trip(class: &str, schema: SchemaType, kind: value::Kind, bytes: &[u8]) {
         let c = converter(class);
         let out = c
-            .from_connect(Some(&data(Some(schema), kind.clone())))
+            .from_connect("t", Some(&data(Some(schema), kind.clone())))
             .unwrap();
         assert_eq!(out.as_deref(), Some(bytes), "{class}");
-        let back = c.to_connect(Some(bytes)).unwrap();
+        let back = c.to_connect("t", Some(bytes)).unwrap();
         let mut expected = data(Some(schema), kind);
         if let Some(data::Kind::Structured(s)) = &mut expected.kind {
             s.schema.as_mut().unwrap().optional = true;
@@ -228,8 +228,11 @@ mod tests {
         // Short names work too; nulls stay nulls.
         let c = converter("LongConverter");
         assert_eq!(c.kind(), ConverterKind::Long);
-        assert_eq!(c.from_connect(Some(&Data { kind: None })).unwrap(), None);
-        assert_eq!(c.to_connect(None).unwrap(), Data { kind: None });
+        assert_eq!(
+            c.from_connect("t", Some(&Data { kind: None })).unwrap(),
+            None
+        );
+        assert_eq!(c.to_connect("t", None).unwrap(), Data { kind: None });
     }
 
     #[test]
@@ -237,27 +240,27 @@ mod tests {
         use value::Kind;
         let int = converter("org.apache.kafka.connect.converters.IntegerConverter");
         let e = int
-            .from_connect(Some(&data(None, Kind::String("1".into()))))
+            .from_connect("t", Some(&data(None, Kind::String("1".into()))))
             .unwrap_err();
         assert_eq!(
             e.0,
             "IntegerConverter: failed to serialize to integer (was string)"
         );
         let e = int
-            .from_connect(Some(&data(None, Kind::Int(1 << 40))))
+            .from_connect("t", Some(&data(None, Kind::Int(1 << 40))))
             .unwrap_err();
         assert_eq!(
             e.0,
             "IntegerConverter: failed to serialize to integer: 1099511627776 is out of range"
         );
-        let e = int.to_connect(Some(&[1, 2, 3])).unwrap_err();
+        let e = int.to_connect("t", Some(&[1, 2, 3])).unwrap_err();
         assert_eq!(
             e.0,
             "IntegerConverter: failed to deserialize integer: size of data received by IntegerDeserializer is not 4 (got 3 bytes)"
         );
         let float = converter("FloatConverter");
         let e = float
-            .from_connect(Some(&data(None, Kind::Float64(1.0))))
+            .from_connect("t", Some(&data(None, Kind::Float64(1.0))))
             .unwrap_err();
         assert_eq!(
             e.0,
@@ -265,21 +268,21 @@ mod tests {
         );
         let boolean = converter("BooleanConverter");
         let e = boolean
-            .from_connect(Some(&data(
-                Some(SchemaType::String),
-                Kind::String("x".into()),
-            )))
+            .from_connect(
+                "t",
+                Some(&data(Some(SchemaType::String), Kind::String("x".into()))),
+            )
             .unwrap_err();
         assert_eq!(e.0, "invalid schema type for BooleanConverter: STRING");
         let e = boolean
-            .from_connect(Some(&data(None, Kind::Int(1))))
+            .from_connect("t", Some(&data(None, Kind::Int(1))))
             .unwrap_err();
         assert_eq!(
             e.0,
             "BooleanConverter is not compatible with objects of type int"
         );
-        let e = boolean.to_connect(Some(&[2])).unwrap_err();
+        let e = boolean.to_connect("t", Some(&[2])).unwrap_err();
         assert!(e.0.contains("unexpected byte 2"), "{e}");
-        assert!(boolean.to_connect(Some(&[])).is_err());
+        assert!(boolean.to_connect("t", Some(&[])).is_err());
     }
 }

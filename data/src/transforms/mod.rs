@@ -85,6 +85,8 @@ impl std::fmt::Display for TransformFailure {
     }
 }
 
+impl std::error::Error for TransformFailure {}
+
 /// What one step of a chain did to a record, for dry runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutcome {

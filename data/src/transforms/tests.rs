@@ -859,3 +859,83 @@ fn trace_shows_each_step() {
         map(&[("line", s("hello")), ("origin", s("x"))])
     );
 }
+
+#[test]
+fn tombstones_and_null_values() {
+    // Schemaless tombstones stay tombstones through the value transforms Kafka passes them by.
+    for (class, keys) in [
+        ("Cast$Value", &[("spec", "a:int8")][..]),
+        ("ExtractField$Value", &[("field", "a")][..]),
+        ("Flatten$Value", &[][..]),
+        ("InsertField$Value", &[("topic.field", "t")][..]),
+        ("MaskField$Value", &[("fields", "a")][..]),
+        ("ReplaceField$Value", &[("exclude", "a")][..]),
+        ("TimestampConverter$Value", &[("target.type", "unix")][..]),
+        (
+            "HeaderFrom$Value",
+            &[("fields", "a"), ("headers", "h"), ("operation", "copy")][..],
+        ),
+    ] {
+        let c = chain(class, keys);
+        let out = run(&c, record(None));
+        assert!(out.is_tombstone(), "{class}: {out:?}");
+        assert!(out.headers.is_empty(), "{class}");
+    }
+    // Schema'd nulls keep the (updated) schema and a null value.
+    let c = chain("Cast$Value", &[("spec", "int64")]);
+    let out = value_part(&run(
+        &c,
+        record(structured(Some(schema_of(SchemaType::Int32, true)), None)),
+    ));
+    assert_eq!(out.schema.unwrap().r#type, SchemaType::Int64 as i32);
+    assert_eq!(out.value, None);
+    let c = chain("SetSchemaMetadata$Value", &[("schema.name", "n")]);
+    let out = value_part(&run(&c, record(structured(Some(user_schema()), None))));
+    assert_eq!(out.schema.unwrap().name.as_deref(), Some("n"));
+    // Null fields inside values: Cast and TimestampConverter leave them null.
+    let c = chain("Cast$Value", &[("spec", "name:int32")]);
+    let out = value_part(&run(
+        &c,
+        record(structured(Some(user_schema()), Some(user(1, None, 2)))),
+    ));
+    assert_eq!(out.value.unwrap(), user(1, None, 2));
+    // A key transform on a null key leaves the value alone.
+    let c = chain("HoistField$Key", &[("field", "k")]);
+    let out = run(&c, record(structured(None, Some(i(1)))));
+    assert_eq!(
+        Part::from_data(out.key.clone()).value.unwrap(),
+        map(&[("k", null())])
+    );
+    assert_eq!(value_part(&out).value.unwrap(), i(1));
+}
+
+#[test]
+fn nested_structs_through_extract_and_replace() {
+    let address = struct_schema(vec![
+        fld("city", schema_of(SchemaType::String, false)),
+        fld("zip", schema_of(SchemaType::String, true)),
+    ]);
+    let schema = struct_schema(vec![
+        fld("id", schema_of(SchemaType::Int64, false)),
+        fld("address", address.clone()),
+    ]);
+    let value = struct_value(vec![i(1), struct_value(vec![s("Oslo"), null()])]);
+    let c = chain("ExtractField$Value", &[("field", "address")]);
+    let out = value_part(&run(
+        &c,
+        record(structured(Some(schema.clone()), Some(value.clone()))),
+    ));
+    assert_eq!(out.schema.unwrap(), address);
+    assert_eq!(out.value.unwrap(), struct_value(vec![s("Oslo"), null()]));
+    // ReplaceField works on top-level fields; a nested struct moves whole.
+    let c = chain(
+        "ReplaceField$Value",
+        &[("renames", "address:addr"), ("exclude", "id")],
+    );
+    let out = value_part(&run(&c, record(structured(Some(schema), Some(value)))));
+    assert_eq!(out.schema.unwrap().fields[0].name, "addr");
+    assert_eq!(
+        out.value.unwrap(),
+        struct_value(vec![struct_value(vec![s("Oslo"), null()])])
+    );
+}
