@@ -291,25 +291,25 @@ fn redact(url: &str) -> String {
     }
 }
 
+impl HttpRegistry {
+    /// POSTs `{"schema": ...}` to `path` and reads the id from the answer: registering a
+    /// version and looking one up share this shape.
+    fn post_schema(&self, path: &str, schema: &str) -> Result<SchemaId, RegistryError> {
+        let answer = self.call("POST", path, Some(&serde_json::json!({ "schema": schema })))?;
+        self.id_of(&answer, &self.location_of(path))
+    }
+}
+
 impl SchemaRegistry for HttpRegistry {
     fn register(&self, subject: &str, schema: &str) -> Result<SchemaId, RegistryError> {
-        let path = format!("/subjects/{}/versions", encode_segment(subject));
-        let answer = self.call(
-            "POST",
-            &path,
-            Some(&serde_json::json!({ "schema": schema })),
-        )?;
-        self.id_of(&answer, &self.location_of(&path))
+        self.post_schema(
+            &format!("/subjects/{}/versions", encode_segment(subject)),
+            schema,
+        )
     }
 
     fn lookup(&self, subject: &str, schema: &str) -> Result<SchemaId, RegistryError> {
-        let path = format!("/subjects/{}", encode_segment(subject));
-        let answer = self.call(
-            "POST",
-            &path,
-            Some(&serde_json::json!({ "schema": schema })),
-        )?;
-        self.id_of(&answer, &self.location_of(&path))
+        self.post_schema(&format!("/subjects/{}", encode_segment(subject)), schema)
     }
 
     fn latest(&self, subject: &str) -> Result<SubjectSchema, RegistryError> {
