@@ -327,3 +327,62 @@ fn avro_through_the_schema_registry_round_trips_and_unknown_ids_go_to_the_dead_l
     let status = sluice.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "output:\n{}", sluice.output());
 }
+
+/// A schema registry that is down when records arrive is waited for as errors.retry.* allow:
+/// the records reach Kafka once it is up, and none goes to the dead-letter queue.
+#[test]
+fn a_schema_registry_that_comes_up_late_delays_records_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["late:1", "late-dlq:1"]);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
+    let total = 50;
+    append_lines_of(
+        &dir.path().join("test.txt"),
+        (0..total).map(|i| format!("line {i}")),
+    );
+    std::fs::write(
+        dir.path().join("source.properties"),
+        format!(
+            "name=late\n\
+             connector.class=FileStreamSource\n\
+             file=test.txt\n\
+             topic=late\n\
+             transforms=hoist\n\
+             transforms.hoist.type=org.apache.kafka.connect.transforms.HoistField$Value\n\
+             transforms.hoist.field=line\n\
+             value.converter=io.confluent.connect.avro.AvroConverter\n\
+             value.converter.schema.registry.url={url}\n\
+             errors.tolerance=all\n\
+             errors.retry.timeout=60000\n\
+             errors.retry.delay.max.ms=500\n\
+             errors.deadletterqueue.topic.name=late-dlq\n"
+        ),
+    )
+    .unwrap();
+    let sluice = Sluice::standalone(dir.path(), &[worker, "source.properties"]);
+    wait_for(
+        "the worker to retry the unreachable registry",
+        Duration::from_secs(30),
+        || sluice.output().contains("retriable failure, retrying"),
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let _registry = Sluice::start(dir.path(), &["dev-registry", "--listen", &listen]);
+    wait_for(
+        "every record in Kafka once the registry is up",
+        Duration::from_secs(60),
+        || read_all(&kafka.bootstrap, "late").len() == total,
+    );
+    let records = read_all(&kafka.bootstrap, "late");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.2.as_deref().is_some_and(|v| v.first() == Some(&0))),
+        "every value in the wire format"
+    );
+    assert!(
+        read_all(&kafka.bootstrap, "late-dlq").is_empty(),
+        "nothing in the dead-letter queue"
+    );
+}

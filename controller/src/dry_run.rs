@@ -139,8 +139,10 @@ impl DryRun {
                         .push(step(stage, name, class, Some(out.clone()), ""));
                 }
                 Err(e) => {
-                    result.steps.push(step(stage, name, class, None, &e.0));
-                    result.error = format!("{stage} ({class}): {}", e.0);
+                    result
+                        .steps
+                        .push(step(stage, name, class, None, &e.message));
+                    result.error = format!("{stage} ({class}): {}", e.message);
                     return result;
                 }
             }
@@ -168,8 +170,10 @@ impl DryRun {
             match converter.to_connect(&sample.topic, bytes.as_deref()) {
                 Ok(data) => converted.push(data),
                 Err(e) => {
-                    result.steps.push(step(stage, name, class, None, &e.0));
-                    result.error = format!("{stage} ({class}): {}", e.0);
+                    result
+                        .steps
+                        .push(step(stage, name, class, None, &e.message));
+                    result.error = format!("{stage} ({class}): {}", e.message);
                     return result;
                 }
             }
@@ -299,7 +303,7 @@ impl Viewer {
             data::Kind::Structured(_) => Some(match self.envelope.from_connect("", data) {
                 Ok(Some(bytes)) => bytes_text(&bytes),
                 Ok(None) => "null".into(),
-                Err(e) => format!("<cannot show as JSON: {}>", e.0),
+                Err(e) => format!("<cannot show as JSON: {}>", e.message),
             }),
         }
     }

@@ -26,8 +26,31 @@ pub use crate::record::Side;
 
 /// A conversion failure; names what was wrong with the data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConversionError(pub String);
+#[error("{message}")]
+pub struct ConversionError {
+    pub message: String,
+    /// The same conversion may succeed later (a schema registry that is away): the worker
+    /// retries it as `errors.retry.*` allow before the error policy decides.
+    pub retriable: bool,
+}
+
+impl ConversionError {
+    /// A failure of the data itself: trying again cannot help.
+    pub fn new(message: impl Into<String>) -> ConversionError {
+        ConversionError {
+            message: message.into(),
+            retriable: false,
+        }
+    }
+
+    /// A failure of something the converter needs (its schema registry): may pass.
+    pub fn retriable(message: impl Into<String>) -> ConversionError {
+        ConversionError {
+            message: message.into(),
+            retriable: true,
+        }
+    }
+}
 
 /// Which converter class, by any of its accepted names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +419,7 @@ impl Converter {
             ConverterKind::ByteArray => {
                 if let Some(schema) = schema {
                     if schema.r#type != SchemaType::Bytes as i32 {
-                        return Err(ConversionError(format!(
+                        return Err(ConversionError::new(format!(
                             "invalid schema type for ByteArrayConverter: {}",
                             json::kafka_type_name(schema.r#type)
                         )));
@@ -405,7 +428,7 @@ impl Converter {
                 match value.map(|v| &v.kind) {
                     None => Ok(None),
                     Some(Some(value::Kind::Bytes(b))) => Ok(Some(b.clone())),
-                    Some(other) => Err(ConversionError(format!(
+                    Some(other) => Err(ConversionError::new(format!(
                         "ByteArrayConverter is not compatible with objects of type {}",
                         json::kind_name(other.as_ref())
                     ))),
@@ -439,13 +462,13 @@ impl Converter {
             },
             ConverterKind::Json => {
                 let doc = json::reader::parse(bytes).map_err(|e| {
-                    ConversionError(format!(
+                    ConversionError::new(format!(
                         "converting byte[] to Kafka Connect data failed due to serialization error: {e}"
                     ))
                 })?;
                 let structured = if self.schemas_enable {
                     // An empty document is Jackson's missing node: not an envelope.
-                    let doc = doc.ok_or_else(|| ConversionError(json::ENVELOPE_ERROR.into()))?;
+                    let doc = doc.ok_or_else(|| ConversionError::new(json::ENVELOPE_ERROR))?;
                     json::from_envelope_node(doc, self.json)?
                 } else {
                     match doc {
@@ -539,7 +562,7 @@ pub(crate) fn java_to_string(schema: Option<&Schema>, v: &Value) -> String {
 pub(crate) fn base64_decode(s: &str) -> Result<Vec<u8>, ConversionError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| ConversionError(format!("invalid base64 bytes: {e}")))
+        .map_err(|e| ConversionError::new(format!("invalid base64 bytes: {e}")))
 }
 
 #[cfg(test)]
@@ -671,7 +694,10 @@ mod tests {
         )
         .unwrap();
         let err = b.from_connect("t", Some(&string_data("x"))).unwrap_err();
-        assert_eq!(err.0, "invalid schema type for ByteArrayConverter: STRING");
+        assert_eq!(
+            err.message,
+            "invalid schema type for ByteArrayConverter: STRING"
+        );
         let raw = Data {
             kind: Some(data::Kind::Raw(vec![0, 255])),
         };
@@ -684,9 +710,9 @@ mod tests {
     #[test]
     fn json_errors_are_clear() {
         let e = json(true).to_connect("t", Some(b"{\"a\":1}")).unwrap_err();
-        assert!(e.0.contains("schemas.enable"), "{e}");
+        assert!(e.message.contains("schemas.enable"), "{e}");
         let e = json(true).to_connect("t", Some(b"not json")).unwrap_err();
-        assert!(e.0.contains("serialization error"), "{e}");
+        assert!(e.message.contains("serialization error"), "{e}");
         assert!(Converter::new("com.example.Nope", &BTreeMap::new(), Side::Value).is_err());
     }
 
@@ -851,7 +877,7 @@ mod tests {
                 )),
             )
             .unwrap_err();
-        assert_eq!(e.0, "invalid type for FLOAT64: boolean");
+        assert_eq!(e.message, "invalid type for FLOAT64: boolean");
         let e = c
             .from_connect(
                 "t",
@@ -861,7 +887,7 @@ mod tests {
                 )),
             )
             .unwrap_err();
-        assert_eq!(e.0, "invalid value for INT8: 128 is out of range");
+        assert_eq!(e.message, "invalid value for INT8: 128 is out of range");
     }
 
     #[test]
@@ -900,7 +926,7 @@ mod tests {
                 Some(br#"{"schema":{"type":"boolean","parameters":{"a":1}},"payload":true}"#),
             )
             .unwrap_err();
-        assert_eq!(e.0, "schema parameters must have string values");
+        assert_eq!(e.message, "schema parameters must have string values");
     }
 
     #[test]
@@ -961,7 +987,7 @@ mod tests {
             .to_connect("t", Some(br#"{"schema":{"type":"map","keys":{"type":"int32"},"values":{"type":"int32"}},"payload":[[1]]}"#))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "found invalid map entry, expected length 2 but found: 1"
         );
 
@@ -1004,7 +1030,7 @@ mod tests {
         let e = c
             .to_connect("t", Some(br#"{"schema":{"type":"struct","fields":[{"field":"a","type":"string"}]},"payload":{}}"#))
             .unwrap_err();
-        assert_eq!(e.0, "invalid null value for required STRING field");
+        assert_eq!(e.message, "invalid null value for required STRING field");
     }
 
     #[test]
@@ -1085,7 +1111,10 @@ mod tests {
                 )),
             )
             .unwrap_err();
-        assert_eq!(e.0, "invalid decimal schema: scale parameter not found");
+        assert_eq!(
+            e.message,
+            "invalid decimal schema: scale parameter not found"
+        );
         let e = c
             .from_connect(
                 "t",
@@ -1095,11 +1124,11 @@ mod tests {
                 )),
             )
             .unwrap_err();
-        assert!(e.0.contains("expected bytes"), "{e}");
+        assert!(e.message.contains("expected bytes"), "{e}");
         let e = c
             .to_connect("t", Some(br#"{"schema":{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"1"}},"payload":1.25}"#))
             .unwrap_err();
-        assert!(e.0.contains("scale 1"), "{e}");
+        assert!(e.message.contains("scale 1"), "{e}");
     }
 
     #[test]
@@ -1141,7 +1170,7 @@ mod tests {
             .to_connect("t", Some(br#"{"schema":{"type":"int32","name":"org.apache.kafka.connect.data.Date"},"payload":1.5}"#))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "invalid type for date, underlying representation should be integer but was NUMBER"
         );
         let e = c
@@ -1153,7 +1182,7 @@ mod tests {
                 )),
             )
             .unwrap_err();
-        assert!(e.0.contains("millisecond of the day"), "{e}");
+        assert!(e.message.contains("millisecond of the day"), "{e}");
     }
 
     #[test]

@@ -249,14 +249,14 @@ fn write_schema_fields(
                     out.push(b',');
                 }
                 let field_schema = field.schema.as_ref().ok_or_else(|| {
-                    ConversionError(format!("struct field {} has no schema", field.name))
+                    ConversionError::new(format!("struct field {} has no schema", field.name))
                 })?;
                 write_schema_fields(out, field_schema, Some(&field.name), options)?;
             }
             out.push(b']');
         }
         SchemaType::Unspecified => {
-            return Err(ConversionError("schema has no type".into()));
+            return Err(ConversionError::new("schema has no type"));
         }
         _ => {}
     }
@@ -315,7 +315,7 @@ pub(crate) fn write_value(
 }
 
 fn invalid_type(schema: &Schema, kind: Option<&value::Kind>) -> ConversionError {
-    ConversionError(format!(
+    ConversionError::new(format!(
         "invalid type for {}: {}",
         kafka_type_name(schema.r#type),
         kind_name(kind)
@@ -326,7 +326,7 @@ fn ranged(schema: &Schema, i: i64, min: i64, max: i64) -> Result<(), ConversionE
     if (min..=max).contains(&i) {
         Ok(())
     } else {
-        Err(ConversionError(format!(
+        Err(ConversionError::new(format!(
             "invalid value for {}: {i} is out of range",
             kafka_type_name(schema.r#type)
         )))
@@ -353,9 +353,8 @@ pub(crate) fn write_value_with(
                 }
             }
             if !schema.optional {
-                return Err(ConversionError(
-                    "conversion error: null value for field that is required and has no default value"
-                        .into(),
+                return Err(ConversionError::new(
+                    "conversion error: null value for field that is required and has no default value",
                 ));
             }
             out.extend_from_slice(b"null");
@@ -372,7 +371,7 @@ pub(crate) fn write_value_with(
             SchemaType::Int8 => Some((i8::MIN.into(), i8::MAX.into())),
             SchemaType::Int16 => Some((i16::MIN.into(), i16::MAX.into())),
             SchemaType::Int32 => Some((i32::MIN.into(), i32::MAX.into())),
-            SchemaType::Unspecified => return Err(ConversionError("schema has no type".into())),
+            SchemaType::Unspecified => return Err(ConversionError::new("schema has no type")),
             _ => None,
         };
         if let (Some((min, max)), value::Kind::Int(i)) = (range, kind) {
@@ -421,7 +420,7 @@ pub(crate) fn write_value_with(
             match schema {
                 Some(schema) => {
                     if schema.fields.len() != s.fields.len() {
-                        return Err(ConversionError(format!(
+                        return Err(ConversionError::new(format!(
                             "struct has {} values for {} schema fields",
                             s.fields.len(),
                             schema.fields.len()
@@ -434,7 +433,10 @@ pub(crate) fn write_value_with(
                         write_str(out, &field.name);
                         out.push(b':');
                         let field_schema = field.schema.as_ref().ok_or_else(|| {
-                            ConversionError(format!("struct field {} has no schema", field.name))
+                            ConversionError::new(format!(
+                                "struct field {} has no schema",
+                                field.name
+                            ))
                         })?;
                         write_value_with(out, Some(field_schema), Some(v), options)?;
                     }
@@ -446,7 +448,7 @@ pub(crate) fn write_value_with(
                             out.push(b',');
                         }
                         let name = s.names.get(i).ok_or_else(|| {
-                            ConversionError("schemaless struct field has no name".into())
+                            ConversionError::new("schemaless struct field has no name")
                         })?;
                         write_str(out, name);
                         out.push(b':');
@@ -498,7 +500,7 @@ fn write_map(
             match entry.key.as_ref().and_then(|k| k.kind.as_ref()) {
                 Some(value::Kind::String(k)) => write_str(out, k),
                 other => {
-                    return Err(ConversionError(format!(
+                    return Err(ConversionError::new(format!(
                         "invalid type for map key: expected string, got {}",
                         kind_name(other)
                     )))
@@ -545,7 +547,7 @@ fn write_logical(
         }
         (Logical::Date, value::Kind::Int(days)) => {
             let days = i32::try_from(*days).map_err(|_| {
-                ConversionError(format!(
+                ConversionError::new(format!(
                     "invalid value for date: {days} days is out of range"
                 ))
             })?;
@@ -553,7 +555,7 @@ fn write_logical(
         }
         (Logical::Time, value::Kind::Int(ms)) => {
             if !(0..MILLIS_PER_DAY).contains(ms) {
-                return Err(ConversionError(format!(
+                return Err(ConversionError::new(format!(
                     "invalid value for time: {ms} is not a millisecond of the day (0 to 86399999)"
                 )));
             }
@@ -569,7 +571,7 @@ fn write_logical(
                 Logical::Time => "int (milliseconds of the day)",
                 Logical::Timestamp => "int (milliseconds since the epoch)",
             };
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "invalid type for {}: expected {expected}, got {}",
                 schema.name.as_deref().unwrap_or_default(),
                 kind_name(Some(kind))
@@ -615,10 +617,10 @@ pub(crate) fn from_envelope_node(
     options: JsonOptions,
 ) -> Result<Option<Structured>, ConversionError> {
     let Node::Object(members) = doc else {
-        return Err(ConversionError(ENVELOPE_ERROR.into()));
+        return Err(ConversionError::new(ENVELOPE_ERROR));
     };
     if members.len() != 2 {
-        return Err(ConversionError(ENVELOPE_ERROR.into()));
+        return Err(ConversionError::new(ENVELOPE_ERROR));
     }
     let mut schema = None;
     let mut payload = None;
@@ -626,11 +628,11 @@ pub(crate) fn from_envelope_node(
         match k.as_str() {
             "schema" => schema = Some(v),
             "payload" => payload = Some(v),
-            _ => return Err(ConversionError(ENVELOPE_ERROR.into())),
+            _ => return Err(ConversionError::new(ENVELOPE_ERROR)),
         }
     }
     let (Some(schema), Some(payload)) = (schema, payload) else {
-        return Err(ConversionError(ENVELOPE_ERROR.into()));
+        return Err(ConversionError::new(ENVELOPE_ERROR));
     };
     if schema == Node::Null {
         return Ok(schemaless_node(payload)?.map(|value| Structured {
@@ -655,53 +657,52 @@ fn null_value() -> Value {
 /// Plain JSON to a schemaless value, as Kafka's JsonConverter reads it with no schema: integers
 /// as int64, other numbers as float64, objects as maps with string keys. `None` for null.
 pub(crate) fn schemaless_node(doc: Node) -> Result<Option<Value>, ConversionError> {
-    let kind =
-        match doc {
-            Node::Null => return Ok(None),
-            Node::Bool(b) => value::Kind::Boolean(b),
-            Node::Number { text, integral } => {
-                if integral {
-                    value::Kind::Int(text.parse().map_err(|_| {
-                        ConversionError(format!("integer {text} does not fit int64"))
-                    })?)
-                } else {
-                    value::Kind::Float64(
-                        text.parse()
-                            .map_err(|_| ConversionError(format!("invalid number {text}")))?,
-                    )
-                }
+    let kind = match doc {
+        Node::Null => return Ok(None),
+        Node::Bool(b) => value::Kind::Boolean(b),
+        Node::Number { text, integral } => {
+            if integral {
+                value::Kind::Int(text.parse().map_err(|_| {
+                    ConversionError::new(format!("integer {text} does not fit int64"))
+                })?)
+            } else {
+                value::Kind::Float64(
+                    text.parse()
+                        .map_err(|_| ConversionError::new(format!("invalid number {text}")))?,
+                )
             }
-            Node::String(s) => value::Kind::String(s),
-            Node::Array(items) => value::Kind::Array(ArrayValue {
-                items: items
-                    .into_iter()
-                    .map(|i| Ok(schemaless_node(i)?.unwrap_or_else(null_value)))
-                    .collect::<Result<_, ConversionError>>()?,
-            }),
-            Node::Object(members) => value::Kind::Map(MapValue {
-                entries: members
-                    .into_iter()
-                    .map(|(k, v)| {
-                        Ok(MapEntry {
-                            key: Some(Value {
-                                kind: Some(value::Kind::String(k)),
-                            }),
-                            value: Some(schemaless_node(v)?.unwrap_or_else(null_value)),
-                        })
+        }
+        Node::String(s) => value::Kind::String(s),
+        Node::Array(items) => value::Kind::Array(ArrayValue {
+            items: items
+                .into_iter()
+                .map(|i| Ok(schemaless_node(i)?.unwrap_or_else(null_value)))
+                .collect::<Result<_, ConversionError>>()?,
+        }),
+        Node::Object(members) => value::Kind::Map(MapValue {
+            entries: members
+                .into_iter()
+                .map(|(k, v)| {
+                    Ok(MapEntry {
+                        key: Some(Value {
+                            kind: Some(value::Kind::String(k)),
+                        }),
+                        value: Some(schemaless_node(v)?.unwrap_or_else(null_value)),
                     })
-                    .collect::<Result<_, ConversionError>>()?,
-            }),
-        };
+                })
+                .collect::<Result<_, ConversionError>>()?,
+        }),
+    };
     Ok(Some(Value { kind: Some(kind) }))
 }
 
 fn parse_schema(doc: &Node, options: JsonOptions) -> Result<Schema, ConversionError> {
     let type_name = match doc.get("type") {
         Some(Node::String(t)) => t.as_str(),
-        _ => return Err(ConversionError("schema must contain 'type' field".into())),
+        _ => return Err(ConversionError::new("schema must contain 'type' field")),
     };
     let kind = type_from_name(type_name)
-        .ok_or_else(|| ConversionError(format!("unknown schema type: {type_name}")))?;
+        .ok_or_else(|| ConversionError::new(format!("unknown schema type: {type_name}")))?;
     let mut schema = Schema {
         r#type: kind as i32,
         ..Schema::default()
@@ -712,30 +713,30 @@ fn parse_schema(doc: &Node, options: JsonOptions) -> Result<Schema, ConversionEr
                 .get("items")
                 .filter(|i| **i != Node::Null)
                 .ok_or_else(|| {
-                    ConversionError("array schema did not specify the element type".into())
+                    ConversionError::new("array schema did not specify the element type")
                 })?;
             schema.value_schema = Some(Box::new(parse_schema(items, options)?));
         }
         SchemaType::Map => {
             let keys = doc
                 .get("keys")
-                .ok_or_else(|| ConversionError("map schema did not specify the key type".into()))?;
-            let values = doc.get("values").ok_or_else(|| {
-                ConversionError("map schema did not specify the value type".into())
-            })?;
+                .ok_or_else(|| ConversionError::new("map schema did not specify the key type"))?;
+            let values = doc
+                .get("values")
+                .ok_or_else(|| ConversionError::new("map schema did not specify the value type"))?;
             schema.key_schema = Some(Box::new(parse_schema(keys, options)?));
             schema.value_schema = Some(Box::new(parse_schema(values, options)?));
         }
         SchemaType::Struct => {
             let Some(Node::Array(fields)) = doc.get("fields") else {
-                return Err(ConversionError(
-                    "struct schema's \"fields\" argument is not an array".into(),
+                return Err(ConversionError::new(
+                    "struct schema's \"fields\" argument is not an array",
                 ));
             };
             for field in fields {
                 let Some(Node::String(name)) = field.get("field") else {
-                    return Err(ConversionError(
-                        "struct schema's field name not specified properly".into(),
+                    return Err(ConversionError::new(
+                        "struct schema's field name not specified properly",
                     ));
                 };
                 schema.fields.push(Field {
@@ -763,8 +764,8 @@ fn parse_schema(doc: &Node, options: JsonOptions) -> Result<Schema, ConversionEr
     if let Some(Node::Object(params)) = doc.get("parameters") {
         for (k, v) in params {
             let Node::String(v) = v else {
-                return Err(ConversionError(
-                    "schema parameters must have string values".into(),
+                return Err(ConversionError::new(
+                    "schema parameters must have string values",
                 ));
             };
             schema.parameters.insert(k.clone(), v.clone());
@@ -793,7 +794,7 @@ fn integral_text(doc: &Node) -> Option<&str> {
 /// their silent truncation).
 fn whole_number(schema: &Schema, doc: &Node, min: i64, max: i64) -> Result<i64, ConversionError> {
     let Node::Number { text, .. } = doc else {
-        return Err(ConversionError(format!(
+        return Err(ConversionError::new(format!(
             "invalid json for {}: expected a number, found {}",
             kafka_type_name(schema.r#type),
             doc.type_name()
@@ -803,7 +804,7 @@ fn whole_number(schema: &Schema, doc: &Node, min: i64, max: i64) -> Result<i64, 
         .and_then(|d| d.to_i64())
         .filter(|i| (min..=max).contains(i))
         .ok_or_else(|| {
-            ConversionError(format!(
+            ConversionError::new(format!(
                 "invalid json for {}: {text} is not a whole number in range",
                 kafka_type_name(schema.r#type)
             ))
@@ -825,7 +826,7 @@ fn parse_value(
             if schema.optional {
                 return Ok(null_value());
             }
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "invalid null value for required {} field",
                 kafka_type_name(schema.r#type)
             )));
@@ -833,7 +834,7 @@ fn parse_value(
         Some(doc) => doc,
     };
     let mismatch = |expected: &str, doc: &Node| {
-        ConversionError(format!(
+        ConversionError::new(format!(
             "invalid json for {}: expected {expected}, found {}",
             kafka_type_name(schema.r#type),
             doc.type_name()
@@ -863,14 +864,14 @@ fn parse_value(
             // Straight from the decimal text, as Java's `BigDecimal.floatValue` rounds.
             Node::Number { text, .. } => value::Kind::Float32(
                 text.parse()
-                    .map_err(|_| ConversionError(format!("invalid number {text}")))?,
+                    .map_err(|_| ConversionError::new(format!("invalid number {text}")))?,
             ),
             other => return Err(mismatch("a number", other)),
         },
         SchemaType::Float64 => match &doc {
             Node::Number { text, .. } => value::Kind::Float64(
                 text.parse()
-                    .map_err(|_| ConversionError(format!("invalid number {text}")))?,
+                    .map_err(|_| ConversionError::new(format!("invalid number {text}")))?,
             ),
             other => return Err(mismatch("a number", other)),
         },
@@ -885,13 +886,13 @@ fn parse_value(
         SchemaType::Bytes => match doc {
             Node::String(s) => value::Kind::Bytes(
                 base64_decode(&s)
-                    .map_err(|e| ConversionError(format!("invalid bytes field: {e}")))?,
+                    .map_err(|e| ConversionError::new(format!("invalid bytes field: {e}")))?,
             ),
             other => return Err(mismatch("base64 text", &other)),
         },
         SchemaType::Array => {
             let items_schema = schema.value_schema.as_deref().ok_or_else(|| {
-                ConversionError("array schema did not specify the element type".into())
+                ConversionError::new("array schema did not specify the element type")
             })?;
             let Node::Array(items) = doc else {
                 return Err(mismatch("an array", &doc));
@@ -906,7 +907,7 @@ fn parse_value(
         SchemaType::Map => parse_map(schema, doc, options)?,
         SchemaType::Struct => {
             let Node::Object(mut members) = doc else {
-                return Err(ConversionError(format!(
+                return Err(ConversionError::new(format!(
                     "structs should be encoded as JSON objects, but found {}",
                     doc.type_name()
                 )));
@@ -916,7 +917,7 @@ fn parse_value(
                 .iter()
                 .map(|f| {
                     let field_schema = f.schema.as_ref().ok_or_else(|| {
-                        ConversionError(format!("struct field {} has no schema", f.name))
+                        ConversionError::new(format!("struct field {} has no schema", f.name))
                     })?;
                     let member = members
                         .iter()
@@ -930,7 +931,7 @@ fn parse_value(
                 names: Vec::new(),
             })
         }
-        SchemaType::Unspecified => return Err(ConversionError("schema has no type".into())),
+        SchemaType::Unspecified => return Err(ConversionError::new("schema has no type")),
     };
     Ok(Value { kind: Some(kind) })
 }
@@ -943,13 +944,13 @@ fn parse_map(
     let (Some(key_schema), Some(value_schema)) =
         (schema.key_schema.as_deref(), schema.value_schema.as_deref())
     else {
-        return Err(ConversionError(
-            "map schema did not specify the key and value types".into(),
+        return Err(ConversionError::new(
+            "map schema did not specify the key and value types",
         ));
     };
     let entries = if key_schema.r#type == SchemaType::String as i32 {
         let Node::Object(members) = doc else {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "maps with string fields should be encoded as JSON objects, but found {}",
                 doc.type_name()
             )));
@@ -967,7 +968,7 @@ fn parse_map(
             .collect::<Result<_, ConversionError>>()?
     } else {
         let Node::Array(pairs) = doc else {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "maps with non-string fields should be encoded as JSON array of tuples, but found {}",
                 doc.type_name()
             )));
@@ -982,11 +983,11 @@ fn parse_map(
                         value: Some(parse_value(value_schema, kv.next(), options)?),
                     })
                 }
-                Node::Array(kv) => Err(ConversionError(format!(
+                Node::Array(kv) => Err(ConversionError::new(format!(
                     "found invalid map entry, expected length 2 but found: {}",
                     kv.len()
                 ))),
-                other => Err(ConversionError(format!(
+                other => Err(ConversionError::new(format!(
                     "found invalid map entry instead of array tuple: {}",
                     other.type_name()
                 ))),
@@ -1004,9 +1005,9 @@ fn parse_logical(schema: &Schema, logical: Logical, doc: Node) -> Result<Value, 
                 // Accepted whatever decimal.format says, as Kafka does.
                 Node::Number { text, .. } => {
                     let decimal = BigDecimal::parse(&text)
-                        .ok_or_else(|| ConversionError(format!("invalid decimal {text}")))?;
+                        .ok_or_else(|| ConversionError::new(format!("invalid decimal {text}")))?;
                     let exact = decimal.with_scale(i64::from(scale)).ok_or_else(|| {
-                        ConversionError(format!(
+                        ConversionError::new(format!(
                             "invalid decimal {text}: does not fit the schema's scale {scale}"
                         ))
                     })?;
@@ -1017,12 +1018,12 @@ fn parse_logical(schema: &Schema, logical: Logical, doc: Node) -> Result<Value, 
                         .ok()
                         .filter(|b| !b.is_empty())
                         .ok_or_else(|| {
-                            ConversionError("invalid bytes for decimal field".into())
+                            ConversionError::new("invalid bytes for decimal field")
                         })?;
                     value::Kind::Bytes(bytes)
                 }
                 other => {
-                    return Err(ConversionError(format!(
+                    return Err(ConversionError::new(format!(
                         "invalid type for decimal, underlying representation should be numeric or bytes but was {}",
                         other.type_name()
                     )))
@@ -1038,15 +1039,14 @@ fn parse_logical(schema: &Schema, logical: Logical, doc: Node) -> Result<Value, 
             let v = integral_text(&doc)
                 .and_then(|t| t.parse::<i32>().ok())
                 .ok_or_else(|| {
-                    ConversionError(format!(
+                    ConversionError::new(format!(
                         "invalid type for {name}, underlying representation should be integer but was {}",
                         doc.type_name()
                     ))
                 })?;
             if logical == Logical::Time && !(0..=MILLIS_PER_DAY).contains(&i64::from(v)) {
-                return Err(ConversionError(
-                    "time values must use number of milliseconds greater than 0 and less than 86400000"
-                        .into(),
+                return Err(ConversionError::new(
+                    "time values must use number of milliseconds greater than 0 and less than 86400000",
                 ));
             }
             value::Kind::Int(i64::from(v))
@@ -1055,7 +1055,7 @@ fn parse_logical(schema: &Schema, logical: Logical, doc: Node) -> Result<Value, 
             let v = integral_text(&doc)
                 .and_then(|t| t.parse::<i64>().ok())
                 .ok_or_else(|| {
-                    ConversionError(format!(
+                    ConversionError::new(format!(
                         "invalid type for timestamp, underlying representation should be integral but was {}",
                         doc.type_name()
                     ))

@@ -99,6 +99,9 @@ pub struct Failure<'a> {
     /// Kafka Connect's exception class for this kind of failure.
     pub exception: &'a str,
     pub error: &'a (dyn Display + Sync),
+    /// The failure may pass (a schema registry away) and outlasted `errors.retry.timeout`:
+    /// with `errors.tolerance=none` the task fails but may be restarted.
+    pub retriable: bool,
 }
 
 impl<'a> Failure<'a> {
@@ -109,6 +112,7 @@ impl<'a> Failure<'a> {
             class,
             exception: CONNECT_EXCEPTION,
             error,
+            retriable: false,
         }
     }
 }
@@ -164,12 +168,18 @@ impl ErrorReporter {
     pub async fn report(&self, failure: &Failure<'_>, record: &FailedRecord) -> anyhow::Result<()> {
         let at = locate(record);
         if !self.policy.tolerate_all {
-            return Err(Fatal(format!(
+            let message = format!(
                 "{} failed for {at} and errors.tolerance=none: {}",
                 failure.stage.name(),
                 failure.error
-            ))
-            .into());
+            );
+            // A failure that may pass leaves the task to the restart policy; one of the data
+            // itself would only fail again on the same record.
+            return Err(if failure.retriable {
+                anyhow::anyhow!(message)
+            } else {
+                Fatal(message).into()
+            });
         }
         if self.policy.log {
             let mut message = format!(
@@ -378,6 +388,7 @@ mod tests {
             class: "org.apache.kafka.connect.json.JsonConverter",
             exception: "org.apache.kafka.connect.errors.DataException",
             error: &"bad json",
+            retriable: false,
         };
         let record = FailedRecord {
             topic: "t".into(),

@@ -417,14 +417,26 @@ fn poll_loop(
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
                     // its offset can be committed) and is skipped.
-                    let record = match pipeline.process(&message) {
+                    let mut processed = pipeline.process(&message);
+                    if matches!(&processed, Err(f) if f.retriable) {
+                        // Something a converter needs is away (its schema registry): wait
+                        // for it as errors.retry.* allow before the error policy decides.
+                        processed = runtime.block_on(errors.retry(|| {
+                            std::future::ready(pipeline.process(&message).map_err(|f| {
+                                let retriable = f.retriable;
+                                (f, retriable)
+                            }))
+                        }));
+                    }
+                    let record = match processed {
                         Ok(r) => r,
-                        Err((stage, class, e)) => {
+                        Err(f) => {
                             let failure = Failure {
-                                stage,
-                                class: &class,
+                                stage: f.stage,
+                                class: &f.class,
                                 exception: DATA_EXCEPTION,
-                                error: &e,
+                                error: &f.message,
+                                retriable: f.retriable,
                             };
                             match runtime
                                 .block_on(errors.report(&failure, &failed_record(&message)))
@@ -550,6 +562,26 @@ fn failed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> FailedRecor
     }
 }
 
+/// A record the pipeline could not process: the stage and class that failed, and why.
+struct PipelineFailure {
+    stage: Stage,
+    class: String,
+    message: String,
+    retriable: bool,
+}
+
+impl std::fmt::Display for PipelineFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.stage.name(),
+            self.class,
+            self.message
+        )
+    }
+}
+
 /// What turns a consumed message into the record the connector gets.
 struct Pipeline {
     key: Converter,
@@ -563,10 +595,15 @@ impl Pipeline {
     fn process(
         &self,
         message: &rdkafka::message::BorrowedMessage<'_>,
-    ) -> Result<Option<proto::SinkRecord>, (Stage, String, String)> {
+    ) -> Result<Option<proto::SinkRecord>, PipelineFailure> {
         let record =
             convert(message, &self.key, &self.value).map_err(|(stage, converter, e)| {
-                (stage, converter.kind().class_name().to_string(), e.0)
+                PipelineFailure {
+                    stage,
+                    class: converter.kind().class_name().to_string(),
+                    message: e.message,
+                    retriable: e.retriable,
+                }
             })?;
         if self.transforms.is_empty() {
             return Ok(Some(record));
@@ -583,7 +620,12 @@ impl Pipeline {
                 timestamp_ms: record.timestamp_ms,
                 headers: record.headers,
             })
-            .map_err(|f| (Stage::Transformation, f.class.clone(), f.to_string()))?;
+            .map_err(|f| PipelineFailure {
+                stage: Stage::Transformation,
+                class: f.class.clone(),
+                message: f.to_string(),
+                retriable: false,
+            })?;
         // The Kafka coordinates stay the consumed record's: they are what offsets commit.
         Ok(out.map(|r| proto::SinkRecord {
             topic: r.topic,

@@ -419,14 +419,11 @@ impl SourceTaskRunner {
                         class: &failure.class,
                         exception: DATA_EXCEPTION,
                         error: &error,
+                        retriable: false,
                     };
-                    let failed = FailedRecord {
-                        topic: record.topic.clone(),
-                        key: dead_letter_bytes(record.key.as_ref()),
-                        value: dead_letter_bytes(record.value.as_ref()),
-                        ..FailedRecord::default()
-                    };
-                    self.errors.report(&report, &failed).await?;
+                    self.errors
+                        .report(&report, &failed_source_record(record))
+                        .await?;
                     return Ok(None);
                 }
             }
@@ -438,49 +435,33 @@ impl SourceTaskRunner {
             self.counters.note_topic(&record.topic);
             *last_topic = Some(record.topic.clone());
         }
-        let converted = self
-            .key_converter
-            .from_connect(&record.topic, record.key.as_ref())
-            .map_err(|e| {
-                (
-                    Stage::KeyConverter,
-                    self.key_converter.kind().class_name(),
-                    e,
-                )
-            })
-            .and_then(|key| {
-                let value = self
-                    .value_converter
-                    .from_connect(&record.topic, record.value.as_ref())
-                    .map_err(|e| {
-                        let class = self.value_converter.kind().class_name();
-                        (Stage::ValueConverter, class, e)
-                    })?;
-                let headers = match record.headers.is_empty() {
-                    true => None,
-                    false => Some(
-                        self.headers(&record.headers)
-                            .map_err(|e| (Stage::HeaderConverter, HEADER_CONVERTER, e))?,
-                    ),
-                };
-                Ok((key, value, headers))
-            });
+        let mut converted = self.convert(record);
+        if matches!(&converted, Err(f) if f.error.retriable) {
+            // Something the converter needs is away (its schema registry): wait for it as
+            // errors.retry.* allow before the error policy decides.
+            converted = self
+                .errors
+                .retry(|| {
+                    std::future::ready(self.convert(record).map_err(|f| {
+                        let retriable = f.error.retriable;
+                        (f, retriable)
+                    }))
+                })
+                .await;
+        }
         let (key, value, headers) = match converted {
             Ok(converted) => converted,
-            Err((stage, class, e)) => {
+            Err(f) => {
                 let failure = Failure {
-                    stage,
-                    class,
+                    stage: f.stage,
+                    class: f.class,
                     exception: DATA_EXCEPTION,
-                    error: &e,
+                    error: &f.error,
+                    retriable: f.error.retriable,
                 };
-                let failed = FailedRecord {
-                    topic: record.topic.clone(),
-                    key: dead_letter_bytes(record.key.as_ref()),
-                    value: dead_letter_bytes(record.value.as_ref()),
-                    ..FailedRecord::default()
-                };
-                self.errors.report(&failure, &failed).await?;
+                self.errors
+                    .report(&failure, &failed_source_record(record))
+                    .await?;
                 return Ok(None);
             }
         };
@@ -506,6 +487,47 @@ impl SourceTaskRunner {
         Ok(Some(bytes))
     }
 
+    /// Converts a record's key, value and headers; a failure names its stage and converter.
+    #[allow(clippy::type_complexity)]
+    fn convert(
+        &self,
+        record: &proto::SourceRecord,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Option<OwnedHeaders>), ConvertFailure> {
+        let fail = |stage, class, error| ConvertFailure {
+            stage,
+            class,
+            error,
+        };
+        let key = self
+            .key_converter
+            .from_connect(&record.topic, record.key.as_ref())
+            .map_err(|e| {
+                fail(
+                    Stage::KeyConverter,
+                    self.key_converter.kind().class_name(),
+                    e,
+                )
+            })?;
+        let value = self
+            .value_converter
+            .from_connect(&record.topic, record.value.as_ref())
+            .map_err(|e| {
+                fail(
+                    Stage::ValueConverter,
+                    self.value_converter.kind().class_name(),
+                    e,
+                )
+            })?;
+        let headers = match record.headers.is_empty() {
+            true => None,
+            false => Some(
+                self.headers(&record.headers)
+                    .map_err(|e| fail(Stage::HeaderConverter, HEADER_CONVERTER, e))?,
+            ),
+        };
+        Ok((key, value, headers))
+    }
+
     /// A record the connector could not read: the error policy decides.
     async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
         let error = report_text(&e);
@@ -523,7 +545,7 @@ impl SourceTaskRunner {
         let mut out = OwnedHeaders::new_with_capacity(headers.len());
         for header in headers {
             let value = sluice_data::converter::header_bytes(header.value.as_ref())
-                .map_err(|e| ConversionError(format!("header {}: {e}", header.key)))?;
+                .map_err(|e| ConversionError::new(format!("header {}: {e}", header.key)))?;
             out = out.insert(Header {
                 key: &header.key,
                 value: value.as_deref(),
@@ -853,6 +875,29 @@ impl SourceTaskRunner {
             txn.acked = txn.through;
         }
         Ok(())
+    }
+}
+
+/// A conversion failure of a source record: which stage and converter, and why.
+struct ConvertFailure {
+    stage: Stage,
+    class: &'static str,
+    error: ConversionError,
+}
+
+impl std::fmt::Display for ConvertFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.stage.name(), self.class, self.error)
+    }
+}
+
+/// A source record that failed, as far as it is known before it reached Kafka.
+fn failed_source_record(record: &proto::SourceRecord) -> FailedRecord {
+    FailedRecord {
+        topic: record.topic.clone(),
+        key: dead_letter_bytes(record.key.as_ref()),
+        value: dead_letter_bytes(record.value.as_ref()),
+        ..FailedRecord::default()
     }
 }
 

@@ -285,7 +285,7 @@ impl AvroConverter {
         let Some(schema) = structured.schema.as_ref() else {
             return match value {
                 None => Ok(None),
-                Some(_) => Err(ConversionError(format!(
+                Some(_) => Err(ConversionError::new(format!(
                     "AvroConverter cannot write schemaless data (the {} of a record for topic \
                      {topic:?} has no schema): use a converter for schemaless data or give the \
                      data a schema",
@@ -303,7 +303,7 @@ impl AvroConverter {
         let (writer, datum) = if self.use_latest_version {
             let writer = self.latest_schema(&subject)?;
             let datum = datum.resolve(&writer.avro).map_err(|e| {
-                ConversionError(format!(
+                ConversionError::new(format!(
                     "data does not fit the latest schema (id {}) of subject {subject:?}: {e}",
                     writer.id
                 ))
@@ -316,7 +316,7 @@ impl AvroConverter {
         out.push(MAGIC_BYTE);
         out.extend_from_slice(&writer.id.0.to_be_bytes());
         let body = apache_avro::to_avro_datum(&writer.avro, datum).map_err(|e| {
-            ConversionError(format!(
+            ConversionError::new(format!(
                 "encode Avro data with schema id {}: {e}",
                 writer.id
             ))
@@ -335,14 +335,14 @@ impl AvroConverter {
                 (SchemaId(i32::from_be_bytes([*a, *b, *c, *d])), body)
             }
             [MAGIC_BYTE, ..] | [] => {
-                return Err(ConversionError(format!(
+                return Err(ConversionError::new(format!(
                     "unknown magic byte: {} bytes are too short for the Schema Registry wire \
                      format (magic byte 0, a 4-byte schema id, the Avro data)",
                     bytes.len()
                 )))
             }
             [magic, ..] => {
-                return Err(ConversionError(format!(
+                return Err(ConversionError::new(format!(
                     "unknown magic byte {magic}: not in the Schema Registry wire format \
                      (expected 0)"
                 )))
@@ -350,7 +350,7 @@ impl AvroConverter {
         };
         let reader = self.reader_schema(id)?;
         let datum = apache_avro::from_avro_datum(&reader.avro, &mut body, None).map_err(|e| {
-            ConversionError(format!("decode Avro data written with schema id {id}: {e}"))
+            ConversionError::new(format!("decode Avro data written with schema id {id}: {e}"))
         })?;
         // apache-avro reads a string or bytes cut short as null: a datum that does not match
         // its own schema was truncated.
@@ -379,7 +379,7 @@ impl AvroConverter {
             return Ok(writer);
         }
         let avro = apache_avro::Schema::parse_str(&key.1).map_err(|e| {
-            ConversionError(format!(
+            ConversionError::new(format!(
                 "invalid Avro schema made from the Connect schema: {e}"
             ))
         })?;
@@ -394,7 +394,7 @@ impl AvroConverter {
             } else {
                 "look up (auto.register.schemas=false)"
             };
-            ConversionError(format!("{verb} schema under subject {subject:?}: {e}"))
+            registry_failure(format!("{verb} schema under subject {subject:?}"), e)
         })?;
         Ok(self.writers.put(key, WriterSchema { id, avro }))
     }
@@ -404,12 +404,13 @@ impl AvroConverter {
             return Ok(writer);
         }
         let latest = self.registry.latest(subject).map_err(|e| {
-            ConversionError(format!(
-                "get the latest schema of subject {subject:?} (use.latest.version): {e}"
-            ))
+            registry_failure(
+                format!("get the latest schema of subject {subject:?} (use.latest.version)"),
+                e,
+            )
         })?;
         let avro = apache_avro::Schema::parse_str(&latest.schema).map_err(|e| {
-            ConversionError(format!(
+            ConversionError::new(format!(
                 "the latest schema of subject {subject:?} (id {}) is not valid Avro: {e}",
                 latest.id
             ))
@@ -428,14 +429,16 @@ impl AvroConverter {
             return Ok(reader);
         }
         let text = self.registry.schema(id).map_err(|e| match e.code() {
-            Some(SCHEMA_NOT_FOUND | SUBJECT_NOT_FOUND) | Some(404) => ConversionError(format!(
-                "schema id {id} not found in the schema registry at {}: {e}",
-                self.registry.location()
-            )),
-            _ => ConversionError(format!("get schema id {id}: {e}")),
+            Some(SCHEMA_NOT_FOUND | SUBJECT_NOT_FOUND) | Some(404) => {
+                ConversionError::new(format!(
+                    "schema id {id} not found in the schema registry at {}: {e}",
+                    self.registry.location()
+                ))
+            }
+            _ => registry_failure(format!("get schema id {id}"), e),
         })?;
-        let reader =
-            reader_for(&text).map_err(|e| ConversionError(format!("schema id {id}: {}", e.0)))?;
+        let reader = reader_for(&text)
+            .map_err(|e| ConversionError::new(format!("schema id {id}: {}", e.message)))?;
         Ok(self.readers.put(id, reader))
     }
 }
@@ -443,22 +446,39 @@ impl AvroConverter {
 /// Parses a writer's schema and maps it to Connect.
 fn reader_for(text: &str) -> Result<ReaderSchema, ConversionError> {
     let avro = apache_avro::Schema::parse_str(text)
-        .map_err(|e| ConversionError(format!("invalid Avro schema: {e}")))?;
+        .map_err(|e| ConversionError::new(format!("invalid Avro schema: {e}")))?;
     let json: Json = serde_json::from_str(text)
-        .map_err(|e| ConversionError(format!("invalid Avro schema JSON: {e}")))?;
+        .map_err(|e| ConversionError::new(format!("invalid Avro schema JSON: {e}")))?;
     let connect = FromAvro::default().schema(&json, None, false, None)?;
     Ok(ReaderSchema { avro, connect })
+}
+
+/// A registry failure while doing `what`, retriable when the registry may answer later.
+fn registry_failure(what: String, e: RegistryError) -> ConversionError {
+    let mut error = ConversionError::from(e);
+    error.message = format!("{what}: {}", error.message);
+    error
 }
 
 /// A registry error as a conversion error (for callers outside this module).
 impl From<RegistryError> for ConversionError {
     fn from(e: RegistryError) -> Self {
-        ConversionError(e.to_string())
+        // A registry that cannot be reached or fails on its side may answer later; a 4xx answer
+        // (unknown id, incompatible schema) will not change.
+        let retriable = match &e {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Api { status, .. } => *status >= 500,
+            RegistryError::Invalid { .. } => false,
+        };
+        ConversionError {
+            message: e.to_string(),
+            retriable,
+        }
     }
 }
 
 fn err<T>(message: impl Into<String>) -> Result<T, ConversionError> {
-    Err(ConversionError(message.into()))
+    Err(ConversionError::new(message))
 }
 
 fn schema_type(s: &Schema) -> Result<SchemaType, ConversionError> {
@@ -484,11 +504,11 @@ fn decimal_params(s: &Schema) -> Result<(i64, i64), ConversionError> {
         .parameters
         .get("scale")
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .ok_or_else(|| ConversionError("decimal schema without a valid scale parameter".into()))?;
+        .ok_or_else(|| ConversionError::new("decimal schema without a valid scale parameter"))?;
     let precision = match s.parameters.get(PRECISION_PARAM) {
         None => DEFAULT_PRECISION,
         Some(p) => p.trim().parse::<i64>().map_err(|_| {
-            ConversionError(format!(
+            ConversionError::new(format!(
                 "invalid {PRECISION_PARAM} {p:?}: expected an integer"
             ))
         })?,
@@ -528,7 +548,7 @@ impl ToAvro {
             }
             for field in &s.fields {
                 let member = field.schema.as_ref().ok_or_else(|| {
-                    ConversionError(format!("union member {:?} has no schema", field.name))
+                    ConversionError::new(format!("union member {:?} has no schema", field.name))
                 })?;
                 members.push(self.schema(&non_optional(member))?);
             }
@@ -604,7 +624,7 @@ impl ToAvro {
                 let items = s
                     .value_schema
                     .as_deref()
-                    .ok_or_else(|| ConversionError("array schema without items".into()))?;
+                    .ok_or_else(|| ConversionError::new("array schema without items"))?;
                 m.insert("type".into(), json!("array"));
                 m.insert("items".into(), self.schema(items)?);
             }
@@ -677,7 +697,7 @@ impl ToAvro {
                 let mut fields = Vec::with_capacity(s.fields.len());
                 for field in &s.fields {
                     let schema = field.schema.as_ref().ok_or_else(|| {
-                        ConversionError(format!("field {:?} has no schema", field.name))
+                        ConversionError::new(format!("field {:?} has no schema", field.name))
                     })?;
                     let doc = s
                         .parameters
@@ -792,7 +812,7 @@ fn default_json(s: &Schema, v: &Value) -> Result<Json, ConversionError> {
             let items = s
                 .value_schema
                 .as_deref()
-                .ok_or_else(|| ConversionError("array schema without items".into()))?;
+                .ok_or_else(|| ConversionError::new("array schema without items"))?;
             Json::Array(
                 a.items
                     .iter()
@@ -902,7 +922,7 @@ fn to_avro_value(s: &Schema, v: Option<&Value>) -> Result<AvroValue, ConversionE
 
 fn mismatch(s: &Schema, v: &Value) -> ConversionError {
     let t = SchemaType::try_from(s.r#type).unwrap_or(SchemaType::Unspecified);
-    ConversionError(format!(
+    ConversionError::new(format!(
         "invalid value for {} schema{}: {}",
         type_name(t),
         s.name
@@ -1024,10 +1044,11 @@ fn base_value(s: &Schema, v: &Value) -> Result<AvroValue, ConversionError> {
             let mut fields = Vec::with_capacity(s.fields.len());
             for (i, field) in s.fields.iter().enumerate() {
                 let fs = field.schema.as_ref().ok_or_else(|| {
-                    ConversionError(format!("field {:?} has no schema", field.name))
+                    ConversionError::new(format!("field {:?} has no schema", field.name))
                 })?;
-                let value = to_avro_value(fs, st.fields.get(i))
-                    .map_err(|e| ConversionError(format!("field {:?}: {}", field.name, e.0)))?;
+                let value = to_avro_value(fs, st.fields.get(i)).map_err(|e| {
+                    ConversionError::new(format!("field {:?}: {}", field.name, e.message))
+                })?;
                 fields.push((field.name.clone(), value));
             }
             AvroValue::Record(fields)
@@ -1053,7 +1074,7 @@ fn from_avro_value(s: &Schema, v: AvroValue) -> Result<Value, ConversionError> {
                 return Ok(null_value());
             }
             let index = union_branch(s, &inner)
-                .ok_or_else(|| ConversionError("union value matches no union member".into()))?;
+                .ok_or_else(|| ConversionError::new("union value matches no union member"))?;
             let mut fields = vec![null_value(); s.fields.len()];
             let fs = s.fields[index].schema.clone().unwrap_or_default();
             fields[index] = from_avro_value(&fs, *inner)?;
@@ -1080,7 +1101,7 @@ fn from_avro_value(s: &Schema, v: AvroValue) -> Result<Value, ConversionError> {
         AvroValue::Bytes(b) | AvroValue::Fixed(_, b) => Kind::Bytes(b),
         AvroValue::Decimal(d) => Kind::Bytes(
             Vec::<u8>::try_from(&d)
-                .map_err(|e| ConversionError(format!("invalid decimal: {e}")))?,
+                .map_err(|e| ConversionError::new(format!("invalid decimal: {e}")))?,
         ),
         AvroValue::Array(items) if s.r#type == SchemaType::Map as i32 => {
             let keys = s.key_schema.clone().unwrap_or_default();
@@ -1272,7 +1293,7 @@ impl FromAvro {
                 match logical_type {
                     Some("decimal") => {
                         let scale = m.get("scale").and_then(Json::as_i64).ok_or_else(|| {
-                            ConversionError("scale must be specified and must be a number".into())
+                            ConversionError::new("scale must be specified and must be a number")
                         })?;
                         let mut s = logical(SchemaType::Bytes, record::DECIMAL);
                         s.parameters.insert("scale".into(), scale.to_string());
@@ -1306,7 +1327,7 @@ impl FromAvro {
             "array" => {
                 let items = m
                     .get("items")
-                    .ok_or_else(|| ConversionError("Avro array without items".into()))?;
+                    .ok_or_else(|| ConversionError::new("Avro array without items"))?;
                 match self.map_entry(items, own_namespace.as_deref())? {
                     Some((k, v)) => Schema {
                         r#type: SchemaType::Map as i32,
@@ -1329,7 +1350,7 @@ impl FromAvro {
             "map" => {
                 let values = m
                     .get("values")
-                    .ok_or_else(|| ConversionError("Avro map without values".into()))?;
+                    .ok_or_else(|| ConversionError::new("Avro map without values"))?;
                 Schema {
                     r#type: SchemaType::Map as i32,
                     key_schema: Some(Box::new(primitive(SchemaType::String))),
@@ -1356,7 +1377,9 @@ impl FromAvro {
                     .get(&full)
                     .or_else(|| self.named.get(reference))
                     .cloned()
-                    .ok_or_else(|| ConversionError(format!("unknown Avro type {reference:?}")))?;
+                    .ok_or_else(|| {
+                        ConversionError::new(format!("unknown Avro type {reference:?}"))
+                    })?;
                 s.optional = force_optional;
                 return Ok(s);
             }
@@ -1373,7 +1396,7 @@ impl FromAvro {
                     .as_i64()
                     .and_then(|v| i32::try_from(v).ok())
                     .ok_or_else(|| {
-                        ConversionError(format!("invalid Connect version found: {v}"))
+                        ConversionError::new(format!("invalid Connect version found: {v}"))
                     })?;
                 s.version = Some(v);
             }
@@ -1443,7 +1466,7 @@ impl FromAvro {
         let name = m
             .get("name")
             .and_then(Json::as_str)
-            .ok_or_else(|| ConversionError("Avro record without a name".into()))?;
+            .ok_or_else(|| ConversionError::new("Avro record without a name"))?;
         let full = full_name(name, namespace);
         let record_namespace = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
         self.open.insert(full);
@@ -1456,7 +1479,7 @@ impl FromAvro {
         };
         for f in fields {
             let fname = f.get("name").and_then(Json::as_str).ok_or_else(|| {
-                ConversionError(format!("a field of record {name:?} has no name"))
+                ConversionError::new(format!("a field of record {name:?} has no name"))
             })?;
             if let Some(doc) = f.get("doc").and_then(Json::as_str) {
                 s.parameters
@@ -1464,7 +1487,7 @@ impl FromAvro {
             }
             let ftype = f
                 .get("type")
-                .ok_or_else(|| ConversionError(format!("field {fname:?} has no type")))?;
+                .ok_or_else(|| ConversionError::new(format!("field {fname:?} has no type")))?;
             let fs = self.schema(ftype, record_namespace.as_deref(), false, f.get("default"))?;
             s.fields.push(Field {
                 name: fname.to_string(),

@@ -28,7 +28,7 @@ pub(super) fn from_connect(
     let name = kind.simple_name();
     if kind == ConverterKind::Boolean {
         if let Some(schema) = schema.filter(|s| s.r#type != SchemaType::Boolean as i32) {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "invalid schema type for BooleanConverter: {}",
                 kafka_type_name(schema.r#type)
             )));
@@ -39,7 +39,7 @@ pub(super) fn from_connect(
     };
     let (type_name, _) = type_and_width(kind);
     let out_of_range = |i: &i64| {
-        ConversionError(format!(
+        ConversionError::new(format!(
             "{name}: failed to serialize to {type_name}: {i} is out of range"
         ))
     };
@@ -57,13 +57,13 @@ pub(super) fn from_connect(
         (ConverterKind::Double, Some(value::Kind::Float64(f))) => f.to_be_bytes().to_vec(),
         (ConverterKind::Boolean, Some(value::Kind::Boolean(b))) => vec![u8::from(*b)],
         (ConverterKind::Boolean, other) => {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "BooleanConverter is not compatible with objects of type {}",
                 kind_name(other.as_ref())
             )))
         }
         (_, other) => {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "{name}: failed to serialize to {type_name} (was {})",
                 kind_name(other.as_ref())
             )))
@@ -84,7 +84,7 @@ pub(super) fn to_connect(kind: ConverterKind, bytes: &[u8]) -> Result<Structured
             ConverterKind::Double => "DoubleDeserializer",
             _ => "BooleanDeserializer",
         };
-        return Err(ConversionError(format!(
+        return Err(ConversionError::new(format!(
             "{}: failed to deserialize {type_name}: size of data received by {deserializer} is not {width} (got {} bytes)",
             kind.simple_name(),
             bytes.len()
@@ -116,7 +116,7 @@ pub(super) fn to_connect(kind: ConverterKind, bytes: &[u8]) -> Result<Structured
                 1 => true,
                 0 => false,
                 b => {
-                    return Err(ConversionError(format!(
+                    return Err(ConversionError::new(format!(
                         "BooleanConverter: failed to deserialize boolean: unexpected byte {} (expected 0 or 1)",
                         b as i8
                     )))
@@ -243,19 +243,19 @@ mod tests {
             .from_connect("t", Some(&data(None, Kind::String("1".into()))))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "IntegerConverter: failed to serialize to integer (was string)"
         );
         let e = int
             .from_connect("t", Some(&data(None, Kind::Int(1 << 40))))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "IntegerConverter: failed to serialize to integer: 1099511627776 is out of range"
         );
         let e = int.to_connect("t", Some(&[1, 2, 3])).unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "IntegerConverter: failed to deserialize integer: size of data received by IntegerDeserializer is not 4 (got 3 bytes)"
         );
         let float = converter("FloatConverter");
@@ -263,7 +263,7 @@ mod tests {
             .from_connect("t", Some(&data(None, Kind::Float64(1.0))))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "FloatConverter: failed to serialize to float (was float64)"
         );
         let boolean = converter("BooleanConverter");
@@ -273,16 +273,19 @@ mod tests {
                 Some(&data(Some(SchemaType::String), Kind::String("x".into()))),
             )
             .unwrap_err();
-        assert_eq!(e.0, "invalid schema type for BooleanConverter: STRING");
+        assert_eq!(
+            e.message,
+            "invalid schema type for BooleanConverter: STRING"
+        );
         let e = boolean
             .from_connect("t", Some(&data(None, Kind::Int(1))))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.message,
             "BooleanConverter is not compatible with objects of type int"
         );
         let e = boolean.to_connect("t", Some(&[2])).unwrap_err();
-        assert!(e.0.contains("unexpected byte 2"), "{e}");
+        assert!(e.message.contains("unexpected byte 2"), "{e}");
         assert!(boolean.to_connect("t", Some(&[])).is_err());
     }
 }

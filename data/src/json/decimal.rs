@@ -86,12 +86,12 @@ impl BigDecimal {
     /// From the unscaled two's-complement bytes of a `Decimal` value and the schema's scale.
     pub fn from_unscaled(bytes: &[u8], scale: i32) -> Result<BigDecimal, ConversionError> {
         let Some(&first) = bytes.first() else {
-            return Err(ConversionError(
-                "invalid decimal: the unscaled value has no bytes".into(),
+            return Err(ConversionError::new(
+                "invalid decimal: the unscaled value has no bytes",
             ));
         };
         if bytes.len() * 5 / 2 > MAX_DIGITS {
-            return Err(ConversionError(format!(
+            return Err(ConversionError::new(format!(
                 "invalid decimal: the unscaled value is too large ({} bytes)",
                 bytes.len()
             )));
@@ -295,11 +295,11 @@ fn negate(bytes: &[u8]) -> Vec<u8> {
 pub(crate) fn schema_scale(
     parameters: &std::collections::HashMap<String, String>,
 ) -> Result<i32, ConversionError> {
-    let text = parameters.get("scale").ok_or_else(|| {
-        ConversionError("invalid decimal schema: scale parameter not found".into())
-    })?;
+    let text = parameters
+        .get("scale")
+        .ok_or_else(|| ConversionError::new("invalid decimal schema: scale parameter not found"))?;
     text.parse().map_err(|_| {
-        ConversionError(format!(
+        ConversionError::new(format!(
             "invalid scale parameter found in decimal schema: {text:?}"
         ))
     })

@@ -73,7 +73,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&self, what: &str) -> ConversionError {
-        ConversionError(format!("invalid json at byte {}: {what}", self.pos))
+        ConversionError::new(format!("invalid json at byte {}: {what}", self.pos))
     }
 
     fn skip_ws(&mut self) {

@@ -411,12 +411,13 @@ fn bad_bytes_and_unknown_ids_are_conversion_errors() {
     let registry = Arc::new(MemoryRegistry::new());
     let c = converter(registry, &[]);
     let e = c.to_connect("t", Some(&[1, 0, 0, 0, 1, 2])).unwrap_err();
-    assert!(e.0.starts_with("unknown magic byte 1"), "{e}");
+    assert!(e.message.starts_with("unknown magic byte 1"), "{e}");
     let e = c.to_connect("t", Some(&[0, 0, 1])).unwrap_err();
-    assert!(e.0.starts_with("unknown magic byte"), "{e}");
+    assert!(e.message.starts_with("unknown magic byte"), "{e}");
     let e = c.to_connect("t", Some(&[0, 0, 0, 0, 99, 2])).unwrap_err();
     assert!(
-        e.0.contains("schema id 99 not found in the schema registry at memory"),
+        e.message
+            .contains("schema id 99 not found in the schema registry at memory"),
         "{e}"
     );
     // Truncated Avro data.
@@ -427,7 +428,8 @@ fn bad_bytes_and_unknown_ids_are_conversion_errors() {
     let bytes = c.from_connect("t", Some(&data)).unwrap().unwrap();
     let e = c.to_connect("t", Some(&bytes[..7])).unwrap_err();
     assert!(
-        e.0.contains("decode Avro data written with schema id 1"),
+        e.message
+            .contains("decode Avro data written with schema id 1"),
         "{e}"
     );
 }
@@ -442,14 +444,14 @@ fn schemaless_and_mistyped_data_are_refused() {
         })),
     };
     let e = c.from_connect("t", Some(&schemaless)).unwrap_err();
-    assert!(e.0.contains("cannot write schemaless data"), "{e}");
+    assert!(e.message.contains("cannot write schemaless data"), "{e}");
     let e = c
         .from_connect(
             "t",
             Some(&structured(s(SchemaType::Int8), v(value::Kind::Int(300)))),
         )
         .unwrap_err();
-    assert!(e.0.contains("out of range"), "{e}");
+    assert!(e.message.contains("out of range"), "{e}");
     let schema = Schema {
         fields: vec![field("a", s(SchemaType::Int32))],
         ..s(SchemaType::Struct)
@@ -462,7 +464,7 @@ fn schemaless_and_mistyped_data_are_refused() {
         .from_connect("t", Some(&structured(schema, value)))
         .unwrap_err();
     assert_eq!(
-        e.0,
+        e.message,
         "field \"a\": found null value for non-optional int32 schema"
     );
 }
@@ -530,7 +532,8 @@ fn auto_register_off_looks_schemas_up() {
     let data = structured(s(SchemaType::String), v(value::Kind::String("x".into())));
     let e = c.from_connect("t", Some(&data)).unwrap_err();
     assert!(
-        e.0.contains("look up (auto.register.schemas=false) schema under subject \"t-value\""),
+        e.message
+            .contains("look up (auto.register.schemas=false) schema under subject \"t-value\""),
         "{e}"
     );
     let id = registry.register("t-value", "\"string\"").unwrap();
