@@ -729,8 +729,13 @@ impl ConnectorService for Api {
             };
             (config, direction)
         };
-        let results = dry_run::dry_run(&config, direction, request.records)
-            .map_err(ApiError::InvalidConfig)?;
+        // A converter may call its schema registry (blocking HTTP): off the async threads.
+        let results = tokio::task::spawn_blocking(move || {
+            dry_run::dry_run(&config, direction, request.records)
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("dry run did not finish: {e}")))?
+        .map_err(ApiError::InvalidConfig)?;
         ok(api::DryRunResponse { results })
     }
 }
