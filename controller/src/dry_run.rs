@@ -74,7 +74,7 @@ pub fn dry_run(
     let (Some(key), Some(value), true) = (key, value, errors.is_empty()) else {
         return Err(errors);
     };
-    let view = Viewer::new();
+    let view = Viewer::new().map_err(|e| vec![e])?;
     let run = DryRun {
         chain,
         key,
@@ -267,16 +267,15 @@ struct Viewer {
 }
 
 impl Viewer {
-    fn new() -> Viewer {
+    fn new() -> Result<Viewer, (String, String)> {
         let with = |schemas: &str| {
             let settings = BTreeMap::from([("schemas.enable".to_string(), schemas.to_string())]);
             Converter::new(JSON, &settings, Side::Value)
         };
-        match (with("true"), with("false")) {
-            (Ok(envelope), Ok(plain)) => Viewer { envelope, plain },
-            // JsonConverter with a valid boolean cannot be refused.
-            _ => unreachable!("JsonConverter accepts schemas.enable=true and false"),
-        }
+        Ok(Viewer {
+            envelope: with("true")?,
+            plain: with("false")?,
+        })
     }
 
     /// Sample text as connector data: a JSON envelope, plain JSON (schemaless), else the text
