@@ -939,3 +939,39 @@ fn nested_structs_through_extract_and_replace() {
         struct_value(vec![struct_value(vec![s("Oslo"), null()])])
     );
 }
+
+#[test]
+fn has_header_key_sees_headers_added_earlier_in_the_chain() {
+    let c = Chain::from_config(&config(&[
+        ("transforms", "mark,drop"),
+        ("transforms.mark.type", "InsertHeader"),
+        ("transforms.mark.header", "seen"),
+        ("transforms.mark.value.literal", "yes"),
+        ("transforms.mark.predicate", "isAudit"),
+        ("transforms.drop.type", "Filter"),
+        ("transforms.drop.predicate", "hasSeen"),
+        ("predicates", "isAudit,hasSeen"),
+        ("predicates.isAudit.type", "TopicNameMatches"),
+        ("predicates.isAudit.pattern", "audit-.*"),
+        (
+            "predicates.hasSeen.type",
+            "org.apache.kafka.connect.transforms.predicates.HasHeaderKey",
+        ),
+        ("predicates.hasSeen.name", "seen"),
+    ]))
+    .unwrap();
+    let mut audit = record(structured(None, Some(i(1))));
+    audit.topic = "audit-1".into();
+    assert_eq!(c.apply(audit).unwrap(), None, "marked, then dropped");
+    let other = record(structured(None, Some(i(1))));
+    assert_eq!(c.apply(other.clone()).unwrap(), Some(other));
+    // The predicate's own keys are checked too.
+    let e = Chain::from_config(&config(&[
+        ("predicates", "p"),
+        ("predicates.p.type", "HasHeaderKey"),
+        ("predicates.p.nam", "x"),
+    ]))
+    .unwrap_err();
+    let keys: Vec<&str> = e.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["predicates.p.name", "predicates.p.nam"]);
+}
