@@ -361,18 +361,11 @@ fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
             ("file", file.to_str().unwrap().into()),
             ("value.converter", json.into()),
             ("value.converter.schemas.enable", "false".into()),
-            ("errors.tolerance", tolerance.into()),
             ("errors.log.enable", "true".into()),
-            ("errors.deadletterqueue.topic.name", "sink-dlq".into()),
-            (
-                "errors.deadletterqueue.topic.replication.factor",
-                "1".into(),
-            ),
-            (
-                "errors.deadletterqueue.context.headers.enable",
-                "true".into(),
-            ),
         ]
+        .into_iter()
+        .chain(error_policy(tolerance, "sink-dlq"))
+        .collect::<Vec<_>>()
     };
     api.create(
         "tolerant",
@@ -455,17 +448,8 @@ fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
             ("value.converter.schemas.enable", "false".into()),
             ("count", "100".into()),
             ("fault.invalid.every", "10".into()),
-            ("errors.tolerance", tolerance.into()),
-            ("errors.deadletterqueue.topic.name", format!("{topic}-dlq")),
-            (
-                "errors.deadletterqueue.topic.replication.factor",
-                "1".into(),
-            ),
-            (
-                "errors.deadletterqueue.context.headers.enable",
-                "true".into(),
-            ),
         ]);
+        c.extend(error_policy(tolerance, &format!("{topic}-dlq")));
         c
     };
     api.create(
@@ -1006,17 +990,10 @@ fn a_failing_transform_on_a_source_sends_the_record_to_the_dead_letter_queue_or_
                 "org.apache.kafka.connect.transforms.Cast$Value".into(),
             ),
             ("transforms.cast.spec", "n:int32".into()),
-            ("errors.tolerance", tolerance.into()),
-            ("errors.deadletterqueue.topic.name", format!("{topic}-dlq")),
-            (
-                "errors.deadletterqueue.topic.replication.factor",
-                "1".into(),
-            ),
-            (
-                "errors.deadletterqueue.context.headers.enable",
-                "true".into(),
-            ),
         ]
+        .into_iter()
+        .chain(error_policy(tolerance, &format!("{topic}-dlq")))
+        .collect::<Vec<_>>()
     };
 
     // A transform config with a bad key is refused at create, naming the key.

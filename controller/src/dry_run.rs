@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use sluice_data::converter::Converter;
+use sluice_data::converter::{Converter, DEFAULT_CONVERTER};
 use sluice_data::record::{Record, Side};
 use sluice_data::transforms::Chain;
 use sluice_proto::api::v1 as api;
 use sluice_proto::connector::v1::{data, Data, Header};
 
-const JSON: &str = "org.apache.kafka.connect.json.JsonConverter";
 const BASE64_PREFIX: &str = "base64:";
 
 /// Which way records go through the chain.
@@ -21,41 +20,6 @@ pub enum Direction {
     Source,
     /// Kafka bytes → converters → transforms → connector data.
     Sink,
-}
-
-/// The connector's key and value converters: its own `key.converter`/`value.converter` keys,
-/// else Kafka Connect's default, JsonConverter with schemas.
-fn converter(
-    config: &BTreeMap<String, String>,
-    which: &str,
-) -> Result<(String, Converter), (String, String)> {
-    let class_key = format!("{which}.converter");
-    let class = config
-        .get(&class_key)
-        .map(String::as_str)
-        .unwrap_or(JSON)
-        .trim()
-        .to_string();
-    let prefix = format!("{class_key}.");
-    let settings: BTreeMap<String, String> = config
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
-        .collect();
-    let side = if which == "key" {
-        Side::Key
-    } else {
-        Side::Value
-    };
-    Converter::new(&class, &settings, side)
-        .map(|c| (class, c))
-        .map_err(|(key, message)| {
-            let key = if key.is_empty() {
-                class_key
-            } else {
-                format!("{prefix}{key}")
-            };
-            (key, message)
-        })
 }
 
 /// Runs the samples; a config the chain or the converters refuse gives one error per key.
@@ -69,8 +33,14 @@ pub fn dry_run(
         errors.extend(issues.into_iter().map(|i| (i.key, i.message)));
         Chain::default()
     });
-    let key = converter(config, "key").map_err(|e| errors.push(e)).ok();
-    let value = converter(config, "value").map_err(|e| errors.push(e)).ok();
+    // The connector's own converters, else Kafka Connect's default (the worker's defaults are
+    // not known here).
+    let key = Converter::from_config(config, Side::Key)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let value = Converter::from_config(config, Side::Value)
+        .map_err(|e| errors.push(e))
+        .ok();
     let (Some(key), Some(value), true) = (key, value, errors.is_empty()) else {
         return Err(errors);
     };
@@ -270,7 +240,7 @@ impl Viewer {
     fn new() -> Result<Viewer, (String, String)> {
         let with = |schemas: &str| {
             let settings = BTreeMap::from([("schemas.enable".to_string(), schemas.to_string())]);
-            Converter::new(JSON, &settings, Side::Value)
+            Converter::new(DEFAULT_CONVERTER, &settings, Side::Value)
         };
         Ok(Viewer {
             envelope: with("true")?,

@@ -259,7 +259,40 @@ fn bool_setting(
     }
 }
 
+/// Kafka Connect's default converter class.
+pub const DEFAULT_CONVERTER: &str = "org.apache.kafka.connect.json.JsonConverter";
+
 impl Converter {
+    /// The key or value converter a config names (`key.converter`, or JsonConverter when
+    /// absent) with its own `key.converter.*` settings, as Kafka Connect reads a worker or a
+    /// connector config. Returns the class with it; an error names the full key.
+    pub fn from_config(
+        config: &BTreeMap<String, String>,
+        side: Side,
+    ) -> Result<(String, Converter), (String, String)> {
+        let class_key = format!("{}.converter", side.name());
+        let prefix = format!("{class_key}.");
+        let class = config
+            .get(&class_key)
+            .map_or(DEFAULT_CONVERTER, String::as_str)
+            .trim()
+            .to_string();
+        let settings: BTreeMap<String, String> = config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+            .collect();
+        Converter::new(&class, &settings, side)
+            .map(|c| (class, c))
+            .map_err(|(key, message)| {
+                let key = if key.is_empty() {
+                    class_key
+                } else {
+                    format!("{prefix}{key}")
+                };
+                (key, message)
+            })
+    }
+
     /// Builds a converter for keys or values from its class and its own settings (keys after
     /// the `key.converter.`/`value.converter.` prefix). As in Kafka, keys a converter does not
     /// define are ignored; the ones it defines are validated here. No I/O: the Avro
@@ -492,16 +525,10 @@ impl Converter {
     }
 }
 
-fn is_null(v: &Value) -> bool {
-    matches!(v.kind, None | Some(value::Kind::Null(_)))
-}
+use crate::record::is_null;
 
 fn optional(kind: SchemaType) -> Schema {
-    Schema {
-        r#type: kind as i32,
-        optional: true,
-        ..Schema::default()
-    }
+    crate::record::schema_of(kind, true)
 }
 
 /// Java's `toString` of the value Kafka Connect would hold, as StringConverter writes it:

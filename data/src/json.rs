@@ -116,11 +116,7 @@ fn java_float(v: f64, shortest: String, scientific: String) -> String {
     }
 }
 
-/// Kafka Connect's logical type names.
-pub(crate) const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
-pub(crate) const DATE: &str = "org.apache.kafka.connect.data.Date";
-pub(crate) const TIME: &str = "org.apache.kafka.connect.data.Time";
-pub(crate) const TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+pub(crate) use crate::record::{is_null, DATE, DECIMAL, TIME, TIMESTAMP};
 
 const MILLIS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
@@ -299,10 +295,6 @@ fn write_schema_fields(
     }
     out.push(b'}');
     Ok(())
-}
-
-fn is_null(v: &Value) -> bool {
-    matches!(v.kind, None | Some(value::Kind::Null(_)))
 }
 
 /// Writes a value with default options.

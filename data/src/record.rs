@@ -157,23 +157,13 @@ pub fn type_of(schema: &Schema) -> SchemaType {
 }
 
 /// The schema type's name as Kafka prints it (`INT32`, `STRUCT`, ...).
-pub fn type_label(schema: &Schema) -> String {
-    format!("{:?}", type_of(schema)).to_uppercase()
+pub fn type_label(schema: &Schema) -> &'static str {
+    crate::json::kafka_type_name(schema.r#type)
 }
 
 /// A value's kind for error messages.
 pub fn kind_label(v: &Value) -> &'static str {
-    match &v.kind {
-        None | Some(value::Kind::Null(_)) => "null",
-        Some(value::Kind::Boolean(_)) => "boolean",
-        Some(value::Kind::Int(_)) => "integer",
-        Some(value::Kind::Float32(_)) | Some(value::Kind::Float64(_)) => "floating point",
-        Some(value::Kind::String(_)) => "string",
-        Some(value::Kind::Bytes(_)) => "bytes",
-        Some(value::Kind::Array(_)) => "array",
-        Some(value::Kind::Map(_)) => "map",
-        Some(value::Kind::Struct(_)) => "struct",
-    }
+    crate::json::kind_name(v.kind.as_ref())
 }
 
 /// The fields of a struct schema, or an error naming what was found instead.
@@ -257,12 +247,15 @@ pub fn array_value(items: Vec<Value>) -> Value {
     }
 }
 
-/// The Kafka Connect logical type of a schema, if any.
-pub fn logical(schema: &Schema) -> Option<&str> {
-    match schema.name.as_deref() {
-        Some(n @ (DECIMAL | DATE | TIME | TIMESTAMP)) => Some(n),
-        _ => None,
-    }
+/// The Kafka Connect logical type of a schema, if any (its name on its physical type).
+pub fn logical(schema: &Schema) -> Option<&'static str> {
+    use crate::json::Logical;
+    crate::json::logical(schema).map(|l| match l {
+        Logical::Decimal => DECIMAL,
+        Logical::Date => DATE,
+        Logical::Time => TIME,
+        Logical::Timestamp => TIMESTAMP,
+    })
 }
 
 /// The optional Timestamp logical schema, as InsertField and TimestampConverter use it.
@@ -335,33 +328,12 @@ pub fn validate(schema: &Schema, value: Option<&Value>, field: &str) -> Result<(
     }
 }
 
-/// A Decimal's value as decimal text: the unscaled two's-complement big-endian integer and the
-/// schema's `scale` parameter (Java's `BigDecimal.toPlainString`).
+/// A Decimal's value as Java's `BigDecimal.toString` writes it, from the unscaled
+/// two's-complement big-endian bytes and the schema's `scale` parameter.
 pub fn decimal_text(unscaled: &[u8], schema: &Schema) -> Result<String, String> {
-    let scale: u32 = schema
-        .parameters
-        .get("scale")
-        .ok_or("Decimal schema has no scale parameter")?
-        .parse()
-        .map_err(|_| "Decimal schema has an invalid scale parameter".to_string())?;
-    if unscaled.len() > 16 {
-        return Err(format!("Decimal of {} bytes is too large", unscaled.len()));
-    }
-    let mut n: i128 = if unscaled.first().is_some_and(|b| b & 0x80 != 0) {
-        -1
-    } else {
-        0
-    };
-    for b in unscaled {
-        n = (n << 8) | i128::from(*b);
-    }
-    let digits = n.unsigned_abs().to_string();
-    let sign = if n < 0 { "-" } else { "" };
-    let scale = scale as usize;
-    if scale == 0 {
-        return Ok(format!("{sign}{digits}"));
-    }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (whole, frac) = padded.split_at(padded.len() - scale);
-    Ok(format!("{sign}{whole}.{frac}"))
+    use crate::json::decimal::{schema_scale, BigDecimal};
+    schema_scale(&schema.parameters)
+        .and_then(|scale| BigDecimal::from_unscaled(unscaled, scale))
+        .map(|d| d.to_java_string())
+        .map_err(|e| e.message)
 }

@@ -211,6 +211,23 @@ pub fn datagen(topic: &str, tasks: &str, rate: &str) -> Vec<(&'static str, Strin
     ]
 }
 
+/// Kafka Connect's error-handling keys for a connector under test: `errors.tolerance`, and a
+/// dead-letter topic (replication 1) with the context headers.
+pub fn error_policy(tolerance: &str, dlq_topic: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("errors.tolerance", tolerance.to_string()),
+        ("errors.deadletterqueue.topic.name", dlq_topic.to_string()),
+        (
+            "errors.deadletterqueue.topic.replication.factor",
+            "1".into(),
+        ),
+        (
+            "errors.deadletterqueue.context.headers.enable",
+            "true".into(),
+        ),
+    ]
+}
+
 pub fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     config.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }

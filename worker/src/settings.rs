@@ -166,34 +166,19 @@ impl WorkerSettings {
         origin: &ConfigFile,
         connector: &BTreeMap<String, String>,
     ) -> Result<Converter, ConfigError> {
-        let class_key = format!("{which}.converter");
-        let prefix = format!("{class_key}.");
-        let (class, source) = match connector.get(&class_key) {
-            Some(class) => (class.as_str(), connector),
-            None => (
-                self.values
-                    .get(&class_key)
-                    .map(String::as_str)
-                    .unwrap_or("org.apache.kafka.connect.json.JsonConverter"),
-                &self.values,
-            ),
-        };
-        let settings: BTreeMap<String, String> = source
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
-            .collect();
         let side = match which {
             "key" => Side::Key,
             _ => Side::Value,
         };
-        Converter::new(class, &settings, side).map_err(|(key, message)| {
-            let key = if key.is_empty() {
-                class_key.clone()
-            } else {
-                format!("{prefix}{key}")
-            };
-            origin.error(&key, message)
-        })
+        // The connector's converter when it names one, else the worker's (settings included).
+        let source = if connector.contains_key(&format!("{which}.converter")) {
+            connector
+        } else {
+            &self.values
+        };
+        Converter::from_config(source, side)
+            .map(|(_, converter)| converter)
+            .map_err(|(key, message)| origin.error(&key, message))
     }
 
     /// librdkafka settings for every client, plus `producer.`/`consumer.` overrides.

@@ -493,36 +493,34 @@ impl SourceTaskRunner {
         &self,
         record: &proto::SourceRecord,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Option<OwnedHeaders>), ConvertFailure> {
-        let fail = |stage, class, error| ConvertFailure {
-            stage,
-            class,
-            error,
+        let one = |stage, converter: &Converter, data: Option<&proto::Data>| {
+            converter
+                .from_connect(&record.topic, data)
+                .map_err(|error| ConvertFailure {
+                    stage,
+                    class: converter.kind().class_name(),
+                    error,
+                })
         };
-        let key = self
-            .key_converter
-            .from_connect(&record.topic, record.key.as_ref())
-            .map_err(|e| {
-                fail(
-                    Stage::KeyConverter,
-                    self.key_converter.kind().class_name(),
-                    e,
-                )
-            })?;
-        let value = self
-            .value_converter
-            .from_connect(&record.topic, record.value.as_ref())
-            .map_err(|e| {
-                fail(
-                    Stage::ValueConverter,
-                    self.value_converter.kind().class_name(),
-                    e,
-                )
-            })?;
+        let key = one(
+            Stage::KeyConverter,
+            &self.key_converter,
+            record.key.as_ref(),
+        )?;
+        let value = one(
+            Stage::ValueConverter,
+            &self.value_converter,
+            record.value.as_ref(),
+        )?;
         let headers = match record.headers.is_empty() {
             true => None,
             false => Some(
                 self.headers(&record.headers)
-                    .map_err(|e| fail(Stage::HeaderConverter, HEADER_CONVERTER, e))?,
+                    .map_err(|error| ConvertFailure {
+                        stage: Stage::HeaderConverter,
+                        class: HEADER_CONVERTER,
+                        error,
+                    })?,
             ),
         };
         Ok((key, value, headers))

@@ -29,9 +29,7 @@ pub fn header_bytes(data: Option<&Data>) -> Result<Option<Vec<u8>>, ConversionEr
     }
 }
 
-fn is_null(v: &Value) -> bool {
-    matches!(v.kind, None | Some(value::Kind::Null(_)))
-}
+use crate::record::is_null;
 
 /// Kafka's `Values.append`: `embedded` is true inside a list, map or struct, where strings
 /// are quoted with `\` and `"` escaped.

@@ -190,7 +190,10 @@ fn check_castable(schema: &Schema, target: Target) -> Result<(), String> {
     } else {
         Err(format!(
             "Cast transformation does not support casting from {} to {:?}",
-            schema.name.clone().unwrap_or_else(|| type_label(schema)),
+            schema
+                .name
+                .clone()
+                .unwrap_or_else(|| type_label(schema).to_string()),
             target
         )
         .replace("to Int", "to INT")

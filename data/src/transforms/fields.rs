@@ -472,7 +472,7 @@ impl MaskField {
         let bad = || {
             format!(
                 "unable to convert {replacement} ({}) to number",
-                schema.map_or_else(|| kind_label(&v).to_string(), type_label)
+                schema.map_or_else(|| kind_label(&v), type_label)
             )
         };
         Ok(match (&v.kind, ty) {
@@ -500,7 +500,7 @@ impl MaskField {
             _ => {
                 return Err(format!(
                     "cannot mask value of type {} with custom replacement",
-                    schema.map_or_else(|| kind_label(&v).to_string(), type_label)
+                    schema.map_or_else(|| kind_label(&v), type_label)
                 ))
             }
         })

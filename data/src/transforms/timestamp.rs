@@ -312,7 +312,7 @@ fn schema_kind(schema: &Schema) -> Result<Kind, String> {
             schema
                 .name
                 .clone()
-                .unwrap_or_else(|| record::type_label(schema))
+                .unwrap_or_else(|| record::type_label(schema).to_string())
         )),
     }
 }
