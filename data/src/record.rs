@@ -193,6 +193,18 @@ pub fn struct_values(value: Option<Value>, purpose: &str) -> Result<Vec<Value>, 
     }
 }
 
+/// Null field values replaced by their field's default, as Kafka's `Struct.get` reads them
+/// (`replace.null.with.default=true`, the default of the transforms that have that key).
+pub fn fill_defaults(schema: &Schema, values: &mut [Value]) {
+    for (v, field) in values.iter_mut().zip(&schema.fields) {
+        if is_null(v) {
+            if let Some(d) = field.schema.as_ref().and_then(|s| s.default_value.as_ref()) {
+                *v = d.clone();
+            }
+        }
+    }
+}
+
 pub fn struct_value(fields: Vec<Value>) -> Value {
     Value {
         kind: Some(value::Kind::Struct(StructValue {

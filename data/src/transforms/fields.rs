@@ -8,9 +8,10 @@ use sluice_proto::connector::v1::{value, Field, Schema, SchemaType, Value};
 
 use super::{Settings, Transform};
 use crate::record::{
-    self, array_value, bytes_value, field_index, int_value, is_null, kind_label, logical,
-    map_entries, map_value, schema_of, string_value, struct_fields, struct_value, struct_values,
-    timestamp_schema, type_label, type_of, validate, with_optional, Part, Record, Side,
+    self, array_value, bytes_value, field_index, fill_defaults, int_value, is_null, kind_label,
+    logical, map_entries, map_value, schema_of, string_value, struct_fields, struct_value,
+    struct_values, timestamp_schema, type_label, type_of, validate, with_optional, Part, Record,
+    Side,
 };
 
 /// A struct schema with the basics (name, version, doc, parameters, optional) of `from` and
@@ -289,6 +290,7 @@ pub(super) struct InsertField {
     timestamp: Option<Insertion>,
     static_field: Option<Insertion>,
     static_value: Option<String>,
+    replace_null: bool,
 }
 
 impl InsertField {
@@ -301,8 +303,8 @@ impl InsertField {
             timestamp: Insertion::parse(s, "timestamp.field"),
             static_field: Insertion::parse(s, "static.field"),
             static_value: s.get("static.value"),
+            replace_null: s.replace_null_with_default(),
         };
-        let _ = s.boolean("replace.null.with.default", true);
         if t.static_field.is_some() && t.static_value.is_none() {
             s.issue(
                 "static.value",
@@ -383,6 +385,9 @@ impl Transform for InsertField {
             Some(schema) => {
                 let mut fields = struct_fields(&schema, PURPOSE)?.to_vec();
                 let mut values = struct_values(part.value, PURPOSE)?;
+                if self.replace_null {
+                    fill_defaults(&schema, &mut values);
+                }
                 for (f, v) in additions {
                     fields.push(f);
                     values.push(v);
@@ -421,6 +426,7 @@ pub(super) struct MaskField {
     side: Side,
     fields: Vec<String>,
     replacement: Option<String>,
+    replace_null: bool,
 }
 
 impl MaskField {
@@ -430,11 +436,12 @@ impl MaskField {
         if replacement.as_deref() == Some("") {
             s.issue("replacement", "String must be non-empty");
         }
-        let _ = s.boolean("replace.null.with.default", true);
+        let replace_null = s.replace_null_with_default();
         MaskField {
             side,
             fields,
             replacement,
+            replace_null,
         }
     }
 
@@ -519,6 +526,9 @@ impl Transform for MaskField {
             (Some(schema), Some(v)) => {
                 struct_fields(&schema, PURPOSE)?;
                 let mut values = struct_values(Some(v), PURPOSE)?;
+                if self.replace_null {
+                    fill_defaults(&schema, &mut values);
+                }
                 for (i, f) in schema.fields.iter().enumerate() {
                     if self.fields.contains(&f.name) {
                         if let Some(slot) = values.get_mut(i) {
@@ -556,6 +566,7 @@ pub(super) struct ReplaceField {
     exclude: Vec<String>,
     include: Vec<String>,
     renames: BTreeMap<String, String>,
+    replace_null: bool,
 }
 
 impl ReplaceField {
@@ -574,12 +585,13 @@ impl ReplaceField {
                 _ => s.issue("renames", format!("invalid rename mapping: {pair}")),
             }
         }
-        let _ = s.boolean("replace.null.with.default", true);
+        let replace_null = s.replace_null_with_default();
         ReplaceField {
             side,
             exclude,
             include,
             renames,
+            replace_null,
         }
     }
 
@@ -616,10 +628,11 @@ impl Transform for ReplaceField {
                 let value = match part.value {
                     None => None,
                     Some(v) => {
-                        let mut values: Vec<Option<Value>> = struct_values(Some(v), PURPOSE)?
-                            .into_iter()
-                            .map(Some)
-                            .collect();
+                        let mut values = struct_values(Some(v), PURPOSE)?;
+                        if self.replace_null {
+                            fill_defaults(&schema, &mut values);
+                        }
+                        let mut values: Vec<Option<Value>> = values.into_iter().map(Some).collect();
                         Some(struct_value(
                             kept.iter()
                                 .map(|&i| {
@@ -662,13 +675,14 @@ pub(super) struct SetSchemaMetadata {
     side: Side,
     name: Option<String>,
     version: Option<i32>,
+    replace_null: bool,
 }
 
 impl SetSchemaMetadata {
     pub(super) fn new(side: Side, s: &mut Settings<'_>) -> SetSchemaMetadata {
         let name = s.get("schema.name").filter(|n| !n.trim().is_empty());
         let version = s.int("schema.version");
-        let _ = s.boolean("replace.null.with.default", true);
+        let replace_null = s.replace_null_with_default();
         if name.is_none() && version.is_none() {
             s.issue("schema.name", "neither schema name nor version configured");
         }
@@ -676,6 +690,7 @@ impl SetSchemaMetadata {
             side,
             name,
             version,
+            replace_null,
         }
     }
 }
@@ -692,6 +707,14 @@ impl Transform for SetSchemaMetadata {
         if let Some(version) = self.version {
             schema.version = Some(version);
         }
+        // Kafka rebuilds a struct value under the new schema, reading its fields with or
+        // without their defaults.
+        if self.replace_null {
+            if let Some(value::Kind::Struct(s)) = part.value.as_mut().and_then(|v| v.kind.as_mut())
+            {
+                fill_defaults(schema, &mut s.fields);
+            }
+        }
         record.put(self.side, part);
         Ok(Some(record))
     }
@@ -701,13 +724,17 @@ impl Transform for SetSchemaMetadata {
 #[derive(Debug)]
 pub(super) struct ValueToKey {
     fields: Vec<String>,
+    replace_null: bool,
 }
 
 impl ValueToKey {
     pub(super) fn new(s: &mut Settings<'_>) -> ValueToKey {
         let fields = s.required_list("fields");
-        let _ = s.boolean("replace.null.with.default", true);
-        ValueToKey { fields }
+        let replace_null = s.replace_null_with_default();
+        ValueToKey {
+            fields,
+            replace_null,
+        }
     }
 }
 
@@ -723,7 +750,10 @@ impl Transform for ValueToKey {
                         "Only Struct objects supported for [{PURPOSE}], found: null"
                     ));
                 };
-                let values = struct_values(Some(v), PURPOSE)?;
+                let mut values = struct_values(Some(v), PURPOSE)?;
+                if self.replace_null {
+                    fill_defaults(schema, &mut values);
+                }
                 let mut key_fields = Vec::new();
                 let mut key_values = Vec::new();
                 for name in &self.fields {

@@ -471,6 +471,12 @@ impl<'i> Settings<'i> {
         }
     }
 
+    /// Kafka's `replace.null.with.default` (true unless set false): whether null struct fields
+    /// read as their field's default.
+    pub(crate) fn replace_null_with_default(&mut self) -> bool {
+        self.boolean("replace.null.with.default", true)
+    }
+
     pub(crate) fn int(&mut self, key: &str) -> Option<i32> {
         let v = self.get(key)?;
         match v.trim().parse() {

@@ -975,3 +975,61 @@ fn has_header_key_sees_headers_added_earlier_in_the_chain() {
     let keys: Vec<&str> = e.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["predicates.p.name", "predicates.p.nam"]);
 }
+
+#[test]
+fn null_fields_read_as_their_defaults_unless_replace_null_with_default_is_false() {
+    let schema = struct_schema(vec![
+        fld("id", schema_of(SchemaType::Int64, false)),
+        fld(
+            "country",
+            Schema {
+                default_value: Some(s("NO")),
+                ..schema_of(SchemaType::String, true)
+            },
+        ),
+    ]);
+    let value = struct_value(vec![i(1), null()]);
+    for (class, keys) in [
+        ("ReplaceField$Value", &[("exclude", "zz")][..]),
+        (
+            "InsertField$Value",
+            &[("static.field", "x"), ("static.value", "y")][..],
+        ),
+        ("MaskField$Value", &[("fields", "id")][..]),
+    ] {
+        let c = chain(class, keys);
+        let out = value_part(&run(
+            &c,
+            record(structured(Some(schema.clone()), Some(value.clone()))),
+        ));
+        let fields = struct_values(out.value, "test").unwrap();
+        assert_eq!(fields[1], s("NO"), "{class}: the default");
+        let mut off = keys.to_vec();
+        off.push(("replace.null.with.default", "false"));
+        let c = chain(class, &off);
+        let out = value_part(&run(
+            &c,
+            record(structured(Some(schema.clone()), Some(value.clone()))),
+        ));
+        let fields = struct_values(out.value, "test").unwrap();
+        assert!(is_null(&fields[1]), "{class}: kept null");
+    }
+    let c = chain("ValueToKey", &[("fields", "country")]);
+    let out = run(
+        &c,
+        record(structured(Some(schema.clone()), Some(value.clone()))),
+    );
+    assert_eq!(
+        Part::from_data(out.key).value.unwrap(),
+        struct_value(vec![s("NO")])
+    );
+    let c = chain(
+        "SetSchemaMetadata$Value",
+        &[("schema.name", "n"), ("replace.null.with.default", "false")],
+    );
+    let out = value_part(&run(
+        &c,
+        record(structured(Some(schema), Some(value.clone()))),
+    ));
+    assert_eq!(out.value.unwrap(), value);
+}

@@ -6,9 +6,9 @@ use sluice_proto::connector::v1::{value, Schema, SchemaType, Value};
 
 use super::{Settings, Transform};
 use crate::record::{
-    self, date_schema, field_index, int_value, is_null, map_entries, map_value, schema_of,
-    string_value, struct_fields, struct_value, struct_values, time_schema, timestamp_schema,
-    type_of, Part, Record, Side,
+    self, date_schema, field_index, fill_defaults, int_value, is_null, map_entries, map_value,
+    schema_of, string_value, struct_fields, struct_value, struct_values, time_schema,
+    timestamp_schema, type_of, Part, Record, Side,
 };
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -173,6 +173,7 @@ pub(super) struct TimestampConverter {
     target: Kind,
     format: Option<JavaDateFormat>,
     precision: Precision,
+    replace_null: bool,
 }
 
 impl TimestampConverter {
@@ -217,14 +218,13 @@ impl TimestampConverter {
             Some("nanoseconds") => Precision::Nanos,
             _ => Precision::Millis,
         };
-        // Kafka's key; nulls are written as the field's default unless this is false.
-        let _ = s.boolean("replace.null.with.default", true);
         TimestampConverter {
             side,
             field,
             target,
             format,
             precision,
+            replace_null: s.replace_null_with_default(),
         }
     }
 
@@ -357,11 +357,13 @@ impl Transform for TimestampConverter {
                 };
                 let field_schema = schema.fields[i].schema.clone().unwrap_or_default();
                 let kind = schema_kind(&field_schema)?;
-                schema.fields[i].schema = Some(self.target_schema(field_schema.optional));
                 let value = match part.value.filter(|v| !is_null(v)) {
                     None => None,
                     Some(v) => {
                         let mut values = struct_values(Some(v), PURPOSE)?;
+                        if self.replace_null {
+                            fill_defaults(&schema, &mut values);
+                        }
                         if let Some(slot) = values.get_mut(i) {
                             let converted = self.convert(kind, Some(std::mem::take(slot)))?;
                             *slot = converted.unwrap_or_else(record::null);
@@ -369,6 +371,7 @@ impl Transform for TimestampConverter {
                         Some(struct_value(values))
                     }
                 };
+                schema.fields[i].schema = Some(self.target_schema(field_schema.optional));
                 Part {
                     schema: Some(schema),
                     value,
