@@ -28,9 +28,7 @@ fn file_to_kafka_to_file_100k_lines_on_embedded_kafka() {
     assert!(sluice
         .output()
         .contains("embedded Kafka listening at 127.0.0.1:"));
-    sluice.signal(SIGTERM);
-    let status = sluice.wait(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "output:\n{}", sluice.output());
+    sluice.stop_cleanly();
     assert_eq!(
         std::fs::read(dir.path().join("test.txt")).unwrap(),
         std::fs::read(&output).unwrap(),
@@ -75,8 +73,7 @@ fn stop_mid_stream_and_resume(signal: i32) -> (usize, usize, usize) {
         },
     );
     // Give a duplicate, if any were coming, the chance to land before counting.
-    second.signal(SIGTERM);
-    assert_eq!(second.wait(Duration::from_secs(60)).code(), Some(0));
+    second.stop_cleanly();
     drop(kafka);
     verify(&input, &output)
 }
@@ -136,8 +133,7 @@ fn killed_connector_processes_are_restarted_without_loss() {
         Duration::from_secs(120),
         || verify(&input, &output).0 == 0,
     );
-    sluice.signal(SIGTERM);
-    assert_eq!(sluice.wait(Duration::from_secs(60)).code(), Some(0));
+    sluice.stop_cleanly();
     let (missing, duplicates, out_of_order) = verify(&input, &output);
     eprintln!("after killing connectors: {duplicates} duplicated lines");
     assert_eq!((missing, out_of_order), (0, 0));

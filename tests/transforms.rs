@@ -96,9 +96,7 @@ fn a_chain_of_transforms_runs_end_to_end_through_kafka() {
         read_all(&kafka.bootstrap, "connect-test").is_empty(),
         "every record was routed"
     );
-    sluice.signal(libc::SIGTERM);
-    let status = sluice.wait(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "output:\n{}", sluice.output());
+    sluice.stop_cleanly();
 }
 
 /// A standalone connector file with a bad transform is refused before anything starts, each
@@ -323,9 +321,7 @@ fn avro_through_the_schema_registry_round_trips_and_unknown_ids_go_to_the_dead_l
         "{message}"
     );
     assert_eq!(count_lines(&output), total, "nothing more reached the sink");
-    sluice.signal(libc::SIGTERM);
-    let status = sluice.wait(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "output:\n{}", sluice.output());
+    sluice.stop_cleanly();
 }
 
 /// A schema registry that is down when records arrive is waited for as errors.retry.* allow:

@@ -112,6 +112,13 @@ impl Sluice {
     }
 
     /// Waits for the process to exit; panics after `timeout`.
+    /// SIGTERM, then asserts a clean exit (code 0) within a minute, showing the output if not.
+    pub fn stop_cleanly(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait(Duration::from_secs(60));
+        assert_eq!(status.code(), Some(0), "output:\n{}", self.output());
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
         let deadline = Instant::now() + timeout;
