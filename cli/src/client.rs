@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use sluice_proto::api::v1::{
@@ -161,6 +161,27 @@ pub enum Plugins {
     Validate {
         #[arg(short = 'f', long)]
         file: PathBuf,
+    },
+    /// Runs a connector executable through the whole connector protocol (the conformance kit)
+    /// and prints each check as PASS, FAIL or SKIP; exits 1 if any check failed. Needs no
+    /// controller.
+    Check {
+        /// The class whose streams to run (name or alias); needed when the plugin has several.
+        #[arg(long)]
+        class: Option<String>,
+        /// A key of the connector configuration used to validate, plan and run the class.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A connector configuration file (.properties or .json) to use instead of or under
+        /// --config.
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Print the connector's own output as it comes.
+        #[arg(long)]
+        show_output: bool,
+        /// The executable and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
 }
 
@@ -752,6 +773,16 @@ impl AsyncCommand for TargetChange {
 
 impl AsyncCommand for Plugins {
     async fn run(self, target: &Target) -> anyhow::Result<()> {
+        if let Plugins::Check {
+            class,
+            config,
+            file,
+            show_output,
+            command,
+        } = self
+        {
+            return check_plugin(class, config, file, show_output, command).await;
+        }
         let mut client = PluginServiceClient::new(channel(target).await?);
         let json = target.output == Format::Json;
         match self {
@@ -834,9 +865,54 @@ impl AsyncCommand for Plugins {
                     .into());
                 }
             }
+            Plugins::Check { .. } => unreachable!("handled before connecting"),
         }
         Ok(())
     }
+}
+
+/// `sluice plugins check`: the conformance kit against one executable.
+async fn check_plugin(
+    class: Option<String>,
+    pairs: Vec<String>,
+    file: Option<PathBuf>,
+    show_output: bool,
+    command: Vec<String>,
+) -> anyhow::Result<()> {
+    use sluice_worker::conformance::{self, Outcome};
+    let mut config = match &file {
+        Some(path) => sluice_worker::config_file::ConfigFile::load(path)?.into_values(),
+        None => BTreeMap::new(),
+    };
+    config.extend(conformance::parse_pairs(&pairs)?);
+    let class = class.or_else(|| config.get("connector.class").cloned());
+    let mut words = command.into_iter();
+    let program = words.next().context("no executable given")?;
+    let options = conformance::Options {
+        command: sluice_worker::process::PluginCommand {
+            program: program.into(),
+            args: words.collect(),
+        },
+        class,
+        config,
+        show_output,
+    };
+    println!("checking {}", options.command);
+    let report = conformance::run(&options, |check| {
+        println!("{}  {:<28} {}", check.outcome, check.name, check.detail);
+    })
+    .await;
+    let failed = report.count(Outcome::Fail);
+    println!(
+        "{} passed, {failed} failed, {} skipped",
+        report.count(Outcome::Pass),
+        report.count(Outcome::Skip)
+    );
+    if failed > 0 {
+        let names: Vec<&str> = report.failed().map(|c| c.name.as_str()).collect();
+        bail!("{failed} checks failed: {}", names.join(", "));
+    }
+    Ok(())
 }
 
 impl AsyncCommand for Cluster {

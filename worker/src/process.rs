@@ -18,12 +18,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consecutive missed heartbeats after which a connector is deemed hung and killed.
 const HEARTBEAT_MISSES: u32 = 3;
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How to start a plugin executable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,47 +60,7 @@ pub struct ConnectorProcess {
 impl ConnectorProcess {
     /// Starts `command`, connects to its socket and completes the handshake.
     pub async fn launch(command: &PluginCommand, label: &str) -> anyhow::Result<ConnectorProcess> {
-        // tempfile creates directories with mode 0700: only this user reaches the socket.
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-")
-            .tempdir()
-            .context("create connector socket directory")?;
-        let socket = dir.path().join("c.sock");
-        let mut builder = Command::new(&command.program);
-        builder
-            .args(&command.args)
-            .env(proto::ENV_SOCKET, &socket)
-            .env(
-                proto::ENV_PROTOCOL_VERSIONS,
-                proto::PROTOCOL_VERSIONS
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C at the terminal reaches the worker only, which
-            // then drains the connector instead of losing it mid-batch.
-            .process_group(0);
-        // The kernel kills the connector if the worker dies, even one that never reads stdin.
-        // (It fires when the spawning thread exits; tokio's runtime threads live as long as
-        // the runtime, and launches happen on them.)
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            builder.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = builder
-            .spawn()
-            .with_context(|| format!("start connector executable {command}"))?;
+        let (mut child, dir, socket) = spawn(command)?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(connector = label, pid, command = %command, "started connector process");
         forward_output(&mut child, label);
@@ -210,7 +170,56 @@ impl Drop for ConnectorProcess {
     }
 }
 
-async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<Channel> {
+/// Starts `command` as a connector: a fresh private socket directory, the protocol's
+/// environment, piped stdio, its own process group, killed with the worker. Returns the child,
+/// the directory (the socket lives as long as it) and the socket path.
+pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDir, PathBuf)> {
+    // tempfile creates directories with mode 0700: only this user reaches the socket.
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-")
+        .tempdir()
+        .context("create connector socket directory")?;
+    let socket = dir.path().join("c.sock");
+    let mut builder = Command::new(&command.program);
+    builder
+        .args(&command.args)
+        .env(proto::ENV_SOCKET, &socket)
+        .env(
+            proto::ENV_PROTOCOL_VERSIONS,
+            proto::PROTOCOL_VERSIONS
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C at the terminal reaches the worker only, which
+        // then drains the connector instead of losing it mid-batch.
+        .process_group(0);
+    // The kernel kills the connector if the worker dies, even one that never reads stdin.
+    // (It fires when the spawning thread exits; tokio's runtime threads live as long as
+    // the runtime, and launches happen on them.)
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        builder.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = builder
+        .spawn()
+        .with_context(|| format!("start connector executable {command}"))?;
+    Ok((child, dir, socket))
+}
+
+/// Waits for the connector to listen on `socket` (or exit), then opens a gRPC channel to it.
+pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<Channel> {
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
