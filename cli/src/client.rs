@@ -810,6 +810,16 @@ impl AsyncCommand for Plugins {
                         })
                         .collect(),
                 );
+                if !list.broken.is_empty() {
+                    println!();
+                    table(
+                        &["BROKEN PLUGIN", "WORKERS", "REASON"],
+                        list.broken
+                            .iter()
+                            .map(|b| vec![b.command.clone(), b.workers.join(","), b.reason.clone()])
+                            .collect(),
+                    );
+                }
             }
             Plugins::Config { class } => {
                 let config = client

@@ -59,6 +59,8 @@ fn log_level_request(logger: String, level: String) -> wire::WorkerRequest {
 
 pub struct WorkerEntry {
     pub plugins: Vec<wire::PluginClass>,
+    /// Executables the worker found broken.
+    pub broken: Vec<api::BrokenPlugin>,
     pub capacity: u32,
     pub last_seen: Instant,
     pub stream: Option<AssignmentSender>,
@@ -104,10 +106,16 @@ impl Cluster {
                 .iter()
                 .filter_map(|b| prost::Message::decode(b.as_slice()).ok())
                 .collect();
+            let broken = record
+                .broken
+                .iter()
+                .filter_map(|b| prost::Message::decode(b.as_slice()).ok())
+                .collect();
             workers.insert(
                 id,
                 WorkerEntry {
                     plugins,
+                    broken,
                     capacity: record.capacity,
                     last_seen: now,
                     stream: None,
@@ -148,6 +156,11 @@ impl Cluster {
                 .map(prost::Message::encode_to_vec)
                 .collect(),
             capacity: request.capacity,
+            broken: request
+                .broken_plugins
+                .iter()
+                .map(prost::Message::encode_to_vec)
+                .collect(),
         };
         self.store.put_worker(&request.worker_id, &record)?;
         self.store.flush().await?;
@@ -156,6 +169,7 @@ impl Cluster {
             request.worker_id,
             WorkerEntry {
                 plugins: request.plugins,
+                broken: request.broken_plugins,
                 capacity: request.capacity,
                 last_seen: Instant::now(),
                 stream: Some(tx),

@@ -833,8 +833,22 @@ impl PluginService for Api {
                 entry.workers.push(id.clone());
             }
         }
+        let mut broken: BTreeMap<(String, String), api::BrokenPlugin> = BTreeMap::new();
+        for (id, w) in &inner.workers {
+            for b in &w.broken {
+                broken
+                    .entry((b.command.clone(), b.reason.clone()))
+                    .or_insert_with(|| api::BrokenPlugin {
+                        workers: Vec::new(),
+                        ..b.clone()
+                    })
+                    .workers
+                    .push(id.clone());
+            }
+        }
         ok(api::ListPluginsResponse {
             plugins: plugins.into_values().collect(),
+            broken: broken.into_values().collect(),
         })
     }
 

@@ -71,6 +71,9 @@ pub struct WorkerRecord {
     /// The worker's plugins, as the encoded `PluginClass` messages of its join.
     pub plugins: Vec<Vec<u8>>,
     pub capacity: u32,
+    /// The executables it could not use, as encoded `BrokenPlugin` messages.
+    #[serde(default)]
+    pub broken: Vec<Vec<u8>>,
 }
 
 pub struct Store {

@@ -38,12 +38,18 @@ pub struct Sluice {
 
 impl Sluice {
     pub fn start(dir: &Path, args: &[&str]) -> Sluice {
-        Sluice::spawn(dir, args, false)
+        Sluice::spawn(dir, args, false, &[])
+    }
+
+    /// [`Sluice::start`] with more environment variables (the worker passes its environment
+    /// on to connector processes).
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Sluice {
+        Sluice::spawn(dir, args, false, env)
     }
 
     /// Starts with a pipe to the process's stdin, for [`Sluice::send_line`].
     pub fn start_with_stdin(dir: &Path, args: &[&str]) -> Sluice {
-        Sluice::spawn(dir, args, true)
+        Sluice::spawn(dir, args, true, &[])
     }
 
     /// Writes one line to the process's stdin.
@@ -53,11 +59,12 @@ impl Sluice {
         stdin.flush().expect("flush stdin");
     }
 
-    fn spawn(dir: &Path, args: &[&str], with_stdin: bool) -> Sluice {
+    fn spawn(dir: &Path, args: &[&str], with_stdin: bool, env: &[(&str, String)]) -> Sluice {
         let mut child = Command::new(sluice_bin())
             .args(args)
             .current_dir(dir)
             .env("SLUICE_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(if with_stdin {
                 Stdio::piped()
             } else {

@@ -310,6 +310,16 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         plugins,
         capacity: options.capacity,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        broken_plugins: shared
+            .registry
+            .broken
+            .iter()
+            .map(|(command, reason)| api::BrokenPlugin {
+                command: command.to_string(),
+                reason: reason.clone(),
+                workers: Vec::new(),
+            })
+            .collect(),
     };
     let control = tokio::spawn(control(
         shared.clone(),

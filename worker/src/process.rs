@@ -1,8 +1,10 @@
 //! Connector processes: launch an executable with a private Unix socket, connect, handshake,
 //! forward its output to our logs, watch it (exit and heartbeats) and stop it.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -63,14 +65,17 @@ impl ConnectorProcess {
         let (mut child, dir, socket) = spawn(command)?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(connector = label, pid, command = %command, "started connector process");
-        forward_output(&mut child, label);
+        let tail = forward_output(&mut child, label);
         let stdin = child.stdin.take();
 
         let channel = match connect(&socket, &mut child).await {
             Ok(channel) => channel,
             Err(e) => {
                 let _ = child.start_kill();
-                return Err(e.context(format!("connect to connector process {pid} ({command})")));
+                let printed = tail.describe().await;
+                return Err(e.context(format!(
+                    "connect to connector process {pid} ({command}){printed}"
+                )));
             }
         };
         let mut client = ConnectorClient::new(channel)
@@ -89,7 +94,11 @@ impl ConnectorProcess {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
                 let _ = child.start_kill();
-                bail!("handshake with {command} failed: {}", status.message());
+                let printed = tail.describe().await;
+                bail!(
+                    "handshake with {command} failed: {}{printed}",
+                    status.message()
+                );
             }
             Err(_) => {
                 let _ = child.start_kill();
@@ -246,26 +255,57 @@ pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Res
     Ok(channel)
 }
 
+/// The last lines a connector printed, for the error of a launch that failed.
+#[derive(Clone, Default)]
+struct OutputTail(Arc<Mutex<VecDeque<String>>>);
+
+impl OutputTail {
+    const LINES: usize = 8;
+
+    fn push(&self, line: &str) {
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() == Self::LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.to_string());
+        }
+    }
+
+    /// Waits briefly for the pipes to drain (the process has just failed), then describes
+    /// what it printed, if anything.
+    async fn describe(&self) -> String {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lines = self.0.lock().map(|l| l.clone()).unwrap_or_default();
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; it printed: {}",
+                lines.into_iter().collect::<Vec<_>>().join(" | ")
+            )
+        }
+    }
+}
+
 /// Logs every line the connector prints; its stdout and stderr are logs only.
-fn forward_output(child: &mut Child, label: &str) {
-    if let Some(stdout) = child.stdout.take() {
+fn forward_output(child: &mut Child, label: &str) -> OutputTail {
+    let tail = OutputTail::default();
+    let readers: [Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as _),
+        child.stderr.take().map(|e| Box::new(e) as _),
+    ];
+    for reader in readers.into_iter().flatten() {
         let label = label.to_string();
+        let tail = tail.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
+            let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                tail.push(&line);
                 tracing::info!(target: "connector", connector = %label, "{line}");
             }
         });
     }
-    if let Some(stderr) = child.stderr.take() {
-        let label = label.to_string();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "connector", connector = %label, "{line}");
-            }
-        });
-    }
+    tail
 }
 
 /// Owns the child: reports its exit, kills it on request or when it stops answering heartbeats.

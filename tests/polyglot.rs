@@ -1,0 +1,500 @@
+//! Connectors in another language: the Python SDK's example connectors in a real pipeline
+//! through Kafka, the conformance kit (`sluice plugins check`) against the Rust and Python
+//! examples and a deliberately broken connector, and plugin discovery reporting broken
+//! executables to the controller.
+//!
+//! Needs python3 with grpcio and protobuf (CI: `pip install ./connector-sdk/python`); the tests
+//! put the SDK's source tree first on PYTHONPATH so that they test this checkout.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::cluster::total_records;
+use harness::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the cli crate sits in the workspace")
+        .to_path_buf()
+}
+
+fn python_examples() -> PathBuf {
+    repo().join("connectors/python")
+}
+
+/// PYTHONPATH with the SDK's source tree first.
+fn python_env() -> Vec<(&'static str, String)> {
+    let sdk = repo().join("connector-sdk/python/src");
+    let path = match std::env::var("PYTHONPATH") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", sdk.display()),
+        _ => sdk.display().to_string(),
+    };
+    vec![("PYTHONPATH", path)]
+}
+
+/// Runs a SQL query on a SQLite file with Python's sqlite3 (no SQLite client in the
+/// workspace); one output line per row, columns separated by tabs.
+fn sqlite(database: &Path, query: &str) -> Vec<String> {
+    if !database.exists() {
+        return Vec::new();
+    }
+    let script = "import sqlite3, sys\n\
+                  db = sqlite3.connect(sys.argv[1], timeout=10)\n\
+                  try:\n    rows = db.execute(sys.argv[2]).fetchall()\n\
+                  except sqlite3.OperationalError:\n    rows = []\n\
+                  for row in rows:\n    print('\\t'.join(str(c) for c in row))\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(database)
+        .arg(query)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "sqlite query failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn row_count(database: &Path) -> usize {
+    sqlite(database, "SELECT COUNT(*) FROM records")
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn append(path: &Path, range: std::ops::Range<usize>) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let text: String = range.map(|i| format!("python line {i}\n")).collect();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// The Python lines source reads a growing file into Kafka; the Python SQLite sink writes the
+/// topic into a table, storing its Kafka offsets in the same transaction. The source's process
+/// is killed and restarted by the worker, then the whole worker stops and starts again: every
+/// line ends up exactly once in SQLite, the source resumes at its committed offset, and the
+/// sink's stored offsets match the topic.
+#[test]
+fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["py-lines:1"]);
+    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
+    let mut worker_text = std::fs::read_to_string(dir.path().join(worker)).unwrap();
+    worker_text.push_str(&format!("plugin.path={}\n", python_examples().display()));
+    std::fs::write(dir.path().join(worker), worker_text).unwrap();
+    let input = dir.path().join("input.txt");
+    let database = dir.path().join("out.db");
+    std::fs::write(
+        dir.path().join("source.properties"),
+        format!(
+            "name=py-source\nconnector.class=PyLinesSource\nfile={}\ntopic=py-lines\nbatch.size=50\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sink.properties"),
+        format!(
+            "name=py-sink\nconnector.class=sluice.python.SqliteSink\ndatabase={}\ntopics=py-lines\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    let files = [worker, "source.properties", "sink.properties"];
+    let start = || {
+        let mut args = vec!["standalone", "--progress-interval", "1"];
+        args.extend_from_slice(&files);
+        Sluice::start_with_env(dir.path(), &args, &python_env())
+    };
+
+    append(&input, 0..300);
+    let mut sluice = start();
+    wait_for("300 rows in SQLite", Duration::from_secs(60), || {
+        row_count(&database) >= 300
+    });
+
+    // The source's connector process dies; the worker restarts it from committed offsets.
+    let pid = sluice
+        .connector_pid("py-source")
+        .expect("the log names the source's process");
+    // SAFETY: kill(2) on a process this test's worker started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    append(&input, 300..600);
+    wait_for(
+        "600 rows after the source process was killed",
+        Duration::from_secs(90),
+        || row_count(&database) >= 600,
+    );
+    wait_for("a new source process", Duration::from_secs(30), || {
+        sluice.connector_pid("py-source").is_some_and(|p| p != pid)
+    });
+
+    // A clean stop commits both sides; after the restart the source goes on where it was.
+    sluice.stop_cleanly();
+    let before_restart = total_records(&kafka.bootstrap, "py-lines");
+    append(&input, 600..900);
+    let mut sluice = start();
+    wait_for(
+        "900 rows after the restart",
+        Duration::from_secs(60),
+        || row_count(&database) >= 900,
+    );
+    wait_for(
+        "the 300 new lines in Kafka",
+        Duration::from_secs(30),
+        || total_records(&kafka.bootstrap, "py-lines") >= before_restart + 300,
+    );
+    sluice.stop_cleanly();
+
+    let after_restart = total_records(&kafka.bootstrap, "py-lines");
+    assert_eq!(
+        after_restart,
+        before_restart + 300,
+        "the restarted source re-read lines it had committed"
+    );
+    // Every line once, with its text, keyed by line number.
+    let rows = sqlite(
+        &database,
+        "SELECT key, value FROM records ORDER BY CAST(key AS INTEGER)",
+    );
+    assert_eq!(rows.len(), 900, "rows: {:?}", &rows[..rows.len().min(5)]);
+    for (i, row) in rows.iter().enumerate() {
+        let (key, value) = row.split_once('\t').expect("two columns");
+        assert_eq!(key, (i + 1).to_string(), "row {row:?}");
+        assert!(
+            value.contains(&format!("python line {i}")),
+            "row {i} holds {value:?}"
+        );
+    }
+    // The sink stored the next offset to read with the data: the end of the topic.
+    let stored = sqlite(
+        &database,
+        "SELECT topic, partition, next_offset FROM sluice_offsets",
+    );
+    assert_eq!(
+        stored,
+        vec![format!("py-lines\t0\t{after_restart}")],
+        "offsets stored by the sink"
+    );
+}
+
+/// `sluice plugins check` with a class and config; (exit code, stdout).
+fn check(class: &str, config: &[&str], command: &[&str]) -> (i32, String) {
+    let mut args = vec!["plugins", "check", "--class", class];
+    for c in config {
+        args.push("--config");
+        args.push(c);
+    }
+    args.push("--");
+    args.extend_from_slice(command);
+    let out = Command::new(sluice_bin())
+        .args(&args)
+        .envs(python_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sluice plugins check");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}\n{stderr}"),
+    )
+}
+
+/// The outcome the kit printed for a check.
+fn outcome<'a>(output: &'a str, name: &str) -> &'a str {
+    output
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no check {name} in:\n{output}"))
+}
+
+fn assert_all_pass(what: &str, (code, output): (i32, String), streams: &[&str]) {
+    assert_eq!(code, 0, "{what} failed the kit:\n{output}");
+    assert!(!output.contains("FAIL"), "{what}:\n{output}");
+    for name in [
+        "launch",
+        "handshake",
+        "handshake.negotiation",
+        "handshake.no-common-version",
+        "describe",
+        "unknown-class",
+        "heartbeat",
+        "validate.good",
+        "validate.bad",
+        "plan",
+        "cancellation",
+        "shutdown",
+        "worker-gone",
+    ]
+    .iter()
+    .chain(streams)
+    {
+        assert_eq!(outcome(&output, name), "PASS", "{what}: {name}\n{output}");
+    }
+}
+
+const SOURCE_CHECKS: &[&str] = &[
+    "source.open-first",
+    "source.open",
+    "source.no-credit",
+    "source.byte-credit",
+    "source.record-credit",
+    "source.heartbeat-busy",
+    "source.batches",
+    "source.stop",
+];
+const SINK_CHECKS: &[&str] = &[
+    "sink.open-first",
+    "sink.open",
+    "sink.assigned",
+    "sink.batches",
+    "sink.flush",
+    "sink.stop",
+];
+
+/// The conformance kit passes the Rust SDK's and the Python SDK's examples, sources and sinks,
+/// and fails a deliberately broken connector in exactly the checks it breaks.
+#[test]
+fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    append(&input, 0..200);
+    let file = |name: &str| format!("file={}", dir.path().join(name).display());
+    let sluice = sluice_bin();
+    let sluice = sluice.to_str().unwrap();
+    let py = |name: &str| python_examples().join(name).display().to_string();
+
+    // Rust SDK examples (built into the sluice binary).
+    let rust_file = [sluice, "connector", "file"];
+    let input_key = file("in.txt");
+    assert_all_pass(
+        "Rust FileStreamSource",
+        check("FileStreamSource", &[&input_key, "topic=t"], &rust_file),
+        SOURCE_CHECKS,
+    );
+    let rust_out = file("rust-out.txt");
+    assert_all_pass(
+        "Rust FileStreamSink",
+        check("FileStreamSink", &[&rust_out, "topics=t"], &rust_file),
+        SINK_CHECKS,
+    );
+    assert_all_pass(
+        "Rust DatagenSource",
+        check(
+            "DatagenSource",
+            &["topic=t"],
+            &[sluice, "connector", "datagen"],
+        ),
+        SOURCE_CHECKS,
+    );
+    // The sink wrote the kit's records.
+    assert_eq!(count_lines(&dir.path().join("rust-out.txt")), 200);
+
+    // Python SDK examples.
+    let lines = py("lines-source");
+    assert_all_pass(
+        "Python PyLinesSource",
+        check("PyLinesSource", &[&input_key, "topic=t"], &[&lines]),
+        SOURCE_CHECKS,
+    );
+    let database = format!("database={}", dir.path().join("kit.db").display());
+    let sqlite_sink = py("sqlite-sink");
+    assert_all_pass(
+        "Python PySqliteSink",
+        check("PySqliteSink", &[&database, "topics=t"], &[&sqlite_sink]),
+        SINK_CHECKS,
+    );
+    let datagen = py("datagen");
+    assert_all_pass(
+        "Python PyDatagenSource",
+        check("PyDatagenSource", &["topic=t"], &[&datagen]),
+        SOURCE_CHECKS,
+    );
+
+    // The broken connector fails the checks of the rules it breaks, and only those.
+    let broken = repo().join("tests/fixtures/broken-connector");
+    let (code, output) = check("BrokenSource", &["topic=t"], &[broken.to_str().unwrap()]);
+    assert_eq!(code, 1, "{output}");
+    for name in [
+        "handshake.negotiation",
+        "handshake.no-common-version",
+        "heartbeat",
+        "validate.bad",
+        "source.no-credit",
+        "worker-gone",
+    ] {
+        assert_eq!(outcome(&output, name), "FAIL", "{name}\n{output}");
+    }
+    for name in [
+        "launch",
+        "handshake",
+        "describe",
+        "unknown-class",
+        "validate.good",
+        "plan",
+        "source.open-first",
+        "source.open",
+        "shutdown",
+    ] {
+        assert_eq!(outcome(&output, name), "PASS", "{name}\n{output}");
+    }
+    assert!(
+        output.contains("the nonce must be echoed"),
+        "reasons are printed:\n{output}"
+    );
+
+    // An executable that is no connector fails at launch with what it printed.
+    let script = dir.path().join("not-a-connector");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'cannot start: missing library' >&2\nexit 3\n",
+    )
+    .unwrap();
+    make_executable(&script);
+    let (code, output) = check("X", &[], &[script.to_str().unwrap()]);
+    assert_eq!(code, 1, "{output}");
+    assert_eq!(outcome(&output, "launch"), "FAIL", "{output}");
+    assert!(output.contains("missing library"), "{output}");
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A worker whose plugin path holds the Python examples and two broken executables reports the
+/// working classes and the broken ones, with their reasons, to the controller; it still runs.
+#[test]
+fn a_worker_reports_the_plugins_it_found_and_the_broken_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["lines-source", "sqlite-sink"] {
+        std::os::unix::fs::symlink(python_examples().join(name), plugins.join(name)).unwrap();
+    }
+    let crashes = plugins.join("crashes");
+    std::fs::write(
+        &crashes,
+        "#!/bin/sh\necho 'fatal: no licence key' >&2\nexit 3\n",
+    )
+    .unwrap();
+    make_executable(&crashes);
+    let silent = plugins.join("silent");
+    // Listens nowhere and never exits by itself: discovery gives up on it.
+    std::fs::write(&silent, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    make_executable(&silent);
+    std::fs::write(plugins.join("README"), "not executable: ignored\n").unwrap();
+
+    let kafka = DevKafka::start(dir.path(), &[]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
+    let file = "worker-w1.properties";
+    std::fs::write(
+        dir.path().join(file),
+        format!("plugin.path={}\n", plugins.display()),
+    )
+    .unwrap();
+    let _worker = Sluice::start_with_env(
+        dir.path(),
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--controller",
+            &controller.url(),
+            "--kafka",
+            &kafka.bootstrap,
+            file,
+        ],
+        &python_env(),
+    );
+    let list = || {
+        run_sluice(
+            dir.path(),
+            &[
+                "plugins",
+                "--controller",
+                &controller.url(),
+                "--output",
+                "json",
+                "list",
+            ],
+        )
+    };
+    let mut output = String::new();
+    wait_for("the worker's plugins", Duration::from_secs(60), || {
+        let (code, stdout, _) = list();
+        output = stdout;
+        code == 0 && output.contains("PySqliteSink")
+    });
+    let listed: serde_json::Value = serde_json::from_str(&output).expect("JSON");
+    let classes: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["className"].as_str().unwrap())
+        .collect();
+    for class in [
+        "PyLinesSource",
+        "PySqliteSink",
+        "FileStreamSource",
+        "DatagenSource",
+    ] {
+        assert!(classes.contains(&class), "{class} in {classes:?}");
+    }
+    let broken = listed["broken"].as_array().expect("broken plugins listed");
+    let reason = |name: &str| {
+        broken
+            .iter()
+            .find(|b| b["command"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not reported broken: {output}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(reason("crashes").contains("no licence key"), "{output}");
+    assert!(reason("silent").contains("socket"), "{output}");
+    assert_eq!(broken.len(), 2, "{output}");
+    assert_eq!(broken[0]["workers"][0], "w1", "{output}");
+
+    // The table form shows them too.
+    let (code, table, _) = run_sluice(
+        dir.path(),
+        &["plugins", "--controller", &controller.url(), "list"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("BROKEN PLUGIN") && table.contains("no licence key"),
+        "{table}"
+    );
+}
+
+/// The Python stubs committed in the SDK match proto/ (regenerated with grpcio-tools).
+#[test]
+fn the_python_sdk_stubs_match_the_proto() {
+    let out = Command::new("python3")
+        .arg(repo().join("connector-sdk/python/generate.py"))
+        .arg("--check")
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "stubs out of date: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
