@@ -87,6 +87,7 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
             plugins: vec![sink_plugin()],
             capacity: 0,
             version: "test".into(),
+            broken_plugins: Vec::new(),
         })
         .await
         .unwrap()

@@ -5,10 +5,13 @@
 //! - exactly-once produce: raw (non-transactional) producer vs datagen → worker → Kafka with a
 //!   transaction per poll, records and source offsets committed together (100 B);
 //! - transforms: a chain of three transforms and the JSON converter vs the JSON converter alone,
-//!   in process (no Kafka), on database-like struct rows.
+//!   in process (no Kafka), on database-like struct rows;
+//! - boundary: one source task's records across the connector protocol (Rust SDK and Python
+//!   SDK, no Kafka) vs the same records built in process with no protocol.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary] [--json]`
 
+mod boundary;
 mod transforms;
 
 use std::collections::BTreeMap;
@@ -39,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "transforms"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -55,6 +58,8 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 struct Figure {
     name: String,
     records: u64,
+    /// Bytes of each record's value, for MB/s; 0 where it means nothing.
+    size: usize,
     secs: f64,
     baseline_secs: f64,
 }
@@ -73,6 +78,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     if args.only.as_deref() == Some("transforms") {
         return Ok(vec![transforms::figure(args.records)?]);
+    }
+    if args.only.as_deref() == Some("boundary") {
+        return boundary::figures(args.records).await;
     }
     let sizes = [(100usize, args.records), (1024, (args.records / 5).max(1))];
     let mut topics = Vec::new();
@@ -107,6 +115,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
             figures.push(Figure {
                 name: format!("source_datagen_eos_{size}b"),
                 records,
+                size,
                 secs: eos,
                 baseline_secs: raw,
             });
@@ -115,6 +124,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     drop(kafka);
     if only("transforms") {
         figures.push(transforms::figure(args.records)?);
+    }
+    if only("boundary") {
+        figures.extend(boundary::figures(args.records).await?);
     }
     Ok(figures)
 }
@@ -132,6 +144,7 @@ async fn produce_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::R
     Ok(Figure {
         name: format!("source_datagen_{size}b"),
         records,
+        size,
         secs: pipeline,
         baseline_secs: raw,
     })
@@ -145,6 +158,7 @@ async fn consume_figure(bootstrap: &str, size: usize, records: u64) -> anyhow::R
     Ok(Figure {
         name: format!("sink_null_{size}b"),
         records,
+        size,
         secs: pipeline,
         baseline_secs: raw,
     })
@@ -378,10 +392,11 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
 fn print(figures: &[Figure], json: bool) {
     if !json {
         println!(
-            "{:<22} {:>10} {:>16} {:>16} {:>7}",
-            "benchmark", "records", "records/s", "baseline rec/s", "ratio"
+            "{:<24} {:>10} {:>13} {:>9} {:>15} {:>9} {:>7}",
+            "benchmark", "records", "records/s", "MB/s", "baseline rec/s", "base MB/s", "ratio"
         );
     }
+    let mb = |rate: f64, size: usize| rate * size as f64 / 1e6;
     for f in figures {
         let rate = f.records as f64 / f.secs;
         let baseline = f.records as f64 / f.baseline_secs;
@@ -393,14 +408,22 @@ fn print(figures: &[Figure], json: bool) {
                     "name": f.name,
                     "records": f.records,
                     "records_per_sec": rate.round(),
+                    "mb_per_sec": (mb(rate, f.size) * 10.0).round() / 10.0,
                     "baseline_records_per_sec": baseline.round(),
+                    "baseline_mb_per_sec": (mb(baseline, f.size) * 10.0).round() / 10.0,
                     "ratio": (ratio * 1000.0).round() / 1000.0,
                 })
             );
         } else {
             println!(
-                "{:<22} {:>10} {:>16.0} {:>16.0} {:>7.2}",
-                f.name, f.records, rate, baseline, ratio
+                "{:<24} {:>10} {:>13.0} {:>9.1} {:>15.0} {:>9.1} {:>7.3}",
+                f.name,
+                f.records,
+                rate,
+                mb(rate, f.size),
+                baseline,
+                mb(baseline, f.size),
+                ratio
             );
         }
     }

@@ -131,6 +131,7 @@ pub fn figure(records: u64) -> anyhow::Result<Figure> {
     let secs = started.elapsed().as_secs_f64();
     black_box((bytes, transformed_bytes));
     Ok(Figure {
+        size: 0,
         name: "transforms_3_json".into(),
         records,
         secs,

@@ -181,6 +181,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         plugins: vec![plugin()],
         capacity: 0,
         version: "bench".into(),
+        broken_plugins: Vec::new(),
     };
     let response = match client.join(join).await {
         Ok(r) => r,

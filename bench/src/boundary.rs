@@ -1,0 +1,206 @@
+//! Plugin-boundary throughput: one source task's records pulled across the connector protocol
+//! as fast as the worker's credit scheme lets them come, with no Kafka behind — the Rust SDK's
+//! DatagenSource and the Python SDK's PyDatagenSource — against the same records built inside
+//! this process with no protocol, measured in the same run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use prost::Message as _;
+use sluice_connector_datagen::record_value;
+use sluice_proto::connector::v1::{self as proto, source_request, source_response};
+use sluice_worker::process::{ConnectorProcess, PluginCommand};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::Figure;
+
+/// What the worker grants when a stream opens (worker/src/source.rs), and returns per batch.
+const CREDIT_RECORDS: u64 = 50_000;
+const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
+/// Records per poll, as the SDKs ask at most.
+const POLL: u64 = 4096;
+
+/// Figures at 100 B and 1 KB for both SDKs; the Python runs pull a quarter of the records.
+pub async fn figures(records: u64) -> anyhow::Result<Vec<Figure>> {
+    let python = python_datagen()?;
+    let mut figures = Vec::new();
+    for (size, count) in [(100usize, records), (1024, (records / 5).max(1))] {
+        let baseline = in_process(count, size);
+        let rust = pull(
+            &rust_datagen()?,
+            "DatagenSource",
+            &[
+                ("topic", "bench".into()),
+                ("record.size", size.to_string()),
+                ("key.cardinality", "0".into()),
+                ("count", count.to_string()),
+            ],
+            count,
+        )
+        .await?;
+        figures.push(Figure {
+            name: format!("boundary_rust_{size}b"),
+            records: count,
+            size,
+            secs: rust,
+            baseline_secs: baseline,
+        });
+        let py_count = (count / 4).max(1);
+        let py_baseline = in_process(py_count, size);
+        let py = pull(
+            &python,
+            "PyDatagenSource",
+            &[
+                ("topic", "bench".into()),
+                ("record.bytes", size.to_string()),
+                ("count", py_count.to_string()),
+            ],
+            py_count,
+        )
+        .await?;
+        figures.push(Figure {
+            name: format!("boundary_python_{size}b"),
+            records: py_count,
+            size,
+            secs: py,
+            baseline_secs: py_baseline,
+        });
+    }
+    Ok(figures)
+}
+
+/// This benchmark's own executable serves the Rust datagen plugin (`--connector`).
+fn rust_datagen() -> anyhow::Result<PluginCommand> {
+    Ok(PluginCommand {
+        program: std::env::current_exe().context("locate the benchmark executable")?,
+        args: vec!["--connector".into()],
+    })
+}
+
+/// connectors/python/datagen, run with the SDK's source tree on PYTHONPATH.
+fn python_datagen() -> anyhow::Result<PluginCommand> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the bench crate sits in the workspace")?
+        .to_path_buf();
+    let sdk = repo.join("connector-sdk/python/src");
+    let script = repo.join("connectors/python/datagen");
+    Ok(PluginCommand {
+        program: "env".into(),
+        args: vec![
+            format!("PYTHONPATH={}", sdk.display()),
+            "python3".into(),
+            script.display().to_string(),
+        ],
+    })
+}
+
+/// Seconds to receive `records` records from the connector's source stream, from the first
+/// credit to the last record, returning credit per batch as the worker does.
+async fn pull(
+    command: &PluginCommand,
+    class: &str,
+    config: &[(&str, String)],
+    records: u64,
+) -> anyhow::Result<f64> {
+    let process = ConnectorProcess::launch(command, "bench-boundary").await?;
+    let config: BTreeMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let (tx, rx) = mpsc::channel(256);
+    let send = |kind| proto::SourceRequest { kind: Some(kind) };
+    tx.send(send(source_request::Kind::Open(proto::SourceOpen {
+        connector_class: class.into(),
+        connector_name: "bench".into(),
+        task_id: 0,
+        config: config.into_iter().collect(),
+        positions: Vec::new(),
+    })))
+    .await?;
+    let mut stream = process
+        .client
+        .clone()
+        .source(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    match stream.message().await?.and_then(|m| m.kind) {
+        Some(source_response::Kind::Opened(_)) => {}
+        other => bail!("{class}: expected SourceOpened, got {other:?}"),
+    }
+    let started = Instant::now();
+    tx.send(send(source_request::Kind::Credit(proto::Credit {
+        records: CREDIT_RECORDS,
+        bytes: CREDIT_BYTES,
+    })))
+    .await?;
+    let mut received = 0u64;
+    while received < records {
+        match stream.message().await?.and_then(|m| m.kind) {
+            Some(source_response::Kind::Batch(batch)) => {
+                let n = batch.records.len() as u64;
+                received += n;
+                tx.send(send(source_request::Kind::Credit(proto::Credit {
+                    records: n,
+                    bytes: batch.encoded_len() as u64,
+                })))
+                .await?;
+                tx.send(send(source_request::Kind::Ack(proto::SourceAck {
+                    batch_seq: batch.seq,
+                })))
+                .await?;
+            }
+            Some(source_response::Kind::Error(e)) => bail!("{class}: {}", e.message),
+            Some(_) => {}
+            None => bail!("{class}: the stream ended after {received} records"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tx.send(send(source_request::Kind::Stop(proto::Stop {})))
+        .await?;
+    while let Ok(Some(m)) = stream.message().await {
+        if matches!(m.kind, Some(source_response::Kind::Stopped(_))) {
+            break;
+        }
+    }
+    drop(tx);
+    process.shutdown().await;
+    Ok(secs)
+}
+
+/// The baseline: the same records (null key, a `size`-byte string value, a source partition
+/// and a `{"seq":n}` offset) built in this process in batches of a poll's size, with no
+/// encoding and no transport.
+fn in_process(records: u64, size: usize) -> f64 {
+    let started = Instant::now();
+    let partition = r#"{"datagen.task":0}"#.to_string();
+    let mut built = 0u64;
+    let mut seq = 0u64;
+    while seq < records {
+        let n = POLL.min(records - seq);
+        let batch = proto::SourceBatch {
+            seq: 1,
+            partitions: vec![partition.clone()],
+            records: (seq..seq + n)
+                .map(|s| proto::SourceRecord {
+                    partition: Some(0),
+                    offset: format!("{{\"seq\":{s}}}"),
+                    topic: "bench".into(),
+                    value: Some(proto::Data {
+                        kind: Some(proto::data::Kind::Raw(
+                            record_value(0, s, size).into_bytes(),
+                        )),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        built += std::hint::black_box(batch).records.len() as u64;
+        seq += n;
+    }
+    assert_eq!(built, records);
+    started.elapsed().as_secs_f64()
+}
