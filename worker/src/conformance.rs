@@ -147,6 +147,20 @@ impl Kit<'_> {
         }
     }
 
+    /// Records a check whose passing yields what later checks need.
+    fn yielded<T>(&mut self, name: &str, result: Result<(T, String), String>) -> Option<T> {
+        match result {
+            Ok((value, detail)) => {
+                self.record(name, Outcome::Pass, detail);
+                Some(value)
+            }
+            Err(reason) => {
+                self.record(name, Outcome::Fail, reason);
+                None
+            }
+        }
+    }
+
     fn skip(&mut self, name: &str, reason: impl Into<String>) {
         self.record(name, Outcome::Skip, reason.into());
     }
@@ -170,16 +184,9 @@ impl Kit<'_> {
             ),
         );
 
-        let plugin = handshake(&subject.client).await;
-        let plugin = match plugin {
-            Ok((plugin, detail)) => {
-                self.record("handshake", Outcome::Pass, detail);
-                plugin
-            }
-            Err(reason) => {
-                self.record("handshake", Outcome::Fail, reason);
-                return;
-            }
+        let handshake = handshake(&subject.client).await;
+        let Some(plugin) = self.yielded("handshake", handshake) else {
+            return;
         };
         let negotiation = negotiation(&subject.client).await;
         self.result("handshake.negotiation", negotiation);
@@ -307,16 +314,7 @@ impl Kit<'_> {
             return None;
         }
         let planned = plan(client, class, config).await;
-        match planned {
-            Ok((tasks, detail)) => {
-                self.record("plan", Outcome::Pass, detail);
-                Some(tasks)
-            }
-            Err(reason) => {
-                self.record("plan", Outcome::Fail, reason);
-                None
-            }
-        }
+        self.yielded("plan", planned)
     }
 
     async fn source_checks(
@@ -327,15 +325,10 @@ impl Kit<'_> {
     ) {
         let first = source_open_first(client).await;
         self.result("source.open-first", first);
-        let mut stream = match SourceStream::open(client, class, task, Vec::new()).await {
-            Ok(stream) => {
-                self.record("source.open", Outcome::Pass, "opened (§4)".into());
-                stream
-            }
-            Err(reason) => {
-                self.record("source.open", Outcome::Fail, reason);
-                return;
-            }
+        let opened = SourceStream::open(client, class, task, Vec::new()).await;
+        let opened = opened.map(|stream| (stream, "opened (§4)".to_string()));
+        let Some(mut stream) = self.yielded("source.open", opened) else {
+            return;
         };
         let quiet = stream.expect_quiet(QUIET).await.map(|()| {
             format!(
@@ -366,15 +359,10 @@ impl Kit<'_> {
     ) {
         let first = sink_open_first(client).await;
         self.result("sink.open-first", first);
-        let mut stream = match SinkStream::open(client, class, task).await {
-            Ok(stream) => {
-                self.record("sink.open", Outcome::Pass, "opened (§5)".into());
-                stream
-            }
-            Err(reason) => {
-                self.record("sink.open", Outcome::Fail, reason);
-                return;
-            }
+        let opened = SinkStream::open(client, class, task).await;
+        let opened = opened.map(|stream| (stream, "opened (§5)".to_string()));
+        let Some(mut stream) = self.yielded("sink.open", opened) else {
+            return;
         };
         let assigned = stream.assign().await;
         if !self.result("sink.assigned", assigned) {
