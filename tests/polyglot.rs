@@ -498,3 +498,22 @@ fn the_python_sdk_stubs_match_the_proto() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Python SDK's own unit tests (config validation, data conversion), with the standard
+/// library's unittest.
+#[test]
+fn the_python_sdk_unit_tests_pass() {
+    let sdk = repo().join("connector-sdk/python");
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+        .current_dir(&sdk)
+        .env("PYTHONPATH", sdk.join("src"))
+        .output()
+        .expect("run python3");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Python SDK unit tests failed:\n{report}"
+    );
+    assert!(report.contains("\nOK"), "{report}");
+}

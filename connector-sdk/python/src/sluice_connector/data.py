@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import enum
+import math
 from collections.abc import Mapping
 from typing import Any, Iterable, Sequence
 
@@ -33,6 +34,9 @@ TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
 
 _EPOCH_DATE = _dt.date(1970, 1, 1)
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+# The largest finite float32, and the milliseconds of a day (Kafka's Time is within one).
+_FLOAT32_MAX = 3.4028234663852886e38
+_MILLIS_PER_DAY = 86_400_000
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
@@ -399,7 +403,10 @@ def _decimal_bytes(value: Any, schema: Schema, path: str) -> bytes:
     if not isinstance(value, decimal.Decimal):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise DataError(f"{path}: expected a decimal.Decimal, got {type(value).__name__}")
-        value = decimal.Decimal(value)
+        try:
+            value = decimal.Decimal(value)
+        except decimal.InvalidOperation:
+            raise DataError(f"{path}: {value!r} is not a decimal number") from None
     if not value.is_finite():
         raise DataError(f"{path}: {value} has no decimal form")
     # Exact integer arithmetic: Decimal operations would round to the context's precision.
@@ -453,6 +460,9 @@ def fill_value(target: pb.Value, value: Any, schema: Schema | None, path: str) -
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DataError(f"{path}: expected a number, got {type(value).__name__}")
         if kind == SchemaType.FLOAT32:
+            # A finite number beyond float32's range would arrive as an infinity.
+            if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+                raise DataError(f"{path}: {value} does not fit in a FLOAT32")
             target.float32 = float(value)
         else:
             target.float64 = float(value)
@@ -487,10 +497,15 @@ def fill_value(target: pb.Value, value: Any, schema: Schema | None, path: str) -
 
 def _fill_struct(target: pb.Value, value: Any, schema: Schema, path: str) -> None:
     if isinstance(value, Struct):
-        if value.schema is schema:
-            values = value._values
-        else:
-            values = [value.get(name) for name, _ in schema.fields]
+        # An unset field reads as its schema's default, as Kafka's Struct.get does.
+        values = [
+            field.default if v is None else v
+            for v, (_, field) in zip(
+                value._values if value.schema is schema
+                else [value.get(name) for name, _ in schema.fields],
+                schema.fields,
+            )
+        ]
     elif isinstance(value, Mapping):
         unknown = [k for k in value if k not in schema._positions]
         if unknown:
@@ -600,7 +615,7 @@ def from_value(value: pb.Value, schema: pb.Schema | None) -> Any:
         try:
             if logical == DATE:
                 return _EPOCH_DATE + _dt.timedelta(days=number)
-            if logical == TIME:
+            if logical == TIME and 0 <= number < _MILLIS_PER_DAY:
                 return (_dt.datetime.min + _dt.timedelta(milliseconds=number)).time()
             if logical == TIMESTAMP:
                 return _EPOCH + _dt.timedelta(milliseconds=number)
