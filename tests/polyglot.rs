@@ -71,17 +71,6 @@ fn row_count(database: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn append(path: &Path, range: std::ops::Range<usize>) {
-    use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let text: String = range.map(|i| format!("python line {i}\n")).collect();
-    file.write_all(text.as_bytes()).unwrap();
-}
-
 /// The Python lines source reads a growing file into Kafka; the Python SQLite sink writes the
 /// topic into a table, storing its Kafka offsets in the same transaction. The source's process
 /// is killed and restarted by the worker, then the whole worker stops and starts again: every
@@ -120,7 +109,7 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
         Sluice::start_with_env(dir.path(), &args, &python_env())
     };
 
-    append(&input, 0..300);
+    append_lines(&input, 0..300);
     let mut sluice = start();
     wait_for("300 rows in SQLite", Duration::from_secs(60), || {
         row_count(&database) >= 300
@@ -132,7 +121,7 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
         .expect("the log names the source's process");
     // SAFETY: kill(2) on a process this test's worker started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    append(&input, 300..600);
+    append_lines(&input, 300..600);
     wait_for(
         "600 rows after the source process was killed",
         Duration::from_secs(90),
@@ -145,7 +134,7 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
     // A clean stop commits both sides; after the restart the source goes on where it was.
     sluice.stop_cleanly();
     let before_restart = total_records(&kafka.bootstrap, "py-lines");
-    append(&input, 600..900);
+    append_lines(&input, 600..900);
     let mut sluice = start();
     wait_for(
         "900 rows after the restart",
@@ -165,7 +154,8 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
         before_restart + 300,
         "the restarted source re-read lines it had committed"
     );
-    // Every line once, with its text, keyed by line number.
+    // Every line once, with its text (quotes, backslashes, tabs, non-ASCII) and number, keyed
+    // by line number.
     let rows = sqlite(
         &database,
         "SELECT key, value FROM records ORDER BY CAST(key AS INTEGER)",
@@ -174,10 +164,9 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
     for (i, row) in rows.iter().enumerate() {
         let (key, value) = row.split_once('\t').expect("two columns");
         assert_eq!(key, (i + 1).to_string(), "row {row:?}");
-        assert!(
-            value.contains(&format!("python line {i}")),
-            "row {i} holds {value:?}"
-        );
+        let value: serde_json::Value = serde_json::from_str(value).expect("JSON value");
+        assert_eq!(value["line"], input_line(i), "row {i} holds {value}");
+        assert_eq!(value["number"], i + 1, "row {i} holds {value}");
     }
     // The sink stored the next offset to read with the data: the end of the topic.
     let stored = sqlite(
@@ -273,7 +262,7 @@ const SINK_CHECKS: &[&str] = &[
 fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
-    append(&input, 0..200);
+    append_lines(&input, 0..200);
     let file = |name: &str| format!("file={}", dir.path().join(name).display());
     let sluice = sluice_bin();
     let sluice = sluice.to_str().unwrap();

@@ -124,15 +124,6 @@ fn a_bad_transform_config_is_refused_with_its_key() {
     );
 }
 
-fn append_lines_of(path: &std::path::Path, lines: impl Iterator<Item = String>) {
-    let mut text = String::new();
-    for l in lines {
-        text.push_str(&l);
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
-}
-
 /// AvroConverter end to end against `sluice dev-registry` in its own process: file lines
 /// hoisted into a struct are written as Avro in the Schema Registry wire format under subject
 /// `<topic>-value`, read back by a sink, and land in its file; the registry refuses an

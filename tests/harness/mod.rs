@@ -236,16 +236,21 @@ pub fn input_line(i: usize) -> String {
     }
 }
 
-/// Writes lines `range` to `path`, appending.
+/// Writes lines `range` of the test input to `path`, appending.
 pub fn append_lines(path: &Path, range: std::ops::Range<usize>) {
+    append_lines_of(path, range.map(input_line));
+}
+
+/// Appends `lines` to `path`, one per line.
+pub fn append_lines_of(path: &Path, lines: impl IntoIterator<Item = String>) {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .expect("open input");
     let mut text = String::new();
-    for i in range {
-        text.push_str(&input_line(i));
+    for line in lines {
+        text.push_str(&line);
         text.push('\n');
     }
     file.write_all(text.as_bytes()).expect("append input");

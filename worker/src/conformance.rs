@@ -6,22 +6,20 @@
 //!
 //! Each check tests one rule of docs/connector-protocol.md; the section is named in its reason.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use sluice_proto::connector::v1::{
     self as proto, sink_request, sink_response, source_request, source_response,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-use crate::process::{self, Client, PluginCommand, CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT};
+use crate::process::{self, Client, OutputTail, PluginCommand, CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT};
 
 /// A class name no plugin serves.
 const NO_SUCH_CLASS: &str = "sluice.conformance.NoSuchClass";
@@ -601,7 +599,7 @@ async fn describe_all(
 async fn unknown_class(client: &Client) -> CheckResult {
     let class = NO_SUCH_CLASS.to_string();
     let mut c = client.clone();
-    let d = refused(
+    refused(
         "Describe",
         Code::NotFound,
         c.describe(proto::DescribeRequest {
@@ -628,14 +626,13 @@ async fn unknown_class(client: &Client) -> CheckResult {
         }),
     )
     .await?;
-    let _ = d;
     Ok(format!(
         "Describe, Validate and Plan of {class} answer NotFound (§3)"
     ))
 }
 
 async fn heartbeats(client: &Client, count: u64) -> CheckResult {
-    let base = fastrand_nonce();
+    let base = time_nonce();
     for i in 0..count {
         let nonce = base.wrapping_add(i);
         let started = Instant::now();
@@ -670,7 +667,7 @@ async fn heartbeats(client: &Client, count: u64) -> CheckResult {
     ))
 }
 
-fn fastrand_nonce() -> u64 {
+fn time_nonce() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -1531,61 +1528,24 @@ struct Subject {
     child: Child,
     stdin: Option<ChildStdin>,
     client: Client,
-    output: Arc<Mutex<VecDeque<String>>>,
+    output: OutputTail,
     _dir: tempfile::TempDir,
 }
 
 impl Subject {
     async fn start(command: &PluginCommand, show_output: bool) -> anyhow::Result<Subject> {
         let (mut child, dir, socket) = process::spawn(command)?;
-        let output = Arc::new(Mutex::new(VecDeque::new()));
-        for reader in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(reader).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if show_output {
-                        eprintln!("connector| {line}");
-                    }
-                    let Ok(mut kept) = output.lock() else { return };
-                    if kept.len() == OUTPUT_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(line);
-                }
-            });
-        }
+        let output = OutputTail::collect(&mut child, OUTPUT_LINES, move |line| {
+            if show_output {
+                eprintln!("connector| {line}");
+            }
+        });
         let stdin = child.stdin.take();
         let channel = match process::connect(&socket, &mut child).await {
             Ok(channel) => channel,
             Err(e) => {
                 let _ = child.start_kill();
-                // Let the output readers catch the last lines.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let tail = output
-                    .lock()
-                    .map(|o| o.iter().cloned().collect::<Vec<_>>().join("\n"))
-                    .unwrap_or_default();
-                return Err(anyhow!(
-                    "{e:#}{}",
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; its output:\n{tail}")
-                    }
-                ));
+                return Err(anyhow!("{e:#}{}", output.describe().await));
             }
         };
         let client = Client::new(channel)
@@ -1605,10 +1565,7 @@ impl Subject {
     }
 
     fn output_tail(&self) -> String {
-        self.output
-            .lock()
-            .map(|o| o.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
+        self.output.lines().join("\n")
     }
 }
 

@@ -255,57 +255,79 @@ pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Res
     Ok(channel)
 }
 
-/// The last lines a connector printed, for the error of a launch that failed.
-#[derive(Clone, Default)]
-struct OutputTail(Arc<Mutex<VecDeque<String>>>);
+/// The last lines a connector printed (stdout and stderr), for the error of a launch that
+/// failed or a conformance report.
+#[derive(Clone)]
+pub struct OutputTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    capacity: usize,
+}
 
 impl OutputTail {
-    const LINES: usize = 8;
+    /// Reads the child's stdout and stderr line by line, handing each line to `each` and
+    /// keeping the last `capacity`.
+    pub fn collect(
+        child: &mut Child,
+        capacity: usize,
+        each: impl Fn(&str) + Clone + Send + 'static,
+    ) -> OutputTail {
+        let tail = OutputTail {
+            lines: Arc::default(),
+            capacity,
+        };
+        let readers: [Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>; 2] = [
+            child.stdout.take().map(|o| Box::new(o) as _),
+            child.stderr.take().map(|e| Box::new(e) as _),
+        ];
+        for reader in readers.into_iter().flatten() {
+            let tail = tail.clone();
+            let each = each.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    each(&line);
+                    tail.push(line);
+                }
+            });
+        }
+        tail
+    }
 
-    fn push(&self, line: &str) {
-        if let Ok(mut lines) = self.0.lock() {
-            if lines.len() == Self::LINES {
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.lines.lock() {
+            if lines.len() == self.capacity {
                 lines.pop_front();
             }
-            lines.push_back(line.to_string());
+            lines.push_back(line);
         }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Waits briefly for the pipes to drain (the process has just failed), then describes
     /// what it printed, if anything.
-    async fn describe(&self) -> String {
+    pub async fn describe(&self) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let lines = self.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let lines = self.lines();
         if lines.is_empty() {
             String::new()
         } else {
-            format!(
-                "; it printed: {}",
-                lines.into_iter().collect::<Vec<_>>().join(" | ")
-            )
+            format!("; it printed: {}", lines.join(" | "))
         }
     }
 }
 
 /// Logs every line the connector prints; its stdout and stderr are logs only.
 fn forward_output(child: &mut Child, label: &str) -> OutputTail {
-    let tail = OutputTail::default();
-    let readers: [Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>; 2] = [
-        child.stdout.take().map(|o| Box::new(o) as _),
-        child.stderr.take().map(|e| Box::new(e) as _),
-    ];
-    for reader in readers.into_iter().flatten() {
-        let label = label.to_string();
-        let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tail.push(&line);
-                tracing::info!(target: "connector", connector = %label, "{line}");
-            }
-        });
-    }
-    tail
+    let label = label.to_string();
+    OutputTail::collect(child, 8, move |line| {
+        tracing::info!(target: "connector", connector = %label, "{line}");
+    })
 }
 
 /// Owns the child: reports its exit, kills it on request or when it stops answering heartbeats.
