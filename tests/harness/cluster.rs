@@ -294,6 +294,8 @@ pub struct Verified {
     pub unique: usize,
     /// Duplicated sequence numbers as (task, first, last) ranges, for the failure message.
     pub duplicated_ranges: Vec<(u32, u64, u64)>,
+    /// Duplicates by task, where there are any.
+    pub duplicates_by_task: std::collections::BTreeMap<u32, usize>,
 }
 
 /// Reads every record of `topic` (committed ones only when `read_committed`) and counts, per
@@ -366,7 +368,11 @@ pub fn verify(
     for task in 0..tasks as u32 {
         let list = seqs.get(&task).map(Vec::as_slice).unwrap_or_default();
         let unique: BTreeSet<u64> = list.iter().copied().collect();
-        verified.duplicates += list.len() - unique.len();
+        let duplicates = list.len() - unique.len();
+        verified.duplicates += duplicates;
+        if duplicates > 0 {
+            verified.duplicates_by_task.insert(task, duplicates);
+        }
         let mut sorted = list.to_vec();
         sorted.sort_unstable();
         for pair in sorted.windows(2).filter(|w| w[0] == w[1]) {

@@ -407,6 +407,23 @@ fn config_key(def: &proto::ConfigDef) -> api::ConfigKey {
     }
 }
 
+/// How often to heartbeat for the controller's worker timeout: several times within it, so
+/// that one slow heartbeat neither lets the lease of exactly-once tasks run out nor gets the
+/// worker declared dead.
+fn heartbeat_period(worker_timeout: Duration) -> Duration {
+    if worker_timeout.is_zero() {
+        return HEARTBEAT_INTERVAL;
+    }
+    (worker_timeout / 5).clamp(Duration::from_millis(50), HEARTBEAT_INTERVAL)
+}
+
+/// A heartbeat ticker whose first tick is `first` away.
+fn heartbeat_ticker(first: Duration, period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
 /// Joins the controller and forwards its assignments; heartbeats; rejoins with backoff
 /// whenever the stream breaks or the controller asks. Never gives up.
 async fn control(
@@ -420,6 +437,7 @@ async fn control(
     let mut client = shared.client.clone();
     let mut backoff = Duration::from_millis(100);
     let mut unreachable_since: Option<Instant> = None;
+    let mut period = HEARTBEAT_INTERVAL;
     while !stop.is_cancelled() {
         let attempt = tokio::time::timeout(RPC_TIMEOUT, client.join(join.clone())).await;
         match attempt {
@@ -448,7 +466,8 @@ async fn control(
                         None
                     }
                 };
-                let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+                // The first heartbeat at once: tasks of the new assignment wait for it.
+                let mut ticker = heartbeat_ticker(Duration::ZERO, period);
                 loop {
                     tokio::select! {
                         message = stream.message() => match message {
@@ -497,7 +516,12 @@ async fn control(
                                     tracing::warn!("the controller no longer knows this worker; rejoining");
                                     break;
                                 }
-                                shared.lease.renew(sent, Duration::from_millis(r.worker_timeout_ms));
+                                let timeout = Duration::from_millis(r.worker_timeout_ms);
+                                shared.lease.renew(sent, timeout);
+                                if heartbeat_period(timeout) != period {
+                                    period = heartbeat_period(timeout);
+                                    ticker = heartbeat_ticker(period, period);
+                                }
                             }
                         }
                         _ = stop.cancelled() => return,

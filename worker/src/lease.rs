@@ -47,19 +47,16 @@ impl Lease {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A (re)join: the lease is void until the join's first assignment is applied and a
-    /// heartbeat renews it. Returns the join's number for [`Lease::applied`].
+    /// A (re)join: no renewal extends the lease until the join's first assignment is applied
+    /// (units that moved away are stopping by then). The lease itself stands until it runs
+    /// out: the controller moves work only after a whole worker timeout of silence, so a
+    /// quick rejoin (a restarted controller, a broken stream) costs the tasks nothing, and a
+    /// slow one is a lapse. Returns the join's number for [`Lease::applied`].
     pub fn joined(&self) -> u64 {
         let mut state = self.lock();
         state.joins += 1;
-        state.valid_until = None;
-        state.lapses += 1;
         state.awaiting_assignment = Some(state.joins);
-        let join = state.joins;
-        drop(state);
-        // Waiting tasks learn of the lapse now.
-        self.renewed.notify_waiters();
-        join
+        state.joins
     }
 
     /// The first assignment of join `join` is applied: units that moved away are stopping.
@@ -94,6 +91,12 @@ impl Lease {
         self.lock().lapses
     }
 
+    /// Whether the lease holds now and never lapsed since `epoch`.
+    pub fn holds(&self, epoch: u64) -> bool {
+        let state = self.lock();
+        state.lapses == epoch && state.valid_until.is_some_and(|u| u > Instant::now())
+    }
+
     /// Waits (up to `timeout`) for a valid lease that never lapsed since `epoch`.
     pub async fn check(&self, epoch: u64, timeout: Duration) -> Result<(), Lapsed> {
         let deadline = Instant::now() + timeout;
@@ -121,7 +124,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_lapse_or_a_rejoin_voids_the_lease_for_tasks_started_before() {
+    async fn a_lapse_voids_the_lease_for_tasks_started_before() {
         let lease = Lease::default();
         let timeout = Duration::from_secs(4);
         let join = lease.joined();
@@ -143,11 +146,41 @@ mod tests {
         assert!(lease.check(epoch, Duration::ZERO).await.is_err());
         let later = lease.epoch();
         assert!(lease.check(later, Duration::ZERO).await.is_ok());
+    }
 
-        // A rejoin is a lapse too.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejoin_within_the_lease_is_no_lapse_and_a_slow_one_is() {
+        let lease = Lease::default();
+        let timeout = Duration::from_secs(4);
         let join = lease.joined();
         lease.applied(join);
         lease.renew(Instant::now(), timeout);
-        assert!(lease.check(later, Duration::ZERO).await.is_err());
+        let epoch = lease.epoch();
+
+        // A quick rejoin: the lease stands, but nothing extends it before the assignment.
+        let join = lease.joined();
+        assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        lease.renew(Instant::now(), timeout);
+        tokio::time::advance(Duration::from_millis(2100)).await;
+        assert!(
+            lease.check(epoch, Duration::ZERO).await.is_err(),
+            "renewed before the assignment was applied"
+        );
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        assert!(
+            lease.check(epoch, Duration::ZERO).await.is_err(),
+            "the lease ran out while rejoining: a lapse"
+        );
+
+        // Applied in time: no lapse.
+        let epoch = lease.epoch();
+        let join = lease.joined();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
     }
 }

@@ -50,6 +50,11 @@ struct KafkaOffsets {
 pub struct OffsetStore {
     backend: Backend,
     state: Mutex<State>,
+    /// Held through a flush, from its snapshot to its write's acknowledgement, and through a
+    /// read of the topic: flushes land in the order they were taken (an older snapshot
+    /// written after a newer one would win, and a restart would replay what the newer one
+    /// covered), and a task that starts sees every flush that began before it.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -83,6 +88,7 @@ impl OffsetStore {
             }
         }
         Ok(OffsetStore {
+            flushing: tokio::sync::Mutex::new(()),
             backend: match path {
                 Some(p) => Backend::File(p.to_path_buf()),
                 None => Backend::Memory,
@@ -112,6 +118,7 @@ impl OffsetStore {
         consumer_config.set("isolation.level", "read_committed");
         consumer_config.set("enable.partition.eof", "true");
         Ok(OffsetStore {
+            flushing: tokio::sync::Mutex::new(()),
             backend: Backend::Kafka(KafkaOffsets {
                 topic: topic.to_string(),
                 producer,
@@ -148,6 +155,7 @@ impl OffsetStore {
     /// topic is read to its end first, so positions another worker flushed are seen.
     pub async fn positions(&self, connector: &str) -> anyhow::Result<Vec<SourcePosition>> {
         if let Backend::Kafka(kafka) = &self.backend {
+            let _flushing = self.flushing.lock().await;
             let config = kafka.consumer_config.clone();
             let topic = kafka.topic.clone();
             let records = tokio::task::spawn_blocking(move || read_to_end(&config, &topic))
@@ -240,6 +248,7 @@ impl OffsetStore {
     /// Makes committed positions durable: the file is replaced (temporary file, fsync, rename,
     /// fsync directory), or the changed positions are written to the topic and acknowledged.
     pub async fn flush(&self) -> anyhow::Result<()> {
+        let _flushing = self.flushing.lock().await;
         let result = match &self.backend {
             Backend::Memory => {
                 self.lock().pending.clear();
@@ -506,5 +515,24 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         let e = OffsetStore::open(Some(&path)).err().unwrap();
         assert!(format!("{e:#}").contains("o.json"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_flushes_land_in_the_order_they_were_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.json");
+        let store = std::sync::Arc::new(OffsetStore::open(Some(&path)).unwrap());
+        // Tasks that drain at once each flush the shared store: the last position must win.
+        let mut flushes = Vec::new();
+        for position in 0..300 {
+            store.commit("c", [("{\"f\":1}", position.to_string().as_str())]);
+            let store = store.clone();
+            flushes.push(tokio::spawn(async move { store.flush().await }));
+        }
+        for flush in flushes {
+            flush.await.unwrap().unwrap();
+        }
+        let again = OffsetStore::open(Some(&path)).unwrap();
+        assert_eq!(again.local_positions("c")[0].offset, "299");
     }
 }

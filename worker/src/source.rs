@@ -25,6 +25,7 @@ use sluice_data::record::Record;
 use sluice_data::transforms::Chain;
 
 use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
+use crate::lease::Lapsed;
 use crate::metrics::Counters;
 use crate::offsets::OffsetStore;
 use crate::process::Client;
@@ -696,6 +697,7 @@ impl SourceTaskRunner {
         }
         .await;
         if result.is_err() && txn.open {
+            tracing::warn!(connector = %self.connector, task = self.task_id, records = txn.records, "aborting the open transaction");
             // Best effort: the next instance's initialization aborts it anyway.
             let _ = blocking(&producer, "abort transaction", |p| {
                 p.abort_transaction(TRANSACTION_TIMEOUT)
@@ -840,10 +842,20 @@ impl SourceTaskRunner {
                 }
                 let started = std::time::Instant::now();
                 wait_delivered(producer).await?;
+                // Again, as late as can be: the worker may have been frozen meanwhile.
+                if !ctx.transactions.lease.holds(ctx.epoch) {
+                    return Err(Lapsed.into());
+                }
                 blocking(producer, "commit transaction", |p| {
                     p.commit_transaction(TRANSACTION_TIMEOUT)
                 })
                 .await?;
+                if !ctx.transactions.lease.holds(ctx.epoch) {
+                    // Frozen in the commit itself. Kafka fenced it if the task moved
+                    // meanwhile; a broker that does not fence took it, and may now hold
+                    // these records twice.
+                    tracing::warn!(connector = %self.connector, task = self.task_id, records = txn.records, "committed a transaction while this worker's lease ran out");
+                }
                 tracing::trace!(connector = %self.connector, task = self.task_id, records = txn.records, elapsed = ?started.elapsed(), "transaction committed");
                 self.offsets.committed_durably(
                     &self.connector,
