@@ -341,8 +341,10 @@ fn at_least_once_loses_nothing_when_any_process_is_killed() {
 /// Connector process and controller SIGKILLed, a zombie worker thawed after its tasks moved:
 /// nothing lost, nothing committed twice.
 ///
-/// librdkafka's mock cluster, this suite's broker, writes no transaction markers: records of
-/// an aborted transaction stay visible to `read_committed` readers, where Kafka hides them.
+/// librdkafka's mock cluster, this suite's broker, writes no transaction markers (its EndTxn
+/// handler only checks the producer id, its Fetch handler lists no aborted transactions):
+/// records of an aborted transaction stay visible to `read_committed` readers, where Kafka
+/// hides them.
 /// A zombie frozen in the middle of a transaction has usually delivered some of its records
 /// already; when it thaws it finds its lease lapsed and aborts, and those records show up
 /// here as duplicates that Kafka would discard. Nor does the mock fence: a zombie frozen
