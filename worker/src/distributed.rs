@@ -549,7 +549,9 @@ async fn control(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
         }
-        backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+        // No slower than the heartbeats: a controller back within the lease of
+        // exactly-once tasks finds this worker rejoined before the lease runs out.
+        backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX).min(period);
     }
 }
 

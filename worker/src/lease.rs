@@ -7,6 +7,12 @@
 //! only if the lease never lapsed since the task started: after a lapse its task may have run
 //! elsewhere meanwhile, so it stops and restarts from the committed offsets instead.
 //!
+//! The lease runs out whenever acknowledgements stop for a while; that alone is no lapse.
+//! Tasks wait, and a heartbeat acknowledged again on the same stream proves the controller
+//! never let go of this worker (it drops a silent worker's stream first, and then answers
+//! every heartbeat with "rejoin"), so nothing moved. A lapse is a join after the lease ran
+//! out: whatever the controller did meanwhile, the join's assignment is all that is known.
+//!
 //! Kafka's own fencing (a new producer with the same `transactional.id` fences the old one)
 //! remains the authority; the lease also protects brokers that do not fence (librdkafka's mock
 //! cluster) and stops a zombie before it even tries.
@@ -29,7 +35,7 @@ pub struct Lease {
 #[derive(Default)]
 struct State {
     valid_until: Option<Instant>,
-    /// Counts lapses: rejoins and renewals that came after the lease had expired.
+    /// Counts lapses: joins that came after the lease had run out.
     lapses: u64,
     /// A join whose first assignment is not applied yet: renewals wait for it, so that a
     /// task that moved away is stopped before the lease says "yours" again.
@@ -50,13 +56,23 @@ impl Lease {
     /// A (re)join: no renewal extends the lease until the join's first assignment is applied
     /// (units that moved away are stopping by then). The lease itself stands until it runs
     /// out: the controller moves work only after a whole worker timeout of silence, so a
-    /// quick rejoin (a restarted controller, a broken stream) costs the tasks nothing, and a
-    /// slow one is a lapse. Returns the join's number for [`Lease::applied`].
+    /// quick rejoin (a restarted controller, a broken stream) costs the tasks nothing, and one
+    /// after the lease ran out is a lapse. Returns the join's number for [`Lease::applied`].
     pub fn joined(&self) -> u64 {
         let mut state = self.lock();
         state.joins += 1;
         state.awaiting_assignment = Some(state.joins);
-        state.joins
+        let join = state.joins;
+        if state
+            .valid_until
+            .is_none_or(|until| until <= Instant::now())
+        {
+            state.lapses += 1;
+            drop(state);
+            // Waiting tasks learn of the lapse now.
+            self.renewed.notify_waiters();
+        }
+        join
     }
 
     /// The first assignment of join `join` is applied: units that moved away are stopping.
@@ -75,9 +91,6 @@ impl Lease {
             return;
         }
         let now = Instant::now();
-        if state.valid_until.is_some_and(|until| until <= now) {
-            state.lapses += 1;
-        }
         let until = sent + worker_timeout.mul_f64(1.0 - MARGIN_FRACTION);
         if until > now {
             state.valid_until = Some(state.valid_until.map_or(until, |u| u.max(until)));
@@ -124,7 +137,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_lapse_voids_the_lease_for_tasks_started_before() {
+    async fn silence_holds_tasks_back_and_a_renewal_without_a_join_lets_them_go_on() {
         let lease = Lease::default();
         let timeout = Duration::from_secs(4);
         let join = lease.joined();
@@ -138,18 +151,40 @@ mod tests {
         let epoch = lease.epoch();
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
 
-        // Silence past the lease: a task that started before may not commit again, even
-        // once renewals resume.
+        // Silence past the lease: tasks may not commit...
         tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!lease.holds(epoch));
         assert!(lease.check(epoch, Duration::from_millis(10)).await.is_err());
+        // ...until the controller acknowledges a heartbeat on the same stream: it never let
+        // go of this worker, so nothing moved.
         lease.renew(Instant::now(), timeout);
-        assert!(lease.check(epoch, Duration::ZERO).await.is_err());
+        assert!(lease.holds(epoch));
+        assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_after_the_lease_ran_out_is_a_lapse() {
+        let lease = Lease::default();
+        let timeout = Duration::from_secs(4);
+        let join = lease.joined();
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        let epoch = lease.epoch();
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let join = lease.joined();
+        lease.applied(join);
+        lease.renew(Instant::now(), timeout);
+        assert!(
+            lease.check(epoch, Duration::ZERO).await.is_err(),
+            "a task started before may have run elsewhere meanwhile"
+        );
         let later = lease.epoch();
         assert!(lease.check(later, Duration::ZERO).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rejoin_within_the_lease_is_no_lapse_and_a_slow_one_is() {
+    async fn a_join_within_the_lease_is_no_lapse() {
         let lease = Lease::default();
         let timeout = Duration::from_secs(4);
         let join = lease.joined();
@@ -169,18 +204,6 @@ mod tests {
         );
         lease.applied(join);
         lease.renew(Instant::now(), timeout);
-        assert!(
-            lease.check(epoch, Duration::ZERO).await.is_err(),
-            "the lease ran out while rejoining: a lapse"
-        );
-
-        // Applied in time: no lapse.
-        let epoch = lease.epoch();
-        let join = lease.joined();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        lease.applied(join);
-        lease.renew(Instant::now(), timeout);
-        tokio::time::advance(Duration::from_secs(2)).await;
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
     }
 }
