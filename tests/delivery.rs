@@ -367,6 +367,69 @@ fn exactly_once_loses_and_duplicates_nothing_when_processes_are_killed() {
     }
 }
 
+/// A controller SIGKILLed and back within the lease costs exactly-once tasks nothing: the
+/// worker rejoins before its lease runs out, so its tasks keep their processes and open
+/// transactions, nothing is aborted and nothing replayed.
+#[test]
+fn a_controller_restart_within_the_lease_leaves_exactly_once_tasks_running() {
+    const COUNT: u64 = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["steady:2"]);
+    let listen = format!("127.0.0.1:{}", harness::free_port());
+    // A lease of 7.5 s: the restart below fits well inside it.
+    let mut controller = Controller::start(dir.path(), &listen, 10.0);
+    let api = Api::new(&controller.address);
+    let worker = harness::start_worker_with(
+        dir.path(),
+        "w1",
+        &controller.url(),
+        &kafka.bootstrap,
+        "exactly.once.source.support=enabled\n",
+    );
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let mut config = datagen("steady", "2", "800");
+    config.extend([
+        ("count", COUNT.to_string()),
+        ("exactly.once.support", "required".into()),
+    ]);
+    api.create("gen", &pairs(&config), api::TargetState::Running);
+    wait_for("2 tasks RUNNING", TIMEOUT, || {
+        let t = tasks(&api, "gen");
+        t.len() == 2 && t.values().all(|(s, _)| *s == api::State::Running)
+    });
+    wait_for("records flowing", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "steady") > 500
+    });
+    let launches = |w: &harness::Sluice| w.output().matches("running connector=gen pid=").count();
+    let before = launches(&worker);
+
+    controller.process.signal(libc::SIGKILL);
+    controller.process.wait(TIMEOUT);
+    controller = Controller::start(dir.path(), &listen, 10.0);
+    wait_for("the worker to rejoin", TIMEOUT, || {
+        worker.output().contains("rejoined")
+    });
+
+    let expected = datagen_counts(COUNT, 2);
+    let mut v = Verified::default();
+    wait_for("every record in Kafka", Duration::from_secs(60), || {
+        v = verify(&kafka.bootstrap, "steady", true, Some(&expected));
+        v.unique as u64 == COUNT
+    });
+    assert_eq!((v.lost, v.duplicates), (0, 0), "{v:?}");
+    let log = worker.output();
+    assert_eq!(
+        launches(&worker),
+        before,
+        "no connector process restarted:\n{log}"
+    );
+    assert!(
+        !log.contains("lapsed") && !log.contains("aborting the open transaction"),
+        "{log}"
+    );
+    drop(controller);
+}
+
 #[test]
 fn poison_records_go_to_the_dead_letter_queue_or_fail_the_task() {
     let dir = tempfile::tempdir().unwrap();
