@@ -472,6 +472,109 @@ fn a_worker_reports_the_plugins_it_found_and_the_broken_ones() {
     );
 }
 
+/// A manifest beside an executable (`sluice plugins manifest`) spares the worker starting it to
+/// discover it, and the plugin still runs its connectors. Once the executable changes, the
+/// manifest is stale: ignored with a warning, and discovery starts the executable again.
+#[test]
+fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let launched = dir.path().join("launched.txt");
+    let launches = || {
+        std::fs::read_to_string(&launched)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // The Python lines source behind a wrapper that counts its starts.
+    let wrapper = plugins.join("lines");
+    let write_wrapper = |revision: &str| {
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# revision {revision}\necho started >> '{}'\n\
+                 export PYTHONPATH='{}'${{PYTHONPATH:+:$PYTHONPATH}}\nexec '{}' \"$@\"\n",
+                launched.display(),
+                repo().join("connector-sdk/python/src").display(),
+                python_examples().join("lines-source").display()
+            ),
+        )
+        .unwrap();
+        make_executable(&wrapper);
+    };
+    write_wrapper("1");
+
+    let (code, out, err) = run_sluice(
+        dir.path(),
+        &["plugins", "manifest", plugins.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("lines.sluice-manifest.json (PyLinesSource)"),
+        "{out}"
+    );
+    assert_eq!(launches(), 1, "the manifest command starts it once");
+
+    let kafka = DevKafka::start(dir.path(), &["manifest-lines:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
+    let api = harness::cluster::Api::new(&controller.address);
+    let file = "worker-w1.properties";
+    std::fs::write(
+        dir.path().join(file),
+        format!("plugin.path={}\n", plugins.display()),
+    )
+    .unwrap();
+    let url = controller.url();
+    let args = [
+        "worker",
+        "--id",
+        "w1",
+        "--controller",
+        &url,
+        "--kafka",
+        &kafka.bootstrap,
+        file,
+    ];
+    let worker = Sluice::start(dir.path(), &args);
+    wait_for("the worker to join", Duration::from_secs(60), || {
+        api.live_workers() == 1
+    });
+    let log = worker.output();
+    assert!(log.contains("from_manifests=1"), "{log}");
+    assert_eq!(launches(), 1, "discovery did not start it");
+
+    // The class it describes runs as usual.
+    let input = dir.path().join("input.txt");
+    append_lines(&input, 0..20);
+    api.create(
+        "py",
+        &[
+            ("connector.class", "PyLinesSource"),
+            ("file", input.to_str().unwrap()),
+            ("topic", "manifest-lines"),
+        ],
+        sluice_proto::api::v1::TargetState::Running,
+    );
+    wait_for("20 lines in Kafka", Duration::from_secs(60), || {
+        total_records(&kafka.bootstrap, "manifest-lines") >= 20
+    });
+    assert!(launches() > 1, "its connector and task processes started");
+    drop(worker);
+
+    // A new revision of the executable: the manifest no longer describes it.
+    write_wrapper("2");
+    let worker = Sluice::start(dir.path(), &args);
+    wait_for("discovery", Duration::from_secs(60), || {
+        worker.output().contains("plugins discovered")
+    });
+    let log = worker.output();
+    assert!(
+        log.contains("plugin manifest ignored: stale") && log.contains("from_manifests=0"),
+        "{log}"
+    );
+}
+
 /// The Python stubs committed in the SDK match proto/ (regenerated with grpcio-tools).
 #[test]
 fn the_python_sdk_stubs_match_the_proto() {

@@ -183,6 +183,15 @@ pub enum Plugins {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Writes a manifest beside each connector executable (a file, or every executable in a
+    /// directory of `plugin.path`): what its handshake and Describe said, so that workers
+    /// discover it without starting it. A manifest goes stale when its executable changes.
+    /// Needs no controller.
+    Manifest {
+        /// Executables, or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -783,6 +792,9 @@ impl AsyncCommand for Plugins {
         {
             return check_plugin(class, config, file, show_output, command).await;
         }
+        if let Plugins::Manifest { paths } = self {
+            return write_manifests(&paths).await;
+        }
         let mut client = PluginServiceClient::new(channel(target).await?);
         let json = target.output == Format::Json;
         match self {
@@ -875,7 +887,9 @@ impl AsyncCommand for Plugins {
                     .into());
                 }
             }
-            Plugins::Check { .. } => unreachable!("handled before connecting"),
+            Plugins::Check { .. } | Plugins::Manifest { .. } => {
+                unreachable!("handled before connecting")
+            }
         }
         Ok(())
     }
@@ -921,6 +935,44 @@ async fn check_plugin(
     if failed > 0 {
         let names: Vec<&str> = report.failed().map(|c| c.name.as_str()).collect();
         bail!("{failed} checks failed: {}", names.join(", "));
+    }
+    Ok(())
+}
+
+/// `sluice plugins manifest`: describes each executable and writes its manifest.
+async fn write_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
+    use sluice_worker::plugins;
+    let mut failed = Vec::new();
+    for path in paths {
+        let commands = plugins::scan(path);
+        if commands.is_empty() {
+            eprintln!("error: no executable at {}", path.display());
+            failed.push(path.display().to_string());
+        }
+        for command in commands {
+            let written = match plugins::describe(command.clone()).await {
+                Ok(entry) => plugins::write_manifest(&entry).map(|path| (path, entry)),
+                Err((_, reason)) => Err(anyhow::anyhow!(reason)),
+            };
+            match written {
+                Ok((path, entry)) => {
+                    let classes: Vec<&str> = entry
+                        .info
+                        .connectors
+                        .iter()
+                        .map(|c| c.class_name.as_str())
+                        .collect();
+                    println!("wrote {} ({})", path.display(), classes.join(", "));
+                }
+                Err(e) => {
+                    eprintln!("error: {command}: {e:#}");
+                    failed.push(command.to_string());
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("no manifest for {}", failed.join(", "));
     }
     Ok(())
 }

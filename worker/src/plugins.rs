@@ -1,6 +1,11 @@
 //! Plugin discovery: every connector executable (built-in or found on `plugin.path`) is started
 //! once and asked, through the handshake, which connector classes it serves. A broken
 //! executable is reported and skipped, never fatal.
+//!
+//! An executable with a manifest beside it (`<executable>.sluice-manifest.json`, written by
+//! `sluice plugins manifest`) is not started at all: the manifest holds what the handshake and
+//! Describe said, with the SHA-256 of the executable they came from. A manifest whose hash no
+//! longer matches is stale: it is ignored with a warning and the executable is started.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -32,50 +37,31 @@ impl PluginRegistry {
             commands.extend(scan(dir));
         }
         let probes = commands.into_iter().map(|command| async move {
-            let label = format!("discover {}", command.program.display());
-            match ConnectorProcess::launch(&command, &label).await {
-                Ok(process) => {
-                    let info = process.plugin.clone();
-                    let mut configs = std::collections::BTreeMap::new();
-                    let mut failure = None;
-                    for class in &info.connectors {
-                        let request = proto::DescribeRequest {
-                            connector_class: class.class_name.clone(),
-                        };
-                        match process.client.clone().describe(request).await {
-                            Ok(r) => {
-                                configs.insert(class.class_name.clone(), r.into_inner().configs);
-                            }
-                            Err(s) => {
-                                failure =
-                                    Some(format!("describe {}: {}", class.class_name, s.message()));
-                                break;
-                            }
-                        }
-                    }
-                    process.shutdown().await;
-                    match failure {
-                        None => Ok(PluginEntry {
-                            command,
-                            info,
-                            configs,
-                        }),
-                        Some(reason) => Err((command, reason)),
-                    }
-                }
-                Err(e) => Err((command, format!("{e:#}"))),
+            if let Some(entry) = from_manifest(&command) {
+                return (true, Ok(entry));
             }
+            (false, describe(command).await)
         });
         let mut registry = PluginRegistry::default();
-        for result in futures::future::join_all(probes).await {
+        let mut from_manifests = 0;
+        for (manifest, result) in futures::future::join_all(probes).await {
             match result {
-                Ok(entry) => registry.plugins.push(entry),
+                Ok(entry) => {
+                    from_manifests += usize::from(manifest);
+                    registry.plugins.push(entry);
+                }
                 Err((command, reason)) => {
                     tracing::warn!(plugin = %command, "plugin unusable: {reason}");
                     registry.broken.push((command, reason));
                 }
             }
         }
+        tracing::info!(
+            plugins = registry.plugins.len(),
+            from_manifests,
+            broken = registry.broken.len(),
+            "plugins discovered"
+        );
         registry
     }
 
@@ -99,8 +85,201 @@ impl PluginRegistry {
     }
 }
 
+/// Starts `command` and asks it what it serves: its handshake and Describe of each class.
+pub async fn describe(command: PluginCommand) -> Result<PluginEntry, (PluginCommand, String)> {
+    let label = format!("discover {}", command.program.display());
+    match ConnectorProcess::launch(&command, &label).await {
+        Ok(process) => {
+            let info = process.plugin.clone();
+            let mut configs = std::collections::BTreeMap::new();
+            let mut failure = None;
+            for class in &info.connectors {
+                let request = proto::DescribeRequest {
+                    connector_class: class.class_name.clone(),
+                };
+                match process.client.clone().describe(request).await {
+                    Ok(r) => {
+                        configs.insert(class.class_name.clone(), r.into_inner().configs);
+                    }
+                    Err(s) => {
+                        failure = Some(format!("describe {}: {}", class.class_name, s.message()));
+                        break;
+                    }
+                }
+            }
+            process.shutdown().await;
+            match failure {
+                None => Ok(PluginEntry {
+                    command,
+                    info,
+                    configs,
+                }),
+                Some(reason) => Err((command, reason)),
+            }
+        }
+        Err(e) => Err((command, format!("{e:#}"))),
+    }
+}
+
+/// The manifest file format's version.
+const MANIFEST_VERSION: u32 = 1;
+
+/// What a plugin's handshake and Describe said, for a worker to use without starting it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    manifest_version: u32,
+    /// SHA-256 (hex) of the executable this was read from.
+    executable_sha256: String,
+    /// `sluice.connector.v1.PluginInfo` in proto3 JSON.
+    plugin: serde_json::Value,
+    /// `sluice.connector.v1.DescribeResponse` of each class, in proto3 JSON.
+    configs: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Where the manifest of `program` lives: beside it.
+pub fn manifest_path(program: &Path) -> PathBuf {
+    let mut name = program.as_os_str().to_os_string();
+    name.push(".sluice-manifest.json");
+    PathBuf::from(name)
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn descriptors() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(sluice_proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptors built with this binary decode")
+    })
+}
+
+fn message_descriptor(name: &str) -> anyhow::Result<prost_reflect::MessageDescriptor> {
+    descriptors()
+        .get_message_by_name(name)
+        .ok_or_else(|| anyhow::anyhow!("no message {name} in the descriptors"))
+}
+
+fn to_json<M: prost::Message>(message: &M, name: &str) -> anyhow::Result<serde_json::Value> {
+    let dynamic = prost_reflect::DynamicMessage::decode(
+        message_descriptor(name)?,
+        message.encode_to_vec().as_slice(),
+    )?;
+    Ok(serde_json::to_value(&dynamic)?)
+}
+
+fn from_json<M: prost::Message + Default>(
+    value: serde_json::Value,
+    name: &str,
+) -> anyhow::Result<M> {
+    let dynamic = prost_reflect::DynamicMessage::deserialize(message_descriptor(name)?, value)?;
+    Ok(M::decode(
+        prost::Message::encode_to_vec(&dynamic).as_slice(),
+    )?)
+}
+
+/// Writes the manifest of a plugin just described; returns its path.
+pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let program = &entry.command.program;
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        executable_sha256: sha256_of(program)
+            .with_context(|| format!("read {}", program.display()))?,
+        plugin: to_json(&entry.info, "sluice.connector.v1.PluginInfo")?,
+        configs: entry
+            .configs
+            .iter()
+            .map(|(class, configs)| {
+                let response = proto::DescribeResponse {
+                    configs: configs.clone(),
+                };
+                Ok((
+                    class.clone(),
+                    to_json(&response, "sluice.connector.v1.DescribeResponse")?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let path = manifest_path(program);
+    let mut text = serde_json::to_string_pretty(&manifest)?;
+    text.push('\n');
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The plugin as its manifest describes it, when it has one that matches the executable.
+/// Only executables found on `plugin.path` (started without arguments) have manifests.
+fn from_manifest(command: &PluginCommand) -> Option<PluginEntry> {
+    if !command.args.is_empty() {
+        return None;
+    }
+    let path = manifest_path(&command.program);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(manifest = %path.display(), "cannot read the plugin manifest ({e}); starting the executable instead");
+            return None;
+        }
+    };
+    match read_manifest(command, &text) {
+        Ok(entry) => {
+            tracing::debug!(plugin = %command, "described by its manifest");
+            Some(entry)
+        }
+        Err(reason) => {
+            tracing::warn!(manifest = %path.display(), "plugin manifest ignored: {reason}; starting the executable instead (`sluice plugins manifest` rewrites it)");
+            None
+        }
+    }
+}
+
+fn read_manifest(command: &PluginCommand, text: &str) -> Result<PluginEntry, String> {
+    let manifest: Manifest =
+        serde_json::from_str(text).map_err(|e| format!("not a manifest: {e}"))?;
+    if manifest.manifest_version != MANIFEST_VERSION {
+        return Err(format!(
+            "manifest_version {} (this worker reads {MANIFEST_VERSION})",
+            manifest.manifest_version
+        ));
+    }
+    let actual = sha256_of(&command.program)
+        .map_err(|e| format!("cannot read {}: {e}", command.program.display()))?;
+    if actual != manifest.executable_sha256 {
+        return Err("stale: the executable changed since it was written".into());
+    }
+    let info: proto::PluginInfo = from_json(manifest.plugin, "sluice.connector.v1.PluginInfo")
+        .map_err(|e| format!("plugin: {e:#}"))?;
+    let mut configs = std::collections::BTreeMap::new();
+    for class in &info.connectors {
+        let value = manifest
+            .configs
+            .get(&class.class_name)
+            .cloned()
+            .ok_or_else(|| format!("no configs for class {}", class.class_name))?;
+        let response: proto::DescribeResponse =
+            from_json(value, "sluice.connector.v1.DescribeResponse")
+                .map_err(|e| format!("configs of {}: {e:#}", class.class_name))?;
+        configs.insert(class.class_name.clone(), response.configs);
+    }
+    Ok(PluginEntry {
+        command: command.clone(),
+        info,
+        configs,
+    })
+}
+
 /// Executables directly in `dir`, or `dir` itself if it is one.
-fn scan(dir: &Path) -> Vec<PluginCommand> {
+pub fn scan(dir: &Path) -> Vec<PluginCommand> {
     let is_executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
