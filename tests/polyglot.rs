@@ -474,7 +474,9 @@ fn a_worker_reports_the_plugins_it_found_and_the_broken_ones() {
 
 /// A manifest beside an executable (`sluice plugins manifest`) spares the worker starting it to
 /// discover it, and the plugin still runs its connectors. Once the executable changes, the
-/// manifest is stale: ignored with a warning, and discovery starts the executable again.
+/// manifest is stale: ignored with a warning, and discovery starts the executable again, or,
+/// as `plugin.discovery` says, reports it broken (service_load) or refuses to start
+/// (hybrid_fail).
 #[test]
 fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,6 +574,60 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
     assert!(
         log.contains("plugin manifest ignored: stale") && log.contains("from_manifests=0"),
         "{log}"
+    );
+    drop(worker);
+
+    // Kafka Connect's plugin.discovery: service_load starts nothing without a current
+    // manifest (the executable is reported broken); hybrid_fail refuses to start at all.
+    let strict = |mode: &str| {
+        std::fs::write(
+            dir.path().join(file),
+            format!(
+                "plugin.path={}\nplugin.discovery={mode}\n",
+                plugins.display()
+            ),
+        )
+        .unwrap();
+    };
+    strict("service_load");
+    let before = launches();
+    let worker = Sluice::start(dir.path(), &args);
+    wait_for("discovery", Duration::from_secs(60), || {
+        worker.output().contains("plugins discovered")
+    });
+    let log = worker.output();
+    assert!(
+        log.contains("plugin.discovery=service_load starts no executable without one")
+            && log.contains("broken=1"),
+        "{log}"
+    );
+    assert_eq!(launches(), before, "service_load started the executable");
+    drop(worker);
+
+    strict("hybrid_fail");
+    let (code, _, err) = run_sluice(dir.path(), &args);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("plugin.discovery=hybrid_fail: no current manifest for")
+            && err.contains("lines"),
+        "{err}"
+    );
+    assert_eq!(launches(), before, "hybrid_fail started the executable");
+
+    // A fresh manifest satisfies both.
+    let (code, out, err) = run_sluice(
+        dir.path(),
+        &["plugins", "manifest", plugins.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let worker = Sluice::start(dir.path(), &args);
+    wait_for("discovery", Duration::from_secs(60), || {
+        worker.output().contains("plugins discovered")
+    });
+    assert!(
+        worker.output().contains("from_manifests=1"),
+        "{}",
+        worker.output()
     );
 }
 

@@ -233,7 +233,12 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         .tcp_nodelay(true);
     let client = WorkerControlClient::new(endpoint.connect_lazy());
 
-    let registry = PluginRegistry::discover(options.builtin_plugins, &settings.plugin_path).await;
+    let registry = PluginRegistry::discover(
+        options.builtin_plugins,
+        &settings.plugin_path,
+        settings.plugin_discovery,
+    )
+    .await?;
     let plugins = plugin_classes(&registry);
     let producer_config = producer_config(&bootstrap, settings.client_overrides("producer."));
     let consumer_config = consumer_config(&bootstrap, settings.client_overrides("consumer."));

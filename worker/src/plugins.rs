@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use sluice_proto::connector::v1 as proto;
 
 use crate::process::{ConnectorProcess, PluginCommand};
+use crate::settings::PluginDiscovery;
 
 /// A plugin that answered its handshake.
 #[derive(Debug, Clone)]
@@ -31,14 +32,56 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub async fn discover(builtins: Vec<PluginCommand>, plugin_path: &[PathBuf]) -> PluginRegistry {
+    /// Discovers the built-ins and every executable on `plugin_path`, using manifests as
+    /// `discovery` says. Fails only for `hybrid_fail`, naming the executables without a current
+    /// manifest.
+    pub async fn discover(
+        builtins: Vec<PluginCommand>,
+        plugin_path: &[PathBuf],
+        discovery: PluginDiscovery,
+    ) -> anyhow::Result<PluginRegistry> {
         let mut commands = builtins;
         for dir in plugin_path {
             commands.extend(scan(dir));
         }
-        let probes = commands.into_iter().map(|command| async move {
-            if let Some(entry) = from_manifest(&command) {
+        // Manifests are read (and executables hashed) once, up front.
+        let uses_manifest =
+            |c: &PluginCommand| discovery != PluginDiscovery::OnlyScan && c.args.is_empty();
+        let found: Vec<(PluginCommand, Option<PluginEntry>)> = commands
+            .into_iter()
+            .map(|c| {
+                let manifest = if uses_manifest(&c) {
+                    from_manifest(&c)
+                } else {
+                    None
+                };
+                (c, manifest)
+            })
+            .collect();
+        if discovery == PluginDiscovery::HybridFail {
+            let unlisted: Vec<String> = found
+                .iter()
+                .filter(|(c, m)| uses_manifest(c) && m.is_none())
+                .map(|(c, _)| c.to_string())
+                .collect();
+            if !unlisted.is_empty() {
+                anyhow::bail!(
+                    "plugin.discovery=hybrid_fail: no current manifest for {} (write them with `sluice plugins manifest`)",
+                    unlisted.join(", ")
+                );
+            }
+        }
+        let probes = found.into_iter().map(|(command, manifest)| async move {
+            if let Some(entry) = manifest {
                 return (true, Ok(entry));
+            }
+            if uses_manifest(&command) {
+                if discovery == PluginDiscovery::ServiceLoad {
+                    let reason = "no current manifest, and plugin.discovery=service_load starts \
+                                  no executable without one (`sluice plugins manifest`)";
+                    return (false, Err((command, reason.to_string())));
+                }
+                tracing::warn!(plugin = %command, "no current manifest: starting it to discover it (`sluice plugins manifest` writes one)");
             }
             (false, describe(command).await)
         });
@@ -62,7 +105,7 @@ impl PluginRegistry {
             broken = registry.broken.len(),
             "plugins discovered"
         );
-        registry
+        Ok(registry)
     }
 
     /// The plugin serving `class` (by class name or alias), and that class.

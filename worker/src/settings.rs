@@ -28,6 +28,7 @@ const WORKER_KEYS: &[&str] = &[
     "offset.storage.replication.factor",
     "offset.flush.interval.ms",
     "plugin.path",
+    "plugin.discovery",
     "exactly.once.source.support",
 ];
 
@@ -53,7 +54,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "client.id",
     "offset.flush.timeout.ms",
     "task.shutdown.graceful.timeout.ms",
-    "plugin.discovery",
     "connector.client.config.override.policy",
     "internal.key.converter",
     "internal.value.converter",
@@ -71,6 +71,33 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "status.storage.partitions",
 ];
 
+/// `plugin.discovery`, Kafka Connect's values: whether plugin manifests (`sluice plugins
+/// manifest`) are used and what a `plugin.path` executable without a current one means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginDiscovery {
+    /// Manifests are not read: every executable is started to discover it.
+    OnlyScan,
+    /// Manifests are used; an executable without a current one is started, with a warning.
+    HybridWarn,
+    /// As `HybridWarn`, but an executable without a current manifest fails the worker's start.
+    HybridFail,
+    /// Only manifests: an executable without a current one is not started, and is reported
+    /// broken.
+    ServiceLoad,
+}
+
+impl PluginDiscovery {
+    pub fn parse(value: &str) -> Option<PluginDiscovery> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "only_scan" => Some(PluginDiscovery::OnlyScan),
+            "hybrid_warn" => Some(PluginDiscovery::HybridWarn),
+            "hybrid_fail" => Some(PluginDiscovery::HybridFail),
+            "service_load" => Some(PluginDiscovery::ServiceLoad),
+            _ => None,
+        }
+    }
+}
+
 /// The worker file of `sluice standalone` and `sluice worker`.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -79,6 +106,8 @@ pub struct WorkerSettings {
     pub offset_file: Option<PathBuf>,
     pub offset_flush_interval: Duration,
     pub plugin_path: Vec<PathBuf>,
+    /// `plugin.discovery`: how plugin manifests are used.
+    pub plugin_discovery: PluginDiscovery,
     /// `exactly.once.source.support=enabled`: source tasks run in transactions.
     pub exactly_once_source: bool,
     /// Every key as given, for converter and client settings.
@@ -129,6 +158,17 @@ impl WorkerSettings {
                     .collect()
             })
             .unwrap_or_default();
+        let plugin_discovery = match file.get("plugin.discovery") {
+            None => PluginDiscovery::HybridWarn,
+            Some(v) => PluginDiscovery::parse(v).ok_or_else(|| {
+                file.error(
+                    "plugin.discovery",
+                    format!(
+                        "invalid value {v:?}: expected only_scan, hybrid_warn, hybrid_fail or service_load"
+                    ),
+                )
+            })?,
+        };
         let exactly_once_source = match file.get("exactly.once.source.support").map(str::trim) {
             None | Some("disabled") | Some("preparing") => false,
             Some("enabled") => true,
@@ -149,6 +189,7 @@ impl WorkerSettings {
                 .map(PathBuf::from),
             offset_flush_interval,
             plugin_path,
+            plugin_discovery,
             values: file.values().clone(),
         };
         // Fail now, with the location, rather than when the first connector starts.
@@ -479,6 +520,19 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("value.converter"));
         let e = WorkerSettings::from_file(&props("offset.flush.interval.ms=soon\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("offset.flush.interval.ms"));
+    }
+
+    #[test]
+    fn plugin_discovery_takes_kafka_connects_values() {
+        let w = WorkerSettings::from_file(&props("")).unwrap();
+        assert_eq!(w.plugin_discovery, PluginDiscovery::HybridWarn);
+        let w = WorkerSettings::from_file(&props("plugin.discovery=SERVICE_LOAD\n")).unwrap();
+        assert_eq!(w.plugin_discovery, PluginDiscovery::ServiceLoad);
+        let e = WorkerSettings::from_file(&props("plugin.discovery=sometimes\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.properties:1: plugin.discovery: invalid value \"sometimes\": expected only_scan, hybrid_warn, hybrid_fail or service_load"
+        );
     }
 
     #[test]

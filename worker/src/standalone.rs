@@ -74,7 +74,12 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         return Err(ConfigErrors(errors).into());
     }
 
-    let registry = PluginRegistry::discover(options.builtin_plugins, &worker.plugin_path).await;
+    let registry = PluginRegistry::discover(
+        options.builtin_plugins,
+        &worker.plugin_path,
+        worker.plugin_discovery,
+    )
+    .await?;
     let mut specs = Vec::new();
     for (file, settings) in &connectors {
         match build_spec(&registry, &worker, &worker_file, file, settings).await {
