@@ -517,6 +517,15 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
         "{out}"
     );
     assert_eq!(launches(), 1, "the manifest command starts it once");
+    let check = || {
+        run_sluice(
+            dir.path(),
+            &["plugins", "manifest", "--check", plugins.to_str().unwrap()],
+        )
+    };
+    let (code, out, err) = check();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("current") && out.contains("lines"), "{out}");
 
     let kafka = DevKafka::start(dir.path(), &["manifest-lines:1"]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
@@ -566,6 +575,12 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
 
     // A new revision of the executable: the manifest no longer describes it.
     write_wrapper("2");
+    let (code, out, err) = check();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("stale") && out.contains("the executable changed"),
+        "{out}"
+    );
     let worker = Sluice::start(dir.path(), &args);
     wait_for("discovery", Duration::from_secs(60), || {
         worker.output().contains("plugins discovered")

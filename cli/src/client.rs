@@ -188,6 +188,10 @@ pub enum Plugins {
     /// discover it without starting it. A manifest goes stale when its executable changes.
     /// Needs no controller.
     Manifest {
+        /// Only report each executable's manifest as current, stale or missing; exit 1 unless
+        /// all are current. Starts nothing, writes nothing.
+        #[arg(long)]
+        check: bool,
         /// Executables, or directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -792,7 +796,10 @@ impl AsyncCommand for Plugins {
         {
             return check_plugin(class, config, file, show_output, command).await;
         }
-        if let Plugins::Manifest { paths } = self {
+        if let Plugins::Manifest { check, paths } = self {
+            if check {
+                return check_manifests(&paths);
+            }
             return write_manifests(&paths).await;
         }
         let mut client = PluginServiceClient::new(channel(target).await?);
@@ -935,6 +942,39 @@ async fn check_plugin(
     if failed > 0 {
         let names: Vec<&str> = report.failed().map(|c| c.name.as_str()).collect();
         bail!("{failed} checks failed: {}", names.join(", "));
+    }
+    Ok(())
+}
+
+/// `sluice plugins manifest --check`: whether each executable's manifest is current.
+fn check_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
+    use sluice_worker::plugins::{self, ManifestState};
+    let mut not_current = Vec::new();
+    for path in paths {
+        let commands = plugins::scan(path);
+        if commands.is_empty() {
+            println!("missing  {} (no executable there)", path.display());
+            not_current.push(path.display().to_string());
+        }
+        for command in commands {
+            match plugins::manifest_state(&command) {
+                ManifestState::Current(_) => println!("current  {command}"),
+                ManifestState::Unusable(reason) => {
+                    println!("stale    {command}: {reason}");
+                    not_current.push(command.to_string());
+                }
+                ManifestState::Missing => {
+                    println!("missing  {command}");
+                    not_current.push(command.to_string());
+                }
+            }
+        }
+    }
+    if !not_current.is_empty() {
+        bail!(
+            "{} without a current manifest (`sluice plugins manifest` writes them)",
+            not_current.join(", ")
+        );
     }
     Ok(())
 }

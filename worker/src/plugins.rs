@@ -259,30 +259,44 @@ pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The plugin as its manifest describes it, when it has one that matches the executable.
-/// Only executables found on `plugin.path` (started without arguments) have manifests.
-fn from_manifest(command: &PluginCommand) -> Option<PluginEntry> {
+/// What the manifest beside an executable is worth.
+pub enum ManifestState {
+    Missing,
+    /// Present but not usable: stale, unreadable, another format version.
+    Unusable(String),
+    Current(Box<PluginEntry>),
+}
+
+/// Reads and checks the manifest of `command` (only executables found on `plugin.path`,
+/// started without arguments, have manifests).
+pub fn manifest_state(command: &PluginCommand) -> ManifestState {
     if !command.args.is_empty() {
-        return None;
+        return ManifestState::Missing;
     }
     let path = manifest_path(&command.program);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(manifest = %path.display(), "cannot read the plugin manifest ({e}); starting the executable instead");
-            return None;
-        }
-    };
-    match read_manifest(command, &text) {
-        Ok(entry) => {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match read_manifest(command, &text) {
+            Ok(entry) => ManifestState::Current(Box::new(entry)),
+            Err(reason) => ManifestState::Unusable(reason),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ManifestState::Missing,
+        Err(e) => ManifestState::Unusable(format!("cannot read it: {e}")),
+    }
+}
+
+/// The plugin as its manifest describes it, when it has a current one; a manifest that is
+/// there but unusable is logged.
+fn from_manifest(command: &PluginCommand) -> Option<PluginEntry> {
+    match manifest_state(command) {
+        ManifestState::Current(entry) => {
             tracing::debug!(plugin = %command, "described by its manifest");
-            Some(entry)
+            Some(*entry)
         }
-        Err(reason) => {
-            tracing::warn!(manifest = %path.display(), "plugin manifest ignored: {reason}; starting the executable instead (`sluice plugins manifest` rewrites it)");
+        ManifestState::Unusable(reason) => {
+            tracing::warn!(manifest = %manifest_path(&command.program).display(), "plugin manifest ignored: {reason} (`sluice plugins manifest` rewrites it)");
             None
         }
+        ManifestState::Missing => None,
     }
 }
 
