@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
-use prost_reflect::{DescriptorPool, DynamicMessage};
 use sluice_proto::api::v1::{
     self as api, cluster_service_client::ClusterServiceClient,
     connector_service_client::ConnectorServiceClient, plugin_service_client::PluginServiceClient,
@@ -265,16 +264,8 @@ async fn channel(target: &Target) -> anyhow::Result<Channel> {
 
 /// Prints `message` (of proto type `full_name`) as proto3 JSON.
 fn print_json<M: prost::Message>(full_name: &str, message: &M) -> anyhow::Result<()> {
-    let pool = DescriptorPool::decode(sluice_proto::FILE_DESCRIPTOR_SET)
-        .context("load the API's descriptors")?;
-    let descriptor = pool
-        .get_message_by_name(full_name)
-        .ok_or_else(|| anyhow!("no message type {full_name}"))?;
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
-    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-    let mut out = serde_json::Serializer::pretty(std::io::stdout());
-    dynamic.serialize_with_options(&mut out, &options)?;
-    println!();
+    let value = sluice_worker::proto_json::to_json(message, full_name, true)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
 
@@ -946,27 +937,38 @@ async fn check_plugin(
     Ok(())
 }
 
+/// The executables at `paths` (files, or directories of them, as on `plugin.path`); a path
+/// with none is reported and added to `failed`.
+fn executables(
+    paths: &[PathBuf],
+    failed: &mut Vec<String>,
+) -> Vec<sluice_worker::process::PluginCommand> {
+    let mut found = Vec::new();
+    for path in paths {
+        let commands = sluice_worker::plugins::scan(path);
+        if commands.is_empty() {
+            eprintln!("error: no executable at {}", path.display());
+            failed.push(path.display().to_string());
+        }
+        found.extend(commands);
+    }
+    found
+}
+
 /// `sluice plugins manifest --check`: whether each executable's manifest is current.
 fn check_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
     use sluice_worker::plugins::{self, ManifestState};
     let mut not_current = Vec::new();
-    for path in paths {
-        let commands = plugins::scan(path);
-        if commands.is_empty() {
-            println!("missing  {} (no executable there)", path.display());
-            not_current.push(path.display().to_string());
-        }
-        for command in commands {
-            match plugins::manifest_state(&command) {
-                ManifestState::Current(_) => println!("current  {command}"),
-                ManifestState::Unusable(reason) => {
-                    println!("stale    {command}: {reason}");
-                    not_current.push(command.to_string());
-                }
-                ManifestState::Missing => {
-                    println!("missing  {command}");
-                    not_current.push(command.to_string());
-                }
+    for command in executables(paths, &mut not_current) {
+        match plugins::manifest_state(&command) {
+            ManifestState::Current(_) => println!("current  {command}"),
+            ManifestState::Unusable(reason) => {
+                println!("stale    {command}: {reason}");
+                not_current.push(command.to_string());
+            }
+            ManifestState::Missing => {
+                println!("missing  {command}");
+                not_current.push(command.to_string());
             }
         }
     }
@@ -983,31 +985,24 @@ fn check_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
 async fn write_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
     use sluice_worker::plugins;
     let mut failed = Vec::new();
-    for path in paths {
-        let commands = plugins::scan(path);
-        if commands.is_empty() {
-            eprintln!("error: no executable at {}", path.display());
-            failed.push(path.display().to_string());
-        }
-        for command in commands {
-            let written = match plugins::describe(command.clone()).await {
-                Ok(entry) => plugins::write_manifest(&entry).map(|path| (path, entry)),
-                Err((_, reason)) => Err(anyhow::anyhow!(reason)),
-            };
-            match written {
-                Ok((path, entry)) => {
-                    let classes: Vec<&str> = entry
-                        .info
-                        .connectors
-                        .iter()
-                        .map(|c| c.class_name.as_str())
-                        .collect();
-                    println!("wrote {} ({})", path.display(), classes.join(", "));
-                }
-                Err(e) => {
-                    eprintln!("error: {command}: {e:#}");
-                    failed.push(command.to_string());
-                }
+    for command in executables(paths, &mut failed) {
+        let written = match plugins::describe(command.clone()).await {
+            Ok(entry) => plugins::write_manifest(&entry).map(|path| (path, entry)),
+            Err((_, reason)) => Err(anyhow::anyhow!(reason)),
+        };
+        match written {
+            Ok((path, entry)) => {
+                let classes: Vec<&str> = entry
+                    .info
+                    .connectors
+                    .iter()
+                    .map(|c| c.class_name.as_str())
+                    .collect();
+                println!("wrote {} ({})", path.display(), classes.join(", "));
+            }
+            Err(e) => {
+                eprintln!("error: {command}: {e:#}");
+                failed.push(command.to_string());
             }
         }
     }

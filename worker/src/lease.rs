@@ -136,18 +136,29 @@ impl Lease {
 mod tests {
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(4);
+
+    /// A lease joined, its assignment applied and a heartbeat acknowledged; its epoch.
+    fn held() -> (Lease, u64) {
+        let lease = Lease::default();
+        let join = lease.joined();
+        lease.applied(join);
+        lease.renew(Instant::now(), TIMEOUT);
+        let epoch = lease.epoch();
+        (lease, epoch)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_holds_tasks_back_and_a_renewal_without_a_join_lets_them_go_on() {
         let lease = Lease::default();
-        let timeout = Duration::from_secs(4);
         let join = lease.joined();
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         assert!(
             lease.check(lease.epoch(), Duration::ZERO).await.is_err(),
             "no renewal before the join's assignment is applied"
         );
         lease.applied(join);
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         let epoch = lease.epoch();
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
 
@@ -157,24 +168,19 @@ mod tests {
         assert!(lease.check(epoch, Duration::from_millis(10)).await.is_err());
         // ...until the controller acknowledges a heartbeat on the same stream: it never let
         // go of this worker, so nothing moved.
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         assert!(lease.holds(epoch));
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_join_after_the_lease_ran_out_is_a_lapse() {
-        let lease = Lease::default();
-        let timeout = Duration::from_secs(4);
-        let join = lease.joined();
-        lease.applied(join);
-        lease.renew(Instant::now(), timeout);
-        let epoch = lease.epoch();
+        let (lease, epoch) = held();
 
         tokio::time::advance(Duration::from_secs(5)).await;
         let join = lease.joined();
         lease.applied(join);
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         assert!(
             lease.check(epoch, Duration::ZERO).await.is_err(),
             "a task started before may have run elsewhere meanwhile"
@@ -185,25 +191,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_join_within_the_lease_is_no_lapse() {
-        let lease = Lease::default();
-        let timeout = Duration::from_secs(4);
-        let join = lease.joined();
-        lease.applied(join);
-        lease.renew(Instant::now(), timeout);
-        let epoch = lease.epoch();
+        let (lease, epoch) = held();
 
         // A quick rejoin: the lease stands, but nothing extends it before the assignment.
         let join = lease.joined();
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
         tokio::time::advance(Duration::from_secs(1)).await;
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         tokio::time::advance(Duration::from_millis(2100)).await;
         assert!(
             lease.check(epoch, Duration::ZERO).await.is_err(),
             "renewed before the assignment was applied"
         );
         lease.applied(join);
-        lease.renew(Instant::now(), timeout);
+        lease.renew(Instant::now(), TIMEOUT);
         assert!(lease.check(epoch, Duration::ZERO).await.is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod plugins;
 pub mod process;
+pub mod proto_json;
 pub mod restart;
 pub mod runner;
 pub mod settings;

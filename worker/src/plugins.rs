@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use sluice_proto::connector::v1 as proto;
 
 use crate::process::{ConnectorProcess, PluginCommand};
+use crate::proto_json::{from_json, to_json};
 use crate::settings::PluginDiscovery;
 
 /// A plugin that answered its handshake.
@@ -197,38 +198,6 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-fn descriptors() -> &'static prost_reflect::DescriptorPool {
-    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        prost_reflect::DescriptorPool::decode(sluice_proto::FILE_DESCRIPTOR_SET)
-            .expect("the descriptors built with this binary decode")
-    })
-}
-
-fn message_descriptor(name: &str) -> anyhow::Result<prost_reflect::MessageDescriptor> {
-    descriptors()
-        .get_message_by_name(name)
-        .ok_or_else(|| anyhow::anyhow!("no message {name} in the descriptors"))
-}
-
-fn to_json<M: prost::Message>(message: &M, name: &str) -> anyhow::Result<serde_json::Value> {
-    let dynamic = prost_reflect::DynamicMessage::decode(
-        message_descriptor(name)?,
-        message.encode_to_vec().as_slice(),
-    )?;
-    Ok(serde_json::to_value(&dynamic)?)
-}
-
-fn from_json<M: prost::Message + Default>(
-    value: serde_json::Value,
-    name: &str,
-) -> anyhow::Result<M> {
-    let dynamic = prost_reflect::DynamicMessage::deserialize(message_descriptor(name)?, value)?;
-    Ok(M::decode(
-        prost::Message::encode_to_vec(&dynamic).as_slice(),
-    )?)
-}
-
 /// Writes the manifest of a plugin just described; returns its path.
 pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;
@@ -237,7 +206,7 @@ pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
         manifest_version: MANIFEST_VERSION,
         executable_sha256: sha256_of(program)
             .with_context(|| format!("read {}", program.display()))?,
-        plugin: to_json(&entry.info, "sluice.connector.v1.PluginInfo")?,
+        plugin: to_json(&entry.info, "sluice.connector.v1.PluginInfo", false)?,
         configs: entry
             .configs
             .iter()
@@ -247,7 +216,7 @@ pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
                 };
                 Ok((
                     class.clone(),
-                    to_json(&response, "sluice.connector.v1.DescribeResponse")?,
+                    to_json(&response, "sluice.connector.v1.DescribeResponse", false)?,
                 ))
             })
             .collect::<anyhow::Result<_>>()?,
@@ -267,12 +236,8 @@ pub enum ManifestState {
     Current(Box<PluginEntry>),
 }
 
-/// Reads and checks the manifest of `command` (only executables found on `plugin.path`,
-/// started without arguments, have manifests).
+/// Reads and checks the manifest of `command`, an executable found on `plugin.path`.
 pub fn manifest_state(command: &PluginCommand) -> ManifestState {
-    if !command.args.is_empty() {
-        return ManifestState::Missing;
-    }
     let path = manifest_path(&command.program);
     match std::fs::read_to_string(&path) {
         Ok(text) => match read_manifest(command, &text) {
