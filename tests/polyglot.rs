@@ -3,8 +3,9 @@
 //! examples and a deliberately broken connector, and plugin discovery reporting broken
 //! executables to the controller.
 //!
-//! Needs python3 with grpcio and protobuf (CI: `pip install ./connector-sdk/python`); the tests
-//! put the SDK's source tree first on PYTHONPATH so that they test this checkout.
+//! Needs python3 and pip: the harness installs grpcio, protobuf and grpcio-tools under the
+//! target folder ([`harness::tools`]); the tests put the SDK's source tree first on PYTHONPATH
+//! so that they test this checkout.
 
 mod harness;
 
@@ -26,14 +27,10 @@ fn python_examples() -> PathBuf {
     repo().join("connectors/python")
 }
 
-/// PYTHONPATH with the SDK's source tree first.
+/// PYTHONPATH with the SDK's source tree first, then the provisioned packages.
 fn python_env() -> Vec<(&'static str, String)> {
     let sdk = repo().join("connector-sdk/python/src");
-    let path = match std::env::var("PYTHONPATH") {
-        Ok(old) if !old.is_empty() => format!("{}:{old}", sdk.display()),
-        _ => sdk.display().to_string(),
-    };
-    vec![("PYTHONPATH", path)]
+    vec![("PYTHONPATH", tools::python_path(&[&sdk]))]
 }
 
 /// Runs a SQL query on a SQLite file with Python's sqlite3 (no SQLite client in the
@@ -496,9 +493,9 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
             &wrapper,
             format!(
                 "#!/bin/sh\n# revision {revision}\necho started >> '{}'\n\
-                 export PYTHONPATH='{}'${{PYTHONPATH:+:$PYTHONPATH}}\nexec '{}' \"$@\"\n",
+                 export PYTHONPATH='{}'\nexec '{}' \"$@\"\n",
                 launched.display(),
-                repo().join("connector-sdk/python/src").display(),
+                tools::python_path(&[&repo().join("connector-sdk/python/src")]),
                 python_examples().join("lines-source").display()
             ),
         )
@@ -652,6 +649,7 @@ fn the_python_sdk_stubs_match_the_proto() {
     let out = Command::new("python3")
         .arg(repo().join("connector-sdk/python/generate.py"))
         .arg("--check")
+        .envs(python_env())
         .output()
         .expect("run python3");
     assert!(
@@ -670,7 +668,7 @@ fn the_python_sdk_unit_tests_pass() {
     let out = Command::new("python3")
         .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
         .current_dir(&sdk)
-        .env("PYTHONPATH", sdk.join("src"))
+        .envs(python_env())
         .output()
         .expect("run python3");
     let report = String::from_utf8_lossy(&out.stderr);

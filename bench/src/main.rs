@@ -90,7 +90,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         }
         topics.push((format!("consume-{size}"), PARTITIONS * 4));
     }
-    let kafka = EmbeddedKafka::start(1, &topics)?;
+    let kafka = EmbeddedKafka::start(1, &topics, sluice_worker::embedded::DEFAULT_PARTITIONS)?;
     let bootstrap = kafka.bootstrap_servers().to_string();
     let mut figures = Vec::new();
     let only = |what: &str| args.only.as_deref().is_none_or(|o| o == what);
@@ -291,6 +291,7 @@ async fn pipeline_produce(
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: offsets.clone(),
         flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
+        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
     };
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -365,6 +366,7 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
         consumer_config: consumer_config(bootstrap, BTreeMap::new()),
         offsets: Arc::new(OffsetStore::open(None)?),
         flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
+        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
     };
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();

@@ -38,6 +38,10 @@ enum Command {
         /// Seconds between progress lines; 0 for none.
         #[arg(long, default_value_t = 5.0)]
         progress_interval: f64,
+        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
+        /// and exits non-zero.
+        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
+        shutdown_timeout: f64,
     },
     /// Runs an embedded Kafka (librdkafka's mock cluster) in this process until stopped, and
     /// prints `bootstrap.servers=HOST:PORT` on standard output.
@@ -47,6 +51,9 @@ enum Command {
         /// Topics to create first, as NAME or NAME:PARTITIONS (default 1 partition).
         #[arg(long = "topic")]
         topics: Vec<String>,
+        /// Partitions of a topic created on first use (Kafka's num.partitions).
+        #[arg(long, default_value_t = sluice_worker::embedded::DEFAULT_PARTITIONS)]
+        default_partitions: i32,
     },
     /// Runs an in-memory Confluent Schema Registry (Avro) until stopped, and prints
     /// `schema.registry.url=http://HOST:PORT` on standard output.
@@ -65,6 +72,10 @@ enum Command {
         /// Seconds a worker may be silent before its work moves to other workers.
         #[arg(long, default_value_t = 5.0)]
         worker_timeout: f64,
+        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
+        /// and exits non-zero.
+        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
+        shutdown_timeout: f64,
     },
     /// Runs a worker of a distributed cluster: joins the controller and runs what it assigns.
     Worker {
@@ -83,6 +94,10 @@ enum Command {
         /// Worker configuration (.properties, Kafka Connect's keys): converters, plugin.path,
         /// offset.storage.topic, producer./consumer. overrides.
         worker: Option<PathBuf>,
+        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
+        /// and exits non-zero.
+        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
+        shutdown_timeout: f64,
     },
     /// Manages connectors through the controller's API.
     Connectors {
@@ -143,7 +158,11 @@ fn main() -> ExitCode {
         _ => {}
     }
     let logging = init_logging();
-    match runtime.block_on(run(cli.command, logging)) {
+    let result = runtime.block_on(run(cli.command, logging));
+    // Whatever still runs (a stop that timed out) is dropped, which kills its connector
+    // processes; blocking threads (a producer flush) are not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<ConfigErrors>() => {
             for line in e.to_string().lines() {
@@ -204,6 +223,7 @@ async fn run(
             worker,
             connectors,
             progress_interval,
+            shutdown_timeout,
         } => {
             let options = StandaloneOptions {
                 worker_file: worker,
@@ -211,10 +231,15 @@ async fn run(
                 builtin_plugins: builtin_plugins()?,
                 progress_interval: (progress_interval > 0.0)
                     .then(|| Duration::from_secs_f64(progress_interval)),
+                shutdown_timeout: seconds(shutdown_timeout, "--shutdown-timeout")?,
             };
             standalone::run(options, shutdown).await
         }
-        Command::DevKafka { brokers, topics } => {
+        Command::DevKafka {
+            brokers,
+            topics,
+            default_partitions,
+        } => {
             let topics = topics
                 .iter()
                 .map(|t| match t.split_once(':') {
@@ -225,7 +250,7 @@ async fn run(
                     None => Ok((t.clone(), 1)),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let kafka = sluice_worker::embedded::EmbeddedKafka::start(brokers, &topics)?;
+            let kafka = sluice_worker::embedded::EmbeddedKafka::start(brokers, &topics, default_partitions)?;
             println!("bootstrap.servers={}", kafka.bootstrap_servers());
             // Faults for tests, one per line on stdin (see Fault::parse).
             use tokio::io::AsyncBufReadExt as _;
@@ -257,6 +282,7 @@ async fn run(
             listen,
             data_dir,
             worker_timeout,
+            shutdown_timeout,
         } => {
             let options = sluice_controller::ControllerOptions {
                 listen,
@@ -266,7 +292,9 @@ async fn run(
                 log_control: Some(log_control),
                 initial_levels,
             };
-            sluice_controller::run(options, shutdown).await
+            let limit = seconds(shutdown_timeout, "--shutdown-timeout")?;
+            let work = sluice_controller::run(options, shutdown.clone());
+            sluice_worker::stop::bounded(work, &shutdown, limit, None).await
         }
         Command::Worker {
             controller,
@@ -274,6 +302,7 @@ async fn run(
             id,
             capacity,
             worker,
+            shutdown_timeout,
         } => {
             let worker_id = match id {
                 Some(id) => id,
@@ -288,6 +317,7 @@ async fn run(
                 builtin_plugins: builtin_plugins()?,
                 log_control: Some(log_control),
                 initial_levels,
+                shutdown_timeout: seconds(shutdown_timeout, "--shutdown-timeout")?,
             };
             sluice_worker::distributed::run(options, shutdown).await
         }
@@ -296,6 +326,12 @@ async fn run(
         | Command::Plugins { .. }
         | Command::Cluster { .. } => unreachable!("handled before"),
     }
+}
+
+/// A flag's seconds as a duration.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }
 
 /// The connector plugins built into this binary, as commands a worker can launch.

@@ -700,6 +700,96 @@ mod tests {
         assert_eq!(back, data);
     }
 
+    /// Jackson's escapes reach every string the JsonConverter writes: keys, values, field
+    /// names, schema names and docs, parameters and map keys; a character outside the BMP becomes
+    /// its surrogate pair (Kafka Connect 4.1 writes `\uD83C\uDF89`), and reads back either way.
+    #[test]
+    fn json_converter_escapes_supplementary_characters_everywhere_as_kafka() {
+        let text = |s: &str| Value {
+            kind: Some(value::Kind::String(s.into())),
+        };
+        let string_schema = Schema {
+            r#type: SchemaType::String as i32,
+            ..Schema::default()
+        };
+        let schema = Schema {
+            r#type: SchemaType::Struct as i32,
+            name: Some("rec🎉".into()),
+            doc: Some("doc é 🎉\u{1}".into()),
+            parameters: [("p🎉".to_string(), "v😀".to_string())].into(),
+            fields: vec![Field {
+                name: "f🎉".into(),
+                schema: Some(string_schema.clone()),
+            }],
+            ..Schema::default()
+        };
+        let data = Data {
+            kind: Some(data::Kind::Structured(Structured {
+                schema: Some(schema),
+                value: Some(Value {
+                    kind: Some(value::Kind::Struct(StructValue {
+                        fields: vec![text("unicode: é ü 日本 🎉")],
+                        names: vec![],
+                    })),
+                }),
+            })),
+        };
+        let bytes = json(true).from_connect("t", Some(&data)).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            concat!(
+                r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"f\uD83C\uDF89"}],"#,
+                r#""optional":false,"name":"rec\uD83C\uDF89","doc":"doc é \uD83C\uDF89\u0001","#,
+                r#""parameters":{"p\uD83C\uDF89":"v\uD83D\uDE00"}},"#,
+                r#""payload":{"f\uD83C\uDF89":"unicode: é ü 日本 \uD83C\uDF89"}}"#
+            )
+        );
+        assert_eq!(json(true).to_connect("t", Some(&bytes)).unwrap(), data);
+        // The raw UTF-8 form reads back to the same record.
+        let raw = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\\uD83C\\uDF89", "🎉")
+            .replace("\\uD83D\\uDE00", "😀");
+        assert_eq!(json(true).to_connect("t", Some(raw.as_bytes())).unwrap(), data);
+
+        // A key, and a schemaless map key and value.
+        let key = Converter::new(
+            "org.apache.kafka.connect.json.JsonConverter",
+            &BTreeMap::from([("schemas.enable".to_string(), "false".to_string())]),
+            Side::Key,
+        )
+        .unwrap();
+        assert_eq!(
+            key.from_connect("t", Some(&string_data("k🎉"))).unwrap().unwrap(),
+            br#""k\uD83C\uDF89""#
+        );
+        let map = Data {
+            kind: Some(data::Kind::Structured(Structured {
+                schema: None,
+                value: Some(Value {
+                    kind: Some(value::Kind::Map(MapValue {
+                        entries: vec![MapEntry {
+                            key: Some(text("m🎉")),
+                            value: Some(text("𝄞")),
+                        }],
+                    })),
+                }),
+            })),
+        };
+        assert_eq!(
+            json(false).from_connect("t", Some(&map)).unwrap().unwrap(),
+            br#"{"m\uD83C\uDF89":"\uD834\uDD1E"}"#
+        );
+    }
+
+    /// SimpleHeaderConverter is not Jackson: Kafka's `Values.convertToString` leaves every
+    /// character raw, supplementary ones included.
+    #[test]
+    fn header_strings_keep_supplementary_characters_raw_as_kafka() {
+        let bytes = header::header_bytes(Some(&string_data("🎉 \"q\""))).unwrap().unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), "🎉 \"q\"");
+    }
+
     #[test]
     fn string_and_bytearray_converters() {
         let s = Converter::new(

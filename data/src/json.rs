@@ -52,14 +52,25 @@ fn type_from_name(name: &str) -> Option<SchemaType> {
     })
 }
 
-/// Writes a string literal with Jackson's escapes (short forms for \b \t \n \f \r, upper-case
-/// `\u00XX` for other control characters, nothing else escaped).
+/// Writes a string literal as Jackson's `UTF8JsonGenerator` does by default (what Kafka
+/// Connect's JsonConverter writes): `"` and `\\` escaped, short forms for \b \t \n \f \r,
+/// upper-case `\u00XX` for the other control characters (U+0000 to U+001F), a character outside
+/// the Basic Multilingual Plane as its UTF-16 surrogate pair of upper-case `\uXXXX` escapes
+/// (`🎉` → `\uD83C\uDF89`), and everything else (DEL, `/`, other non-ASCII) raw UTF-8.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    fn escape_u16(out: &mut Vec<u8>, unit: u16) {
+        out.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[((unit >> shift) & 0xF) as usize]);
+        }
+    }
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         let short = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -69,18 +80,34 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
             0x0C => b'f',
             0x0D => b'r',
             0x00..=0x1F => 0,
-            _ => continue,
+            // The lead byte of a 4-byte UTF-8 sequence: a supplementary character.
+            0xF0..=0xFF => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
-        if short == 0 {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xF) as usize]);
-        } else {
-            out.push(b'\\');
-            out.push(short);
+        match short {
+            0 => escape_u16(out, b as u16),
+            1 => {
+                // `s` is a str, so a 4-byte sequence starts here and `chars` yields it whole.
+                let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    escape_u16(out, *unit);
+                }
+                i += c.len_utf8();
+                start = i;
+                continue;
+            }
+            _ => {
+                out.push(b'\\');
+                out.push(short);
+            }
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -1090,13 +1117,46 @@ mod tests {
         );
     }
 
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn jackson_string_escapes() {
-        let mut out = Vec::new();
-        write_str(&mut out, "a\"\\\n\t\u{7}é/");
+        assert_eq!(escaped("a\"\\\n\t\u{7}é/"), "\"a\\\"\\\\\\n\\t\\u0007é/\"");
+    }
+
+    /// Each of Jackson's rules, byte for byte, as Kafka Connect 4.1's JsonConverter writes them.
+    #[test]
+    fn jackson_escapes_rule_by_rule() {
+        // Short forms, and every other control character as upper-case \u00XX.
+        assert_eq!(escaped("\u{8}\u{9}\u{a}\u{c}\u{d}"), r#""\b\t\n\f\r""#);
+        assert_eq!(escaped("\u{0}\u{1}\u{b}\u{e}\u{1f}"), r#""\u0000\u0001\u000B\u000E\u001F""#);
+        // Quote and backslash; the solidus stays raw.
+        assert_eq!(escaped(r#"say "hi" \ /"#), r#""say \"hi\" \\ /""#);
+        // DEL, C1 controls, Latin-1, BMP (CJK, €, U+2028, U+FFFF) stay raw UTF-8.
+        let raw = "\u{7f}\u{80}\u{9f}é ü 日本 € \u{2028}\u{2029}\u{fffd}\u{ffff}";
+        assert_eq!(escaped(raw), format!("\"{raw}\""));
+        // Outside the BMP: the UTF-16 surrogate pair, upper-case hex.
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a\\\"\\\\\\n\\t\\u0007é/\""
+            escaped("unicode: é ü 日本 🎉"),
+            r#""unicode: é ü 日本 \uD83C\uDF89""#
         );
+        assert_eq!(escaped("\u{10000}"), r#""\uD800\uDC00""#);
+        assert_eq!(escaped("\u{10ffff}"), r#""\uDBFF\uDFFF""#);
+        assert_eq!(escaped("𝄞x😀"), r#""\uD834\uDD1Ex\uD83D\uDE00""#);
+        // Between escapes, at the start and the end.
+        assert_eq!(escaped("🎉\n🎉"), r#""\uD83C\uDF89\n\uD83C\uDF89""#);
+    }
+
+    /// The reader takes both forms: escaped surrogate pairs and raw UTF-8.
+    #[test]
+    fn reads_supplementary_characters_escaped_or_raw() {
+        for text in [r#""\uD83C\uDF89 🎉""#, r#""\ud83c\udf89 🎉""#] {
+            let read = reader::parse(text.as_bytes()).unwrap();
+            assert_eq!(read, Some(Node::String("🎉 🎉".into())));
+        }
     }
 }

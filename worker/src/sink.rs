@@ -81,9 +81,18 @@ type SinkConsumer = BaseConsumer<SinkContext>;
 struct SinkContext {
     /// Unbounded: at most one query per rebalance, and the poll thread waits for its answer.
     ask: mpsc::UnboundedSender<PositionsQuery>,
+    log: crate::kafka_log::KafkaLog,
 }
 
-impl rdkafka::ClientContext for SinkContext {}
+impl rdkafka::ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(
@@ -161,7 +170,13 @@ impl SinkTaskRunner {
         let (ask_tx, asks) = mpsc::unbounded_channel();
         let consumer: Arc<SinkConsumer> = Arc::new(
             self.consumer_config
-                .create_with_context(SinkContext { ask: ask_tx })
+                .create_with_context(SinkContext {
+                    ask: ask_tx,
+                    log: crate::kafka_log::KafkaLog::new(format!(
+                        "sink task {}-{} consumer",
+                        self.connector, self.task_id
+                    )),
+                })
                 .context("create consumer")?,
         );
         let subscription: Vec<String> = match &self.topics_regex {
@@ -409,10 +424,11 @@ fn poll_loop(
             match consumer.poll(timeout) {
                 None => break,
                 Some(Err(e)) => {
-                    tracing::warn!("consumer: {e}");
+                    consumer.context().log.consumer_error(e);
                     break;
                 }
                 Some(Ok(message)) => {
+                    crate::kafka_log::health().reachable();
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
@@ -527,7 +543,9 @@ fn fetch_record(
 ) -> anyhow::Result<FailedRecord> {
     let mut config = config.clone();
     config.set("group.id", "sluice-dead-letter-reader");
-    let consumer: BaseConsumer = config.create().context("create a consumer")?;
+    let consumer: BaseConsumer<crate::kafka_log::KafkaLog> = config
+        .create_with_context(crate::kafka_log::KafkaLog::new("dead-letter record reader"))
+        .context("create a consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     consumer.assign(&list)?;

@@ -36,8 +36,6 @@ use crate::settings::TransactionBoundary;
 /// Records and bytes the connector may have in flight towards the producer.
 const CREDIT_RECORDS: u64 = 50_000;
 const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
-/// How long a stopping task waits for Kafka to acknowledge what it holds.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything one source task needs besides its connector process.
 pub struct SourceTaskRunner {
@@ -58,6 +56,9 @@ pub struct SourceTaskRunner {
     pub transactions: Option<Transactions>,
     /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
     pub errors: Arc<ErrorReporter>,
+    /// How long an ending task waits for Kafka to acknowledge what it holds
+    /// (`task.shutdown.graceful.timeout.ms`).
+    pub drain_timeout: Duration,
 }
 
 /// A batch handed to the producer and not yet fully acknowledged.
@@ -137,15 +138,27 @@ impl DeliveryTracker {
 
 struct DeliveryContext {
     tracker: Arc<DeliveryTracker>,
+    log: crate::kafka_log::KafkaLog,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        if error.is_none() {
+            self.log.reachable();
+        }
         self.tracker.delivered(seq as u64, error);
     }
 }
@@ -229,7 +242,8 @@ impl SourceTaskRunner {
         .await;
 
         let flusher = producer.clone();
-        let drained = tokio::task::spawn_blocking(move || flusher.flush(DRAIN_TIMEOUT)).await;
+        let timeout = self.drain_timeout;
+        let drained = tokio::task::spawn_blocking(move || flusher.flush(timeout)).await;
         let committed = self.commit_completed(&tracker, &tx).await;
         drop(tx);
         // Whoever runs this task next (here or on another worker) starts from here.
@@ -237,7 +251,9 @@ impl SourceTaskRunner {
         result?;
         match drained {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("records not acknowledged by Kafka within {DRAIN_TIMEOUT:?}: {e}"),
+            Ok(Err(e)) => bail!(
+                "records not acknowledged by Kafka within {timeout:?} (task.shutdown.graceful.timeout.ms): {e}"
+            ),
             Err(e) => bail!("producer flush: {e}"),
         }
         committed?;
@@ -253,6 +269,10 @@ impl SourceTaskRunner {
             config
                 .create_with_context(DeliveryContext {
                     tracker: tracker.clone(),
+                    log: crate::kafka_log::KafkaLog::new(format!(
+                        "source task {}-{} producer",
+                        self.connector, self.task_id
+                    )),
                 })
                 .context("create producer")?,
         ))

@@ -30,6 +30,8 @@ pub struct StandaloneOptions {
     pub builtin_plugins: Vec<PluginCommand>,
     /// How often to print the progress line; `None` for never.
     pub progress_interval: Option<Duration>,
+    /// How long a graceful stop may take once asked for ([`crate::stop::bounded`]).
+    pub shutdown_timeout: Duration,
 }
 
 /// Everything wrong with the configuration files, one problem per line.
@@ -105,7 +107,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
                 .into_iter()
                 .map(|t| (t, 1))
                 .collect();
-            let kafka = EmbeddedKafka::start(1, &topics)?;
+            let kafka = EmbeddedKafka::start(1, &topics, worker.embedded_default_partitions)?;
             eprintln!(
                 "sluice: no bootstrap.servers configured; embedded Kafka listening at {} (e.g. kcat -b {} -C -t {})",
                 kafka.bootstrap_servers(),
@@ -138,6 +140,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         consumer_config: consumer_config(&bootstrap, worker.client_overrides("consumer.")),
         offsets: offsets.clone(),
         flush_interval: worker.offset_flush_interval,
+        task_shutdown_timeout: worker.task_shutdown_timeout,
     };
 
     let tracker = TaskTracker::new();
@@ -161,16 +164,22 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         .map(|every| tokio::spawn(report_progress(counters, every, background.clone())));
 
     shutdown.cancelled().await;
-    tracing::info!("stopping: draining tasks and committing offsets");
-    tracker.wait().await;
-    background.cancel();
-    let _ = flusher.await;
-    if let Some(p) = progress {
-        let _ = p.await;
-    }
-    offsets.flush().await.context("write offsets at shutdown")?;
+    tracing::info!(
+        "stopping: draining tasks and committing offsets (at most {:?})",
+        options.shutdown_timeout
+    );
+    let drain = async {
+        tracker.wait().await;
+        background.cancel();
+        let _ = flusher.await;
+        if let Some(p) = progress {
+            let _ = p.await;
+        }
+        offsets.flush().await.context("write offsets at shutdown")
+    };
+    let result = crate::stop::bounded(drain, &shutdown, options.shutdown_timeout, Some(&offsets)).await;
     drop(embedded);
-    Ok(())
+    result
 }
 
 /// Resolves and validates one connector: class, framework keys, converters, and the

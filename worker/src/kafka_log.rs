@@ -1,0 +1,228 @@
+//! How the worker's Kafka clients log. librdkafka reports a broker that went away from every
+//! client, several times a second; here those reports go to one process-wide [`BrokerHealth`],
+//! which logs the change once (WARN, naming the clients affected), a reminder at most every
+//! [`REMINDER_EVERY`], and INFO when a client reaches Kafka again. A partition's end
+//! (`PartitionEOF`) is not an error and is not logged. Every client the worker creates uses
+//! [`KafkaLog`] as its context (or delegates to one).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientContext;
+
+/// Most often a broker that stays away is mentioned again.
+pub const REMINDER_EVERY: Duration = Duration::from_secs(30);
+
+/// A client context that names its client (e.g. `source task gen-0`) in what it logs.
+#[derive(Debug, Clone)]
+pub struct KafkaLog {
+    client: String,
+}
+
+impl KafkaLog {
+    pub fn new(client: impl Into<String>) -> KafkaLog {
+        KafkaLog {
+            client: client.into(),
+        }
+    }
+
+    /// The client reached Kafka (a delivery acknowledged, a fetch answered).
+    pub fn reachable(&self) {
+        health().reachable();
+    }
+
+    /// An error a consumer's poll returned: a broker away counts towards [`BrokerHealth`],
+    /// the end of a partition is nothing, anything else is a warning.
+    pub fn consumer_error(&self, error: KafkaError) {
+        use RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(C::PartitionEOF) => {}
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
+                health().unreachable(&self.client, &error.to_string())
+            }
+            _ => tracing::warn!(client = %self.client, "consumer: {error}"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for KafkaLog {}
+
+impl ClientContext for KafkaLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_line(&self.client, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_error(&self.client, error, reason);
+    }
+}
+
+/// [`ClientContext::log`] for a client named `client`.
+pub fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel as L;
+    // Connection failures are logged by librdkafka (facility FAIL) besides being reported as
+    // errors; both count as one broker being away.
+    if fac == "FAIL" && matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning)
+    {
+        health().unreachable(client, message);
+        return;
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", client, "{fac} {message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", client, "{fac} {message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", client, "{fac} {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", client, "{fac} {message}"),
+    }
+}
+
+/// [`ClientContext::error`] for a client named `client`.
+pub fn log_error(client: &str, error: KafkaError, reason: &str) {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(C::PartitionEOF) => {
+            tracing::trace!(target: "librdkafka", client, "end of partition: {reason}")
+        }
+        Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
+            health().unreachable(client, reason)
+        }
+        _ => tracing::error!(target: "librdkafka", client, "{error}: {reason}"),
+    }
+}
+
+/// Whether the worker can reach Kafka, as its clients report it.
+pub struct BrokerHealth {
+    /// Fast path for [`BrokerHealth::reachable`], called on every acknowledgement.
+    down: AtomicBool,
+    state: Mutex<Outage>,
+}
+
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    last_logged: Option<Instant>,
+    affected: BTreeSet<String>,
+    /// Reports since the last line logged.
+    reports: u64,
+}
+
+/// The process's one [`BrokerHealth`].
+pub fn health() -> &'static BrokerHealth {
+    static HEALTH: OnceLock<BrokerHealth> = OnceLock::new();
+    HEALTH.get_or_init(BrokerHealth::new)
+}
+
+impl BrokerHealth {
+    fn new() -> BrokerHealth {
+        BrokerHealth {
+            down: AtomicBool::new(false),
+            state: Mutex::new(Outage::default()),
+        }
+    }
+
+    /// A client could not reach Kafka: logged at once if Kafka was reachable, else counted
+    /// and mentioned at most every [`REMINDER_EVERY`].
+    pub fn unreachable(&self, client: &str, reason: &str) {
+        self.unreachable_at(client, reason, Instant::now());
+    }
+
+    fn unreachable_at(&self, client: &str, reason: &str, now: Instant) {
+        let Ok(mut outage) = self.state.lock() else {
+            return;
+        };
+        self.down.store(true, Ordering::Relaxed);
+        outage.affected.insert(client.to_string());
+        outage.reports += 1;
+        match (outage.since, outage.last_logged) {
+            (None, _) | (_, None) => {
+                outage.since = Some(now);
+                outage.last_logged = Some(now);
+                outage.reports = 0;
+                tracing::warn!(
+                    target: "librdkafka",
+                    "Kafka unreachable: {reason}; affected: {}; records wait in the clients and are retried (the same is mentioned again at most every {}s)",
+                    outage.affected.iter().cloned().collect::<Vec<_>>().join(", "),
+                    REMINDER_EVERY.as_secs()
+                );
+            }
+            (Some(since), Some(last)) if now.duration_since(last) >= REMINDER_EVERY => {
+                tracing::warn!(
+                    target: "librdkafka",
+                    "Kafka still unreachable after {}s ({} reports since the last mention, latest: {reason}); affected: {}",
+                    now.duration_since(since).as_secs(),
+                    outage.reports,
+                    outage.affected.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                outage.last_logged = Some(now);
+                outage.reports = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// A client reached Kafka: logged once if it was unreachable.
+    pub fn reachable(&self) {
+        if self.down.load(Ordering::Relaxed) {
+            self.reachable_at(Instant::now());
+        }
+    }
+
+    fn reachable_at(&self, now: Instant) {
+        let Ok(mut outage) = self.state.lock() else {
+            return;
+        };
+        if let Some(since) = outage.since {
+            tracing::info!(
+                target: "librdkafka",
+                "Kafka reachable again after {:.1}s",
+                now.duration_since(since).as_secs_f64()
+            );
+        }
+        *outage = Outage::default();
+        self.down.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether a client reported Kafka unreachable and none reached it since.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_one_line_then_reminders_then_one_line() {
+        let health = BrokerHealth::new();
+        let t0 = Instant::now();
+        let lines = |h: &BrokerHealth| h.state.lock().unwrap().last_logged;
+        health.unreachable_at("producer", "1/1 brokers are down", t0);
+        assert!(health.is_down());
+        assert_eq!(lines(&health), Some(t0));
+        // Reports within the reminder period are counted, not logged.
+        for i in 1..60 {
+            health.unreachable_at("consumer", "refused", t0 + Duration::from_millis(500 * i));
+        }
+        assert_eq!(lines(&health), Some(t0));
+        assert_eq!(health.state.lock().unwrap().reports, 59);
+        let later = t0 + REMINDER_EVERY + Duration::from_millis(1);
+        health.unreachable_at("consumer", "refused", later);
+        assert_eq!(lines(&health), Some(later));
+        assert_eq!(
+            health.state.lock().unwrap().affected,
+            BTreeSet::from(["consumer".to_string(), "producer".to_string()])
+        );
+        health.reachable_at(later);
+        assert!(!health.is_down());
+        assert_eq!(lines(&health), None);
+        // The next outage is news again.
+        health.unreachable_at("producer", "down", later + Duration::from_secs(1));
+        assert_eq!(lines(&health), Some(later + Duration::from_secs(1)));
+    }
+}
