@@ -292,6 +292,7 @@ async fn pipeline_produce(
         offsets: offsets.clone(),
         flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
         task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
+        stop_failures: Default::default(),
     };
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -367,6 +368,7 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
         offsets: Arc::new(OffsetStore::open(None)?),
         flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
         task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
+        stop_failures: Default::default(),
     };
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();

@@ -294,6 +294,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
             offsets: offsets.clone(),
             flush_interval: settings.offset_flush_interval,
             task_shutdown_timeout: settings.task_shutdown_timeout,
+            stop_failures: Default::default(),
         },
         settings,
         registry,
@@ -351,6 +352,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     ));
 
     let limit = options.shutdown_timeout;
+    let stop_failures = shared.ctx.stop_failures.clone();
     let work = async {
         supervise(shared.clone(), assignment_rx, shutdown.clone()).await;
         // Tasks are stopped and flushed; let the last statuses go out before leaving.
@@ -360,7 +362,8 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         offsets
             .flush()
             .await
-            .context("write source offsets at shutdown")
+            .context("write source offsets at shutdown")?;
+        crate::stop::check_clean(&stop_failures, &offsets)
     };
     crate::stop::bounded(work, &shutdown, limit, Some(&offsets)).await
 }
@@ -807,6 +810,8 @@ async fn supervise(
         shared.lease.applied(join);
     }
     tracing::info!("stopping: draining tasks and committing offsets");
+    // Stops that failed before this one (units that moved) were handled then.
+    shared.ctx.stop_failures.take();
     for unit in units.values() {
         unit.stop.cancel();
     }
@@ -1134,6 +1139,10 @@ async fn run_task(
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
+                shared
+                    .ctx
+                    .stop_failures
+                    .record(format!("task {}-{}: {e:#}", spec.name, task.task));
                 return;
             }
             Err(e) => {

@@ -69,6 +69,8 @@ pub struct WorkerContext {
     pub flush_interval: Duration,
     /// `task.shutdown.graceful.timeout.ms`: how long tasks get to drain and commit on a stop.
     pub task_shutdown_timeout: Duration,
+    /// Where a stop that ended in a failure is recorded, for the process's exit status.
+    pub stop_failures: Arc<crate::stop::StopFailures>,
 }
 
 /// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
@@ -133,6 +135,7 @@ pub async fn run_connector(
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
+                ctx.stop_failures.record(format!("connector {}: {e:#}", spec.name));
                 return;
             }
             Err(e) => e,
@@ -309,6 +312,11 @@ pub async fn run_process(
                     tasks.len(),
                     ctx.task_shutdown_timeout
                 );
+                failure.get_or_insert(anyhow!(
+                    "{} task(s) did not stop within {:?} (task.shutdown.graceful.timeout.ms)",
+                    tasks.len(),
+                    ctx.task_shutdown_timeout
+                ));
                 tasks.abort_all();
                 break;
             }

@@ -141,6 +141,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         offsets: offsets.clone(),
         flush_interval: worker.offset_flush_interval,
         task_shutdown_timeout: worker.task_shutdown_timeout,
+        stop_failures: Default::default(),
     };
 
     let tracker = TaskTracker::new();
@@ -175,7 +176,8 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         if let Some(p) = progress {
             let _ = p.await;
         }
-        offsets.flush().await.context("write offsets at shutdown")
+        offsets.flush().await.context("write offsets at shutdown")?;
+        crate::stop::check_clean(&ctx.stop_failures, &offsets)
     };
     let result = crate::stop::bounded(drain, &shutdown, options.shutdown_timeout, Some(&offsets)).await;
     drop(embedded);

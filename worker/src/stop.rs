@@ -23,6 +23,56 @@ pub struct StopTimedOut {
     pub limit: Duration,
 }
 
+/// Units (connectors, tasks) whose stop ended in a failure: a drain that timed out, a
+/// commit the broker never answered. Nothing they held is lost, it is delivered again; but
+/// the process says so and exits non-zero.
+#[derive(Debug, Default)]
+pub struct StopFailures(std::sync::Mutex<Vec<String>>);
+
+impl StopFailures {
+    pub fn record(&self, unit: String) {
+        if let Ok(mut failures) = self.0.lock() {
+            failures.push(unit);
+        }
+    }
+
+    /// The failures recorded so far, forgetting them.
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
+    }
+}
+
+/// A graceful stop in which some units did not drain and commit.
+#[derive(Debug, thiserror::Error)]
+#[error("{} connector unit(s) did not stop cleanly; what they had not committed is delivered again when they restart (at-least-once)", .0.len())]
+pub struct UncleanStop(pub Vec<String>);
+
+/// At the end of a graceful stop: an error naming every unit whose stop failed since
+/// `failures` was last taken, with the positions `offsets` could not commit.
+pub fn check_clean(failures: &StopFailures, offsets: &OffsetStore) -> anyhow::Result<()> {
+    let failed = failures.take();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let uncommitted = offsets.uncommitted();
+    tracing::error!(
+        "not stopped cleanly: {}{}",
+        failed.join("; "),
+        if uncommitted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; source positions acknowledged but not committed: {}",
+                uncommitted.join("; ")
+            )
+        }
+    );
+    Err(UncleanStop(failed).into())
+}
+
 /// Runs `work` to its end; once `shutdown` is cancelled, allows it at most `limit` more.
 /// Past that, `work` is dropped and, when `offsets` is given, the positions it held but had
 /// not committed are logged.
