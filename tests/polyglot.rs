@@ -322,6 +322,7 @@ fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() 
         "heartbeat",
         "validate.bad",
         "source.no-credit",
+        "source.batches",
         "worker-gone",
     ] {
         assert_eq!(outcome(&output, name), "FAIL", "{name}\n{output}");
@@ -342,6 +343,10 @@ fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() 
     assert!(
         output.contains("the nonce must be echoed"),
         "reasons are printed:\n{output}"
+    );
+    assert!(
+        output.contains("index 0 must be sent explicitly"),
+        "a dropped partition index 0 is named:\n{output}"
     );
 
     // An executable that is no connector fails at launch with what it printed.
@@ -588,6 +593,31 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
         "{log}"
     );
     drop(worker);
+
+    // A script's manifest covers what the plugin declares beside it (`.sluice-covers`): a
+    // change of a covered file makes it stale, though the executable is the same.
+    let helper = plugins.join("lib");
+    std::fs::create_dir(&helper).unwrap();
+    std::fs::write(helper.join("code.py"), "version = 1\n").unwrap();
+    std::fs::write(
+        plugins.join("lines.sluice-covers"),
+        "# what the wrapper runs\nlib\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_sluice(
+        dir.path(),
+        &["plugins", "manifest", plugins.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = check();
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::write(helper.join("code.py"), "version = 2\n").unwrap();
+    let (code, out, err) = check();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("stale") && out.contains("a file it covers changed"),
+        "{out}"
+    );
 
     // Kafka Connect's plugin.discovery: service_load starts nothing without a current
     // manifest (the executable is reported broken); hybrid_fail refuses to start at all.

@@ -233,3 +233,154 @@ fn bad_configuration_files_give_located_errors_and_exit_code_2() {
         assert!(!output.contains("panicked"), "{output}");
     }
 }
+
+/// Kafka's `num.partitions` default: `sluice dev-kafka` (like the embedded Kafka) creates a
+/// topic on first use with 1 partition, or `--default-partitions`; librdkafka's mock alone
+/// would make 4.
+#[test]
+fn dev_kafka_creates_topics_on_first_use_with_one_partition() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let dir = tempfile::tempdir().unwrap();
+    let partitions_of = |bootstrap: &str, topic: &str| -> usize {
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload("x"))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0].partitions().len()
+    };
+    let kafka = DevKafka::start(dir.path(), &[]);
+    assert_eq!(partitions_of(&kafka.bootstrap, "fresh"), 1);
+    let kafka = DevKafka::start_with(dir.path(), &["made:2"], &["--default-partitions", "3"]);
+    assert_eq!(partitions_of(&kafka.bootstrap, "fresh"), 3);
+    assert_eq!(partitions_of(&kafka.bootstrap, "made"), 2);
+}
+
+/// A broker that goes away while data flows is one WARN naming what it affects (not an ERROR
+/// twice a second from every client), and one INFO when it is back; nothing is lost.
+#[test]
+fn a_broker_away_is_logged_once_and_its_return_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka = DevKafka::start(dir.path(), &["connect-test:1"]);
+    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
+    let [source, sink] = file_connectors(dir.path());
+    let input = dir.path().join("test.txt");
+    let output = dir.path().join("test.sink.txt");
+    append_lines(&input, 0..1_000);
+    let mut sluice = Sluice::standalone(dir.path(), &[worker, source, sink]);
+    wait_for("the first lines", Duration::from_secs(60), || {
+        count_lines(&output) >= 1_000
+    });
+
+    kafka.fault("broker-down 1");
+    append_lines(&input, 1_000..2_000);
+    wait_for("the outage to be noticed", Duration::from_secs(30), || {
+        sluice.output().contains("Kafka unreachable")
+    });
+    // Several seconds of outage: librdkafka reports it many times over from each client.
+    std::thread::sleep(Duration::from_secs(4));
+    let during = sluice.output();
+    assert_eq!(
+        levels_of(&during, "Kafka unreachable"),
+        ["WARN"],
+        "one line for the outage:\n{during}"
+    );
+    let unreachable = during
+        .lines()
+        .find(|l| l.contains("Kafka unreachable"))
+        .unwrap();
+    assert!(
+        unreachable.contains("affected: ") && unreachable.contains("local-file-"),
+        "it names the clients affected: {unreachable}"
+    );
+    for noise in ["AllBrokersDown", "BrokerTransportFailure", "PartitionEOF"] {
+        assert!(
+            !during.lines().any(|l| l.contains(noise) && !l.contains("Kafka unreachable")),
+            "{noise} logged on its own:\n{during}"
+        );
+    }
+    assert!(
+        levels_of(&during, "librdkafka").iter().all(|l| l != "ERROR"),
+        "no librdkafka ERROR lines:\n{during}"
+    );
+
+    kafka.fault("broker-up 1");
+    wait_for("every line in the sink", Duration::from_secs(60), || {
+        count_lines(&output) >= 2_000
+    });
+    wait_for("the return to be logged", Duration::from_secs(30), || {
+        sluice.output().contains("Kafka reachable again")
+    });
+    assert_eq!(
+        levels_of(&sluice.output(), "Kafka reachable again"),
+        ["INFO"]
+    );
+    sluice.stop_cleanly();
+    assert_eq!(verify(&input, &output), (0, 0, 0));
+}
+
+/// SIGTERM with the broker gone: the tasks cannot hand their records to Kafka nor commit, so
+/// the stop is bounded — each task by task.shutdown.graceful.timeout.ms, the process by
+/// --shutdown-timeout — and the process exits non-zero within the limit, saying what was not
+/// committed and that it will be replayed, with its connector processes gone.
+#[test]
+fn sigterm_with_the_broker_gone_exits_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka = DevKafka::start(dir.path(), &["connect-test:1"]);
+    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
+    let [source, sink] = file_connectors(dir.path());
+    let input = dir.path().join("test.txt");
+    let output = dir.path().join("test.sink.txt");
+    append_lines(&input, 0..1_000);
+    let mut sluice = Sluice::start(
+        dir.path(),
+        &[
+            "standalone",
+            "--shutdown-timeout",
+            "8",
+            worker,
+            source,
+            sink,
+        ],
+    );
+    wait_for("the first lines", Duration::from_secs(60), || {
+        count_lines(&output) >= 1_000
+    });
+    let connectors: Vec<i32> = ["local-file-source", "local-file-sink"]
+        .iter()
+        .map(|c| sluice.connector_pid(c).expect("connector pid logged"))
+        .collect();
+
+    kafka.kill();
+    append_lines(&input, 1_000..2_000);
+    wait_for("the outage to be noticed", Duration::from_secs(30), || {
+        sluice.output().contains("Kafka unreachable")
+    });
+    let asked = std::time::Instant::now();
+    sluice.signal(SIGTERM);
+    let status = sluice.wait(Duration::from_secs(30));
+    let took = asked.elapsed();
+    let log = sluice.output();
+    assert!(
+        took < Duration::from_secs(11),
+        "took {took:?} to exit:\n{log}"
+    );
+    assert_ne!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("not stopped cleanly") || log.contains("graceful stop did not finish"),
+        "{log}"
+    );
+    assert!(log.contains("at-least-once"), "{log}");
+    for pid in connectors {
+        wait_for("connector processes gone", Duration::from_secs(5), || {
+            !process_alive(pid)
+        });
+    }
+}

@@ -108,6 +108,20 @@ impl Sluice {
         self.output.lock().unwrap().clone()
     }
 
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(child) => match child.try_wait() {
+                Ok(Some(_)) => {
+                    self.child = None;
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
     }
@@ -183,11 +197,17 @@ pub struct DevKafka {
 
 impl DevKafka {
     pub fn start(dir: &Path, topics: &[&str]) -> DevKafka {
+        DevKafka::start_with(dir, topics, &[])
+    }
+
+    /// [`DevKafka::start`] with more arguments (e.g. `--default-partitions 3`).
+    pub fn start_with(dir: &Path, topics: &[&str], extra: &[&str]) -> DevKafka {
         let mut args = vec!["dev-kafka"];
         for t in topics {
             args.push("--topic");
             args.push(t);
         }
+        args.extend_from_slice(extra);
         let process = Sluice::start_with_stdin(dir, &args);
         let mut bootstrap = String::new();
         wait_for(
@@ -208,6 +228,12 @@ impl DevKafka {
         DevKafka { process, bootstrap }
     }
 
+    /// Kills the broker process (SIGKILL): Kafka is gone.
+    pub fn kill(&mut self) {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait(Duration::from_secs(10));
+    }
+
     /// Injects a fault (`fail API COUNT ERROR`, `broker-down ID`, `broker-up ID`) and waits
     /// until the broker process says it took it.
     pub fn fault(&mut self, line: &str) {
@@ -219,6 +245,29 @@ impl DevKafka {
             || self.process.output().matches("fault injected").count() > before,
         );
     }
+}
+
+/// Whether a process with this pid is running (a zombie, dead but not yet reaped by whoever
+/// inherited it, is not).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The level word of each log line of `output` that contains `needle` (the word after the
+/// timestamp, as the worker's log writes lines).
+pub fn levels_of(output: &str, needle: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
 }
 
 /// Number of complete lines in a file (0 if it does not exist).

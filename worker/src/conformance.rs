@@ -277,7 +277,8 @@ impl Kit<'_> {
         class: &proto::ConnectorClass,
         defs: &[proto::ConfigDef],
     ) -> Option<Vec<BTreeMap<String, String>>> {
-        let config = &self.options.config;
+        // As a worker does: the defaults the connector declared complete the configuration.
+        let config = &crate::plugins::with_defaults(defs, &self.options.config);
         let missing: Vec<&str> = defs
             .iter()
             .filter(|d| d.default_value.is_none() && !config.contains_key(&d.name))
@@ -1171,6 +1172,12 @@ impl SourceStream {
                 }
             }
             for r in &batch.records {
+                if r.partition.is_none() && !r.offset.is_empty() {
+                    return Err(format!(
+                        "batch {} has a record with offset {:?} but no partition index: a position needs both, and index 0 must be sent explicitly (SourceRecord.partition is a proto3 `optional` field; a protobuf library without field presence drops 0 and the worker never commits the offset) (§4 positions)",
+                        batch.seq, r.offset
+                    ));
+                }
                 if let Some(index) = r.partition {
                     if index as usize >= batch.partitions.len() {
                         return Err(format!(

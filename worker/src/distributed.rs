@@ -210,7 +210,7 @@ impl Shared {
             restart: settings.restart.clone(),
             errors: settings.errors.clone(),
             transactions: self.transactions(&settings, kind, class)?,
-            config: settings.values,
+            config: plugin.complete_config(&class.class_name, &settings.values),
         })
     }
 }
@@ -243,6 +243,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     .await?;
     let plugins = plugin_classes(&registry);
     let producer_config = producer_config(&bootstrap, settings.client_overrides("producer."));
+    crate::kafka_log::health().probe_with(producer_config.clone());
     let consumer_config = consumer_config(&bootstrap, settings.client_overrides("consumer."));
     let offsets_topic = settings
         .values

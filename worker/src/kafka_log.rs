@@ -40,7 +40,8 @@ impl KafkaLog {
     pub fn consumer_error(&self, error: KafkaError) {
         use RDKafkaErrorCode as C;
         match error.rdkafka_error_code() {
-            Some(C::PartitionEOF) => {}
+            // The end of a partition; a missing topic is logged by the error callback.
+            Some(C::PartitionEOF | C::UnknownTopicOrPartition) => {}
             Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
                 health().unreachable(&self.client, &error.to_string())
             }
@@ -65,10 +66,14 @@ impl ClientContext for KafkaLog {
 pub fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     use RDKafkaLogLevel as L;
     // Connection failures are logged by librdkafka (facility FAIL) besides being reported as
-    // errors; both count as one broker being away.
-    if fac == "FAIL" && matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning)
-    {
-        health().unreachable(client, message);
+    // errors; both count as one broker being away. The disconnects that precede them (INFO)
+    // are reconnection detail.
+    if fac == "FAIL" {
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning) {
+            health().unreachable(client, message);
+        } else {
+            tracing::debug!(target: "librdkafka", client, "{fac} {message}");
+        }
         return;
     }
     match level {
@@ -91,6 +96,11 @@ pub fn log_error(client: &str, error: KafkaError, reason: &str) {
         Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
             health().unreachable(client, reason)
         }
+        // A sink subscribed before its topic's first record (a source creates it on first
+        // produce): not an error, and it resolves itself.
+        Some(C::UnknownTopicOrPartition) => {
+            tracing::warn!(target: "librdkafka", client, "topic does not exist (yet): {reason}")
+        }
         _ => tracing::error!(target: "librdkafka", client, "{error}: {reason}"),
     }
 }
@@ -100,6 +110,32 @@ pub struct BrokerHealth {
     /// Fast path for [`BrokerHealth::reachable`], called on every acknowledgement.
     down: AtomicBool,
     state: Mutex<Outage>,
+    /// How to reach Kafka for a probe while it is away, so that its return is noticed even
+    /// when no record flows ([`BrokerHealth::probe_with`]).
+    probe: Mutex<Option<rdkafka::ClientConfig>>,
+    probing: AtomicBool,
+}
+
+/// How often the probe asks Kafka for metadata while it is away.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The probe's client context: its own failures are the outage already reported.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::trace!(target: "librdkafka", client = "reachability probe", "{fac} {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::trace!(target: "librdkafka", client = "reachability probe", "{error}: {reason}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }
 
 #[derive(Default)]
@@ -122,6 +158,43 @@ impl BrokerHealth {
         BrokerHealth {
             down: AtomicBool::new(false),
             state: Mutex::new(Outage::default()),
+            probe: Mutex::new(None),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// While Kafka is away, a thread asks it for metadata with `config` (the worker's
+    /// producer settings) every [`PROBE_EVERY`] and reports it reachable once it answers.
+    pub fn probe_with(&self, config: rdkafka::ClientConfig) {
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = Some(config);
+        }
+    }
+
+    fn start_probe(&'static self) {
+        let Some(config) = self.probe.lock().ok().and_then(|p| p.clone()) else {
+            return;
+        };
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("kafka-probe".into())
+            .spawn(move || {
+                use rdkafka::producer::{BaseProducer, Producer as _};
+                if let Ok(producer) = config.create_with_context::<_, BaseProducer<Quiet>>(Quiet) {
+                    while self.is_down() {
+                        if producer.client().fetch_metadata(None, PROBE_EVERY).is_ok() {
+                            self.reachable();
+                            break;
+                        }
+                        std::thread::sleep(PROBE_EVERY);
+                    }
+                }
+                self.probing.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.probing.store(false, Ordering::Release);
         }
     }
 
@@ -149,6 +222,11 @@ impl BrokerHealth {
                     outage.affected.iter().cloned().collect::<Vec<_>>().join(", "),
                     REMINDER_EVERY.as_secs()
                 );
+                drop(outage);
+                if std::ptr::eq(self, health()) {
+                    health().start_probe();
+                }
+                return;
             }
             (Some(since), Some(last)) if now.duration_since(last) >= REMINDER_EVERY => {
                 tracing::warn!(

@@ -129,6 +129,38 @@ impl PluginRegistry {
     }
 }
 
+/// `config` completed with the defaults `defs` declare for keys it lacks: what a worker sends
+/// to Validate, Plan and (through Plan) every task, so every connector sees the same complete
+/// configuration whatever its SDK does with defaults.
+pub fn with_defaults(
+    defs: &[proto::ConfigDef],
+    config: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut complete = config.clone();
+    for def in defs {
+        if let Some(default) = &def.default_value {
+            complete
+                .entry(def.name.clone())
+                .or_insert_with(|| default.clone());
+        }
+    }
+    complete
+}
+
+impl PluginEntry {
+    /// [`with_defaults`] for `class` of this plugin.
+    pub fn complete_config(
+        &self,
+        class: &str,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        match self.configs.get(class) {
+            Some(defs) => with_defaults(defs, config),
+            None => config.clone(),
+        }
+    }
+}
+
 /// Starts `command` and asks it what it serves: its handshake and Describe of each class.
 pub async fn describe(command: PluginCommand) -> Result<PluginEntry, (PluginCommand, String)> {
     let label = format!("discover {}", command.program.display());
@@ -178,6 +210,82 @@ struct Manifest {
     plugin: serde_json::Value,
     /// `sluice.connector.v1.DescribeResponse` of each class, in proto3 JSON.
     configs: std::collections::BTreeMap<String, serde_json::Value>,
+    /// What `<executable>.sluice-covers` declared when this was written: more files and
+    /// folders (relative to the executable's folder) whose content the manifest stands for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    covers: Vec<String>,
+    /// SHA-256 (hex) over the covered files' paths and contents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    covers_sha256: Option<String>,
+}
+
+/// Beside an executable, the files its manifest also covers (a script's code, its modules):
+/// one path per line, relative to the executable's folder; `#` starts a comment; a folder
+/// covers every file under it.
+pub fn covers_path(program: &Path) -> PathBuf {
+    let mut name = program.as_os_str().to_os_string();
+    name.push(".sluice-covers");
+    PathBuf::from(name)
+}
+
+/// The paths `<executable>.sluice-covers` declares (none without the file).
+fn declared_covers(program: &Path) -> Result<Vec<String>, String> {
+    let path = covers_path(program);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// SHA-256 over every file the `covers` paths name (folders walked in name order, symbolic
+/// links followed for files, not for folders): each file's path relative to the executable's
+/// folder, then its content's SHA-256.
+fn covers_sha256(program: &Path, covers: &[String]) -> Result<String, String> {
+    use sha2::Digest as _;
+    fn walk(base: &Path, relative: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+        let full = base.join(relative);
+        let meta = std::fs::symlink_metadata(&full)
+            .map_err(|e| format!("covered path {}: {e}", full.display()))?;
+        if meta.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&full)
+                .map_err(|e| format!("covered folder {}: {e}", full.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                walk(base, &relative.join(name), out)?;
+            }
+        } else if std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
+            out.push(relative.to_path_buf());
+        }
+        Ok(())
+    }
+    let base = program.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    for cover in covers {
+        walk(base, Path::new(cover), &mut files)?;
+    }
+    let mut hasher = sha2::Sha256::new();
+    for file in files {
+        let content = sha256_of(&base.join(&file))
+            .map_err(|e| format!("covered file {}: {e}", file.display()))?;
+        hasher.update(file.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(content.as_bytes());
+        hasher.update([b'\n']);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Where the manifest of `program` lives: beside it.
@@ -202,7 +310,15 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
 pub fn write_manifest(entry: &PluginEntry) -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;
     let program = &entry.command.program;
+    let covers = declared_covers(program).map_err(anyhow::Error::msg)?;
+    let covers_sha256 = if covers.is_empty() {
+        None
+    } else {
+        Some(covers_sha256(program, &covers).map_err(anyhow::Error::msg)?)
+    };
     let manifest = Manifest {
+        covers,
+        covers_sha256,
         manifest_version: MANIFEST_VERSION,
         executable_sha256: sha256_of(program)
             .with_context(|| format!("read {}", program.display()))?,
@@ -278,6 +394,21 @@ fn read_manifest(command: &PluginCommand, text: &str) -> Result<PluginEntry, Str
         .map_err(|e| format!("cannot read {}: {e}", command.program.display()))?;
     if actual != manifest.executable_sha256 {
         return Err("stale: the executable changed since it was written".into());
+    }
+    let covers = declared_covers(&command.program)?;
+    if covers != manifest.covers {
+        return Err(format!(
+            "stale: {} declares other files than when it was written",
+            covers_path(&command.program).display()
+        ));
+    }
+    if !covers.is_empty()
+        && Some(covers_sha256(&command.program, &covers)?) != manifest.covers_sha256
+    {
+        return Err(format!(
+            "stale: a file it covers changed since it was written ({})",
+            covers.join(", ")
+        ));
     }
     let info: proto::PluginInfo = from_json(manifest.plugin, "sluice.connector.v1.PluginInfo")
         .map_err(|e| format!("plugin: {e:#}"))?;

@@ -135,6 +135,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         // batches make that window several times longer.
         producer_config.set("compression.type", "lz4");
     }
+    crate::kafka_log::health().probe_with(producer_config.clone());
     let ctx = WorkerContext {
         producer_config,
         consumer_config: consumer_config(&bootstrap, worker.client_overrides("consumer.")),
@@ -219,6 +220,7 @@ async fn build_spec(
     };
     let key_converter = converter("key").map_err(|e| vec![e])?;
     let value_converter = converter("value").map_err(|e| vec![e])?;
+    let config = plugin.complete_config(&class.class_name, &settings.values);
 
     let validation = async {
         let process = ConnectorProcess::launch(&plugin.command, &settings.name).await?;
@@ -226,7 +228,7 @@ async fn build_spec(
         let response = client
             .validate(proto::ValidateRequest {
                 connector_class: class.class_name.clone(),
-                config: settings.values.clone().into_iter().collect(),
+                config: config.clone().into_iter().collect(),
             })
             .await;
         process.shutdown().await;
@@ -257,7 +259,7 @@ async fn build_spec(
         kind,
         command: plugin.command.clone(),
         tasks_max: settings.tasks_max,
-        config: settings.values.clone(),
+        config,
         key_converter,
         value_converter,
         transforms: settings.transforms.clone(),
