@@ -537,3 +537,82 @@ fn a_connector_replan_request_rolls_only_the_task_that_changed() {
     let (code, _, err) = cli(&["restart-task", "gen", "7"]);
     assert_eq!(code, 3, "{err}");
 }
+
+/// SIGTERM to a worker whose Kafka and controller are both gone: its tasks can neither hand
+/// their records to Kafka nor commit, so the stop is bounded — each task by
+/// task.shutdown.graceful.timeout.ms, the process by --shutdown-timeout — and the worker exits
+/// non-zero within the limit, saying what was not committed will be replayed, with its
+/// connector processes gone. The controller, asked to stop with a worker still connected,
+/// exits within its own limit.
+#[test]
+fn sigterm_with_kafka_and_the_controller_gone_exits_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka = DevKafka::start(dir.path(), &["gen:2"]);
+    let mut controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
+    let api = Api::new(&controller.address);
+    std::fs::write(
+        dir.path().join("worker.properties"),
+        "offset.flush.interval.ms=500\n",
+    )
+    .unwrap();
+    let url = controller.url();
+    let mut worker = Sluice::start(
+        dir.path(),
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--controller",
+            &url,
+            "--kafka",
+            &kafka.bootstrap,
+            "--shutdown-timeout",
+            "8",
+            "worker.properties",
+        ],
+    );
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let config = datagen("gen", "2", "2000");
+    api.create("gen", &pairs(&config), api::TargetState::Running);
+    wait_for("records flowing", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "gen") > 1000
+    });
+    let connectors: Vec<i32> = worker
+        .output()
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("running connector=gen pid=")? + "running connector=gen pid=".len();
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(connectors.len(), 2, "{}", worker.output());
+
+    // The controller, with the worker's streams open, stops within its limit.
+    let asked = Instant::now();
+    controller.process.signal(libc::SIGTERM);
+    let status = controller.process.wait(Duration::from_secs(30));
+    assert!(
+        asked.elapsed() < Duration::from_secs(17),
+        "controller took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", controller.process.output());
+
+    kafka.kill();
+    wait_for("the outage to be noticed", TIMEOUT, || {
+        worker.output().contains("Kafka unreachable")
+    });
+    let asked = Instant::now();
+    worker.signal(libc::SIGTERM);
+    let status = worker.wait(Duration::from_secs(30));
+    let took = asked.elapsed();
+    let log = worker.output();
+    assert!(took < Duration::from_secs(11), "took {took:?}:\n{log}");
+    assert_ne!(status.code(), Some(0), "{log}");
+    assert!(log.contains("at-least-once"), "{log}");
+    for pid in connectors {
+        wait_for("connector processes gone", Duration::from_secs(5), || {
+            !harness::process_alive(pid)
+        });
+    }
+}

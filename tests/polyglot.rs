@@ -708,3 +708,61 @@ fn the_python_sdk_unit_tests_pass() {
     );
     assert!(report.contains("\nOK"), "{report}");
 }
+
+/// A connector's output lines are logged at the level each names (docs/connector-protocol.md
+/// §1, "Log levels"): a leading level word after any timestamp, or a JSON line's `level`;
+/// anything else at INFO. The worker's filter then applies (DEBUG is not shown at `info`).
+#[test]
+fn connector_output_is_logged_at_the_level_each_line_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let wrapper = plugins.join("leveled");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             echo 'WARN wrapper plain warning' >&2\n\
+             echo '{{\"level\":\"error\",\"msg\":\"wrapper json error\"}}' >&2\n\
+             echo '2026-12-04 03:00:00,123 DEBUG wrapper: debug detail' >&2\n\
+             echo 'wrapper says hello' >&2\n\
+             export PYTHONPATH='{}'\nexec '{}' \"$@\"\n",
+            tools::python_path(&[&repo().join("connector-sdk/python/src")]),
+            python_examples().join("lines-source").display()
+        ),
+    )
+    .unwrap();
+    make_executable(&wrapper);
+    let worker = worker_properties(dir.path(), None);
+    let mut worker_text = std::fs::read_to_string(dir.path().join(worker)).unwrap();
+    worker_text.push_str(&format!("plugin.path={}\n", plugins.display()));
+    std::fs::write(dir.path().join(worker), worker_text).unwrap();
+    let input = dir.path().join("input.txt");
+    append_lines(&input, 0..10);
+    std::fs::write(
+        dir.path().join("source.properties"),
+        format!(
+            "name=leveled\nconnector.class=PyLinesSource\nfile={}\ntopic=leveled\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let mut sluice = Sluice::standalone(dir.path(), &[worker, "source.properties"]);
+    wait_for("the task to run", Duration::from_secs(60), || {
+        sluice.connector_pid("leveled").is_some()
+    });
+    let log = sluice.output();
+    for (needle, level) in [
+        ("wrapper plain warning", "WARN"),
+        ("wrapper json error", "ERROR"),
+        ("wrapper says hello", "INFO"),
+    ] {
+        let levels = levels_of(&log, needle);
+        assert!(
+            !levels.is_empty() && levels.iter().all(|l| l == level),
+            "{needle}: {levels:?}\n{log}"
+        );
+    }
+    assert!(!log.contains("debug detail"), "DEBUG filtered out:\n{log}");
+    sluice.stop_cleanly();
+}

@@ -302,12 +302,16 @@ fn a_broker_away_is_logged_once_and_its_return_once() {
     );
     for noise in ["AllBrokersDown", "BrokerTransportFailure", "PartitionEOF"] {
         assert!(
-            !during.lines().any(|l| l.contains(noise) && !l.contains("Kafka unreachable")),
+            !during
+                .lines()
+                .any(|l| l.contains(noise) && !l.contains("Kafka unreachable")),
             "{noise} logged on its own:\n{during}"
         );
     }
     assert!(
-        levels_of(&during, "librdkafka").iter().all(|l| l != "ERROR"),
+        levels_of(&during, "librdkafka")
+            .iter()
+            .all(|l| l != "ERROR"),
         "no librdkafka ERROR lines:\n{during}"
     );
 

@@ -250,7 +250,11 @@ async fn run(
                     None => Ok((t.clone(), 1)),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let kafka = sluice_worker::embedded::EmbeddedKafka::start(brokers, &topics, default_partitions)?;
+            let kafka = sluice_worker::embedded::EmbeddedKafka::start(
+                brokers,
+                &topics,
+                default_partitions,
+            )?;
             println!("bootstrap.servers={}", kafka.bootstrap_servers());
             // Faults for tests, one per line on stdin (see Fault::parse).
             use tokio::io::AsyncBufReadExt as _;

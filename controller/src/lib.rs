@@ -53,6 +53,9 @@ pub struct ControllerOptions {
     pub initial_levels: std::collections::BTreeMap<String, String>,
 }
 
+/// How long open connections get to close after a stop.
+const CONNECTIONS_DRAIN: Duration = Duration::from_secs(2);
+
 /// Runs the controller until `shutdown`. Prints `listening on ADDR` once it accepts calls.
 pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)
@@ -99,6 +102,7 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         cluster: cluster.clone(),
         log_control: options.log_control.clone(),
         levels: Arc::new(std::sync::Mutex::new(options.initial_levels.clone())),
+        stopping: shutdown.clone(),
     };
     let reconciler = tokio::spawn({
         let cluster = cluster.clone();
@@ -107,7 +111,7 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
     });
     println!("listening on {address}");
     tracing::info!(%address, cluster_id = %cluster.cluster_id, "controller ready");
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(reflection_v1)
         .add_service(reflection_alpha)
         .add_service(health)
@@ -118,11 +122,20 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
-        )
-        .await
-        .context("serve gRPC")?;
+        );
+    // A graceful stop waits for every connection to close, and an idle client that never
+    // answers the server's GOAWAY would hold it for ever: past CONNECTIONS_DRAIN they are cut.
+    let drain = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(CONNECTIONS_DRAIN).await;
+    };
+    tokio::select! {
+        served = serve => served.context("serve gRPC")?,
+        _ = drain => tracing::warn!("connections still open {CONNECTIONS_DRAIN:?} after the stop; closing them"),
+    }
     shutdown.cancel();
     let _ = reconciler.await;
     cluster.store.flush().await?;
+    tracing::info!("stopped");
     Ok(())
 }

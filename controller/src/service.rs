@@ -28,6 +28,9 @@ pub struct Api {
     pub log_control: Option<crate::LogControl>,
     /// This controller's logger levels.
     pub levels: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    /// Cancelled when the controller stops: the workers' long-lived streams end then, so
+    /// that the server's graceful stop (which waits for open calls) can finish.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Levels accepted by SetLogLevel (log4j's names, as Kafka Connect takes them).
@@ -1083,7 +1086,11 @@ impl WorkerControl for Api {
         }
         let (tx, rx) = mpsc::channel(16);
         self.cluster.open_requests(&worker, tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = futures::StreamExt::take_until(
+            ReceiverStream::new(rx),
+            self.stopping.clone().cancelled_owned(),
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn respond(
@@ -1111,6 +1118,8 @@ impl WorkerControl for Api {
             let _ = &guard;
             item
         });
+        let stream =
+            futures::StreamExt::take_until(stream, self.stopping.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 

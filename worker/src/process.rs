@@ -436,10 +436,22 @@ mod tests {
     fn connector_lines_carry_their_level() {
         let cases = [
             // The Rust SDK (tracing's fmt) and the Python SDK (logging) as they print.
-            ("2026-12-04T03:00:00.123456Z  WARN sluice_connector_sdk::serve: slow", Level::WARN),
-            ("2026-12-04T03:00:00.123456Z ERROR my_connector: boom", Level::ERROR),
-            ("2026-12-04 03:00:00,123 WARNING sluice_connector: slow", Level::WARN),
-            ("2026-12-04 03:00:00,123 DEBUG sluice_connector: detail", Level::DEBUG),
+            (
+                "2026-12-04T03:00:00.123456Z  WARN sluice_connector_sdk::serve: slow",
+                Level::WARN,
+            ),
+            (
+                "2026-12-04T03:00:00.123456Z ERROR my_connector: boom",
+                Level::ERROR,
+            ),
+            (
+                "2026-12-04 03:00:00,123 WARNING sluice_connector: slow",
+                Level::WARN,
+            ),
+            (
+                "2026-12-04 03:00:00,123 DEBUG sluice_connector: detail",
+                Level::DEBUG,
+            ),
             // A leading level word, bracketed or with a colon, any case.
             ("ERROR cannot reach the database", Level::ERROR),
             ("[warn] retrying", Level::WARN),

@@ -135,7 +135,8 @@ pub async fn run_connector(
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
-                ctx.stop_failures.record(format!("connector {}: {e:#}", spec.name));
+                ctx.stop_failures
+                    .record(format!("connector {}: {e:#}", spec.name));
                 return;
             }
             Err(e) => e,

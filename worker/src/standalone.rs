@@ -180,7 +180,8 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         offsets.flush().await.context("write offsets at shutdown")?;
         crate::stop::check_clean(&ctx.stop_failures, &offsets)
     };
-    let result = crate::stop::bounded(drain, &shutdown, options.shutdown_timeout, Some(&offsets)).await;
+    let result =
+        crate::stop::bounded(drain, &shutdown, options.shutdown_timeout, Some(&offsets)).await;
     drop(embedded);
     result
 }

@@ -93,7 +93,13 @@ where
     match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
         Err(_) => {
-            let uncommitted = offsets.map(OffsetStore::uncommitted).unwrap_or_default();
+            let Some(offsets) = offsets else {
+                tracing::error!(
+                    "graceful stop did not finish within {limit:?}; exiting without it"
+                );
+                return Err(StopTimedOut { limit }.into());
+            };
+            let uncommitted = offsets.uncommitted();
             if uncommitted.is_empty() {
                 tracing::error!(
                     "graceful stop did not finish within {limit:?}: stopping connector processes now; sink records after each task's last committed offset and source records after the last committed positions will be delivered again when the connectors restart (at-least-once)"
