@@ -550,26 +550,14 @@ fn sigterm_with_kafka_and_the_controller_gone_exits_within_the_limit() {
     let mut kafka = DevKafka::start(dir.path(), &["gen:2"]);
     let mut controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
     let api = Api::new(&controller.address);
-    std::fs::write(
-        dir.path().join("worker.properties"),
-        "offset.flush.interval.ms=500\n",
-    )
-    .unwrap();
     let url = controller.url();
-    let mut worker = Sluice::start(
+    let mut worker = harness::start_worker_flags(
         dir.path(),
-        &[
-            "worker",
-            "--id",
-            "w1",
-            "--controller",
-            &url,
-            "--kafka",
-            &kafka.bootstrap,
-            "--shutdown-timeout",
-            "8",
-            "worker.properties",
-        ],
+        "w1",
+        &url,
+        &kafka.bootstrap,
+        "",
+        &["--shutdown-timeout", "8"],
     );
     wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
     let config = datagen("gen", "2", "2000");
@@ -577,6 +565,25 @@ fn sigterm_with_kafka_and_the_controller_gone_exits_within_the_limit() {
     wait_for("records flowing", TIMEOUT, || {
         total_records(&kafka.bootstrap, "gen") > 1000
     });
+    // The worker completed the config with the defaults datagen declares before planning:
+    // the task configs carry key.cardinality though the connector's config left it out, and
+    // what the user gave stays.
+    let (ok, listed) = grpcurl(
+        &controller.address,
+        "sluice.api.v1.ConnectorService/ListTasks",
+        Some(r#"{"name":"gen"}"#),
+    );
+    assert!(ok, "{listed}");
+    assert_eq!(
+        listed.matches(r#""key.cardinality": "1000""#).count(),
+        2,
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches(r#""record.size": "64""#).count(),
+        2,
+        "{listed}"
+    );
     let connectors: Vec<i32> = worker
         .output()
         .lines()

@@ -78,9 +78,7 @@ fn python_source_and_sink_run_a_pipeline_through_kafka_with_restart_and_offsets(
     let dir = tempfile::tempdir().unwrap();
     let kafka = DevKafka::start(dir.path(), &["py-lines:1"]);
     let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
-    let mut worker_text = std::fs::read_to_string(dir.path().join(worker)).unwrap();
-    worker_text.push_str(&format!("plugin.path={}\n", python_examples().display()));
-    std::fs::write(dir.path().join(worker), worker_text).unwrap();
+    add_plugin_path(dir.path(), worker, &python_examples());
     let input = dir.path().join("input.txt");
     let database = dir.path().join("out.db");
     std::fs::write(
@@ -734,9 +732,7 @@ fn connector_output_is_logged_at_the_level_each_line_names() {
     .unwrap();
     make_executable(&wrapper);
     let worker = worker_properties(dir.path(), None);
-    let mut worker_text = std::fs::read_to_string(dir.path().join(worker)).unwrap();
-    worker_text.push_str(&format!("plugin.path={}\n", plugins.display()));
-    std::fs::write(dir.path().join(worker), worker_text).unwrap();
+    add_plugin_path(dir.path(), worker, &plugins);
     let input = dir.path().join("input.txt");
     append_lines(&input, 0..10);
     std::fs::write(

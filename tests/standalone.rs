@@ -263,21 +263,33 @@ fn dev_kafka_creates_topics_on_first_use_with_one_partition() {
     assert_eq!(partitions_of(&kafka.bootstrap, "made"), 2);
 }
 
+/// Kafka's quickstart pipeline (test.txt → connect-test → test.sink.txt) in standalone mode
+/// on a `sluice dev-kafka` broker, started with `flags` and waited for until its first 1,000
+/// lines are in the sink file.
+fn flowing_on_dev_kafka(dir: &std::path::Path, flags: &[&str]) -> (DevKafka, Sluice) {
+    let kafka = DevKafka::start(dir, &["connect-test:1"]);
+    let worker = worker_properties(dir, Some(&kafka.bootstrap));
+    let [source, sink] = file_connectors(dir);
+    let output = dir.join("test.sink.txt");
+    append_lines(&dir.join("test.txt"), 0..1_000);
+    let mut args = vec!["standalone", "--progress-interval", "1"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[worker, source, sink]);
+    let sluice = Sluice::start(dir, &args);
+    wait_for("the first lines", Duration::from_secs(60), || {
+        count_lines(&output) >= 1_000
+    });
+    (kafka, sluice)
+}
+
 /// A broker that goes away while data flows is one WARN naming what it affects (not an ERROR
 /// twice a second from every client), and one INFO when it is back; nothing is lost.
 #[test]
 fn a_broker_away_is_logged_once_and_its_return_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut kafka = DevKafka::start(dir.path(), &["connect-test:1"]);
-    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
-    let [source, sink] = file_connectors(dir.path());
+    let (mut kafka, mut sluice) = flowing_on_dev_kafka(dir.path(), &[]);
     let input = dir.path().join("test.txt");
     let output = dir.path().join("test.sink.txt");
-    append_lines(&input, 0..1_000);
-    let mut sluice = Sluice::standalone(dir.path(), &[worker, source, sink]);
-    wait_for("the first lines", Duration::from_secs(60), || {
-        count_lines(&output) >= 1_000
-    });
 
     kafka.fault("broker-down 1");
     append_lines(&input, 1_000..2_000);
@@ -337,26 +349,8 @@ fn a_broker_away_is_logged_once_and_its_return_once() {
 #[test]
 fn sigterm_with_the_broker_gone_exits_within_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut kafka = DevKafka::start(dir.path(), &["connect-test:1"]);
-    let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
-    let [source, sink] = file_connectors(dir.path());
+    let (mut kafka, mut sluice) = flowing_on_dev_kafka(dir.path(), &["--shutdown-timeout", "8"]);
     let input = dir.path().join("test.txt");
-    let output = dir.path().join("test.sink.txt");
-    append_lines(&input, 0..1_000);
-    let mut sluice = Sluice::start(
-        dir.path(),
-        &[
-            "standalone",
-            "--shutdown-timeout",
-            "8",
-            worker,
-            source,
-            sink,
-        ],
-    );
-    wait_for("the first lines", Duration::from_secs(60), || {
-        count_lines(&output) >= 1_000
-    });
     let connectors: Vec<i32> = ["local-file-source", "local-file-sink"]
         .iter()
         .map(|c| sluice.connector_pid(c).expect("connector pid logged"))

@@ -456,6 +456,18 @@ pub fn start_worker_with(
     kafka: &str,
     extra: &str,
 ) -> Sluice {
+    start_worker_flags(dir, id, controller_url, kafka, extra, &[])
+}
+
+/// [`start_worker_with`] with more command-line flags (e.g. `--shutdown-timeout 8`).
+pub fn start_worker_flags(
+    dir: &Path,
+    id: &str,
+    controller_url: &str,
+    kafka: &str,
+    extra: &str,
+    flags: &[&str],
+) -> Sluice {
     let file = format!("worker-{id}.properties");
     std::fs::write(
         dir.join(&file),
@@ -467,19 +479,25 @@ pub fn start_worker_with(
         ),
     )
     .expect("write worker file");
-    Sluice::start(
-        dir,
-        &[
-            "worker",
-            "--id",
-            id,
-            "--controller",
-            controller_url,
-            "--kafka",
-            kafka,
-            &file,
-        ],
-    )
+    let mut args = vec![
+        "worker",
+        "--id",
+        id,
+        "--controller",
+        controller_url,
+        "--kafka",
+        kafka,
+    ];
+    args.extend_from_slice(flags);
+    args.push(&file);
+    Sluice::start(dir, &args)
+}
+
+/// Appends `plugin.path=PATH` to the worker file `worker` in `dir`.
+pub fn add_plugin_path(dir: &Path, worker: &str, path: &Path) {
+    let mut text = std::fs::read_to_string(dir.join(worker)).expect("read worker file");
+    text.push_str(&format!("plugin.path={}\n", path.display()));
+    std::fs::write(dir.join(worker), text).expect("write worker file");
 }
 
 /// grpcurl (the harness provisions the real binary, see [`tools`]; `GRPCURL` overrides it).
