@@ -371,10 +371,18 @@ fn sigterm_with_the_broker_gone_exits_within_the_limit() {
         "took {took:?} to exit:\n{log}"
     );
     assert_ne!(status.code(), Some(0), "{log}");
+    // Each connector that could not commit says so, and where it resumes (the source, when
+    // its producer still held records: its committed file position).
     assert!(
-        log.contains("not stopped cleanly") || log.contains("graceful stop did not finish"),
-        "{log}"
+        log.contains("did not stop cleanly") && log.contains("it resumes from"),
+        "what was not committed, and where it resumes:\n{log}"
     );
+    if log.contains("connector local-file-source did not stop cleanly") {
+        assert!(
+            log.contains("it resumes from {\"filename\":\"test.txt\"} → {\"position\":"),
+            "{log}"
+        );
+    }
     assert!(log.contains("at-least-once"), "{log}");
     for pid in connectors {
         wait_for("connector processes gone", Duration::from_secs(5), || {

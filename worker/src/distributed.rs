@@ -1140,10 +1140,12 @@ async fn run_task(
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
-                shared
-                    .ctx
-                    .stop_failures
-                    .record(format!("task {}-{}: {e:#}", spec.name, task.task));
+                shared.ctx.stop_failures.record(crate::stop::StopFailure {
+                    unit: format!("task {}-{}", spec.name, task.task),
+                    connector: spec.name.clone(),
+                    source: spec.kind != ConnectorType::Sink,
+                    error: format!("{e:#}"),
+                });
                 return;
             }
             Err(e) => {

@@ -301,6 +301,16 @@ impl OffsetStore {
         result
     }
 
+    /// The positions of `connector` as this store has them, as `partition → offset` lines.
+    pub fn held_positions(&self, connector: &str) -> Vec<String> {
+        self.lock()
+            .file
+            .offsets
+            .get(connector)
+            .map(|m| m.iter().map(|(p, o)| format!("{p} → {o}")).collect())
+            .unwrap_or_default()
+    }
+
     /// Positions committed here (their records acknowledged by Kafka) that no flush has made
     /// durable yet, as `connector partition → offset` lines: what a restart would replay
     /// from before.

@@ -135,8 +135,12 @@ pub async fn run_connector(
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
-                ctx.stop_failures
-                    .record(format!("connector {}: {e:#}", spec.name));
+                ctx.stop_failures.record(crate::stop::StopFailure {
+                    unit: format!("connector {}", spec.name),
+                    connector: spec.name.clone(),
+                    source: spec.kind != ConnectorType::Sink,
+                    error: format!("{e:#}"),
+                });
                 return;
             }
             Err(e) => e,

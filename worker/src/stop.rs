@@ -27,17 +27,29 @@ pub struct StopTimedOut {
 /// commit the broker never answered. Nothing they held is lost, it is delivered again; but
 /// the process says so and exits non-zero.
 #[derive(Debug, Default)]
-pub struct StopFailures(std::sync::Mutex<Vec<String>>);
+pub struct StopFailures(std::sync::Mutex<Vec<StopFailure>>);
+
+/// One unit whose stop failed.
+#[derive(Debug, Clone)]
+pub struct StopFailure {
+    /// The unit, e.g. `connector gen` or `task gen-1`.
+    pub unit: String,
+    pub connector: String,
+    /// A source connector's unit: it resumes from its committed source positions; a sink's
+    /// from its consumer group's committed offsets.
+    pub source: bool,
+    pub error: String,
+}
 
 impl StopFailures {
-    pub fn record(&self, unit: String) {
+    pub fn record(&self, failure: StopFailure) {
         if let Ok(mut failures) = self.0.lock() {
-            failures.push(unit);
+            failures.push(failure);
         }
     }
 
     /// The failures recorded so far, forgetting them.
-    pub fn take(&self) -> Vec<String> {
+    pub fn take(&self) -> Vec<StopFailure> {
         self.0
             .lock()
             .map(|mut f| std::mem::take(&mut *f))
@@ -48,28 +60,43 @@ impl StopFailures {
 /// A graceful stop in which some units did not drain and commit.
 #[derive(Debug, thiserror::Error)]
 #[error("{} connector unit(s) did not stop cleanly; what they had not committed is delivered again when they restart (at-least-once)", .0.len())]
-pub struct UncleanStop(pub Vec<String>);
+pub struct UncleanStop(pub Vec<StopFailure>);
 
 /// At the end of a graceful stop: an error naming every unit whose stop failed since
-/// `failures` was last taken, with the positions `offsets` could not commit.
+/// `failures` was last taken, each with where it resumes (what it had not committed is
+/// delivered again from there), and the positions `offsets` could not commit.
 pub fn check_clean(failures: &StopFailures, offsets: &OffsetStore) -> anyhow::Result<()> {
     let failed = failures.take();
     if failed.is_empty() {
         return Ok(());
     }
-    let uncommitted = offsets.uncommitted();
-    tracing::error!(
-        "not stopped cleanly: {}{}",
-        failed.join("; "),
-        if uncommitted.is_empty() {
-            String::new()
+    for failure in &failed {
+        let resumes = if failure.source {
+            let positions = offsets.held_positions(&failure.connector);
+            if positions.is_empty() {
+                "it resumes from the start of its source (no position committed)".to_string()
+            } else {
+                format!("it resumes from {}", positions.join("; "))
+            }
         } else {
             format!(
-                "; source positions acknowledged but not committed: {}",
-                uncommitted.join("; ")
+                "it resumes from the offsets last committed for the consumer group connect-{}",
+                failure.connector
             )
-        }
-    );
+        };
+        tracing::error!(
+            "{} did not stop cleanly: {}; {resumes}, and what it had not committed is delivered again (at-least-once)",
+            failure.unit,
+            failure.error
+        );
+    }
+    let uncommitted = offsets.uncommitted();
+    if !uncommitted.is_empty() {
+        tracing::error!(
+            "source positions acknowledged by Kafka but not committed: {}",
+            uncommitted.join("; ")
+        );
+    }
     Err(UncleanStop(failed).into())
 }
 
