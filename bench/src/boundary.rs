@@ -60,7 +60,11 @@ pub async fn figures(records: u64) -> anyhow::Result<Vec<Figure>> {
             ],
             py_count,
         )
-        .await?;
+        .await
+        .context(
+            "the Python SDK's figure needs grpcio and protobuf: run the test suite once (it \
+             provisions them under target/tmp/test-tools) or pip install ./connector-sdk/python",
+        )?;
         figures.push(Figure {
             name: format!("boundary_python_{size}b"),
             records: py_count,
@@ -80,18 +84,25 @@ fn rust_datagen() -> anyhow::Result<PluginCommand> {
     })
 }
 
-/// connectors/python/datagen, run with the SDK's source tree on PYTHONPATH.
+/// connectors/python/datagen, run with the SDK's source tree on PYTHONPATH, then the packages
+/// the test suite provisions (`target/tmp/test-tools/site`, see tests/harness/tools.rs) when
+/// they are there; otherwise grpcio and protobuf must be installed
+/// (`pip install ./connector-sdk/python`).
 fn python_datagen() -> anyhow::Result<PluginCommand> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the bench crate sits in the workspace")?
         .to_path_buf();
-    let sdk = repo.join("connector-sdk/python/src");
+    let mut path = repo.join("connector-sdk/python/src").display().to_string();
+    let provisioned = repo.join("target/tmp/test-tools/site");
+    if provisioned.is_dir() {
+        path.push_str(&format!(":{}", provisioned.display()));
+    }
     let script = repo.join("connectors/python/datagen");
     Ok(PluginCommand {
         program: "env".into(),
         args: vec![
-            format!("PYTHONPATH={}", sdk.display()),
+            format!("PYTHONPATH={path}"),
             "python3".into(),
             script.display().to_string(),
         ],
