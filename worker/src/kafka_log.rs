@@ -16,6 +16,9 @@ use rdkafka::ClientContext;
 
 /// Most often a broker that stays away is mentioned again.
 pub const REMINDER_EVERY: Duration = Duration::from_secs(30);
+/// Successes this soon after an outage began do not end it: acknowledgements of what was sent
+/// just before the broker went away arrive after the first failure reports.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// A client context that names its client (e.g. `source task gen-0`) in what it logs.
 #[derive(Debug, Clone)]
@@ -186,10 +189,11 @@ impl BrokerHealth {
             .spawn(move || {
                 use rdkafka::producer::{BaseProducer, Producer as _};
                 if let Ok(producer) = config.create_with_context::<_, BaseProducer<Quiet>>(Quiet) {
+                    // A success within SETTLE of the outage's start does not end it: the
+                    // loop asks again.
                     while self.is_down() {
                         if producer.client().fetch_metadata(None, PROBE_EVERY).is_ok() {
                             self.reachable();
-                            break;
                         }
                         std::thread::sleep(PROBE_EVERY);
                     }
@@ -256,6 +260,12 @@ impl BrokerHealth {
         let Ok(mut outage) = self.state.lock() else {
             return;
         };
+        if outage
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) < SETTLE)
+        {
+            return;
+        }
         if let Some(since) = outage.since {
             tracing::info!(
                 target: "librdkafka",
@@ -298,6 +308,11 @@ mod tests {
             health.state.lock().unwrap().affected,
             BTreeSet::from(["consumer".to_string(), "producer".to_string()])
         );
+        // A success right after the outage began is a late acknowledgement, not a return.
+        let fresh = BrokerHealth::new();
+        fresh.unreachable_at("producer", "down", t0);
+        fresh.reachable_at(t0 + Duration::from_millis(100));
+        assert!(fresh.is_down());
         health.reachable_at(later);
         assert!(!health.is_down());
         assert_eq!(lines(&health), None);
