@@ -28,9 +28,12 @@ fn python_examples() -> PathBuf {
 }
 
 /// PYTHONPATH with the SDK's source tree first, then the provisioned packages.
+fn sdk_python_path() -> String {
+    tools::python_path(&[&repo().join("connector-sdk/python/src")])
+}
+
 fn python_env() -> Vec<(&'static str, String)> {
-    let sdk = repo().join("connector-sdk/python/src");
-    vec![("PYTHONPATH", tools::python_path(&[&sdk]))]
+    vec![("PYTHONPATH", sdk_python_path())]
 }
 
 /// Runs a SQL query on a SQLite file with Python's sqlite3 (no SQLite client in the
@@ -498,7 +501,7 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
                 "#!/bin/sh\n# revision {revision}\necho started >> '{}'\n\
                  export PYTHONPATH='{}'\nexec '{}' \"$@\"\n",
                 launched.display(),
-                tools::python_path(&[&repo().join("connector-sdk/python/src")]),
+                sdk_python_path(),
                 python_examples().join("lines-source").display()
             ),
         )
@@ -725,7 +728,7 @@ fn connector_output_is_logged_at_the_level_each_line_names() {
              echo '2026-12-04 03:00:00,123 DEBUG wrapper: debug detail' >&2\n\
              echo 'wrapper says hello' >&2\n\
              export PYTHONPATH='{}'\nexec '{}' \"$@\"\n",
-            tools::python_path(&[&repo().join("connector-sdk/python/src")]),
+            sdk_python_path(),
             python_examples().join("lines-source").display()
         ),
     )

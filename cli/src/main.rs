@@ -26,6 +26,22 @@ struct Cli {
     command: Command,
 }
 
+/// How a long-running command stops.
+#[derive(clap::Args)]
+struct StopArgs {
+    /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
+    /// and exits non-zero.
+    #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
+    shutdown_timeout: f64,
+}
+
+impl StopArgs {
+    fn limit(&self) -> anyhow::Result<Duration> {
+        Duration::try_from_secs_f64(self.shutdown_timeout)
+            .context("--shutdown-timeout must be a non-negative number of seconds")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs connectors from files, like connect-standalone.
@@ -38,10 +54,8 @@ enum Command {
         /// Seconds between progress lines; 0 for none.
         #[arg(long, default_value_t = 5.0)]
         progress_interval: f64,
-        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
-        /// and exits non-zero.
-        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
-        shutdown_timeout: f64,
+        #[command(flatten)]
+        stop: StopArgs,
     },
     /// Runs an embedded Kafka (librdkafka's mock cluster) in this process until stopped, and
     /// prints `bootstrap.servers=HOST:PORT` on standard output.
@@ -72,10 +86,8 @@ enum Command {
         /// Seconds a worker may be silent before its work moves to other workers.
         #[arg(long, default_value_t = 5.0)]
         worker_timeout: f64,
-        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
-        /// and exits non-zero.
-        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
-        shutdown_timeout: f64,
+        #[command(flatten)]
+        stop: StopArgs,
     },
     /// Runs a worker of a distributed cluster: joins the controller and runs what it assigns.
     Worker {
@@ -94,10 +106,8 @@ enum Command {
         /// Worker configuration (.properties, Kafka Connect's keys): converters, plugin.path,
         /// offset.storage.topic, producer./consumer. overrides.
         worker: Option<PathBuf>,
-        /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take before the process gives up on it
-        /// and exits non-zero.
-        #[arg(long, default_value_t = sluice_worker::stop::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64())]
-        shutdown_timeout: f64,
+        #[command(flatten)]
+        stop: StopArgs,
     },
     /// Manages connectors through the controller's API.
     Connectors {
@@ -223,7 +233,7 @@ async fn run(
             worker,
             connectors,
             progress_interval,
-            shutdown_timeout,
+            stop,
         } => {
             let options = StandaloneOptions {
                 worker_file: worker,
@@ -231,7 +241,7 @@ async fn run(
                 builtin_plugins: builtin_plugins()?,
                 progress_interval: (progress_interval > 0.0)
                     .then(|| Duration::from_secs_f64(progress_interval)),
-                shutdown_timeout: seconds(shutdown_timeout, "--shutdown-timeout")?,
+                shutdown_timeout: stop.limit()?,
             };
             standalone::run(options, shutdown).await
         }
@@ -286,7 +296,7 @@ async fn run(
             listen,
             data_dir,
             worker_timeout,
-            shutdown_timeout,
+            stop,
         } => {
             let options = sluice_controller::ControllerOptions {
                 listen,
@@ -296,7 +306,7 @@ async fn run(
                 log_control: Some(log_control),
                 initial_levels,
             };
-            let limit = seconds(shutdown_timeout, "--shutdown-timeout")?;
+            let limit = stop.limit()?;
             let work = sluice_controller::run(options, shutdown.clone());
             sluice_worker::stop::bounded(work, &shutdown, limit, None).await
         }
@@ -306,7 +316,7 @@ async fn run(
             id,
             capacity,
             worker,
-            shutdown_timeout,
+            stop,
         } => {
             let worker_id = match id {
                 Some(id) => id,
@@ -321,7 +331,7 @@ async fn run(
                 builtin_plugins: builtin_plugins()?,
                 log_control: Some(log_control),
                 initial_levels,
-                shutdown_timeout: seconds(shutdown_timeout, "--shutdown-timeout")?,
+                shutdown_timeout: stop.limit()?,
             };
             sluice_worker::distributed::run(options, shutdown).await
         }
@@ -330,12 +340,6 @@ async fn run(
         | Command::Plugins { .. }
         | Command::Cluster { .. } => unreachable!("handled before"),
     }
-}
-
-/// A flag's seconds as a duration.
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }
 
 /// The connector plugins built into this binary, as commands a worker can launch.

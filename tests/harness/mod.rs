@@ -108,20 +108,6 @@ impl Sluice {
         self.output.lock().unwrap().clone()
     }
 
-    /// Whether the process has exited (reaping it if so).
-    pub fn exited(&mut self) -> bool {
-        match self.child.as_mut() {
-            None => true,
-            Some(child) => match child.try_wait() {
-                Ok(Some(_)) => {
-                    self.child = None;
-                    true
-                }
-                _ => false,
-            },
-        }
-    }
-
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
     }

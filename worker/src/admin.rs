@@ -10,13 +10,12 @@ use anyhow::{anyhow, Context as _};
 use prost_types::{value::Kind, ListValue, Struct, Value};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-
-use crate::kafka_log::KafkaLog;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_request, worker_response};
 
 use crate::config_file::ConfigFile;
+use crate::kafka_log::KafkaLog;
 use crate::offsets::OffsetStore;
 use crate::settings::ConnectorSettings;
 

@@ -45,12 +45,19 @@ impl KafkaLog {
         match error.rdkafka_error_code() {
             // The end of a partition; a missing topic is logged by the error callback.
             Some(C::PartitionEOF | C::UnknownTopicOrPartition) => {}
-            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
-                health().unreachable(&self.client, &error.to_string())
-            }
+            code if broker_away(code) => health().unreachable(&self.client, &error.to_string()),
             _ => tracing::warn!(client = %self.client, "consumer: {error}"),
         }
     }
+}
+
+/// Whether an error code means a broker could not be reached.
+fn broker_away(code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve)
+    )
 }
 
 impl rdkafka::consumer::ConsumerContext for KafkaLog {}
@@ -66,7 +73,7 @@ impl ClientContext for KafkaLog {
 }
 
 /// [`ClientContext::log`] for a client named `client`.
-pub fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     use RDKafkaLogLevel as L;
     // Connection failures are logged by librdkafka (facility FAIL) besides being reported as
     // errors; both count as one broker being away. The disconnects that precede them (INFO)
@@ -93,15 +100,13 @@ pub fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) 
 }
 
 /// [`ClientContext::error`] for a client named `client`.
-pub fn log_error(client: &str, error: KafkaError, reason: &str) {
+fn log_error(client: &str, error: KafkaError, reason: &str) {
     use RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
         Some(C::PartitionEOF) => {
             tracing::trace!(target: "librdkafka", client, "end of partition: {reason}")
         }
-        Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
-            health().unreachable(client, reason)
-        }
+        code if broker_away(code) => health().unreachable(client, reason),
         // A sink subscribed before its topic's first record (a source creates it on first
         // produce): not an error, and it resolves itself.
         Some(C::UnknownTopicOrPartition) => {
@@ -177,7 +182,9 @@ impl BrokerHealth {
         }
     }
 
-    fn start_probe(&'static self) {
+    /// Starts the probe thread, if a probe is configured and none runs. Only the process's
+    /// [`health`] has one configured, and the thread reports to it.
+    fn start_probe(&self) {
         let Some(config) = self.probe.lock().ok().and_then(|p| p.clone()) else {
             return;
         };
@@ -191,14 +198,14 @@ impl BrokerHealth {
                 if let Ok(producer) = config.create_with_context::<_, BaseProducer<Quiet>>(Quiet) {
                     // A success within SETTLE of the outage's start does not end it: the
                     // loop asks again.
-                    while self.is_down() {
+                    while health().is_down() {
                         if producer.client().fetch_metadata(None, PROBE_EVERY).is_ok() {
-                            self.reachable();
+                            health().reachable();
                         }
                         std::thread::sleep(PROBE_EVERY);
                     }
                 }
-                self.probing.store(false, Ordering::Release);
+                health().probing.store(false, Ordering::Release);
             });
         if spawned.is_err() {
             self.probing.store(false, Ordering::Release);
@@ -230,9 +237,7 @@ impl BrokerHealth {
                     REMINDER_EVERY.as_secs()
                 );
                 drop(outage);
-                if std::ptr::eq(self, health()) {
-                    health().start_probe();
-                }
+                self.start_probe();
             }
             (Some(since), Some(last)) if now.duration_since(last) >= REMINDER_EVERY => {
                 tracing::warn!(

@@ -16,11 +16,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-use crate::kafka_log::KafkaLog;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_proto::connector::v1::SourcePosition;
+
+use crate::kafka_log::KafkaLog;
 
 /// Kafka Connect's default `offset.storage.topic`.
 pub const DEFAULT_OFFSET_TOPIC: &str = "connect-offsets";
@@ -307,7 +307,7 @@ impl OffsetStore {
             .file
             .offsets
             .get(connector)
-            .map(|m| m.iter().map(|(p, o)| format!("{p} → {o}")).collect())
+            .map(|m| m.iter().map(|(p, o)| position_line(p, o)).collect())
             .unwrap_or_default()
     }
 
@@ -326,10 +326,15 @@ impl OffsetStore {
                     .get(connector)
                     .and_then(|m| m.get(partition))
                     .map_or("null", String::as_str);
-                format!("{connector} {partition} → {offset}")
+                format!("{connector} {}", position_line(partition, offset))
             })
             .collect()
     }
+}
+
+/// A source partition and its offset, for messages: `{"filename":"a"} → {"position":1}`.
+fn position_line(partition: &str, offset: &str) -> String {
+    format!("{partition} → {offset}")
 }
 
 /// Creates the offsets topic as Kafka Connect does (compacted, `partitions` partitions,

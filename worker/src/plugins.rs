@@ -281,11 +281,7 @@ fn covers_sha256(program: &Path, covers: &[String]) -> Result<String, String> {
         hasher.update(content.as_bytes());
         hasher.update([b'\n']);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(hasher))
 }
 
 /// Where the manifest of `program` lives: beside it.
@@ -299,11 +295,17 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher
+    Ok(hex(hasher))
+}
+
+/// A finished SHA-256 in lowercase hex.
+fn hex(hasher: sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 /// Writes the manifest of a plugin just described; returns its path.

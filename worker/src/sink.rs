@@ -428,7 +428,7 @@ fn poll_loop(
                     break;
                 }
                 Some(Ok(message)) => {
-                    crate::kafka_log::health().reachable();
+                    consumer.context().log.reachable();
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
