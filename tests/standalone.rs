@@ -339,7 +339,12 @@ fn a_broker_away_is_logged_once_and_its_return_once() {
         ["INFO"]
     );
     sluice.stop_cleanly();
-    assert_eq!(verify(&input, &output), (0, 0, 0));
+    // Nothing lost, first occurrences in order. Duplicates are allowed: when the group
+    // coordinator comes back late, the sink's session can time out and the records it wrote
+    // but could not commit are delivered again (at-least-once; FileStreamSink without
+    // offsets.file).
+    let (missing, _duplicates, out_of_order) = verify(&input, &output);
+    assert_eq!((missing, out_of_order), (0, 0));
 }
 
 /// SIGTERM with the broker gone: the tasks cannot hand their records to Kafka nor commit, so
