@@ -141,6 +141,7 @@ fn main() -> ExitCode {
         let plugin = match plugin.as_str() {
             "file" => sluice_connector_file::plugin(),
             "datagen" => sluice_connector_datagen::plugin(),
+            "jdbc" => sluice_connector_jdbc::plugin(),
             other => {
                 eprintln!("error: no built-in connector plugin named {other:?}");
                 return ExitCode::from(2);
@@ -345,7 +346,7 @@ async fn run(
 /// The connector plugins built into this binary, as commands a worker can launch.
 fn builtin_plugins() -> anyhow::Result<Vec<PluginCommand>> {
     let exe = std::env::current_exe().context("locate the sluice executable")?;
-    Ok(["file", "datagen"]
+    Ok(["file", "datagen", "jdbc"]
         .into_iter()
         .map(|name| PluginCommand {
             program: exe.clone(),

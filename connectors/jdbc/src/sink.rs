@@ -1,0 +1,1068 @@
+//! `JdbcSink`: Confluent's JdbcSinkConnector for PostgreSQL and MariaDB/MySQL. Records become
+//! rows by `insert.mode` and `pk.mode`; tables are created and evolved from record schemas;
+//! tombstones delete. Each write is one transaction; with `offsets.storage=table` the Kafka
+//! offsets are stored in the same transaction and answered on partition assignment, so every
+//! record is applied exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_connector_sdk::proto::{
+    data as proto_data, value, ConfigDef, ConfigType, FieldError, Importance, Schema, SchemaType,
+    SinkRecord, TopicPartition, TopicPartitionOffset, Value,
+};
+use sluice_connector_sdk::{
+    Config, ConfigDefBuilder, Connector, ErrantRecordReporter, SinkConnector, SinkTask,
+    SinkTaskContext, TaskError,
+};
+
+use crate::db::{self, ConnectionSettings, Db, TableId};
+use crate::url::Dialect;
+use crate::value::{cell_of, Cell, NumericMapping, DATE, DECIMAL, TIME, TIMESTAMP};
+use crate::{block_on, connection_defs, list};
+
+const INSERT_MODE: &str = "insert.mode";
+const PK_MODE: &str = "pk.mode";
+const PK_FIELDS: &str = "pk.fields";
+const FIELDS_WHITELIST: &str = "fields.whitelist";
+const AUTO_CREATE: &str = "auto.create";
+const AUTO_EVOLVE: &str = "auto.evolve";
+const DELETE_ENABLED: &str = "delete.enabled";
+const TABLE_NAME_FORMAT: &str = "table.name.format";
+const BATCH_SIZE: &str = "batch.size";
+const MAX_RETRIES: &str = "max.retries";
+const RETRY_BACKOFF: &str = "retry.backoff.ms";
+const DB_TIMEZONE: &str = "db.timezone";
+const OFFSETS_STORAGE: &str = "offsets.storage";
+const OFFSETS_TABLE: &str = "offsets.table.name";
+
+const KAFKA_PK_DEFAULTS: [&str; 3] = ["__connect_topic", "__connect_partition", "__connect_offset"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InsertMode {
+    Insert,
+    Upsert,
+    Update,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PkMode {
+    None,
+    Kafka,
+    RecordKey,
+    RecordValue,
+}
+
+pub struct JdbcSink;
+
+impl Connector for JdbcSink {
+    fn class_name(&self) -> &'static str {
+        "JdbcSink"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec![
+            "io.confluent.connect.jdbc.JdbcSinkConnector",
+            "JdbcSinkConnector",
+        ]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Writes records to tables of PostgreSQL or MariaDB/MySQL, with Confluent's JDBC sink keys"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        let mut defs = connection_defs();
+        defs.extend([
+            ConfigDefBuilder::new(INSERT_MODE, ConfigType::String)
+                .default_value("insert")
+                .importance(Importance::High)
+                .valid_values(&["insert", "upsert", "update"])
+                .doc("insert: INSERT; upsert: INSERT … ON CONFLICT (PostgreSQL) / ON DUPLICATE KEY UPDATE (MariaDB/MySQL); update: UPDATE")
+                .build(),
+            ConfigDefBuilder::new(PK_MODE, ConfigType::String)
+                .default_value("none")
+                .importance(Importance::High)
+                .valid_values(&["none", "kafka", "record_key", "record_value"])
+                .doc("Where the primary key comes from: nowhere, the record's topic/partition/offset, its key, or fields of its value")
+                .build(),
+            ConfigDefBuilder::new(PK_FIELDS, ConfigType::List)
+                .default_value("")
+                .doc("kafka: three column names (default __connect_topic,__connect_partition,__connect_offset); record_key: key fields (all if empty; one name for a primitive key); record_value: value fields (all if empty)")
+                .build(),
+            ConfigDefBuilder::new(FIELDS_WHITELIST, ConfigType::List)
+                .default_value("")
+                .doc("Value fields to write; empty for all")
+                .build(),
+            ConfigDefBuilder::new(AUTO_CREATE, ConfigType::Boolean)
+                .default_value("false")
+                .doc("CREATE TABLE from the record schema when the table is missing")
+                .build(),
+            ConfigDefBuilder::new(AUTO_EVOLVE, ConfigType::Boolean)
+                .default_value("false")
+                .doc("ALTER TABLE … ADD for fields the table lacks (optional fields, as nullable columns)")
+                .build(),
+            ConfigDefBuilder::new(DELETE_ENABLED, ConfigType::Boolean)
+                .default_value("false")
+                .doc("A record with a null value deletes the row of its key (needs pk.mode=record_key)")
+                .build(),
+            ConfigDefBuilder::new(TABLE_NAME_FORMAT, ConfigType::String)
+                .default_value("${topic}")
+                .doc("The table of a record; ${topic} is its topic; schema.table names a schema")
+                .build(),
+            ConfigDefBuilder::new(BATCH_SIZE, ConfigType::Int)
+                .default_value("3000")
+                .doc("Rows written per transaction at most")
+                .build(),
+            ConfigDefBuilder::new(MAX_RETRIES, ConfigType::Int)
+                .default_value("10")
+                .doc("Retries of a write that failed for a reason that may pass (connection lost, deadlock)")
+                .build(),
+            ConfigDefBuilder::new(RETRY_BACKOFF, ConfigType::Int)
+                .default_value("3000")
+                .doc("Milliseconds between retries")
+                .build(),
+            ConfigDefBuilder::new(DB_TIMEZONE, ConfigType::String)
+                .default_value("UTC")
+                .valid_values(&["UTC"])
+                .doc("Time zone of timestamps written; UTC only")
+                .build(),
+            ConfigDefBuilder::new(OFFSETS_STORAGE, ConfigType::String)
+                .default_value("kafka")
+                .valid_values(&["kafka", "table"])
+                .doc("kafka: offsets committed to the consumer group after each write (at least once); table: offsets stored in offsets.table.name in the same transaction as the rows and read back on assignment (exactly once)")
+                .build(),
+            ConfigDefBuilder::new(OFFSETS_TABLE, ConfigType::String)
+                .default_value("sluice_sink_offsets")
+                .doc("With offsets.storage=table: the table holding each connector's next offset per topic partition")
+                .build(),
+        ]);
+        defs
+    }
+
+    fn validate(&self, config: &Config) -> Vec<FieldError> {
+        let mut errors = config.validate_against(&self.config_defs());
+        let error = |name: &str, message: &str| FieldError {
+            name: name.into(),
+            message: message.into(),
+        };
+        let pk = config.get_or(PK_MODE, "none");
+        if config.get_or(DELETE_ENABLED, "false").trim() == "true" && pk != "record_key" {
+            errors.push(error(
+                DELETE_ENABLED,
+                "deletes need pk.mode=record_key (the key names the row)",
+            ));
+        }
+        if matches!(config.get_or(INSERT_MODE, "insert"), "upsert" | "update") && pk == "none" {
+            errors.push(error(
+                PK_MODE,
+                "upsert and update need a primary key: set pk.mode to kafka, record_key or record_value",
+            ));
+        }
+        if pk == "kafka" {
+            let fields = list(config.get_or(PK_FIELDS, ""));
+            if !fields.is_empty() && fields.len() != 3 {
+                errors.push(error(
+                    PK_FIELDS,
+                    "with pk.mode=kafka, give three names (topic, partition, offset) or none",
+                ));
+            }
+        }
+        if errors.iter().any(|e| e.name.starts_with("connection.")) {
+            return errors;
+        }
+        match ConnectionSettings::from_config(config) {
+            Err(e) => errors.push(error(db::CONNECTION_URL, &e.message)),
+            Ok(settings) => {
+                let once = ConnectionSettings {
+                    attempts: 1,
+                    ..settings
+                };
+                if let Err(e) = block_on(async move { once.connect().await.map(drop) }) {
+                    errors.push(error(db::CONNECTION_URL, &e.message));
+                }
+            }
+        }
+        errors
+    }
+
+    fn plan(&self, config: &Config, max_tasks: usize) -> Result<Vec<Config>, TaskError> {
+        Ok(vec![config.clone(); max_tasks.max(1)])
+    }
+}
+
+impl SinkConnector for JdbcSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(JdbcSinkTask::default())
+    }
+}
+
+/// What a record asks of the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Action {
+    Write,
+    Delete,
+}
+
+/// One record as a row operation.
+struct Op {
+    table: TableId,
+    action: Action,
+    /// Key columns, then value columns, each with the field's schema.
+    keys: Vec<(String, Schema)>,
+    values: Vec<(String, Schema)>,
+    cells: Vec<Cell>,
+    record: SinkRecord,
+}
+
+#[derive(Default)]
+struct JdbcSinkTask {
+    connector: String,
+    settings: Option<ConnectionSettings>,
+    db: Option<Db>,
+    errors: Option<ErrantRecordReporter>,
+    insert: Option<InsertMode>,
+    pk: Option<PkMode>,
+    pk_fields: Vec<String>,
+    whitelist: Vec<String>,
+    auto_create: bool,
+    auto_evolve: bool,
+    delete_enabled: bool,
+    table_format: String,
+    batch_size: usize,
+    max_retries: u32,
+    backoff: Duration,
+    offsets_table: Option<TableId>,
+    default_schema: String,
+    /// Per table, its columns by lower-cased name → actual name.
+    tables: HashMap<TableId, HashMap<String, String>>,
+    buffer: Vec<Op>,
+}
+
+#[async_trait]
+impl SinkTask for JdbcSinkTask {
+    async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
+        let config = &ctx.config;
+        self.connector = ctx.connector_name.clone();
+        self.errors = Some(ctx.errors.clone());
+        self.insert = Some(match config.get_or(INSERT_MODE, "insert").trim() {
+            "insert" => InsertMode::Insert,
+            "upsert" => InsertMode::Upsert,
+            "update" => InsertMode::Update,
+            other => return Err(TaskError::fatal(format!("invalid {INSERT_MODE} {other:?}"))),
+        });
+        self.pk = Some(match config.get_or(PK_MODE, "none").trim() {
+            "none" => PkMode::None,
+            "kafka" => PkMode::Kafka,
+            "record_key" => PkMode::RecordKey,
+            "record_value" => PkMode::RecordValue,
+            other => return Err(TaskError::fatal(format!("invalid {PK_MODE} {other:?}"))),
+        });
+        self.pk_fields = list(config.get_or(PK_FIELDS, ""));
+        if self.pk == Some(PkMode::Kafka) && self.pk_fields.is_empty() {
+            self.pk_fields = KAFKA_PK_DEFAULTS.iter().map(|s| s.to_string()).collect();
+        }
+        self.whitelist = list(config.get_or(FIELDS_WHITELIST, ""));
+        self.auto_create = config.parse_or(AUTO_CREATE, false)?;
+        self.auto_evolve = config.parse_or(AUTO_EVOLVE, false)?;
+        self.delete_enabled = config.parse_or(DELETE_ENABLED, false)?;
+        self.table_format = config
+            .get_or(TABLE_NAME_FORMAT, "${topic}")
+            .trim()
+            .to_string();
+        self.batch_size = config.parse_or(BATCH_SIZE, 3000usize)?.max(1);
+        self.max_retries = config.parse_or(MAX_RETRIES, 10u32)?;
+        self.backoff = Duration::from_millis(config.parse_or(RETRY_BACKOFF, 3000u64)?);
+        let settings = ConnectionSettings::from_config(config)?;
+        let mut db = settings.connect().await?;
+        self.default_schema = db.default_schema().await?;
+        if config.get_or(OFFSETS_STORAGE, "kafka").trim() == "table" {
+            let table = self.table_id(config.get_or(OFFSETS_TABLE, "sluice_sink_offsets"));
+            let q = |c: &str| db.quote(c);
+            let text = match db.dialect() {
+                Dialect::Postgres => "TEXT",
+                Dialect::MySql => "VARCHAR(255)",
+            };
+            db.execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} ({} {text} NOT NULL, {} {text} NOT NULL, {} INT NOT NULL, {} BIGINT NOT NULL, PRIMARY KEY ({}, {}, {}))",
+                db.table(&table),
+                q("connector"),
+                q("topic"),
+                q("partition"),
+                q("next_offset"),
+                q("connector"),
+                q("topic"),
+                q("partition"),
+            ))
+            .await?;
+            self.offsets_table = Some(table);
+        }
+        self.settings = Some(settings);
+        self.db = Some(db);
+        Ok(())
+    }
+
+    async fn open(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        let Some(table) = self.offsets_table.clone() else {
+            return Ok(Vec::new());
+        };
+        let connector = self.connector.clone();
+        let db = self.connection().await?;
+        let sql = match db.dialect() {
+            Dialect::Postgres => format!(
+                "SELECT \"topic\", \"partition\", \"next_offset\" FROM {} WHERE \"connector\" = $1",
+                db.table(&table)
+            ),
+            Dialect::MySql => format!(
+                "SELECT `topic`, `partition`, `next_offset` FROM {} WHERE `connector` = ?",
+                db.table(&table)
+            ),
+        };
+        let rows = db
+            .query(&sql, &[Cell::Text(connector)], NumericMapping::None)
+            .await?;
+        let stored: HashMap<(String, i64), i64> = rows
+            .rows
+            .into_iter()
+            .filter_map(|r| match (r.first(), r.get(1), r.get(2)) {
+                (Some(Cell::Text(t)), Some(Cell::Int(p)), Some(Cell::Int(o))) => {
+                    Some(((t.clone(), *p), *o))
+                }
+                _ => None,
+            })
+            .collect();
+        let found: Vec<TopicPartitionOffset> = partitions
+            .into_iter()
+            .filter_map(|tp| {
+                stored
+                    .get(&(tp.topic.clone(), i64::from(tp.partition)))
+                    .map(|&offset| TopicPartitionOffset {
+                        topic: tp.topic,
+                        partition: tp.partition,
+                        offset,
+                    })
+            })
+            .collect();
+        tracing::info!(
+            "resuming from the offsets stored in {}: {}",
+            table.qualified(),
+            found
+                .iter()
+                .map(|o| format!("{}-{}@{}", o.topic, o.partition, o.offset))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(found)
+    }
+
+    async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
+        for record in records {
+            match self.op(&record) {
+                Ok(Some(op)) => self.buffer.push(op),
+                Ok(None) => {}
+                Err(message) => self.report(&record, message)?,
+            }
+            if self.buffer.len() >= self.batch_size {
+                self.write(None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        offsets: Vec<TopicPartitionOffset>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        self.write(Some(&offsets)).await?;
+        Ok(offsets)
+    }
+
+    async fn stop(&mut self) -> Result<(), TaskError> {
+        // What was put but not flushed is delivered again (its offsets were not committed).
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+impl JdbcSinkTask {
+    fn table_id(&self, name: &str) -> TableId {
+        match name.split_once('.') {
+            Some((schema, table)) => TableId {
+                schema: schema.to_string(),
+                name: table.to_string(),
+            },
+            None => TableId {
+                schema: self.default_schema.clone(),
+                name: name.to_string(),
+            },
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut Db, TaskError> {
+        if self.db.is_none() {
+            let settings = self
+                .settings
+                .clone()
+                .ok_or_else(|| TaskError::fatal("task not started"))?;
+            self.db = Some(settings.connect().await?);
+        }
+        self.db
+            .as_mut()
+            .ok_or_else(|| TaskError::fatal("no connection"))
+    }
+
+    /// A record the task cannot write goes to the worker's `errors.*` handling (the
+    /// dead-letter queue, or failing the task when errors are not tolerated).
+    fn report(&self, record: &SinkRecord, message: String) -> Result<(), TaskError> {
+        let coordinates = format!(
+            "record at (topic='{}',partition={},offset={})",
+            record.topic, record.partition, record.offset
+        );
+        tracing::warn!("{coordinates}: {message}");
+        match &self.errors {
+            Some(errors) => {
+                errors.sink_record(record, message);
+                Ok(())
+            }
+            None => Err(TaskError::fatal(format!("{coordinates}: {message}"))),
+        }
+    }
+
+    /// The row operation of a record, `None` to skip it, or why it cannot be written.
+    fn op(&self, record: &SinkRecord) -> Result<Option<Op>, String> {
+        let table = self.table_id(&self.table_format.replace("${topic}", &record.topic));
+        let pk = self.pk.unwrap_or(PkMode::None);
+        let value = structured(record.value.as_ref());
+        let key = structured(record.key.as_ref());
+        let value = match value {
+            Structured::Null => {
+                if self.delete_enabled {
+                    let (keys, cells) = self.key_columns(pk, record, key, None)?;
+                    return Ok(Some(Op {
+                        table,
+                        action: Action::Delete,
+                        keys,
+                        values: Vec::new(),
+                        cells,
+                        record: record.clone(),
+                    }));
+                }
+                return Err(format!(
+                    "a null value (tombstone) with {DELETE_ENABLED}=false: nothing to write"
+                ));
+            }
+            Structured::Struct(schema, fields) => (schema, fields),
+            Structured::Primitive(..) => {
+                return Err(
+                    "the JDBC sink needs records whose value is a struct, found a primitive value"
+                        .into(),
+                )
+            }
+            Structured::Other(what) => {
+                return Err(format!(
+                    "the JDBC sink needs records whose value is a struct with a schema, found {what} (use a converter with schemas, e.g. JsonConverter with schemas.enable=true)"
+                ))
+            }
+        };
+        let (keys, mut cells) = self.key_columns(pk, record, key, Some(value))?;
+        let mut values = Vec::new();
+        let (schema, fields) = value;
+        for (i, field) in schema.fields.iter().enumerate() {
+            if keys.iter().any(|(k, _)| *k == field.name) && pk == PkMode::RecordValue {
+                continue;
+            }
+            if !self.whitelist.is_empty() && !self.whitelist.contains(&field.name) {
+                continue;
+            }
+            let field_schema = field.schema.clone().unwrap_or_default();
+            let cell = cell_of(&field_schema, fields.get(i))
+                .map_err(|e| format!("field {:?}: {e}", field.name))?;
+            values.push((field.name.clone(), field_schema));
+            cells.push(cell);
+        }
+        Ok(Some(Op {
+            table,
+            action: Action::Write,
+            keys,
+            values,
+            cells,
+            record: record.clone(),
+        }))
+    }
+
+    /// The key columns and their values for `pk.mode`.
+    #[allow(clippy::type_complexity)]
+    fn key_columns(
+        &self,
+        pk: PkMode,
+        record: &SinkRecord,
+        key: Structured,
+        value: Option<(&Schema, &[Value])>,
+    ) -> Result<(Vec<(String, Schema)>, Vec<Cell>), String> {
+        let primitive = |t: SchemaType| Schema {
+            r#type: t as i32,
+            ..Schema::default()
+        };
+        match pk {
+            PkMode::None => Ok((Vec::new(), Vec::new())),
+            PkMode::Kafka => {
+                let names = &self.pk_fields;
+                Ok((
+                    vec![
+                        (names[0].clone(), primitive(SchemaType::String)),
+                        (names[1].clone(), primitive(SchemaType::Int32)),
+                        (names[2].clone(), primitive(SchemaType::Int64)),
+                    ],
+                    vec![
+                        Cell::Text(record.topic.clone()),
+                        Cell::Int(i64::from(record.partition)),
+                        Cell::Int(record.offset),
+                    ],
+                ))
+            }
+            PkMode::RecordKey => match key {
+                Structured::Struct(schema, fields) => {
+                    let mut columns = Vec::new();
+                    let mut cells = Vec::new();
+                    for (i, field) in schema.fields.iter().enumerate() {
+                        if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
+                            continue;
+                        }
+                        let s = field.schema.clone().unwrap_or_default();
+                        let cell = cell_of(&s, fields.get(i))
+                            .map_err(|e| format!("key field {:?}: {e}", field.name))?;
+                        if cell == Cell::Null {
+                            return Err(format!("key field {:?} is null", field.name));
+                        }
+                        columns.push((field.name.clone(), s));
+                        cells.push(cell);
+                    }
+                    if columns.is_empty() {
+                        return Err(format!(
+                            "the key has none of the fields {:?}",
+                            self.pk_fields
+                        ));
+                    }
+                    Ok((columns, cells))
+                }
+                Structured::Primitive(schema, v) => {
+                    let [name] = self.pk_fields.as_slice() else {
+                        return Err(format!(
+                            "need exactly one PK column in {PK_FIELDS} since the key schema is a primitive type, defined columns are: {:?}",
+                            self.pk_fields
+                        ));
+                    };
+                    let cell = cell_of(schema, Some(v)).map_err(|e| format!("key: {e}"))?;
+                    Ok((vec![(name.clone(), schema.clone())], vec![cell]))
+                }
+                Structured::Null => Err("pk.mode=record_key but the record has a null key".into()),
+                Structured::Other(what) => Err(format!(
+                    "pk.mode=record_key needs a key with a schema, found {what}"
+                )),
+            },
+            PkMode::RecordValue => {
+                let Some((schema, fields)) = value else {
+                    return Err("pk.mode=record_value but the value is null".into());
+                };
+                let mut columns = Vec::new();
+                let mut cells = Vec::new();
+                for (i, field) in schema.fields.iter().enumerate() {
+                    if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
+                        continue;
+                    }
+                    let s = field.schema.clone().unwrap_or_default();
+                    let cell = cell_of(&s, fields.get(i))
+                        .map_err(|e| format!("field {:?}: {e}", field.name))?;
+                    columns.push((field.name.clone(), s));
+                    cells.push(cell);
+                }
+                if let Some(missing) = self
+                    .pk_fields
+                    .iter()
+                    .find(|f| !columns.iter().any(|(c, _)| c == *f))
+                {
+                    return Err(format!(
+                        "the value has no field {missing:?} named in {PK_FIELDS}"
+                    ));
+                }
+                Ok((columns, cells))
+            }
+        }
+    }
+
+    /// Writes the buffer (and, with `offsets.storage=table`, the offsets) in one transaction,
+    /// retrying what may pass; when the database refuses a row, each row is written alone so
+    /// that only the refused ones are reported.
+    async fn write(&mut self, flushed: Option<&[TopicPartitionOffset]>) -> Result<(), TaskError> {
+        if self.buffer.is_empty() && (flushed.is_none() || self.offsets_table.is_none()) {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.buffer);
+        // A table that cannot be made ready fails the task (Confluent's behaviour): it is no
+        // fault of single records.
+        for op in &ops {
+            if let Err(e) = self.prepare_table(op).await {
+                self.buffer = ops;
+                return Err(e);
+            }
+        }
+        let offsets = match flushed {
+            Some(o) => o.to_vec(),
+            None => next_offsets(&ops),
+        };
+        match self.write_with_retries(&ops, &offsets).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.retriable || ops.len() <= 1 && self.errors.is_none() => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    "writing {} rows failed ({}); writing them one by one to find the refused ones",
+                    ops.len(),
+                    e.message
+                );
+                for op in ops {
+                    let one = std::slice::from_ref(&op);
+                    let offsets = next_offsets(one);
+                    if let Err(e) = self.write_with_retries(one, &offsets).await {
+                        if e.retriable {
+                            return Err(e);
+                        }
+                        self.report(&op.record, e.message)?;
+                    }
+                }
+                if flushed.is_some() && self.offsets_table.is_some() {
+                    self.write_with_retries(&[], &offsets).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_with_retries(
+        &mut self,
+        ops: &[Op],
+        offsets: &[TopicPartitionOffset],
+    ) -> Result<(), TaskError> {
+        let mut attempt = 0;
+        loop {
+            match self.write_once(ops, offsets).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.retriable && attempt < self.max_retries => {
+                    attempt += 1;
+                    tracing::warn!(
+                        "write failed (attempt {attempt} of {}): {}; retrying in {:?}",
+                        self.max_retries + 1,
+                        e.message,
+                        self.backoff
+                    );
+                    self.db = None;
+                    self.tables.clear();
+                    tokio::time::sleep(self.backoff).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_once(
+        &mut self,
+        ops: &[Op],
+        offsets: &[TopicPartitionOffset],
+    ) -> Result<(), TaskError> {
+        for op in ops {
+            self.prepare_table(op).await?;
+        }
+        let dialect = self.connection().await?.dialect();
+        let mut batches: Vec<(String, Vec<Vec<Cell>>)> = Vec::new();
+        for op in ops {
+            let sql = self.statement(dialect, op)?;
+            match batches.last_mut() {
+                Some((last, rows)) if *last == sql => rows.push(self.bound(op)),
+                _ => batches.push((sql, vec![self.bound(op)])),
+            }
+        }
+        if let Some(table) = &self.offsets_table {
+            if !offsets.is_empty() {
+                let sql = upsert_offset(dialect, table);
+                let rows = offsets
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            Cell::Text(self.connector.clone()),
+                            Cell::Text(o.topic.clone()),
+                            Cell::Int(i64::from(o.partition)),
+                            Cell::Int(o.offset),
+                        ]
+                    })
+                    .collect();
+                batches.push((sql, rows));
+            }
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let db = self.connection().await?;
+        let counts = db.transaction(&batches).await?;
+        if self.insert == Some(InsertMode::Update) && counts.iter().take(ops.len()).any(|&c| c == 0)
+        {
+            tracing::debug!("some updates matched no row");
+        }
+        Ok(())
+    }
+
+    /// Makes sure the op's table exists with its columns (auto.create, auto.evolve).
+    async fn prepare_table(&mut self, op: &Op) -> Result<(), TaskError> {
+        let table = op.table.clone();
+        if !self.tables.contains_key(&table) {
+            let auto_create = self.auto_create;
+            let db = self.connection().await?;
+            let columns = match db.table_columns(&table).await? {
+                Some(c) => c,
+                None if auto_create => {
+                    let sql = create_table(db.dialect(), db.table(&table), op)?;
+                    tracing::info!("creating table {}: {sql}", table.qualified());
+                    db.execute(&sql).await?;
+                    db.table_columns(&table).await?.ok_or_else(|| {
+                        TaskError::fatal(format!(
+                            "table {} was created but is not there",
+                            table.qualified()
+                        ))
+                    })?
+                }
+                None => {
+                    return Err(TaskError::fatal(format!(
+                        "table {} is missing and {AUTO_CREATE} is disabled",
+                        table.qualified()
+                    )))
+                }
+            };
+            self.tables.insert(
+                table.clone(),
+                columns
+                    .into_iter()
+                    .map(|c| (c.name.to_lowercase(), c.name))
+                    .collect(),
+            );
+        }
+        let known = &self.tables[&table];
+        let missing: Vec<&(String, Schema)> = op
+            .keys
+            .iter()
+            .chain(&op.values)
+            .filter(|(name, _)| !known.contains_key(&name.to_lowercase()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        if !self.auto_evolve {
+            return Err(TaskError::fatal(format!(
+                "table {} is missing fields {names:?} and {AUTO_EVOLVE} is disabled",
+                table.qualified()
+            )));
+        }
+        let db = self.connection().await?;
+        let dialect = db.dialect();
+        for (name, schema) in missing.iter().copied() {
+            if !schema.optional {
+                return Err(TaskError::fatal(format!(
+                    "cannot add field {name:?} to table {}: it is not optional and has no default value",
+                    table.qualified()
+                )));
+            }
+            let sql = format!(
+                "ALTER TABLE {} ADD {} {} NULL",
+                db.table(&table),
+                db.quote(name),
+                sql_type(dialect, schema, false)?
+            );
+            tracing::info!("evolving table {}: {sql}", table.qualified());
+            db.execute(&sql).await?;
+        }
+        self.tables.remove(&table);
+        Box::pin(self.prepare_table(op)).await
+    }
+
+    /// The statement for an op, with the table's own spelling of each column.
+    fn statement(&self, dialect: Dialect, op: &Op) -> Result<String, TaskError> {
+        let known = self.tables.get(&op.table);
+        let column = |name: &str| {
+            let actual = known
+                .and_then(|k| k.get(&name.to_lowercase()))
+                .map_or(name, String::as_str);
+            db::quote(dialect, actual)
+        };
+        let table = format!(
+            "{}.{}",
+            db::quote(dialect, &op.table.schema),
+            db::quote(dialect, &op.table.name)
+        );
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            match dialect {
+                Dialect::Postgres => format!("${n}"),
+                Dialect::MySql => "?".to_string(),
+            }
+        };
+        let keys: Vec<String> = op.keys.iter().map(|(k, _)| column(k)).collect();
+        let values: Vec<String> = op.values.iter().map(|(v, _)| column(v)).collect();
+        if op.action == Action::Delete {
+            let conditions: Vec<String> =
+                keys.iter().map(|k| format!("{k} = {}", next())).collect();
+            return Ok(format!(
+                "DELETE FROM {table} WHERE {}",
+                conditions.join(" AND ")
+            ));
+        }
+        let all: Vec<&String> = keys.iter().chain(&values).collect();
+        let columns = all.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",");
+        match self.insert.unwrap_or(InsertMode::Insert) {
+            InsertMode::Insert => {
+                let params: Vec<String> = all.iter().map(|_| next()).collect();
+                Ok(format!(
+                    "INSERT INTO {table} ({columns}) VALUES ({})",
+                    params.join(",")
+                ))
+            }
+            InsertMode::Upsert => {
+                let params: Vec<String> = all.iter().map(|_| next()).collect();
+                let insert = format!(
+                    "INSERT INTO {table} ({columns}) VALUES ({})",
+                    params.join(",")
+                );
+                Ok(match dialect {
+                    Dialect::Postgres if values.is_empty() => {
+                        format!("{insert} ON CONFLICT ({}) DO NOTHING", keys.join(","))
+                    }
+                    Dialect::Postgres => format!(
+                        "{insert} ON CONFLICT ({}) DO UPDATE SET {}",
+                        keys.join(","),
+                        values
+                            .iter()
+                            .map(|v| format!("{v}=EXCLUDED.{v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    Dialect::MySql => format!(
+                        "{insert} ON DUPLICATE KEY UPDATE {}",
+                        if values.is_empty() { &keys } else { &values }
+                            .iter()
+                            .map(|v| format!("{v}=VALUES({v})"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                })
+            }
+            InsertMode::Update => {
+                // Bound values first, then keys (see `bound`).
+                if values.is_empty() {
+                    return Err(TaskError::fatal(format!(
+                        "insert.mode=update needs value fields besides the key in {}",
+                        op.table.qualified()
+                    )));
+                }
+                let sets: Vec<String> =
+                    values.iter().map(|v| format!("{v} = {}", next())).collect();
+                let conditions: Vec<String> =
+                    keys.iter().map(|k| format!("{k} = {}", next())).collect();
+                Ok(format!(
+                    "UPDATE {table} SET {} WHERE {}",
+                    sets.join(", "),
+                    conditions.join(" AND ")
+                ))
+            }
+        }
+    }
+
+    /// The op's cells in the order its statement binds them.
+    fn bound(&self, op: &Op) -> Vec<Cell> {
+        let mut cells = op.cells.clone();
+        if op.action == Action::Write && self.insert == Some(InsertMode::Update) {
+            cells.rotate_left(op.keys.len());
+        }
+        cells
+    }
+}
+
+/// Per partition, the offset after the last of `ops`.
+fn next_offsets(ops: &[Op]) -> Vec<TopicPartitionOffset> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for op in ops {
+        let entry = next
+            .entry((op.record.topic.clone(), op.record.partition))
+            .or_insert(0);
+        *entry = (*entry).max(op.record.offset + 1);
+    }
+    next.into_iter()
+        .map(|((topic, partition), offset)| TopicPartitionOffset {
+            topic,
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+fn upsert_offset(dialect: Dialect, table: &TableId) -> String {
+    let q = |c: &str| db::quote(dialect, c);
+    let name = format!("{}.{}", q(&table.schema), q(&table.name));
+    match dialect {
+        Dialect::Postgres => format!(
+            "INSERT INTO {name} (\"connector\",\"topic\",\"partition\",\"next_offset\") VALUES ($1,$2,$3,$4) \
+             ON CONFLICT (\"connector\",\"topic\",\"partition\") DO UPDATE SET \"next_offset\"=EXCLUDED.\"next_offset\""
+        ),
+        Dialect::MySql => format!(
+            "INSERT INTO {name} (`connector`,`topic`,`partition`,`next_offset`) VALUES (?,?,?,?) \
+             ON DUPLICATE KEY UPDATE `next_offset`=VALUES(`next_offset`)"
+        ),
+    }
+}
+
+/// A column type for a field schema (Confluent's dialect mappings).
+fn sql_type(dialect: Dialect, schema: &Schema, key: bool) -> Result<String, TaskError> {
+    let kind = SchemaType::try_from(schema.r#type).unwrap_or(SchemaType::Unspecified);
+    let name = schema.name.as_deref().unwrap_or("");
+    let pg = dialect == Dialect::Postgres;
+    let t = match (name, kind) {
+        (DECIMAL, _) => {
+            let scale = schema.parameters.get("scale").map_or("0", String::as_str);
+            if pg {
+                "DECIMAL".to_string()
+            } else {
+                // MySQL's largest scale is 30 (MariaDB's 38).
+                let scale: u32 = scale.parse().unwrap_or(0);
+                format!("DECIMAL(65,{})", scale.min(30))
+            }
+        }
+        (DATE, _) => "DATE".into(),
+        (TIME, _) => if pg { "TIME" } else { "TIME(3)" }.into(),
+        (TIMESTAMP, _) => if pg { "TIMESTAMP" } else { "DATETIME(3)" }.into(),
+        (_, SchemaType::Int8) => if pg { "SMALLINT" } else { "TINYINT" }.into(),
+        (_, SchemaType::Int16) => "SMALLINT".into(),
+        (_, SchemaType::Int32) => "INT".into(),
+        (_, SchemaType::Int64) => "BIGINT".into(),
+        (_, SchemaType::Float32) => if pg { "REAL" } else { "FLOAT" }.into(),
+        (_, SchemaType::Float64) => if pg { "DOUBLE PRECISION" } else { "DOUBLE" }.into(),
+        (_, SchemaType::Boolean) => if pg { "BOOLEAN" } else { "TINYINT" }.into(),
+        (_, SchemaType::String) => if pg {
+            "TEXT"
+        } else if key {
+            "VARCHAR(256)"
+        } else {
+            "TEXT"
+        }
+        .into(),
+        (_, SchemaType::Bytes) => if pg {
+            "BYTEA"
+        } else if key {
+            "VARBINARY(1024)"
+        } else {
+            "BLOB"
+        }
+        .into(),
+        (_, other) => {
+            return Err(TaskError::fatal(format!(
+                "a {} field has no column type",
+                other.as_str_name()
+            )))
+        }
+    };
+    Ok(t)
+}
+
+fn create_table(dialect: Dialect, table: String, op: &Op) -> Result<String, TaskError> {
+    let mut columns = Vec::new();
+    for (name, schema) in &op.keys {
+        columns.push(format!(
+            "{} {} NOT NULL",
+            db::quote(dialect, name),
+            sql_type(dialect, schema, true)?
+        ));
+    }
+    for (name, schema) in &op.values {
+        columns.push(format!(
+            "{} {}{}",
+            db::quote(dialect, name),
+            sql_type(dialect, schema, false)?,
+            if schema.optional {
+                " NULL"
+            } else {
+                " NOT NULL"
+            }
+        ));
+    }
+    if !op.keys.is_empty() {
+        columns.push(format!(
+            "PRIMARY KEY({})",
+            op.keys
+                .iter()
+                .map(|(k, _)| db::quote(dialect, k))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    Ok(format!("CREATE TABLE {table} ({})", columns.join(", ")))
+}
+
+/// A record's key or value as the sink sees it.
+enum Structured<'a> {
+    Null,
+    Struct(&'a Schema, &'a [Value]),
+    Primitive(&'a Schema, &'a Value),
+    /// Anything without a schema, described.
+    Other(&'static str),
+}
+
+fn structured(data: Option<&sluice_connector_sdk::proto::Data>) -> Structured<'_> {
+    let Some(kind) = data.and_then(|d| d.kind.as_ref()) else {
+        return Structured::Null;
+    };
+    match kind {
+        proto_data::Kind::Raw(_) => Structured::Other("raw bytes"),
+        proto_data::Kind::Structured(s) => {
+            let value = s.value.as_ref();
+            let is_null = value
+                .and_then(|v| v.kind.as_ref())
+                .is_none_or(|k| matches!(k, value::Kind::Null(_)));
+            match (&s.schema, value) {
+                _ if is_null => Structured::Null,
+                (None, _) => Structured::Other("a value without a schema"),
+                (Some(schema), Some(v)) => match v.kind.as_ref() {
+                    Some(value::Kind::Struct(fields)) => Structured::Struct(schema, &fields.fields),
+                    Some(value::Kind::Map(_)) | Some(value::Kind::Array(_)) => {
+                        Structured::Other("a map or an array")
+                    }
+                    _ => Structured::Primitive(schema, v),
+                },
+                (Some(_), None) => Structured::Null,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_needs_record_key_for_deletes_and_a_key_for_upserts() {
+        let config = Config::from([
+            (db::CONNECTION_URL, "jdbc:postgresql://127.0.0.1:1/x"),
+            (DELETE_ENABLED, "true"),
+            (INSERT_MODE, "upsert"),
+            (db::CONNECTION_ATTEMPTS, "1"),
+        ]);
+        let errors = JdbcSink.validate(&config);
+        let names: Vec<_> = errors.iter().map(|e| e.name.as_str()).collect();
+        assert!(names.contains(&DELETE_ENABLED), "{errors:?}");
+        assert!(names.contains(&PK_MODE), "{errors:?}");
+        assert!(names.contains(&db::CONNECTION_URL), "{errors:?}");
+    }
+}
