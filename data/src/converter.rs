@@ -1180,6 +1180,18 @@ mod tests {
             r#"{"schema":{"type":"bytes","optional":false,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2"}},"payload":"AJY="}"#
         );
 
+        // A Decimal's scale first, as Decimal.builder adds it; what Confluent's JDBC source
+        // and Debezium add later (connect.decimal.precision) after it.
+        let mut precise = decimal_schema(2);
+        precise
+            .parameters
+            .insert("connect.decimal.precision".into(), "10".into());
+        precise.parameters.insert("a".into(), "b".into());
+        assert_eq!(
+            write(&c, Some(precise), Some(val(bytes.clone()))),
+            r#"{"schema":{"type":"bytes","optional":false,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2","a":"b","connect.decimal.precision":"10"}},"payload":"AJw="}"#
+        );
+
         let numeric = json_with(&[("decimal.format", "numeric")]);
         let text = write(&numeric, Some(decimal_schema(2)), Some(val(bytes.clone())));
         assert_eq!(

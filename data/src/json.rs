@@ -298,10 +298,13 @@ fn write_schema_fields(
     }
     if !schema.parameters.is_empty() {
         // Kafka keeps the order the parameters were added in; the protocol's map has none,
-        // so they are sorted by name to keep the bytes stable.
+        // so they are sorted by name to keep the bytes stable, except that a Decimal's
+        // `scale` comes first: `Decimal.builder(scale)` adds it before anything else
+        // (Confluent's and Debezium's `connect.decimal.precision` follow it).
         out.extend_from_slice(b",\"parameters\":{");
         let mut params: Vec<_> = schema.parameters.iter().collect();
-        params.sort();
+        let decimal = schema.name.as_deref() == Some(crate::record::DECIMAL);
+        params.sort_by_key(|(k, _)| (!(decimal && k.as_str() == "scale"), k.as_str()));
         for (i, (k, v)) in params.into_iter().enumerate() {
             if i > 0 {
                 out.push(b',');

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod db;
 pub mod tools;
 
 use std::io::{BufRead, BufReader, Write};

@@ -385,6 +385,48 @@ impl Db {
         }
     }
 
+    /// Takes a lock named `name` for as long as this connection lives (PostgreSQL's advisory
+    /// locks, MySQL's `GET_LOCK`), waiting up to `wait` for a holder to go away: a task's
+    /// previous instance whose process has not exited yet.
+    pub async fn lock(&mut self, name: &str, wait: Duration) -> Result<(), TaskError> {
+        let name = format!("sluice:{:016x}", fnv1a(name.as_bytes()));
+        let secs = wait.as_secs().max(1);
+        match self {
+            Db::Postgres { client, .. } => {
+                client
+                    .batch_execute(&format!("SET lock_timeout = '{secs}s'"))
+                    .await
+                    .map_err(|e| pg_error("set lock_timeout", e))?;
+                let taken = client
+                    .execute("SELECT pg_advisory_lock(hashtext($1))", &[&name])
+                    .await;
+                client
+                    .batch_execute("SET lock_timeout = 0")
+                    .await
+                    .map_err(|e| pg_error("reset lock_timeout", e))?;
+                taken.map(drop).map_err(|e| {
+                    TaskError::retriable(format!(
+                        "another instance of this task still holds its lock after {secs} s: {}",
+                        describe(e)
+                    ))
+                })
+            }
+            Db::MySql(conn) => {
+                let got: Option<i64> = conn
+                    .exec_first("SELECT GET_LOCK(?, ?)", (name, secs))
+                    .await
+                    .map_err(|e| my_error("GET_LOCK", e))?;
+                if got == Some(1) {
+                    Ok(())
+                } else {
+                    Err(TaskError::retriable(format!(
+                        "another instance of this task still holds its lock after {secs} s"
+                    )))
+                }
+            }
+        }
+    }
+
     /// Runs statements without results (DDL).
     pub async fn execute(&mut self, sql: &str) -> Result<(), TaskError> {
         match self {
@@ -520,6 +562,13 @@ impl Db {
         }
         Ok(counts)
     }
+}
+
+/// FNV-1a, for short lock names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub fn quote(dialect: Dialect, ident: &str) -> String {

@@ -238,6 +238,8 @@ struct JdbcSinkTask {
     max_retries: u32,
     backoff: Duration,
     offsets_table: Option<TableId>,
+    /// With `offsets.storage=table`: the lock each connection takes first.
+    lock: Option<String>,
     default_schema: String,
     /// Per table, its columns by lower-cased name → actual name.
     tables: HashMap<TableId, HashMap<String, String>>,
@@ -301,9 +303,12 @@ impl SinkTask for JdbcSinkTask {
             ))
             .await?;
             self.offsets_table = Some(table);
+            self.lock = Some(format!("{}/{}", ctx.connector_name, ctx.task_id));
         }
         self.settings = Some(settings);
-        self.db = Some(db);
+        // Every connection of an exactly-once task holds the task's lock (see `connection`).
+        drop(db);
+        self.connection().await?;
         Ok(())
     }
 
@@ -412,7 +417,13 @@ impl JdbcSinkTask {
                 .settings
                 .clone()
                 .ok_or_else(|| TaskError::fatal("task not started"))?;
-            self.db = Some(settings.connect().await?);
+            let mut db = settings.connect().await?;
+            if let Some(name) = &self.lock {
+                // A previous instance of this task (its process not gone yet after a crash of
+                // its worker) could still commit: wait until its connection ended.
+                db.lock(name, Duration::from_secs(60)).await?;
+            }
+            self.db = Some(db);
         }
         self.db
             .as_mut()

@@ -435,26 +435,29 @@ mod tests {
 
     #[test]
     fn numeric_mapping_follows_confluent() {
-        use NumericMapping::*;
-        assert_eq!(Kind::numeric(PrecisionOnly, Some(5), Some(0)), Kind::Int32);
+        use NumericMapping as M;
         assert_eq!(
-            Kind::numeric(PrecisionOnly, Some(19), Some(0)),
+            Kind::numeric(M::PrecisionOnly, Some(5), Some(0)),
+            Kind::Int32
+        );
+        assert_eq!(
+            Kind::numeric(M::PrecisionOnly, Some(19), Some(0)),
             Kind::Decimal {
                 scale: 0,
                 precision: Some(19)
             }
         );
-        assert_eq!(Kind::numeric(BestFit, Some(10), Some(2)), Kind::Float64);
-        assert_eq!(Kind::numeric(BestFit, Some(2), Some(0)), Kind::Int8);
+        assert_eq!(Kind::numeric(M::BestFit, Some(10), Some(2)), Kind::Float64);
+        assert_eq!(Kind::numeric(M::BestFit, Some(2), Some(0)), Kind::Int8);
         assert_eq!(
-            Kind::numeric(None, Some(10), Some(2)),
+            Kind::numeric(M::None, Some(10), Some(2)),
             Kind::Decimal {
                 scale: 2,
                 precision: Some(10)
             }
         );
         assert_eq!(
-            Kind::numeric(BestFit, None, None),
+            Kind::numeric(M::BestFit, None, None),
             Kind::Decimal {
                 scale: 127,
                 precision: None

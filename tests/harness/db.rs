@@ -1,0 +1,210 @@
+//! The databases the connector tests use: PostgreSQL and MariaDB running on this machine (or
+//! where `SLUICE_TEST_POSTGRES_URL` / `SLUICE_TEST_MARIADB_URL` point, as JDBC URLs). A
+//! database that cannot be reached fails the test, naming the variable: it is never skipped.
+
+use std::time::Duration;
+
+pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES_URL";
+pub const POSTGRES_DEFAULT: &str = "jdbc:postgresql://127.0.0.1:5432/test?user=postgres";
+pub const MARIADB_ENV: &str = "SLUICE_TEST_MARIADB_URL";
+pub const MARIADB_DEFAULT: &str = "jdbc:mariadb://127.0.0.1:3306/test?user=root";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    MariaDb,
+}
+
+/// A blocking client for test set-up and checks: statements, and rows as text.
+pub struct Db {
+    pub kind: Kind,
+    /// The JDBC URL connectors are given.
+    pub url: String,
+    runtime: tokio::runtime::Runtime,
+    pg: Option<tokio_postgres::Client>,
+    my: Option<std::cell::RefCell<mysql_async::Conn>>,
+}
+
+struct Parts {
+    host: String,
+    port: u16,
+    database: String,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+fn parts(url: &str) -> Parts {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (address, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (host, port) = address.split_once(':').unwrap_or((address, ""));
+    let property = |k: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    Parts {
+        host: host.to_string(),
+        port: port.parse().unwrap_or(0),
+        database: database.to_string(),
+        user: property("user"),
+        password: property("password"),
+    }
+}
+
+impl Db {
+    pub fn postgres() -> Db {
+        Db::connect(Kind::Postgres)
+    }
+
+    pub fn mariadb() -> Db {
+        Db::connect(Kind::MariaDb)
+    }
+
+    pub fn connect(kind: Kind) -> Db {
+        let (env, default, name) = match kind {
+            Kind::Postgres => (POSTGRES_ENV, POSTGRES_DEFAULT, "PostgreSQL"),
+            Kind::MariaDb => (MARIADB_ENV, MARIADB_DEFAULT, "MariaDB"),
+        };
+        let url = std::env::var(env).unwrap_or_else(|_| default.to_string());
+        let p = parts(&url);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let unreachable = |e: String| -> ! {
+            panic!(
+                "{name} is not reachable at {}:{} ({e}); these tests need it: start it or point {env} at one (default {default})",
+                p.host, p.port
+            )
+        };
+        let mut db = Db {
+            kind,
+            url: url.clone(),
+            runtime,
+            pg: None,
+            my: None,
+        };
+        match kind {
+            Kind::Postgres => {
+                let mut config = tokio_postgres::Config::new();
+                config
+                    .host(&p.host)
+                    .port(if p.port == 0 { 5432 } else { p.port })
+                    .dbname(&p.database)
+                    .user(p.user.as_deref().unwrap_or("postgres"))
+                    .connect_timeout(Duration::from_secs(10));
+                if let Some(pw) = &p.password {
+                    config.password(pw);
+                }
+                let (client, connection) = db
+                    .runtime
+                    .block_on(config.connect(tokio_postgres::NoTls))
+                    .unwrap_or_else(|e| unreachable(e.to_string()));
+                db.runtime.spawn(connection);
+                db.pg = Some(client);
+            }
+            Kind::MariaDb => {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(p.host.clone())
+                    .tcp_port(if p.port == 0 { 3306 } else { p.port })
+                    .db_name(Some(p.database.clone()))
+                    .user(p.user.clone())
+                    .pass(p.password.clone())
+                    .prefer_socket(false)
+                    .init(vec!["SET time_zone = '+00:00'"]);
+                let conn = db
+                    .runtime
+                    .block_on(mysql_async::Conn::new(opts))
+                    .unwrap_or_else(|e| unreachable(e.to_string()));
+                db.my = Some(std::cell::RefCell::new(conn));
+            }
+        }
+        db
+    }
+
+    /// Runs statements (several, separated by `;`).
+    pub fn exec(&self, sql: &str) {
+        use mysql_async::prelude::Queryable;
+        match (&self.pg, &self.my) {
+            (Some(pg), _) => self
+                .runtime
+                .block_on(pg.batch_execute(sql))
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
+            (_, Some(my)) => {
+                let mut conn = my.borrow_mut();
+                for statement in sql.split(";\n").filter(|s| !s.trim().is_empty()) {
+                    self.runtime
+                        .block_on(conn.query_drop(statement))
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Rows as text (NULL as None).
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        use mysql_async::prelude::Queryable;
+        match (&self.pg, &self.my) {
+            (Some(pg), _) => self
+                .runtime
+                .block_on(pg.simple_query(sql))
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            (_, Some(my)) => {
+                let mut conn = my.borrow_mut();
+                let rows: Vec<mysql_async::Row> = self
+                    .runtime
+                    .block_on(conn.query(sql))
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.into_iter()
+                    .map(|row| {
+                        row.unwrap()
+                            .into_iter()
+                            .map(|v| match v {
+                                mysql_async::Value::NULL => None,
+                                mysql_async::Value::Bytes(b) => {
+                                    Some(String::from_utf8_lossy(&b).into_owned())
+                                }
+                                other => Some(other.as_sql(true)),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// One number from a query such as `SELECT count(*) …`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.rows(sql)
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{sql} gave no number"))
+    }
+
+    /// An identifier quoted for this database.
+    pub fn quote(&self, ident: &str) -> String {
+        match self.kind {
+            Kind::Postgres => format!("\"{ident}\""),
+            Kind::MariaDb => format!("`{ident}`"),
+        }
+    }
+}
+
+/// A table name unique to this test process and `what`, so tests run in parallel on one server.
+pub fn table(what: &str) -> String {
+    format!("t{}_{what}", std::process::id())
+}
