@@ -203,3 +203,186 @@ INSERT INTO {t} (b) VALUES (0)"
     assert_eq!(got, expected);
     db.exec(&format!("DROP TABLE {t}"));
 }
+
+// ---------------------------------------------------------------------------------------
+// JdbcSource: modes, restarts
+
+/// The `id` of every record of `topic`, in order.
+fn ids(kafka: &DevKafka, topic: &str) -> Vec<i64> {
+    payload_field(kafka, topic, "id")
+        .iter()
+        .map(|v| v.as_i64().expect("an integer id"))
+        .collect()
+}
+
+/// Every mode on one database: incrementing, timestamp and timestamp+incrementing tables and
+/// a custom query, read in batches of 7 rows through runs of equal timestamps; then a clean
+/// stop, more rows (new rows with a timestamp equal to the last one read must not be skipped
+/// in timestamp+incrementing mode), a restart that resumes exactly after the last committed
+/// row, and a SIGKILL of the worker that loses nothing.
+fn source_modes_resume_exactly(db: Db, prefix: &str) {
+    let q = |s: &str| db.quote(s);
+    let (serial, ts_type) = match db.kind {
+        Kind::Postgres => ("SERIAL PRIMARY KEY", "TIMESTAMP(3)"),
+        Kind::MariaDb => ("INT AUTO_INCREMENT PRIMARY KEY", "DATETIME(3)"),
+    };
+    let [inc, ts, tsinc, bulk] = ["inc", "ts", "tsinc", "bulk"].map(table);
+    let (t1, t2, t3) = (
+        "2024-01-01 10:00:00.000",
+        "2024-01-01 11:00:00.500",
+        "2024-01-02 00:00:00.000",
+    );
+    let insert = |t: &str, n: usize, stamp: Option<&str>| {
+        for _ in 0..n {
+            match stamp {
+                Some(s) => db.exec(&format!(
+                    "INSERT INTO {} ({}, {}) VALUES ('{s}', 'x')",
+                    q(t),
+                    q("ts"),
+                    q("v")
+                )),
+                None => db.exec(&format!("INSERT INTO {} ({}) VALUES ('x')", q(t), q("v"))),
+            }
+        }
+    };
+    for t in [&inc, &bulk] {
+        db.exec(&format!("DROP TABLE IF EXISTS {}", q(t)));
+        db.exec(&format!("CREATE TABLE {} (id {serial}, v TEXT)", q(t)));
+    }
+    for t in [&ts, &tsinc] {
+        db.exec(&format!("DROP TABLE IF EXISTS {}", q(t)));
+        db.exec(&format!(
+            "CREATE TABLE {} (id {serial}, ts {ts_type} NOT NULL, v TEXT)",
+            q(t)
+        ));
+    }
+    insert(&inc, 25, None);
+    insert(&bulk, 3, None);
+    insert(&ts, 10, Some(t1));
+    insert(&ts, 15, Some(t2));
+    insert(&tsinc, 25, Some(t1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let topic = |t: &str| format!("{prefix}{t}");
+    let query_topic = format!("{prefix}query");
+    let kafka = DevKafka::start(dir.path(), &[]);
+    let common = |mode: &str, extra: &[(&str, &str)]| {
+        let mut more = vec![("topic.prefix", prefix), ("batch.max.rows", "7")];
+        more.extend_from_slice(extra);
+        source(&db, mode, &more)
+    };
+    let files = vec![
+        connector_file(
+            dir.path(),
+            "c-inc",
+            &common(
+                "incrementing",
+                &[("incrementing.column.name", "id"), ("table.whitelist", &inc)],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "c-ts",
+            &common(
+                "timestamp",
+                &[("timestamp.column.name", "ts"), ("table.whitelist", &ts)],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "c-tsinc",
+            &common(
+                "timestamp+incrementing",
+                &[
+                    ("timestamp.column.name", "ts"),
+                    ("incrementing.column.name", "id"),
+                    ("table.whitelist", &tsinc),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "c-bulk",
+            &common("bulk", &[("table.whitelist", &bulk)]),
+        ),
+        connector_file(
+            dir.path(),
+            "c-query",
+            &source(
+                &db,
+                "incrementing",
+                &[
+                    ("incrementing.column.name", "id"),
+                    ("query", &format!("SELECT id, v FROM {}", q(&inc))),
+                    ("topic.prefix", &query_topic),
+                    ("batch.max.rows", "7"),
+                ],
+            ),
+        ),
+    ];
+    let mut sluice = standalone(dir.path(), &kafka, &files);
+    wait_records(&kafka, &topic(&inc), 25, &sluice);
+    wait_records(&kafka, &topic(&ts), 25, &sluice);
+    wait_records(&kafka, &topic(&tsinc), 25, &sluice);
+    wait_records(&kafka, &query_topic, 25, &sluice);
+    wait_records(&kafka, &topic(&bulk), 6, &sluice);
+    let one_to = |n: i64| (1..=n).collect::<Vec<_>>();
+    assert_eq!(ids(&kafka, &topic(&inc)), one_to(25));
+    assert_eq!(ids(&kafka, &topic(&ts)), one_to(25));
+    assert_eq!(ids(&kafka, &topic(&tsinc)), one_to(25));
+    assert_eq!(ids(&kafka, &query_topic), one_to(25));
+    let bulk_ids = ids(&kafka, &topic(&bulk));
+    assert_eq!(bulk_ids[..6], [1, 2, 3, 1, 2, 3], "bulk reads the whole table each time");
+    let schema_name = |t: &str| {
+        let v: serde_json::Value = serde_json::from_str(&values(&kafka, t)[0]).unwrap();
+        v["schema"]["name"].clone()
+    };
+    assert_eq!(schema_name(&topic(&inc)), serde_json::json!(inc));
+    assert_eq!(schema_name(&query_topic), serde_json::Value::Null, "a query's struct has no name");
+
+    sluice.stop_cleanly();
+    insert(&inc, 10, None);
+    insert(&ts, 5, Some(t3));
+    insert(&tsinc, 10, Some(t1));
+    let mut sluice = standalone(dir.path(), &kafka, &files);
+    wait_records(&kafka, &topic(&inc), 35, &sluice);
+    wait_records(&kafka, &topic(&ts), 30, &sluice);
+    wait_records(&kafka, &topic(&tsinc), 35, &sluice);
+    wait_records(&kafka, &query_topic, 35, &sluice);
+    // Let a double, if any, arrive before counting.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ids(&kafka, &topic(&inc)), one_to(35), "incrementing after a restart");
+    assert_eq!(ids(&kafka, &topic(&ts)), one_to(30), "timestamp after a restart");
+    assert_eq!(
+        ids(&kafka, &topic(&tsinc)),
+        one_to(35),
+        "timestamp+incrementing after a restart, equal timestamps included"
+    );
+    assert_eq!(ids(&kafka, &query_topic), one_to(35), "query after a restart");
+
+    // SIGKILL of the worker while rows arrive: nothing is lost (at least once).
+    insert(&inc, 30, None);
+    wait_records(&kafka, &topic(&inc), 40, &sluice);
+    sluice.signal(libc::SIGKILL);
+    sluice.wait(Duration::from_secs(10));
+    insert(&inc, 10, None);
+    let sluice = standalone(dir.path(), &kafka, &files);
+    wait_records(&kafka, &topic(&inc), 75, &sluice);
+    let mut seen = ids(&kafka, &topic(&inc));
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, one_to(75), "nothing lost after a SIGKILL");
+    for t in [&inc, &ts, &tsinc, &bulk] {
+        db.exec(&format!("DROP TABLE {}", q(t)));
+    }
+}
+
+#[test]
+fn jdbc_source_modes_resume_exactly_on_postgresql() {
+    source_modes_resume_exactly(Db::postgres(), "pgm-");
+}
+
+#[test]
+fn jdbc_source_modes_resume_exactly_on_mariadb() {
+    source_modes_resume_exactly(Db::mariadb(), "mym-");
+}
