@@ -277,7 +277,10 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
             "c-inc",
             &common(
                 "incrementing",
-                &[("incrementing.column.name", "id"), ("table.whitelist", &inc)],
+                &[
+                    ("incrementing.column.name", "id"),
+                    ("table.whitelist", &inc),
+                ],
             ),
         ),
         connector_file(
@@ -332,13 +335,21 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
     assert_eq!(ids(&kafka, &topic(&tsinc)), one_to(25));
     assert_eq!(ids(&kafka, &query_topic), one_to(25));
     let bulk_ids = ids(&kafka, &topic(&bulk));
-    assert_eq!(bulk_ids[..6], [1, 2, 3, 1, 2, 3], "bulk reads the whole table each time");
+    assert_eq!(
+        bulk_ids[..6],
+        [1, 2, 3, 1, 2, 3],
+        "bulk reads the whole table each time"
+    );
     let schema_name = |t: &str| {
         let v: serde_json::Value = serde_json::from_str(&values(&kafka, t)[0]).unwrap();
         v["schema"]["name"].clone()
     };
     assert_eq!(schema_name(&topic(&inc)), serde_json::json!(inc));
-    assert_eq!(schema_name(&query_topic), serde_json::Value::Null, "a query's struct has no name");
+    assert_eq!(
+        schema_name(&query_topic),
+        serde_json::Value::Null,
+        "a query's struct has no name"
+    );
 
     sluice.stop_cleanly();
     insert(&inc, 10, None);
@@ -351,14 +362,26 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
     wait_records(&kafka, &query_topic, 35, &sluice);
     // Let a double, if any, arrive before counting.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(ids(&kafka, &topic(&inc)), one_to(35), "incrementing after a restart");
-    assert_eq!(ids(&kafka, &topic(&ts)), one_to(30), "timestamp after a restart");
+    assert_eq!(
+        ids(&kafka, &topic(&inc)),
+        one_to(35),
+        "incrementing after a restart"
+    );
+    assert_eq!(
+        ids(&kafka, &topic(&ts)),
+        one_to(30),
+        "timestamp after a restart"
+    );
     assert_eq!(
         ids(&kafka, &topic(&tsinc)),
         one_to(35),
         "timestamp+incrementing after a restart, equal timestamps included"
     );
-    assert_eq!(ids(&kafka, &query_topic), one_to(35), "query after a restart");
+    assert_eq!(
+        ids(&kafka, &query_topic),
+        one_to(35),
+        "query after a restart"
+    );
 
     // SIGKILL of the worker while rows arrive: nothing is lost (at least once).
     insert(&inc, 30, None);
@@ -385,4 +408,383 @@ fn jdbc_source_modes_resume_exactly_on_postgresql() {
 #[test]
 fn jdbc_source_modes_resume_exactly_on_mariadb() {
     source_modes_resume_exactly(Db::mariadb(), "mym-");
+}
+
+// ---------------------------------------------------------------------------------------
+// JdbcSink
+
+/// Produces (key, value) pairs; `None` is a null key or a tombstone.
+fn produce_keyed(bootstrap: &str, topic: &str, records: &[(Option<String>, Option<String>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let mut record = BaseRecord::<str, str>::to(topic);
+        if let Some(k) = k {
+            record = record.key(k.as_str());
+        }
+        if let Some(v) = v {
+            record = record.payload(v.as_str());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A JsonConverter envelope of a struct: fields as (name, schema JSON, value JSON).
+fn envelope(fields: &[(&str, &str, &str)]) -> String {
+    let schemas: Vec<String> = fields
+        .iter()
+        .map(|(n, s, _)| {
+            let s = s.strip_suffix('}').expect("a JSON object");
+            format!(r#"{s},"field":"{n}"}}"#)
+        })
+        .collect();
+    let values: Vec<String> = fields
+        .iter()
+        .map(|(n, _, v)| format!(r#""{n}":{v}"#))
+        .collect();
+    format!(
+        r#"{{"schema":{{"type":"struct","fields":[{}],"optional":false}},"payload":{{{}}}}}"#,
+        schemas.join(","),
+        values.join(",")
+    )
+}
+
+const INT32: &str = r#"{"type":"int32","optional":false}"#;
+const STRING: &str = r#"{"type":"string","optional":false}"#;
+const OPT_STRING: &str = r#"{"type":"string","optional":true}"#;
+const OPT_INT32: &str = r#"{"type":"int32","optional":true}"#;
+const DECIMAL2: &str = r#"{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2"}}"#;
+const DATE: &str =
+    r#"{"type":"int32","optional":true,"name":"org.apache.kafka.connect.data.Date","version":1}"#;
+const TIMESTAMP: &str = r#"{"type":"int64","optional":true,"name":"org.apache.kafka.connect.data.Timestamp","version":1}"#;
+
+fn sink(db: &Db, topic: &str, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        (
+            "connector.class",
+            "io.confluent.connect.jdbc.JdbcSinkConnector".to_string(),
+        ),
+        ("connection.url", db.url.clone()),
+        ("topics", topic.to_string()),
+        ("retry.backoff.ms", "200".to_string()),
+    ];
+    for (k, v) in extra {
+        pairs.push((leak(k), v.to_string()));
+    }
+    pairs
+}
+
+/// Rows of a table ordered by its first column, as text.
+fn table_rows(db: &Db, t: &str, columns: &str) -> Vec<Vec<Option<String>>> {
+    db.rows(&format!("SELECT {columns} FROM {} ORDER BY 1", db.quote(t)))
+}
+
+fn text(v: &[&str]) -> Vec<Option<String>> {
+    v.iter()
+        .map(|s| (*s != "NULL").then(|| s.to_string()))
+        .collect()
+}
+
+/// Each insert and key mode on one database: upsert by record key with deletes and logical
+/// types into a created table, inserts keyed by Kafka coordinates, updates by value fields,
+/// a table evolved for a new field, and records the database or the connector refuses sent
+/// to the dead-letter queue while the rest are written.
+fn sink_modes(db: Db, prefix: &str) {
+    let [a, b, c, d, e] = ["upsert", "kafka", "update", "evolve", "dlq"].map(table);
+    for t in [&a, &b, &c, &d, &e] {
+        db.exec(&format!("DROP TABLE IF EXISTS {}", db.quote(t)));
+    }
+    db.exec(&format!(
+        "CREATE TABLE {} (id INT PRIMARY KEY, name TEXT)",
+        db.quote(&c)
+    ));
+    db.exec(&format!(
+        "INSERT INTO {} (id, name) VALUES (1, 'old'), (2, 'old')",
+        db.quote(&c)
+    ));
+    db.exec(&format!(
+        "CREATE TABLE {} (id INT PRIMARY KEY, name TEXT NOT NULL)",
+        db.quote(&e)
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let topic = |t: &str| format!("{prefix}{t}");
+    let dlq = format!("{prefix}dlq");
+    let kafka = DevKafka::start(dir.path(), &[&format!("{dlq}:1")]);
+    let key = |id: i32| Some(envelope(&[("id", INT32, &id.to_string())]));
+    let val = |fields: &[(&str, &str, &str)]| Some(envelope(fields));
+    produce_keyed(
+        &kafka.bootstrap,
+        &topic(&a),
+        &[
+            (
+                key(1),
+                val(&[
+                    ("name", STRING, r#""a""#),
+                    ("qty", OPT_INT32, "1"),
+                    ("amount", DECIMAL2, r#""AJw=""#),
+                    ("day", DATE, "19782"),
+                    ("at", TIMESTAMP, "1709212455678"),
+                ]),
+            ),
+            (
+                key(2),
+                val(&[
+                    ("name", STRING, r#""b""#),
+                    ("qty", OPT_INT32, "2"),
+                    ("amount", DECIMAL2, "null"),
+                    ("day", DATE, "null"),
+                    ("at", TIMESTAMP, "null"),
+                ]),
+            ),
+            (
+                key(1),
+                val(&[
+                    ("name", STRING, r#""a2""#),
+                    ("qty", OPT_INT32, "3"),
+                    ("amount", DECIMAL2, r#""/2Q=""#),
+                    ("day", DATE, "0"),
+                    ("at", TIMESTAMP, "0"),
+                ]),
+            ),
+            (
+                key(3),
+                val(&[
+                    ("name", STRING, r#""c""#),
+                    ("qty", OPT_INT32, "null"),
+                    ("amount", DECIMAL2, "null"),
+                    ("day", DATE, "null"),
+                    ("at", TIMESTAMP, "null"),
+                ]),
+            ),
+            (key(2), None),
+        ],
+    );
+    produce_keyed(
+        &kafka.bootstrap,
+        &topic(&b),
+        &[
+            (None, val(&[("name", STRING, r#""x""#)])),
+            (None, val(&[("name", STRING, r#""y""#)])),
+            (None, val(&[("name", STRING, r#""x""#)])),
+        ],
+    );
+    produce_keyed(
+        &kafka.bootstrap,
+        &topic(&c),
+        &[
+            (
+                None,
+                val(&[("id", INT32, "1"), ("name", STRING, r#""new""#)]),
+            ),
+            (
+                None,
+                val(&[("id", INT32, "3"), ("name", STRING, r#""none""#)]),
+            ),
+        ],
+    );
+    produce_keyed(
+        &kafka.bootstrap,
+        &topic(&d),
+        &[
+            (None, val(&[("a", INT32, "1")])),
+            (None, val(&[("a", INT32, "2"), ("b", OPT_STRING, r#""x""#)])),
+        ],
+    );
+    produce_keyed(
+        &kafka.bootstrap,
+        &topic(&e),
+        &[
+            (
+                None,
+                val(&[("id", INT32, "1"), ("name", OPT_STRING, r#""a""#)]),
+            ),
+            (
+                None,
+                Some(
+                    r#"{"schema":{"type":"string","optional":false},"payload":"not a struct"}"#
+                        .to_string(),
+                ),
+            ),
+            (
+                None,
+                val(&[("id", INT32, "2"), ("name", OPT_STRING, "null")]),
+            ),
+            (
+                None,
+                val(&[("id", INT32, "3"), ("name", OPT_STRING, r#""c""#)]),
+            ),
+        ],
+    );
+    let files = vec![
+        connector_file(
+            dir.path(),
+            "s-upsert",
+            &sink(
+                &db,
+                &topic(&a),
+                &[
+                    ("table.name.format", "${topic}"),
+                    ("insert.mode", "upsert"),
+                    ("pk.mode", "record_key"),
+                    ("delete.enabled", "true"),
+                    ("auto.create", "true"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "s-kafka",
+            &sink(
+                &db,
+                &topic(&b),
+                &[
+                    ("table.name.format", &b),
+                    ("pk.mode", "kafka"),
+                    ("auto.create", "true"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "s-update",
+            &sink(
+                &db,
+                &topic(&c),
+                &[
+                    ("table.name.format", &c),
+                    ("insert.mode", "update"),
+                    ("pk.mode", "record_value"),
+                    ("pk.fields", "id"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "s-evolve",
+            &sink(
+                &db,
+                &topic(&d),
+                &[
+                    ("table.name.format", &d),
+                    ("auto.create", "true"),
+                    ("auto.evolve", "true"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "s-dlq",
+            &sink(
+                &db,
+                &topic(&e),
+                &[
+                    ("table.name.format", &e),
+                    ("pk.mode", "record_value"),
+                    ("pk.fields", "id"),
+                    ("errors.tolerance", "all"),
+                    ("errors.deadletterqueue.topic.name", &dlq),
+                    ("errors.deadletterqueue.context.headers.enable", "true"),
+                ],
+            ),
+        ),
+    ];
+    let a_table = topic(&a);
+    let sluice = standalone(dir.path(), &kafka, &files);
+    let exists = |t: &str| {
+        db.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '{t}'"
+        )) > 0
+    };
+    wait_for("the upserts and deletes", TIMEOUT, || {
+        exists(&a_table) && db.count(&format!("SELECT count(*) FROM {}", db.quote(&a_table))) == 2
+    });
+    wait_for("the kafka-keyed inserts", TIMEOUT, || {
+        exists(&b) && db.count(&format!("SELECT count(*) FROM {}", db.quote(&b))) == 3
+    });
+    wait_for("the update", TIMEOUT, || {
+        table_rows(&db, &c, "id, name")[0] == text(&["1", "new"])
+    });
+    wait_for("the evolved table's rows", TIMEOUT, || {
+        exists(&d) && db.count(&format!("SELECT count(*) FROM {}", db.quote(&d))) == 2
+    });
+    wait_for("the dead-letter queue", TIMEOUT, || {
+        total_records(&kafka.bootstrap, &dlq) >= 2
+    });
+    wait_for("the rows around the refused ones", TIMEOUT, || {
+        db.count(&format!("SELECT count(*) FROM {}", db.quote(&e))) == 2
+    });
+    let (amount, day0, at) = match db.kind {
+        Kind::Postgres => ("-1.56", "1970-01-01", "1970-01-01 00:00:00"),
+        Kind::MariaDb => ("-1.56", "1970-01-01", "1970-01-01 00:00:00.000"),
+    };
+    assert_eq!(
+        table_rows(&db, &a_table, "id, name, qty, amount, day, at"),
+        [
+            text(&["1", "a2", "3", amount, day0, at]),
+            text(&["3", "c", "NULL", "NULL", "NULL", "NULL"]),
+        ],
+        "upserts by key, the tombstone deleted row 2"
+    );
+    assert_eq!(
+        table_rows(
+            &db,
+            &b,
+            "__connect_offset, __connect_partition, __connect_topic, name"
+        ),
+        [
+            text(&["0", "0", &topic(&b), "x"]),
+            text(&["1", "0", &topic(&b), "y"]),
+            text(&["2", "0", &topic(&b), "x"]),
+        ]
+    );
+    assert_eq!(
+        table_rows(&db, &c, "id, name"),
+        [text(&["1", "new"]), text(&["2", "old"])],
+        "update changes existing rows and inserts none"
+    );
+    assert_eq!(
+        table_rows(&db, &d, "a, b"),
+        [text(&["1", "NULL"]), text(&["2", "x"])],
+        "a column added for the new optional field"
+    );
+    assert_eq!(
+        table_rows(&db, &e, "id, name"),
+        [text(&["1", "a"]), text(&["3", "c"])]
+    );
+    let dead = read_all(&kafka.bootstrap, &dlq);
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|(_, _, _, h)| {
+            h.get("__connect.errors.exception.message")
+                .map_or("", String::as_str)
+        })
+        .collect();
+    assert_eq!(dead.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("needs records whose value is a struct"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].to_lowercase().contains("null"),
+        "the database's NOT NULL refusal: {reasons:?}"
+    );
+    // The first write of the upserts was a valid row: check the logical types too.
+    let _ = sluice;
+    for t in [&a_table, &b, &c, &d, &e] {
+        db.exec(&format!("DROP TABLE IF EXISTS {}", db.quote(t)));
+    }
+}
+
+#[test]
+fn jdbc_sink_modes_on_postgresql() {
+    sink_modes(Db::postgres(), "pgs-");
+}
+
+#[test]
+fn jdbc_sink_modes_on_mariadb() {
+    sink_modes(Db::mariadb(), "mys-");
 }

@@ -626,13 +626,6 @@ async fn drive_sink(
         let reply = match request.kind {
             Some(sink_request::Kind::Batch(batch)) => {
                 task.put(batch.records).await?;
-                // Bad records of the batch are reported before its ack, so before any flush
-                // that could commit past them.
-                while let Ok(e) = errant.try_recv() {
-                    if !send_sink(tx, sink_response::Kind::RecordError(e)).await {
-                        return Ok(());
-                    }
-                }
                 sink_response::Kind::Ack(proto::SinkBatchAck { seq: batch.seq })
             }
             Some(sink_request::Kind::Flush(flush)) => {
@@ -655,6 +648,14 @@ async fn drive_sink(
                 continue;
             }
         };
+        // Bad records reported by the call go before its reply: before the batch's ack (put)
+        // or the flush's answer (a sink that writes at flush time), so before any commit
+        // past them.
+        while let Ok(e) = errant.try_recv() {
+            if !send_sink(tx, sink_response::Kind::RecordError(e)).await {
+                return Ok(());
+            }
+        }
         if !send_sink(tx, reply).await {
             return Ok(());
         }

@@ -136,7 +136,8 @@ fn describe(e: impl std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    // PostgreSQL's DETAIL and HINT lines: one line, so that a log line stays one line.
+    text.replace('\n', " ")
 }
 
 /// Database errors are worth a retry unless they say the statement itself is wrong.
