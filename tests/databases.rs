@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::cluster::{read_all, total_records};
+use harness::cluster::{read_all, tasks, total_records, Api};
 use harness::db::{table, Db, Kind};
 use harness::*;
+use sluice_proto::api::v1 as api;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -872,4 +873,204 @@ fn jdbc_sink_exactly_once_survives_sigkill_on_both_databases() {
         db.exec(&format!("DROP TABLE {}", q(&t)));
         db.exec(&format!("DROP TABLE {}", q(&format!("{t}_offsets"))));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// JdbcSource in a cluster: tables spread over tasks, new tables picked up by a re-plan
+
+/// Two tables on `tasks.max=3` are two tasks of one table each; a third table created later
+/// is found by the connector's table monitor (`table.poll.interval.ms`), the tasks are planned
+/// again (three), and its rows flow while the first tables' rows are neither lost nor read
+/// twice across the re-plan.
+#[test]
+fn jdbc_source_spreads_tables_over_tasks_and_picks_up_a_new_table() {
+    let db = Db::postgres();
+    let [a, b, c] = ["spread_a", "spread_b", "spread_c"].map(table);
+    for t in [&a, &b, &c] {
+        db.exec(&format!("DROP TABLE IF EXISTS {t}"));
+    }
+    for t in [&a, &b] {
+        db.exec(&format!("CREATE TABLE {t} (id SERIAL PRIMARY KEY, v TEXT)"));
+        db.exec(&format!("INSERT INTO {t} (v) SELECT 'x' FROM generate_series(1, 20)"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &[]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", 2.0);
+    let api = Api::new(&controller.address);
+    let _worker = start_worker(dir.path(), "w", &controller.url(), &kafka.bootstrap);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let whitelist = format!("{a},{b},{c}");
+    let config = source(
+        &db,
+        "incrementing",
+        &[
+            ("incrementing.column.name", "id"),
+            ("table.whitelist", &whitelist),
+            ("topic.prefix", "spread-"),
+            ("tasks.max", "3"),
+        ],
+    );
+    let config: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    api.create("spread", &config, api::TargetState::Running);
+    let task_tables = || -> Vec<String> {
+        let mut client = api.connectors().unwrap();
+        api.runtime
+            .block_on(client.list_tasks(api::ConnectorRef {
+                name: "spread".into(),
+            }))
+            .map(|r| {
+                r.into_inner()
+                    .tasks
+                    .iter()
+                    .map(|t| t.config.get("tables").cloned().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for("two tasks RUNNING", TIMEOUT, || {
+        let t = tasks(&api, "spread");
+        t.len() == 2 && t.values().all(|(s, _)| *s == api::State::Running)
+    });
+    assert_eq!(
+        task_tables(),
+        [
+            format!(r#"[["public","{a}"]]"#),
+            format!(r#"[["public","{b}"]]"#)
+        ],
+        "one table per task"
+    );
+    let topic = |t: &str| format!("spread-{t}");
+    wait_records(&kafka, &topic(&a), 20, &_worker);
+    wait_records(&kafka, &topic(&b), 20, &_worker);
+
+    db.exec(&format!("CREATE TABLE {c} (id SERIAL PRIMARY KEY, v TEXT)"));
+    db.exec(&format!("INSERT INTO {c} (v) SELECT 'y' FROM generate_series(1, 15)"));
+    wait_for("three tasks RUNNING after the re-plan", TIMEOUT, || {
+        let t = tasks(&api, "spread");
+        t.len() == 3 && t.values().all(|(s, _)| *s == api::State::Running)
+    });
+    assert_eq!(task_tables().len(), 3);
+    db.exec(&format!("INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"));
+    wait_records(&kafka, &topic(&c), 15, &_worker);
+    wait_records(&kafka, &topic(&a), 25, &_worker);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ids(&kafka, &topic(&c)), (1..=15).collect::<Vec<_>>());
+    assert_eq!(ids(&kafka, &topic(&a)), (1..=25).collect::<Vec<_>>(), "no double across the re-plan");
+    assert_eq!(ids(&kafka, &topic(&b)), (1..=20).collect::<Vec<_>>());
+    for t in [&a, &b, &c] {
+        db.exec(&format!("DROP TABLE {t}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A pipeline: PostgreSQL → JdbcSource → Kafka → JdbcSink → MariaDB
+
+/// A table of PostgreSQL copied to MariaDB through Kafka: rows inserted and then updated at
+/// the source (timestamp+incrementing) arrive as upserts; at the end both tables hold the same
+/// rows, compared value by value.
+#[test]
+fn postgresql_to_kafka_to_mariadb_tables_end_equal() {
+    let (pg, my) = (Db::postgres(), Db::mariadb());
+    let t = table("pipeline");
+    pg.exec(&format!(
+        "DROP TABLE IF EXISTS {t};
+         CREATE TABLE {t} (id SERIAL PRIMARY KEY, name TEXT NOT NULL, amount NUMERIC(12,2),
+           day DATE, flag BOOLEAN, data BYTEA, ratio DOUBLE PRECISION,
+           updated TIMESTAMP(3) NOT NULL DEFAULT now());
+         INSERT INTO {t} (name, amount, day, flag, data, ratio)
+           SELECT 'name ' || g, g * 1.25, DATE '2024-01-01' + g, g % 3 = 0,
+             decode(lpad(to_hex(g), 8, '0'), 'hex'), g / 7.0
+           FROM generate_series(1, 1000) g;"
+    ));
+    my.exec(&format!("DROP TABLE IF EXISTS {t}"));
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("pipe-{t}");
+    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
+    let files = vec![
+        connector_file(
+            dir.path(),
+            "from-pg",
+            &source(
+                &pg,
+                "timestamp+incrementing",
+                &[
+                    ("timestamp.column.name", "updated"),
+                    ("incrementing.column.name", "id"),
+                    ("table.whitelist", &t),
+                    ("topic.prefix", "pipe-"),
+                    ("batch.max.rows", "300"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "to-mariadb",
+            &sink(
+                &my,
+                &topic,
+                &[
+                    ("table.name.format", &t),
+                    ("insert.mode", "upsert"),
+                    ("pk.mode", "record_value"),
+                    ("pk.fields", "id"),
+                    ("auto.create", "true"),
+                ],
+            ),
+        ),
+    ];
+    let _sluice = standalone(dir.path(), &kafka, &files);
+    let pg_rows = || {
+        pg.rows(&format!(
+            "SELECT id, name, amount::text, day::text, CASE WHEN flag THEN '1' WHEN NOT flag THEN '0' END,
+               encode(data, 'hex'), ratio::text, to_char(updated, 'YYYY-MM-DD HH24:MI:SS.MS')
+             FROM {t} ORDER BY id"
+        ))
+    };
+    let my_rows = || {
+        if my.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '{t}'"
+        )) == 0
+        {
+            return Vec::new();
+        }
+        my.rows(&format!(
+            "SELECT id, name, amount, day, flag, LOWER(HEX(data)), ratio, updated FROM {t} ORDER BY id"
+        ))
+    };
+    let normalized = |rows: Vec<Vec<Option<String>>>| -> Vec<Vec<Option<String>>> {
+        // Doubles as numbers (each server prints its own shortest form).
+        rows.into_iter()
+            .map(|mut r| {
+                if let Some(Some(v)) = r.get_mut(6) {
+                    *v = format!("{:.12}", v.parse::<f64>().unwrap());
+                }
+                r
+            })
+            .collect()
+    };
+    wait_for("1000 rows in MariaDB", TIMEOUT, || my_rows().len() == 1000);
+    pg.exec(&format!(
+        "UPDATE {t} SET name = name || ' (changed)', amount = -amount, updated = now() WHERE id % 10 = 0;
+         INSERT INTO {t} (name, amount, day, flag, data, ratio)
+           SELECT 'later ' || g, g, DATE '2030-06-30', NULL, NULL, NULL FROM generate_series(1, 200) g;"
+    ));
+    let mut last = (Vec::new(), Vec::new());
+    let equal = || {
+        let (a, b) = (normalized(pg_rows()), normalized(my_rows()));
+        let same = a == b;
+        (same, a, b)
+    };
+    wait_for("the tables to be equal", TIMEOUT, || {
+        let (same, a, b) = equal();
+        last = (a, b);
+        same
+    });
+    assert_eq!(last.0.len(), 1200);
+    assert_eq!(
+        last.1[9][1].as_deref(),
+        Some("name 10 (changed)"),
+        "updates arrive as upserts"
+    );
+    pg.exec(&format!("DROP TABLE {t}"));
+    my.exec(&format!("DROP TABLE {t}"));
 }
