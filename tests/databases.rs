@@ -7,7 +7,6 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -854,9 +853,19 @@ fn jdbc_sink_exactly_once_survives_sigkill_on_both_databases() {
     std::thread::sleep(Duration::from_secs(2));
     for db in [&pg, &my] {
         let q = |s: &str| db.quote(s);
-        assert_eq!(rows(db), N as i64, "{:?}: each record once\n{}", db.kind, sluice.output());
         assert_eq!(
-            db.count(&format!("SELECT count(DISTINCT {}) FROM {}", q("seq"), q(&t))),
+            rows(db),
+            N as i64,
+            "{:?}: each record once\n{}",
+            db.kind,
+            sluice.output()
+        );
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(DISTINCT {}) FROM {}",
+                q("seq"),
+                q(&t)
+            )),
             N as i64
         );
         let stored = db.rows(&format!(
@@ -869,7 +878,11 @@ fn jdbc_sink_exactly_once_survives_sigkill_on_both_databases() {
             .iter()
             .map(|r| r[1].as_deref().unwrap_or("0").parse::<i64>().unwrap())
             .sum();
-        assert_eq!(total, N as i64, "{:?}: offsets stored with the rows: {stored:?}", db.kind);
+        assert_eq!(
+            total, N as i64,
+            "{:?}: offsets stored with the rows: {stored:?}",
+            db.kind
+        );
         db.exec(&format!("DROP TABLE {}", q(&t)));
         db.exec(&format!("DROP TABLE {}", q(&format!("{t}_offsets"))));
     }
@@ -891,7 +904,9 @@ fn jdbc_source_spreads_tables_over_tasks_and_picks_up_a_new_table() {
     }
     for t in [&a, &b] {
         db.exec(&format!("CREATE TABLE {t} (id SERIAL PRIMARY KEY, v TEXT)"));
-        db.exec(&format!("INSERT INTO {t} (v) SELECT 'x' FROM generate_series(1, 20)"));
+        db.exec(&format!(
+            "INSERT INTO {t} (v) SELECT 'x' FROM generate_series(1, 20)"
+        ));
     }
     let dir = tempfile::tempdir().unwrap();
     let kafka = DevKafka::start(dir.path(), &[]);
@@ -944,18 +959,26 @@ fn jdbc_source_spreads_tables_over_tasks_and_picks_up_a_new_table() {
     wait_records(&kafka, &topic(&b), 20, &_worker);
 
     db.exec(&format!("CREATE TABLE {c} (id SERIAL PRIMARY KEY, v TEXT)"));
-    db.exec(&format!("INSERT INTO {c} (v) SELECT 'y' FROM generate_series(1, 15)"));
+    db.exec(&format!(
+        "INSERT INTO {c} (v) SELECT 'y' FROM generate_series(1, 15)"
+    ));
     wait_for("three tasks RUNNING after the re-plan", TIMEOUT, || {
         let t = tasks(&api, "spread");
         t.len() == 3 && t.values().all(|(s, _)| *s == api::State::Running)
     });
     assert_eq!(task_tables().len(), 3);
-    db.exec(&format!("INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"));
+    db.exec(&format!(
+        "INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"
+    ));
     wait_records(&kafka, &topic(&c), 15, &_worker);
     wait_records(&kafka, &topic(&a), 25, &_worker);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(ids(&kafka, &topic(&c)), (1..=15).collect::<Vec<_>>());
-    assert_eq!(ids(&kafka, &topic(&a)), (1..=25).collect::<Vec<_>>(), "no double across the re-plan");
+    assert_eq!(
+        ids(&kafka, &topic(&a)),
+        (1..=25).collect::<Vec<_>>(),
+        "no double across the re-plan"
+    );
     assert_eq!(ids(&kafka, &topic(&b)), (1..=20).collect::<Vec<_>>());
     for t in [&a, &b, &c] {
         db.exec(&format!("DROP TABLE {t}"));
@@ -1073,4 +1096,103 @@ fn postgresql_to_kafka_to_mariadb_tables_end_equal() {
     );
     pg.exec(&format!("DROP TABLE {t}"));
     my.exec(&format!("DROP TABLE {t}"));
+}
+
+/// `sluice plugins check` passes JdbcSource and JdbcSink (by their Confluent class names)
+/// against the real database.
+#[test]
+fn jdbc_classes_pass_the_conformance_kit() {
+    let db = Db::postgres();
+    let t = table("kit");
+    db.exec(&format!(
+        "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id SERIAL PRIMARY KEY, v TEXT);
+         INSERT INTO {t} (v) SELECT 'x' FROM generate_series(1, 50)"
+    ));
+    let url = format!("connection.url={}", db.url);
+    let whitelist = format!("table.whitelist={t}");
+    let sink_table = format!("table.name.format={t}_sink");
+    for (class, config) in [
+        (
+            "io.confluent.connect.jdbc.JdbcSourceConnector",
+            vec![
+                url.as_str(),
+                "mode=incrementing",
+                "incrementing.column.name=id",
+                whitelist.as_str(),
+                "topic.prefix=kit-",
+                "poll.interval.ms=100",
+            ],
+        ),
+        (
+            "io.confluent.connect.jdbc.JdbcSinkConnector",
+            vec![
+                url.as_str(),
+                "topics=kit",
+                "auto.create=true",
+                sink_table.as_str(),
+            ],
+        ),
+    ] {
+        let mut args = vec!["plugins", "check", "--class", class];
+        for c in &config {
+            args.extend(["--config", c]);
+        }
+        let bin = sluice_bin();
+        args.extend(["--", bin.to_str().unwrap(), "connector", "jdbc"]);
+        let out = std::process::Command::new(sluice_bin())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sluice plugins check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{class}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed, 0 failed"), "{class}:\n{stdout}");
+        assert!(!stdout.contains("FAIL"), "{class}:\n{stdout}");
+    }
+    db.exec(&format!("DROP TABLE {t}; DROP TABLE IF EXISTS {t}_sink"));
+}
+
+/// A database that cannot be reached is a configuration error naming `connection.url` and the
+/// address (never the password), before anything runs.
+#[test]
+fn an_unreachable_database_is_reported_by_key_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let kafka = DevKafka::start(dir.path(), &[]);
+    let file = connector_file(
+        dir.path(),
+        "nowhere",
+        &[
+            (
+                "connector.class",
+                "io.confluent.connect.jdbc.JdbcSourceConnector".to_string(),
+            ),
+            (
+                "connection.url",
+                format!("jdbc:postgresql://127.0.0.1:{port}/test?user=u&password=s3cr3t-pw"),
+            ),
+            ("connection.password", "an0ther-s3cret".to_string()),
+            ("mode", "bulk".to_string()),
+            ("topic.prefix", "x-".to_string()),
+        ],
+    );
+    let mut sluice = standalone(dir.path(), &kafka, &[file]);
+    let status = sluice.wait(TIMEOUT);
+    let output = sluice.output();
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("connection.url")
+            && output.contains(&format!(
+                "could not connect to jdbc:postgresql://127.0.0.1:{port}/test"
+            )),
+        "{output}"
+    );
+    assert!(
+        !output.contains("s3cr3t"),
+        "a password was printed:\n{output}"
+    );
 }

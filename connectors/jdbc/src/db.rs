@@ -289,7 +289,9 @@ impl Db {
                 for column in statement.columns() {
                     let (not_null, typmod) = match (column.table_oid(), column.column_id()) {
                         (Some(oid), Some(attnum)) if oid != 0 => {
-                            if !attributes.contains_key(&oid) {
+                            if let std::collections::hash_map::Entry::Vacant(entry) =
+                                attributes.entry(oid)
+                            {
                                 let rows = client
                                     .query(
                                         "SELECT attnum, attnotnull, atttypmod FROM pg_attribute WHERE attrelid = $1",
@@ -297,15 +299,19 @@ impl Db {
                                     )
                                     .await
                                     .map_err(|e| pg_error("read column attributes", e))?;
-                                attributes.insert(
-                                    oid,
-                                    rows.iter()
-                                        .map(|r| (r.get::<_, i16>(0), (r.get(1), r.get(2))))
-                                        .collect(),
-                                );
+                                let mut found = HashMap::new();
+                                for r in &rows {
+                                    if let (Ok(n), Ok(not_null), Ok(typmod)) =
+                                        (r.try_get::<_, i16>(0), r.try_get(1), r.try_get(2))
+                                    {
+                                        found.insert(n, (not_null, typmod));
+                                    }
+                                }
+                                entry.insert(found);
                             }
-                            attributes[&oid]
-                                .get(&attnum)
+                            attributes
+                                .get(&oid)
+                                .and_then(|a| a.get(&attnum))
                                 .copied()
                                 .unwrap_or((false, -1))
                         }
@@ -952,7 +958,9 @@ fn my_column(c: &mysql_async::Column, mapping: NumericMapping) -> Column {
         ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL => {
             let scale = i32::from(c.decimals());
             // The display length counts a sign and a point.
-            let precision = c.column_length() - u32::from(scale > 0) - u32::from(!unsigned);
+            let precision = c
+                .column_length()
+                .saturating_sub(u32::from(scale > 0) + u32::from(!unsigned));
             Some(Kind::numeric(mapping, Some(precision), Some(scale)))
         }
         ColumnType::MYSQL_TYPE_BIT if c.column_length() == 1 => Some(Kind::Int8),

@@ -269,6 +269,12 @@ impl SinkTask for JdbcSinkTask {
         if self.pk == Some(PkMode::Kafka) && self.pk_fields.is_empty() {
             self.pk_fields = KAFKA_PK_DEFAULTS.iter().map(|s| s.to_string()).collect();
         }
+        if self.pk == Some(PkMode::Kafka) && self.pk_fields.len() != 3 {
+            return Err(TaskError::fatal(format!(
+                "with pk.mode=kafka, {PK_FIELDS} names three columns (topic, partition, offset), not {:?}",
+                self.pk_fields
+            )));
+        }
         self.whitelist = list(config.get_or(FIELDS_WHITELIST, ""));
         self.auto_create = config.parse_or(AUTO_CREATE, false)?;
         self.auto_evolve = config.parse_or(AUTO_EVOLVE, false)?;
