@@ -9,9 +9,13 @@
 //! - boundary: one source task's records across the connector protocol (Rust SDK and Python
 //!   SDK, no Kafka) vs the same records built in process with no protocol.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary] [--json]`
+//! - databases: JdbcSource and JdbcSink on PostgreSQL and MariaDB vs a plain client doing the
+//!   same database work (`databases.rs`), on a tenth of `--records` rows.
+//!
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases] [--json]`
 
 mod boundary;
+mod databases;
 mod transforms;
 
 use std::collections::BTreeMap;
@@ -42,7 +46,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -50,6 +54,9 @@ struct Args {
     /// Internal: serve the datagen plugin (the benchmark launches itself as the connector).
     #[arg(long, hide = true)]
     connector: bool,
+    /// Internal: serve the jdbc plugin.
+    #[arg(long, hide = true)]
+    jdbc_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -68,6 +75,16 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.connector {
         sluice_connector_sdk::main(sluice_connector_datagen::plugin());
+    }
+    if args.jdbc_connector {
+        sluice_connector_sdk::main(sluice_connector_jdbc::plugin());
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        // The worker's and connectors' logs, for a run that needs looking into.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let figures = runtime.block_on(run(&args))?;
@@ -127,6 +144,15 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     }
     if only("boundary") {
         figures.extend(boundary::figures(args.records).await?);
+    }
+    if only("databases") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &databases::TOPICS.map(|t| (t.to_string(), databases::PARTITIONS)),
+            sluice_worker::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let rows = (args.records / 10).max(1);
+        figures.extend(databases::figures(kafka.bootstrap_servers(), rows).await?);
     }
     Ok(figures)
 }
@@ -214,6 +240,17 @@ fn spec(
     class: &str,
     config: &[(&str, String)],
 ) -> anyhow::Result<ConnectorSpec> {
+    spec_with(name, kind, class, config, "--connector")
+}
+
+/// A connector of the plugin this executable serves when launched with `flag`.
+fn spec_with(
+    name: &str,
+    kind: ConnectorType,
+    class: &str,
+    config: &[(&str, String)],
+    flag: &str,
+) -> anyhow::Result<ConnectorSpec> {
     let exe = std::env::current_exe().context("locate the benchmark executable")?;
     let mut values: BTreeMap<String, String> = config
         .iter()
@@ -227,7 +264,7 @@ fn spec(
         kind,
         command: PluginCommand {
             program: exe,
-            args: vec!["--connector".into()],
+            args: vec![flag.into()],
         },
         tasks_max: 1,
         topics: values

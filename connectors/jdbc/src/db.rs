@@ -114,12 +114,15 @@ impl ConnectionSettings {
     }
 }
 
-/// An open connection.
+/// An open connection (one per task: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Db {
     Postgres {
         client: tokio_postgres::Client,
         /// Per table oid: (attnum → (not null, typmod)), read once.
         attributes: HashMap<u32, HashMap<i16, (bool, i32)>>,
+        /// Prepared statements by SQL, reused across transactions (cleared by DDL).
+        statements: HashMap<String, tokio_postgres::Statement>,
     },
     MySql(mysql_async::Conn),
 }
@@ -194,6 +197,7 @@ impl Db {
                 Ok(Db::Postgres {
                     client,
                     attributes: HashMap::new(),
+                    statements: HashMap::new(),
                 })
             }
             Dialect::MySql => {
@@ -280,7 +284,10 @@ impl Db {
         mapping: NumericMapping,
     ) -> Result<Rows, TaskError> {
         match self {
-            Db::Postgres { client, attributes } => {
+            Db::Postgres {
+                client, attributes, ..
+            } => {
+                // Prepared each time: a table's columns may change between queries.
                 let statement = client
                     .prepare(sql)
                     .await
@@ -437,8 +444,13 @@ impl Db {
     /// Runs statements without results (DDL).
     pub async fn execute(&mut self, sql: &str) -> Result<(), TaskError> {
         match self {
-            Db::Postgres { client, attributes } => {
+            Db::Postgres {
+                client,
+                attributes,
+                statements,
+            } => {
                 attributes.clear();
+                statements.clear();
                 client
                     .batch_execute(sql)
                     .await
@@ -508,23 +520,33 @@ impl Db {
     }
 
     /// Runs `batches` in one transaction: each a statement and its rows of parameters, in
-    /// order. Returns the affected row count of each row.
+    /// order. Returns the affected row count of each row (PostgreSQL; none for MySQL).
     pub async fn transaction(
         &mut self,
         batches: &[(String, Vec<Vec<Cell>>)],
     ) -> Result<Vec<u64>, TaskError> {
         let mut counts = Vec::new();
         match self {
-            Db::Postgres { client, .. } => {
+            Db::Postgres {
+                client, statements, ..
+            } => {
+                for (sql, _) in batches {
+                    if !statements.contains_key(sql) {
+                        let statement = client
+                            .prepare(sql)
+                            .await
+                            .map_err(|e| pg_error(&format!("prepare {sql}"), e))?;
+                        statements.insert(sql.clone(), statement);
+                    }
+                }
                 let tx = client
                     .transaction()
                     .await
                     .map_err(|e| pg_error("begin", e))?;
                 for (sql, rows) in batches {
-                    let statement = tx
-                        .prepare(sql)
-                        .await
-                        .map_err(|e| pg_error(&format!("prepare {sql}"), e))?;
+                    let statement = statements
+                        .get(sql)
+                        .ok_or_else(|| TaskError::fatal("a statement was not prepared"))?;
                     // Pipelined: every execute is sent before the first answer is read.
                     let params: Vec<Vec<PgParam>> = rows
                         .iter()
@@ -534,7 +556,6 @@ impl Db {
                         let results = futures::future::join_all(chunk.iter().map(|row| {
                             let refs: Vec<&(dyn ToSql + Sync)> =
                                 row.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                            let statement = &statement;
                             let tx = &tx;
                             async move { tx.execute(statement, &refs).await }
                         }))
@@ -552,17 +573,14 @@ impl Db {
                     .await
                     .map_err(|e| my_error("begin", e))?;
                 for (sql, rows) in batches {
-                    let statement = tx
-                        .prep(sql.as_str())
-                        .await
-                        .map_err(|e| my_error(&format!("prepare {sql}"), e))?;
-                    for row in rows {
-                        let params: Vec<mysql_async::Value> = row.iter().map(my_param).collect();
-                        tx.exec_drop(&statement, params)
-                            .await
-                            .map_err(|e| my_error(sql, e))?;
-                        counts.push(tx.affected_rows());
-                    }
+                    // Batched: the rows' executes are pipelined.
+                    tx.exec_batch(
+                        sql.as_str(),
+                        rows.iter()
+                            .map(|row| row.iter().map(my_param).collect::<Vec<_>>()),
+                    )
+                    .await
+                    .map_err(|e| my_error(sql, e))?;
                 }
                 tx.commit().await.map_err(|e| my_error("commit", e))?;
             }

@@ -15,6 +15,7 @@ use sluice_connector_sdk::{ConfigDefBuilder, Plugin, TaskError};
 
 pub use sink::JdbcSink;
 pub use source::JdbcSource;
+pub use url::{Dialect, JdbcUrl};
 
 /// The `jdbc` plugin: JdbcSource and JdbcSink.
 pub fn plugin() -> Plugin {

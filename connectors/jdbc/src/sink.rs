@@ -385,7 +385,9 @@ impl SinkTask for JdbcSinkTask {
                 self.write(None).await?;
             }
         }
-        Ok(())
+        // As Confluent's sink: what was put is written now (at most `batch.size` rows a
+        // transaction), not held until the worker's next offset flush.
+        self.write(None).await
     }
 
     async fn flush(
@@ -469,7 +471,7 @@ impl JdbcSinkTask {
                         keys,
                         values: Vec::new(),
                         cells,
-                        record: record.clone(),
+                        record: coordinates(record),
                     }));
                 }
                 return Err(format!(
@@ -511,7 +513,7 @@ impl JdbcSinkTask {
             keys,
             values,
             cells,
-            record: record.clone(),
+            record: coordinates(record),
         }))
     }
 
@@ -906,6 +908,16 @@ impl JdbcSinkTask {
             cells.rotate_left(op.keys.len());
         }
         cells
+    }
+}
+
+/// A record's coordinates, all a report of it needs (the worker reads the original back).
+fn coordinates(record: &SinkRecord) -> SinkRecord {
+    SinkRecord {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        ..SinkRecord::default()
     }
 }
 
