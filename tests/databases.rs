@@ -1196,3 +1196,63 @@ fn an_unreachable_database_is_reported_by_key_without_the_password() {
         "a password was printed:\n{output}"
     );
 }
+
+/// Standalone mode plans again when the connector asks (Kafka Connect's
+/// `requestTaskReconfiguration`): a whitelisted table created while the connector runs is
+/// read, and the first table's rows are neither lost nor read twice across the re-plan.
+#[test]
+fn standalone_jdbc_source_picks_up_a_new_table() {
+    let db = Db::postgres();
+    let [a, b] = ["late_a", "late_b"].map(table);
+    for t in [&a, &b] {
+        db.exec(&format!("DROP TABLE IF EXISTS {t}"));
+    }
+    db.exec(&format!("CREATE TABLE {a} (id SERIAL PRIMARY KEY, v TEXT)"));
+    db.exec(&format!(
+        "INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 10)"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &[]);
+    let whitelist = format!("{a},{b}");
+    let file = connector_file(
+        dir.path(),
+        "late",
+        &source(
+            &db,
+            "incrementing",
+            &[
+                ("incrementing.column.name", "id"),
+                ("table.whitelist", &whitelist),
+                ("topic.prefix", "late-"),
+                ("tasks.max", "2"),
+            ],
+        ),
+    );
+    let sluice = standalone(dir.path(), &kafka, &[file]);
+    let topic = |t: &str| format!("late-{t}");
+    wait_records(&kafka, &topic(&a), 10, &sluice);
+    db.exec(&format!("CREATE TABLE {b} (id SERIAL PRIMARY KEY, v TEXT)"));
+    db.exec(&format!(
+        "INSERT INTO {b} (v) SELECT 'y' FROM generate_series(1, 7)"
+    ));
+    wait_records(&kafka, &topic(&b), 7, &sluice);
+    db.exec(&format!(
+        "INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"
+    ));
+    wait_records(&kafka, &topic(&a), 15, &sluice);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ids(&kafka, &topic(&b)), (1..=7).collect::<Vec<_>>());
+    assert_eq!(ids(&kafka, &topic(&a)), (1..=15).collect::<Vec<_>>());
+    let output = sluice.output();
+    assert!(
+        output.contains("task configs changed: restarting the tasks"),
+        "{output}"
+    );
+    assert!(
+        output.contains("tasks=2"),
+        "two tables, two tasks:\n{output}"
+    );
+    for t in [&a, &b] {
+        db.exec(&format!("DROP TABLE {t}"));
+    }
+}

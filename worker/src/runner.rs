@@ -131,8 +131,11 @@ pub async fn run_connector(
     let mut restarts = Restarts::new(spec.restart.clone());
     while !stop.is_cancelled() {
         let started = Instant::now();
-        let e = match run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
-            Ok(()) => return,
+        let e = match run_standalone_process(&spec, &ctx, &counters, &stop).await {
+            // The connector asked for its tasks to be planned again and their configs changed:
+            // they stopped cleanly; a new life plans and starts them at once.
+            Ok(true) => continue,
+            Ok(false) => return,
             Err(e) if stop.is_cancelled() => {
                 tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
                 ctx.stop_failures.record(crate::stop::StopFailure {
@@ -200,7 +203,43 @@ pub async fn run_process(
     tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
     running: impl FnOnce(u32),
 ) -> anyhow::Result<()> {
+    run_process_life(spec, ctx, counters, stop, tasks, running)
+        .await
+        .map(drop)
+}
+
+/// One life of a standalone connector: planned by the connector, whose requests to plan
+/// again (Kafka Connect's `requestTaskReconfiguration`) end the life cleanly when the task
+/// configs change. `Ok(true)`: plan and start again.
+async fn run_standalone_process(
+    spec: &ConnectorSpec,
+    ctx: &WorkerContext,
+    counters: &Arc<Counters>,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    run_process_life(spec, ctx, counters, stop, None, |_| {}).await
+}
+
+/// The next request of a connector's `Monitor` stream; pending forever without one.
+async fn next_monitor_event(
+    events: &mut Option<tonic::Streaming<proto::MonitorEvent>>,
+) -> Result<Option<proto::MonitorEvent>, tonic::Status> {
+    match events {
+        Some(events) => events.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_process_life(
+    spec: &ConnectorSpec,
+    ctx: &WorkerContext,
+    counters: &Arc<Counters>,
+    stop: &CancellationToken,
+    tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
+    running: impl FnOnce(u32),
+) -> anyhow::Result<bool> {
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    let standalone = tasks.is_none();
     let planned = match tasks {
         Some(tasks) => tasks,
         None => plan_tasks(&mut process.client.clone(), spec)
@@ -210,6 +249,22 @@ pub async fn run_process(
             .map(|(id, config)| (id as u32, config))
             .collect(),
     };
+    let planned_configs: Vec<BTreeMap<String, String>> =
+        planned.iter().map(|(_, c)| c.clone()).collect();
+    // Standalone: the connector may ask for its tasks to be planned again.
+    let mut monitor = None;
+    if standalone {
+        let request = proto::MonitorRequest {
+            connector_class: spec.class.clone(),
+            config: spec.config.clone().into_iter().collect(),
+        };
+        match process.client.clone().monitor(request).await {
+            Ok(events) => monitor = Some(events.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {}
+            Err(s) => tracing::warn!(connector = %spec.name, "monitor: {}", s.message()),
+        }
+    }
+    let mut replan = false;
     tracing::info!(connector = %spec.name, pid = process.pid, tasks = planned.len(), "running");
 
     let mut consumer_config = ctx.consumer_config.clone();
@@ -307,6 +362,23 @@ pub async fn run_process(
                     tasks_stop.cancel();
                 }
             },
+            event = next_monitor_event(&mut monitor), if !replan && failure.is_none() => match event {
+                Ok(Some(proto::MonitorEvent { kind: Some(proto::monitor_event::Kind::Reconfigure(r)) })) => {
+                    tracing::info!(connector = %spec.name, reason = %r.reason, "the connector asks for its tasks to be planned again");
+                    let again = plan_tasks(&mut process.client.clone(), spec).await?;
+                    if again != planned_configs {
+                        tracing::info!(connector = %spec.name, tasks = again.len(), "task configs changed: restarting the tasks");
+                        replan = true;
+                        tasks_stop.cancel();
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => monitor = None,
+                Err(s) => {
+                    tracing::warn!(connector = %spec.name, "monitor stream broke: {}", s.message());
+                    monitor = None;
+                }
+            },
             _ = stop.cancelled(), if stop_deadline.is_none() => {
                 stop_deadline = Some(tokio::time::Instant::now() + ctx.task_shutdown_timeout);
             }
@@ -334,7 +406,7 @@ pub async fn run_process(
         }
         None => {
             process.shutdown().await;
-            Ok(())
+            Ok(replan && !stop.is_cancelled())
         }
     }
 }
