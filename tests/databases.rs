@@ -86,6 +86,30 @@ fn leak(s: &str) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // JdbcSource: types
 
+/// The first `n` records JdbcSource (incrementing on `id`) writes for table `t`, as JSON text,
+/// and what the worker printed.
+fn read_table(db: &Db, t: &str, n: i64) -> (Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("types-{t}");
+    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
+    let file = connector_file(
+        dir.path(),
+        "types",
+        &source(
+            db,
+            "incrementing",
+            &[
+                ("incrementing.column.name", "id"),
+                ("table.whitelist", t),
+                ("topic.prefix", "types-"),
+            ],
+        ),
+    );
+    let sluice = standalone(dir.path(), &kafka, &[file]);
+    wait_records(&kafka, &topic, n, &sluice);
+    (values(&kafka, &topic), sluice.output())
+}
+
 /// Every common PostgreSQL column type, as Confluent's JDBC source maps it, checked byte for
 /// byte through JsonConverter (schema and payload); NULLs in nullable columns; unsupported
 /// types (INTERVAL) left out.
@@ -106,25 +130,7 @@ fn jdbc_source_maps_every_postgresql_type_as_confluent_does() {
            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '1 day');
          INSERT INTO {t} (b) VALUES (false);"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let topic = format!("pg-{t}");
-    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
-    let file = connector_file(
-        dir.path(),
-        "types",
-        &source(
-            &db,
-            "incrementing",
-            &[
-                ("incrementing.column.name", "id"),
-                ("table.whitelist", &t),
-                ("topic.prefix", "pg-"),
-            ],
-        ),
-    );
-    let sluice = standalone(dir.path(), &kafka, &[file]);
-    wait_records(&kafka, &topic, 2, &sluice);
-    let got = values(&kafka, &topic);
+    let (got, output) = read_table(&db, &t, 2);
     let fields = r#"{"type":"int32","optional":false,"field":"id"},{"type":"boolean","optional":false,"field":"b"},{"type":"int16","optional":true,"field":"i2"},{"type":"int32","optional":true,"field":"i4"},{"type":"int64","optional":true,"field":"i8"},{"type":"float","optional":true,"field":"f4"},{"type":"double","optional":true,"field":"f8"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2","connect.decimal.precision":"10"},"field":"n"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"127"},"field":"nu"},{"type":"string","optional":true,"field":"txt"},{"type":"string","optional":true,"field":"vc"},{"type":"string","optional":true,"field":"ch"},{"type":"bytes","optional":true,"field":"by"},{"type":"int32","optional":true,"name":"org.apache.kafka.connect.data.Date","version":1,"field":"d"},{"type":"int32","optional":true,"name":"org.apache.kafka.connect.data.Time","version":1,"field":"tm"},{"type":"int64","optional":true,"name":"org.apache.kafka.connect.data.Timestamp","version":1,"field":"ts"},{"type":"int64","optional":true,"name":"org.apache.kafka.connect.data.Timestamp","version":1,"field":"tstz"},{"type":"string","optional":true,"field":"j"},{"type":"string","optional":true,"field":"jb"},{"type":"string","optional":true,"field":"u"}"#;
     let schema =
         format!(r#"{{"type":"struct","fields":[{fields}],"optional":false,"name":"{t}"}}"#);
@@ -139,11 +145,8 @@ fn jdbc_source_maps_every_postgresql_type_as_confluent_does() {
     ];
     assert_eq!(got, expected);
     assert!(
-        sluice
-            .output()
-            .contains("has type interval, which has no Connect type"),
-        "{}",
-        sluice.output()
+        output.contains("has type interval, which has no Connect type"),
+        "{output}"
     );
     db.exec(&format!("DROP TABLE {t}"));
 }
@@ -170,25 +173,7 @@ INSERT INTO {t} (b, ti, tu, si, mi, i, iu, bi, bu, f, dbl, de, vc, txt, bin, bl,
   '2024-02-29', '13:14:15.678', '2024-02-29 13:14:15.678901', '2024-02-29 13:14:15.678', 'y', '{{\"a\": 1}}', b'1');
 INSERT INTO {t} (b) VALUES (0)"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let topic = format!("my-{t}");
-    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
-    let file = connector_file(
-        dir.path(),
-        "types",
-        &source(
-            &db,
-            "incrementing",
-            &[
-                ("incrementing.column.name", "id"),
-                ("table.whitelist", &t),
-                ("topic.prefix", "my-"),
-            ],
-        ),
-    );
-    let sluice = standalone(dir.path(), &kafka, &[file]);
-    wait_records(&kafka, &topic, 2, &sluice);
-    let got = values(&kafka, &topic);
+    let (got, _) = read_table(&db, &t, 2);
     let fields = r#"{"type":"int32","optional":false,"field":"id"},{"type":"int8","optional":false,"field":"b"},{"type":"int8","optional":true,"field":"ti"},{"type":"int16","optional":true,"field":"tu"},{"type":"int16","optional":true,"field":"si"},{"type":"int32","optional":true,"field":"mi"},{"type":"int32","optional":true,"field":"i"},{"type":"int64","optional":true,"field":"iu"},{"type":"int64","optional":true,"field":"bi"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"0","connect.decimal.precision":"20"},"field":"bu"},{"type":"float","optional":true,"field":"f"},{"type":"double","optional":true,"field":"dbl"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2","connect.decimal.precision":"10"},"field":"de"},{"type":"string","optional":true,"field":"vc"},{"type":"string","optional":true,"field":"txt"},{"type":"bytes","optional":true,"field":"bin"},{"type":"bytes","optional":true,"field":"bl"},{"type":"int32","optional":true,"name":"org.apache.kafka.connect.data.Date","version":1,"field":"d"},{"type":"int32","optional":true,"name":"org.apache.kafka.connect.data.Time","version":1,"field":"tm"},{"type":"int64","optional":true,"name":"org.apache.kafka.connect.data.Timestamp","version":1,"field":"dt"},{"type":"int64","optional":true,"name":"org.apache.kafka.connect.data.Timestamp","version":1,"field":"ts"},{"type":"string","optional":true,"field":"e"},{"type":"string","optional":true,"field":"j"},{"type":"int8","optional":true,"field":"bt"}"#;
     let schema =
         format!(r#"{{"type":"struct","fields":[{fields}],"optional":false,"name":"{t}"}}"#);

@@ -22,10 +22,9 @@ use sluice_proto::connector::v1::ConnectorType;
 use sluice_worker::metrics::Counters;
 use sluice_worker::offsets::OffsetStore;
 use sluice_worker::runner::{consumer_config, producer_config, run_connector, WorkerContext};
-use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
 use tokio_util::sync::CancellationToken;
 
-use crate::{spec_with, Figure, TIMEOUT};
+use crate::{spec_with, worker_context, Figure, TIMEOUT};
 
 const BATCH: i64 = 10_000;
 /// The sink figures' topics, created before the run (records produced to a topic the broker
@@ -93,17 +92,6 @@ fn json_converter(side: Side) -> Converter {
         side,
     )
     .expect("JsonConverter is built in")
-}
-
-fn context(bootstrap: &str, offsets: Arc<OffsetStore>) -> WorkerContext {
-    WorkerContext {
-        producer_config: producer_config(bootstrap, BTreeMap::new()),
-        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
-        offsets,
-        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
-        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
-        stop_failures: Default::default(),
-    }
 }
 
 pub async fn figures(bootstrap: &str, rows: u64) -> anyhow::Result<Vec<Figure>> {
@@ -189,29 +177,16 @@ async fn source_postgres(bootstrap: &str, table: &str, rows: u64) -> anyhow::Res
     spec.key_converter = json_converter(Side::Key);
     spec.value_converter = json_converter(Side::Value);
     let offsets = Arc::new(OffsetStore::open(None)?);
-    let ctx = context(bootstrap, offsets.clone());
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let runner = tokio::spawn(run_connector(
-        spec,
-        ctx,
-        Arc::new(Counters::default()),
-        stop.clone(),
-    ));
+    let ctx = worker_context(bootstrap, offsets.clone());
     let done = format!("{{\"incrementing\":{rows}}}");
-    while !offsets
-        .local_positions(name)
-        .iter()
-        .any(|p| p.offset == done)
-    {
-        if started.elapsed() > TIMEOUT {
-            bail!("{name}: not done within {TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    stop.cancel();
-    runner.await?;
+    let secs = run_until(spec, ctx, || {
+        let finished = offsets
+            .local_positions(name)
+            .iter()
+            .any(|p| p.offset == done);
+        async move { Ok(finished) }
+    })
+    .await?;
     Ok(Figure {
         name: "source_jdbc_postgres".into(),
         records: rows,
@@ -412,7 +387,32 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
         "--jdbc-connector",
     )?;
     spec.value_converter = json_converter(Side::Value);
-    let ctx = context(bootstrap, Arc::new(OffsetStore::open(None)?));
+    let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
+    let secs = run_until(spec, ctx, || {
+        let count = count();
+        async move { Ok(count.await? >= rows) }
+    })
+    .await?;
+    Ok(Figure {
+        name: format!("sink_jdbc_{label}"),
+        records: rows,
+        size: 0,
+        secs,
+        baseline_secs: baseline,
+    })
+}
+
+/// Runs a connector until `done` says so; the seconds it took.
+async fn run_until<F, Fut>(
+    spec: sluice_worker::runner::ConnectorSpec,
+    ctx: WorkerContext,
+    mut done: F,
+) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let name = spec.name.clone();
     let stop = CancellationToken::new();
     let started = Instant::now();
     let runner = tokio::spawn(run_connector(
@@ -421,20 +421,14 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
         Arc::new(Counters::default()),
         stop.clone(),
     ));
-    while count().await? < rows {
+    while !done().await? {
         if started.elapsed() > TIMEOUT {
             bail!("{name}: not done within {TIMEOUT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
     stop.cancel();
     runner.await?;
-    Ok(Figure {
-        name: format!("sink_jdbc_{label}"),
-        records: rows,
-        size: 0,
-        secs,
-        baseline_secs: baseline,
-    })
+    Ok(secs)
 }

@@ -243,6 +243,19 @@ fn spec(
     spec_with(name, kind, class, config, "--connector")
 }
 
+/// What a connector run by the benchmark gets from its "worker": the worker's client
+/// settings on `bootstrap`, its defaults otherwise.
+fn worker_context(bootstrap: &str, offsets: Arc<OffsetStore>) -> WorkerContext {
+    WorkerContext {
+        producer_config: producer_config(bootstrap, BTreeMap::new()),
+        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
+        offsets,
+        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
+        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
+        stop_failures: Default::default(),
+    }
+}
+
 /// A connector of the plugin this executable serves when launched with `flag`.
 fn spec_with(
     name: &str,
@@ -323,14 +336,7 @@ async fn pipeline_produce(
     } else {
         OffsetStore::open(None)?
     });
-    let ctx = WorkerContext {
-        producer_config: producer_config(bootstrap, BTreeMap::new()),
-        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
-        offsets: offsets.clone(),
-        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
-        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
-        stop_failures: Default::default(),
-    };
+    let ctx = worker_context(bootstrap, offsets.clone());
     let stop = CancellationToken::new();
     let started = Instant::now();
     let runner = tokio::spawn(run_connector(
@@ -399,14 +405,7 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
         "NullSink",
         &[("topics", topic.to_string())],
     )?;
-    let ctx = WorkerContext {
-        producer_config: producer_config(bootstrap, BTreeMap::new()),
-        consumer_config: consumer_config(bootstrap, BTreeMap::new()),
-        offsets: Arc::new(OffsetStore::open(None)?),
-        flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
-        task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
-        stop_failures: Default::default(),
-    };
+    let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let started = Instant::now();

@@ -131,7 +131,7 @@ pub async fn run_connector(
     let mut restarts = Restarts::new(spec.restart.clone());
     while !stop.is_cancelled() {
         let started = Instant::now();
-        let e = match run_standalone_process(&spec, &ctx, &counters, &stop).await {
+        let e = match run_process_life(&spec, &ctx, &counters, &stop, None, |_| {}).await {
             // The connector asked for its tasks to be planned again and their configs changed:
             // they stopped cleanly; a new life plans and starts them at once.
             Ok(true) => continue,
@@ -208,18 +208,6 @@ pub async fn run_process(
         .map(drop)
 }
 
-/// One life of a standalone connector: planned by the connector, whose requests to plan
-/// again (Kafka Connect's `requestTaskReconfiguration`) end the life cleanly when the task
-/// configs change. `Ok(true)`: plan and start again.
-async fn run_standalone_process(
-    spec: &ConnectorSpec,
-    ctx: &WorkerContext,
-    counters: &Arc<Counters>,
-    stop: &CancellationToken,
-) -> anyhow::Result<bool> {
-    run_process_life(spec, ctx, counters, stop, None, |_| {}).await
-}
-
 /// The next request of a connector's `Monitor` stream; pending forever without one.
 async fn next_monitor_event(
     events: &mut Option<tonic::Streaming<proto::MonitorEvent>>,
@@ -230,6 +218,9 @@ async fn next_monitor_event(
     }
 }
 
+/// [`run_process`]; in standalone mode (`tasks` None) the connector's requests to plan again
+/// (Kafka Connect's `requestTaskReconfiguration`) end the life cleanly when the task configs
+/// change: `Ok(true)` asks for a new life at once.
 async fn run_process_life(
     spec: &ConnectorSpec,
     ctx: &WorkerContext,

@@ -549,21 +549,7 @@ impl JdbcSinkTask {
             }
             PkMode::RecordKey => match key {
                 Structured::Struct(schema, fields) => {
-                    let mut columns = Vec::new();
-                    let mut cells = Vec::new();
-                    for (i, field) in schema.fields.iter().enumerate() {
-                        if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
-                            continue;
-                        }
-                        let s = field.schema.clone().unwrap_or_default();
-                        let cell = cell_of(&s, fields.get(i))
-                            .map_err(|e| format!("key field {:?}: {e}", field.name))?;
-                        if cell == Cell::Null {
-                            return Err(format!("key field {:?} is null", field.name));
-                        }
-                        columns.push((field.name.clone(), s));
-                        cells.push(cell);
-                    }
+                    let (columns, cells) = self.pk_columns(schema, fields, "key field")?;
                     if columns.is_empty() {
                         return Err(format!(
                             "the key has none of the fields {:?}",
@@ -591,18 +577,7 @@ impl JdbcSinkTask {
                 let Some((schema, fields)) = value else {
                     return Err("pk.mode=record_value but the value is null".into());
                 };
-                let mut columns = Vec::new();
-                let mut cells = Vec::new();
-                for (i, field) in schema.fields.iter().enumerate() {
-                    if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
-                        continue;
-                    }
-                    let s = field.schema.clone().unwrap_or_default();
-                    let cell = cell_of(&s, fields.get(i))
-                        .map_err(|e| format!("field {:?}: {e}", field.name))?;
-                    columns.push((field.name.clone(), s));
-                    cells.push(cell);
-                }
+                let (columns, cells) = self.pk_columns(schema, fields, "field")?;
                 if let Some(missing) = self
                     .pk_fields
                     .iter()
@@ -615,6 +590,36 @@ impl JdbcSinkTask {
                 Ok((columns, cells))
             }
         }
+    }
+
+    /// The struct's fields named in `pk.fields` (all when empty) as key columns; a null key
+    /// value names the field (`what`).
+    #[allow(clippy::type_complexity)]
+    fn pk_columns(
+        &self,
+        schema: &Schema,
+        fields: &[Value],
+        what: &str,
+    ) -> Result<(Vec<(String, Schema)>, Vec<Cell>), String> {
+        let mut columns = Vec::new();
+        let mut cells = Vec::new();
+        for (i, field) in schema.fields.iter().enumerate() {
+            if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
+                continue;
+            }
+            let s = field.schema.clone().unwrap_or_default();
+            let cell =
+                cell_of(&s, fields.get(i)).map_err(|e| format!("{what} {:?}: {e}", field.name))?;
+            if cell == Cell::Null {
+                return Err(format!(
+                    "{what} {:?} is part of the key and null",
+                    field.name
+                ));
+            }
+            columns.push((field.name.clone(), s));
+            cells.push(cell);
+        }
+        Ok((columns, cells))
     }
 
     /// Writes the buffer (and, with `offsets.storage=table`, the offsets) in one transaction,
