@@ -24,7 +24,7 @@ use sluice_worker::offsets::OffsetStore;
 use sluice_worker::runner::{consumer_config, producer_config, run_connector, WorkerContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::{spec_with, worker_context, Figure, TIMEOUT};
+use crate::{send, spec_with, worker_context, Figure, TIMEOUT};
 
 const BATCH: i64 = 10_000;
 /// The sink figures' topics, created before the run (records produced to a topic the broker
@@ -196,12 +196,21 @@ async fn source_postgres(bootstrap: &str, table: &str, rows: u64) -> anyhow::Res
     })
 }
 
-/// A JsonConverter envelope of one row: the Kafka form of what the sink writes.
-fn row_json(i: u64) -> String {
-    format!(
-        r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"id"}},{{"type":"string","optional":false,"field":"name"}},{{"type":"double","optional":true,"field":"amount"}},{{"type":"boolean","optional":true,"field":"flag"}}],"optional":false}},"payload":{{"id":{i},"name":"customer {i}","amount":{},"flag":{}}}}}"#,
+/// Row `i` of the sink figures: id, name, amount, flag.
+fn row(i: u64) -> (i64, String, f64, bool) {
+    (
+        i as i64,
+        format!("customer {i}"),
         i as f64 * 1.25,
-        i.is_multiple_of(2)
+        i.is_multiple_of(2),
+    )
+}
+
+/// A JsonConverter envelope of [`row`]: the Kafka form of what the sink writes.
+fn row_json(i: u64) -> String {
+    let (id, name, amount, flag) = row(i);
+    format!(
+        r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"id"}},{{"type":"string","optional":false,"field":"name"}},{{"type":"double","optional":true,"field":"amount"}},{{"type":"boolean","optional":true,"field":"flag"}}],"optional":false}},"payload":{{"id":{id},"name":"{name}","amount":{amount},"flag":{flag}}}}}"#
     )
 }
 
@@ -221,18 +230,12 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
                 producer_config(&bootstrap, BTreeMap::new()).create()?;
             for i in 0..rows {
                 let (key, value) = (i.to_string(), row_json(i));
-                let mut record = BaseRecord::to(&topic)
-                    .key(key.as_str())
-                    .payload(value.as_str());
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            record = back;
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                    }
-                }
+                send(
+                    &producer,
+                    BaseRecord::to(&topic)
+                        .key(key.as_str())
+                        .payload(value.as_str()),
+                );
             }
             producer.flush(TIMEOUT)?;
             let consumer: rdkafka::consumer::BaseConsumer =
@@ -275,17 +278,7 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
                         "INSERT INTO {base} (id, name, amount, flag) VALUES ($1, $2, $3, $4)"
                     ))
                     .await?;
-                let values: Vec<(i64, String, f64, bool)> = chunk
-                    .iter()
-                    .map(|&i| {
-                        (
-                            i as i64,
-                            format!("customer {i}"),
-                            i as f64 * 1.25,
-                            i.is_multiple_of(2),
-                        )
-                    })
-                    .collect();
+                let values: Vec<(i64, String, f64, bool)> = chunk.iter().map(|&i| row(i)).collect();
                 let results =
                     futures::future::join_all(values.iter().map(|(id, name, amount, flag)| {
                         let (tx, insert) = (&tx, &insert);
@@ -309,17 +302,7 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
                 let mut tx = my.start_transaction(Default::default()).await?;
                 tx.exec_batch(
                     format!("INSERT INTO {base} (id, name, amount, flag) VALUES (?, ?, ?, ?)"),
-                    chunk
-                        .iter()
-                        .map(|&i| {
-                            (
-                                i as i64,
-                                format!("customer {i}"),
-                                i as f64 * 1.25,
-                                i.is_multiple_of(2),
-                            )
-                        })
-                        .collect::<Vec<_>>(),
+                    chunk.iter().map(|&i| row(i)).collect::<Vec<_>>(),
                 )
                 .await?;
                 tx.commit().await?;

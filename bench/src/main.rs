@@ -206,23 +206,34 @@ async fn raw_produce(
         for seq in 0..records {
             let key = format!("key-{}", seq % 1000);
             let value = record_value(0, seq, size);
-            let mut record = BaseRecord::to(&topic)
-                .key(key.as_bytes())
-                .payload(value.as_bytes());
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-            }
+            send(
+                &producer,
+                BaseRecord::to(&topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes()),
+            );
         }
         producer.flush(TIMEOUT)?;
         Ok(started.elapsed().as_secs_f64())
     })
     .await?
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+fn send<K, P>(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
 }
 
 fn string_converter(side: Side) -> Converter {
