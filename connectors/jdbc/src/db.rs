@@ -502,6 +502,44 @@ impl Db {
         ))
     }
 
+    /// The table's auto-increment column (PostgreSQL: a serial or identity column), the
+    /// incrementing column Confluent's source uses when none is configured.
+    pub async fn auto_increment_column(
+        &mut self,
+        table: &TableId,
+    ) -> Result<Option<String>, TaskError> {
+        let sql = match self.dialect() {
+            Dialect::Postgres => {
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 \
+                 AND (column_default LIKE 'nextval(%' OR is_identity = 'YES') \
+                 ORDER BY ordinal_position LIMIT 1"
+            }
+            Dialect::MySql => {
+                "SELECT column_name FROM information_schema.columns \
+                 WHERE table_schema = ? AND table_name = ? AND extra LIKE '%auto_increment%' \
+                 ORDER BY ordinal_position LIMIT 1"
+            }
+        };
+        let params = [
+            Cell::Text(table.schema.clone()),
+            Cell::Text(table.name.clone()),
+        ];
+        let rows = self.query(sql, &params, NumericMapping::None).await?;
+        Ok(
+            match rows
+                .rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+            {
+                Some(Cell::Text(name)) => Some(name),
+                Some(Cell::Bytes(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            },
+        )
+    }
+
     /// The schema (PostgreSQL: `current_schema()`) or database (MySQL) unqualified names
     /// belong to.
     pub async fn default_schema(&mut self) -> Result<String, TaskError> {

@@ -107,7 +107,7 @@ impl Connector for JdbcSource {
                 .build(),
             ConfigDefBuilder::new(INCREMENTING_COLUMN, ConfigType::String)
                 .default_value("")
-                .doc("A strictly increasing integer column (an auto-increment key)")
+                .doc("A strictly increasing integer column; empty: each table's auto-increment (serial, identity) column")
                 .build(),
             ConfigDefBuilder::new(TIMESTAMP_COLUMN, ConfigType::List)
                 .default_value("")
@@ -186,11 +186,15 @@ impl Connector for JdbcSource {
             message,
         };
         if let Some(mode) = config.get(MODE).and_then(Mode::parse) {
-            if mode.incrementing() && config.get_or(INCREMENTING_COLUMN, "").trim().is_empty() {
+            let query = !config.get_or(QUERY, "").trim().is_empty();
+            if mode.incrementing()
+                && query
+                && config.get_or(INCREMENTING_COLUMN, "").trim().is_empty()
+            {
                 errors.push(error(
                     INCREMENTING_COLUMN,
                     format!(
-                        "mode {} needs an incrementing column",
+                        "mode {} on a query needs an incrementing column (tables default to their auto-increment column)",
                         config.get_or(MODE, "")
                     ),
                 ));
@@ -415,6 +419,8 @@ struct Querier {
     select: String,
     /// The struct schema's name: the table's name (none for a query).
     schema_name: Option<String>,
+    /// The incrementing column: configured, or the table's auto-increment column.
+    incrementing: String,
     offset: Offset,
     next_run: Instant,
     pending: VecDeque<SourceRecord>,
@@ -450,11 +456,6 @@ impl SourceTask for JdbcSourceTask {
         self.mode = Some(mode);
         self.incrementing = config.get_or(INCREMENTING_COLUMN, "").trim().to_string();
         self.timestamps = list(config.get_or(TIMESTAMP_COLUMN, ""));
-        if mode.incrementing() && self.incrementing.is_empty() {
-            return Err(TaskError::fatal(format!(
-                "mode needs {INCREMENTING_COLUMN}"
-            )));
-        }
         if mode.timestamp() && self.timestamps.is_empty() {
             return Err(TaskError::fatal(format!("mode needs {TIMESTAMP_COLUMN}")));
         }
@@ -495,6 +496,12 @@ impl SourceTask for JdbcSourceTask {
         };
         let now = Instant::now();
         if !query.is_empty() {
+            if mode.incrementing() && self.incrementing.is_empty() {
+                return Err(TaskError::fatal(format!(
+                    "mode {} on a query needs {INCREMENTING_COLUMN}",
+                    config.get_or(MODE, "")
+                )));
+            }
             let partition = json!({ "query": "query" }).to_string();
             self.queriers.push(Querier {
                 table: None,
@@ -503,6 +510,7 @@ impl SourceTask for JdbcSourceTask {
                 partition: partition.into(),
                 select: query,
                 schema_name: None,
+                incrementing: self.incrementing.clone(),
                 next_run: now,
                 pending: VecDeque::new(),
                 checked: false,
@@ -510,6 +518,16 @@ impl SourceTask for JdbcSourceTask {
         }
         for (schema, name) in tables {
             let table = TableId { schema, name };
+            let incrementing = if mode.incrementing() && self.incrementing.is_empty() {
+                db.auto_increment_column(&table).await?.ok_or_else(|| {
+                    TaskError::fatal(format!(
+                        "{} has no auto-increment column: set {INCREMENTING_COLUMN}",
+                        table.qualified()
+                    ))
+                })?
+            } else {
+                self.incrementing.clone()
+            };
             let partition = if mode == Mode::Bulk {
                 json!({ "table": table.name }).to_string()
             } else {
@@ -523,6 +541,7 @@ impl SourceTask for JdbcSourceTask {
                 partition: partition.into(),
                 select: format!("SELECT * FROM {}", db.table(&table)),
                 schema_name: Some(table.name.clone()),
+                incrementing,
                 table: Some(table),
                 next_run: now,
                 pending: VecDeque::new(),
@@ -636,7 +655,7 @@ impl JdbcSourceTask {
                 many.iter().map(|c| q(c)).collect::<Vec<_>>().join(",")
             ),
         };
-        let inc = q(&self.incrementing);
+        let inc = q(&self.queriers[i].incrementing);
         let offset = self.queriers[i].offset;
         let mut params = Vec::new();
         let mut sql = self.queriers[i].select.clone();
@@ -699,7 +718,7 @@ impl JdbcSourceTask {
             // Rows sharing the last timestamp may continue past the limit: leave them for
             // the next query, which starts after the timestamp before them; when every row
             // shares it, read all rows of that timestamp at once.
-            let at = self.locate(&rows.columns)?;
+            let at = self.locate(&rows.columns, &self.queriers[i].incrementing)?;
             let last = row_timestamp(rows.rows.last().map(Vec::as_slice).unwrap_or(&[]), &at);
             let keep = rows
                 .rows
@@ -734,7 +753,11 @@ impl JdbcSourceTask {
     }
 
     /// Where the offset columns are in a result: (incrementing, timestamps).
-    fn locate(&self, columns: &[Column]) -> Result<(Option<usize>, Vec<usize>), TaskError> {
+    fn locate(
+        &self,
+        columns: &[Column],
+        incrementing: &str,
+    ) -> Result<(Option<usize>, Vec<usize>), TaskError> {
         let find = |name: &str| {
             columns
                 .iter()
@@ -757,7 +780,7 @@ impl JdbcSourceTask {
         };
         let mode = self.mode.unwrap_or(Mode::Bulk);
         let inc = if mode.incrementing() {
-            Some(find(&self.incrementing)?)
+            Some(find(incrementing)?)
         } else {
             None
         };
@@ -778,7 +801,7 @@ impl JdbcSourceTask {
         columns: Vec<Column>,
         rows: Vec<Vec<Cell>>,
     ) -> Result<(), TaskError> {
-        let at = self.locate(&columns)?;
+        let at = self.locate(&columns, &self.queriers[i].incrementing)?;
         let what = self.queriers[i]
             .table
             .as_ref()
