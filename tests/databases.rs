@@ -44,11 +44,10 @@ fn values(kafka: &DevKafka, topic: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_records(kafka: &DevKafka, topic: &str, at_least: i64, sluice: &Sluice) {
+fn wait_records(kafka: &DevKafka, topic: &str, at_least: i64) {
     wait_for(&format!("{at_least} records in {topic}"), TIMEOUT, || {
         total_records(&kafka.bootstrap, topic) >= at_least
     });
-    let _ = sluice;
 }
 
 /// The JSON payloads' field `field` of every record of `topic`.
@@ -106,7 +105,7 @@ fn read_table(db: &Db, t: &str, n: i64) -> (Vec<String>, String) {
         ),
     );
     let sluice = standalone(dir.path(), &kafka, &[file]);
-    wait_records(&kafka, &topic, n, &sluice);
+    wait_records(&kafka, &topic, n);
     (values(&kafka, &topic), sluice.output())
 }
 
@@ -304,11 +303,11 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
         ),
     ];
     let mut sluice = standalone(dir.path(), &kafka, &files);
-    wait_records(&kafka, &topic(&inc), 25, &sluice);
-    wait_records(&kafka, &topic(&ts), 25, &sluice);
-    wait_records(&kafka, &topic(&tsinc), 25, &sluice);
-    wait_records(&kafka, &query_topic, 25, &sluice);
-    wait_records(&kafka, &topic(&bulk), 6, &sluice);
+    wait_records(&kafka, &topic(&inc), 25);
+    wait_records(&kafka, &topic(&ts), 25);
+    wait_records(&kafka, &topic(&tsinc), 25);
+    wait_records(&kafka, &query_topic, 25);
+    wait_records(&kafka, &topic(&bulk), 6);
     let one_to = |n: i64| (1..=n).collect::<Vec<_>>();
     assert_eq!(ids(&kafka, &topic(&inc)), one_to(25));
     assert_eq!(ids(&kafka, &topic(&ts)), one_to(25));
@@ -336,10 +335,10 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
     insert(&ts, 5, Some(t3));
     insert(&tsinc, 10, Some(t1));
     let mut sluice = standalone(dir.path(), &kafka, &files);
-    wait_records(&kafka, &topic(&inc), 35, &sluice);
-    wait_records(&kafka, &topic(&ts), 30, &sluice);
-    wait_records(&kafka, &topic(&tsinc), 35, &sluice);
-    wait_records(&kafka, &query_topic, 35, &sluice);
+    wait_records(&kafka, &topic(&inc), 35);
+    wait_records(&kafka, &topic(&ts), 30);
+    wait_records(&kafka, &topic(&tsinc), 35);
+    wait_records(&kafka, &query_topic, 35);
     // Let a double, if any, arrive before counting.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
@@ -365,12 +364,12 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
 
     // SIGKILL of the worker while rows arrive: nothing is lost (at least once).
     insert(&inc, 30, None);
-    wait_records(&kafka, &topic(&inc), 40, &sluice);
+    wait_records(&kafka, &topic(&inc), 40);
     sluice.signal(libc::SIGKILL);
     sluice.wait(Duration::from_secs(10));
     insert(&inc, 10, None);
-    let sluice = standalone(dir.path(), &kafka, &files);
-    wait_records(&kafka, &topic(&inc), 75, &sluice);
+    let _sluice = standalone(dir.path(), &kafka, &files);
+    wait_records(&kafka, &topic(&inc), 75);
     let mut seen = ids(&kafka, &topic(&inc));
     seen.sort();
     seen.dedup();
@@ -752,8 +751,7 @@ fn sink_modes(db: Db, prefix: &str) {
         reasons[1].to_lowercase().contains("null"),
         "the database's NOT NULL refusal: {reasons:?}"
     );
-    // The first write of the upserts was a valid row: check the logical types too.
-    let _ = sluice;
+    drop(sluice);
     for t in [&a_table, &b, &c, &d, &e] {
         db.exec(&format!("DROP TABLE IF EXISTS {}", db.quote(t)));
     }
@@ -935,8 +933,8 @@ fn jdbc_source_spreads_tables_over_tasks_and_picks_up_a_new_table() {
         "one table per task"
     );
     let topic = |t: &str| format!("spread-{t}");
-    wait_records(&kafka, &topic(&a), 20, &_worker);
-    wait_records(&kafka, &topic(&b), 20, &_worker);
+    wait_records(&kafka, &topic(&a), 20);
+    wait_records(&kafka, &topic(&b), 20);
 
     db.exec(&format!("CREATE TABLE {c} (id SERIAL PRIMARY KEY, v TEXT)"));
     db.exec(&format!(
@@ -950,8 +948,8 @@ fn jdbc_source_spreads_tables_over_tasks_and_picks_up_a_new_table() {
     db.exec(&format!(
         "INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"
     ));
-    wait_records(&kafka, &topic(&c), 15, &_worker);
-    wait_records(&kafka, &topic(&a), 25, &_worker);
+    wait_records(&kafka, &topic(&c), 15);
+    wait_records(&kafka, &topic(&a), 25);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(ids(&kafka, &topic(&c)), (1..=15).collect::<Vec<_>>());
     assert_eq!(
@@ -1210,16 +1208,16 @@ fn standalone_jdbc_source_picks_up_a_new_table() {
     );
     let sluice = standalone(dir.path(), &kafka, &[file]);
     let topic = |t: &str| format!("late-{t}");
-    wait_records(&kafka, &topic(&a), 10, &sluice);
+    wait_records(&kafka, &topic(&a), 10);
     db.exec(&format!("CREATE TABLE {b} (id SERIAL PRIMARY KEY, v TEXT)"));
     db.exec(&format!(
         "INSERT INTO {b} (v) SELECT 'y' FROM generate_series(1, 7)"
     ));
-    wait_records(&kafka, &topic(&b), 7, &sluice);
+    wait_records(&kafka, &topic(&b), 7);
     db.exec(&format!(
         "INSERT INTO {a} (v) SELECT 'x' FROM generate_series(1, 5)"
     ));
-    wait_records(&kafka, &topic(&a), 15, &sluice);
+    wait_records(&kafka, &topic(&a), 15);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(ids(&kafka, &topic(&b)), (1..=7).collect::<Vec<_>>());
     assert_eq!(ids(&kafka, &topic(&a)), (1..=15).collect::<Vec<_>>());

@@ -270,14 +270,14 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
         Dialect::Postgres => {
             let mut pg = postgres(&url).await?;
             pg.batch_execute(&create(&base)).await?;
+            let insert = pg
+                .prepare(&format!(
+                    "INSERT INTO {base} (id, name, amount, flag) VALUES ($1, $2, $3, $4)"
+                ))
+                .await?;
             let started = Instant::now();
             for chunk in (0..rows).collect::<Vec<_>>().chunks(SINK_BATCH) {
                 let tx = pg.transaction().await?;
-                let insert = tx
-                    .prepare(&format!(
-                        "INSERT INTO {base} (id, name, amount, flag) VALUES ($1, $2, $3, $4)"
-                    ))
-                    .await?;
                 let values: Vec<(i64, String, f64, bool)> = chunk.iter().map(|&i| row(i)).collect();
                 let results =
                     futures::future::join_all(values.iter().map(|(id, name, amount, flag)| {
@@ -311,51 +311,10 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
         }
     };
 
-    let count = {
-        let url = url.clone();
-        let target = target.clone();
-        move || {
-            let url = url.clone();
-            let target = target.clone();
-            async move {
-                let sql = format!("SELECT count(*) FROM {target}");
-                match dialect {
-                    Dialect::Postgres => {
-                        let pg = postgres(&url).await?;
-                        Ok::<u64, anyhow::Error>(
-                            pg.query_one(&sql, &[])
-                                .await
-                                .map(|r| r.get::<_, i64>(0) as u64)
-                                .unwrap_or(0),
-                        )
-                    }
-                    Dialect::MySql => {
-                        let mut my = mariadb(&url).await?;
-                        Ok(my
-                            .query_first::<u64, _>(sql)
-                            .await
-                            .ok()
-                            .flatten()
-                            .unwrap_or(0))
-                    }
-                }
-            }
-        }
-    };
-    match dialect {
-        Dialect::Postgres => {
-            postgres(&url)
-                .await?
-                .batch_execute(&create(&target))
-                .await?
-        }
-        Dialect::MySql => {
-            let mut my = mariadb(&url).await?;
-            for statement in create(&target).split("; ") {
-                my.query_drop(statement).await?;
-            }
-        }
-    }
+    // One connection counts the rows while the connector writes (not one per look).
+    let counter = Arc::new(tokio::sync::Mutex::new(Counter::open(&url, dialect).await?));
+    counter.lock().await.execute(&create(&target)).await?;
+    let count_sql = format!("SELECT count(*) FROM {target}");
     let name = format!("bench-jdbc-sink-{label}");
     let mut spec = spec_with(
         &name,
@@ -372,8 +331,8 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
     spec.value_converter = json_converter(Side::Value);
     let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
     let secs = run_until(spec, ctx, || {
-        let count = count();
-        async move { Ok(count.await? >= rows) }
+        let (counter, sql) = (counter.clone(), count_sql.clone());
+        async move { Ok(counter.lock().await.count(&sql).await >= rows) }
     })
     .await?;
     Ok(Figure {
@@ -414,4 +373,49 @@ where
     stop.cancel();
     runner.await?;
     Ok(secs)
+}
+
+/// A connection of either database for the benchmark's own statements.
+enum Counter {
+    Postgres(tokio_postgres::Client),
+    MySql(mysql_async::Conn),
+}
+
+impl Counter {
+    async fn open(url: &str, dialect: Dialect) -> anyhow::Result<Counter> {
+        Ok(match dialect {
+            Dialect::Postgres => Counter::Postgres(postgres(url).await?),
+            Dialect::MySql => Counter::MySql(mariadb(url).await?),
+        })
+    }
+
+    /// Statements separated by `; `.
+    async fn execute(&mut self, sql: &str) -> anyhow::Result<()> {
+        match self {
+            Counter::Postgres(pg) => pg.batch_execute(sql).await?,
+            Counter::MySql(my) => {
+                for statement in sql.split("; ") {
+                    my.query_drop(statement).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number a `SELECT count(*)` gives; 0 while the table is not there.
+    async fn count(&mut self, sql: &str) -> u64 {
+        match self {
+            Counter::Postgres(pg) => pg
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .unwrap_or(0),
+            Counter::MySql(my) => my
+                .query_first::<u64, _>(sql)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+        }
+    }
 }

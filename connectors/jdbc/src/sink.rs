@@ -220,6 +220,20 @@ struct Op {
     record: SinkRecord,
 }
 
+impl Op {
+    /// Same table, action and columns: the same statement and table checks.
+    fn same_shape(&self, other: &Op) -> bool {
+        let names = |columns: &[(String, Schema)], others: &[(String, Schema)]| {
+            columns.len() == others.len()
+                && columns.iter().zip(others).all(|((a, _), (b, _))| a == b)
+        };
+        self.table == other.table
+            && self.action == other.action
+            && names(&self.keys, &other.keys)
+            && names(&self.values, &other.values)
+    }
+}
+
 #[derive(Default)]
 struct JdbcSinkTask {
     connector: String,
@@ -632,11 +646,9 @@ impl JdbcSinkTask {
         let ops = std::mem::take(&mut self.buffer);
         // A table that cannot be made ready fails the task (Confluent's behaviour): it is no
         // fault of single records.
-        for op in &ops {
-            if let Err(e) = self.prepare_table(op).await {
-                self.buffer = ops;
-                return Err(e);
-            }
+        if let Err(e) = self.prepare_tables(&ops).await {
+            self.buffer = ops;
+            return Err(e);
         }
         let offsets = match flushed {
             Some(o) => o.to_vec(),
@@ -644,7 +656,7 @@ impl JdbcSinkTask {
         };
         match self.write_with_retries(&ops, &offsets).await {
             Ok(()) => Ok(()),
-            Err(e) if e.retriable || ops.len() <= 1 && self.errors.is_none() => Err(e),
+            Err(e) if e.retriable => Err(e),
             Err(e) => {
                 tracing::warn!(
                     "writing {} rows failed ({}); writing them one by one to find the refused ones",
@@ -700,17 +712,17 @@ impl JdbcSinkTask {
         ops: &[Op],
         offsets: &[TopicPartitionOffset],
     ) -> Result<(), TaskError> {
-        for op in ops {
-            self.prepare_table(op).await?;
-        }
+        self.prepare_tables(ops).await?;
         let dialect = self.connection().await?.dialect();
+        // Consecutive ops of one shape share a statement, built once.
         let mut batches: Vec<(String, Vec<Vec<Cell>>)> = Vec::new();
+        let mut previous: Option<&Op> = None;
         for op in ops {
-            let sql = self.statement(dialect, op)?;
-            match batches.last_mut() {
-                Some((last, rows)) if *last == sql => rows.push(self.bound(op)),
-                _ => batches.push((sql, vec![self.bound(op)])),
+            match (previous, batches.last_mut()) {
+                (Some(p), Some((_, rows))) if p.same_shape(op) => rows.push(self.bound(op)),
+                _ => batches.push((self.statement(dialect, op)?, vec![self.bound(op)])),
             }
+            previous = Some(op);
         }
         if let Some(table) = &self.offsets_table {
             if !offsets.is_empty() {
@@ -737,6 +749,18 @@ impl JdbcSinkTask {
         if self.insert == Some(InsertMode::Update) && counts.iter().take(ops.len()).any(|&c| c == 0)
         {
             tracing::debug!("some updates matched no row");
+        }
+        Ok(())
+    }
+
+    /// [`Self::prepare_table`] once per run of ops of one shape.
+    async fn prepare_tables(&mut self, ops: &[Op]) -> Result<(), TaskError> {
+        let mut previous: Option<&Op> = None;
+        for op in ops {
+            if !previous.is_some_and(|p| p.same_shape(op)) {
+                self.prepare_table(op).await?;
+            }
+            previous = Some(op);
         }
         Ok(())
     }
