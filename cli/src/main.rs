@@ -142,6 +142,7 @@ fn main() -> ExitCode {
             "file" => sluice_connector_file::plugin(),
             "datagen" => sluice_connector_datagen::plugin(),
             "jdbc" => sluice_connector_jdbc::plugin(),
+            "postgres-cdc" => sluice_connector_postgres_cdc::plugin(),
             other => {
                 eprintln!("error: no built-in connector plugin named {other:?}");
                 return ExitCode::from(2);
@@ -346,7 +347,7 @@ async fn run(
 /// The connector plugins built into this binary, as commands a worker can launch.
 fn builtin_plugins() -> anyhow::Result<Vec<PluginCommand>> {
     let exe = std::env::current_exe().context("locate the sluice executable")?;
-    Ok(["file", "datagen", "jdbc"]
+    Ok(["file", "datagen", "jdbc", "postgres-cdc"]
         .into_iter()
         .map(|name| PluginCommand {
             program: exe.clone(),

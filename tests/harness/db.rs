@@ -62,11 +62,21 @@ impl Db {
     }
 
     pub fn connect(kind: Kind) -> Db {
+        let (env, default) = match kind {
+            Kind::Postgres => (POSTGRES_ENV, POSTGRES_DEFAULT),
+            Kind::MariaDb => (MARIADB_ENV, MARIADB_DEFAULT),
+        };
+        let url = std::env::var(env).unwrap_or_else(|_| default.to_string());
+        Db::at(kind, &url)
+    }
+
+    /// A client of the database at `url` (a JDBC URL).
+    pub fn at(kind: Kind, url: &str) -> Db {
         let (env, default, name) = match kind {
             Kind::Postgres => (POSTGRES_ENV, POSTGRES_DEFAULT, "PostgreSQL"),
             Kind::MariaDb => (MARIADB_ENV, MARIADB_DEFAULT, "MariaDB"),
         };
-        let url = std::env::var(env).unwrap_or_else(|_| default.to_string());
+        let url = url.to_string();
         let p = parts(&url);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -207,4 +217,131 @@ impl Db {
 /// A table name unique to this test process and `what`, so tests run in parallel on one server.
 pub fn table(what: &str) -> String {
     format!("t{}_{what}", std::process::id())
+}
+
+/// Where the PostgreSQL server programs are (`initdb`, `pg_ctl`): `SLUICE_TEST_PG_BIN`, or the
+/// newest `/usr/lib/postgresql/*/bin`.
+fn pg_bin() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("SLUICE_TEST_PG_BIN") {
+        return dir.into();
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.join("initdb").exists());
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("no PostgreSQL server programs in /usr/lib/postgresql/*/bin: install them (postgresql) or set SLUICE_TEST_PG_BIN")
+    })
+}
+
+/// A PostgreSQL server program; as root, run as the `postgres` user, since PostgreSQL refuses
+/// to run as root.
+fn pg_command(program: &str) -> std::process::Command {
+    let path = pg_bin().join(program);
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&path);
+        c
+    } else {
+        std::process::Command::new(&path)
+    };
+    command.stdin(std::process::Stdio::null());
+    command
+}
+
+/// A PostgreSQL server of the test's own, on a free port, with `wal_level=logical` (the
+/// shared one has `replica`), for change data capture; its database `test` is made. Stopped
+/// (immediately) when dropped.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        if unsafe { libc::geteuid() } == 0 {
+            // The postgres user must own its directory.
+            for (program, arg) in [("chmod", "755"), ("chown", "postgres:postgres")] {
+                let ok = std::process::Command::new(program)
+                    .args([arg, dir.path().to_str().unwrap()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "{program} {arg} {}", dir.path().display());
+            }
+        }
+        let out = pg_command("initdb")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.path().join("log");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = super::free_port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off",
+                dir.path().display()
+            );
+            let out = pg_command("pg_ctl")
+                .args(["-D", data.to_str().unwrap(), "-o", &options])
+                .args(["-l", log.to_str().unwrap(), "-w", "start"])
+                .output()
+                .expect("run pg_ctl");
+            if out.status.success() {
+                let server = OwnPostgres { port, dir, data };
+                server.database("postgres").exec("CREATE DATABASE test");
+                return server;
+            }
+            last = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("PostgreSQL did not start: {last}");
+    }
+
+    /// The JDBC URL of database `test`.
+    pub fn url(&self) -> String {
+        format!(
+            "jdbc:postgresql://127.0.0.1:{}/test?user=postgres",
+            self.port
+        )
+    }
+
+    /// A client of database `test`.
+    pub fn db(&self) -> Db {
+        self.database("test")
+    }
+
+    fn database(&self, name: &str) -> Db {
+        Db::at(
+            Kind::Postgres,
+            &format!(
+                "jdbc:postgresql://127.0.0.1:{}/{name}?user=postgres",
+                self.port
+            ),
+        )
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = pg_command("pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
 }

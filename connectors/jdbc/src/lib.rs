@@ -16,6 +16,7 @@ use sluice_connector_sdk::{ConfigDefBuilder, Plugin, TaskError};
 pub use sink::JdbcSink;
 pub use source::JdbcSource;
 pub use url::{Dialect, JdbcUrl};
+pub use value::{days_from_civil, unscaled_bytes};
 
 /// The `jdbc` plugin: JdbcSource and JdbcSink.
 pub fn plugin() -> Plugin {
@@ -55,7 +56,7 @@ fn connection_defs() -> Vec<ConfigDef> {
 }
 
 /// A comma-separated list, entries trimmed, empty ones dropped.
-fn list(text: &str) -> Vec<String> {
+pub fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -65,7 +66,7 @@ fn list(text: &str) -> Vec<String> {
 
 /// Runs `future` to completion from synchronous code (validate, plan, monitor), on a thread of
 /// its own so that it works inside or outside a runtime.
-fn block_on<T: Send>(
+pub fn block_on<T: Send>(
     future: impl std::future::Future<Output = Result<T, TaskError>> + Send,
 ) -> Result<T, TaskError> {
     std::thread::scope(|scope| {

@@ -1,6 +1,17 @@
-//! PostgreSQL change data capture, Debezium's `PostgresConnector` for Sluice: logical
-//! replication with the built-in `pgoutput` plugin. Built so far: [`pgoutput`], the decoder of
-//! the plugin's messages; the connector itself (snapshot, streaming, the Debezium envelope,
-//! slot advancement after Kafka's acknowledgement) comes next.
+//! PostgreSQL change data capture for Sluice: [`PostgresCdcSource`], Debezium's
+//! `io.debezium.connector.postgresql.PostgresConnector` with its keys and its envelope, over
+//! logical replication with PostgreSQL's built-in `pgoutput` plugin ([`pgoutput`] decodes its
+//! messages).
 
 pub mod pgoutput;
+mod source;
+mod types;
+
+use sluice_connector_sdk::Plugin;
+
+pub use source::PostgresCdcSource;
+
+/// The `postgres-cdc` plugin: PostgresCdcSource.
+pub fn plugin() -> Plugin {
+    Plugin::new("postgres-cdc", env!("CARGO_PKG_VERSION")).source(PostgresCdcSource)
+}
