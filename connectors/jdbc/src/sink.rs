@@ -509,7 +509,9 @@ impl JdbcSinkTask {
         let mut values = Vec::new();
         let (schema, fields) = value;
         for (i, field) in schema.fields.iter().enumerate() {
-            if keys.iter().any(|(k, _)| *k == field.name) && pk == PkMode::RecordValue {
+            // Key columns come from the key (Confluent's FieldsMetadata): a value field of the
+            // same name is not written twice.
+            if keys.iter().any(|(k, _)| *k == field.name) {
                 continue;
             }
             if !self.whitelist.is_empty() && !self.whitelist.contains(&field.name) {

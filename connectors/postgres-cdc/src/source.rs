@@ -617,6 +617,7 @@ struct Snapshot {
     /// The last row read, held back so that the snapshot's last record can say so.
     held: Option<(Arc<Table>, Vec<Value>)>,
     emitted: bool,
+    rows: u64,
 }
 
 /// The replication stream.
@@ -765,6 +766,10 @@ impl SourceTask for CdcTask {
             .await?;
 
         let offset = ctx.offset(&partition);
+        match &offset {
+            Some(o) => tracing::info!("resuming after offset {o}"),
+            None => tracing::info!("no stored offset"),
+        }
         let snapshot_done = offset.as_ref().is_some_and(|o| {
             o.get("snapshot").and_then(|s| s.as_bool()) != Some(true)
                 || o.get("last_snapshot_record").and_then(|s| s.as_bool()) == Some(true)
@@ -1006,6 +1011,7 @@ impl CdcTask {
             ts_us: now_micros(),
             held: None,
             emitted: false,
+            rows: 0,
         });
         Ok(())
     }
@@ -1080,6 +1086,7 @@ impl CdcTask {
             for message in messages {
                 if let SimpleQueryMessage::Row(row) = message {
                     rows += 1;
+                    snap.rows += 1;
                     let values = table.snapshot_values(&row)?;
                     if let Some((t, v)) = snap.held.replace((table.clone(), values)) {
                         let marker = if snap.emitted { "true" } else { "first" };
@@ -1130,7 +1137,11 @@ impl CdcTask {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| pg_error("end the snapshot", e))?;
-        tracing::info!("snapshot complete");
+        tracing::info!(
+            "snapshot complete: {} rows; {} records to send",
+            snap.rows,
+            self.pending.len()
+        );
         match self.replication.take() {
             Some(replication) => self.start_stream(replication, None).await?,
             None => self.done = true,
