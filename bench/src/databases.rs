@@ -85,7 +85,7 @@ async fn mariadb(url: &str) -> anyhow::Result<mysql_async::Conn> {
         .with_context(|| format!("connect to {u}"))
 }
 
-fn json_converter(side: Side) -> Converter {
+pub(crate) fn json_converter(side: Side) -> Converter {
     Converter::new(
         "org.apache.kafka.connect.json.JsonConverter",
         &BTreeMap::new(),
@@ -345,7 +345,7 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
 }
 
 /// Runs a connector until `done` says so; the seconds it took.
-async fn run_until<F, Fut>(
+pub(crate) async fn run_until<F, Fut>(
     spec: sluice_worker::runner::ConnectorSpec,
     ctx: WorkerContext,
     mut done: F,

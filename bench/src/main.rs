@@ -11,10 +11,13 @@
 //!
 //! - databases: JdbcSource and JdbcSink on PostgreSQL and MariaDB vs a plain client doing the
 //!   same database work (`databases.rs`), on a tenth of `--records` rows.
+//! - cdc: PostgresCdcSource streaming inserts from its slot into Kafka vs the raw replication
+//!   stream of a second slot on the same WAL (`cdc.rs`), on a tenth of `--records` rows.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases|cdc] [--json]`
 
 mod boundary;
+mod cdc;
 mod databases;
 mod transforms;
 
@@ -46,7 +49,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases", "cdc"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -57,6 +60,9 @@ struct Args {
     /// Internal: serve the jdbc plugin.
     #[arg(long, hide = true)]
     jdbc_connector: bool,
+    /// Internal: serve the postgres-cdc plugin.
+    #[arg(long, hide = true)]
+    postgres_cdc_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -78,6 +84,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.jdbc_connector {
         sluice_connector_sdk::main(sluice_connector_jdbc::plugin());
+    }
+    if args.postgres_cdc_connector {
+        sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
     }
     if std::env::var_os("RUST_LOG").is_some() {
         // The worker's and connectors' logs, for a run that needs looking into.
@@ -153,6 +162,15 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         )?;
         let rows = (args.records / 10).max(1);
         figures.extend(databases::figures(kafka.bootstrap_servers(), rows).await?);
+    }
+    if only("cdc") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(cdc::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let rows = (args.records / 10).max(1);
+        figures.push(cdc::figure(kafka.bootstrap_servers(), rows).await?);
     }
     Ok(figures)
 }
