@@ -712,3 +712,107 @@ fn postgres_cdc_passes_the_kit_and_explains_wal_level() {
         );
     }
 }
+
+/// `snapshot.mode=never` streams only what comes after the slot; `initial_only` reads the
+/// table and stops, with no slot; `heartbeat.interval.ms` moves the slot past writes to
+/// tables nobody captures (Debezium's heartbeat records on `__debezium-heartbeat.<prefix>`).
+#[test]
+fn postgres_cdc_snapshot_modes_and_heartbeats() {
+    let server = OwnPostgres::start();
+    let db = server.db();
+    let (t, other) = (table("modes"), table("other"));
+    db.exec(&format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY); INSERT INTO {t} VALUES (1);
+         CREATE TABLE {other} (id INT PRIMARY KEY);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (never, only) = (format!("never.public.{t}"), format!("only.public.{t}"));
+    let kafka = DevKafka::start(
+        dir.path(),
+        &[
+            &format!("{never}:1"),
+            &format!("{only}:1"),
+            "__debezium-heartbeat.never:1",
+        ],
+    );
+    let include = format!("public\\.{t}");
+    let files = vec![
+        connector_file(
+            dir.path(),
+            "never",
+            &cdc(
+                &server,
+                "never",
+                &include,
+                &[
+                    ("snapshot.mode", "never"),
+                    ("slot.name", "never_slot"),
+                    ("heartbeat.interval.ms", "300"),
+                ],
+            ),
+        ),
+        connector_file(
+            dir.path(),
+            "only",
+            &cdc(
+                &server,
+                "only",
+                &include,
+                &[
+                    ("snapshot.mode", "initial_only"),
+                    ("slot.name", "only_slot"),
+                ],
+            ),
+        ),
+    ];
+    let sluice = standalone(dir.path(), &kafka, &files);
+    wait_for("the stream to begin", TIMEOUT, || {
+        sluice
+            .output()
+            .contains("streaming from replication slot \"never_slot\"")
+    });
+    wait_count(&kafka, &only, 1);
+    db.exec(&format!("INSERT INTO {t} VALUES (2)"));
+    wait_count(&kafka, &never, 1);
+    let streamed = records(&kafka.bootstrap, &never);
+    assert_eq!(streamed.len(), 1, "never: no snapshot read");
+    assert_eq!(streamed[0].1.as_ref().unwrap()["payload"]["after"]["id"], 2);
+    assert_eq!(streamed[0].1.as_ref().unwrap()["payload"]["op"], "c");
+
+    // Writes only to a table not captured: heartbeats carry the slot past them.
+    let before = confirmed_lsn(&db, "never_slot");
+    for i in 0..20 {
+        db.exec(&format!("INSERT INTO {other} VALUES ({i})"));
+    }
+    let written = db.rows("SELECT (pg_current_wal_lsn() - '0/0')::text")[0][0]
+        .clone()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(written > before);
+    wait_for("the slot to pass the uncaptured writes", TIMEOUT, || {
+        confirmed_lsn(&db, "never_slot") >= written
+    });
+    let beats = records(&kafka.bootstrap, "__debezium-heartbeat.never");
+    assert!(!beats.is_empty());
+    let beat = beats[0].1.as_ref().unwrap();
+    assert_eq!(
+        beat["schema"]["name"],
+        "io.debezium.connector.common.Heartbeat"
+    );
+    assert!(beat["payload"]["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(
+        beats[0].0.as_ref().unwrap()["payload"],
+        serde_json::json!({"serverName": "never"})
+    );
+
+    // initial_only: the one row, no slot, nothing streamed.
+    let read = records(&kafka.bootstrap, &only);
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].1.as_ref().unwrap()["payload"]["op"], "r");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'only_slot'"),
+        0
+    );
+    assert!(!sluice.output().contains("never-shown-secret"));
+}
