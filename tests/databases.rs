@@ -1234,3 +1234,57 @@ fn standalone_jdbc_source_picks_up_a_new_table() {
         db.exec(&format!("DROP TABLE {t}"));
     }
 }
+
+/// Bulk mode reads a table larger than `batch.max.rows` in pages of that size (never the
+/// whole table in memory), every row once per poll interval, on both databases.
+#[test]
+fn jdbc_source_bulk_reads_a_big_table_in_pages_on_both_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbs = [Db::postgres(), Db::mariadb()];
+    let t = table("bulkpages");
+    let topics: Vec<String> = (0..dbs.len()).map(|i| format!("bulk{i}-{t}")).collect();
+    let kafka = DevKafka::start(
+        dir.path(),
+        &topics
+            .iter()
+            .map(|t| format!("{t}:1"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let mut files = Vec::new();
+    for (i, db) in dbs.iter().enumerate() {
+        db.exec(&format!("DROP TABLE IF EXISTS {t}"));
+        db.exec(&format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)"
+        ));
+        let values: Vec<String> = (1..=2500).map(|n| format!("({n}, 'v{n}')")).collect();
+        db.exec(&format!("INSERT INTO {t} VALUES {}", values.join(", ")));
+        files.push(connector_file(
+            dir.path(),
+            &format!("bulk{i}"),
+            &source(
+                db,
+                "bulk",
+                &[
+                    ("table.whitelist", &t),
+                    ("topic.prefix", &format!("bulk{i}-")),
+                    ("batch.max.rows", "100"),
+                    ("poll.interval.ms", "600000"),
+                ],
+            ),
+        ));
+    }
+    let sluice = standalone(dir.path(), &kafka, &files);
+    for topic in &topics {
+        wait_records(&kafka, topic, 2500);
+        let mut ids = ids(&kafka, topic);
+        assert_eq!(ids.len(), 2500, "{topic}: one pass\n{}", sluice.output());
+        ids.sort();
+        assert_eq!(ids, (1..=2500).collect::<Vec<i64>>(), "{topic}");
+    }
+    for db in &dbs {
+        db.exec(&format!("DROP TABLE {t}"));
+    }
+}

@@ -36,7 +36,7 @@ fn server_command(program: &str) -> anyhow::Result<Command> {
         .context("no /usr/lib/postgresql/*/bin/initdb")?;
     let path = bin.join(program);
     Ok(if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
+        let mut c = Command::new(runuser());
         c.args(["-u", "postgres", "--"]).arg(path);
         c
     } else {
@@ -227,4 +227,12 @@ pub async fn figure(bootstrap: &str, rows: u64) -> anyhow::Result<Figure> {
         secs,
         baseline_secs: baseline,
     })
+}
+
+/// `runuser`, which lives in an sbin folder that a minimal PATH (CI's `env -i`) leaves out.
+fn runuser() -> &'static str {
+    ["/usr/sbin/runuser", "/sbin/runuser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("runuser")
 }

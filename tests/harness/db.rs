@@ -240,7 +240,7 @@ fn pg_bin() -> std::path::PathBuf {
 fn pg_command(program: &str) -> std::process::Command {
     let path = pg_bin().join(program);
     let mut command = if unsafe { libc::geteuid() } == 0 {
-        let mut c = std::process::Command::new("runuser");
+        let mut c = std::process::Command::new(runuser());
         c.args(["-u", "postgres", "--"]).arg(&path);
         c
     } else {
@@ -344,4 +344,12 @@ impl Drop for OwnPostgres {
             .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// `runuser`, which lives in an sbin folder that a minimal PATH (CI's `env -i`) leaves out.
+fn runuser() -> &'static str {
+    ["/usr/sbin/runuser", "/sbin/runuser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("runuser")
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::TryStreamExt as _;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use sluice_connector_sdk::{Config, TaskError};
@@ -48,6 +49,46 @@ pub struct Column {
     pub kind: Option<Kind>,
     pub optional: bool,
     pub type_name: String,
+}
+
+/// What [`Db::stream`] sends: the columns first, then each row.
+#[derive(Debug)]
+pub enum Streamed {
+    Columns(Vec<Column>),
+    Row(Vec<Cell>),
+}
+
+/// Where [`Db::each_row`] puts a result as it reads it; `false` stops the reading.
+trait RowSink: Send {
+    fn columns(&mut self, columns: Vec<Column>) -> impl std::future::Future<Output = bool> + Send;
+    fn row(&mut self, row: Vec<Cell>) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Keeps every row.
+struct Collect(Vec<Vec<Cell>>);
+
+impl RowSink for Collect {
+    async fn columns(&mut self, _: Vec<Column>) -> bool {
+        true
+    }
+
+    async fn row(&mut self, row: Vec<Cell>) -> bool {
+        self.0.push(row);
+        true
+    }
+}
+
+/// Sends everything on, waiting while the channel is full.
+struct Forward<'a>(&'a tokio::sync::mpsc::Sender<Result<Streamed, TaskError>>);
+
+impl RowSink for Forward<'_> {
+    async fn columns(&mut self, columns: Vec<Column>) -> bool {
+        self.0.send(Ok(Streamed::Columns(columns))).await.is_ok()
+    }
+
+    async fn row(&mut self, row: Vec<Cell>) -> bool {
+        self.0.send(Ok(Streamed::Row(row))).await.is_ok()
+    }
 }
 
 /// A result set, read whole.
@@ -283,6 +324,38 @@ impl Db {
         params: &[Cell],
         mapping: NumericMapping,
     ) -> Result<Rows, TaskError> {
+        let mut rows = Collect(Vec::new());
+        let columns = self.each_row(sql, params, mapping, &mut rows).await?;
+        Ok(Rows {
+            columns,
+            rows: rows.0,
+        })
+    }
+
+    /// Runs a query without parameters and sends its columns, then its rows one by one as
+    /// the server sends them, to `out`, whose capacity bounds how far ahead the query reads
+    /// (both drivers stop reading the socket while their consumer waits). Stops early when
+    /// `out` is closed.
+    pub async fn stream(
+        &mut self,
+        sql: &str,
+        mapping: NumericMapping,
+        out: &tokio::sync::mpsc::Sender<Result<Streamed, TaskError>>,
+    ) -> Result<(), TaskError> {
+        self.each_row(sql, &[], mapping, &mut Forward(out))
+            .await
+            .map(drop)
+    }
+
+    /// Runs a query, calling `columns` once with the result's columns and `row` for each row
+    /// as it is read; either returning false stops reading. Returns the columns.
+    async fn each_row(
+        &mut self,
+        sql: &str,
+        params: &[Cell],
+        mapping: NumericMapping,
+        sink: &mut impl RowSink,
+    ) -> Result<Vec<Column>, TaskError> {
         match self {
             Db::Postgres {
                 client, attributes, ..
@@ -331,15 +404,20 @@ impl Db {
                         type_name: column.type_().name().to_string(),
                     });
                 }
+                if !sink.columns(columns.clone()).await {
+                    return Ok(columns);
+                }
                 let params: Vec<PgParam> = params.iter().map(PgParam).collect();
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let result = client
-                    .query(&statement, &refs)
+                let stream = client
+                    .query_raw(&statement, params.iter().map(|p| p as &(dyn ToSql + Sync)))
                     .await
                     .map_err(|e| pg_error(&format!("query {sql}"), e))?;
-                let mut rows = Vec::with_capacity(result.len());
-                for row in &result {
+                futures::pin_mut!(stream);
+                while let Some(row) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| pg_error(&format!("query {sql}"), e))?
+                {
                     let mut cells = Vec::with_capacity(columns.len());
                     for (i, column) in statement.columns().iter().enumerate() {
                         let raw: Raw = row.try_get(i).map_err(|e| pg_error("read a column", e))?;
@@ -360,9 +438,11 @@ impl Db {
                             }
                         });
                     }
-                    rows.push(cells);
+                    if !sink.row(cells).await {
+                        break;
+                    }
                 }
-                Ok(Rows { columns, rows })
+                Ok(columns)
             }
             Db::MySql(conn) => {
                 let params: Vec<mysql_async::Value> = params.iter().map(my_param).collect();
@@ -380,7 +460,9 @@ impl Db {
                     .iter()
                     .map(|c| my_column(c, mapping))
                     .collect();
-                let mut rows = Vec::new();
+                if !sink.columns(columns.clone()).await {
+                    return Ok(columns);
+                }
                 while let Some(row) = result.next().await.map_err(|e| my_error("read a row", e))? {
                     let values = row.unwrap();
                     let mut cells = Vec::with_capacity(values.len());
@@ -392,9 +474,11 @@ impl Db {
                             ))
                         })?);
                     }
-                    rows.push(cells);
+                    if !sink.row(cells).await {
+                        break;
+                    }
                 }
-                Ok(Rows { columns, rows })
+                Ok(columns)
             }
         }
     }
@@ -1151,6 +1235,59 @@ fn my_param(cell: &Cell) -> mysql_async::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Db::stream` hands rows over as the server sends them and reads no further than its
+    /// consumer takes: a result of hundreds of millions of rows gives its first rows at once
+    /// (reading it whole, as `query` does, would take minutes and gigabytes). Against the
+    /// machine's PostgreSQL and MariaDB (the test suite's variables and defaults).
+    #[tokio::test]
+    async fn stream_reads_no_further_than_its_consumer() {
+        let servers = [
+            (
+                "SLUICE_TEST_POSTGRES_URL",
+                "jdbc:postgresql://127.0.0.1:5432/test?user=postgres",
+                "SELECT generate_series(1, 500000000)",
+            ),
+            (
+                "SLUICE_TEST_MARIADB_URL",
+                "jdbc:mariadb://127.0.0.1:3306/test?user=root",
+                "SELECT 1 FROM information_schema.columns a, information_schema.columns b, information_schema.columns c",
+            ),
+        ];
+        for (env, default, sql) in servers {
+            let url = std::env::var(env).unwrap_or_else(|_| default.to_string());
+            let settings = ConnectionSettings {
+                url: JdbcUrl::parse(&url).unwrap(),
+                attempts: 1,
+                backoff: Duration::ZERO,
+            };
+            let mut db = settings
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{env} ({url}): {}", e.message));
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let reader =
+                tokio::spawn(async move { db.stream(sql, NumericMapping::None, &tx).await });
+            let first = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut got = Vec::new();
+                while got.len() < 4 {
+                    got.push(rx.recv().await.expect("the stream ended").expect("a row"));
+                }
+                got
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{sql}: no rows within 10 s"));
+            assert!(matches!(first[0], Streamed::Columns(_)), "{first:?}");
+            assert!(matches!(first[3], Streamed::Row(_)), "{first:?}");
+            // Closing the consumer ends the reading.
+            drop(rx);
+            tokio::time::timeout(Duration::from_secs(30), reader)
+                .await
+                .unwrap_or_else(|_| panic!("{sql}: the reader did not stop"))
+                .unwrap()
+                .unwrap();
+        }
+    }
 
     #[test]
     fn numeric_binary_round_trips() {

@@ -18,7 +18,7 @@ use sluice_connector_sdk::{
     SourceTaskContext, TaskError,
 };
 
-use crate::db::{self, Column, ConnectionSettings, Db, TableId};
+use crate::db::{self, Column, ConnectionSettings, Db, Streamed, TableId};
 use crate::url::Dialect;
 use crate::value::{Cell, NumericMapping};
 use crate::{block_on, connection_defs, list};
@@ -426,6 +426,14 @@ struct Querier {
     pending: VecDeque<SourceRecord>,
     /// Checked once, on the first query.
     checked: bool,
+    /// Bulk mode: the read of the whole table in progress.
+    bulk: Option<BulkRead>,
+}
+
+/// A bulk read of a table, streamed from a connection of its own.
+struct BulkRead {
+    rows: tokio::sync::mpsc::Receiver<Result<Streamed, TaskError>>,
+    columns: Vec<Column>,
 }
 
 #[derive(Default)]
@@ -514,6 +522,7 @@ impl SourceTask for JdbcSourceTask {
                 next_run: now,
                 pending: VecDeque::new(),
                 checked: false,
+                bulk: None,
             });
         }
         for (schema, name) in tables {
@@ -546,6 +555,7 @@ impl SourceTask for JdbcSourceTask {
                 next_run: now,
                 pending: VecDeque::new(),
                 checked: false,
+                bulk: None,
             });
         }
         for q in &self.queriers {
@@ -637,6 +647,9 @@ impl JdbcSourceTask {
 
     /// One query of table `i`; its rows become the table's pending records.
     async fn run_query(&mut self, i: usize) -> Result<(), TaskError> {
+        if self.mode == Some(Mode::Bulk) {
+            return self.run_bulk(i).await;
+        }
         if self.db.is_none() {
             let settings = self
                 .settings
@@ -748,6 +761,77 @@ impl JdbcSourceTask {
             Instant::now()
         } else {
             Instant::now() + self.poll_interval
+        };
+        Ok(())
+    }
+
+    /// The next `batch.max.rows` rows of table `i` in bulk mode. The whole table is read once
+    /// per poll interval, streamed from a connection of its own, `batch.max.rows` rows at a
+    /// time (Confluent's fetch size): a table of any size is never held in memory.
+    async fn run_bulk(&mut self, i: usize) -> Result<(), TaskError> {
+        let mapping = self.mapping.unwrap_or(NumericMapping::None);
+        if self.queriers[i].bulk.is_none() {
+            let settings = self
+                .settings
+                .clone()
+                .ok_or_else(|| TaskError::fatal("task not started"))?;
+            let mut sql = self.queriers[i].select.clone();
+            if !self.suffix.is_empty() {
+                sql.push(' ');
+                sql.push_str(&self.suffix);
+            }
+            let (tx, mut rows) = tokio::sync::mpsc::channel(self.batch.max(1));
+            tokio::spawn(async move {
+                let read = async {
+                    let mut db = settings.connect().await?;
+                    db.stream(&sql, mapping, &tx).await
+                };
+                if let Err(e) = read.await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+            let columns = match rows.recv().await {
+                Some(Ok(Streamed::Columns(columns))) => columns,
+                Some(Err(e)) => return Err(e),
+                _ => {
+                    return Err(TaskError::retriable(
+                        "the bulk query ended before its columns",
+                    ))
+                }
+            };
+            self.queriers[i].bulk = Some(BulkRead { rows, columns });
+        }
+        let (mut rows, mut done, mut failed) = (Vec::new(), false, None);
+        let mut columns = Vec::new();
+        if let Some(bulk) = self.queriers[i].bulk.as_mut() {
+            columns = bulk.columns.clone();
+            while rows.len() < self.batch {
+                match bulk.rows.recv().await {
+                    Some(Ok(Streamed::Row(row))) => rows.push(row),
+                    Some(Ok(Streamed::Columns(_))) => {}
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.queriers[i].bulk = None;
+            return Err(e);
+        }
+        if done {
+            self.queriers[i].bulk = None;
+        }
+        self.records(i, columns, rows)?;
+        self.queriers[i].next_run = if done {
+            Instant::now() + self.poll_interval
+        } else {
+            Instant::now()
         };
         Ok(())
     }
