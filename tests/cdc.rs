@@ -9,7 +9,6 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use harness::db::{table, Db, OwnPostgres};
@@ -17,24 +16,6 @@ use harness::*;
 use serde_json::Value as Json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A connector file from key/value pairs.
-fn connector_file(dir: &Path, name: &str, pairs: &[(&str, String)]) -> String {
-    let mut text = format!("name={name}\n");
-    for (k, v) in pairs {
-        text.push_str(&format!("{k}={v}\n"));
-    }
-    let file = format!("{name}.properties");
-    std::fs::write(dir.join(&file), text).expect("write connector file");
-    file
-}
-
-fn standalone(dir: &Path, kafka: &DevKafka, files: &[String]) -> Sluice {
-    let worker = worker_properties(dir, Some(&kafka.bootstrap));
-    let mut args = vec!["standalone", worker];
-    args.extend(files.iter().map(String::as_str));
-    Sluice::start(dir, &args)
-}
 
 /// The CDC connector's keys for `server`, capturing the tables `include` matches.
 fn cdc(
@@ -171,7 +152,7 @@ fn postgres_cdc_snapshots_then_streams_every_type_in_debeziums_envelope() {
             &[("skipped.operations", "none")],
         ),
     );
-    let sluice = standalone(dir.path(), &kafka, &[file]);
+    let sluice = standalone_on(dir.path(), &kafka, &[file]);
     wait_count(&kafka, &topic, 2);
     let start_lsn = confirmed_lsn(&db, "debezium");
     db.exec(&format!(
@@ -369,7 +350,7 @@ fn postgres_cdc_snapshot_of_100k_rows_with_concurrent_writes_has_no_gap_or_doubl
             &[("snapshot.fetch.size", "5000")],
         ),
     );
-    let _sluice = standalone(dir.path(), &kafka, &[file]);
+    let _sluice = standalone_on(dir.path(), &kafka, &[file]);
     // Writes from another session while the connector starts and snapshots.
     let writer = server.db();
     for batch in 0..20 {
@@ -456,7 +437,7 @@ fn postgres_cdc_loses_nothing_when_connector_and_worker_are_killed() {
         "cdc",
         &cdc(&server, "kill", &format!("public\\.{t}"), &[]),
     );
-    let mut sluice = standalone(dir.path(), &kafka, std::slice::from_ref(&file));
+    let mut sluice = standalone_on(dir.path(), &kafka, std::slice::from_ref(&file));
     let insert = |from: i64, to: i64| {
         db.exec(&format!(
             "INSERT INTO {t} SELECT g, 'v' || g FROM generate_series({from}, {to}) g"
@@ -487,7 +468,7 @@ fn postgres_cdc_loses_nothing_when_connector_and_worker_are_killed() {
         insert(next, next + 49);
         next += 50;
     }
-    let mut sluice = standalone(dir.path(), &kafka, std::slice::from_ref(&file));
+    let mut sluice = standalone_on(dir.path(), &kafka, std::slice::from_ref(&file));
     let total = next;
     let captured = || -> std::collections::BTreeSet<i64> {
         records(&kafka.bootstrap, &topic)
@@ -538,7 +519,7 @@ fn postgres_cdc_loses_nothing_when_connector_and_worker_are_killed() {
     sluice.stop_cleanly();
     let produced = count(&kafka.bootstrap, &topic);
     insert(next, next + 99);
-    let _sluice = standalone(dir.path(), &kafka, &[file]);
+    let _sluice = standalone_on(dir.path(), &kafka, &[file]);
     wait_count(&kafka, &topic, produced + 100);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&kafka.bootstrap, &topic), produced + 100);
@@ -588,7 +569,7 @@ fn postgres_cdc_to_kafka_to_mariadb_tables_end_equal() {
         ),
         connector_file(dir.path(), "to-mariadb", &sink),
     ];
-    let sluice = standalone(dir.path(), &kafka, &files);
+    let sluice = standalone_on(dir.path(), &kafka, &files);
     let pg_rows = || {
         pg.rows(&format!(
             "SELECT id::text AS k, name, amount::text, CASE WHEN flag THEN '1' WHEN NOT flag THEN '0' END FROM {t} ORDER BY id"
@@ -637,7 +618,7 @@ fn postgres_cdc_to_kafka_to_mariadb_tables_end_equal() {
 }
 
 /// `sluice plugins check` passes the connector by Debezium's class name against a real
-/// server; and a server without `wal_level=logical` is refused by validation with the fix.
+/// server; and a server with `wal_level=replica` is refused by validation with the fix.
 #[test]
 fn postgres_cdc_passes_the_kit_and_explains_wal_level() {
     let server = OwnPostgres::start();
@@ -685,32 +666,14 @@ fn postgres_cdc_passes_the_kit_and_explains_wal_level() {
     assert!(out.contains(" passed, 0 failed"), "{out}");
     assert!(!out.contains("never-shown-secret"), "{out}");
 
-    // The shared server runs with wal_level=replica.
-    let shared = Db::postgres();
-    let level = shared.rows("SHOW wal_level")[0][0].clone().unwrap();
-    if level != "logical" {
-        let url = std::env::var(harness::db::POSTGRES_ENV)
-            .unwrap_or(harness::db::POSTGRES_DEFAULT.into());
-        let port = url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split(['/', '?']).next())
-            .and_then(|a| a.split(':').nth(1))
-            .unwrap_or("5432")
-            .to_string();
-        let mut pairs = cdc(&server, "kit", "public\\.x", &[]);
-        for p in pairs.iter_mut() {
-            if p.0 == "database.port" {
-                p.1 = port.clone();
-            }
-        }
-        let (ok, out) = run(&pairs);
-        assert!(!ok, "{out}");
-        assert!(
-            out.contains("wal_level") && out.contains("ALTER SYSTEM SET wal_level = logical"),
-            "{out}"
-        );
-    }
+    // A server without logical decoding is refused by validation, with the fix.
+    let replica = OwnPostgres::start_with_wal_level("replica");
+    let (ok, out) = run(&cdc(&replica, "kit", "public\\.x", &[]));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("wal_level") && out.contains("ALTER SYSTEM SET wal_level = logical"),
+        "{out}"
+    );
 }
 
 /// `snapshot.mode=never` streams only what comes after the slot; `initial_only` reads the
@@ -765,7 +728,7 @@ fn postgres_cdc_snapshot_modes_and_heartbeats() {
             ),
         ),
     ];
-    let sluice = standalone(dir.path(), &kafka, &files);
+    let sluice = standalone_on(dir.path(), &kafka, &files);
     wait_for("the stream to begin", TIMEOUT, || {
         sluice
             .output()

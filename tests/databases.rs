@@ -7,7 +7,6 @@
 
 mod harness;
 
-use std::path::Path;
 use std::time::Duration;
 
 use harness::cluster::{read_all, tasks, total_records, Api};
@@ -16,25 +15,6 @@ use harness::*;
 use sluice_proto::api::v1 as api;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A connector file from key/value pairs.
-fn connector_file(dir: &Path, name: &str, pairs: &[(&str, String)]) -> String {
-    let mut text = format!("name={name}\n");
-    for (k, v) in pairs {
-        text.push_str(&format!("{k}={v}\n"));
-    }
-    let file = format!("{name}.properties");
-    std::fs::write(dir.join(&file), text).expect("write connector file");
-    file
-}
-
-/// `sluice standalone` with the worker file for `kafka` and these connector files.
-fn standalone(dir: &Path, kafka: &DevKafka, files: &[String]) -> Sluice {
-    let worker = worker_properties(dir, Some(&kafka.bootstrap));
-    let mut args = vec!["standalone", worker];
-    args.extend(files.iter().map(String::as_str));
-    Sluice::start(dir, &args)
-}
 
 /// The values of `topic`, as text.
 fn values(kafka: &DevKafka, topic: &str) -> Vec<String> {
@@ -104,7 +84,7 @@ fn read_table(db: &Db, t: &str, n: i64) -> (Vec<String>, String) {
             ],
         ),
     );
-    let sluice = standalone(dir.path(), &kafka, &[file]);
+    let sluice = standalone_on(dir.path(), &kafka, &[file]);
     wait_records(&kafka, &topic, n);
     (values(&kafka, &topic), sluice.output())
 }
@@ -302,7 +282,7 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
             ),
         ),
     ];
-    let mut sluice = standalone(dir.path(), &kafka, &files);
+    let mut sluice = standalone_on(dir.path(), &kafka, &files);
     wait_records(&kafka, &topic(&inc), 25);
     wait_records(&kafka, &topic(&ts), 25);
     wait_records(&kafka, &topic(&tsinc), 25);
@@ -334,7 +314,7 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
     insert(&inc, 10, None);
     insert(&ts, 5, Some(t3));
     insert(&tsinc, 10, Some(t1));
-    let mut sluice = standalone(dir.path(), &kafka, &files);
+    let mut sluice = standalone_on(dir.path(), &kafka, &files);
     wait_records(&kafka, &topic(&inc), 35);
     wait_records(&kafka, &topic(&ts), 30);
     wait_records(&kafka, &topic(&tsinc), 35);
@@ -368,7 +348,7 @@ fn source_modes_resume_exactly(db: Db, prefix: &str) {
     sluice.signal(libc::SIGKILL);
     sluice.wait(Duration::from_secs(10));
     insert(&inc, 10, None);
-    let _sluice = standalone(dir.path(), &kafka, &files);
+    let _sluice = standalone_on(dir.path(), &kafka, &files);
     wait_records(&kafka, &topic(&inc), 75);
     let mut seen = ids(&kafka, &topic(&inc));
     seen.sort();
@@ -672,7 +652,7 @@ fn sink_modes(db: Db, prefix: &str) {
         ),
     ];
     let a_table = topic(&a);
-    let sluice = standalone(dir.path(), &kafka, &files);
+    let sluice = standalone_on(dir.path(), &kafka, &files);
     let exists = |t: &str| {
         db.count(&format!(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = '{t}'"
@@ -814,14 +794,14 @@ fn jdbc_sink_exactly_once_survives_sigkill_on_both_databases() {
         db.count(&format!("SELECT count(*) FROM {}", db.quote(&t)))
     };
     for threshold in [3_000, 8_000, 14_000] {
-        let mut sluice = standalone(dir.path(), &kafka, &files);
+        let mut sluice = standalone_on(dir.path(), &kafka, &files);
         wait_for(&format!("{threshold} rows"), TIMEOUT, || {
             rows(&pg) >= threshold
         });
         sluice.signal(libc::SIGKILL);
         sluice.wait(Duration::from_secs(10));
     }
-    let sluice = standalone(dir.path(), &kafka, &files);
+    let sluice = standalone_on(dir.path(), &kafka, &files);
     for db in [&pg, &my] {
         wait_for(&format!("{N} rows in {:?}", db.kind), TIMEOUT, || {
             rows(db) >= N as i64
@@ -1019,7 +999,7 @@ fn postgresql_to_kafka_to_mariadb_tables_end_equal() {
             ),
         ),
     ];
-    let _sluice = standalone(dir.path(), &kafka, &files);
+    let _sluice = standalone_on(dir.path(), &kafka, &files);
     let pg_rows = || {
         pg.rows(&format!(
             "SELECT id, name, amount::text, day::text, CASE WHEN flag THEN '1' WHEN NOT flag THEN '0' END,
@@ -1158,7 +1138,7 @@ fn an_unreachable_database_is_reported_by_key_without_the_password() {
             ("topic.prefix", "x-".to_string()),
         ],
     );
-    let mut sluice = standalone(dir.path(), &kafka, &[file]);
+    let mut sluice = standalone_on(dir.path(), &kafka, &[file]);
     let status = sluice.wait(TIMEOUT);
     let output = sluice.output();
     assert_eq!(status.code(), Some(2), "{output}");
@@ -1206,7 +1186,7 @@ fn standalone_jdbc_source_picks_up_a_new_table() {
             ],
         ),
     );
-    let sluice = standalone(dir.path(), &kafka, &[file]);
+    let sluice = standalone_on(dir.path(), &kafka, &[file]);
     let topic = |t: &str| format!("late-{t}");
     wait_records(&kafka, &topic(&a), 10);
     db.exec(&format!("CREATE TABLE {b} (id SERIAL PRIMARY KEY, v TEXT)"));
@@ -1276,7 +1256,7 @@ fn jdbc_source_bulk_reads_a_big_table_in_pages_on_both_databases() {
             ),
         ));
     }
-    let sluice = standalone(dir.path(), &kafka, &files);
+    let sluice = standalone_on(dir.path(), &kafka, &files);
     for topic in &topics {
         wait_records(&kafka, topic, 2500);
         let mut ids = ids(&kafka, topic);

@@ -261,6 +261,12 @@ pub struct OwnPostgres {
 
 impl OwnPostgres {
     pub fn start() -> OwnPostgres {
+        OwnPostgres::start_with_wal_level("logical")
+    }
+
+    /// [`OwnPostgres::start`] with another `wal_level` (`replica`: a server without logical
+    /// decoding).
+    pub fn start_with_wal_level(wal_level: &str) -> OwnPostgres {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         if unsafe { libc::geteuid() } == 0 {
@@ -296,7 +302,7 @@ impl OwnPostgres {
         for _ in 0..5 {
             let port = super::free_port();
             let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level={wal_level} -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off",
                 dir.path().display()
             );
             let out = pg_command("pg_ctl")

@@ -358,6 +358,25 @@ pub fn worker_properties(dir: &Path, bootstrap: Option<&str>) -> &'static str {
     "worker.properties"
 }
 
+/// A connector file from key/value pairs, written in `dir`; its name.
+pub fn connector_file(dir: &Path, name: &str, pairs: &[(&str, String)]) -> String {
+    let mut text = format!("name={name}\n");
+    for (k, v) in pairs {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let file = format!("{name}.properties");
+    std::fs::write(dir.join(&file), text).expect("write connector file");
+    file
+}
+
+/// `sluice standalone` with the worker file for `kafka` and these connector files.
+pub fn standalone_on(dir: &Path, kafka: &DevKafka, files: &[String]) -> Sluice {
+    let worker = worker_properties(dir, Some(&kafka.bootstrap));
+    let mut args = vec!["standalone", worker];
+    args.extend(files.iter().map(String::as_str));
+    Sluice::start(dir, &args)
+}
+
 /// Kafka's quickstart file connectors: test.txt → connect-test → test.sink.txt.
 pub fn file_connectors(dir: &Path) -> [&'static str; 2] {
     std::fs::write(

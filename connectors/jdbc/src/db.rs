@@ -347,8 +347,8 @@ impl Db {
             .map(drop)
     }
 
-    /// Runs a query, calling `columns` once with the result's columns and `row` for each row
-    /// as it is read; either returning false stops reading. Returns the columns.
+    /// Runs a query, giving `sink` the result's columns and then each row as it is read; the
+    /// sink answering false stops the reading. Returns the columns.
     async fn each_row(
         &mut self,
         sql: &str,

@@ -658,6 +658,7 @@ struct CdcTask {
     pending: VecDeque<SourceRecord>,
     /// `initial_only` finished its snapshot.
     done: bool,
+    events: Events,
 }
 
 /// Columns of a table from the catalog: name, type, modifier, NOT NULL, place in the
@@ -759,6 +760,11 @@ impl SourceTask for CdcTask {
             .ok_or_else(|| TaskError::fatal(format!("invalid {SNAPSHOT_MODE} {mode_text:?}")))?;
         let partition: Arc<str> = json!({ "server": self.prefix }).to_string().into();
         self.partition = Some(partition.clone());
+        self.events = Events {
+            prefix: self.prefix.clone(),
+            dbname: settings.dbname.clone(),
+            partition: partition.clone(),
+        };
 
         let client = settings.connect().await?;
         check_wal_level(&client).await?;
@@ -943,10 +949,6 @@ impl SourceTask for CdcTask {
 }
 
 impl CdcTask {
-    fn partition(&self) -> Arc<str> {
-        self.partition.clone().unwrap_or_else(|| Arc::from("{}"))
-    }
-
     async fn ensure_publication(&self, client: &Client, mode: &str) -> Result<(), TaskError> {
         let exists = client
             .query_opt(
@@ -1091,16 +1093,7 @@ impl CdcTask {
                     if let Some((t, v)) = snap.held.replace((table.clone(), values)) {
                         let marker = if snap.emitted { "true" } else { "first" };
                         snap.emitted = true;
-                        let record = snapshot_record(
-                            &self.prefix,
-                            self.partition.clone(),
-                            &self.settings,
-                            snap,
-                            &t,
-                            v,
-                            marker,
-                            false,
-                        );
+                        let record = snapshot_record(&self.events, snap, &t, v, marker, false);
                         self.pending.push_back(record);
                     }
                 }
@@ -1121,16 +1114,7 @@ impl CdcTask {
             return Ok(());
         };
         if let Some((t, v)) = &snap.held {
-            let record = snapshot_record(
-                &self.prefix,
-                self.partition.clone(),
-                &self.settings,
-                &snap,
-                t,
-                v.clone(),
-                "last",
-                true,
-            );
+            let record = snapshot_record(&self.events, &snap, t, v.clone(), "last", true);
             self.pending.push_back(record);
         }
         snap.client
@@ -1432,26 +1416,14 @@ impl CdcTask {
         origin: &Origin,
         offset: &str,
     ) -> SourceRecord {
-        let dbname = self.settings.as_ref().map_or("", |s| s.dbname.as_str());
-        envelope_record(
-            &self.prefix,
-            dbname,
-            self.partition(),
-            table,
-            op,
-            before,
-            after,
-            origin,
-            offset.to_string(),
-        )
+        self.events
+            .record(table, op, before, after, origin, offset.to_string())
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A snapshot row's read event; `marker` is `source.snapshot` (first, true, last).
 fn snapshot_record(
-    prefix: &str,
-    partition: Option<Arc<str>>,
-    settings: &Option<Settings>,
+    events: &Events,
     snap: &Snapshot,
     table: &Table,
     values: Vec<Value>,
@@ -1472,73 +1444,72 @@ fn snapshot_record(
         tx_id: None,
         lsn: (snap.lsn > 0).then_some(snap.lsn as i64),
     };
-    let dbname = settings.as_ref().map_or("", |s| s.dbname.as_str());
-    envelope_record(
-        prefix,
-        dbname,
-        partition.unwrap_or_else(|| Arc::from("{}")),
-        table,
-        "r",
-        None,
-        Some(values),
-        &origin,
-        offset,
-    )
+    events.record(table, "r", None, Some(values), &origin, offset)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn envelope_record(
-    prefix: &str,
-    dbname: &str,
+/// What names every event: the logical server (`topic.prefix`), the database, and the
+/// source partition.
+#[derive(Default)]
+struct Events {
+    prefix: String,
+    dbname: String,
     partition: Arc<str>,
-    table: &Table,
-    op: &str,
-    before: Option<Vec<Value>>,
-    after: Option<Vec<Value>>,
-    origin: &Origin,
-    offset: String,
-) -> SourceRecord {
-    let key = match (&after, &before) {
-        (Some(values), _) | (None, Some(values)) => table.key(values),
-        (None, None) => Data::default(),
-    };
-    let source = structure(vec![
-        string(env!("CARGO_PKG_VERSION")),
-        string("postgresql"),
-        string(prefix),
-        int(origin.ts_us.div_euclid(1000)),
-        string(origin.snapshot),
-        string(dbname),
-        origin.sequence.as_deref().map_or_else(null, string),
-        int(origin.ts_us),
-        int(origin.ts_us.saturating_mul(1000)),
-        string(&table.schema),
-        string(&table.name),
-        origin.tx_id.map_or_else(null, int),
-        origin.lsn.map_or_else(null, int),
-        null(),
-    ]);
-    let now = now_micros();
-    let value = structure(vec![
-        before.map_or_else(null, structure),
-        after.map_or_else(null, structure),
-        source,
-        null(),
-        string(op),
-        int(now / 1000),
-        int(now),
-        int(now.saturating_mul(1000)),
-    ]);
-    SourceRecord {
-        source_partition: Some(partition),
-        source_offset: Some(offset),
-        topic: table.topic.clone(),
-        kafka_partition: None,
-        key,
-        value: structured(table.envelope.clone(), value),
-        headers: Vec::new(),
-        timestamp_ms: None,
-        transaction: Default::default(),
+}
+
+impl Events {
+    /// A change event in Debezium's envelope.
+    fn record(
+        &self,
+        table: &Table,
+        op: &str,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+        origin: &Origin,
+        offset: String,
+    ) -> SourceRecord {
+        let (prefix, dbname) = (self.prefix.as_str(), self.dbname.as_str());
+        let key = match (&after, &before) {
+            (Some(values), _) | (None, Some(values)) => table.key(values),
+            (None, None) => Data::default(),
+        };
+        let source = structure(vec![
+            string(env!("CARGO_PKG_VERSION")),
+            string("postgresql"),
+            string(prefix),
+            int(origin.ts_us.div_euclid(1000)),
+            string(origin.snapshot),
+            string(dbname),
+            origin.sequence.as_deref().map_or_else(null, string),
+            int(origin.ts_us),
+            int(origin.ts_us.saturating_mul(1000)),
+            string(&table.schema),
+            string(&table.name),
+            origin.tx_id.map_or_else(null, int),
+            origin.lsn.map_or_else(null, int),
+            null(),
+        ]);
+        let now = now_micros();
+        let value = structure(vec![
+            before.map_or_else(null, structure),
+            after.map_or_else(null, structure),
+            source,
+            null(),
+            string(op),
+            int(now / 1000),
+            int(now),
+            int(now.saturating_mul(1000)),
+        ]);
+        SourceRecord {
+            source_partition: Some(self.partition.clone()),
+            source_offset: Some(offset),
+            topic: table.topic.clone(),
+            kafka_partition: None,
+            key,
+            value: structured(table.envelope.clone(), value),
+            headers: Vec::new(),
+            timestamp_ms: None,
+            transaction: Default::default(),
+        }
     }
 }
 
