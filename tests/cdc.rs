@@ -11,7 +11,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::db::{table, Db, OwnPostgres};
+use harness::db::{table, Db, OwnMariaDb, OwnPostgres};
 use harness::*;
 use serde_json::Value as Json;
 
@@ -778,4 +778,240 @@ fn postgres_cdc_snapshot_modes_and_heartbeats() {
         0
     );
     assert!(!sluice.output().contains("never-shown-secret"));
+}
+
+/// MySqlCdcSource's keys (Debezium's MySQL connector) for `server`, capturing the tables
+/// `include` matches.
+fn mysql_cdc(
+    server: &OwnMariaDb,
+    prefix: &str,
+    include: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut pairs: Vec<(&'static str, String)> = vec![
+        (
+            "connector.class",
+            "io.debezium.connector.mysql.MySqlConnector".into(),
+        ),
+        ("database.hostname", "127.0.0.1".into()),
+        ("database.port", server.port.to_string()),
+        ("database.user", "root".into()),
+        ("database.password", "".into()),
+        ("database.server.id", "184054".into()),
+        ("topic.prefix", prefix.into()),
+        ("database.include.list", "test".into()),
+        ("table.include.list", include.into()),
+        (
+            "schema.history.internal.kafka.bootstrap.servers",
+            "unused:9092".into(),
+        ),
+        (
+            "schema.history.internal.kafka.topic",
+            "schema-changes.test".into(),
+        ),
+    ];
+    for (k, v) in extra {
+        pairs.push((Box::leak(k.to_string().into_boxed_str()), v.to_string()));
+    }
+    pairs
+}
+
+/// MariaDB's binlog: a snapshot, then insert, update, a key-changing update and delete of a
+/// table with every common type, in Debezium's MySQL envelope (field order, logical types,
+/// key, source block with the binlog position), tombstones after deletes.
+#[test]
+fn mysql_cdc_snapshots_then_streams_every_type_in_debeziums_envelope() {
+    let server = OwnMariaDb::start();
+    let db = server.db();
+    let t = table("mtypes");
+    db.exec(&format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, tiny TINYINT, utiny TINYINT UNSIGNED,
+           small SMALLINT, med MEDIUMINT, uint INT UNSIGNED, big BIGINT NOT NULL, flag BOOLEAN,
+           real4 FLOAT, dbl DOUBLE, num DECIMAL(10,2), name VARCHAR(20), body TEXT, fixed CHAR(3),
+           raw VARBINARY(8), blobby BLOB, bit1 BIT(1), bits BIT(12), size ENUM('small','large'),
+           tags SET('x','y','z'), yr YEAR, day DATE, at TIME(6), dt DATETIME, dt6 DATETIME(6),
+           ts TIMESTAMP(3) NULL, doc JSON);
+         INSERT INTO {t} VALUES
+           (1, -2, 200, -300, -40000, 4000000000, 9000000000, true, 1.5, -2.25, 12345678.91,
+            'café', 'long text', 'ab', X'00ff10', X'0102', b'1', b'101010111100', 'large', 'x,z',
+            2024, '2024-02-29', '-26:00:00.000005', '2024-02-29 13:45:01', '1969-12-31 23:59:59.999999',
+            '2024-02-29 11:45:01.5', '{{\"a\": [1, 2]}}'),
+           (2, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("my.test.{t}");
+    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
+    let file = connector_file(
+        dir.path(),
+        "mycdc",
+        &mysql_cdc(&server, "my", &format!("test\\.{t}"), &[]),
+    );
+    let sluice = standalone_on(dir.path(), &kafka, &[file]);
+    wait_count(&kafka, &topic, 2);
+    wait_for("the binlog to be read", TIMEOUT, || {
+        sluice.output().contains("reading the binlog from")
+    });
+    db.exec(&format!(
+        "INSERT INTO {t} (id, big, name, utiny, uint, size, tags, bits) VALUES
+           (3, 7, 'new', 255, 4294967295, 'small', 'y', b'1');
+         UPDATE {t} SET name = 'changed', num = -0.5, ts = '2000-02-29 00:00:00' WHERE id = 3;
+         UPDATE {t} SET id = 4 WHERE id = 3;
+         DELETE FROM {t} WHERE id = 2;"
+    ));
+    // r, r, c, u, (d, tombstone, c), d, tombstone
+    wait_count(&kafka, &topic, 9);
+    let all = records(&kafka.bootstrap, &topic);
+    assert_eq!(
+        ops(&all),
+        ["r", "r", "c", "u", "d", "tombstone", "c", "d", "tombstone"],
+        "{}",
+        sluice.output()
+    );
+    let value = all[0].1.as_ref().unwrap();
+    let schema = &value["schema"];
+    assert_eq!(schema["name"], format!("my.test.{t}.Envelope"));
+    let source_schema = &schema["fields"][2];
+    assert_eq!(source_schema["name"], "io.debezium.connector.mysql.Source");
+    let after_schema = &schema["fields"][1];
+    assert_eq!(after_schema["name"], format!("my.test.{t}.Value"));
+    let logical: BTreeMap<String, Json> = after_schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["field"].as_str().unwrap().to_string(), json_type(f)))
+        .collect();
+    let expect = serde_json::json!({
+        "id": ["int32", null, false], "tiny": ["int16", null, true], "utiny": ["int16", null, true],
+        "small": ["int16", null, true], "med": ["int32", null, true], "uint": ["int64", null, true],
+        "big": ["int64", null, false], "flag": ["int16", null, true], "real4": ["float", null, true],
+        "dbl": ["double", null, true],
+        "num": ["bytes", "org.apache.kafka.connect.data.Decimal", true],
+        "name": ["string", null, true], "body": ["string", null, true], "fixed": ["string", null, true],
+        "raw": ["bytes", null, true], "blobby": ["bytes", null, true], "bit1": ["boolean", null, true],
+        "bits": ["bytes", "io.debezium.data.Bits", true],
+        "size": ["string", "io.debezium.data.Enum", true],
+        "tags": ["string", "io.debezium.data.EnumSet", true],
+        "yr": ["int32", "io.debezium.time.Year", true], "day": ["int32", "io.debezium.time.Date", true],
+        "at": ["int64", "io.debezium.time.MicroTime", true],
+        "dt": ["int64", "io.debezium.time.Timestamp", true],
+        "dt6": ["int64", "io.debezium.time.MicroTimestamp", true],
+        "ts": ["string", "io.debezium.time.ZonedTimestamp", true],
+        // MariaDB's JSON is LONGTEXT with a check.
+        "doc": ["string", null, true],
+    });
+    assert_eq!(serde_json::to_value(&logical).unwrap(), expect);
+    let fields = |name: &str| -> Json {
+        after_schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == name)
+            .unwrap()["parameters"]
+            .clone()
+    };
+    assert_eq!(
+        fields("size"),
+        serde_json::json!({"allowed": "small,large"})
+    );
+    assert_eq!(fields("bits"), serde_json::json!({"length": "12"}));
+    assert_eq!(
+        fields("num"),
+        serde_json::json!({"scale": "2", "connect.decimal.precision": "10"})
+    );
+
+    // The snapshot's values (binary protocol) and the binlog's agree on every type.
+    let expect_after = serde_json::json!({
+        "id": 1, "tiny": -2, "utiny": 200, "small": -300, "med": -40000, "uint": 4000000000u64,
+        "big": 9000000000u64, "flag": 1, "real4": 1.5, "dbl": -2.25, "num": "SZYC0w==",
+        "name": "café", "body": "long text", "fixed": "ab", "raw": "AP8Q", "blobby": "AQI=",
+        "bit1": true, "bits": "vAo=", "size": "large", "tags": "x,z", "yr": 2024, "day": 19782,
+        "at": -93600000005i64, "dt": 1709214301000i64, "dt6": -1, "ts": "2024-02-29T11:45:01.5Z",
+        "doc": "{\"a\": [1, 2]}",
+    });
+    let payload = |i: usize| all[i].1.as_ref().unwrap()["payload"].clone();
+    assert_eq!(payload(0)["after"], expect_after);
+    let nulls = payload(1)["after"].clone();
+    assert_eq!(nulls["big"], 0);
+    assert!(nulls["tiny"].is_null() && nulls["ts"].is_null() && nulls["bits"].is_null());
+    let inserted = payload(2)["after"].clone();
+    assert_eq!(
+        [
+            &inserted["utiny"],
+            &inserted["uint"],
+            &inserted["size"],
+            &inserted["tags"],
+            &inserted["bits"]
+        ],
+        [
+            &serde_json::json!(255),
+            &serde_json::json!(4294967295u64),
+            &serde_json::json!("small"),
+            &serde_json::json!("y"),
+            &serde_json::json!("AQA="),
+        ],
+        "unsigned values, ENUM index, SET mask and BIT from the binlog"
+    );
+    assert_eq!(payload(3)["before"]["name"], "new");
+    assert_eq!(payload(3)["after"]["name"], "changed");
+    assert_eq!(
+        payload(3)["after"]["num"],
+        "zg==",
+        "-0.50 at scale 2 is -50"
+    );
+    assert_eq!(payload(3)["after"]["ts"], "2000-02-29T00:00:00Z");
+    // The key changed: delete, tombstone, create.
+    assert_eq!(payload(4)["before"]["id"], 3);
+    assert_eq!(
+        all[5].0.as_ref().unwrap()["payload"],
+        serde_json::json!({"id": 3})
+    );
+    assert_eq!(payload(6)["after"]["id"], 4);
+    assert_eq!(payload(7)["before"]["id"], 2);
+    let key = all[0].0.as_ref().unwrap();
+    assert_eq!(key["schema"]["name"], format!("my.test.{t}.Key"));
+    assert_eq!(key["payload"], serde_json::json!({"id": 1}));
+
+    // Source blocks: the snapshot's binlog position, then each event's.
+    let source = |i: usize| payload(i)["source"].clone();
+    assert_eq!(source(0)["snapshot"], "first");
+    assert_eq!(source(1)["snapshot"], "last");
+    assert_eq!(source(0)["connector"], "mysql");
+    assert_eq!(source(0)["name"], "my");
+    assert_eq!(source(0)["db"], "test");
+    assert_eq!(source(0)["table"], t.as_str());
+    assert!(source(0)["file"].as_str().unwrap().starts_with("binlog."));
+    assert_eq!(source(2)["snapshot"], "false");
+    assert_eq!(source(2)["server_id"], 1);
+    assert!(source(2)["pos"].as_i64().unwrap() > source(0)["pos"].as_i64().unwrap());
+    assert!(source(3)["pos"].as_i64().unwrap() > source(2)["pos"].as_i64().unwrap());
+    assert!(source(2)["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    let names: Vec<&str> = source_schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "version",
+            "connector",
+            "name",
+            "ts_ms",
+            "snapshot",
+            "db",
+            "sequence",
+            "ts_us",
+            "ts_ns",
+            "table",
+            "server_id",
+            "gtid",
+            "file",
+            "pos",
+            "row",
+            "thread",
+            "query"
+        ]
+    );
 }

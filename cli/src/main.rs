@@ -143,6 +143,7 @@ fn main() -> ExitCode {
             "datagen" => sluice_connector_datagen::plugin(),
             "jdbc" => sluice_connector_jdbc::plugin(),
             "postgres-cdc" => sluice_connector_postgres_cdc::plugin(),
+            "mysql-cdc" => sluice_connector_mysql_cdc::plugin(),
             other => {
                 eprintln!("error: no built-in connector plugin named {other:?}");
                 return ExitCode::from(2);
@@ -347,7 +348,7 @@ async fn run(
 /// The connector plugins built into this binary, as commands a worker can launch.
 fn builtin_plugins() -> anyhow::Result<Vec<PluginCommand>> {
     let exe = std::env::current_exe().context("locate the sluice executable")?;
-    Ok(["file", "datagen", "jdbc", "postgres-cdc"]
+    Ok(["file", "datagen", "jdbc", "postgres-cdc", "mysql-cdc"]
         .into_iter()
         .map(|name| PluginCommand {
             program: exe.clone(),

@@ -359,3 +359,133 @@ fn runuser() -> &'static str {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or("runuser")
 }
+
+/// A MariaDB server of the test's own, on a free port, with the row-based binlog on (the
+/// shared one has none), for change data capture; its database `test` is made. Killed when
+/// dropped.
+pub struct OwnMariaDb {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// A MariaDB program, looked up where Debian puts it (a minimal PATH leaves sbin out).
+fn mariadb_program(name: &str) -> std::path::PathBuf {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no {name} in /usr/sbin or /usr/bin: install mariadb-server"))
+}
+
+impl OwnMariaDb {
+    pub fn start() -> OwnMariaDb {
+        OwnMariaDb::start_with(&["--log-bin=binlog", "--binlog-format=ROW"])
+    }
+
+    /// [`OwnMariaDb::start`] with other server options (none: a server without a binlog).
+    pub fn start_with(options: &[&str]) -> OwnMariaDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            for (program, arg) in [("chmod", "755"), ("chown", "mysql:mysql")] {
+                let ok = std::process::Command::new(program)
+                    .args([arg, dir.path().to_str().unwrap()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "{program} {arg} {}", dir.path().display());
+            }
+        }
+        let data = dir.path().join("data");
+        let mut install = std::process::Command::new(mariadb_program("mariadb-install-db"));
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ])
+            .stdin(std::process::Stdio::null());
+        if root {
+            install.arg("--user=mysql");
+        }
+        let out = install.output().expect("run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.path().join("error.log");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = super::free_port();
+            let mut server = std::process::Command::new(mariadb_program("mariadbd"));
+            server
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={port}"))
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .arg(format!("--log-error={}", log.display()))
+                .args([
+                    "--bind-address=127.0.0.1",
+                    "--server-id=1",
+                    "--skip-name-resolve",
+                    "--innodb-buffer-pool-size=32M",
+                    "--innodb-flush-log-at-trx-commit=2",
+                    "--sync-binlog=0",
+                ])
+                .args(options)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            if root {
+                server.arg("--user=mysql");
+            }
+            let mut child = server.spawn().expect("run mariadbd");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let server = OwnMariaDb {
+                        port,
+                        child,
+                        _dir: dir,
+                    };
+                    Db::at(
+                        Kind::MariaDb,
+                        &format!("jdbc:mariadb://127.0.0.1:{port}/mysql?user=root"),
+                    )
+                    .exec("CREATE DATABASE test");
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("MariaDB did not start: {last}");
+    }
+
+    /// The JDBC URL of database `test`.
+    pub fn url(&self) -> String {
+        format!("jdbc:mariadb://127.0.0.1:{}/test?user=root", self.port)
+    }
+
+    /// A client of database `test`.
+    pub fn db(&self) -> Db {
+        Db::at(Kind::MariaDb, &self.url())
+    }
+}
+
+impl Drop for OwnMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

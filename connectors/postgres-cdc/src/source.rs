@@ -5,19 +5,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
-use regex::Regex;
 use serde_json::json;
 use sluice_connector_sdk::proto::{
-    data as proto_data, ConfigDef, ConfigType, Data, FieldError, Importance, Schema, SchemaType,
-    Structured, Value,
+    ConfigDef, ConfigType, Data, FieldError, Importance, Schema, SchemaType, Value,
 };
 use sluice_connector_sdk::{
     Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord, SourceTask,
     SourceTaskContext, TaskError,
+};
+use sluice_debezium::{
+    envelope, envelope_schema, heartbeat, now_micros, patterns, row_schema, snapshot_completed,
+    snapshot_schema, structured, Filter, FilterKeys, SnapshotMode,
 };
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -44,39 +46,17 @@ const HEARTBEAT: &str = "heartbeat.interval.ms";
 const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
 const TOMBSTONES: &str = "tombstones.on.delete";
 const SKIPPED: &str = "skipped.operations";
+const FILTER_KEYS: FilterKeys = FilterKeys {
+    container_include: SCHEMA_INCLUDE,
+    container_exclude: SCHEMA_EXCLUDE,
+    table_include: TABLE_INCLUDE,
+    table_exclude: TABLE_EXCLUDE,
+};
 
 /// How long an idle poll waits for the stream before returning nothing.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-/// The `snapshot` values Debezium 2.7 declares for `source.snapshot`.
-const SNAPSHOT_ALLOWED: &str =
-    "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SnapshotMode {
-    /// Snapshot when no offset says a snapshot completed, then stream.
-    Initial,
-    /// Snapshot on every start, then stream.
-    Always,
-    /// Stream only.
-    Never,
-    /// Snapshot (when none completed) and stop: no slot is created.
-    InitialOnly,
-}
-
-impl SnapshotMode {
-    fn parse(text: &str) -> Option<SnapshotMode> {
-        Some(match text.trim() {
-            "initial" => SnapshotMode::Initial,
-            "always" => SnapshotMode::Always,
-            "never" | "no_data" => SnapshotMode::Never,
-            "initial_only" => SnapshotMode::InitialOnly,
-            _ => return None,
-        })
-    }
-}
-
 pub struct PostgresCdcSource;
 
 impl Connector for PostgresCdcSource {
@@ -192,7 +172,7 @@ impl Connector for PostgresCdcSource {
 
     fn validate(&self, config: &Config) -> Vec<FieldError> {
         let mut errors = config.validate_against(&self.config_defs());
-        for key in [TABLE_INCLUDE, TABLE_EXCLUDE, SCHEMA_INCLUDE, SCHEMA_EXCLUDE] {
+        for key in FILTER_KEYS.all() {
             if let Err(e) = patterns(config, key) {
                 errors.push(FieldError {
                     name: key.into(),
@@ -347,47 +327,6 @@ async fn check_wal_level(client: &Client) -> Result<(), TaskError> {
     Ok(())
 }
 
-fn patterns(config: &Config, key: &str) -> Result<Vec<Regex>, TaskError> {
-    sluice_connector_jdbc::list(config.get_or(key, ""))
-        .into_iter()
-        .map(|p| {
-            Regex::new(&format!("^(?:{p})$")).map_err(|e| {
-                TaskError::fatal(format!("{key}: invalid regular expression {p:?}: {e}"))
-            })
-        })
-        .collect()
-}
-
-/// Which tables are captured: Debezium's include/exclude lists, regular expressions matched
-/// against the whole schema name and `schema.table`.
-#[derive(Clone, Debug, Default)]
-struct Filter {
-    tables_in: Vec<Regex>,
-    tables_out: Vec<Regex>,
-    schemas_in: Vec<Regex>,
-    schemas_out: Vec<Regex>,
-}
-
-impl Filter {
-    fn from_config(config: &Config) -> Result<Filter, TaskError> {
-        Ok(Filter {
-            tables_in: patterns(config, TABLE_INCLUDE)?,
-            tables_out: patterns(config, TABLE_EXCLUDE)?,
-            schemas_in: patterns(config, SCHEMA_INCLUDE)?,
-            schemas_out: patterns(config, SCHEMA_EXCLUDE)?,
-        })
-    }
-
-    fn keeps(&self, schema: &str, table: &str) -> bool {
-        let qualified = format!("{schema}.{table}");
-        let any = |set: &[Regex], text: &str| set.iter().any(|r| r.is_match(text));
-        (self.schemas_in.is_empty() || any(&self.schemas_in, schema))
-            && !any(&self.schemas_out, schema)
-            && (self.tables_in.is_empty() || any(&self.tables_in, &qualified))
-            && !any(&self.tables_out, &qualified)
-    }
-}
-
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
@@ -415,43 +354,26 @@ struct Table {
 impl Table {
     fn new(prefix: &str, schema: &str, name: &str, columns: Vec<Column>, key: Vec<usize>) -> Table {
         let base = format!("{prefix}.{schema}.{name}");
-        let row = Schema {
-            r#type: SchemaType::Struct as i32,
-            optional: true,
-            name: Some(format!("{base}.Value")),
-            fields: columns
+        let row = row_schema(
+            &base,
+            "Value",
+            columns
                 .iter()
                 .map(|c| field(&c.name, c.ty.schema(c.optional)))
                 .collect(),
-            ..Schema::default()
-        };
-        let key_schema = (!key.is_empty()).then(|| Schema {
-            r#type: SchemaType::Struct as i32,
-            optional: false,
-            name: Some(format!("{base}.Key")),
-            fields: key
-                .iter()
-                .map(|&i| field(&columns[i].name, columns[i].ty.schema(false)))
-                .collect(),
-            ..Schema::default()
+            true,
+        );
+        let key_schema = (!key.is_empty()).then(|| {
+            row_schema(
+                &base,
+                "Key",
+                key.iter()
+                    .map(|&i| field(&columns[i].name, columns[i].ty.schema(false)))
+                    .collect(),
+                false,
+            )
         });
-        let envelope = Schema {
-            r#type: SchemaType::Struct as i32,
-            optional: false,
-            name: Some(format!("{base}.Envelope")),
-            version: Some(2),
-            fields: vec![
-                field("before", row.clone()),
-                field("after", row),
-                field("source", source_schema()),
-                field("transaction", transaction_schema()),
-                field("op", plain(SchemaType::String, false)),
-                field("ts_ms", plain(SchemaType::Int64, true)),
-                field("ts_us", plain(SchemaType::Int64, true)),
-                field("ts_ns", plain(SchemaType::Int64, true)),
-            ],
-            ..Schema::default()
-        };
+        let envelope = envelope_schema(&base, row, source_schema());
         Table {
             schema: schema.to_string(),
             name: name.to_string(),
@@ -521,25 +443,7 @@ impl Table {
     }
 }
 
-fn structured(schema: Schema, value: Value) -> Data {
-    Data {
-        kind: Some(proto_data::Kind::Structured(Structured {
-            schema: Some(schema),
-            value: Some(value),
-        })),
-    }
-}
-
 fn source_schema() -> Schema {
-    let snapshot = Schema {
-        r#type: SchemaType::String as i32,
-        optional: true,
-        name: Some("io.debezium.data.Enum".into()),
-        version: Some(1),
-        parameters: HashMap::from([("allowed".to_string(), SNAPSHOT_ALLOWED.to_string())]),
-        default_value: Some(string("false")),
-        ..Schema::default()
-    };
     Schema {
         r#type: SchemaType::Struct as i32,
         optional: false,
@@ -549,7 +453,7 @@ fn source_schema() -> Schema {
             field("connector", plain(SchemaType::String, false)),
             field("name", plain(SchemaType::String, false)),
             field("ts_ms", plain(SchemaType::Int64, false)),
-            field("snapshot", snapshot),
+            field("snapshot", snapshot_schema()),
             field("db", plain(SchemaType::String, false)),
             field("sequence", plain(SchemaType::String, true)),
             field("ts_us", plain(SchemaType::Int64, true)),
@@ -562,27 +466,6 @@ fn source_schema() -> Schema {
         ],
         ..Schema::default()
     }
-}
-
-fn transaction_schema() -> Schema {
-    Schema {
-        r#type: SchemaType::Struct as i32,
-        optional: true,
-        name: Some("event.block".into()),
-        version: Some(1),
-        fields: vec![
-            field("id", plain(SchemaType::String, false)),
-            field("total_order", plain(SchemaType::Int64, false)),
-            field("data_collection_order", plain(SchemaType::Int64, false)),
-        ],
-        ..Schema::default()
-    }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Where an event came from, for `source`.
@@ -736,7 +619,7 @@ impl SourceTask for CdcTask {
             .get_or(PUBLICATION, "dbz_publication")
             .trim()
             .to_string();
-        self.filter = Filter::from_config(config)?;
+        self.filter = Filter::from_config(config, FILTER_KEYS)?;
         self.fetch = config.parse_or(SNAPSHOT_FETCH, 10_240usize)?.max(1);
         let heartbeat = config.parse_or(HEARTBEAT, 0u64)?;
         self.heartbeat = (heartbeat > 0).then(|| Duration::from_millis(heartbeat));
@@ -776,14 +659,13 @@ impl SourceTask for CdcTask {
             Some(o) => tracing::info!("resuming after offset {o}"),
             None => tracing::info!("no stored offset"),
         }
-        let snapshot_done = offset.as_ref().is_some_and(|o| {
-            o.get("snapshot").and_then(|s| s.as_bool()) != Some(true)
-                || o.get("last_snapshot_record").and_then(|s| s.as_bool()) == Some(true)
-        });
+        let snapshot_done = snapshot_completed(offset.as_ref());
         let snapshot = match mode {
             SnapshotMode::Never => false,
             SnapshotMode::Always => true,
-            SnapshotMode::Initial | SnapshotMode::InitialOnly => !snapshot_done,
+            SnapshotMode::Initial | SnapshotMode::InitialOnly | SnapshotMode::WhenNeeded => {
+                !snapshot_done
+            }
         };
         if mode == SnapshotMode::InitialOnly {
             if snapshot {
@@ -1176,29 +1058,12 @@ impl CdcTask {
         }
         self.last_heartbeat = Some(Instant::now());
         let position = stream.quiet_lsn.max(stream.acked);
-        let key_schema = Schema {
-            r#type: SchemaType::Struct as i32,
-            name: Some("io.debezium.connector.common.ServerNameKey".into()),
-            fields: vec![field("serverName", plain(SchemaType::String, false))],
-            ..Schema::default()
-        };
-        let value_schema = Schema {
-            r#type: SchemaType::Struct as i32,
-            name: Some("io.debezium.connector.common.Heartbeat".into()),
-            fields: vec![field("ts_ms", plain(SchemaType::Int64, false))],
-            ..Schema::default()
-        };
-        self.pending.push_back(SourceRecord {
-            source_partition: self.partition.clone(),
-            source_offset: Some(json!({ "lsn_commit": position, "event": 0 }).to_string()),
-            topic: self.heartbeat_topic.clone(),
-            kafka_partition: None,
-            key: structured(key_schema, structure(vec![string(&self.prefix)])),
-            value: structured(value_schema, structure(vec![int(now_micros() / 1000)])),
-            headers: Vec::new(),
-            timestamp_ms: None,
-            transaction: Default::default(),
-        });
+        self.pending.push_back(heartbeat(
+            self.partition.clone(),
+            json!({ "lsn_commit": position, "event": 0 }).to_string(),
+            &self.heartbeat_topic,
+            &self.prefix,
+        ));
     }
 
     async fn on_event(&mut self, event: ReplicationEvent) -> Result<(), TaskError> {
@@ -1488,17 +1353,7 @@ impl Events {
             origin.lsn.map_or_else(null, int),
             null(),
         ]);
-        let now = now_micros();
-        let value = structure(vec![
-            before.map_or_else(null, structure),
-            after.map_or_else(null, structure),
-            source,
-            null(),
-            string(op),
-            int(now / 1000),
-            int(now),
-            int(now.saturating_mul(1000)),
-        ]);
+        let value = envelope(before, after, source, op);
         SourceRecord {
             source_partition: Some(self.partition.clone()),
             source_offset: Some(offset),
@@ -1516,25 +1371,6 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_matches_whole_names_as_debezium() {
-        let mut config = Config::new();
-        config.set(TABLE_INCLUDE, "public\\.orders.*, inventory\\.items");
-        config.set(SCHEMA_EXCLUDE, "secret");
-        let filter = Filter::from_config(&config).unwrap();
-        assert!(filter.keeps("public", "orders"));
-        assert!(filter.keeps("public", "orders_2024"));
-        assert!(filter.keeps("inventory", "items"));
-        assert!(!filter.keeps("inventory", "items_old"));
-        assert!(!filter.keeps("public", "xorders"));
-        let mut bad = Config::new();
-        bad.set(TABLE_INCLUDE, "(");
-        assert!(Filter::from_config(&bad)
-            .unwrap_err()
-            .message
-            .contains(TABLE_INCLUDE));
-    }
 
     #[test]
     fn envelope_fields_are_in_debeziums_order() {

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{NaiveTime, Timelike};
 use sluice_connector_jdbc::{days_from_civil, unscaled_bytes};
-use sluice_connector_sdk::proto::{value, Field, Schema, SchemaType, StructValue, Value};
+use sluice_connector_sdk::proto::{value, Schema, SchemaType, StructValue, Value};
+pub use sluice_debezium::{boolean, field, int, kind, null, plain, string, structure};
+use sluice_debezium::{decimal_schema, fraction, logical};
 
 /// The settings every session that reads values runs with.
 pub const SESSION_SETTINGS: &[(&str, &str)] = &[
@@ -111,17 +113,9 @@ impl PgType {
             PgType::Int64 => (SchemaType::Int64, None, HashMap::new()),
             PgType::Float32 => (SchemaType::Float32, None, HashMap::new()),
             PgType::Float64 => (SchemaType::Float64, None, HashMap::new()),
-            PgType::Decimal { precision, scale } => (
-                SchemaType::Bytes,
-                Some("org.apache.kafka.connect.data.Decimal"),
-                HashMap::from([
-                    ("scale".to_string(), scale.to_string()),
-                    (
-                        "connect.decimal.precision".to_string(),
-                        precision.to_string(),
-                    ),
-                ]),
-            ),
+            PgType::Decimal { precision, scale } => {
+                return decimal_schema(*precision, *scale, optional)
+            }
             PgType::VariableDecimal => {
                 return Schema {
                     r#type: SchemaType::Struct as i32,
@@ -180,15 +174,7 @@ impl PgType {
                 HashMap::new(),
             ),
         };
-        Schema {
-            r#type: kind as i32,
-            optional,
-            name: name.map(str::to_string),
-            // Kafka's Decimal has no version; Debezium's own logical types are version 1.
-            version: name.filter(|n| n.starts_with("io.debezium")).map(|_| 1),
-            parameters,
-            ..Schema::default()
-        }
+        logical(kind, name, parameters, optional)
     }
 
     /// The value of `text`, PostgreSQL's text form of a value of this type; an error says
@@ -281,48 +267,6 @@ impl PgType {
     }
 }
 
-pub fn field(name: &str, schema: Schema) -> Field {
-    Field {
-        name: name.to_string(),
-        schema: Some(schema),
-    }
-}
-
-pub fn plain(kind: SchemaType, optional: bool) -> Schema {
-    Schema {
-        r#type: kind as i32,
-        optional,
-        ..Schema::default()
-    }
-}
-
-pub fn kind(kind: value::Kind) -> Value {
-    Value { kind: Some(kind) }
-}
-
-pub fn null() -> Value {
-    kind(value::Kind::Null(true))
-}
-
-pub fn int(i: i64) -> Value {
-    kind(value::Kind::Int(i))
-}
-
-pub fn boolean(b: bool) -> Value {
-    kind(value::Kind::Boolean(b))
-}
-
-pub fn string(s: &str) -> Value {
-    kind(value::Kind::String(s.to_string()))
-}
-
-pub fn structure(fields: Vec<Value>) -> Value {
-    kind(value::Kind::Struct(StructValue {
-        fields,
-        names: Vec::new(),
-    }))
-}
-
 fn parse_float(text: &str) -> Result<f64, std::num::ParseFloatError> {
     match text {
         "NaN" => Ok(f64::NAN),
@@ -397,27 +341,10 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
     Some((rest, sign * seconds))
 }
 
-/// Java's `ISO_OFFSET_DATE_TIME` fraction: as many digits as needed, none when zero.
-fn fraction(nanos: u32) -> String {
-    if nanos == 0 {
-        return String::new();
-    }
-    let digits = format!("{nanos:09}");
-    format!(".{}", digits.trim_end_matches('0'))
-}
-
 /// A `timestamptz` text as Debezium's ZonedTimestamp: ISO 8601 in UTC.
 fn zoned_timestamp(text: &str) -> Option<String> {
     let (local, offset) = split_offset(text)?;
-    let micros = parse_timestamp(local)? - offset * 1_000_000;
-    let at: NaiveDateTime = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
-    let date: NaiveDate = at.date();
-    Some(format!(
-        "{}T{}{}Z",
-        date.format("%Y-%m-%d"),
-        at.time().format("%H:%M:%S"),
-        fraction(at.time().nanosecond())
-    ))
+    sluice_debezium::zoned_timestamp(parse_timestamp(local)? - offset * 1_000_000)
 }
 
 /// A `timetz` text as Debezium's ZonedTime: ISO 8601 time in UTC.
