@@ -1192,3 +1192,65 @@ fn mysql_cdc_loses_nothing_when_connector_and_worker_are_killed() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&kafka.bootstrap, &topic), produced + 100);
 }
+
+/// `sluice plugins check` passes MySqlCdcSource, and a server without a binlog is refused by
+/// validation with what to change.
+#[test]
+fn mysql_cdc_passes_the_kit_and_explains_the_binlog_settings() {
+    let server = OwnMariaDb::start();
+    let db = server.db();
+    let t = table("mkit");
+    db.exec(&format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT);
+         INSERT INTO {t} (v) SELECT 'x' FROM seq_1_to_50"
+    ));
+    let run = |pairs: &[(&str, String)]| {
+        let mut args: Vec<String> = [
+            "plugins",
+            "check",
+            "--class",
+            "io.debezium.connector.mysql.MySqlConnector",
+        ]
+        .map(String::from)
+        .to_vec();
+        for (k, v) in pairs.iter().filter(|(k, _)| *k != "connector.class") {
+            args.push("--config".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend([
+            "--".into(),
+            sluice_bin().to_str().unwrap().into(),
+            "connector".into(),
+            "mysql-cdc".into(),
+        ]);
+        let out = std::process::Command::new(sluice_bin())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sluice plugins check");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // database.server.id left to its default (one chosen per process).
+    let mut pairs = mysql_cdc(&server, "kit", &format!("test\\.{t}"), &[]);
+    pairs.retain(|(k, _)| *k != "database.server.id");
+    let (ok, out) = run(&pairs);
+    assert!(ok, "{out}");
+    assert!(out.contains(" passed, 0 failed, 0 skipped"), "{out}");
+
+    // Without a binlog, and with statement-based logging: refused, saying what to set.
+    let plain = OwnMariaDb::start_with(&[]);
+    let (ok, out) = run(&mysql_cdc(&plain, "kit", "test\\.x", &[]));
+    assert!(!ok, "{out}");
+    assert!(out.contains("binary log is off") && out.contains("log_bin"), "{out}");
+    let mixed = OwnMariaDb::start_with(&["--log-bin=binlog", "--binlog-format=MIXED"]);
+    let (ok, out) = run(&mysql_cdc(&mixed, "kit", "test\\.x", &[]));
+    assert!(!ok, "{out}");
+    assert!(out.contains("binlog_format is MIXED") && out.contains("ROW"), "{out}");
+}

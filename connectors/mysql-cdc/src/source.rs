@@ -112,7 +112,9 @@ impl Connector for MySqlCdcSource {
                 .importance(Importance::High)
                 .doc("The user's password")
                 .build(),
-            def(SERVER_ID, ConfigType::Long)
+            // A string, so that "unset" can choose one: two replicas with one id cut each
+            // other off, so Debezium's default is random too.
+            def(SERVER_ID, ConfigType::String)
                 .default_value("")
                 .importance(Importance::High)
                 .doc("The replica server id the connector reads the binlog as; unique among the server's replicas (default: 5400-6399 by process)")
@@ -201,8 +203,13 @@ impl Connector for MySqlCdcSource {
         let settings = match Settings::from_config(config) {
             Ok(s) => s,
             Err(e) => {
+                let key = if e.message.starts_with(SERVER_ID) {
+                    SERVER_ID
+                } else {
+                    HOSTNAME
+                };
                 errors.push(FieldError {
-                    name: HOSTNAME.into(),
+                    name: key.into(),
                     message: e.message,
                 });
                 return errors;
