@@ -1248,9 +1248,104 @@ fn mysql_cdc_passes_the_kit_and_explains_the_binlog_settings() {
     let plain = OwnMariaDb::start_with(&[]);
     let (ok, out) = run(&mysql_cdc(&plain, "kit", "test\\.x", &[]));
     assert!(!ok, "{out}");
-    assert!(out.contains("binary log is off") && out.contains("log_bin"), "{out}");
+    assert!(
+        out.contains("binary log is off") && out.contains("log_bin"),
+        "{out}"
+    );
     let mixed = OwnMariaDb::start_with(&["--log-bin=binlog", "--binlog-format=MIXED"]);
     let (ok, out) = run(&mysql_cdc(&mixed, "kit", "test\\.x", &[]));
     assert!(!ok, "{out}");
-    assert!(out.contains("binlog_format is MIXED") && out.contains("ROW"), "{out}");
+    assert!(
+        out.contains("binlog_format is MIXED") && out.contains("ROW"),
+        "{out}"
+    );
+}
+
+/// MariaDB → MySqlCdcSource → Kafka → JdbcSink → PostgreSQL, with Kafka's ExtractField taking
+/// the envelope's `after`: the tables end equal after inserts, updates and deletes.
+#[test]
+fn mysql_cdc_to_kafka_to_postgres_tables_end_equal() {
+    let server = OwnMariaDb::start();
+    let (my, pg) = (server.db(), Db::postgres());
+    let t = table("mypipe");
+    my.exec(&format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, amount DECIMAL(12,2), flag BOOLEAN);
+         INSERT INTO {t} SELECT seq, CONCAT('name ', seq), seq * 1.25, seq % 3 = 0 FROM seq_1_to_500;"
+    ));
+    pg.exec(&format!("DROP TABLE IF EXISTS {t}"));
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("mypipe.test.{t}");
+    let kafka = DevKafka::start(dir.path(), &[&format!("{topic}:1")]);
+    let sink = vec![
+        (
+            "connector.class",
+            "io.confluent.connect.jdbc.JdbcSinkConnector".to_string(),
+        ),
+        ("connection.url", pg.url.clone()),
+        ("topics", topic.clone()),
+        ("table.name.format", t.clone()),
+        ("insert.mode", "upsert".into()),
+        ("pk.mode", "record_key".into()),
+        ("delete.enabled", "true".into()),
+        ("auto.create", "true".into()),
+        ("batch.size", "200".into()),
+        ("transforms", "after".into()),
+        (
+            "transforms.after.type",
+            "org.apache.kafka.connect.transforms.ExtractField$Value".into(),
+        ),
+        ("transforms.after.field", "after".into()),
+    ];
+    let files = vec![
+        connector_file(
+            dir.path(),
+            "from-mariadb",
+            &mysql_cdc(&server, "mypipe", &format!("test\\.{t}"), &[]),
+        ),
+        connector_file(dir.path(), "to-postgres", &sink),
+    ];
+    let sluice = standalone_on(dir.path(), &kafka, &files);
+    let my_rows = || {
+        my.rows(&format!(
+            "SELECT id, name, amount, flag FROM {t} ORDER BY id"
+        ))
+    };
+    let pg_rows = || {
+        if pg.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '{t}'"
+        )) == 0
+        {
+            return Vec::new();
+        }
+        pg.rows(&format!(
+            "SELECT id::text, name, amount::text, flag::text FROM {t} ORDER BY {t}.id"
+        ))
+    };
+    wait_for("500 rows in PostgreSQL", TIMEOUT, || pg_rows().len() == 500);
+    my.exec(&format!(
+        "UPDATE {t} SET name = CONCAT(name, ' (changed)'), amount = -amount WHERE id % 10 = 0;
+         DELETE FROM {t} WHERE id % 7 = 0;
+         INSERT INTO {t} SELECT seq, CONCAT('later ', seq), NULL, NULL FROM seq_501_to_700;"
+    ));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut last = (my_rows(), pg_rows());
+    while last.0 != last.1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        last = (my_rows(), pg_rows());
+    }
+    let first_difference = last
+        .0
+        .iter()
+        .zip(&last.1)
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| format!("{a:?} != {b:?}"));
+    assert!(
+        last.0 == last.1,
+        "MariaDB has {} rows, PostgreSQL {}; first difference: {first_difference:?}\n{}",
+        last.0.len(),
+        last.1.len(),
+        sluice.output()
+    );
+    assert_eq!(last.0.len(), 629, "{}", sluice.output());
+    pg.exec(&format!("DROP TABLE {t}"));
 }
