@@ -13,12 +13,15 @@
 //!   same database work (`databases.rs`), on a tenth of `--records` rows.
 //! - cdc: PostgresCdcSource streaming inserts from its slot into Kafka vs the raw replication
 //!   stream of a second slot on the same WAL (`cdc.rs`), on a tenth of `--records` rows.
+//! - mysql-cdc: MySqlCdcSource reading inserts from MariaDB's binlog into Kafka vs the raw
+//!   binlog stream read by the same library (`mysql_cdc.rs`), on a tenth of `--records` rows.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases|cdc] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases|cdc|mysql-cdc] [--json]`
 
 mod boundary;
 mod cdc;
 mod databases;
+mod mysql_cdc;
 mod transforms;
 
 use std::collections::BTreeMap;
@@ -49,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases", "cdc"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -63,6 +66,9 @@ struct Args {
     /// Internal: serve the postgres-cdc plugin.
     #[arg(long, hide = true)]
     postgres_cdc_connector: bool,
+    /// Internal: serve the mysql-cdc plugin.
+    #[arg(long, hide = true)]
+    mysql_cdc_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -87,6 +93,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
+    }
+    if args.mysql_cdc_connector {
+        sluice_connector_sdk::main(sluice_connector_mysql_cdc::plugin());
     }
     if std::env::var_os("RUST_LOG").is_some() {
         // The worker's and connectors' logs, for a run that needs looking into.
@@ -171,6 +180,15 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         )?;
         let rows = (args.records / 10).max(1);
         figures.push(cdc::figure(kafka.bootstrap_servers(), rows).await?);
+    }
+    if only("mysql-cdc") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(mysql_cdc::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let rows = (args.records / 10).max(1);
+        figures.push(mysql_cdc::figure(kafka.bootstrap_servers(), rows).await?);
     }
     Ok(figures)
 }

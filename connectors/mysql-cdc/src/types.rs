@@ -299,7 +299,7 @@ impl MyType {
                 ref other => return Err(unexpected(other)),
             },
             MyType::Date => match value {
-                My::Date(0, _, _, ..) | My::Date(_, 0, _, ..) | My::Date(_, _, 0, ..) => {
+                My::Date(0, ..) | My::Date(_, 0, ..) | My::Date(_, _, 0, ..) => {
                     if optional {
                         null()
                     } else {
