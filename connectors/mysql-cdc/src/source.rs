@@ -765,7 +765,7 @@ impl SourceTask for CdcTask {
         let in_snapshot = offset
             .as_ref()
             .is_some_and(|o| o.get("snapshot").and_then(|s| s.as_bool()) == Some(true));
-        if !snapshot && stored_gone && mode != SnapshotMode::InitialOnly && !in_snapshot {
+        if !snapshot && stored_gone && mode != SnapshotMode::InitialOnly {
             let file = stored.as_ref().map_or("", |s| s.0.as_str());
             return Err(TaskError::fatal(format!(
                 "the binlog file {file:?} the stored offset names is no longer on the server (purged): the changes since cannot be read; set {SNAPSHOT_MODE}=when_needed to take a new snapshot, or reset the connector's offsets"
