@@ -901,7 +901,7 @@ async fn check_plugin(
     show_output: bool,
     command: Vec<String>,
 ) -> anyhow::Result<()> {
-    use sluice_worker::conformance::{self, Outcome};
+    use sluice_conformance::{self as conformance, Outcome};
     let mut config = match &file {
         Some(path) => sluice_worker::config_file::ConfigFile::load(path)?.into_values(),
         None => BTreeMap::new(),

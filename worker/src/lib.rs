@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod config_file;
-pub mod conformance;
 pub mod distributed;
 pub mod embedded;
 pub mod errors;

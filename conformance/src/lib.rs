@@ -19,7 +19,9 @@ use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-use crate::process::{self, Client, OutputTail, PluginCommand, CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT};
+use sluice_worker::process::{
+    self, Client, OutputTail, PluginCommand, CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT,
+};
 
 /// A class name no plugin serves.
 const NO_SUCH_CLASS: &str = "sluice.conformance.NoSuchClass";
@@ -278,7 +280,7 @@ impl Kit<'_> {
         defs: &[proto::ConfigDef],
     ) -> Option<Vec<BTreeMap<String, String>>> {
         // As a worker does: the defaults the connector declared complete the configuration.
-        let config = &crate::plugins::with_defaults(defs, &self.options.config);
+        let config = &sluice_worker::plugins::with_defaults(defs, &self.options.config);
         let missing: Vec<&str> = defs
             .iter()
             .filter(|d| d.default_value.is_none() && !config.contains_key(&d.name))
