@@ -263,10 +263,11 @@ fn offsets_read_altered_and_reset_through_the_api() {
     let (ok, out) = grpcurl(
         &controller.address,
         "sluice.api.v1.ClusterService/SetLogLevel",
-        Some(r#"{"logger":"sluice_worker::admin","level":"DEBUG","scope":"cluster"}"#),
+        Some(r#"{"logger":"sluice_worker::mode::admin","level":"DEBUG","scope":"cluster"}"#),
     );
     assert!(
-        ok && out.contains("x/sluice_worker::admin") && out.contains("y/sluice_worker::admin"),
+        ok && out.contains("x/sluice_worker::mode::admin")
+            && out.contains("y/sluice_worker::mode::admin"),
         "{out}"
     );
     let (ok, out) = grpcurl(
@@ -275,7 +276,7 @@ fn offsets_read_altered_and_reset_through_the_api() {
         None,
     );
     assert!(
-        ok && out.contains(r#""sluice_worker::admin": "debug""#),
+        ok && out.contains(r#""sluice_worker::mode::admin": "debug""#),
         "{out}"
     );
     assert!(workers

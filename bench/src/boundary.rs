@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use prost::Message as _;
 use sluice_connector_datagen::record_value;
 use sluice_proto::connector::v1::{self as proto, source_request, source_response};
-use sluice_worker::process::{ConnectorProcess, PluginCommand};
+use sluice_worker::host::process::{ConnectorProcess, PluginCommand};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

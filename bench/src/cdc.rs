@@ -15,7 +15,7 @@ use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent}
 use sluice_connector_postgres_cdc::pgoutput::{self, Message};
 use sluice_data::converter::Side;
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::offsets::OffsetStore;
+use sluice_worker::task::offsets::OffsetStore;
 
 use crate::databases::{json_converter, run_until};
 use crate::{spec_with, worker_context, Figure};

@@ -35,15 +35,16 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use sluice_connector_datagen::record_value;
 use sluice_data::converter::{Converter, Side};
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::embedded::EmbeddedKafka;
+use sluice_worker::host::process::PluginCommand;
+use sluice_worker::kafka::embedded::EmbeddedKafka;
 use sluice_worker::lease::Lease;
-use sluice_worker::metrics::Counters;
-use sluice_worker::offsets::OffsetStore;
-use sluice_worker::process::PluginCommand;
 use sluice_worker::runner::{
-    consumer_config, producer_config, run_connector, ConnectorSpec, Transactions, WorkerContext,
+    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
 };
 use sluice_worker::settings::{TransactionBoundary, DEFAULT_OFFSET_FLUSH_INTERVAL};
+use sluice_worker::task::metrics::Counters;
+use sluice_worker::task::offsets::OffsetStore;
+use sluice_worker::task::Transactions;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -125,7 +126,11 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         }
         topics.push((format!("consume-{size}"), PARTITIONS * 4));
     }
-    let kafka = EmbeddedKafka::start(1, &topics, sluice_worker::embedded::DEFAULT_PARTITIONS)?;
+    let kafka = EmbeddedKafka::start(
+        1,
+        &topics,
+        sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+    )?;
     let bootstrap = kafka.bootstrap_servers().to_string();
     let mut figures = Vec::new();
     let only = |what: &str| args.only.as_deref().is_none_or(|o| o == what);
@@ -167,7 +172,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         let kafka = EmbeddedKafka::start(
             1,
             &databases::TOPICS.map(|t| (t.to_string(), databases::PARTITIONS)),
-            sluice_worker::embedded::DEFAULT_PARTITIONS,
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
         )?;
         let rows = (args.records / 10).max(1);
         figures.extend(databases::figures(kafka.bootstrap_servers(), rows).await?);
@@ -176,7 +181,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         let kafka = EmbeddedKafka::start(
             1,
             &[(cdc::TOPIC.to_string(), databases::PARTITIONS)],
-            sluice_worker::embedded::DEFAULT_PARTITIONS,
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
         )?;
         let rows = (args.records / 10).max(1);
         figures.push(cdc::figure(kafka.bootstrap_servers(), rows).await?);
@@ -185,7 +190,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         let kafka = EmbeddedKafka::start(
             1,
             &[(mysql_cdc::TOPIC.to_string(), databases::PARTITIONS)],
-            sluice_worker::embedded::DEFAULT_PARTITIONS,
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
         )?;
         let rows = (args.records / 10).max(1);
         figures.push(mysql_cdc::figure(kafka.bootstrap_servers(), rows).await?);

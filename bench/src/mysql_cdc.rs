@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, OptsBuilder, Row};
 use sluice_data::converter::Side;
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::offsets::OffsetStore;
+use sluice_worker::task::offsets::OffsetStore;
 
 use crate::databases::{json_converter, run_until};
 use crate::{spec_with, worker_context, Figure};

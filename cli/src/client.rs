@@ -12,7 +12,7 @@ use sluice_proto::api::v1::{
     self as api, cluster_service_client::ClusterServiceClient,
     connector_service_client::ConnectorServiceClient, plugin_service_client::PluginServiceClient,
 };
-use sluice_worker::admin::{json_to_struct, struct_to_json};
+use sluice_worker::mode::admin::{json_to_struct, struct_to_json};
 use tonic::transport::Channel;
 
 #[derive(Args)]
@@ -911,7 +911,7 @@ async fn check_plugin(
     let mut words = command.into_iter();
     let program = words.next().context("no executable given")?;
     let options = conformance::Options {
-        command: sluice_worker::process::PluginCommand {
+        command: sluice_worker::host::process::PluginCommand {
             program: program.into(),
             args: words.collect(),
         },
@@ -942,10 +942,10 @@ async fn check_plugin(
 fn executables(
     paths: &[PathBuf],
     failed: &mut Vec<String>,
-) -> Vec<sluice_worker::process::PluginCommand> {
+) -> Vec<sluice_worker::host::process::PluginCommand> {
     let mut found = Vec::new();
     for path in paths {
-        let commands = sluice_worker::plugins::scan(path);
+        let commands = sluice_worker::host::plugins::scan(path);
         if commands.is_empty() {
             eprintln!("error: no executable at {}", path.display());
             failed.push(path.display().to_string());
@@ -957,7 +957,7 @@ fn executables(
 
 /// `sluice plugins manifest --check`: whether each executable's manifest is current.
 fn check_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
-    use sluice_worker::plugins::{self, ManifestState};
+    use sluice_worker::host::plugins::{self, ManifestState};
     let mut not_current = Vec::new();
     for command in executables(paths, &mut not_current) {
         match plugins::manifest_state(&command) {
@@ -983,7 +983,7 @@ fn check_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
 
 /// `sluice plugins manifest`: describes each executable and writes its manifest.
 async fn write_manifests(paths: &[PathBuf]) -> anyhow::Result<()> {
-    use sluice_worker::plugins;
+    use sluice_worker::host::plugins;
     let mut failed = Vec::new();
     for command in executables(paths, &mut failed) {
         let written = match plugins::describe(command.clone()).await {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluice_worker::process::PluginCommand;
-use sluice_worker::standalone::{self, ConfigErrors, StandaloneOptions};
+use sluice_worker::host::process::PluginCommand;
+use sluice_worker::mode::standalone::{self, ConfigErrors, StandaloneOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -66,7 +66,7 @@ enum Command {
         #[arg(long = "topic")]
         topics: Vec<String>,
         /// Partitions of a topic created on first use (Kafka's num.partitions).
-        #[arg(long, default_value_t = sluice_worker::embedded::DEFAULT_PARTITIONS)]
+        #[arg(long, default_value_t = sluice_worker::kafka::embedded::DEFAULT_PARTITIONS)]
         default_partitions: i32,
     },
     /// Runs an in-memory Confluent Schema Registry (Avro) until stopped, and prints
@@ -263,7 +263,7 @@ async fn run(
                     None => Ok((t.clone(), 1)),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let kafka = sluice_worker::embedded::EmbeddedKafka::start(
+            let kafka = sluice_worker::kafka::embedded::EmbeddedKafka::start(
                 brokers,
                 &topics,
                 default_partitions,
@@ -277,7 +277,7 @@ async fn run(
                     _ = shutdown.cancelled() => break,
                     line = lines.next_line() => match line {
                         Ok(Some(line)) if !line.trim().is_empty() => {
-                            match sluice_worker::embedded::Fault::parse(&line) {
+                            match sluice_worker::kafka::embedded::Fault::parse(&line) {
                                 Ok(fault) => kafka.inject(fault),
                                 Err(e) => eprintln!("error: {line:?}: {e}"),
                             }
@@ -325,7 +325,7 @@ async fn run(
                 Some(id) => id,
                 None => default_worker_id(),
             };
-            let options = sluice_worker::distributed::WorkerOptions {
+            let options = sluice_worker::mode::distributed::WorkerOptions {
                 controller,
                 worker_id,
                 worker_file: worker,
@@ -336,7 +336,7 @@ async fn run(
                 initial_levels,
                 shutdown_timeout: stop.limit()?,
             };
-            sluice_worker::distributed::run(options, shutdown).await
+            sluice_worker::mode::distributed::run(options, shutdown).await
         }
         Command::Connector { .. }
         | Command::Connectors { .. }

@@ -19,7 +19,7 @@ use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-use sluice_worker::process::{
+use sluice_worker::host::process::{
     self, Client, OutputTail, PluginCommand, CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT,
 };
 
@@ -280,7 +280,7 @@ impl Kit<'_> {
         defs: &[proto::ConfigDef],
     ) -> Option<Vec<BTreeMap<String, String>>> {
         // As a worker does: the defaults the connector declared complete the configuration.
-        let config = &sluice_worker::plugins::with_defaults(defs, &self.options.config);
+        let config = &sluice_worker::host::plugins::with_defaults(defs, &self.options.config);
         let missing: Vec<&str> = defs
             .iter()
             .filter(|d| d.default_value.is_none() && !config.contains_key(&d.name))

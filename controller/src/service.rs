@@ -1014,7 +1014,7 @@ impl ClusterService for Api {
         if logger.is_empty() || logger.contains([',', '=', ' ']) {
             errors.push((
                 "logger".to_string(),
-                "must be a target such as sluice_worker::source, or root".to_string(),
+                "must be a target such as sluice_worker::task::source, or root".to_string(),
             ));
         }
         let cluster = match r.scope.as_str() {

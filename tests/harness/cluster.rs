@@ -11,7 +11,7 @@ use sluice_proto::api::v1::{
     self as api, cluster_service_client::ClusterServiceClient,
     connector_service_client::ConnectorServiceClient,
 };
-use sluice_worker::admin::{json_to_struct, struct_to_json};
+use sluice_worker::mode::admin::{json_to_struct, struct_to_json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 

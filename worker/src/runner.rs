@@ -13,16 +13,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{ErrorPolicy, ErrorReporter};
-use crate::lease::Lease;
-use crate::metrics::Counters;
-use crate::offsets::ensure_topic;
-use crate::offsets::OffsetStore;
-use crate::process::{ConnectorProcess, PluginCommand};
+use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::restart::{Next, RestartPolicy, Restarts};
-use crate::settings::TransactionBoundary;
-use crate::sink::SinkTaskRunner;
-use crate::source::SourceTaskRunner;
+use crate::task::errors::{ErrorPolicy, ErrorReporter};
+use crate::task::metrics::Counters;
+use crate::task::offsets::ensure_topic;
+use crate::task::offsets::OffsetStore;
+use crate::task::sink::SinkTaskRunner;
+use crate::task::source::SourceTaskRunner;
+use crate::task::Transactions;
 use sluice_data::converter::Converter;
 use sluice_data::transforms::Chain;
 
@@ -45,19 +44,6 @@ pub struct ConnectorSpec {
     pub errors: ErrorPolicy,
     /// Set on an exactly-once worker for a source connector: tasks run in transactions.
     pub transactions: Option<Transactions>,
-}
-
-/// How the tasks of a source connector run their transactions on an exactly-once worker.
-#[derive(Clone)]
-pub struct Transactions {
-    /// `<cluster id>-<connector>`: a task's `transactional.id` is this, `-`, its task id, so
-    /// a task that starts anywhere fences every earlier instance of itself.
-    pub id_prefix: String,
-    pub boundary: TransactionBoundary,
-    /// Commit period with [`TransactionBoundary::Interval`].
-    pub interval: Duration,
-    /// The worker's lease on its assignment: a task commits only while it holds.
-    pub lease: Arc<Lease>,
 }
 
 /// What every connector on this worker shares.
@@ -167,7 +153,7 @@ pub async fn run_connector(
 
 /// Asks the connector to split its config into at most `tasks.max` task configs.
 pub async fn plan_tasks(
-    client: &mut crate::process::Client,
+    client: &mut crate::host::process::Client,
     spec: &ConnectorSpec,
 ) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
     let plan = client
@@ -188,9 +174,6 @@ pub async fn plan_tasks(
         .map(|t| t.config.into_iter().collect())
         .collect())
 }
-
-/// Tells `run_process` that a task opened. Unbounded: one message per task and run.
-pub type OpenedSender = mpsc::UnboundedSender<u32>;
 
 /// One life of the connector process. `Ok` means a clean stop. `tasks` are the task configs
 /// to run, by task id; `None` asks the connector to plan them (standalone mode). `running` is

@@ -10,8 +10,8 @@ use sluice_data::converter::{Converter, Side};
 use sluice_data::transforms::{Chain, ConfigIssue};
 
 use crate::config_file::{ConfigError, ConfigFile};
-use crate::errors::ErrorPolicy;
 use crate::restart::RestartPolicy;
+use crate::task::errors::ErrorPolicy;
 
 /// Kafka Connect's default `offset.flush.interval.ms`.
 pub const DEFAULT_OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
@@ -163,7 +163,7 @@ impl WorkerSettings {
             DEFAULT_TASK_SHUTDOWN_TIMEOUT,
         )?;
         let embedded_default_partitions = match file.get("embedded.kafka.default.partitions") {
-            None => crate::embedded::DEFAULT_PARTITIONS,
+            None => crate::kafka::embedded::DEFAULT_PARTITIONS,
             Some(v) => match v.trim().parse::<i32>() {
                 Ok(n) if n > 0 => n,
                 _ => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::offsets::OffsetStore;
+use crate::task::offsets::OffsetStore;
 
 /// What `sluice standalone`, `sluice worker` and `sluice controller` allow a graceful stop by
 /// default: room for the tasks' `task.shutdown.graceful.timeout.ms` (5 s), the connector

@@ -22,20 +22,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::admin;
 use crate::config_file::ConfigFile;
+use crate::host::plugins::PluginRegistry;
+use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::lease::Lease;
-use crate::metrics::Counters;
-use crate::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
-use crate::plugins::PluginRegistry;
-use crate::process::{ConnectorProcess, PluginCommand};
+use crate::mode::admin;
+use crate::mode::standalone::ConfigErrors;
 use crate::restart::{Fatal, Next, Restarts};
 use crate::runner::{
-    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, Transactions,
-    WorkerContext,
+    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
 };
 use crate::settings::{ConnectorSettings, TransactionBoundary, WorkerSettings};
-use crate::standalone::ConfigErrors;
+use crate::task::metrics::Counters;
+use crate::task::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
+use crate::task::Transactions;
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -243,7 +243,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     .await?;
     let plugins = plugin_classes(&registry);
     let producer_config = producer_config(&bootstrap, settings.client_overrides("producer."));
-    crate::kafka_log::health().probe_with(producer_config.clone());
+    crate::kafka::log::health().probe_with(producer_config.clone());
     let consumer_config = consumer_config(&bootstrap, settings.client_overrides("consumer."));
     let offsets_topic = settings
         .values
@@ -274,8 +274,13 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     tokio::spawn({
         let topic = offsets_topic.clone();
         async move {
-            crate::offsets::ensure_offsets_topic(&admin_config, &topic, partitions, replication)
-                .await
+            crate::task::offsets::ensure_offsets_topic(
+                &admin_config,
+                &topic,
+                partitions,
+                replication,
+            )
+            .await
         }
     });
     let offsets = Arc::new(OffsetStore::kafka(
@@ -346,7 +351,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         joined,
         background.clone(),
     ));
-    let flusher = tokio::spawn(crate::offsets::flush_every(
+    let flusher = tokio::spawn(crate::task::offsets::flush_every(
         offsets.clone(),
         shared.ctx.flush_interval,
         background.clone(),
@@ -1016,7 +1021,10 @@ async fn connector_instance(
     }
 }
 
-async fn validate(client: &mut crate::process::Client, spec: &ConnectorSpec) -> anyhow::Result<()> {
+async fn validate(
+    client: &mut crate::host::process::Client,
+    spec: &ConnectorSpec,
+) -> anyhow::Result<()> {
     let validation = client
         .validate(proto::ValidateRequest {
             connector_class: spec.class.clone(),
@@ -1040,7 +1048,7 @@ async fn validate(client: &mut crate::process::Client, spec: &ConnectorSpec) -> 
 /// changed.
 async fn plan(
     shared: &Shared,
-    client: &mut crate::process::Client,
+    client: &mut crate::host::process::Client,
     spec: &ConnectorSpec,
     config: &wire::ConnectorConfig,
     stop: &CancellationToken,

@@ -13,15 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config_file::{ConfigError, ConfigFile};
-use crate::embedded::EmbeddedKafka;
-use crate::metrics::{human_bytes, Counters};
-use crate::offsets::OffsetStore;
-use crate::plugins::PluginRegistry;
-use crate::process::{ConnectorProcess, PluginCommand};
+use crate::host::plugins::PluginRegistry;
+use crate::host::process::{ConnectorProcess, PluginCommand};
+use crate::kafka::embedded::EmbeddedKafka;
 use crate::runner::{
     consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
 };
 use crate::settings::{ConnectorSettings, WorkerSettings};
+use crate::task::metrics::{human_bytes, Counters};
+use crate::task::offsets::OffsetStore;
 
 pub struct StandaloneOptions {
     pub worker_file: PathBuf,
@@ -135,7 +135,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         // batches make that window several times longer.
         producer_config.set("compression.type", "lz4");
     }
-    crate::kafka_log::health().probe_with(producer_config.clone());
+    crate::kafka::log::health().probe_with(producer_config.clone());
     let ctx = WorkerContext {
         producer_config,
         consumer_config: consumer_config(&bootstrap, worker.client_overrides("consumer.")),
@@ -156,7 +156,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     tracker.close();
 
     let background = CancellationToken::new();
-    let flusher = tokio::spawn(crate::offsets::flush_every(
+    let flusher = tokio::spawn(crate::task::offsets::flush_every(
         offsets.clone(),
         worker.offset_flush_interval,
         background.clone(),

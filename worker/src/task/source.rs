@@ -24,14 +24,14 @@ use sluice_data::converter::{
 use sluice_data::record::Record;
 use sluice_data::transforms::Chain;
 
-use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
+use crate::host::process::Client;
 use crate::lease::Lapsed;
-use crate::metrics::Counters;
-use crate::offsets::OffsetStore;
-use crate::process::Client;
 use crate::restart::{task_error, Fatal};
-use crate::runner::{OpenedSender, Transactions};
 use crate::settings::TransactionBoundary;
+use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
+use crate::task::metrics::Counters;
+use crate::task::offsets::OffsetStore;
+use crate::task::{OpenedSender, Transactions};
 
 /// Records and bytes the connector may have in flight towards the producer.
 const CREDIT_RECORDS: u64 = 50_000;
@@ -138,7 +138,7 @@ impl DeliveryTracker {
 
 struct DeliveryContext {
     tracker: Arc<DeliveryTracker>,
-    log: crate::kafka_log::KafkaLog,
+    log: crate::kafka::log::KafkaLog,
 }
 
 impl ClientContext for DeliveryContext {
@@ -269,7 +269,7 @@ impl SourceTaskRunner {
             config
                 .create_with_context(DeliveryContext {
                     tracker: tracker.clone(),
-                    log: crate::kafka_log::KafkaLog::new(format!(
+                    log: crate::kafka::log::KafkaLog::new(format!(
                         "source task {}-{} producer",
                         self.connector, self.task_id
                     )),
@@ -851,7 +851,7 @@ impl SourceTaskRunner {
                 let keys: Vec<(String, &String)> = txn
                     .positions
                     .iter()
-                    .map(|(p, o)| (crate::offsets::record_key(&self.connector, p), o))
+                    .map(|(p, o)| (crate::task::offsets::record_key(&self.connector, p), o))
                     .collect();
                 for (key, offset) in &keys {
                     let record: BaseRecord<'_, [u8], [u8], usize> =

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_proto::connector::v1 as proto;
 
-use crate::process::{ConnectorProcess, PluginCommand};
+use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::proto_json::{from_json, to_json};
 use crate::settings::PluginDiscovery;
 

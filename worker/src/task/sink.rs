@@ -21,11 +21,11 @@ use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
 use sluice_data::record::Record;
 use sluice_data::transforms::Chain;
 
-use crate::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
-use crate::metrics::Counters;
-use crate::process::Client;
+use crate::host::process::Client;
 use crate::restart::task_error;
-use crate::runner::OpenedSender;
+use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
+use crate::task::metrics::Counters;
+use crate::task::OpenedSender;
 
 const MAX_BATCH_RECORDS: usize = 8192;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -81,7 +81,7 @@ type SinkConsumer = BaseConsumer<SinkContext>;
 struct SinkContext {
     /// Unbounded: at most one query per rebalance, and the poll thread waits for its answer.
     ask: mpsc::UnboundedSender<PositionsQuery>,
-    log: crate::kafka_log::KafkaLog,
+    log: crate::kafka::log::KafkaLog,
 }
 
 impl rdkafka::ClientContext for SinkContext {
@@ -172,7 +172,7 @@ impl SinkTaskRunner {
             self.consumer_config
                 .create_with_context(SinkContext {
                     ask: ask_tx,
-                    log: crate::kafka_log::KafkaLog::new(format!(
+                    log: crate::kafka::log::KafkaLog::new(format!(
                         "sink task {}-{} consumer",
                         self.connector, self.task_id
                     )),
@@ -543,8 +543,10 @@ fn fetch_record(
 ) -> anyhow::Result<FailedRecord> {
     let mut config = config.clone();
     config.set("group.id", "sluice-dead-letter-reader");
-    let consumer: BaseConsumer<crate::kafka_log::KafkaLog> = config
-        .create_with_context(crate::kafka_log::KafkaLog::new("dead-letter record reader"))
+    let consumer: BaseConsumer<crate::kafka::log::KafkaLog> = config
+        .create_with_context(crate::kafka::log::KafkaLog::new(
+            "dead-letter record reader",
+        ))
         .context("create a consumer")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Offset(offset))?;

@@ -15,9 +15,9 @@ use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_request, worker_response};
 
 use crate::config_file::ConfigFile;
-use crate::kafka_log::KafkaLog;
-use crate::offsets::OffsetStore;
+use crate::kafka::log::KafkaLog;
 use crate::settings::ConnectorSettings;
+use crate::task::offsets::OffsetStore;
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_proto::connector::v1::SourcePosition;
 
-use crate::kafka_log::KafkaLog;
+use crate::kafka::log::KafkaLog;
 
 /// Kafka Connect's default `offset.storage.topic`.
 pub const DEFAULT_OFFSET_TOPIC: &str = "connect-offsets";

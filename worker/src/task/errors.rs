@@ -131,7 +131,7 @@ pub struct ErrorReporter {
     policy: ErrorPolicy,
     connector: String,
     task: u32,
-    dlq: Option<FutureProducer<crate::kafka_log::KafkaLog>>,
+    dlq: Option<FutureProducer<crate::kafka::log::KafkaLog>>,
 }
 
 impl ErrorReporter {
@@ -144,7 +144,7 @@ impl ErrorReporter {
         let dlq = match &policy.dlq_topic {
             Some(_) => Some(
                 producer_config
-                    .create_with_context(crate::kafka_log::KafkaLog::new(format!(
+                    .create_with_context(crate::kafka::log::KafkaLog::new(format!(
                         "dead-letter queue producer ({connector}-{task})"
                     )))
                     .context("create the dead-letter queue producer")?,
