@@ -247,11 +247,13 @@ async fn run_process_life(
     let mut tasks = JoinSet::new();
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let mut unopened = planned.len();
+    // Work beside the tasks (the dead-letter topic's creation), ended with this life.
+    let mut side = JoinSet::new();
     if let Some(topic) = &spec.errors.dlq_topic {
         // Best effort, as for the offsets topic: a broker that refuses creates it on produce.
         let (config, topic) = (ctx.producer_config.clone(), topic.clone());
         let replication = i32::from(spec.errors.dlq_replication);
-        tokio::spawn(async move { ensure_topic(&config, &topic, 1, replication, false).await });
+        side.spawn(async move { ensure_topic(&config, &topic, 1, replication, false).await });
     }
     for (id, config) in planned {
         let client = process.client.clone();
@@ -373,6 +375,7 @@ async fn run_process_life(
             }
         }
     }
+    side.shutdown().await;
     match failure {
         Some(e) => {
             process.kill().await;

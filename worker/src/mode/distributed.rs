@@ -20,6 +20,7 @@ use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config_file::ConfigFile;
@@ -96,6 +97,9 @@ struct Shared {
     /// The controller's cluster id, from the first assignment.
     cluster_id: std::sync::OnceLock<String>,
     lease: Arc<Lease>,
+    /// Every task spawned beside the units (answers to the controller, units draining away,
+    /// the offsets topic's creation): shutdown waits for them all.
+    tasks: TaskTracker,
 }
 
 type UnitKey = (String, Option<u32>);
@@ -269,18 +273,24 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     for (k, v) in settings.client_overrides("admin.") {
         admin_config.set(k, v);
     }
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
     // In the background: a broker that never answers CreateTopics (the embedded one) must not
     // hold the worker back; until the topic exists, offset flushes fail and are retried.
-    tokio::spawn({
+    tasks.spawn({
         let topic = offsets_topic.clone();
+        let stop = background.clone();
         async move {
-            crate::task::offsets::ensure_offsets_topic(
+            let create = crate::task::offsets::ensure_offsets_topic(
                 &admin_config,
                 &topic,
                 partitions,
                 replication,
-            )
-            .await
+            );
+            tokio::select! {
+                _ = create => {}
+                _ = stop.cancelled() => {}
+            }
         }
     });
     let offsets = Arc::new(OffsetStore::kafka(
@@ -307,6 +317,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         statuses,
         log_control: options.log_control.clone(),
         levels: std::sync::Mutex::new(options.initial_levels.clone()),
+        tasks,
     });
     tracing::info!(
         worker = %options.worker_id,
@@ -316,7 +327,6 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         "worker starting"
     );
 
-    let background = CancellationToken::new();
     let generation = Arc::new(AtomicU64::new(0));
     let joined = Arc::new(Notify::new());
     let (assignments, assignment_rx) = watch::channel(None);
@@ -361,10 +371,11 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     let stop_failures = shared.ctx.stop_failures.clone();
     let work = async {
         supervise(shared.clone(), assignment_rx, shutdown.clone()).await;
-        // Tasks are stopped and flushed; let the last statuses go out before leaving.
-        tokio::time::sleep(STATUS_DEBOUNCE * 4).await;
+        // Units are stopped and flushed; the reporter sends the last statuses before it ends.
         background.cancel();
         let _ = tokio::join!(control, reporter, flusher);
+        shared.tasks.close();
+        shared.tasks.wait().await;
         offsets
             .flush()
             .await
@@ -513,7 +524,8 @@ async fn control(
                         request = next_request(&mut requests) => match request {
                             Some(request) => {
                                 let shared = shared.clone();
-                                tokio::spawn(async move {
+                                let tasks = shared.tasks.clone();
+                                tasks.spawn(async move {
                                     let response = handle_request(&shared, request).await;
                                     let mut client = shared.client.clone();
                                     if let Err(s) = client.respond(response).await {
@@ -634,6 +646,7 @@ async fn report_statuses(
     let mut released: BTreeSet<UnitKey> = BTreeSet::new();
     let mut full = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut last = false;
     loop {
         let wake =
             retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -648,7 +661,16 @@ async fn report_statuses(
             }
             _ = joined.notified() => full = true,
             _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // The units have stopped: what they reported last goes out before the end.
+                while let Ok(update) = updates.try_recv() {
+                    apply(&mut current, &mut changed, &mut released, update);
+                }
+                if changed.is_empty() && released.is_empty() && !full {
+                    return;
+                }
+                last = true;
+            }
         }
         if !full && changed.is_empty() && released.is_empty() {
             continue;
@@ -678,7 +700,14 @@ async fn report_statuses(
                 })
                 .collect(),
         };
-        match tokio::time::timeout(RPC_TIMEOUT, client.report_status(report)).await {
+        let sent = tokio::time::timeout(RPC_TIMEOUT, client.report_status(report)).await;
+        if last {
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::warn!("the last statuses did not reach the controller");
+            }
+            return;
+        }
+        match sent {
             Ok(Ok(_)) => {
                 full = false;
                 changed.clear();
@@ -806,7 +835,7 @@ async fn supervise(
             let statuses = shared.statuses.clone();
             let (done_tx, done_rx) = watch::channel(false);
             draining.insert(key.clone(), done_rx);
-            tokio::spawn(async move {
+            shared.tasks.spawn(async move {
                 let _ = handle.await;
                 let _ = statuses.send(StatusUpdate { key, state: None });
                 let _ = done_tx.send(true);
