@@ -21,36 +21,9 @@ use sluice_proto::connector::v1::{data, value, Data, Schema, SchemaType, Structu
 
 use self::avro::AvroConverter;
 pub use self::header::{header_bytes, header_value};
+pub use crate::error::ConversionError;
 use crate::json::{self, DecimalFormat, JsonOptions};
 pub use crate::record::Side;
-
-/// A conversion failure; names what was wrong with the data.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConversionError {
-    pub message: String,
-    /// The same conversion may succeed later (a schema registry that is away): the worker
-    /// retries it as `errors.retry.*` allow before the error policy decides.
-    pub retriable: bool,
-}
-
-impl ConversionError {
-    /// A failure of the data itself: trying again cannot help.
-    pub fn new(message: impl Into<String>) -> ConversionError {
-        ConversionError {
-            message: message.into(),
-            retriable: false,
-        }
-    }
-
-    /// A failure of something the converter needs (its schema registry): may pass.
-    pub fn retriable(message: impl Into<String>) -> ConversionError {
-        ConversionError {
-            message: message.into(),
-            retriable: true,
-        }
-    }
-}
 
 /// Which converter class, by any of its accepted names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,13 +556,6 @@ pub(crate) fn java_to_string(schema: Option<&Schema>, v: &Value) -> String {
         }
         _ => json::display(v),
     }
-}
-
-/// Decodes base64 as Jackson's `binaryValue` does.
-pub(crate) fn base64_decode(s: &str) -> Result<Vec<u8>, ConversionError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| ConversionError::new(format!("invalid base64 bytes: {e}")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use sluice_proto::connector::v1::{
 pub(crate) mod decimal;
 pub(crate) mod reader;
 
-use crate::converter::{base64_decode, ConversionError};
+use crate::error::{base64_decode, ConversionError};
 use decimal::BigDecimal;
 use reader::Node;
 
@@ -143,7 +143,7 @@ fn java_float(v: f64, shortest: String, scientific: String) -> String {
     }
 }
 
-pub(crate) use crate::record::{is_null, DATE, DECIMAL, TIME, TIMESTAMP};
+pub(crate) use crate::logical::{is_null, DATE, DECIMAL, TIME, TIMESTAMP};
 
 const MILLIS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
@@ -303,7 +303,7 @@ fn write_schema_fields(
         // (Confluent's and Debezium's `connect.decimal.precision` follow it).
         out.extend_from_slice(b",\"parameters\":{");
         let mut params: Vec<_> = schema.parameters.iter().collect();
-        let decimal = schema.name.as_deref() == Some(crate::record::DECIMAL);
+        let decimal = schema.name.as_deref() == Some(crate::logical::DECIMAL);
         params.sort_by_key(|(k, _)| (!(decimal && k.as_str() == "scale"), k.as_str()));
         for (i, (k, v)) in params.into_iter().enumerate() {
             if i > 0 {

@@ -7,7 +7,9 @@
 //! to serve dry runs, the worker to move records.
 
 pub mod converter;
+mod error;
 mod json;
+mod logical;
 pub mod record;
 pub mod transforms;
 

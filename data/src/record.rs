@@ -10,11 +10,7 @@ use sluice_proto::connector::v1::{
     StructValue, Structured, Value,
 };
 
-/// Kafka Connect's logical type names.
-pub const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
-pub const DATE: &str = "org.apache.kafka.connect.data.Date";
-pub const TIME: &str = "org.apache.kafka.connect.data.Time";
-pub const TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+pub use crate::logical::{is_null, DATE, DECIMAL, TIME, TIMESTAMP};
 
 /// One record between a connector and Kafka. Sink records carry their Kafka coordinates.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -113,10 +109,6 @@ impl Record {
             Some(data::Kind::Structured(s)) => s.value.as_ref().is_none_or(is_null),
         }
     }
-}
-
-pub fn is_null(v: &Value) -> bool {
-    matches!(v.kind, None | Some(value::Kind::Null(_)))
 }
 
 pub fn null() -> Value {

@@ -3,7 +3,7 @@
 //! schema's scale. Only what the converters need: parse decimal text (Java's `BigDecimal(String)`
 //! grammar), rescale exactly, and print as Java's `BigDecimal.toString` does.
 
-use crate::converter::ConversionError;
+use crate::error::ConversionError;
 
 /// Longest unscaled value accepted, in decimal digits; Jackson refuses numbers longer than
 /// 1000 characters, and the quadratic base conversion below must stay cheap on hostile input.

@@ -2,7 +2,7 @@
 //! leading zeros in numbers, an empty document (a "missing" node), and anything after the first
 //! complete value ignored. Numbers keep their text so decimals and 64-bit integers lose nothing.
 
-use crate::converter::ConversionError;
+use crate::error::ConversionError;
 
 /// Deepest nesting accepted (Jackson's `StreamReadConstraints` default).
 const MAX_DEPTH: usize = 1000;
