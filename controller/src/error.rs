@@ -23,6 +23,9 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Something failed inside the cluster (a worker's answer, the controller's logging).
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,6 +48,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(_) => Status::invalid_argument(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::Unavailable(_) => Status::unavailable(message),
+            ApiError::Internal(_) => Status::internal(message),
             ApiError::Store(_) => {
                 tracing::error!("{message}");
                 Status::internal(message)

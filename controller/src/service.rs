@@ -647,7 +647,7 @@ impl ConnectorService for Api {
             .await?;
         match response {
             wire::worker_response::Result::Offsets(offsets) => ok(offsets),
-            _ => Err(Status::internal("the worker answered with no offsets")),
+            _ => Err(ApiError::Internal("the worker answered with no offsets".into()).into()),
         }
     }
 
@@ -795,15 +795,14 @@ impl Api {
         };
         let response = self.cluster.ask(name, request).await?;
         match response.result {
-            Some(wire::worker_response::Result::Error(e)) => Err(Status::internal(format!(
-                "worker {}: {e}",
-                response.worker_id
-            ))),
+            Some(wire::worker_response::Result::Error(e)) => {
+                Err(ApiError::Internal(format!("worker {}: {e}", response.worker_id)).into())
+            }
             Some(wire::worker_response::Result::Invalid(e)) => {
                 Err(ApiError::InvalidArgument(e).into())
             }
             Some(result) => Ok(result),
-            None => Err(Status::internal("the worker gave no result")),
+            None => Err(ApiError::Internal("the worker gave no result".into()).into()),
         }
     }
 }
@@ -1032,15 +1031,16 @@ impl ClusterService for Api {
             return Err(ApiError::InvalidConfig(errors).into());
         }
         let Some(control) = &self.log_control else {
-            return Err(Status::failed_precondition(
-                "this controller's logging cannot be changed at run time",
-            ));
+            return Err(ApiError::FailedPrecondition(
+                "this controller's logging cannot be changed at run time".into(),
+            )
+            .into());
         };
         {
             let mut levels = self.levels.lock().unwrap_or_else(|p| p.into_inner());
             let mut next = levels.clone();
             next.insert(logger.clone(), level.to_lowercase());
-            control(&next).map_err(Status::internal)?;
+            control(&next).map_err(ApiError::Internal)?;
             *levels = next;
         }
         let mut loggers = vec![logger.clone()];
@@ -1082,7 +1082,7 @@ impl WorkerControl for Api {
     ) -> ApiResult<Self::RequestsStream> {
         let worker = request.into_inner().worker_id;
         if worker.is_empty() {
-            return Err(Status::invalid_argument("worker_id is required"));
+            return Err(ApiError::InvalidArgument("worker_id is required".into()).into());
         }
         let (tx, rx) = mpsc::channel(16);
         self.cluster.open_requests(&worker, tx);
@@ -1104,7 +1104,7 @@ impl WorkerControl for Api {
     async fn join(&self, request: Request<wire::JoinRequest>) -> ApiResult<Self::JoinStream> {
         let request = request.into_inner();
         if request.worker_id.is_empty() {
-            return Err(Status::invalid_argument("worker_id is required"));
+            return Err(ApiError::InvalidArgument("worker_id is required".into()).into());
         }
         let (tx, rx) = mpsc::channel(16);
         let worker = request.worker_id.clone();
