@@ -1,87 +1,19 @@
 //! The kit's single calls: handshake, describe, validate, plan, heartbeats, refusals, stops.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use sluice_proto::connector::v1::{
     self as proto, sink_request, sink_response, source_request, source_response,
 };
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-use sluice_worker::host::process::{self, Client, HEARTBEAT_TIMEOUT};
+use sluice_worker::host::process::Client;
 
-use crate::*;
-
-pub(crate) fn class_list(plugin: &proto::PluginInfo) -> String {
-    plugin
-        .connectors
-        .iter()
-        .map(|c| c.class_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(crate) fn field_errors(errors: &[proto::FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.name, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-pub(crate) fn status_text(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
-}
-
-/// A call with the kit's answer deadline.
-pub(crate) async fn answer<T>(
-    what: &str,
-    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, String> {
-    match timeout(ANSWER, call).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(format!("{what} failed: {}", status_text(&status))),
-        Err(_) => Err(format!("{what} not answered within {} s", ANSWER.as_secs())),
-    }
-}
-
-/// A call that must fail with `code`.
-pub(crate) async fn refused<T>(
-    what: &str,
-    code: Code,
-    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> CheckResult {
-    match timeout(ANSWER, call).await {
-        Ok(Err(status)) if status.code() == code => Ok(format!(
-            "{what}: {:?} ({})",
-            status.code(),
-            status.message()
-        )),
-        Ok(Err(status)) => Err(format!(
-            "{what}: expected {code:?}, got {}",
-            status_text(&status)
-        )),
-        Ok(Ok(_)) => Err(format!("{what}: answered, expected {code:?}")),
-        Err(_) => Err(format!(
-            "{what}: not answered within {} s",
-            ANSWER.as_secs()
-        )),
-    }
-}
-
-pub(crate) fn handshake_request(
-    versions: Vec<u32>,
-    features: Vec<String>,
-) -> proto::HandshakeRequest {
-    proto::HandshakeRequest {
-        protocol_versions: versions,
-        features,
-        worker_version: format!("conformance-kit {}", env!("CARGO_PKG_VERSION")),
-    }
-}
+use crate::rpc::{answer, class_list, field_errors, handshake_request, refused, status_text};
+use crate::{CheckResult, ANSWER, FUTURE_VERSION, NO_SUCH_CLASS, UNKNOWN_FEATURE};
 
 pub(crate) async fn handshake(client: &Client) -> Result<(proto::PluginInfo, String), String> {
     let response = answer(
@@ -272,49 +204,6 @@ pub(crate) async fn unknown_class(client: &Client) -> CheckResult {
     ))
 }
 
-pub(crate) async fn heartbeats(client: &Client, count: u64) -> CheckResult {
-    let base = time_nonce();
-    for i in 0..count {
-        let nonce = base.wrapping_add(i);
-        let started = Instant::now();
-        let beat = timeout(
-            HEARTBEAT_TIMEOUT,
-            client.clone().heartbeat(proto::HeartbeatRequest { nonce }),
-        )
-        .await;
-        match beat {
-            Ok(Ok(r)) if r.get_ref().nonce == nonce => {}
-            Ok(Ok(r)) => {
-                return Err(format!(
-                    "sent nonce {nonce}, got {} back: the nonce must be echoed (§1 liveness)",
-                    r.get_ref().nonce
-                ))
-            }
-            Ok(Err(status)) => return Err(format!("Heartbeat failed: {}", status_text(&status))),
-            Err(_) => {
-                return Err(format!(
-                    "no answer within {} s (§1 liveness)",
-                    HEARTBEAT_TIMEOUT.as_secs()
-                ))
-            }
-        }
-        if started.elapsed() > HEARTBEAT_TIMEOUT {
-            return Err("answered too late (§1 liveness)".into());
-        }
-    }
-    Ok(format!(
-        "{count} nonces echoed within {} s each",
-        HEARTBEAT_TIMEOUT.as_secs()
-    ))
-}
-
-pub(crate) fn time_nonce() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-}
-
 pub(crate) async fn validate(
     client: &Client,
     class: &proto::ConnectorClass,
@@ -406,118 +295,6 @@ pub(crate) async fn plan(
         }
     }
     Ok((first, format!("{} (§3)", detail.join(", "))))
-}
-
-pub(crate) async fn shutdown(subject: &mut Subject) -> CheckResult {
-    answer(
-        "Shutdown",
-        subject.client.clone().shutdown(proto::ShutdownRequest {}),
-    )
-    .await?;
-    // The worker closes stdin right after; keep it open here so that only Shutdown is tested.
-    match subject.wait_exit(process::SHUTDOWN_GRACE).await {
-        Some(status) if status.success() => Ok(format!(
-            "exited with status 0 within {} s of Shutdown (§1 stop)",
-            process::SHUTDOWN_GRACE.as_secs()
-        )),
-        Some(status) => Err(format!(
-            "exited with {status} after Shutdown; it must exit with status 0 (§1 stop)"
-        )),
-        None => Err(format!(
-            "still running {} s after Shutdown (§1 stop)",
-            process::SHUTDOWN_GRACE.as_secs()
-        )),
-    }
-}
-
-/// A second process, busy with a stream, whose worker vanishes: stdin reaches end of file with
-/// no Shutdown. It must exit by itself.
-pub(crate) async fn worker_gone(
-    options: &Options,
-    class: Option<&proto::ConnectorClass>,
-    tasks: Option<&[BTreeMap<String, String>]>,
-) -> CheckResult {
-    let mut subject = Subject::start(&options.command, options.show_output)
-        .await
-        .map_err(|e| format!("second launch: {e:#}"))?;
-    handshake(&subject.client).await?;
-    // Keep a task running if one can, so that exiting means leaving a task behind.
-    let mut busy = "idle";
-    let mut _source = None;
-    let mut _sink = None;
-    if let (Some(class), Some(task)) = (class, tasks.and_then(|t| t.first())) {
-        match proto::ConnectorType::try_from(class.r#type) {
-            Ok(proto::ConnectorType::Source) => {
-                if let Ok(stream) = SourceStream::open(&subject.client, class, task, vec![]).await {
-                    let _ = stream.credit(1_000, 64 << 20).await;
-                    _source = Some(stream);
-                    busy = "running a source task";
-                }
-            }
-            Ok(proto::ConnectorType::Sink) => {
-                if let Ok(stream) = SinkStream::open(&subject.client, class, task).await {
-                    _sink = Some(stream);
-                    busy = "running a sink task";
-                }
-            }
-            _ => {}
-        }
-    }
-    subject.stdin.take();
-    match subject.wait_exit(process::SHUTDOWN_GRACE).await {
-        Some(status) => Ok(format!(
-            "{busy}, exited ({status}) after its stdin closed, without Shutdown (§1 launch)"
-        )),
-        None => {
-            let _ = subject.child.start_kill();
-            Err(format!(
-                "{busy}, still running {} s after its stdin closed: a connector must exit when its worker is gone (§1 launch)",
-                process::SHUTDOWN_GRACE.as_secs()
-            ))
-        }
-    }
-}
-
-/// A source stream opened and then abandoned without Stop — a worker that lost the task — must
-/// leave the process serving: heartbeats answered and a new task able to start.
-pub(crate) async fn cancellation(
-    client: &Client,
-    class: &proto::ConnectorClass,
-    task: &BTreeMap<String, String>,
-) -> CheckResult {
-    let is_source = class.r#type == proto::ConnectorType::Source as i32;
-    if is_source {
-        let mut stream = SourceStream::open(client, class, task, vec![]).await?;
-        stream.credit(1_000, 64 << 20).await?;
-        let _ = timeout(QUIET, stream.next()).await;
-        drop(stream);
-    } else {
-        let mut stream = SinkStream::open(client, class, task).await?;
-        stream.assign().await?;
-        drop(stream);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    heartbeats(client, 1)
-        .await
-        .map_err(|e| format!("after a stream was cancelled: {e}"))?;
-    if is_source {
-        let mut again = SourceStream::open(client, class, task, vec![])
-            .await
-            .map_err(|e| format!("after a stream was cancelled, a new one: {e}"))?;
-        again
-            .stop()
-            .await
-            .map_err(|e| format!("after a stream was cancelled, a new one: {e}"))?;
-    } else {
-        let mut again = SinkStream::open(client, class, task)
-            .await
-            .map_err(|e| format!("after a stream was cancelled, a new one: {e}"))?;
-        again
-            .stop()
-            .await
-            .map_err(|e| format!("after a stream was cancelled, a new one: {e}"))?;
-    }
-    Ok("a stream dropped without Stop left the process serving: heartbeat answered, a new task opened and stopped (§4, §5)".into())
 }
 
 pub(crate) async fn source_open_first(client: &Client) -> CheckResult {

@@ -14,15 +14,22 @@ use sluice_proto::connector::v1::{self as proto};
 use tokio::time::Instant;
 
 mod calls;
+mod lifecycle;
+mod rpc;
 mod sink;
 mod source;
 mod subject;
 
-use calls::*;
-use sink::*;
+use calls::{
+    describe_all, handshake, negotiation, no_common_version, plan, sink_open_first,
+    source_open_first, unknown_class, validate, validate_bad,
+};
+use lifecycle::{cancellation, shutdown, worker_gone};
+use rpc::{class_list, field_errors, heartbeats};
+use sink::SinkStream;
 use sluice_worker::host::process::{Client, PluginCommand};
-use source::*;
-use subject::*;
+use source::SourceStream;
+use subject::Subject;
 
 /// A class name no plugin serves.
 pub(crate) const NO_SUCH_CLASS: &str = "sluice.conformance.NoSuchClass";

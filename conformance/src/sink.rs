@@ -10,8 +10,8 @@ use tonic::Streaming;
 
 use sluice_worker::host::process::{Client, CONNECT_TIMEOUT};
 
-use crate::calls::*;
-use crate::*;
+use crate::rpc::{answer, heartbeats, status_text};
+use crate::{CheckResult, ANSWER, SINK_BATCHES, SINK_BATCH_RECORDS, SINK_WINDOW};
 
 /// The kit's side of a sink stream.
 pub(crate) struct SinkStream {

@@ -11,8 +11,8 @@ use tonic::Streaming;
 
 use sluice_worker::host::process::{Client, CONNECT_TIMEOUT};
 
-use crate::calls::*;
-use crate::*;
+use crate::rpc::{answer, heartbeats, status_text};
+use crate::{CheckResult, ANSWER, QUIET, SMALL_CREDIT};
 
 /// The kit's side of a source stream.
 pub(crate) struct SourceStream {

@@ -9,7 +9,7 @@ use tokio::time::timeout;
 
 use sluice_worker::host::process::{self, Client, OutputTail, PluginCommand};
 
-use crate::*;
+use crate::OUTPUT_LINES;
 
 /// The connector process under test, launched as a worker launches it.
 pub(crate) struct Subject {
