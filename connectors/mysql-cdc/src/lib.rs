@@ -2,7 +2,10 @@
 //! `io.debezium.connector.mysql.MySqlConnector` with its keys and its envelope, reading the
 //! server's row-based binlog as a replica does (mysql_async's binlog stream).
 
+mod server;
 mod source;
+mod table;
+mod task;
 mod types;
 
 use sluice_connector_sdk::Plugin;
