@@ -259,12 +259,23 @@ fn offsets_read_altered_and_reset_through_the_api() {
         .collect();
     wait_for("two workers to join", TIMEOUT, || api.live_workers() == 2);
 
-    // Logger levels: cluster scope reaches every worker; a bad level is INVALID_ARGUMENT.
-    let (ok, out) = grpcurl(
-        &controller.address,
-        "sluice.api.v1.ClusterService/SetLogLevel",
-        Some(r#"{"logger":"sluice_worker::mode::admin","level":"DEBUG","scope":"cluster"}"#),
-    );
+    // Logger levels: cluster scope reaches every worker; a bad level is INVALID_ARGUMENT. A
+    // worker that joined but has not opened its request stream yet gets the level when it
+    // does, after the answer: ask again (the call is idempotent) until both answer.
+    let set_level = || {
+        grpcurl(
+            &controller.address,
+            "sluice.api.v1.ClusterService/SetLogLevel",
+            Some(r#"{"logger":"sluice_worker::mode::admin","level":"DEBUG","scope":"cluster"}"#),
+        )
+    };
+    let (mut ok, mut out) = set_level();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !(ok && out.contains("x/") && out.contains("y/")) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        (ok, out) = set_level();
+    }
     assert!(
         ok && out.contains("x/sluice_worker::mode::admin")
             && out.contains("y/sluice_worker::mode::admin"),
