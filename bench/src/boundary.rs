@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Figure;
 
-/// What the worker grants when a stream opens (worker/src/source.rs), and returns per batch.
+/// What the worker grants when a stream opens (worker/src/task/source.rs), and returns per batch.
 const CREDIT_RECORDS: u64 = 50_000;
 const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
 /// Records per poll, as the SDKs ask at most.
