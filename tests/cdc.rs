@@ -364,7 +364,14 @@ fn postgres_cdc_snapshot_of_100k_rows_with_concurrent_writes_has_no_gap_or_doubl
         std::thread::sleep(Duration::from_millis(50));
     }
     // 100,000 reads, 2,000 creates and the updates not in the snapshot.
-    wait_count(&kafka, &topic, 102_000);
+    check_snapshot_with_concurrent_writes(&kafka, &topic);
+}
+
+/// The records of a 100,000-row snapshot with 20 batches of concurrent writes (100 inserts
+/// from 100,001, an update of row `1 + batch * 1000` to n = 1): each of the 102,000 rows read
+/// or created exactly once, and every update present (in the snapshot or as an update).
+fn check_snapshot_with_concurrent_writes(kafka: &DevKafka, topic: &str) {
+    wait_count(kafka, topic, 102_000);
     let ids = |all: &[(Option<Json>, Option<Json>)]| {
         all.iter()
             .filter_map(|(_, v)| v.as_ref())
@@ -373,13 +380,13 @@ fn postgres_cdc_snapshot_of_100k_rows_with_concurrent_writes_has_no_gap_or_doubl
             .collect::<std::collections::BTreeSet<i64>>()
             .len()
     };
-    let mut all = records(&kafka.bootstrap, &topic);
+    let mut all = records(&kafka.bootstrap, topic);
     for _ in 0..20 {
         if ids(&all) >= 102_000 {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
-        all = records(&kafka.bootstrap, &topic);
+        all = records(&kafka.bootstrap, topic);
     }
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
     let mut updates: BTreeMap<i64, i64> = BTreeMap::new();
@@ -1053,54 +1060,7 @@ fn mysql_cdc_snapshot_of_100k_rows_with_concurrent_writes_has_no_gap_or_double()
         ));
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_count(&kafka, &topic, 102_000);
-    let ids = |all: &[(Option<Json>, Option<Json>)]| {
-        all.iter()
-            .filter_map(|(_, v)| v.as_ref())
-            .filter(|v| matches!(v["payload"]["op"].as_str(), Some("r" | "c")))
-            .map(|v| v["payload"]["after"]["id"].as_i64().unwrap())
-            .collect::<std::collections::BTreeSet<i64>>()
-            .len()
-    };
-    let mut all = records(&kafka.bootstrap, &topic);
-    for _ in 0..20 {
-        if ids(&all) >= 102_000 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        all = records(&kafka.bootstrap, &topic);
-    }
-    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut updates: BTreeMap<i64, i64> = BTreeMap::new();
-    for (_, v) in &all {
-        let p = &v.as_ref().unwrap()["payload"];
-        let id = p["after"]["id"].as_i64().unwrap();
-        match p["op"].as_str().unwrap() {
-            "r" | "c" => *seen.entry(id).or_default() += 1,
-            "u" => {
-                updates.insert(id, p["after"]["n"].as_i64().unwrap());
-            }
-            other => panic!("unexpected op {other}"),
-        }
-    }
-    assert_eq!(seen.len(), 102_000);
-    let doubles: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        doubles.is_empty(),
-        "rows read twice: {:?}",
-        &doubles[..doubles.len().min(10)]
-    );
-    for batch in 0..20 {
-        let id = 1 + batch * 1000;
-        let from_snapshot = all.iter().any(|(_, v)| {
-            let p = &v.as_ref().unwrap()["payload"];
-            p["op"] == "r" && p["after"]["id"] == id && p["after"]["n"] == 1
-        });
-        assert!(
-            from_snapshot || updates.get(&id) == Some(&1),
-            "row {id}'s update is missing"
-        );
-    }
+    check_snapshot_with_concurrent_writes(&kafka, &topic);
 }
 
 /// Rows inserted without pause while MySqlCdcSource's process is SIGKILLed, then the
