@@ -34,6 +34,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sluice_connector_datagen::record_value;
 use sluice_data::converter::{Converter, Side};
+use sluice_model::TransactionBoundary;
 use sluice_proto::connector::v1::ConnectorType;
 use sluice_worker::host::process::PluginCommand;
 use sluice_worker::kafka::embedded::EmbeddedKafka;
@@ -41,7 +42,7 @@ use sluice_worker::lease::Lease;
 use sluice_worker::runner::{
     consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
 };
-use sluice_worker::settings::{TransactionBoundary, DEFAULT_OFFSET_FLUSH_INTERVAL};
+use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
 use sluice_worker::task::metrics::Counters;
 use sluice_worker::task::offsets::OffsetStore;
 use sluice_worker::task::Transactions;
@@ -324,7 +325,7 @@ fn spec_with(
     values.insert("name".into(), name.into());
     values.insert("connector.class".into(), class.into());
     Ok(ConnectorSpec {
-        name: name.into(),
+        name: sluice_model::ConnectorName::from_trusted(name),
         class: class.into(),
         kind,
         command: PluginCommand {

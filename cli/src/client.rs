@@ -309,7 +309,7 @@ fn type_name(kind: i32) -> String {
 
 /// Reads a connector file: JSON in the REST API's shape or flat, or .properties.
 fn connector_file(path: &Path) -> anyhow::Result<(String, BTreeMap<String, String>)> {
-    let file = sluice_worker::config_file::ConfigFile::load(path)?;
+    let file = sluice_model::ConfigFile::load(path)?;
     let mut values = file.into_values();
     let name = values
         .get("name")
@@ -903,7 +903,7 @@ async fn check_plugin(
 ) -> anyhow::Result<()> {
     use sluice_conformance::{self as conformance, Outcome};
     let mut config = match &file {
-        Some(path) => sluice_worker::config_file::ConfigFile::load(path)?.into_values(),
+        Some(path) => sluice_model::ConfigFile::load(path)?.into_values(),
         None => BTreeMap::new(),
     };
     config.extend(conformance::parse_pairs(&pairs)?);

@@ -3,11 +3,18 @@
 //! health) and the worker protocol; assigns work to workers.
 
 pub mod cluster;
+mod connectors;
 pub mod dry_run;
 pub mod error;
+mod journal;
+mod plugins;
+pub mod reconcile;
+mod requests;
 pub mod scheduler;
 pub mod service;
+pub mod state;
 pub mod store;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,7 +142,7 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
     }
     shutdown.cancel();
     let _ = reconciler.await;
-    cluster.store.flush().await?;
+    cluster.close().await?;
     tracing::info!("stopped");
     Ok(())
 }

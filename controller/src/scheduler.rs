@@ -6,49 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One schedulable unit: a connector's planning instance (`task: None`) or one of its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Unit {
-    pub connector: String,
-    pub task: Option<u32>,
-}
-
-impl Unit {
-    pub fn planning(connector: &str) -> Unit {
-        Unit {
-            connector: connector.to_string(),
-            task: None,
-        }
-    }
-
-    pub fn task(connector: &str, task: u32) -> Unit {
-        Unit {
-            connector: connector.to_string(),
-            task: Some(task),
-        }
-    }
-}
-
-impl std::fmt::Display for Unit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.task {
-            Some(t) => write!(f, "{}-{t}", self.connector),
-            None => write!(f, "{}", self.connector),
-        }
-    }
-}
+use sluice_model::{ConnectorName, UnitKey, WorkerId};
 
 /// A unit to place and the connector class it needs.
 #[derive(Debug, Clone)]
 pub struct Work {
-    pub unit: Unit,
+    pub unit: UnitKey,
     pub class: String,
 }
 
 /// A live worker as the scheduler sees it.
 #[derive(Debug, Clone)]
 pub struct Slot {
-    pub id: String,
+    pub id: WorkerId,
     /// Connector classes (and aliases) the worker can run.
     pub classes: BTreeSet<String>,
     /// Most tasks it accepts; `None` for no limit.
@@ -56,7 +26,7 @@ pub struct Slot {
 }
 
 /// Where every unit runs. Units no live worker can run are absent.
-pub type Placement = BTreeMap<Unit, String>;
+pub type Placement = BTreeMap<UnitKey, WorkerId>;
 
 /// Computes the next placement. Deterministic: the same inputs give the same output.
 pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement {
@@ -93,11 +63,8 @@ fn place_kind(
     let workers = slots.len();
     let base = n / workers;
     let mut extra = n % workers;
-    let index: BTreeMap<&str, usize> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
+    let index: BTreeMap<&WorkerId, usize> =
+        slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
     let cap = |i: usize| -> usize {
         match (tasks, slots[i].capacity) {
             (true, Some(c)) => c as usize,
@@ -112,7 +79,7 @@ fn place_kind(
     for w in &placeable {
         let keep = previous
             .get(&w.unit)
-            .and_then(|id| index.get(id.as_str()).copied())
+            .and_then(|id| index.get(id).copied())
             .filter(|&i| eligible(w, &slots[i]) && load[i] < (base + 1).min(cap(i)));
         match keep {
             Some(i) => {
@@ -146,10 +113,10 @@ fn place_kind(
     // Fill: each loose unit to the least loaded eligible worker; ties go to the worker with
     // the fewest units of the same connector, then by worker id.
     loose.sort_by(|a, b| a.unit.cmp(&b.unit));
-    let mut per_connector: BTreeMap<(String, usize), usize> = BTreeMap::new();
+    let mut per_connector: BTreeMap<(ConnectorName, usize), usize> = BTreeMap::new();
     for (unit, id) in out.iter() {
         if unit.task.is_some() == tasks {
-            if let Some(&i) = index.get(id.as_str()) {
+            if let Some(&i) = index.get(id) {
                 *per_connector
                     .entry((unit.connector.clone(), i))
                     .or_default() += 1;
@@ -186,7 +153,7 @@ mod tests {
 
     fn slot(id: &str) -> Slot {
         Slot {
-            id: id.into(),
+            id: WorkerId::new(id),
             classes: ["C".to_string()].into(),
             capacity: None,
         }
@@ -194,17 +161,17 @@ mod tests {
 
     fn connector(name: &str, tasks: u32) -> Vec<Work> {
         let mut v = vec![Work {
-            unit: Unit::planning(name),
+            unit: UnitKey::planning(name),
             class: "C".into(),
         }];
         v.extend((0..tasks).map(|t| Work {
-            unit: Unit::task(name, t),
+            unit: UnitKey::task(name, t),
             class: "C".into(),
         }));
         v
     }
 
-    fn loads(p: &Placement, tasks: bool) -> BTreeMap<String, usize> {
+    fn loads(p: &Placement, tasks: bool) -> BTreeMap<WorkerId, usize> {
         let mut m = BTreeMap::new();
         for (u, w) in p {
             if u.task.is_some() == tasks {
@@ -240,8 +207,8 @@ mod tests {
         let mut slots = vec![slot("a"), slot("b")];
         slots[0].capacity = Some(1);
         let p = assign(&connector("x", 4), &slots, &Placement::new());
-        assert_eq!(loads(&p, true)["a"], 1);
-        assert_eq!(loads(&p, true)["b"], 3);
+        assert_eq!(loads(&p, true)[&WorkerId::new("a")], 1);
+        assert_eq!(loads(&p, true)[&WorkerId::new("b")], 3);
     }
 
     fn arb_case() -> impl Strategy<Value = (Vec<u32>, usize)> {

@@ -1,7 +1,7 @@
 //! Everything the controller keeps durable, in sled, and nothing else touches sled. One record
 //! per connector holds its config, target state, task configs and restart epochs, so each
-//! change is a single atomic insert; every write is flushed before the caller answers, so a
-//! SIGKILL at any point leaves either the old or the new record, never a torn one.
+//! change is a single atomic insert; every write is flushed (by the journal) before the caller
+//! answers, so a SIGKILL at any point leaves either the old or the new record, never a torn one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +9,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sled::Transactional as _;
 
-use crate::scheduler::{Placement, Unit};
+use sluice_model::{ConnectorName, Generation, UnitKey, WorkerId};
+use sluice_proto::api::v1 as api;
+
+use crate::scheduler::Placement;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,6 +20,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("controller store: corrupt record {key}: {error}")]
     Corrupt { key: String, error: String },
+    #[error("controller store: {0}")]
+    Journal(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -42,6 +47,40 @@ pub enum State {
     Restarting,
 }
 
+impl TargetState {
+    pub fn to_wire(self) -> api::TargetState {
+        match self {
+            TargetState::Running => api::TargetState::Running,
+            TargetState::Paused => api::TargetState::Paused,
+            TargetState::Stopped => api::TargetState::Stopped,
+        }
+    }
+}
+
+impl State {
+    pub fn to_wire(self) -> api::State {
+        match self {
+            State::Unassigned => api::State::Unassigned,
+            State::Running => api::State::Running,
+            State::Paused => api::State::Paused,
+            State::Stopped => api::State::Stopped,
+            State::Failed => api::State::Failed,
+            State::Restarting => api::State::Restarting,
+        }
+    }
+
+    pub fn from_wire(s: i32) -> State {
+        match api::State::try_from(s) {
+            Ok(api::State::Running) => State::Running,
+            Ok(api::State::Paused) => State::Paused,
+            Ok(api::State::Stopped) => State::Stopped,
+            Ok(api::State::Failed) => State::Failed,
+            Ok(api::State::Restarting) => State::Restarting,
+            _ => State::Unassigned,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorRecord {
     pub config: BTreeMap<String, String>,
@@ -59,10 +98,27 @@ pub struct ConnectorRecord {
     pub topics: std::collections::BTreeSet<String>,
 }
 
+impl ConnectorRecord {
+    /// A new connector, not yet planned.
+    pub fn new(config: BTreeMap<String, String>, target_state: TargetState) -> ConnectorRecord {
+        ConnectorRecord {
+            config,
+            config_version: 1,
+            target_state,
+            restart_epoch: 0,
+            kind: None,
+            tasks: Vec::new(),
+            tasks_version: 0,
+            task_restart_epochs: BTreeMap::new(),
+            topics: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub state: State,
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub trace: String,
 }
 
@@ -74,6 +130,47 @@ pub struct WorkerRecord {
     /// The executables it could not use, as encoded `BrokenPlugin` messages.
     #[serde(default)]
     pub broken: Vec<Vec<u8>>,
+}
+
+/// One change of durable state, as the controller's state produced it under its lock; the
+/// journal applies them in that order.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Connector(ConnectorName, ConnectorRecord),
+    DeleteConnector(ConnectorName),
+    Status(UnitKey, StatusRecord),
+    RemoveStatus(UnitKey),
+    Worker(WorkerId, WorkerRecord),
+    RemoveWorker(WorkerId),
+    Placement(PlacementChange),
+    LogLevels(BTreeMap<String, String>),
+}
+
+/// A placement written as its difference from the previous one: a placement of 20,000 units
+/// rewritten on every change would dominate the controller's time.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementChange {
+    pub removed: Vec<UnitKey>,
+    pub set: Vec<(UnitKey, WorkerId)>,
+    pub generation: Generation,
+}
+
+impl PlacementChange {
+    pub fn between(previous: &Placement, next: &Placement, generation: Generation) -> Self {
+        PlacementChange {
+            removed: previous
+                .keys()
+                .filter(|u| !next.contains_key(*u))
+                .cloned()
+                .collect(),
+            set: next
+                .iter()
+                .filter(|(unit, worker)| previous.get(*unit) != Some(*worker))
+                .map(|(u, w)| (u.clone(), w.clone()))
+                .collect(),
+            generation,
+        }
+    }
 }
 
 pub struct Store {
@@ -97,35 +194,41 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Every record of a tree keyed by a name.
-fn load_named<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<BTreeMap<String, T>> {
+fn load_named<K: Ord, T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    id: impl Fn(String) -> K,
+) -> Result<BTreeMap<K, T>> {
     let mut out = BTreeMap::new();
     for item in tree.iter() {
         let (k, v) = item?;
-        out.insert(String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?);
+        out.insert(
+            id(String::from_utf8_lossy(&k).into_owned()),
+            decode(&k, &v)?,
+        );
     }
     Ok(out)
 }
 
 /// Key of a unit in the statuses and placement trees: connector name, NUL, task id (if any).
-fn unit_key(unit: &Unit) -> Vec<u8> {
+fn unit_key(unit: &UnitKey) -> Vec<u8> {
     let mut key = unit.connector.as_bytes().to_vec();
     key.push(0);
     if let Some(t) = unit.task {
-        key.extend_from_slice(&t.to_be_bytes());
+        key.extend_from_slice(&t.0.to_be_bytes());
     }
     key
 }
 
-fn unit_of(key: &[u8]) -> Option<Unit> {
+fn unit_of(key: &[u8]) -> Option<UnitKey> {
     let nul = key.iter().position(|&b| b == 0)?;
-    let connector = std::str::from_utf8(&key[..nul]).ok()?.to_string();
+    let connector = std::str::from_utf8(&key[..nul]).ok()?;
     let rest = &key[nul + 1..];
     let task = match rest.len() {
         0 => None,
         4 => Some(u32::from_be_bytes(rest.try_into().ok()?)),
         _ => return None,
     };
-    Some(Unit { connector, task })
+    Some(UnitKey::from_wire(connector, task))
 }
 
 impl Store {
@@ -145,6 +248,12 @@ impl Store {
     /// `flush_async` runs on sled's own small thread pool, and enough concurrent callers
     /// (a burst of API calls and status reports) occupy every one of its threads waiting for
     /// writes that need a thread of that pool: a deadlock seen with 100 workers.
+    /// The flush itself, for a thread that may block (the journal's).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     pub async fn flush(&self) -> Result<()> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
@@ -175,16 +284,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn generation(&self) -> Result<u64> {
-        Ok(self
-            .meta
-            .get("generation")?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+    pub fn generation(&self) -> Result<Generation> {
+        Ok(Generation(
+            self.meta
+                .get("generation")?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0),
+        ))
     }
 
-    pub fn connectors(&self) -> Result<BTreeMap<String, ConnectorRecord>> {
-        load_named(&self.connectors)
+    pub fn connectors(&self) -> Result<BTreeMap<ConnectorName, ConnectorRecord>> {
+        load_named(&self.connectors, ConnectorName::from_trusted)
     }
 
     pub fn put_connector(&self, name: &str, record: &ConnectorRecord) -> Result<()> {
@@ -194,7 +304,7 @@ impl Store {
 
     /// Removes a connector with its statuses and placement, in one transaction.
     pub fn delete_connector(&self, name: &str) -> Result<()> {
-        let prefix = unit_key(&Unit::planning(name));
+        let prefix = unit_key(&UnitKey::planning(name));
         let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>> {
             Ok(tree
                 .scan_prefix(&prefix)
@@ -223,7 +333,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn statuses(&self) -> Result<BTreeMap<Unit, StatusRecord>> {
+    pub fn statuses(&self) -> Result<BTreeMap<UnitKey, StatusRecord>> {
         let mut out = BTreeMap::new();
         for item in self.statuses.iter() {
             let (k, v) = item?;
@@ -234,18 +344,18 @@ impl Store {
         Ok(out)
     }
 
-    pub fn put_status(&self, unit: &Unit, status: &StatusRecord) -> Result<()> {
+    pub fn put_status(&self, unit: &UnitKey, status: &StatusRecord) -> Result<()> {
         self.statuses.insert(unit_key(unit), encode(status))?;
         Ok(())
     }
 
-    pub fn remove_status(&self, unit: &Unit) -> Result<()> {
+    pub fn remove_status(&self, unit: &UnitKey) -> Result<()> {
         self.statuses.remove(unit_key(unit))?;
         Ok(())
     }
 
-    pub fn workers(&self) -> Result<BTreeMap<String, WorkerRecord>> {
-        load_named(&self.workers)
+    pub fn workers(&self) -> Result<BTreeMap<WorkerId, WorkerRecord>> {
+        load_named(&self.workers, WorkerId::new)
     }
 
     pub fn put_worker(&self, id: &str, record: &WorkerRecord) -> Result<()> {
@@ -263,32 +373,41 @@ impl Store {
         for item in self.placement.iter() {
             let (k, v) = item?;
             if let Some(unit) = unit_of(&k) {
-                out.insert(unit, String::from_utf8_lossy(&v).into_owned());
+                out.insert(unit, WorkerId::new(String::from_utf8_lossy(&v)));
             }
         }
         Ok(out)
     }
 
-    /// Replaces the stored placement and generation in one batch per tree.
-    pub fn put_placement(
-        &self,
-        previous: &Placement,
-        placement: &Placement,
-        generation: u64,
-    ) -> Result<()> {
-        // Only the difference: a placement of 20,000 units rewritten on every change would
-        // dominate the controller's time.
+    /// Applies a change of the placement and its generation, one batch per tree.
+    pub fn put_placement(&self, change: &PlacementChange) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for unit in previous.keys().filter(|u| !placement.contains_key(*u)) {
+        for unit in &change.removed {
             batch.remove(unit_key(unit));
         }
-        for (unit, worker) in placement {
-            if previous.get(unit) != Some(worker) {
-                batch.insert(unit_key(unit), worker.as_bytes());
-            }
+        for (unit, worker) in &change.set {
+            batch.insert(unit_key(unit), worker.as_bytes());
         }
         self.placement.apply_batch(batch)?;
-        self.meta.insert("generation", &generation.to_be_bytes())?;
+        self.meta
+            .insert("generation", &change.generation.0.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Applies writes in order. Not yet durable: see [`Store::flush`].
+    pub fn apply(&self, writes: &[Write]) -> Result<()> {
+        for write in writes {
+            match write {
+                Write::Connector(name, record) => self.put_connector(name, record)?,
+                Write::DeleteConnector(name) => self.delete_connector(name)?,
+                Write::Status(unit, record) => self.put_status(unit, record)?,
+                Write::RemoveStatus(unit) => self.remove_status(unit)?,
+                Write::Worker(id, record) => self.put_worker(id, record)?,
+                Write::RemoveWorker(id) => self.remove_worker(id)?,
+                Write::Placement(change) => self.put_placement(change)?,
+                Write::LogLevels(levels) => self.put_log_levels(levels)?,
+            }
+        }
         Ok(())
     }
 }
@@ -313,33 +432,40 @@ mod tests {
         };
         let status = StatusRecord {
             state: State::Failed,
-            worker_id: "w1".into(),
+            worker_id: WorkerId::new("w1"),
             trace: "boom".into(),
         };
         {
             let store = Store::open(dir.path()).unwrap();
             store.put_connector("c", &record).unwrap();
-            store.put_status(&Unit::task("c", 0), &status).unwrap();
+            store.put_status(&UnitKey::task("c", 0), &status).unwrap();
             let first: Placement = [
-                (Unit::task("c", 0), "w2".to_string()),
-                (Unit::task("c", 1), "w2".to_string()),
+                (UnitKey::task("c", 0), WorkerId::new("w2")),
+                (UnitKey::task("c", 1), WorkerId::new("w2")),
             ]
             .into();
-            store.put_placement(&Placement::new(), &first, 6).unwrap();
-            // Written as a difference: c/0 moves, c/1 goes.
             store
-                .put_placement(&first, &[(Unit::task("c", 0), "w1".to_string())].into(), 7)
+                .put_placement(&PlacementChange::between(
+                    &Placement::new(),
+                    &first,
+                    Generation(6),
+                ))
+                .unwrap();
+            // Written as a difference: c/0 moves, c/1 goes.
+            let second: Placement = [(UnitKey::task("c", 0), WorkerId::new("w1"))].into();
+            store
+                .put_placement(&PlacementChange::between(&first, &second, Generation(7)))
                 .unwrap();
             store.db.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.connectors().unwrap()["c"], record);
-        assert_eq!(store.statuses().unwrap()[&Unit::task("c", 0)], status);
+        assert_eq!(store.statuses().unwrap()[&UnitKey::task("c", 0)], status);
         assert_eq!(
             store.placement().unwrap(),
-            [(Unit::task("c", 0), "w1".to_string())].into()
+            [(UnitKey::task("c", 0), WorkerId::new("w1"))].into()
         );
-        assert_eq!(store.generation().unwrap(), 7);
+        assert_eq!(store.generation().unwrap(), Generation(7));
         store.delete_connector("c").unwrap();
         assert!(store.connectors().unwrap().is_empty());
         assert!(store.statuses().unwrap().is_empty());

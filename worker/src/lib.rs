@@ -7,10 +7,9 @@
 //!   hands to a worker;
 //! - [`kafka`]: the compacted-topic log and the embedded broker;
 //! - beside them, what all share: [`runner`] (the life of one connector: its process, plan,
-//!   tasks and restarts), [`settings`], [`config_file`], [`restart`], [`lease`], [`stop`],
+//!   tasks and restarts), [`settings`], [`restart`], [`lease`], [`stop`],
 //!   [`proto_json`].
 
-pub mod config_file;
 pub mod host;
 pub mod kafka;
 pub mod lease;

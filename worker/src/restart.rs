@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use sluice_model::RestartPolicy;
+
 /// A run that lasted this long counts as healthy: the next failure starts the backoff anew.
 pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
@@ -30,25 +32,6 @@ pub fn task_error(what: &str, e: sluice_proto::connector::v1::TaskError) -> anyh
         anyhow::anyhow!(text)
     } else {
         anyhow::Error::new(Fatal(text))
-    }
-}
-
-/// How failures are restarted: Sluice's `restart.*` connector keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// Restarts after consecutive failures; `None` for no limit.
-    pub max_restarts: Option<u32>,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_restarts: Some(10),
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(60),
-        }
     }
 }
 

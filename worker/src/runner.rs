@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::process::{ConnectorProcess, PluginCommand};
-use crate::restart::{Next, RestartPolicy, Restarts};
-use crate::task::errors::{ErrorPolicy, ErrorReporter};
+use crate::restart::{Next, Restarts};
+use crate::task::errors::ErrorReporter;
 use crate::task::metrics::Counters;
 use crate::task::offsets::ensure_topic;
 use crate::task::offsets::OffsetStore;
@@ -24,11 +24,12 @@ use crate::task::source::SourceTaskRunner;
 use crate::task::Transactions;
 use sluice_data::converter::Converter;
 use sluice_data::transforms::Chain;
+use sluice_model::{ConnectorName, ErrorPolicy, RestartPolicy};
 
 /// Everything needed to run a connector, already validated.
 #[derive(Clone)]
 pub struct ConnectorSpec {
-    pub name: String,
+    pub name: ConnectorName,
     pub class: String,
     pub kind: ConnectorType,
     pub command: PluginCommand,
@@ -126,7 +127,7 @@ pub async fn run_connector(
                 tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
                 ctx.stop_failures.record(crate::stop::StopFailure {
                     unit: format!("connector {}", spec.name),
-                    connector: spec.name.clone(),
+                    connector: spec.name.to_string(),
                     source: spec.kind != ConnectorType::Sink,
                     error: format!("{e:#}"),
                 });
@@ -267,7 +268,7 @@ async fn run_process_life(
         match spec.kind {
             ConnectorType::Sink => {
                 let runner = SinkTaskRunner {
-                    connector: spec.name.clone(),
+                    connector: spec.name.to_string(),
                     class: spec.class.clone(),
                     task_id: id,
                     config,
@@ -286,7 +287,7 @@ async fn run_process_life(
             }
             _ => {
                 let runner = SourceTaskRunner {
-                    connector: spec.name.clone(),
+                    connector: spec.name.to_string(),
                     class: spec.class.clone(),
                     task_id: id,
                     config,

@@ -1,17 +1,13 @@
-//! Typed worker and connector settings read from Kafka Connect configuration files, validated
-//! before anything starts. Errors name the file, the line and the key.
+//! Typed worker settings read from Kafka Connect worker files, validated before anything
+//! starts. Errors name the file, the line and the key. A connector's own configuration is
+//! `sluice_model::ConnectorConfig`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_data::converter::{Converter, Side};
-use sluice_data::transforms::{Chain, ConfigIssue};
-
-use crate::config_file::{ConfigError, ConfigFile};
-use crate::restart::RestartPolicy;
-use crate::task::errors::ErrorPolicy;
+use sluice_model::{ConfigError, ConfigFile};
 
 /// Kafka Connect's default `offset.flush.interval.ms`.
 pub const DEFAULT_OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
@@ -259,263 +255,10 @@ impl WorkerSettings {
     }
 }
 
-/// When an exactly-once source task commits its transaction (Kafka Connect's
-/// `transaction.boundary`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransactionBoundary {
-    /// After every batch the connector polled.
-    Poll,
-    /// Every `transaction.boundary.interval.ms`.
-    Interval,
-    /// Where the connector marks it.
-    Connector,
-}
-
-/// What the worker itself reads from a connector configuration.
-#[derive(Debug, Clone)]
-pub struct ConnectorSettings {
-    pub name: String,
-    pub class: String,
-    pub tasks_max: u32,
-    /// Sink subscription: a list of topics or a regex.
-    pub topics: Vec<String>,
-    pub topics_regex: Option<String>,
-    pub restart: RestartPolicy,
-    pub errors: ErrorPolicy,
-    /// `exactly.once.support=required`: refuse to run unless exactly-once is possible.
-    pub exactly_once_required: bool,
-    pub transaction_boundary: TransactionBoundary,
-    /// `transaction.boundary.interval.ms`; the worker's offset flush interval when absent.
-    pub transaction_interval: Option<Duration>,
-    /// `transforms` and `predicates`, built.
-    pub transforms: Arc<Chain>,
-    /// The whole configuration, as given to the connector.
-    pub values: BTreeMap<String, String>,
-}
-
-impl ConnectorSettings {
-    pub fn from_file(file: &ConfigFile) -> Result<ConnectorSettings, ConfigError> {
-        let required = |key: &str| match file.get(key).map(str::trim) {
-            Some(v) if !v.is_empty() => Ok(v.to_string()),
-            _ => Err(ConfigError {
-                file: file.path.clone(),
-                line: None,
-                key: Some(key.to_string()),
-                message: format!(
-                    "missing required configuration {key:?} which has no default value"
-                ),
-            }),
-        };
-        let name = required("name")?;
-        if name.chars().any(char::is_control) {
-            return Err(file.error("name", "must not contain control characters"));
-        }
-        let class = required("connector.class")?;
-        let tasks_max = match file.get("tasks.max") {
-            None => 1,
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    return Err(file.error(
-                        "tasks.max",
-                        format!("invalid value {v:?}: expected an integer of at least 1"),
-                    ))
-                }
-            },
-        };
-        let topics = file
-            .get("topics")
-            .map(|t| {
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let topics_regex = file
-            .get("topics.regex")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        let defaults = RestartPolicy::default();
-        let restart = RestartPolicy {
-            max_restarts: match file.get("restart.max.attempts").map(str::trim) {
-                None => defaults.max_restarts,
-                Some("-1") => None,
-                Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                    file.error(
-                        "restart.max.attempts",
-                        format!("invalid value {v:?}: expected -1 (no limit) or an integer of at least 0"),
-                    )
-                })?),
-            },
-            backoff_initial: millis(file, "restart.backoff.initial.ms", defaults.backoff_initial)?,
-            backoff_max: millis(file, "restart.backoff.max.ms", defaults.backoff_max)?,
-        };
-        if restart.backoff_max < restart.backoff_initial {
-            return Err(file.error(
-                "restart.backoff.max.ms",
-                "must not be less than restart.backoff.initial.ms",
-            ));
-        }
-        let exactly_once_required = match file.get("exactly.once.support").map(str::trim) {
-            None | Some("requested") => false,
-            Some("required") => true,
-            Some(v) => {
-                return Err(file.error(
-                    "exactly.once.support",
-                    format!("invalid value {v:?}: expected requested or required"),
-                ))
-            }
-        };
-        let transaction_boundary = match file.get("transaction.boundary").map(str::trim) {
-            None | Some("poll") => TransactionBoundary::Poll,
-            Some("interval") => TransactionBoundary::Interval,
-            Some("connector") => TransactionBoundary::Connector,
-            Some(v) => {
-                return Err(file.error(
-                    "transaction.boundary",
-                    format!("invalid value {v:?}: expected poll, interval or connector"),
-                ))
-            }
-        };
-        let transaction_interval = match file.get("transaction.boundary.interval.ms") {
-            None => None,
-            Some(_) if transaction_boundary != TransactionBoundary::Interval => {
-                return Err(file.error(
-                    "transaction.boundary.interval.ms",
-                    "only used with transaction.boundary=interval",
-                ))
-            }
-            Some(_) => Some(millis(
-                file,
-                "transaction.boundary.interval.ms",
-                Duration::ZERO,
-            )?)
-            .filter(|d| !d.is_zero()),
-        };
-        let errors = error_policy(file)?;
-        // Every transform problem names its key; the first one is reported here, the controller's
-        // validation reports them all.
-        let transforms = Chain::from_config(file.values()).map_err(|issues| {
-            let first = issues.into_iter().next().unwrap_or(ConfigIssue {
-                key: "transforms".into(),
-                message: "invalid".into(),
-            });
-            file.error(&first.key, first.message)
-        })?;
-        Ok(ConnectorSettings {
-            name,
-            class,
-            tasks_max,
-            topics,
-            topics_regex,
-            restart,
-            errors,
-            exactly_once_required,
-            transaction_boundary,
-            transaction_interval,
-            transforms: Arc::new(transforms),
-            values: file.values().clone(),
-        })
-    }
-
-    /// Sink-only checks: exactly one of `topics` and `topics.regex`.
-    pub fn check_sink(&self, file: &ConfigFile) -> Result<(), ConfigError> {
-        match (self.topics.is_empty(), &self.topics_regex) {
-            (true, None) => Err(ConfigError {
-                file: file.path.clone(),
-                line: None,
-                key: Some("topics".into()),
-                message: "a sink connector needs topics or topics.regex".into(),
-            }),
-            (false, Some(_)) => Err(file.error(
-                "topics.regex",
-                "topics and topics.regex are mutually exclusive",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Kafka Connect's `errors.*` keys.
-fn error_policy(file: &ConfigFile) -> Result<ErrorPolicy, ConfigError> {
-    let defaults = ErrorPolicy::default();
-    let boolean = |key: &str, default: bool| match file.get(key).map(str::trim) {
-        None => Ok(default),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(file.error(key, format!("invalid value {v:?}: expected true or false"))),
-    };
-    let tolerate_all = match file.get("errors.tolerance").map(str::trim) {
-        None | Some("none") => false,
-        Some("all") => true,
-        Some(v) => {
-            return Err(file.error(
-                "errors.tolerance",
-                format!("invalid value {v:?}: expected none or all"),
-            ))
-        }
-    };
-    let retry_timeout = match file.get("errors.retry.timeout").map(str::trim) {
-        None => defaults.retry_timeout,
-        Some("-1") => None,
-        Some(_) => Some(millis(file, "errors.retry.timeout", Duration::ZERO)?),
-    };
-    let dlq_topic = file
-        .get("errors.deadletterqueue.topic.name")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    let dlq_replication = match file
-        .get("errors.deadletterqueue.topic.replication.factor")
-        .map(str::trim)
-    {
-        None => defaults.dlq_replication,
-        Some(v) => match v.parse::<i16>() {
-            Ok(n) if n == -1 || n >= 1 => n,
-            _ => {
-                return Err(file.error(
-                    "errors.deadletterqueue.topic.replication.factor",
-                    format!(
-                        "invalid value {v:?}: expected -1 (the broker's default) or at least 1"
-                    ),
-                ))
-            }
-        },
-    };
-    Ok(ErrorPolicy {
-        tolerate_all,
-        retry_timeout,
-        retry_delay_max: millis(file, "errors.retry.delay.max.ms", defaults.retry_delay_max)?,
-        log: boolean("errors.log.enable", defaults.log)?,
-        log_messages: boolean("errors.log.include.messages", defaults.log_messages)?,
-        dlq_topic,
-        dlq_replication,
-        dlq_context_headers: boolean(
-            "errors.deadletterqueue.context.headers.enable",
-            defaults.dlq_context_headers,
-        )?,
-    })
-}
-
-/// A duration in milliseconds (a non-negative integer), or `default` when the key is absent.
-fn millis(file: &ConfigFile, key: &str, default: Duration) -> Result<Duration, ConfigError> {
-    match file.get(key).map(str::trim) {
-        None => Ok(default),
-        Some(v) => v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-            file.error(
-                key,
-                format!("invalid value {v:?}: expected a number of milliseconds"),
-            )
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_model::ConnectorConfig;
     use std::path::Path;
 
     fn props(text: &str) -> ConfigFile {
@@ -565,19 +308,19 @@ mod tests {
 
     #[test]
     fn connector_framework_keys() {
-        let c = ConnectorSettings::from_file(&props(
+        let c = ConnectorConfig::from_file(&props(
             "name=s\nconnector.class=FileStreamSink\ntopics=a, b\n",
         ))
         .unwrap();
         assert_eq!(c.topics, ["a", "b"]);
         assert_eq!(c.tasks_max, 1);
-        let e = ConnectorSettings::from_file(&props("name=s\nconnector.class=X\ntasks.max=0\n"))
+        let e = ConnectorConfig::from_file(&props("name=s\nconnector.class=X\ntasks.max=0\n"))
             .unwrap_err();
         assert_eq!(
             e.to_string(),
             "w.properties:3: tasks.max: invalid value \"0\": expected an integer of at least 1"
         );
-        let e = ConnectorSettings::from_file(&props("connector.class=X\n")).unwrap_err();
+        let e = ConnectorConfig::from_file(&props("connector.class=X\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("name"));
     }
 }

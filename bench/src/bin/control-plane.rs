@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use sluice_controller::scheduler::{self, Placement, Slot, Unit, Work};
+use sluice_controller::scheduler::{self, Placement, Slot, Work};
+use sluice_model::{UnitKey, WorkerId};
 use sluice_proto::api::v1::{self as api, connector_service_client::ConnectorServiceClient};
 use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
 use tokio_util::sync::CancellationToken;
@@ -421,18 +422,18 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
             let name = format!("c{i:05}");
             [
                 Work {
-                    unit: Unit::planning(&name),
+                    unit: UnitKey::planning(&name),
                     class: CLASS.into(),
                 },
                 Work {
-                    unit: Unit::task(&name, 0),
+                    unit: UnitKey::task(&name, 0),
                     class: CLASS.into(),
                 },
             ]
         })
         .collect();
     let slot = |id: String| Slot {
-        id,
+        id: WorkerId::new(id),
         classes: [CLASS.to_string()].into(),
         capacity: None,
     };

@@ -14,10 +14,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_request, worker_response};
 
-use crate::config_file::ConfigFile;
 use crate::kafka::log::KafkaLog;
-use crate::settings::ConnectorSettings;
 use crate::task::offsets::OffsetStore;
+use sluice_model::{ConfigFile, ConnectorConfig};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,7 +172,7 @@ fn group_config(consumer_config: &ClientConfig, connector: &str) -> ClientConfig
 fn sink_topics(name: &str, config: &BTreeMap<String, String>) -> Result<Subscription, Failure> {
     let file = ConfigFile::from_values(format!("connector {name}"), config.clone());
     let settings =
-        ConnectorSettings::from_file(&file).map_err(|e| Failure::Invalid(e.to_string()))?;
+        ConnectorConfig::from_file(&file).map_err(|e| Failure::Invalid(e.to_string()))?;
     match settings.topics_regex {
         Some(regex) => regex::Regex::new(&format!("^(?:{regex})$"))
             .map(Subscription::Regex)

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config_file::ConfigFile;
 use crate::host::plugins::PluginRegistry;
 use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::lease::Lease;
@@ -33,10 +32,11 @@ use crate::restart::{Fatal, Next, Restarts};
 use crate::runner::{
     consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
 };
-use crate::settings::{ConnectorSettings, TransactionBoundary, WorkerSettings};
+use crate::settings::WorkerSettings;
 use crate::task::metrics::Counters;
 use crate::task::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
 use crate::task::Transactions;
+use sluice_model::{ConfigFile, ConnectorConfig, TransactionBoundary, UnitKey};
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,23 +45,6 @@ const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TOPICS_INTERVAL: Duration = Duration::from_millis(500);
 /// Status changes within this window go to the controller in one report.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
-
-/// Connector keys the worker itself reads (the rest reach the tasks through their task
-/// configs): a change of one of these restarts every task of the connector.
-const FRAMEWORK_PREFIXES: &[&str] = &[
-    "key.converter",
-    "value.converter",
-    "header.converter",
-    "topics",
-    "transforms",
-    "predicates",
-    "errors.",
-    "restart.",
-    "exactly.once.support",
-    "transaction.boundary",
-    "producer.override.",
-    "consumer.override.",
-];
 
 /// Applies logger levels (logger → level, "root" for the default) to this process's logging.
 pub type LogControl = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
@@ -102,8 +85,6 @@ struct Shared {
     tasks: TaskTracker,
 }
 
-type UnitKey = (String, Option<u32>);
-
 /// A unit's state, trace and topics used.
 type UnitState = (api::State, String, Vec<String>);
 
@@ -135,7 +116,7 @@ impl Shared {
     /// connector declares.
     fn transactions(
         &self,
-        settings: &ConnectorSettings,
+        settings: &ConnectorConfig,
         kind: ConnectorType,
         class: &proto::ConnectorClass,
     ) -> anyhow::Result<Option<Transactions>> {
@@ -188,7 +169,7 @@ impl Shared {
             .entry("name".into())
             .or_insert_with(|| connector.name.clone());
         let file = ConfigFile::from_values(format!("connector {}", connector.name), values);
-        let settings = ConnectorSettings::from_file(&file)?;
+        let settings = ConnectorConfig::from_file(&file)?;
         let (plugin, class) = self.registry.resolve(&settings.class).ok_or_else(|| {
             anyhow!(
                 "no connector plugin named {} on worker {}",
@@ -198,7 +179,10 @@ impl Shared {
         })?;
         let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
         if kind == ConnectorType::Sink {
-            settings.check_sink(&file)?;
+            let issues = settings.sink_issues();
+            if !issues.is_empty() {
+                return Err(file.first_issue(issues).into());
+            }
         }
         Ok(ConnectorSpec {
             name: settings.name.clone(),
@@ -682,21 +666,19 @@ async fn report_statuses(
             full,
             statuses: listed
                 .iter()
-                .map(
-                    |((connector, task), (state, trace, topics))| wire::UnitStatus {
-                        connector: connector.clone(),
-                        task: *task,
-                        state: *state as i32,
-                        trace: trace.clone(),
-                        topics: topics.clone(),
-                    },
-                )
+                .map(|(unit, (state, trace, topics))| wire::UnitStatus {
+                    connector: unit.connector.to_string(),
+                    task: unit.wire_task(),
+                    state: *state as i32,
+                    trace: trace.clone(),
+                    topics: topics.clone(),
+                })
                 .collect(),
             released: released
                 .iter()
-                .map(|(connector, task)| wire::UnitRef {
-                    connector: connector.clone(),
-                    task: *task,
+                .map(|unit| wire::UnitRef {
+                    connector: unit.connector.to_string(),
+                    task: unit.wire_task(),
                 })
                 .collect(),
         };
@@ -874,7 +856,7 @@ fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Wo
             config.config_version, config.restart_epoch, config.target_state
         );
         units.insert(
-            (name.clone(), None),
+            UnitKey::planning(name),
             (fingerprint, Work::Planning((*config).clone())),
         );
     }
@@ -886,7 +868,7 @@ fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Wo
         let framework: BTreeMap<&String, &String> = config
             .config
             .iter()
-            .filter(|(k, _)| FRAMEWORK_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .filter(|(k, _)| sluice_model::keys::worker_reads(k))
             .collect();
         let fingerprint = serde_json::json!([
             task_config,
@@ -896,7 +878,7 @@ fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Wo
         ])
         .to_string();
         units.insert(
-            (task.connector.clone(), Some(task.task)),
+            UnitKey::task(&task.connector, task.task),
             (fingerprint, Work::Task((*config).clone(), task.clone())),
         );
     }
@@ -967,14 +949,14 @@ async fn restart_after(
     started: Instant,
     stop: &CancellationToken,
 ) -> bool {
-    let unit = match key.1 {
+    let unit = match key.task {
         Some(task) => format!("task {task}"),
         None => "connector".into(),
     };
     match restarts.on_failure(&error, started.elapsed()) {
         Next::Restart { delay, attempt } => {
             let limit = restarts.limit();
-            tracing::error!(connector = %key.0, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error:#}");
+            tracing::error!(connector = %key.connector, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error:#}");
             shared.report(
                 key,
                 api::State::Restarting,
@@ -986,7 +968,7 @@ async fn restart_after(
             }
         }
         Next::GiveUp(why) => {
-            tracing::error!(connector = %key.0, "{unit} FAILED ({why}): {error:#}");
+            tracing::error!(connector = %key.connector, "{unit} FAILED ({why}): {error:#}");
             shared.report(key, api::State::Failed, format!("{why}: {error:#}"));
             stop.cancelled().await;
             false
@@ -1179,7 +1161,7 @@ async fn run_task(
                 tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
                 shared.ctx.stop_failures.record(crate::stop::StopFailure {
                     unit: format!("task {}-{}", spec.name, task.task),
-                    connector: spec.name.clone(),
+                    connector: spec.name.to_string(),
                     source: spec.kind != ConnectorType::Sink,
                     error: format!("{e:#}"),
                 });

@@ -12,16 +12,16 @@ use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config_file::{ConfigError, ConfigFile};
 use crate::host::plugins::PluginRegistry;
 use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::kafka::embedded::EmbeddedKafka;
 use crate::runner::{
     consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
 };
-use crate::settings::{ConnectorSettings, WorkerSettings};
+use crate::settings::WorkerSettings;
 use crate::task::metrics::{human_bytes, Counters};
 use crate::task::offsets::OffsetStore;
+use sluice_model::{ConfigError, ConfigFile, ConnectorConfig, ConnectorName};
 
 pub struct StandaloneOptions {
     pub worker_file: PathBuf,
@@ -58,7 +58,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     let mut names = BTreeSet::new();
     for path in &options.connector_files {
         let loaded = ConfigFile::load(path)
-            .and_then(|file| ConnectorSettings::from_file(&file).map(|s| (file, s)));
+            .and_then(|file| ConnectorConfig::from_file(&file).map(|s| (file, s)));
         match loaded {
             Ok((file, settings)) => {
                 if !names.insert(settings.name.clone()) {
@@ -193,7 +193,7 @@ async fn build_spec(
     worker: &WorkerSettings,
     worker_file: &ConfigFile,
     file: &ConfigFile,
-    settings: &ConnectorSettings,
+    settings: &ConnectorConfig,
 ) -> Result<ConnectorSpec, Vec<ConfigError>> {
     let Some((plugin, class)) = registry.resolve(&settings.class) else {
         let mut known = registry.class_names();
@@ -209,7 +209,10 @@ async fn build_spec(
     };
     let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
     if kind == ConnectorType::Sink {
-        settings.check_sink(file).map_err(|e| vec![e])?;
+        let issues = settings.sink_issues();
+        if !issues.is_empty() {
+            return Err(vec![file.first_issue(issues)]);
+        }
     }
     let converter = |which: &str| {
         let origin = if settings.values.contains_key(&format!("{which}.converter")) {
@@ -274,7 +277,7 @@ async fn build_spec(
 
 /// One line per connector: total records and bytes, and the rate since the last line.
 async fn report_progress(
-    counters: Vec<(String, ConnectorType, Arc<Counters>)>,
+    counters: Vec<(ConnectorName, ConnectorType, Arc<Counters>)>,
     every: Duration,
     stop: CancellationToken,
 ) {

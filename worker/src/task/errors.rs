@@ -13,6 +13,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use sluice_model::ErrorPolicy;
+
 use crate::restart::Fatal;
 
 /// How long a dead-letter write may take before the task fails.
@@ -20,36 +22,6 @@ const DLQ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Kafka Connect's exception class for a record a connector reported.
 pub const CONNECT_EXCEPTION: &str = "org.apache.kafka.connect.errors.ConnectException";
-
-/// The connector's `errors.*` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorPolicy {
-    /// `errors.tolerance=all`: skip failed records (after the dead-letter queue) and go on.
-    pub tolerate_all: bool,
-    /// `errors.retry.timeout`: how long a retriable failure is retried; `None` for ever.
-    pub retry_timeout: Option<Duration>,
-    pub retry_delay_max: Duration,
-    pub log: bool,
-    pub log_messages: bool,
-    pub dlq_topic: Option<String>,
-    pub dlq_replication: i16,
-    pub dlq_context_headers: bool,
-}
-
-impl Default for ErrorPolicy {
-    fn default() -> Self {
-        ErrorPolicy {
-            tolerate_all: false,
-            retry_timeout: Some(Duration::ZERO),
-            retry_delay_max: Duration::from_secs(60),
-            log: false,
-            log_messages: false,
-            dlq_topic: None,
-            dlq_replication: 3,
-            dlq_context_headers: false,
-        }
-    }
-}
 
 /// Where in the pipeline a record failed: Kafka Connect's stage names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

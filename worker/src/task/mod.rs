@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::lease::Lease;
-use crate::settings::TransactionBoundary;
+use sluice_model::TransactionBoundary;
 
 pub mod errors;
 pub mod metrics;

@@ -27,11 +27,11 @@ use sluice_data::transforms::Chain;
 use crate::host::process::Client;
 use crate::lease::Lapsed;
 use crate::restart::{task_error, Fatal};
-use crate::settings::TransactionBoundary;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::task::metrics::Counters;
 use crate::task::offsets::OffsetStore;
 use crate::task::{OpenedSender, Transactions};
+use sluice_model::TransactionBoundary;
 
 /// Records and bytes the connector may have in flight towards the producer.
 const CREDIT_RECORDS: u64 = 50_000;

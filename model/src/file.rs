@@ -173,6 +173,19 @@ impl ConfigFile {
     }
 
     /// An error about `key`, pointing at the line that set it (or the file if none did).
+    /// The first of `issues` (there is always one where this is called), located.
+    pub fn first_issue(&self, issues: Vec<sluice_data::transforms::ConfigIssue>) -> ConfigError {
+        match issues.into_iter().next() {
+            Some(issue) => self.error(&issue.key, issue.message),
+            None => ConfigError {
+                file: self.path.clone(),
+                line: None,
+                key: None,
+                message: "invalid configuration".into(),
+            },
+        }
+    }
+
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.path.clone(),

@@ -1,0 +1,301 @@
+//! The public API's connector operations on the cluster: create, update, delete, target
+//! states, restarts, topics, and what they answer. Each reads or changes the state in one
+//! step; the API layer only translates messages.
+
+use std::collections::BTreeMap;
+
+use sluice_model::{ConfigIssue, ConnectorName};
+use sluice_proto::api::v1 as api;
+
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::state::State;
+use crate::store::{ConnectorRecord, State as UnitState, TargetState, Write};
+use crate::views;
+
+/// Checks a connector config against the framework's keys (the one parse in `sluice-model`)
+/// and the plugin's declared keys; one violation per bad key.
+pub fn validate(
+    state: &State,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let mut errors: Vec<(String, String)> = Vec::new();
+    if let Err(rule) = ConnectorName::parse(name) {
+        errors.push(("name".into(), rule));
+    }
+    let class = config
+        .get("connector.class")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let plugin = state.plugin(class);
+    if !class.is_empty() && plugin.is_none() {
+        if state.observed.workers.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "no worker has joined yet, so connector.class {class} cannot be checked"
+            )));
+        }
+        errors.push((
+            "connector.class".into(),
+            format!("no worker has a connector plugin named {class}"),
+        ));
+    }
+    let sink = plugin.is_some_and(|p| p.r#type == api::ConnectorType::Sink as i32);
+    let declared = plugin.map_or(&[][..], |p| p.configs.as_slice());
+    let issues = sluice_model::connector::issues(config, sink, declared);
+    errors.extend(
+        issues
+            .into_iter()
+            // The name was checked above, as given apart from the config.
+            .filter(|i| i.key != "name")
+            .map(|ConfigIssue { key, message }| (key, message)),
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidConfig(errors))
+    }
+}
+
+impl Cluster {
+    pub async fn list_connectors(
+        &self,
+        expand_status: bool,
+        expand_info: bool,
+    ) -> Vec<api::ConnectorListing> {
+        self.read(|state| {
+            state
+                .desired
+                .connectors
+                .iter()
+                .map(|(name, record)| api::ConnectorListing {
+                    name: name.to_string(),
+                    status: expand_status.then(|| views::status(state, name, record)),
+                    info: expand_info.then(|| views::info(state, name, record)),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn connector_info(&self, name: &str) -> Result<api::ConnectorInfo, ApiError> {
+        self.read(|state| Ok(views::info(state, name, state.connector(name)?)))
+            .await
+    }
+
+    /// The config with its secrets hidden.
+    pub async fn connector_config(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        self.read(|state| Ok(views::masked(state, &state.connector(name)?.config)))
+            .await
+    }
+
+    pub async fn connector_status(&self, name: &str) -> Result<api::ConnectorStatus, ApiError> {
+        self.read(|state| Ok(views::status(state, name, state.connector(name)?)))
+            .await
+    }
+
+    pub async fn task_status(&self, name: &str, task: u32) -> Result<api::TaskStatus, ApiError> {
+        self.read(|state| views::task_status(state, name, task))
+            .await
+    }
+
+    pub async fn tasks(&self, name: &str) -> Result<Vec<api::TaskInfo>, ApiError> {
+        self.read(|state| {
+            Ok(state
+                .connector(name)?
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| api::TaskInfo {
+                    id: i as u32,
+                    config: views::masked(state, c),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn topics(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        self.read(|state| Ok(state.connector(name)?.topics.iter().cloned().collect()))
+            .await
+    }
+
+    /// Creates or updates a connector; true when it was created.
+    pub async fn put_connector(
+        &self,
+        name: &str,
+        mut config: BTreeMap<String, String>,
+        initial: TargetState,
+        create_only: bool,
+    ) -> Result<(bool, api::ConnectorInfo), ApiError> {
+        config.insert("name".into(), name.to_string());
+        self.mutate(|state, writes| {
+            validate(state, name, &config)?;
+            let (created, record) = match state.desired.connectors.get(name) {
+                Some(_) if create_only => return Err(ApiError::AlreadyExists(name.into())),
+                Some(existing) => {
+                    let mut record = existing.clone();
+                    if record.config != config {
+                        record.config = config;
+                        record.config_version += 1;
+                    }
+                    (false, record)
+                }
+                None => (true, ConnectorRecord::new(config, initial)),
+            };
+            let info = views::info(state, name, &record);
+            save(state, writes, name, record);
+            Ok((created, info))
+        })
+        .await
+    }
+
+    /// Changes some keys of a connector's config (`set`) and removes others.
+    pub async fn patch_connector(
+        &self,
+        name: &str,
+        set: impl IntoIterator<Item = (String, String)>,
+        remove: &[String],
+    ) -> Result<api::ConnectorInfo, ApiError> {
+        let mut config = self
+            .read(|state| Ok::<_, ApiError>(state.connector(name)?.config.clone()))
+            .await?;
+        config.extend(set);
+        for key in remove {
+            config.remove(key);
+        }
+        let (_, info) = self
+            .put_connector(name, config, TargetState::Running, false)
+            .await?;
+        Ok(info)
+    }
+
+    pub async fn delete_connector(&self, name: &str) -> Result<(), ApiError> {
+        self.mutate(|state, writes| {
+            state.connector(name)?;
+            let name = ConnectorName::from_trusted(name);
+            state.desired.connectors.remove(&name);
+            state.observed.statuses.retain(|u, _| u.connector != name);
+            writes.push(Write::DeleteConnector(name));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets the target state; leaving STOPPED re-plans, as Kafka Connect does: a stopped
+    /// connector has no tasks, and its offsets or config may have changed meanwhile.
+    pub async fn set_target(
+        &self,
+        name: &str,
+        target: TargetState,
+    ) -> Result<api::ConnectorStatus, ApiError> {
+        self.change(name, |_, record| {
+            if record.target_state == TargetState::Stopped && target != TargetState::Stopped {
+                record.config_version += 1;
+            }
+            record.target_state = target;
+        })
+        .await
+    }
+
+    /// Restarts the connector's instance and, with `include_tasks`, its tasks; with
+    /// `only_failed`, only what is FAILED.
+    pub async fn restart_connector(
+        &self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+    ) -> Result<api::ConnectorStatus, ApiError> {
+        self.change(name, |state, record| {
+            let failed = |unit: &sluice_model::UnitKey| {
+                state
+                    .observed
+                    .statuses
+                    .get(unit)
+                    .is_some_and(|s| s.state == UnitState::Failed)
+            };
+            if !only_failed || failed(&sluice_model::UnitKey::planning(name)) {
+                record.restart_epoch += 1;
+            }
+            if include_tasks {
+                for t in 0..record.tasks.len() as u32 {
+                    if !only_failed || failed(&sluice_model::UnitKey::task(name, t)) {
+                        *record.task_restart_epochs.entry(t).or_default() += 1;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn restart_task(&self, name: &str, task: u32) -> Result<api::TaskStatus, ApiError> {
+        self.mutate(|state, writes| {
+            views::task_status(state, name, task)?;
+            let mut record = state.connector(name)?.clone();
+            *record.task_restart_epochs.entry(task).or_default() += 1;
+            save(state, writes, name, record);
+            views::task_status(state, name, task)
+        })
+        .await
+    }
+
+    /// Forgets the topics the connector's tasks used (Kafka Connect's topics reset).
+    pub async fn reset_topics(&self, name: &str) -> Result<(), ApiError> {
+        self.change(name, |_, record| record.topics.clear())
+            .await
+            .map(|_| ())
+    }
+
+    /// The config a dry run starts from: the stored connector's (unless `name` is empty)
+    /// with `overrides` on top, and whether the connector is a sink (`None` when no worker
+    /// knows its class).
+    pub async fn dry_run_config(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(BTreeMap<String, String>, Option<bool>), ApiError> {
+        self.read(|state| {
+            let mut config = match name {
+                "" => BTreeMap::new(),
+                name => state.connector(name)?.config.clone(),
+            };
+            config.extend(overrides);
+            let class = config
+                .get("connector.class")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let sink = state
+                .plugin(class)
+                .map(|p| p.r#type == api::ConnectorType::Sink as i32);
+            Ok((config, sink))
+        })
+        .await
+    }
+
+    /// Changes a connector's record in place when `f` changes it; answers its status.
+    async fn change(
+        &self,
+        name: &str,
+        f: impl FnOnce(&State, &mut ConnectorRecord),
+    ) -> Result<api::ConnectorStatus, ApiError> {
+        self.mutate(|state, writes| {
+            let mut record = state.connector(name)?.clone();
+            f(state, &mut record);
+            if state.desired.connectors.get(name) != Some(&record) {
+                save(state, writes, name, record);
+            }
+            Ok(views::status(state, name, state.connector(name)?))
+        })
+        .await
+    }
+}
+
+/// Puts a connector's new record in the desired state and its write in the journal's batch.
+fn save(state: &mut State, writes: &mut Vec<Write>, name: &str, record: ConnectorRecord) {
+    let name = ConnectorName::from_trusted(name);
+    writes.push(Write::Connector(name.clone(), record.clone()));
+    state.desired.connectors.insert(name, record);
+}

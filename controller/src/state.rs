@@ -1,0 +1,130 @@
+//! The controller's state, split as quickwit and neon split theirs: **desired** state is what
+//! users asked for and where the controller decided it runs (connector records with their
+//! configs, target states and task configs; the placement and its generation; cluster logger
+//! levels), **observed** state is what workers report (who is connected, their plugins,
+//! unit statuses, units still draining on an old owner). Only `Cluster` holds a `State`, behind
+//! its lock; every change of durable state returns its store writes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use sluice_model::{ConnectorName, Generation, UnitKey, WorkerId};
+use sluice_proto::api::v1 as api;
+use sluice_proto::cluster::v1 as wire;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::error::ApiError;
+use crate::scheduler::Placement;
+use crate::store::{ConnectorRecord, StatusRecord, Store, StoreError};
+
+pub type AssignmentSender = mpsc::Sender<Result<wire::Assignment, Status>>;
+
+/// What users asked for, and where the controller placed it.
+#[derive(Default)]
+pub struct Desired {
+    pub connectors: BTreeMap<ConnectorName, ConnectorRecord>,
+    pub placement: Placement,
+    pub generation: Generation,
+    /// Cluster-scoped logger levels (logger → level), sent to every worker that connects.
+    pub log_levels: BTreeMap<String, String>,
+}
+
+/// What the workers report.
+#[derive(Default)]
+pub struct Observed {
+    pub workers: BTreeMap<WorkerId, WorkerEntry>,
+    pub statuses: BTreeMap<UnitKey, StatusRecord>,
+    /// Units moved or taken away from a live worker, by old owner and since when: a new
+    /// owner gets them only once the old one released them (drained and committed), so that
+    /// a clean move replays nothing. Not persisted: after a controller restart a move in
+    /// progress no longer waits.
+    pub releasing: BTreeMap<UnitKey, (WorkerId, Instant)>,
+}
+
+pub struct WorkerEntry {
+    pub plugins: Vec<wire::PluginClass>,
+    /// Executables the worker found broken.
+    pub broken: Vec<api::BrokenPlugin>,
+    pub capacity: u32,
+    pub last_seen: Instant,
+    pub stream: Option<AssignmentSender>,
+    /// The last assignment sent, with its generation left at 0 for comparison.
+    pub last_sent: Option<wire::Assignment>,
+}
+
+impl WorkerEntry {
+    /// Whether the worker can run `class` (a class name or an alias).
+    pub fn has_plugin(&self, class: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.class_name == class || p.aliases.iter().any(|a| a == class))
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub desired: Desired,
+    pub observed: Observed,
+}
+
+impl State {
+    /// Loads the durable state. Workers known before a restart count as alive until they miss
+    /// the timeout, so nothing moves while they reconnect.
+    pub fn load(store: &Store) -> Result<State, StoreError> {
+        let now = Instant::now();
+        let mut workers = BTreeMap::new();
+        for (id, record) in store.workers()? {
+            let plugins = record
+                .plugins
+                .iter()
+                .filter_map(|b| prost::Message::decode(b.as_slice()).ok())
+                .collect();
+            let broken = record
+                .broken
+                .iter()
+                .filter_map(|b| prost::Message::decode(b.as_slice()).ok())
+                .collect();
+            workers.insert(
+                id,
+                WorkerEntry {
+                    plugins,
+                    broken,
+                    capacity: record.capacity,
+                    last_seen: now,
+                    stream: None,
+                    last_sent: None,
+                },
+            );
+        }
+        Ok(State {
+            desired: Desired {
+                connectors: store.connectors()?,
+                placement: store.placement()?,
+                generation: store.generation()?,
+                log_levels: store.log_levels()?,
+            },
+            observed: Observed {
+                workers,
+                statuses: store.statuses()?,
+                releasing: BTreeMap::new(),
+            },
+        })
+    }
+
+    pub fn connector(&self, name: &str) -> Result<&ConnectorRecord, ApiError> {
+        self.desired
+            .connectors
+            .get(name)
+            .ok_or_else(|| ApiError::ConnectorNotFound(name.to_string()))
+    }
+
+    /// A plugin some joined worker has, by class name or alias.
+    pub fn plugin(&self, class: &str) -> Option<&wire::PluginClass> {
+        self.observed
+            .workers
+            .values()
+            .flat_map(|w| w.plugins.iter())
+            .find(|p| p.class_name == class || p.aliases.iter().any(|a| a == class))
+    }
+}
