@@ -137,9 +137,61 @@ fn killed_connector_processes_are_restarted_without_loss() {
     let (missing, duplicates, out_of_order) = verify(&input, &output);
     eprintln!("after killing connectors: {duplicates} duplicated lines");
     assert_eq!((missing, out_of_order), (0, 0));
-    assert!(sluice
-        .output()
-        .contains("connector failed, restart 1 of 10 in "));
+    // Each killed process was a task's own: the task restarted alone, with the policy's
+    // backoff, and the connector's planning instance never failed.
+    let output = sluice.output();
+    assert!(
+        output.contains("task 0 failed, restart 1 of 10 in "),
+        "{output}"
+    );
+    assert!(!output.contains("connector failed, restart"), "{output}");
+}
+
+/// One failed task restarts alone, as in distributed mode: killing one of a connector's two
+/// task processes leaves the other task's process (and the connector's planning instance)
+/// running, and the killed task comes back in a process of its own.
+#[test]
+fn a_failed_task_restarts_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker_properties(dir.path(), None);
+    std::fs::write(
+        dir.path().join("gen.properties"),
+        "name=gen\nconnector.class=DatagenSource\ntasks.max=2\ntopic=gen\nrate=200\ncount=0\n",
+    )
+    .unwrap();
+    let mut sluice = Sluice::standalone(dir.path(), &[worker, "gen.properties"]);
+    let pids = |sluice: &Sluice| -> Vec<i32> {
+        let needle = "running connector=gen pid=";
+        sluice
+            .output()
+            .lines()
+            .filter_map(|l| {
+                let at = l.find(needle)? + needle.len();
+                l[at..].split_whitespace().next()?.parse().ok()
+            })
+            .collect()
+    };
+    wait_for("both tasks running", Duration::from_secs(60), || {
+        pids(&sluice).len() >= 2
+    });
+    let running = pids(&sluice);
+    assert_eq!(running.len(), 2, "one process per task: {running:?}");
+    // SAFETY: kill(2) on a task process the worker started.
+    unsafe {
+        libc::kill(running[0], SIGKILL);
+    }
+    wait_for("the killed task restarted", Duration::from_secs(30), || {
+        pids(&sluice).len() == 3
+    });
+    assert!(process_alive(running[1]), "the other task kept its process");
+    let output = sluice.output();
+    assert_eq!(
+        output.matches("failed, restart 1 of 10 in ").count(),
+        1,
+        "only the killed task restarted:\n{output}"
+    );
+    assert!(!output.contains("connector failed"), "{output}");
+    sluice.stop_cleanly();
 }
 
 /// Runs standalone on files that must be refused; returns (exit code, output).
@@ -382,7 +434,7 @@ fn sigterm_with_the_broker_gone_exits_within_the_limit() {
         log.contains("did not stop cleanly") && log.contains("it resumes from"),
         "what was not committed, and where it resumes:\n{log}"
     );
-    if log.contains("connector local-file-source did not stop cleanly") {
+    if log.contains("task local-file-source-0 did not stop cleanly") {
         assert!(
             log.contains("it resumes from {\"filename\":\"test.txt\"} → {\"position\":"),
             "{log}"

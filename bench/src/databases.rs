@@ -19,12 +19,12 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use sluice_connector_jdbc::{Dialect, JdbcUrl};
 use sluice_data::converter::{Converter, Side};
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::runner::{consumer_config, producer_config, run_connector, WorkerContext};
+use sluice_worker::runner::{consumer_config, producer_config, WorkerContext};
 use sluice_worker::task::metrics::Counters;
 use sluice_worker::task::offsets::OffsetStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{send, spec_with, worker_context, Figure, TIMEOUT};
+use crate::{run_connector, send, spec_with, worker_context, Figure, TIMEOUT};
 
 const BATCH: i64 = 10_000;
 /// The sink figures' topics, created before the run (records produced to a topic the broker

@@ -40,7 +40,7 @@ use sluice_worker::host::process::PluginCommand;
 use sluice_worker::kafka::embedded::EmbeddedKafka;
 use sluice_worker::lease::Lease;
 use sluice_worker::runner::{
-    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
+    consumer_config, producer_config, run_process, ConnectorSpec, WorkerContext,
 };
 use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
 use sluice_worker::task::metrics::Counters;
@@ -346,6 +346,20 @@ fn spec_with(
         key_converter: string_converter(Side::Key),
         value_converter: string_converter(Side::Value),
     })
+}
+
+/// One connector run whole, its tasks planned in and run by one process: the pipeline the
+/// figures measure, without the unit supervision around it. A failure ends the run (and
+/// the figure times out, naming it).
+pub async fn run_connector(
+    spec: ConnectorSpec,
+    ctx: WorkerContext,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) {
+    if let Err(e) = run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
+        eprintln!("{}: {e:#}", spec.name);
+    }
 }
 
 /// datagen → worker → Kafka; timed until the last record's position is committed, which

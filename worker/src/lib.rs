@@ -20,3 +20,4 @@ pub mod runner;
 pub mod settings;
 pub mod stop;
 pub mod task;
+pub mod unit;

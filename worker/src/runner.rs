@@ -1,10 +1,11 @@
-//! Runs one connector: its process, its plan, its tasks; restarts the process and the tasks
-//! with exponential backoff when the process dies, stops answering, or a task fails. Tasks
-//! resume from committed positions, so a restart loses nothing.
+//! One life of a connector process running tasks (`run_process`), what a connector needs to
+//! run (`ConnectorSpec`, `WorkerContext`) and the worker's Kafka client defaults. Restarts
+//! are the unit lifecycle's (`unit/`); tasks resume from committed positions, so a restart
+//! loses nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use rdkafka::config::ClientConfig;
@@ -14,7 +15,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::process::{ConnectorProcess, PluginCommand};
-use crate::restart::{Next, Restarts};
 use crate::task::errors::ErrorReporter;
 use crate::task::metrics::Counters;
 use crate::task::offsets::ensure_topic;
@@ -107,51 +107,6 @@ fn client_config(
     config
 }
 
-/// Runs a connector until `stop`, restarting it after failures as its restart policy says.
-/// Past the restart limit the connector stays failed (logged) until the process restarts.
-pub async fn run_connector(
-    spec: ConnectorSpec,
-    ctx: WorkerContext,
-    counters: Arc<Counters>,
-    stop: CancellationToken,
-) {
-    let mut restarts = Restarts::new(spec.restart.clone());
-    while !stop.is_cancelled() {
-        let started = Instant::now();
-        let e = match run_process_life(&spec, &ctx, &counters, &stop, None, |_| {}).await {
-            // The connector asked for its tasks to be planned again and their configs changed:
-            // they stopped cleanly; a new life plans and starts them at once.
-            Ok(true) => continue,
-            Ok(false) => return,
-            Err(e) if stop.is_cancelled() => {
-                tracing::warn!(connector = %spec.name, "stopped after failure: {e:#}");
-                ctx.stop_failures.record(crate::stop::StopFailure {
-                    unit: format!("connector {}", spec.name),
-                    connector: spec.name.to_string(),
-                    source: spec.kind != ConnectorType::Sink,
-                    error: format!("{e:#}"),
-                });
-                return;
-            }
-            Err(e) => e,
-        };
-        let delay = match restarts.on_failure(&e, started.elapsed()) {
-            Next::Restart { delay, attempt } => {
-                tracing::error!(connector = %spec.name, "connector failed, restart {attempt} of {} in {delay:?}: {e:#}", restarts.limit());
-                delay
-            }
-            Next::GiveUp(why) => {
-                tracing::error!(connector = %spec.name, "connector FAILED ({why}): {e:#}");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
 /// Asks the connector to split its config into at most `tasks.max` task configs.
 pub async fn plan_tasks(
     client: &mut crate::host::process::Client,
@@ -176,9 +131,10 @@ pub async fn plan_tasks(
         .collect())
 }
 
-/// One life of the connector process. `Ok` means a clean stop. `tasks` are the task configs
-/// to run, by task id; `None` asks the connector to plan them (standalone mode). `running` is
-/// called with the process id once every task has opened.
+/// One life of a connector process running tasks. `Ok` means a clean stop. `tasks` are the
+/// task configs to run, by task id (a unit runs one); `None` asks the connector to plan them
+/// first (the benchmarks run a connector whole). `running` is called with the process id
+/// once every task has opened. Restarts are the caller's (`unit::lifecycle`).
 pub async fn run_process(
     spec: &ConnectorSpec,
     ctx: &WorkerContext,
@@ -187,34 +143,7 @@ pub async fn run_process(
     tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
     running: impl FnOnce(u32),
 ) -> anyhow::Result<()> {
-    run_process_life(spec, ctx, counters, stop, tasks, running)
-        .await
-        .map(drop)
-}
-
-/// The next request of a connector's `Monitor` stream; pending forever without one.
-async fn next_monitor_event(
-    events: &mut Option<tonic::Streaming<proto::MonitorEvent>>,
-) -> Result<Option<proto::MonitorEvent>, tonic::Status> {
-    match events {
-        Some(events) => events.message().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// [`run_process`]; in standalone mode (`tasks` None) the connector's requests to plan again
-/// (Kafka Connect's `requestTaskReconfiguration`) end the life cleanly when the task configs
-/// change: `Ok(true)` asks for a new life at once.
-async fn run_process_life(
-    spec: &ConnectorSpec,
-    ctx: &WorkerContext,
-    counters: &Arc<Counters>,
-    stop: &CancellationToken,
-    tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
-    running: impl FnOnce(u32),
-) -> anyhow::Result<bool> {
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
-    let standalone = tasks.is_none();
     let planned = match tasks {
         Some(tasks) => tasks,
         None => plan_tasks(&mut process.client.clone(), spec)
@@ -224,22 +153,6 @@ async fn run_process_life(
             .map(|(id, config)| (id as u32, config))
             .collect(),
     };
-    let planned_configs: Vec<BTreeMap<String, String>> =
-        planned.iter().map(|(_, c)| c.clone()).collect();
-    // Standalone: the connector may ask for its tasks to be planned again.
-    let mut monitor = None;
-    if standalone {
-        let request = proto::MonitorRequest {
-            connector_class: spec.class.clone(),
-            config: spec.config.clone().into_iter().collect(),
-        };
-        match process.client.clone().monitor(request).await {
-            Ok(events) => monitor = Some(events.into_inner()),
-            Err(s) if s.code() == tonic::Code::Unimplemented => {}
-            Err(s) => tracing::warn!(connector = %spec.name, "monitor: {}", s.message()),
-        }
-    }
-    let mut replan = false;
     tracing::info!(connector = %spec.name, pid = process.pid, tasks = planned.len(), "running");
 
     let mut consumer_config = ctx.consumer_config.clone();
@@ -339,23 +252,6 @@ async fn run_process_life(
                     tasks_stop.cancel();
                 }
             },
-            event = next_monitor_event(&mut monitor), if !replan && failure.is_none() => match event {
-                Ok(Some(proto::MonitorEvent { kind: Some(proto::monitor_event::Kind::Reconfigure(r)) })) => {
-                    tracing::info!(connector = %spec.name, reason = %r.reason, "the connector asks for its tasks to be planned again");
-                    let again = plan_tasks(&mut process.client.clone(), spec).await?;
-                    if again != planned_configs {
-                        tracing::info!(connector = %spec.name, tasks = again.len(), "task configs changed: restarting the tasks");
-                        replan = true;
-                        tasks_stop.cancel();
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => monitor = None,
-                Err(s) => {
-                    tracing::warn!(connector = %spec.name, "monitor stream broke: {}", s.message());
-                    monitor = None;
-                }
-            },
             _ = stop.cancelled(), if stop_deadline.is_none() => {
                 stop_deadline = Some(tokio::time::Instant::now() + ctx.task_shutdown_timeout);
             }
@@ -384,7 +280,7 @@ async fn run_process_life(
         }
         None => {
             process.shutdown().await;
-            Ok(replan && !stop.is_cancelled())
+            Ok(())
         }
     }
 }

@@ -13,36 +13,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
-use sluice_proto::connector::v1::{self as proto, ConnectorType};
+use sluice_proto::connector::v1 as proto;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::host::plugins::PluginRegistry;
-use crate::host::process::{ConnectorProcess, PluginCommand};
-use crate::lease::Lease;
+use crate::host::process::PluginCommand;
 use crate::mode::admin;
 use crate::mode::standalone::ConfigErrors;
-use crate::restart::{Fatal, Next, Restarts};
-use crate::runner::{
-    consumer_config, plan_tasks, producer_config, run_process, ConnectorSpec, WorkerContext,
-};
+use crate::runner::{consumer_config, producer_config, WorkerContext};
 use crate::settings::WorkerSettings;
-use crate::task::metrics::Counters;
 use crate::task::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
-use crate::task::Transactions;
-use sluice_model::{ConfigFile, ConnectorConfig, TransactionBoundary, UnitKey};
+use crate::unit::{supervise, Planner, StatusUpdate, UnitHost, UnitState};
+use sluice_model::{ConfigFile, UnitKey};
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often a running task's newly used topics are looked for.
-const TOPICS_INTERVAL: Duration = Duration::from_millis(500);
 /// Status changes within this window go to the controller in one report.
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -67,140 +59,12 @@ pub struct WorkerOptions {
     pub shutdown_timeout: Duration,
 }
 
-/// What every unit of this worker shares.
+/// What the worker's control loop, status reporter and request handlers share.
 struct Shared {
-    worker_id: String,
+    host: Arc<UnitHost>,
     client: WorkerControlClient<Channel>,
-    settings: WorkerSettings,
-    registry: PluginRegistry,
-    ctx: WorkerContext,
-    statuses: mpsc::UnboundedSender<StatusUpdate>,
     log_control: Option<LogControl>,
     levels: std::sync::Mutex<BTreeMap<String, String>>,
-    /// The controller's cluster id, from the first assignment.
-    cluster_id: std::sync::OnceLock<String>,
-    lease: Arc<Lease>,
-    /// Every task spawned beside the units (answers to the controller, units draining away,
-    /// the offsets topic's creation): shutdown waits for them all.
-    tasks: TaskTracker,
-}
-
-/// A unit's state, trace and topics used.
-type UnitState = (api::State, String, Vec<String>);
-
-/// A unit's new state, or `None` when the unit stopped for good here (released).
-struct StatusUpdate {
-    key: UnitKey,
-    state: Option<UnitState>,
-}
-
-impl Shared {
-    fn report(&self, key: &UnitKey, state: api::State, trace: impl Into<String>) {
-        self.report_with_topics(key, state, trace, Vec::new());
-    }
-
-    fn report_with_topics(
-        &self,
-        key: &UnitKey,
-        state: api::State,
-        trace: impl Into<String>,
-        topics: Vec<String>,
-    ) {
-        let _ = self.statuses.send(StatusUpdate {
-            key: key.clone(),
-            state: Some((state, trace.into(), topics)),
-        });
-    }
-
-    /// Exactly-once settings of a source connector on this worker, checked against what the
-    /// connector declares.
-    fn transactions(
-        &self,
-        settings: &ConnectorConfig,
-        kind: ConnectorType,
-        class: &proto::ConnectorClass,
-    ) -> anyhow::Result<Option<Transactions>> {
-        if kind != ConnectorType::Source {
-            return Ok(None);
-        }
-        if !self.settings.exactly_once_source {
-            if settings.exactly_once_required {
-                return Err(Fatal(format!(
-                    "exactly.once.support=required, but worker {} runs with exactly.once.source.support disabled",
-                    self.worker_id
-                ))
-                .into());
-            }
-            return Ok(None);
-        }
-        if settings.exactly_once_required
-            && class.exactly_once() != proto::ExactlyOnceSupport::Supported
-        {
-            return Err(Fatal(format!(
-                "exactly.once.support=required, but connector {} does not declare exactly-once support",
-                class.class_name
-            ))
-            .into());
-        }
-        if settings.transaction_boundary == TransactionBoundary::Connector
-            && !class.defines_transaction_boundaries
-        {
-            return Err(Fatal(format!(
-                "transaction.boundary=connector, but connector {} does not define transaction boundaries",
-                class.class_name
-            ))
-            .into());
-        }
-        let cluster = self.cluster_id.get().map_or("sluice", String::as_str);
-        Ok(Some(Transactions {
-            id_prefix: format!("{cluster}-{}", settings.name),
-            boundary: settings.transaction_boundary,
-            interval: settings
-                .transaction_interval
-                .unwrap_or(self.settings.offset_flush_interval),
-            lease: self.lease.clone(),
-        }))
-    }
-
-    /// Resolves a connector config from the controller into what the runner needs.
-    fn spec(&self, connector: &wire::ConnectorConfig) -> anyhow::Result<ConnectorSpec> {
-        let mut values: BTreeMap<String, String> = connector.config.clone().into_iter().collect();
-        values
-            .entry("name".into())
-            .or_insert_with(|| connector.name.clone());
-        let file = ConfigFile::from_values(format!("connector {}", connector.name), values);
-        let settings = ConnectorConfig::from_file(&file)?;
-        let (plugin, class) = self.registry.resolve(&settings.class).ok_or_else(|| {
-            anyhow!(
-                "no connector plugin named {} on worker {}",
-                settings.class,
-                self.worker_id
-            )
-        })?;
-        let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
-        if kind == ConnectorType::Sink {
-            let issues = settings.sink_issues();
-            if !issues.is_empty() {
-                return Err(file.first_issue(issues).into());
-            }
-        }
-        Ok(ConnectorSpec {
-            name: settings.name.clone(),
-            class: class.class_name.clone(),
-            kind,
-            command: plugin.command.clone(),
-            tasks_max: settings.tasks_max,
-            key_converter: self.settings.converter("key", &file, &settings.values)?,
-            value_converter: self.settings.converter("value", &file, &settings.values)?,
-            transforms: settings.transforms.clone(),
-            topics: settings.topics.clone(),
-            topics_regex: settings.topics_regex.clone(),
-            restart: settings.restart.clone(),
-            errors: settings.errors.clone(),
-            transactions: self.transactions(&settings, kind, class)?,
-            config: plugin.complete_config(&class.class_name, &settings.values),
-        })
-    }
 }
 
 /// Runs the worker until `shutdown`, then stops its tasks (they drain and commit) and returns.
@@ -283,25 +147,29 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         &consumer_config,
     )?);
     let (statuses, status_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        cluster_id: std::sync::OnceLock::new(),
-        lease: Arc::default(),
-        worker_id: options.worker_id.clone(),
-        client,
-        ctx: WorkerContext {
-            producer_config,
-            consumer_config,
-            offsets: offsets.clone(),
-            flush_interval: settings.offset_flush_interval,
-            task_shutdown_timeout: settings.task_shutdown_timeout,
-            stop_failures: Default::default(),
-        },
+    let ctx = WorkerContext {
+        producer_config,
+        consumer_config,
+        offsets: offsets.clone(),
+        flush_interval: settings.offset_flush_interval,
+        task_shutdown_timeout: settings.task_shutdown_timeout,
+        stop_failures: Default::default(),
+    };
+    let host = Arc::new(UnitHost::new(
+        options.worker_id.clone(),
         settings,
         registry,
+        ctx,
         statuses,
+        Planner::Controller(client.clone()),
+        Arc::default(),
+        tasks,
+    ));
+    let shared = Arc::new(Shared {
+        host: host.clone(),
+        client,
         log_control: options.log_control.clone(),
         levels: std::sync::Mutex::new(options.initial_levels.clone()),
-        tasks,
     });
     tracing::info!(
         worker = %options.worker_id,
@@ -319,7 +187,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         plugins,
         capacity: options.capacity,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        broken_plugins: shared
+        broken_plugins: host
             .registry
             .broken
             .iter()
@@ -347,19 +215,19 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     ));
     let flusher = tokio::spawn(crate::task::offsets::flush_every(
         offsets.clone(),
-        shared.ctx.flush_interval,
+        host.ctx.flush_interval,
         background.clone(),
     ));
 
     let limit = options.shutdown_timeout;
-    let stop_failures = shared.ctx.stop_failures.clone();
+    let stop_failures = host.ctx.stop_failures.clone();
     let work = async {
-        supervise(shared.clone(), assignment_rx, shutdown.clone()).await;
+        supervise(host.clone(), assignment_rx, shutdown.clone()).await;
         // Units are stopped and flushed; the reporter sends the last statuses before it ends.
         background.cancel();
         let _ = tokio::join!(control, reporter, flusher);
-        shared.tasks.close();
-        shared.tasks.wait().await;
+        host.tasks.close();
+        host.tasks.wait().await;
         offsets
             .flush()
             .await
@@ -463,14 +331,14 @@ async fn control(
                         since.elapsed().as_secs_f64()
                     );
                 } else {
-                    tracing::info!(worker = %shared.worker_id, "joined the controller");
+                    tracing::info!(worker = %shared.host.worker_id, "joined the controller");
                 }
                 backoff = Duration::from_millis(100);
-                let join = shared.lease.joined();
+                let join = shared.host.lease.joined();
                 joined.notify_one();
                 let mut stream = response.into_inner();
                 let request = wire::RequestsRequest {
-                    worker_id: shared.worker_id.clone(),
+                    worker_id: shared.host.worker_id.clone(),
                 };
                 let mut requests = match tokio::time::timeout(RPC_TIMEOUT, client.requests(request))
                     .await
@@ -508,7 +376,7 @@ async fn control(
                         request = next_request(&mut requests) => match request {
                             Some(request) => {
                                 let shared = shared.clone();
-                                let tasks = shared.tasks.clone();
+                                let tasks = shared.host.tasks.clone();
                                 tasks.spawn(async move {
                                     let response = handle_request(&shared, request).await;
                                     let mut client = shared.client.clone();
@@ -521,7 +389,7 @@ async fn control(
                         },
                         _ = ticker.tick() => {
                             let request = wire::HeartbeatRequest {
-                                worker_id: shared.worker_id.clone(),
+                                worker_id: shared.host.worker_id.clone(),
                                 generation: generation.load(Ordering::Relaxed),
                             };
                             let sent = tokio::time::Instant::now();
@@ -533,7 +401,7 @@ async fn control(
                                     break;
                                 }
                                 let timeout = Duration::from_millis(r.worker_timeout_ms);
-                                shared.lease.renew(sent, timeout);
+                                shared.host.lease.renew(sent, timeout);
                                 if heartbeat_period(timeout) != period {
                                     period = heartbeat_period(timeout);
                                     ticker = heartbeat_ticker(period, period);
@@ -575,10 +443,10 @@ async fn control(
 async fn handle_request(shared: &Shared, request: wire::WorkerRequest) -> wire::WorkerResponse {
     let Some(wire::worker_request::Kind::SetLogLevel(set)) = &request.kind else {
         return admin::handle(
-            &shared.worker_id,
+            &shared.host.worker_id,
             request,
-            &shared.ctx.offsets,
-            &shared.ctx.consumer_config,
+            &shared.host.ctx.offsets,
+            &shared.host.ctx.consumer_config,
         )
         .await;
     };
@@ -599,7 +467,7 @@ async fn handle_request(shared: &Shared, request: wire::WorkerRequest) -> wire::
         }
     };
     wire::WorkerResponse {
-        worker_id: shared.worker_id.clone(),
+        worker_id: shared.host.worker_id.clone(),
         id: request.id,
         result: Some(result),
     }
@@ -661,7 +529,7 @@ async fn report_statuses(
         }
         let listed = if full { &current } else { &changed };
         let report = wire::StatusReport {
-            worker_id: shared.worker_id.clone(),
+            worker_id: shared.host.worker_id.clone(),
             generation: generation.load(Ordering::Relaxed),
             full,
             statuses: listed
@@ -722,456 +590,6 @@ fn apply(
             current.remove(&update.key);
             changed.remove(&update.key);
             released.insert(update.key);
-        }
-    }
-}
-
-/// A unit running here: a connector's planning instance or one task.
-struct Running {
-    /// What it was started with; a different fingerprint restarts it.
-    fingerprint: String,
-    stop: CancellationToken,
-    handle: JoinHandle<()>,
-}
-
-/// What one unit should run, from an assignment.
-enum Work {
-    Planning(wire::ConnectorConfig),
-    Task(wire::ConnectorConfig, wire::TaskAssignment),
-}
-
-/// Makes the running units match each assignment: stops what is no longer assigned (or
-/// changed), starts what is new. A replaced unit starts only after its predecessor stopped
-/// and committed. On `shutdown`, stops everything and waits.
-async fn supervise(
-    shared: Arc<Shared>,
-    mut assignments: watch::Receiver<Option<(u64, wire::Assignment)>>,
-    shutdown: CancellationToken,
-) {
-    let mut units: BTreeMap<UnitKey, Running> = BTreeMap::new();
-    // Units stopped without a replacement, until they have drained: one that comes back
-    // (a stop then a resume) waits for its predecessor as a replacement does.
-    let mut draining: BTreeMap<UnitKey, watch::Receiver<bool>> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            changed = assignments.changed() => if changed.is_err() { break },
-            _ = shutdown.cancelled() => break,
-        }
-        draining.retain(|_, done| !*done.borrow());
-        let Some((join, assignment)) = assignments.borrow_and_update().clone() else {
-            continue;
-        };
-        if !assignment.cluster_id.is_empty() {
-            shared
-                .cluster_id
-                .get_or_init(|| assignment.cluster_id.clone());
-        }
-        let desired = desired_units(&assignment);
-        let mut previous: BTreeMap<UnitKey, JoinHandle<()>> = BTreeMap::new();
-        let stale: Vec<UnitKey> = units
-            .iter()
-            .filter(|(key, unit)| desired.get(*key).map(|d| &d.0) != Some(&unit.fingerprint))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in stale {
-            if let Some(unit) = units.remove(&key) {
-                unit.stop.cancel();
-                previous.insert(key.clone(), unit.handle);
-            }
-        }
-        // Units that stopped and are not replaced still finish in the background.
-        for (key, (fingerprint, work)) in desired {
-            if units.contains_key(&key) {
-                continue;
-            }
-            let stop = CancellationToken::new();
-            let before: Option<Predecessor> = match previous.remove(&key) {
-                Some(handle) => Some(Box::pin(async move {
-                    let _ = handle.await;
-                })),
-                None => draining.remove(&key).map(|mut done| -> Predecessor {
-                    Box::pin(async move {
-                        let _ = done.wait_for(|d| *d).await;
-                    })
-                }),
-            };
-            let handle = tokio::spawn(run_unit(
-                shared.clone(),
-                key.clone(),
-                work,
-                before,
-                stop.clone(),
-            ));
-            units.insert(
-                key,
-                Running {
-                    fingerprint,
-                    stop,
-                    handle,
-                },
-            );
-        }
-        // Units taken away finish in the background; once drained and committed they are
-        // released, and the controller lets their new owner start them.
-        for (key, handle) in previous {
-            let statuses = shared.statuses.clone();
-            let (done_tx, done_rx) = watch::channel(false);
-            draining.insert(key.clone(), done_rx);
-            shared.tasks.spawn(async move {
-                let _ = handle.await;
-                let _ = statuses.send(StatusUpdate { key, state: None });
-                let _ = done_tx.send(true);
-            });
-        }
-        // Whatever moved away is told to stop: the lease may say "yours" again.
-        shared.lease.applied(join);
-    }
-    tracing::info!("stopping: draining tasks and committing offsets");
-    // Stops that failed before this one (units that moved) were handled then.
-    shared.ctx.stop_failures.take();
-    for unit in units.values() {
-        unit.stop.cancel();
-    }
-    for (_, unit) in units {
-        let _ = unit.handle.await;
-    }
-    for (_, mut done) in draining {
-        let _ = done.wait_for(|d| *d).await;
-    }
-}
-
-fn desired_units(assignment: &wire::Assignment) -> BTreeMap<UnitKey, (String, Work)> {
-    let configs: BTreeMap<&str, &wire::ConnectorConfig> = assignment
-        .connectors
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-    let mut units = BTreeMap::new();
-    for name in &assignment.planning {
-        let Some(config) = configs.get(name.as_str()) else {
-            continue;
-        };
-        let fingerprint = format!(
-            "{}/{}/{}",
-            config.config_version, config.restart_epoch, config.target_state
-        );
-        units.insert(
-            UnitKey::planning(name),
-            (fingerprint, Work::Planning((*config).clone())),
-        );
-    }
-    for task in &assignment.tasks {
-        let Some(config) = configs.get(task.connector.as_str()) else {
-            continue;
-        };
-        let task_config: BTreeMap<&String, &String> = task.config.iter().collect();
-        let framework: BTreeMap<&String, &String> = config
-            .config
-            .iter()
-            .filter(|(k, _)| sluice_model::keys::worker_reads(k))
-            .collect();
-        let fingerprint = serde_json::json!([
-            task_config,
-            framework,
-            task.restart_epoch,
-            config.target_state
-        ])
-        .to_string();
-        units.insert(
-            UnitKey::task(&task.connector, task.task),
-            (fingerprint, Work::Task((*config).clone(), task.clone())),
-        );
-    }
-    units
-}
-
-/// Completes when a unit's predecessor (same connector and task) has stopped here.
-type Predecessor = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-async fn run_unit(
-    shared: Arc<Shared>,
-    key: UnitKey,
-    work: Work,
-    before: Option<Predecessor>,
-    stop: CancellationToken,
-) {
-    if let Some(before) = before {
-        before.await;
-    }
-    if stop.is_cancelled() {
-        return;
-    }
-    match work {
-        Work::Planning(config) => run_planning(&shared, &key, config, &stop).await,
-        Work::Task(config, task) => run_task(&shared, &key, config, task, &stop).await,
-    }
-}
-
-/// The connector instance: validates and plans its tasks for this config version, submits
-/// them, reports the connector's state, then keeps the instance's process while the connector
-/// watches its source and asks for re-plans (Monitor). Restarted with backoff on failure.
-async fn run_planning(
-    shared: &Shared,
-    key: &UnitKey,
-    config: wire::ConnectorConfig,
-    stop: &CancellationToken,
-) {
-    let mut restarts = Restarts::new(match shared.spec(&config) {
-        Ok(spec) => spec.restart,
-        // The instance fails below with this error, naming the key.
-        Err(_) => Default::default(),
-    });
-    loop {
-        let started = Instant::now();
-        match connector_instance(shared, key, &config, stop).await {
-            Ok(()) => return,
-            Err(e) if stop.is_cancelled() => {
-                tracing::debug!(connector = %config.name, "planning stopped: {e:#}");
-                return;
-            }
-            Err(e) => {
-                if !restart_after(shared, key, &mut restarts, e, started, stop).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// After a unit's failure: RESTARTING with the failure as its trace while the restart delay
-/// runs (true: run it again), or FAILED past the restart limit or on a fatal error until the
-/// unit is stopped (false). A manual restart replaces the unit, and with it the count.
-async fn restart_after(
-    shared: &Shared,
-    key: &UnitKey,
-    restarts: &mut Restarts,
-    error: anyhow::Error,
-    started: Instant,
-    stop: &CancellationToken,
-) -> bool {
-    let unit = match key.task {
-        Some(task) => format!("task {task}"),
-        None => "connector".into(),
-    };
-    match restarts.on_failure(&error, started.elapsed()) {
-        Next::Restart { delay, attempt } => {
-            let limit = restarts.limit();
-            tracing::error!(connector = %key.connector, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error:#}");
-            shared.report(
-                key,
-                api::State::Restarting,
-                format!("restart {attempt} of {limit} in {delay:?} after: {error:#}"),
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => true,
-                _ = stop.cancelled() => false,
-            }
-        }
-        Next::GiveUp(why) => {
-            tracing::error!(connector = %key.connector, "{unit} FAILED ({why}): {error:#}");
-            shared.report(key, api::State::Failed, format!("{why}: {error:#}"));
-            stop.cancelled().await;
-            false
-        }
-    }
-}
-
-/// One life of the connector instance's process. `Ok` when stopped.
-async fn connector_instance(
-    shared: &Shared,
-    key: &UnitKey,
-    config: &wire::ConnectorConfig,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let spec = shared.spec(config)?;
-    let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
-    let mut client = process.client.clone();
-    let watched = async {
-        validate(&mut client, &spec).await?;
-        plan(shared, &mut client, &spec, config, stop).await?;
-        let state = if config.target_state == api::TargetState::Paused as i32 {
-            api::State::Paused
-        } else {
-            api::State::Running
-        };
-        shared.report(key, state, "");
-        let request = proto::MonitorRequest {
-            connector_class: spec.class.clone(),
-            config: spec.config.clone().into_iter().collect(),
-        };
-        let mut events = match client.monitor(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(false),
-            Err(s) => bail!("monitor: {}", s.message()),
-        };
-        loop {
-            tokio::select! {
-                event = events.message() => match event {
-                    Ok(Some(proto::MonitorEvent { kind: Some(proto::monitor_event::Kind::Reconfigure(r)) })) => {
-                        tracing::info!(connector = %spec.name, reason = %r.reason, "the connector asks for its tasks to be planned again");
-                        plan(shared, &mut client, &spec, config, stop).await?;
-                    }
-                    Ok(Some(_)) => {}
-                    // The connector will never ask: its process is not needed any more.
-                    Ok(None) => return Ok(false),
-                    Err(s) => bail!("monitor stream broke: {}", s.message()),
-                },
-                reason = process.exited() => bail!("{reason}"),
-                _ = stop.cancelled() => return Ok(true),
-            }
-        }
-    }
-    .await;
-    process.shutdown().await;
-    match watched? {
-        true => Ok(()),
-        false => {
-            stop.cancelled().await;
-            Ok(())
-        }
-    }
-}
-
-async fn validate(
-    client: &mut crate::host::process::Client,
-    spec: &ConnectorSpec,
-) -> anyhow::Result<()> {
-    let validation = client
-        .validate(proto::ValidateRequest {
-            connector_class: spec.class.clone(),
-            config: spec.config.clone().into_iter().collect(),
-        })
-        .await
-        .map_err(|s| anyhow!("validate: {}", s.message()))?
-        .into_inner();
-    if !validation.errors.is_empty() {
-        let problems: Vec<String> = validation
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.name, e.message))
-            .collect();
-        bail!("invalid configuration: {}", problems.join("; "));
-    }
-    Ok(())
-}
-
-/// Plans the tasks and submits their configs; the controller rolls the tasks whose configs
-/// changed.
-async fn plan(
-    shared: &Shared,
-    client: &mut crate::host::process::Client,
-    spec: &ConnectorSpec,
-    config: &wire::ConnectorConfig,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let tasks = plan_tasks(client, spec).await?;
-    let request = wire::SubmitTaskConfigsRequest {
-        worker_id: shared.worker_id.clone(),
-        connector: config.name.clone(),
-        config_version: config.config_version,
-        tasks: tasks
-            .into_iter()
-            .map(|config| wire::TaskConfig {
-                config: config.into_iter().collect(),
-            })
-            .collect(),
-        r#type: spec.kind as i32,
-    };
-    // The controller may be restarting: keep trying until it takes the configs.
-    let mut controller = shared.client.clone();
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match tokio::time::timeout(RPC_TIMEOUT, controller.submit_task_configs(request.clone()))
-            .await
-        {
-            Ok(Ok(r)) => {
-                if !r.into_inner().accepted {
-                    tracing::info!(connector = %config.name, "task configs were for an older config version; ignored");
-                }
-                return Ok(());
-            }
-            Ok(Err(s)) => {
-                tracing::warn!(connector = %config.name, "submit task configs: {}", s.message())
-            }
-            Err(_) => tracing::warn!(connector = %config.name, "submit task configs: no answer"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => bail!("stopped"),
-        }
-        backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
-    }
-}
-
-/// One task in its own connector process, restarted with backoff when it fails.
-async fn run_task(
-    shared: &Shared,
-    key: &UnitKey,
-    config: wire::ConnectorConfig,
-    task: wire::TaskAssignment,
-    stop: &CancellationToken,
-) {
-    if config.target_state == api::TargetState::Paused as i32 {
-        shared.report(key, api::State::Paused, "");
-        stop.cancelled().await;
-        return;
-    }
-    let spec = match shared.spec(&config) {
-        Ok(spec) => spec,
-        Err(e) => {
-            shared.report(key, api::State::Failed, format!("{e:#}"));
-            stop.cancelled().await;
-            return;
-        }
-    };
-    let counters = Arc::new(Counters::default());
-    let task_config: BTreeMap<String, String> = task.config.into_iter().collect();
-    let mut restarts = Restarts::new(spec.restart.clone());
-    loop {
-        let started = Instant::now();
-        let run = run_process(
-            &spec,
-            &shared.ctx,
-            &counters,
-            stop,
-            Some(vec![(task.task, task_config.clone())]),
-            |_| shared.report(key, api::State::Running, ""),
-        );
-        // While it runs, newly used topics go to the controller with the RUNNING state.
-        let topics = async {
-            let mut known = 0;
-            let mut ticker = tokio::time::interval(TOPICS_INTERVAL);
-            loop {
-                ticker.tick().await;
-                let topics = counters.topics();
-                if topics.len() != known {
-                    known = topics.len();
-                    let topics = topics.into_iter().collect();
-                    shared.report_with_topics(key, api::State::Running, "", topics);
-                }
-            }
-        };
-        let result = tokio::select! {
-            result = run => result,
-            _ = topics => unreachable!("the topics watch never ends"),
-        };
-        match result {
-            Ok(()) => return,
-            Err(e) if stop.is_cancelled() => {
-                tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
-                shared.ctx.stop_failures.record(crate::stop::StopFailure {
-                    unit: format!("task {}-{}", spec.name, task.task),
-                    connector: spec.name.to_string(),
-                    source: spec.kind != ConnectorType::Sink,
-                    error: format!("{e:#}"),
-                });
-                return;
-            }
-            Err(e) => {
-                if !restart_after(shared, key, &mut restarts, e, started, stop).await {
-                    return;
-                }
-            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Standalone mode: `sluice standalone WORKER.properties CONNECTOR.properties|.json ...`.
-//! Everything is validated before anything runs; then each connector runs in its own process,
-//! with offsets in a local file and, when no `bootstrap.servers` is given, an embedded Kafka.
+//! Everything is validated before anything runs; then the connectors run as a distributed
+//! worker's units do (a planning instance per connector, each task in its own process,
+//! restarted alone), planned in process, with offsets in a local file and, when no
+//! `bootstrap.servers` is given, an embedded Kafka.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,13 +17,14 @@ use tokio_util::task::TaskTracker;
 use crate::host::plugins::PluginRegistry;
 use crate::host::process::{ConnectorProcess, PluginCommand};
 use crate::kafka::embedded::EmbeddedKafka;
-use crate::runner::{
-    consumer_config, producer_config, run_connector, ConnectorSpec, WorkerContext,
-};
+use crate::runner::{consumer_config, producer_config, ConnectorSpec, WorkerContext};
 use crate::settings::WorkerSettings;
 use crate::task::metrics::{human_bytes, Counters};
 use crate::task::offsets::OffsetStore;
+use crate::unit::local::LocalPlanner;
+use crate::unit::{supervise, Planner, StatusUpdate, UnitHost};
 use sluice_model::{ConfigError, ConfigFile, ConnectorConfig, ConnectorName};
+use tokio::sync::mpsc;
 
 pub struct StandaloneOptions {
     pub worker_file: PathBuf,
@@ -145,20 +148,37 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         stop_failures: Default::default(),
     };
 
-    let tracker = TaskTracker::new();
+    // The same supervisor as a distributed worker's, fed by an in-process planner: each task
+    // runs in its own connector process and restarts alone.
+    let (planner, assignments) = LocalPlanner::new(
+        connectors
+            .iter()
+            .map(|(_, c)| (c.name.to_string(), c.values.clone()))
+            .collect(),
+    );
+    let (statuses, status_rx) = mpsc::unbounded_channel();
+    let host = Arc::new(UnitHost::new(
+        "standalone".into(),
+        worker,
+        registry,
+        ctx,
+        statuses,
+        Planner::Local(Arc::new(planner)),
+        Arc::default(),
+        TaskTracker::new(),
+    ));
+    let counters: Vec<_> = specs
+        .iter()
+        .map(|spec| (spec.name.clone(), spec.kind, host.counters(&spec.name)))
+        .collect();
     let stop = shutdown.child_token();
-    let mut counters = Vec::new();
-    for spec in specs {
-        let c = Arc::new(Counters::default());
-        counters.push((spec.name.clone(), spec.kind, c.clone()));
-        tracker.spawn(run_connector(spec, ctx.clone(), c, stop.clone()));
-    }
-    tracker.close();
+    let supervisor = tokio::spawn(supervise(host.clone(), assignments, stop.clone()));
 
     let background = CancellationToken::new();
+    let status_log = tokio::spawn(log_statuses(status_rx, background.clone()));
     let flusher = tokio::spawn(crate::task::offsets::flush_every(
         offsets.clone(),
-        worker.offset_flush_interval,
+        host.settings.offset_flush_interval,
         background.clone(),
     ));
     let progress = options
@@ -171,14 +191,16 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         options.shutdown_timeout
     );
     let drain = async {
-        tracker.wait().await;
+        let _ = supervisor.await;
+        host.tasks.close();
+        host.tasks.wait().await;
         background.cancel();
-        let _ = flusher.await;
+        let _ = tokio::join!(flusher, status_log);
         if let Some(p) = progress {
             let _ = p.await;
         }
         offsets.flush().await.context("write offsets at shutdown")?;
-        crate::stop::check_clean(&ctx.stop_failures, &offsets)
+        crate::stop::check_clean(&host.ctx.stop_failures, &offsets)
     };
     let result =
         crate::stop::bounded(drain, &shutdown, options.shutdown_timeout, Some(&offsets)).await;
@@ -273,6 +295,25 @@ async fn build_spec(
         transactions: None,
         errors: settings.errors.clone(),
     })
+}
+
+/// Unit states, for the log (a distributed worker sends them to its controller).
+async fn log_statuses(mut updates: mpsc::UnboundedReceiver<StatusUpdate>, stop: CancellationToken) {
+    loop {
+        let update = tokio::select! {
+            update = updates.recv() => update,
+            _ = stop.cancelled() => return,
+        };
+        let Some(StatusUpdate { key, state }) = update else {
+            return;
+        };
+        match state {
+            Some((state, _, _)) => {
+                tracing::debug!(unit = %key, state = state.as_str_name(), "unit state")
+            }
+            None => tracing::debug!(unit = %key, "unit released"),
+        }
+    }
 }
 
 /// One line per connector: total records and bytes, and the rate since the last line.

@@ -135,6 +135,14 @@ impl ErrorReporter {
         &self.policy
     }
 
+    /// Whether a report of a failed record shows its contents (the log with
+    /// `errors.log.include.messages`, or the dead-letter queue): when not, a report needs only
+    /// where the record was going.
+    pub fn needs_contents(&self) -> bool {
+        self.policy.tolerate_all
+            && ((self.policy.log && self.policy.log_messages) || self.dlq.is_some())
+    }
+
     /// A record failed. With `errors.tolerance=all` it is logged if asked, written to the
     /// dead-letter queue (acknowledged by Kafka before this returns, so that the offsets that
     /// skip it are committed only after) and `Ok` lets the task go on; with `none` the error

@@ -199,6 +199,24 @@ impl OffsetStore {
         }
     }
 
+    /// The offsets topic and its records (key, value) for `positions` of `connector`, for a
+    /// task that writes them in its own transaction with the records they follow: the store's
+    /// encoding stays here.
+    pub fn transactional_records<'a>(
+        &self,
+        connector: &str,
+        positions: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> anyhow::Result<(&str, Vec<(String, String)>)> {
+        let topic = self.kafka_topic().ok_or_else(|| {
+            anyhow::anyhow!("exactly-once source tasks keep their offsets in Kafka")
+        })?;
+        let records = positions
+            .into_iter()
+            .map(|(partition, offset)| (record_key(connector, partition), offset.clone()))
+            .collect();
+        Ok((topic, records))
+    }
+
     /// Records positions that are already durable (written to the offsets topic in a
     /// transaction with their records): nothing is left to flush.
     pub fn committed_durably<'a>(
@@ -432,7 +450,7 @@ impl KafkaOffsets {
 }
 
 /// Kafka Connect's offsets key: `["<connector>",<partition JSON>]`.
-pub fn record_key(connector: &str, partition: &str) -> String {
+fn record_key(connector: &str, partition: &str) -> String {
     format!(
         "[{},{partition}]",
         serde_json::Value::String(connector.to_string())

@@ -1,0 +1,594 @@
+//! The source data path of one task: credits to the connector, batches through the converters
+//! into an idempotent producer, positions committed only once Kafka acknowledged every record
+//! of a batch and of all batches before it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use sluice_proto::connector::v1::{self as proto, source_request, source_response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use sluice_data::converter::{
+    dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
+};
+use sluice_data::record::Record;
+use sluice_data::transforms::Chain;
+
+use crate::host::process::Client;
+use crate::restart::task_error;
+use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
+use crate::task::metrics::Counters;
+use crate::task::offsets::OffsetStore;
+use crate::task::{OpenedSender, Transactions};
+
+mod delivery;
+mod transactional;
+
+use delivery::{send_with_backpressure, AtLeastOnce, DeliveryContext, DeliveryTracker};
+use transactional::Transactional;
+
+/// Records and bytes the connector may have in flight towards the producer.
+const CREDIT_RECORDS: u64 = 50_000;
+const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Everything one source task needs besides its connector process.
+pub struct SourceTaskRunner {
+    pub connector: String,
+    pub class: String,
+    pub task_id: u32,
+    pub config: std::collections::BTreeMap<String, String>,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    /// Applied to each record before its conversion.
+    pub transforms: Arc<Chain>,
+    pub producer_config: ClientConfig,
+    pub offsets: Arc<OffsetStore>,
+    pub counters: Arc<Counters>,
+    /// Told the task id once the connector opened the task.
+    pub opened: OpenedSender,
+    /// On an exactly-once worker: records and their offsets are committed in transactions.
+    pub transactions: Option<Transactions>,
+    /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
+    pub errors: Arc<ErrorReporter>,
+    /// How long an ending task waits for Kafka to acknowledge what it holds
+    /// (`task.shutdown.graceful.timeout.ms`).
+    pub drain_timeout: Duration,
+}
+
+type Sender = mpsc::Sender<proto::SourceRequest>;
+
+/// What the connector sent that a task's loop acts on.
+enum Event {
+    Batch(Box<proto::SourceBatch>),
+    Stopped,
+    RecordError(Box<proto::RecordError>),
+}
+
+/// Sorts a message of the source stream: the task's own failure and a broken or closed stream
+/// are errors; `None` for nothing to do.
+fn event(
+    message: Result<Option<proto::SourceResponse>, tonic::Status>,
+) -> anyhow::Result<Option<Event>> {
+    match message {
+        Ok(Some(proto::SourceResponse { kind: Some(kind) })) => Ok(match kind {
+            source_response::Kind::Batch(batch) => Some(Event::Batch(Box::new(batch))),
+            source_response::Kind::Stopped(_) => Some(Event::Stopped),
+            source_response::Kind::RecordError(e) => Some(Event::RecordError(Box::new(e))),
+            source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
+            source_response::Kind::Opened(_) => None,
+        }),
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => bail!("connector closed the source stream"),
+        Err(s) => bail!("source stream broke: {}", s.message()),
+    }
+}
+
+/// The credit a batch used: its records and its encoded size, as the connector debited them.
+fn credit_of(batch: &proto::SourceBatch) -> source_request::Kind {
+    source_request::Kind::Credit(proto::Credit {
+        records: batch.records.len() as u64,
+        bytes: batch.encoded_len() as u64,
+    })
+}
+
+async fn send(tx: &Sender, kind: source_request::Kind) {
+    // A closed stream is noticed on the response side; nothing to do here.
+    let _ = tx.send(proto::SourceRequest { kind: Some(kind) }).await;
+}
+
+impl SourceTaskRunner {
+    /// Runs the task until `stop` (a clean drain) or a failure. Either way, every record handed
+    /// to the producer is waited for and its position committed (at-least-once), or the open
+    /// transaction is aborted (exactly-once), before returning.
+    pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel(64);
+        match &self.transactions {
+            None => {
+                let tracker = Arc::new(DeliveryTracker::default());
+                let producer = self.producer(self.producer_config.clone(), &tracker)?;
+                let mut delivery = Delivery::AtLeastOnce(AtLeastOnce { producer, tracker });
+                let result = self
+                    .pipeline(&mut client, rx, &tx, &mut delivery, &stop)
+                    .await;
+                match delivery {
+                    Delivery::AtLeastOnce(d) => d.finish(self, &tx, result).await,
+                    Delivery::Transactional(_) => result,
+                }
+            }
+            Some(transactions) => {
+                let transactional = Transactional::start(self, transactions).await?;
+                let mut delivery = Delivery::Transactional(Box::new(transactional));
+                let result = self
+                    .pipeline(&mut client, rx, &tx, &mut delivery, &stop)
+                    .await;
+                if let (Err(_), Delivery::Transactional(d)) = (&result, &delivery) {
+                    d.abandon(self).await;
+                }
+                result
+            }
+        }
+    }
+
+    /// The one loop of the source pipeline, whichever the delivery: batches in, credits back,
+    /// settlements (commits of completed batches, or transactions ended by the clock) as they
+    /// fall due, and a clean stop on `stop`. Settling comes first: acks before new reads.
+    async fn pipeline(
+        &self,
+        client: &mut Client,
+        rx: mpsc::Receiver<proto::SourceRequest>,
+        tx: &Sender,
+        delivery: &mut Delivery<'_>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut responses = self.open(client, rx, tx).await?;
+        let mut due = delivery.due();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = due.next() => delivery.settle(self, tx).await?,
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    send(tx, source_request::Kind::Stop(proto::Stop {})).await;
+                }
+                message = responses.message() => match event(message)? {
+                    Some(Event::Batch(batch)) => {
+                        // Credit is returned exactly as the connector debited it: records,
+                        // and the encoded size of the batch message.
+                        let credit = credit_of(&batch);
+                        delivery.produce(self, tx, *batch).await?;
+                        send(tx, credit).await;
+                    }
+                    Some(Event::Stopped) => return delivery.stopped(self, tx).await,
+                    Some(Event::RecordError(e)) => self.record_error(*e).await?,
+                    None => {}
+                },
+            }
+        }
+    }
+
+    fn producer(
+        &self,
+        config: ClientConfig,
+        tracker: &Arc<DeliveryTracker>,
+    ) -> anyhow::Result<Arc<ThreadedProducer<DeliveryContext>>> {
+        Ok(Arc::new(
+            config
+                .create_with_context(DeliveryContext {
+                    tracker: tracker.clone(),
+                    log: crate::kafka::log::KafkaLog::new(format!(
+                        "source task {}-{} producer",
+                        self.connector, self.task_id
+                    )),
+                })
+                .context("create producer")?,
+        ))
+    }
+
+    /// Reads the committed positions, opens the task's stream and grants the first credit.
+    async fn open(
+        &self,
+        client: &mut Client,
+        rx: mpsc::Receiver<proto::SourceRequest>,
+        tx: &Sender,
+    ) -> anyhow::Result<tonic::Streaming<proto::SourceResponse>> {
+        let positions = self
+            .offsets
+            .positions(&self.connector)
+            .await
+            .context("read committed source offsets")?;
+        send(
+            tx,
+            source_request::Kind::Open(proto::SourceOpen {
+                connector_class: self.class.clone(),
+                connector_name: self.connector.clone(),
+                task_id: self.task_id,
+                config: self.config.clone().into_iter().collect(),
+                positions,
+            }),
+        )
+        .await;
+        let mut responses = client
+            .source(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| anyhow!("open source stream: {}", s.message()))?
+            .into_inner();
+        match responses.message().await {
+            Ok(Some(proto::SourceResponse {
+                kind: Some(source_response::Kind::Opened(_)),
+            })) => {
+                let _ = self.opened.send(self.task_id);
+            }
+            Ok(Some(proto::SourceResponse {
+                kind: Some(source_response::Kind::Error(e)),
+            })) => return Err(task_error("task failed to start", e)),
+            Ok(_) => bail!("connector did not open the source stream"),
+            Err(s) => bail!("open source stream: {}", s.message()),
+        }
+        send(
+            tx,
+            source_request::Kind::Credit(proto::Credit {
+                records: CREDIT_RECORDS,
+                bytes: CREDIT_BYTES,
+            }),
+        )
+        .await;
+        Ok(responses)
+    }
+
+    /// Converts one record and hands it to the producer (waiting while its queue is full);
+    /// returns the converted size, or `None` when the error policy skipped the record (its
+    /// conversion failed and `errors.tolerance=all`). `last_topic` spares a topic note per
+    /// record.
+    async fn send_record(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        record: proto::SourceRecord,
+        seq: u64,
+        last_topic: &mut Option<String>,
+    ) -> anyhow::Result<Option<u64>> {
+        if record.topic.is_empty() {
+            bail!("connector sent a record with no topic");
+        }
+        let record = if self.transforms.is_empty() {
+            record
+        } else {
+            // Moved into the chain, not copied; what a failure report needs of it is kept
+            // aside first, and its contents only when the error policy will show them.
+            let failed = if self.errors.needs_contents() {
+                failed_source_record(&record)
+            } else {
+                FailedRecord {
+                    topic: record.topic.clone(),
+                    ..FailedRecord::default()
+                }
+            };
+            match self.transforms.apply(to_record(record)) {
+                Ok(Some(r)) => from_record(r),
+                // Dropped by a transform (Filter): done with, like a delivered record.
+                Ok(None) => return Ok(None),
+                Err(failure) => {
+                    let error = failure.to_string();
+                    let report = Failure {
+                        stage: Stage::Transformation,
+                        class: &failure.class,
+                        exception: DATA_EXCEPTION,
+                        error: &error,
+                        retriable: false,
+                    };
+                    self.errors.report(&report, &failed).await?;
+                    return Ok(None);
+                }
+            }
+        };
+        if record.topic.is_empty() {
+            bail!("a transform left a record with no topic");
+        }
+        if last_topic.as_deref() != Some(record.topic.as_str()) {
+            self.counters.note_topic(&record.topic);
+            *last_topic = Some(record.topic.clone());
+        }
+        let mut converted = self.convert(&record);
+        if matches!(&converted, Err(f) if f.error.retriable) {
+            // Something the converter needs is away (its schema registry): wait for it as
+            // errors.retry.* allow before the error policy decides.
+            converted = self
+                .errors
+                .retry(|| {
+                    std::future::ready(self.convert(&record).map_err(|f| {
+                        let retriable = f.error.retriable;
+                        (f, retriable)
+                    }))
+                })
+                .await;
+        }
+        let (key, value, headers) = match converted {
+            Ok(converted) => converted,
+            Err(f) => {
+                let failure = Failure {
+                    stage: f.stage,
+                    class: f.class,
+                    exception: DATA_EXCEPTION,
+                    error: &f.error,
+                    retriable: f.error.retriable,
+                };
+                self.errors
+                    .report(&failure, &failed_source_record(&record))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let bytes = (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
+        let mut out: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&record.topic, seq as usize);
+        if let Some(k) = &key {
+            out = out.key(k.as_slice());
+        }
+        if let Some(v) = &value {
+            out = out.payload(v.as_slice());
+        }
+        if let Some(p) = record.kafka_partition {
+            out = out.partition(p);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            out = out.timestamp(ts);
+        }
+        if let Some(headers) = headers {
+            out = out.headers(headers);
+        }
+        send_with_backpressure(producer, out, &record.topic).await?;
+        Ok(Some(bytes))
+    }
+
+    /// Converts a record's key, value and headers; a failure names its stage and converter.
+    #[allow(clippy::type_complexity)]
+    fn convert(
+        &self,
+        record: &proto::SourceRecord,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Option<OwnedHeaders>), ConvertFailure> {
+        let one = |stage, converter: &Converter, data: Option<&proto::Data>| {
+            converter
+                .from_connect(&record.topic, data)
+                .map_err(|error| ConvertFailure {
+                    stage,
+                    class: converter.kind().class_name(),
+                    error,
+                })
+        };
+        let key = one(
+            Stage::KeyConverter,
+            &self.key_converter,
+            record.key.as_ref(),
+        )?;
+        let value = one(
+            Stage::ValueConverter,
+            &self.value_converter,
+            record.value.as_ref(),
+        )?;
+        let headers = match record.headers.is_empty() {
+            true => None,
+            false => Some(
+                self.headers(&record.headers)
+                    .map_err(|error| ConvertFailure {
+                        stage: Stage::HeaderConverter,
+                        class: HEADER_CONVERTER,
+                        error,
+                    })?,
+            ),
+        };
+        Ok((key, value, headers))
+    }
+
+    /// A record the connector could not read: the error policy decides.
+    async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
+        let error = report_text(&e);
+        let failure = Failure::reported(Stage::TaskPoll, &self.class, &error);
+        let failed = FailedRecord {
+            topic: e.topic.clone(),
+            key: dead_letter_bytes(e.key.as_ref()),
+            value: dead_letter_bytes(e.value.as_ref()),
+            ..FailedRecord::default()
+        };
+        self.errors.report(&failure, &failed).await
+    }
+
+    fn headers(&self, headers: &[proto::Header]) -> Result<OwnedHeaders, ConversionError> {
+        let mut out = OwnedHeaders::new_with_capacity(headers.len());
+        for header in headers {
+            let value = sluice_data::converter::header_bytes(header.value.as_ref())
+                .map_err(|e| ConversionError::new(format!("header {}: {e}", header.key)))?;
+            out = out.insert(Header {
+                key: &header.key,
+                value: value.as_deref(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// How the pipeline's records reach Kafka and when their positions commit.
+enum Delivery<'a> {
+    AtLeastOnce(AtLeastOnce),
+    Transactional(Box<Transactional<'a>>),
+}
+
+/// What falls due besides the connector's messages: delivery reports that completed batches
+/// (at-least-once), the clock of `transaction.boundary=interval`, or nothing.
+enum Due {
+    Progress(Arc<DeliveryTracker>),
+    Every(tokio::time::Interval),
+    Never,
+}
+
+impl Due {
+    async fn next(&mut self) {
+        match self {
+            Due::Progress(tracker) => tracker.progress.notified().await,
+            Due::Every(ticker) => {
+                ticker.tick().await;
+            }
+            Due::Never => std::future::pending().await,
+        }
+    }
+}
+
+impl Delivery<'_> {
+    fn due(&self) -> Due {
+        match self {
+            Delivery::AtLeastOnce(d) => Due::Progress(d.tracker.clone()),
+            Delivery::Transactional(d) => match d.interval() {
+                Some(every) => {
+                    let mut ticker = tokio::time::interval(every);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    Due::Every(ticker)
+                }
+                None => Due::Never,
+            },
+        }
+    }
+
+    async fn produce(
+        &mut self,
+        runner: &SourceTaskRunner,
+        tx: &Sender,
+        batch: proto::SourceBatch,
+    ) -> anyhow::Result<()> {
+        match self {
+            Delivery::AtLeastOnce(d) => d.produce(runner, batch).await,
+            Delivery::Transactional(d) => d.produce(runner, tx, batch).await,
+        }
+    }
+
+    /// What fell due: commit completed batches, or end the transaction.
+    async fn settle(&mut self, runner: &SourceTaskRunner, tx: &Sender) -> anyhow::Result<()> {
+        match self {
+            Delivery::AtLeastOnce(d) => d.commit_completed(runner, tx).await,
+            Delivery::Transactional(d) => d.end(runner, tx, true).await,
+        }
+    }
+
+    /// The connector stopped cleanly: a transaction still open commits, whatever the
+    /// boundary; at-least-once commits in `finish`.
+    async fn stopped(&mut self, runner: &SourceTaskRunner, tx: &Sender) -> anyhow::Result<()> {
+        match self {
+            Delivery::AtLeastOnce(_) => Ok(()),
+            Delivery::Transactional(d) => d.end(runner, tx, true).await,
+        }
+    }
+}
+
+/// The last offset of each source partition among `records` (positions are strings the
+/// connector chose; the latest wins), checked against the batch's partitions.
+fn last_positions(
+    partitions: &[String],
+    records: &[proto::SourceRecord],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut last: Vec<Option<&str>> = vec![None; partitions.len()];
+    for record in records {
+        if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
+            let slot = last.get_mut(p as usize).ok_or_else(|| {
+                anyhow!(
+                    "record refers to source partition {p}, batch has {}",
+                    partitions.len()
+                )
+            })?;
+            *slot = Some(&record.offset);
+        }
+    }
+    Ok(partitions
+        .iter()
+        .zip(last)
+        .filter_map(|(p, o)| o.map(|o| (p.clone(), o.to_string())))
+        .collect())
+}
+
+/// A conversion failure of a source record: which stage and converter, and why.
+struct ConvertFailure {
+    stage: Stage,
+    class: &'static str,
+    error: ConversionError,
+}
+
+impl std::fmt::Display for ConvertFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.stage.name(), self.class, self.error)
+    }
+}
+
+/// A source record that failed, as far as it is known before it reached Kafka.
+fn failed_source_record(record: &proto::SourceRecord) -> FailedRecord {
+    FailedRecord {
+        topic: record.topic.clone(),
+        key: dead_letter_bytes(record.key.as_ref()),
+        value: dead_letter_bytes(record.value.as_ref()),
+        ..FailedRecord::default()
+    }
+}
+
+/// A source record as transforms see it, moved.
+fn to_record(r: proto::SourceRecord) -> Record {
+    Record {
+        topic: r.topic,
+        kafka_partition: r.kafka_partition,
+        offset: None,
+        key: r.key,
+        value: r.value,
+        timestamp_ms: r.timestamp_ms,
+        headers: r.headers,
+    }
+}
+
+/// A transformed record, as far as sending it needs (its source position stays with the
+/// original).
+fn from_record(r: Record) -> proto::SourceRecord {
+    proto::SourceRecord {
+        topic: r.topic,
+        kafka_partition: r.kafka_partition,
+        key: r.key,
+        value: r.value,
+        headers: r.headers,
+        timestamp_ms: r.timestamp_ms,
+        ..proto::SourceRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: Option<u32>, offset: &str) -> proto::SourceRecord {
+        proto::SourceRecord {
+            partition,
+            offset: offset.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn last_positions_keep_the_latest_offset_of_each_partition() {
+        let partitions = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let records = [
+            record(Some(0), "1"),
+            record(Some(1), "7"),
+            record(Some(0), "2"),
+            record(None, "ignored"),
+            record(Some(2), ""),
+        ];
+        assert_eq!(
+            last_positions(&partitions, &records).unwrap(),
+            [("a".into(), "2".into()), ("b".into(), "7".into())]
+        );
+        let e = last_positions(&partitions[..1], &records).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "record refers to source partition 1, batch has 1"
+        );
+    }
+}
