@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::error::ApiError;
 use crate::journal::Journal;
 use crate::reconcile::{self, Timeouts};
-use crate::requests::Requests;
+use crate::requests::{RequestSender, Requests};
 use crate::state::{AssignmentSender, State, WorkerEntry};
 use crate::store::{PlacementChange, StatusRecord, Store, StoreError, WorkerRecord, Write};
 
@@ -33,7 +33,7 @@ pub struct Cluster {
     pub cluster_id: String,
     /// A worker silent this long is declared dead and its work moves.
     pub worker_timeout: Duration,
-    pub(crate) requests: std::sync::Mutex<Requests>,
+    pub(crate) requests: Requests,
 }
 
 impl Cluster {
@@ -49,7 +49,7 @@ impl Cluster {
             changed: Notify::new(),
             cluster_id,
             worker_timeout,
-            requests: std::sync::Mutex::new(Requests::default()),
+            requests: Requests::default(),
         })
     }
 
@@ -121,6 +121,34 @@ impl Cluster {
             Ok(())
         })
         .await
+    }
+
+    /// A worker opened its request stream; it gets the cluster's logger levels first.
+    pub async fn open_requests(&self, worker: &str, tx: RequestSender) {
+        let levels = self.read(|s| s.desired.log_levels.clone()).await;
+        self.requests.open(WorkerId::new(worker), tx, levels);
+    }
+
+    /// A worker answered a request.
+    pub fn respond(&self, response: wire::WorkerResponse) {
+        self.requests.respond(response);
+    }
+
+    /// Stores a cluster-scoped logger level and sends it to every connected worker; returns
+    /// the workers that applied it.
+    pub async fn set_cluster_level(
+        &self,
+        logger: &str,
+        level: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        self.mutate(|state, writes| {
+            let levels = &mut state.desired.log_levels;
+            levels.insert(logger.to_string(), level.to_string());
+            writes.push(Write::LogLevels(levels.clone()));
+            Ok(())
+        })
+        .await?;
+        Ok(self.requests.set_level(logger, level).await)
     }
 
     /// Returns false when the worker is unknown and must join again.

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sluice_model::{ConfigIssue, ConnectorName};
+use sluice_model::{ConfigIssue, ConnectorName, UnitKey, WorkerId};
 use sluice_proto::api::v1 as api;
+use sluice_proto::cluster::v1 as wire;
 
 use crate::cluster::Cluster;
 use crate::error::ApiError;
@@ -210,19 +211,19 @@ impl Cluster {
         only_failed: bool,
     ) -> Result<api::ConnectorStatus, ApiError> {
         self.change(name, |state, record| {
-            let failed = |unit: &sluice_model::UnitKey| {
+            let failed = |unit: &UnitKey| {
                 state
                     .observed
                     .statuses
                     .get(unit)
                     .is_some_and(|s| s.state == UnitState::Failed)
             };
-            if !only_failed || failed(&sluice_model::UnitKey::planning(name)) {
+            if !only_failed || failed(&UnitKey::planning(name)) {
                 record.restart_epoch += 1;
             }
             if include_tasks {
                 for t in 0..record.tasks.len() as u32 {
-                    if !only_failed || failed(&sluice_model::UnitKey::task(name, t)) {
+                    if !only_failed || failed(&UnitKey::task(name, t)) {
                         *record.task_restart_epochs.entry(t).or_default() += 1;
                     }
                 }
@@ -275,6 +276,69 @@ impl Cluster {
         .await
     }
 
+    /// Sends an offsets request for `name` to a worker and returns its result. Changes need
+    /// the connector STOPPED, as in Kafka Connect, so that no task holds the offsets.
+    pub async fn offsets_request(
+        &self,
+        name: &str,
+        change: bool,
+        kind: wire::worker_request::Kind,
+    ) -> Result<wire::worker_response::Result, ApiError> {
+        let request = self
+            .read(|state| {
+                let record = state.connector(name)?;
+                if change && record.target_state != TargetState::Stopped {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "connector {name} must be STOPPED to change its offsets (its target state is {}); stop it with StopConnector first",
+                        record.target_state.to_wire().as_str_name()
+                    )));
+                }
+                if change {
+                    let running: Vec<String> = state
+                        .observed
+                        .statuses
+                        .iter()
+                        .filter(|(u, s)| {
+                            u.connector == name && u.task.is_some() && s.state == UnitState::Running
+                        })
+                        .filter(|(u, _)| state.desired.placement.contains_key(*u))
+                        .filter_map(|(u, _)| u.task.map(|t| t.to_string()))
+                        .collect();
+                    if !running.is_empty() {
+                        return Err(ApiError::FailedPrecondition(format!(
+                            "connector {name} still has running tasks ({}); wait for them to stop",
+                            running.join(", ")
+                        )));
+                    }
+                }
+                Ok(wire::WorkerRequest {
+                    id: 0,
+                    connector: Some(wire::ConnectorConfig {
+                        name: name.to_string(),
+                        config: record.config.clone().into_iter().collect(),
+                        config_version: record.config_version,
+                        target_state: record.target_state.to_wire() as i32,
+                        restart_epoch: record.restart_epoch,
+                    }),
+                    r#type: views::kind_of(record) as i32,
+                    kind: Some(kind),
+                })
+            })
+            .await?;
+        let candidates = self.read(|state| offsets_candidates(state, name)).await;
+        let what = format!("run connector {name}'s plugin to reach its offsets");
+        let response = self.requests.ask(&candidates, request, &what).await?;
+        match response.result {
+            Some(wire::worker_response::Result::Error(e)) => Err(ApiError::Internal(format!(
+                "worker {}: {e}",
+                response.worker_id
+            ))),
+            Some(wire::worker_response::Result::Invalid(e)) => Err(ApiError::InvalidArgument(e)),
+            Some(result) => Ok(result),
+            None => Err(ApiError::Internal("the worker gave no result".into())),
+        }
+    }
+
     /// Changes a connector's record in place when `f` changes it; answers its status.
     async fn change(
         &self,
@@ -298,4 +362,28 @@ fn save(state: &mut State, writes: &mut Vec<Write>, name: &str, record: Connecto
     let name = ConnectorName::from_trusted(name);
     writes.push(Write::Connector(name.clone(), record.clone()));
     state.desired.connectors.insert(name, record);
+}
+
+/// Who can carry out an offsets request for `connector`: connected workers with its plugin,
+/// the one planning it first.
+fn offsets_candidates(state: &State, connector: &str) -> Vec<WorkerId> {
+    let class = state
+        .desired
+        .connectors
+        .get(connector)
+        .and_then(|r| r.config.get("connector.class"))
+        .cloned()
+        .unwrap_or_default();
+    let planner = state.desired.placement.get(&UnitKey::planning(connector));
+    let mut capable: Vec<WorkerId> = state
+        .observed
+        .workers
+        .iter()
+        .filter(|(_, w)| w.stream.is_some() && w.has_plugin(&class))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if let Some(at) = planner.and_then(|p| capable.iter().position(|w| w == p)) {
+        capable.swap(0, at);
+    }
+    capable
 }

@@ -22,6 +22,33 @@ pub enum Direction {
     Sink,
 }
 
+/// A converter refused the record: its step, and the run's error.
+fn converter_failed(
+    mut result: api::DryRunResult,
+    stage: &str,
+    name: &str,
+    class: &str,
+    message: &str,
+) -> api::DryRunResult {
+    result.steps.push(step(stage, name, class, None, message));
+    result.error = format!("{stage} ({class}): {message}");
+    result
+}
+
+/// A sample's headers as a record's, each value made by `value`.
+fn headers(
+    sample: std::collections::HashMap<String, String>,
+    value: impl Fn(String) -> Data,
+) -> Vec<Header> {
+    sample
+        .into_iter()
+        .map(|(key, v)| Header {
+            key,
+            value: Some(value(v)),
+        })
+        .collect()
+}
+
 /// Runs the samples; a config the chain or the converters refuse gives one error per key.
 pub fn dry_run(
     config: &BTreeMap<String, String>,
@@ -76,14 +103,7 @@ impl DryRun {
             key: sample.key.map(|k| self.view.parse(&k)),
             value: sample.value.map(|v| self.view.parse(&v)),
             timestamp_ms: sample.timestamp_ms,
-            headers: sample
-                .headers
-                .into_iter()
-                .map(|(k, v)| Header {
-                    key: k,
-                    value: Some(self.view.parse(&v)),
-                })
-                .collect(),
+            headers: headers(sample.headers, |v| self.view.parse(&v)),
         };
         let mut result = self.transform(&mut record);
         if !result.error.is_empty() || result.dropped {
@@ -108,13 +128,7 @@ impl DryRun {
                         .steps
                         .push(step(stage, name, class, Some(out.clone()), ""));
                 }
-                Err(e) => {
-                    result
-                        .steps
-                        .push(step(stage, name, class, None, &e.message));
-                    result.error = format!("{stage} ({class}): {}", e.message);
-                    return result;
-                }
+                Err(e) => return converter_failed(result, stage, name, class, &e.message),
             }
         }
         result.output = Some(out);
@@ -139,13 +153,7 @@ impl DryRun {
             };
             match converter.to_connect(&sample.topic, bytes.as_deref()) {
                 Ok(data) => converted.push(data),
-                Err(e) => {
-                    result
-                        .steps
-                        .push(step(stage, name, class, None, &e.message));
-                    result.error = format!("{stage} ({class}): {}", e.message);
-                    return result;
-                }
+                Err(e) => return converter_failed(result, stage, name, class, &e.message),
             }
             let partial = Record {
                 topic: sample.topic.clone(),
@@ -165,16 +173,9 @@ impl DryRun {
             key: converted.next(),
             value: converted.next(),
             timestamp_ms: sample.timestamp_ms,
-            headers: sample
-                .headers
-                .into_iter()
-                .map(|(k, v)| Header {
-                    key: k,
-                    value: Some(Data {
-                        kind: Some(data::Kind::Raw(v.into_bytes())),
-                    }),
-                })
-                .collect(),
+            headers: headers(sample.headers, |v| Data {
+                kind: Some(data::Kind::Raw(v.into_bytes())),
+            }),
         };
         let transformed = self.transform(&mut record);
         result.steps.extend(transformed.steps);

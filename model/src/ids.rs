@@ -36,32 +36,38 @@ impl ConnectorName {
     pub fn from_trusted(name: impl Into<String>) -> ConnectorName {
         ConnectorName(name.into())
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
-/// A task's index within its connector: task `i` runs with the connector's `i`-th task config.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct TaskId(pub u32);
+/// A newtype over an integer id, shown as the number.
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+            serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+numeric_id!(
+    /// A task's index within its connector: task `i` runs with the connector's `i`-th task
+    /// config.
+    TaskId(u32)
+);
+
+numeric_id!(
+    /// The number of a placement the controller computed; each assignment carries it, and a
+    /// worker acts only on newer ones.
+    Generation(u64)
+);
 
 /// A worker's id, unique in its cluster (`--worker-id`, by default its host and port).
 #[derive(
@@ -74,33 +80,7 @@ impl WorkerId {
     pub fn new(id: impl Into<String>) -> WorkerId {
         WorkerId(id.into())
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
-
-/// The number of a placement the controller computed; each assignment carries it, and a worker
-/// acts only on newer ones.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct Generation(pub u64);
 
 impl Generation {
     pub fn next(self) -> Generation {
@@ -146,8 +126,19 @@ impl UnitKey {
     }
 }
 
+/// What both string ids share: display, lookups by `&str`, comparisons with strings.
 macro_rules! string_id {
     ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -201,18 +192,6 @@ macro_rules! string_id {
 
 string_id!(ConnectorName);
 string_id!(WorkerId);
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl fmt::Display for Generation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 impl fmt::Display for UnitKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

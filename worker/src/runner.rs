@@ -14,17 +14,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::host::plugins::PluginRegistry;
 use crate::host::process::{ConnectorProcess, PluginCommand};
+use crate::settings::WorkerSettings;
 use crate::task::errors::ErrorReporter;
 use crate::task::metrics::Counters;
 use crate::task::offsets::ensure_topic;
 use crate::task::offsets::OffsetStore;
 use crate::task::sink::SinkTaskRunner;
 use crate::task::source::SourceTaskRunner;
-use crate::task::Transactions;
+use crate::task::{TaskSpec, Transactions};
 use sluice_data::converter::Converter;
 use sluice_data::transforms::Chain;
-use sluice_model::{ConnectorName, ErrorPolicy, RestartPolicy};
+use sluice_model::{
+    ConfigError, ConfigFile, ConnectorConfig, ConnectorName, ErrorPolicy, RestartPolicy,
+};
 
 /// Everything needed to run a connector, already validated.
 #[derive(Clone)]
@@ -45,6 +49,66 @@ pub struct ConnectorSpec {
     pub errors: ErrorPolicy,
     /// Set on an exactly-once worker for a source connector: tasks run in transactions.
     pub transactions: Option<Transactions>,
+}
+
+impl ConnectorSpec {
+    /// The one builder of a spec, for both modes: the connector's class resolved on this
+    /// worker, a sink's subscription checked, its converters (the connector's `*.converter`
+    /// keys win over the worker's, errors located in `file` or `worker_file`), its config
+    /// completed with the plugin's defaults. Returns the class too (what it declares decides
+    /// exactly-once); `transactions` is the caller's to set.
+    pub fn build<'r>(
+        registry: &'r PluginRegistry,
+        worker: &WorkerSettings,
+        worker_file: Option<&ConfigFile>,
+        file: &ConfigFile,
+        settings: &ConnectorConfig,
+    ) -> Result<(ConnectorSpec, &'r proto::ConnectorClass), ConfigError> {
+        let Some((plugin, class)) = registry.resolve(&settings.class) else {
+            let mut known = registry.class_names();
+            known.sort();
+            return Err(file.error(
+                "connector.class",
+                format!(
+                    "unknown connector class {:?}; available: {}",
+                    settings.class,
+                    known.join(", ")
+                ),
+            ));
+        };
+        let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
+        if kind == ConnectorType::Sink {
+            let issues = settings.sink_issues();
+            if !issues.is_empty() {
+                return Err(file.first_issue(issues));
+            }
+        }
+        let converter = |which: &str| {
+            let own = settings.values.contains_key(&format!("{which}.converter"));
+            let origin = match worker_file {
+                Some(worker_file) if !own => worker_file,
+                _ => file,
+            };
+            worker.converter(which, origin, &settings.values)
+        };
+        let spec = ConnectorSpec {
+            name: settings.name.clone(),
+            class: class.class_name.clone(),
+            kind,
+            command: plugin.command.clone(),
+            tasks_max: settings.tasks_max,
+            key_converter: converter("key")?,
+            value_converter: converter("value")?,
+            transforms: settings.transforms.clone(),
+            topics: settings.topics.clone(),
+            topics_regex: settings.topics_regex.clone(),
+            restart: settings.restart.clone(),
+            errors: settings.errors.clone(),
+            transactions: None,
+            config: plugin.complete_config(&class.class_name, &settings.values),
+        };
+        Ok((spec, class))
+    }
 }
 
 /// What every connector on this worker shares.
@@ -178,42 +242,36 @@ pub async fn run_process(
             id,
             &ctx.producer_config,
         )?);
+        let task = TaskSpec {
+            connector: spec.name.to_string(),
+            class: spec.class.clone(),
+            task_id: id,
+            config,
+            key_converter: spec.key_converter.clone(),
+            value_converter: spec.value_converter.clone(),
+            transforms: spec.transforms.clone(),
+            counters: counters.clone(),
+            opened: opened_tx.clone(),
+            errors,
+        };
         match spec.kind {
             ConnectorType::Sink => {
                 let runner = SinkTaskRunner {
-                    connector: spec.name.to_string(),
-                    class: spec.class.clone(),
-                    task_id: id,
-                    config,
-                    key_converter: spec.key_converter.clone(),
-                    value_converter: spec.value_converter.clone(),
-                    transforms: spec.transforms.clone(),
+                    task,
                     consumer_config: consumer_config.clone(),
                     topics: spec.topics.clone(),
                     topics_regex: spec.topics_regex.clone(),
                     flush_interval: ctx.flush_interval,
-                    counters: counters.clone(),
-                    opened: opened_tx.clone(),
-                    errors,
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }
             _ => {
                 let runner = SourceTaskRunner {
-                    connector: spec.name.to_string(),
-                    class: spec.class.clone(),
-                    task_id: id,
-                    config,
-                    key_converter: spec.key_converter.clone(),
-                    value_converter: spec.value_converter.clone(),
-                    transforms: spec.transforms.clone(),
+                    task,
                     producer_config: ctx.producer_config.clone(),
                     offsets: ctx.offsets.clone(),
-                    counters: counters.clone(),
-                    opened: opened_tx.clone(),
                     transactions: spec.transactions.clone(),
                     drain_timeout: ctx.task_shutdown_timeout,
-                    errors,
                 };
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }

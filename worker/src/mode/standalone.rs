@@ -217,44 +217,15 @@ async fn build_spec(
     file: &ConfigFile,
     settings: &ConnectorConfig,
 ) -> Result<ConnectorSpec, Vec<ConfigError>> {
-    let Some((plugin, class)) = registry.resolve(&settings.class) else {
-        let mut known = registry.class_names();
-        known.sort();
-        return Err(vec![file.error(
-            "connector.class",
-            format!(
-                "unknown connector class {:?}; available: {}",
-                settings.class,
-                known.join(", ")
-            ),
-        )]);
-    };
-    let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
-    if kind == ConnectorType::Sink {
-        let issues = settings.sink_issues();
-        if !issues.is_empty() {
-            return Err(vec![file.first_issue(issues)]);
-        }
-    }
-    let converter = |which: &str| {
-        let origin = if settings.values.contains_key(&format!("{which}.converter")) {
-            file
-        } else {
-            worker_file
-        };
-        worker.converter(which, origin, &settings.values)
-    };
-    let key_converter = converter("key").map_err(|e| vec![e])?;
-    let value_converter = converter("value").map_err(|e| vec![e])?;
-    let config = plugin.complete_config(&class.class_name, &settings.values);
-
+    let (spec, _) = ConnectorSpec::build(registry, worker, Some(worker_file), file, settings)
+        .map_err(|e| vec![e])?;
     let validation = async {
-        let process = ConnectorProcess::launch(&plugin.command, &settings.name).await?;
+        let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
         let mut client = process.client.clone();
         let response = client
             .validate(proto::ValidateRequest {
-                connector_class: class.class_name.clone(),
-                config: config.clone().into_iter().collect(),
+                connector_class: spec.class.clone(),
+                config: spec.config.clone().into_iter().collect(),
             })
             .await;
         process.shutdown().await;
@@ -279,22 +250,7 @@ async fn build_spec(
             })
             .collect());
     }
-    Ok(ConnectorSpec {
-        name: settings.name.clone(),
-        class: class.class_name.clone(),
-        kind,
-        command: plugin.command.clone(),
-        tasks_max: settings.tasks_max,
-        config,
-        key_converter,
-        value_converter,
-        transforms: settings.transforms.clone(),
-        topics: settings.topics.clone(),
-        topics_regex: settings.topics_regex.clone(),
-        restart: settings.restart.clone(),
-        transactions: None,
-        errors: settings.errors.clone(),
-    })
+    Ok(spec)
 }
 
 /// Unit states, for the log (a distributed worker sends them to its controller).

@@ -3,12 +3,17 @@
 //! the connector's flush), with what they share: [`offsets`] (source positions), [`errors`]
 //! (`errors.*`: tolerance, retries, the dead-letter queue), [`metrics`] (counters).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_data::converter::Converter;
+use sluice_data::transforms::Chain;
 use tokio::sync::mpsc;
 
 use crate::lease::Lease;
+use errors::ErrorReporter;
+use metrics::Counters;
 use sluice_model::TransactionBoundary;
 
 pub mod errors;
@@ -19,6 +24,24 @@ pub mod source;
 
 /// Tells the connector's runner that a task opened. Unbounded: one message per task and run.
 pub type OpenedSender = mpsc::UnboundedSender<u32>;
+
+/// What a task is, whichever its direction: whose it is, its config, its converters and
+/// transforms, where it counts and reports.
+pub struct TaskSpec {
+    pub connector: String,
+    pub class: String,
+    pub task_id: u32,
+    pub config: BTreeMap<String, String>,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    /// Applied between the connector and the converters (source: before them; sink: after).
+    pub transforms: Arc<Chain>,
+    pub counters: Arc<Counters>,
+    /// Told the task id once the connector opened the task.
+    pub opened: OpenedSender,
+    /// Records that fail: `errors.tolerance`, log, dead-letter queue.
+    pub errors: Arc<ErrorReporter>,
+}
 
 /// How the tasks of a source connector run their transactions on an exactly-once worker.
 #[derive(Clone)]

@@ -24,8 +24,7 @@ use sluice_data::transforms::Chain;
 use crate::host::process::Client;
 use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
-use crate::task::metrics::Counters;
-use crate::task::OpenedSender;
+use crate::task::TaskSpec;
 
 const MAX_BATCH_RECORDS: usize = 8192;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -36,23 +35,11 @@ const WINDOW: usize = 4;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub struct SinkTaskRunner {
-    pub connector: String,
-    pub class: String,
-    pub task_id: u32,
-    pub config: BTreeMap<String, String>,
-    pub key_converter: Converter,
-    pub value_converter: Converter,
-    /// Applied to each record after its conversion.
-    pub transforms: Arc<Chain>,
+    pub task: TaskSpec,
     pub consumer_config: ClientConfig,
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub flush_interval: Duration,
-    pub counters: Arc<Counters>,
-    /// Told the task id once the connector opened the task.
-    pub opened: OpenedSender,
-    /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
-    pub errors: Arc<ErrorReporter>,
 }
 
 /// Records polled and converted, with the next offset per partition they reach.
@@ -174,7 +161,7 @@ impl SinkTaskRunner {
                     ask: ask_tx,
                     log: crate::kafka::log::KafkaLog::new(format!(
                         "sink task {}-{} consumer",
-                        self.connector, self.task_id
+                        self.task.connector, self.task.task_id
                     )),
                 })
                 .context("create consumer")?,
@@ -194,11 +181,11 @@ impl SinkTaskRunner {
             let consumer = consumer.clone();
             let polling = polling.clone();
             let pipeline = Pipeline {
-                key: self.key_converter.clone(),
-                value: self.value_converter.clone(),
-                transforms: self.transforms.clone(),
+                key: self.task.key_converter.clone(),
+                value: self.task.value_converter.clone(),
+                transforms: self.task.transforms.clone(),
             };
-            let errors = self.errors.clone();
+            let errors = self.task.errors.clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 poll_loop(&consumer, &pipeline, &errors, &runtime, &polling, &batch_tx)
@@ -230,10 +217,10 @@ impl SinkTaskRunner {
         send(
             &tx,
             sink_request::Kind::Open(proto::SinkOpen {
-                connector_class: self.class.clone(),
-                connector_name: self.connector.clone(),
-                task_id: self.task_id,
-                config: self.config.clone().into_iter().collect(),
+                connector_class: self.task.class.clone(),
+                connector_name: self.task.connector.clone(),
+                task_id: self.task.task_id,
+                config: self.task.config.clone().into_iter().collect(),
             }),
         )
         .await;
@@ -246,7 +233,7 @@ impl SinkTaskRunner {
             Ok(Some(proto::SinkResponse {
                 kind: Some(sink_response::Kind::Opened(_)),
             })) => {
-                let _ = self.opened.send(self.task_id);
+                let _ = self.task.opened.send(self.task.task_id);
             }
             Ok(Some(proto::SinkResponse {
                 kind: Some(sink_response::Kind::Error(e)),
@@ -341,9 +328,9 @@ impl SinkTaskRunner {
                     seq += 1;
                     in_flight += 1;
                     sent_since_flush = true;
-                    self.counters.add(polled.records.len() as u64, polled.bytes);
+                    self.task.counters.add(polled.records.len() as u64, polled.bytes);
                     for ((topic, _), _) in &polled.offsets {
-                        self.counters.note_topic(topic);
+                        self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
                     send(&tx, sink_request::Kind::Batch(proto::SinkBatch { seq, records: polled.records })).await;
@@ -502,7 +489,7 @@ impl SinkTaskRunner {
     /// batches is not kept for them).
     async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
         let error = report_text(&e);
-        let failure = Failure::reported(Stage::TaskPut, &self.class, &error);
+        let failure = Failure::reported(Stage::TaskPut, &self.task.class, &error);
         let mut failed = FailedRecord {
             topic: e.topic.clone(),
             partition: e.partition,
@@ -512,7 +499,7 @@ impl SinkTaskRunner {
         if let (Some(partition), Some(offset), true) = (
             e.partition,
             e.offset,
-            self.errors.policy().dlq_topic.is_some(),
+            self.task.errors.policy().dlq_topic.is_some(),
         ) {
             let config = self.consumer_config.clone();
             let topic = e.topic.clone();
@@ -523,14 +510,14 @@ impl SinkTaskRunner {
             {
                 Ok(Ok(original)) => failed = original,
                 Ok(Err(fetch)) => {
-                    tracing::warn!(connector = %self.connector, "read back {}-{partition}@{offset} for the dead-letter queue: {fetch:#}", e.topic)
+                    tracing::warn!(connector = %self.task.connector, "read back {}-{partition}@{offset} for the dead-letter queue: {fetch:#}", e.topic)
                 }
                 Err(join) => {
-                    tracing::warn!(connector = %self.connector, "read back a record: {join}")
+                    tracing::warn!(connector = %self.task.connector, "read back a record: {join}")
                 }
             }
         }
-        self.errors.report(&failure, &failed).await
+        self.task.errors.report(&failure, &failed).await
     }
 }
 

@@ -12,7 +12,6 @@ mod supervisor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::anyhow;
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
 use sluice_proto::connector::v1::{self as proto, ConnectorType};
@@ -173,35 +172,9 @@ impl UnitHost {
             .or_insert_with(|| connector.name.clone());
         let file = ConfigFile::from_values(format!("connector {}", connector.name), values);
         let settings = ConnectorConfig::from_file(&file)?;
-        let (plugin, class) = self.registry.resolve(&settings.class).ok_or_else(|| {
-            anyhow!(
-                "no connector plugin named {} on worker {}",
-                settings.class,
-                self.worker_id
-            )
-        })?;
-        let kind = ConnectorType::try_from(class.r#type).unwrap_or(ConnectorType::Unspecified);
-        if kind == ConnectorType::Sink {
-            let issues = settings.sink_issues();
-            if !issues.is_empty() {
-                return Err(file.first_issue(issues).into());
-            }
-        }
-        Ok(ConnectorSpec {
-            name: settings.name.clone(),
-            class: class.class_name.clone(),
-            kind,
-            command: plugin.command.clone(),
-            tasks_max: settings.tasks_max,
-            key_converter: self.settings.converter("key", &file, &settings.values)?,
-            value_converter: self.settings.converter("value", &file, &settings.values)?,
-            transforms: settings.transforms.clone(),
-            topics: settings.topics.clone(),
-            topics_regex: settings.topics_regex.clone(),
-            restart: settings.restart.clone(),
-            errors: settings.errors.clone(),
-            transactions: self.transactions(&settings, kind, class)?,
-            config: plugin.complete_config(&class.class_name, &settings.values),
-        })
+        let (mut spec, class) =
+            ConnectorSpec::build(&self.registry, &self.settings, None, &file, &settings)?;
+        spec.transactions = self.transactions(&settings, spec.kind, class)?;
+        Ok(spec)
     }
 }

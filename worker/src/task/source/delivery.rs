@@ -168,7 +168,7 @@ impl AtLeastOnce {
                 None => self.tracker.delivered(batch.seq, None),
             }
         }
-        runner.counters.add(sent, bytes);
+        runner.task.counters.add(sent, bytes);
         Ok(())
     }
 
@@ -181,7 +181,7 @@ impl AtLeastOnce {
         let (completed, failure) = self.tracker.take();
         if let Some(last) = completed.last().map(|b| b.seq) {
             runner.offsets.commit(
-                &runner.connector,
+                &runner.task.connector,
                 completed
                     .iter()
                     .flat_map(|b| b.positions.iter().map(|(p, o)| (p.as_str(), o.as_str()))),

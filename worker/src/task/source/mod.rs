@@ -19,14 +19,12 @@ use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
 use sluice_data::record::Record;
-use sluice_data::transforms::Chain;
 
 use crate::host::process::Client;
 use crate::restart::task_error;
-use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
-use crate::task::metrics::Counters;
+use crate::task::errors::{report_text, FailedRecord, Failure, Stage};
 use crate::task::offsets::OffsetStore;
-use crate::task::{OpenedSender, Transactions};
+use crate::task::{TaskSpec, Transactions};
 
 mod delivery;
 mod transactional;
@@ -40,23 +38,11 @@ const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Everything one source task needs besides its connector process.
 pub struct SourceTaskRunner {
-    pub connector: String,
-    pub class: String,
-    pub task_id: u32,
-    pub config: std::collections::BTreeMap<String, String>,
-    pub key_converter: Converter,
-    pub value_converter: Converter,
-    /// Applied to each record before its conversion.
-    pub transforms: Arc<Chain>,
+    pub task: TaskSpec,
     pub producer_config: ClientConfig,
     pub offsets: Arc<OffsetStore>,
-    pub counters: Arc<Counters>,
-    /// Told the task id once the connector opened the task.
-    pub opened: OpenedSender,
     /// On an exactly-once worker: records and their offsets are committed in transactions.
     pub transactions: Option<Transactions>,
-    /// Records that fail conversion: `errors.tolerance`, log, dead-letter queue.
-    pub errors: Arc<ErrorReporter>,
     /// How long an ending task waits for Kafka to acknowledge what it holds
     /// (`task.shutdown.graceful.timeout.ms`).
     pub drain_timeout: Duration,
@@ -185,7 +171,7 @@ impl SourceTaskRunner {
                     tracker: tracker.clone(),
                     log: crate::kafka::log::KafkaLog::new(format!(
                         "source task {}-{} producer",
-                        self.connector, self.task_id
+                        self.task.connector, self.task.task_id
                     )),
                 })
                 .context("create producer")?,
@@ -201,16 +187,16 @@ impl SourceTaskRunner {
     ) -> anyhow::Result<tonic::Streaming<proto::SourceResponse>> {
         let positions = self
             .offsets
-            .positions(&self.connector)
+            .positions(&self.task.connector)
             .await
             .context("read committed source offsets")?;
         send(
             tx,
             source_request::Kind::Open(proto::SourceOpen {
-                connector_class: self.class.clone(),
-                connector_name: self.connector.clone(),
-                task_id: self.task_id,
-                config: self.config.clone().into_iter().collect(),
+                connector_class: self.task.class.clone(),
+                connector_name: self.task.connector.clone(),
+                task_id: self.task.task_id,
+                config: self.task.config.clone().into_iter().collect(),
                 positions,
             }),
         )
@@ -224,7 +210,7 @@ impl SourceTaskRunner {
             Ok(Some(proto::SourceResponse {
                 kind: Some(source_response::Kind::Opened(_)),
             })) => {
-                let _ = self.opened.send(self.task_id);
+                let _ = self.task.opened.send(self.task.task_id);
             }
             Ok(Some(proto::SourceResponse {
                 kind: Some(source_response::Kind::Error(e)),
@@ -257,12 +243,12 @@ impl SourceTaskRunner {
         if record.topic.is_empty() {
             bail!("connector sent a record with no topic");
         }
-        let record = if self.transforms.is_empty() {
+        let record = if self.task.transforms.is_empty() {
             record
         } else {
             // Moved into the chain, not copied; what a failure report needs of it is kept
             // aside first, and its contents only when the error policy will show them.
-            let failed = if self.errors.needs_contents() {
+            let failed = if self.task.errors.needs_contents() {
                 failed_source_record(&record)
             } else {
                 FailedRecord {
@@ -270,7 +256,7 @@ impl SourceTaskRunner {
                     ..FailedRecord::default()
                 }
             };
-            match self.transforms.apply(to_record(record)) {
+            match self.task.transforms.apply(to_record(record)) {
                 Ok(Some(r)) => from_record(r),
                 // Dropped by a transform (Filter): done with, like a delivered record.
                 Ok(None) => return Ok(None),
@@ -283,7 +269,7 @@ impl SourceTaskRunner {
                         error: &error,
                         retriable: false,
                     };
-                    self.errors.report(&report, &failed).await?;
+                    self.task.errors.report(&report, &failed).await?;
                     return Ok(None);
                 }
             }
@@ -292,7 +278,7 @@ impl SourceTaskRunner {
             bail!("a transform left a record with no topic");
         }
         if last_topic.as_deref() != Some(record.topic.as_str()) {
-            self.counters.note_topic(&record.topic);
+            self.task.counters.note_topic(&record.topic);
             *last_topic = Some(record.topic.clone());
         }
         let mut converted = self.convert(&record);
@@ -300,6 +286,7 @@ impl SourceTaskRunner {
             // Something the converter needs is away (its schema registry): wait for it as
             // errors.retry.* allow before the error policy decides.
             converted = self
+                .task
                 .errors
                 .retry(|| {
                     std::future::ready(self.convert(&record).map_err(|f| {
@@ -319,7 +306,8 @@ impl SourceTaskRunner {
                     error: &f.error,
                     retriable: f.error.retriable,
                 };
-                self.errors
+                self.task
+                    .errors
                     .report(&failure, &failed_source_record(&record))
                     .await?;
                 return Ok(None);
@@ -364,12 +352,12 @@ impl SourceTaskRunner {
         };
         let key = one(
             Stage::KeyConverter,
-            &self.key_converter,
+            &self.task.key_converter,
             record.key.as_ref(),
         )?;
         let value = one(
             Stage::ValueConverter,
-            &self.value_converter,
+            &self.task.value_converter,
             record.value.as_ref(),
         )?;
         let headers = match record.headers.is_empty() {
@@ -389,14 +377,14 @@ impl SourceTaskRunner {
     /// A record the connector could not read: the error policy decides.
     async fn record_error(&self, e: proto::RecordError) -> anyhow::Result<()> {
         let error = report_text(&e);
-        let failure = Failure::reported(Stage::TaskPoll, &self.class, &error);
+        let failure = Failure::reported(Stage::TaskPoll, &self.task.class, &error);
         let failed = FailedRecord {
             topic: e.topic.clone(),
             key: dead_letter_bytes(e.key.as_ref()),
             value: dead_letter_bytes(e.value.as_ref()),
             ..FailedRecord::default()
         };
-        self.errors.report(&failure, &failed).await
+        self.task.errors.report(&failure, &failed).await
     }
 
     fn headers(&self, headers: &[proto::Header]) -> Result<OwnedHeaders, ConversionError> {

@@ -99,7 +99,7 @@ impl<'a> Transactional<'a> {
         runner: &SourceTaskRunner,
         transactions: &'a Transactions,
     ) -> anyhow::Result<Transactional<'a>> {
-        let transactional_id = format!("{}-{}", transactions.id_prefix, runner.task_id);
+        let transactional_id = format!("{}-{}", transactions.id_prefix, runner.task.task_id);
         let mut config = runner.producer_config.clone();
         config.set("transactional.id", &transactional_id);
         let producer = runner.producer(config, &Arc::new(DeliveryTracker::default()))?;
@@ -109,7 +109,7 @@ impl<'a> Transactional<'a> {
             p.init_transactions(TRANSACTION_TIMEOUT)
         })
         .await?;
-        tracing::debug!(connector = %runner.connector, task = runner.task_id, %transactional_id, "transactions initialized");
+        tracing::debug!(connector = %runner.task.connector, task = runner.task.task_id, %transactional_id, "transactions initialized");
         Ok(Transactional {
             transactions,
             producer,
@@ -219,7 +219,7 @@ impl<'a> Transactional<'a> {
                 lease.check(self.epoch, TRANSACTION_TIMEOUT).await?;
                 let (topic, offsets) = runner
                     .offsets
-                    .transactional_records(&runner.connector, &txn.positions)?;
+                    .transactional_records(&runner.task.connector, &txn.positions)?;
                 for (key, offset) in &offsets {
                     let record: BaseRecord<'_, [u8], [u8], usize> =
                         BaseRecord::with_opaque_to(topic, usize::MAX)
@@ -241,20 +241,20 @@ impl<'a> Transactional<'a> {
                     // Frozen in the commit itself. Kafka fenced it if the task moved
                     // meanwhile; a broker that does not fence took it, and may now hold
                     // these records twice.
-                    tracing::warn!(connector = %runner.connector, task = runner.task_id, records = txn.records, "committed a transaction while this worker's lease ran out");
+                    tracing::warn!(connector = %runner.task.connector, task = runner.task.task_id, records = txn.records, "committed a transaction while this worker's lease ran out");
                 }
-                tracing::trace!(connector = %runner.connector, task = runner.task_id, records = txn.records, elapsed = ?started.elapsed(), "transaction committed");
+                tracing::trace!(connector = %runner.task.connector, task = runner.task.task_id, records = txn.records, elapsed = ?started.elapsed(), "transaction committed");
                 runner.offsets.committed_durably(
-                    &runner.connector,
+                    &runner.task.connector,
                     txn.positions.iter().map(|(p, o)| (p.as_str(), o.as_str())),
                 );
-                runner.counters.add(txn.records, txn.bytes);
+                runner.task.counters.add(txn.records, txn.bytes);
             } else {
                 blocking(producer, "abort transaction", |p| {
                     p.abort_transaction(TRANSACTION_TIMEOUT)
                 })
                 .await?;
-                tracing::debug!(connector = %runner.connector, task = runner.task_id, records = txn.records, "the connector aborted a transaction");
+                tracing::debug!(connector = %runner.task.connector, task = runner.task.task_id, records = txn.records, "the connector aborted a transaction");
             }
             txn.open = false;
             txn.positions.clear();
@@ -278,7 +278,7 @@ impl<'a> Transactional<'a> {
     /// initialization aborts it anyway).
     pub(super) async fn abandon(&self, runner: &SourceTaskRunner) {
         if self.txn.open {
-            tracing::warn!(connector = %runner.connector, task = runner.task_id, records = self.txn.records, "aborting the open transaction");
+            tracing::warn!(connector = %runner.task.connector, task = runner.task.task_id, records = self.txn.records, "aborting the open transaction");
             let _ = blocking(&self.producer, "abort transaction", |p| {
                 p.abort_transaction(TRANSACTION_TIMEOUT)
             })
