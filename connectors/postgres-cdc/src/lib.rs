@@ -4,7 +4,10 @@
 //! messages).
 
 pub mod pgoutput;
+mod server;
 mod source;
+mod table;
+mod task;
 mod types;
 
 use sluice_connector_sdk::Plugin;

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use apache_avro::types::Value as AvroValue;
 use proptest::prelude::*;
 use sluice_proto::connector::v1::{
     data, value, ArrayValue, Data, Field, MapEntry, MapValue, Schema, SchemaType, StructValue,
     Structured, Value,
 };
 
+use super::from_avro::logical;
 use super::*;
 use crate::converter::registry::{MemoryRegistry, SchemaRegistry, SubjectSchema};
 use crate::converter::Converter;
