@@ -30,7 +30,7 @@ use crate::runner::{consumer_config, producer_config, WorkerContext};
 use crate::settings::WorkerSettings;
 use crate::task::offsets::{OffsetStore, DEFAULT_OFFSET_TOPIC};
 use crate::unit::{supervise, Planner, StatusUpdate, UnitHost, UnitState};
-use sluice_model::{ConfigFile, UnitKey};
+use sluice_model::{ConfigFile, UnitKey, WorkerId};
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,7 +156,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         stop_failures: Default::default(),
     };
     let host = Arc::new(UnitHost::new(
-        options.worker_id.clone(),
+        WorkerId::new(options.worker_id.clone()),
         settings,
         registry,
         ctx,
@@ -338,7 +338,7 @@ async fn control(
                 joined.notify_one();
                 let mut stream = response.into_inner();
                 let request = wire::RequestsRequest {
-                    worker_id: shared.host.worker_id.clone(),
+                    worker_id: shared.host.worker_id.to_string(),
                 };
                 let mut requests = match tokio::time::timeout(RPC_TIMEOUT, client.requests(request))
                     .await
@@ -389,7 +389,7 @@ async fn control(
                         },
                         _ = ticker.tick() => {
                             let request = wire::HeartbeatRequest {
-                                worker_id: shared.host.worker_id.clone(),
+                                worker_id: shared.host.worker_id.to_string(),
                                 generation: generation.load(Ordering::Relaxed),
                             };
                             let sent = tokio::time::Instant::now();
@@ -467,7 +467,7 @@ async fn handle_request(shared: &Shared, request: wire::WorkerRequest) -> wire::
         }
     };
     wire::WorkerResponse {
-        worker_id: shared.host.worker_id.clone(),
+        worker_id: shared.host.worker_id.to_string(),
         id: request.id,
         result: Some(result),
     }
@@ -529,7 +529,7 @@ async fn report_statuses(
         }
         let listed = if full { &current } else { &changed };
         let report = wire::StatusReport {
-            worker_id: shared.host.worker_id.clone(),
+            worker_id: shared.host.worker_id.to_string(),
             generation: generation.load(Ordering::Relaxed),
             full,
             statuses: listed

@@ -23,7 +23,7 @@ use crate::task::metrics::{human_bytes, Counters};
 use crate::task::offsets::OffsetStore;
 use crate::unit::local::LocalPlanner;
 use crate::unit::{supervise, Planner, StatusUpdate, UnitHost};
-use sluice_model::{ConfigError, ConfigFile, ConnectorConfig, ConnectorName};
+use sluice_model::{ConfigError, ConfigFile, ConnectorConfig, ConnectorName, WorkerId};
 use tokio::sync::mpsc;
 
 pub struct StandaloneOptions {
@@ -158,7 +158,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     );
     let (statuses, status_rx) = mpsc::unbounded_channel();
     let host = Arc::new(UnitHost::new(
-        "standalone".into(),
+        WorkerId::new("standalone"),
         worker,
         registry,
         ctx,

@@ -190,7 +190,7 @@ async fn plan(
 ) -> anyhow::Result<()> {
     let tasks = plan_tasks(client, spec).await?;
     let request = wire::SubmitTaskConfigsRequest {
-        worker_id: host.worker_id.clone(),
+        worker_id: host.worker_id.to_string(),
         connector: config.name.clone(),
         config_version: config.config_version,
         tasks: tasks

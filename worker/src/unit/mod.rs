@@ -26,7 +26,9 @@ use crate::runner::{ConnectorSpec, WorkerContext};
 use crate::settings::WorkerSettings;
 use crate::task::metrics::Counters;
 use crate::task::Transactions;
-use sluice_model::{ConfigFile, ConnectorConfig, ConnectorName, TransactionBoundary, UnitKey};
+use sluice_model::{
+    ConfigFile, ConnectorConfig, ConnectorName, TransactionBoundary, UnitKey, WorkerId,
+};
 
 pub use supervisor::{supervise, Assignments};
 
@@ -40,7 +42,7 @@ pub enum Planner {
 
 /// What every unit of this worker shares.
 pub struct UnitHost {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub settings: WorkerSettings,
     pub registry: PluginRegistry,
     pub ctx: WorkerContext,
@@ -68,7 +70,7 @@ pub struct StatusUpdate {
 impl UnitHost {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        worker_id: String,
+        worker_id: WorkerId,
         settings: WorkerSettings,
         registry: PluginRegistry,
         ctx: WorkerContext,
