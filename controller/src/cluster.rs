@@ -64,6 +64,23 @@ impl Cluster {
         &self,
         f: impl FnOnce(&mut State, &mut Vec<Write>) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
+        self.commit(f, true).await
+    }
+
+    /// As [`Cluster::mutate`], for a change of observed state only (statuses, topics used):
+    /// nothing to place anew, so the reconcile loop is not woken.
+    pub(crate) async fn record<R>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Vec<Write>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        self.commit(f, false).await
+    }
+
+    async fn commit<R>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Vec<Write>) -> Result<R, ApiError>,
+        reconcile: bool,
+    ) -> Result<R, ApiError> {
         let mut writes = Vec::new();
         let (answer, ticket) = {
             let mut state = self.state.lock().await;
@@ -73,7 +90,9 @@ impl Cluster {
         };
         if let Some(ticket) = ticket {
             ticket.durable().await?;
-            self.changed.notify_one();
+            if reconcile {
+                self.changed.notify_one();
+            }
         }
         Ok(answer)
     }
@@ -141,7 +160,7 @@ impl Cluster {
         logger: &str,
         level: &str,
     ) -> Result<Vec<String>, ApiError> {
-        self.mutate(|state, writes| {
+        self.record(|state, writes| {
             let levels = &mut state.desired.log_levels;
             levels.insert(logger.to_string(), level.to_string());
             writes.push(Write::LogLevels(levels.clone()));
@@ -178,65 +197,64 @@ impl Cluster {
     /// not own (a stale worker) are ignored.
     pub async fn report(&self, report: wire::StatusReport) -> Result<(), ApiError> {
         let worker = WorkerId::new(report.worker_id);
-        let released_any = self
-            .mutate(|state, writes| {
-                let observed = &mut state.observed;
-                if let Some(w) = observed.workers.get_mut(&worker) {
-                    w.last_seen = Instant::now();
+        self.record(|state, writes| {
+            let observed = &mut state.observed;
+            if let Some(w) = observed.workers.get_mut(&worker) {
+                w.last_seen = Instant::now();
+            }
+            let before = observed.releasing.len();
+            for r in &report.released {
+                let unit = UnitKey::from_wire(&r.connector, r.task);
+                if observed
+                    .releasing
+                    .get(&unit)
+                    .is_some_and(|(old, _)| *old == worker)
+                {
+                    observed.releasing.remove(&unit);
                 }
-                let before = observed.releasing.len();
-                for r in &report.released {
-                    let unit = UnitKey::from_wire(&r.connector, r.task);
-                    if observed
-                        .releasing
-                        .get(&unit)
-                        .is_some_and(|(old, _)| *old == worker)
-                    {
-                        observed.releasing.remove(&unit);
+            }
+            if report.full {
+                // A full snapshot lists everything the worker runs: what it does not
+                // list, it does not run.
+                let listed: BTreeSet<UnitKey> = report
+                    .statuses
+                    .iter()
+                    .map(|s| UnitKey::from_wire(&s.connector, s.task))
+                    .collect();
+                observed
+                    .releasing
+                    .retain(|unit, (old, _)| *old != worker || listed.contains(unit));
+            }
+            if observed.releasing.len() != before {
+                // A release is no durable fact: the unit's new owner may start it now,
+                // without waiting for this report's statuses to reach the disk.
+                self.changed.notify_one();
+            }
+            for s in report.statuses {
+                let unit = UnitKey::from_wire(&s.connector, s.task);
+                if state.desired.placement.get(&unit) != Some(&worker) {
+                    continue;
+                }
+                if let Some(record) = state.desired.connectors.get_mut(&unit.connector) {
+                    let before = record.topics.len();
+                    record.topics.extend(s.topics);
+                    if record.topics.len() != before {
+                        writes.push(Write::Connector(unit.connector.clone(), record.clone()));
                     }
                 }
-                if report.full {
-                    // A full snapshot lists everything the worker runs: what it does not
-                    // list, it does not run.
-                    let listed: BTreeSet<UnitKey> = report
-                        .statuses
-                        .iter()
-                        .map(|s| UnitKey::from_wire(&s.connector, s.task))
-                        .collect();
-                    observed
-                        .releasing
-                        .retain(|unit, (old, _)| *old != worker || listed.contains(unit));
+                let record = StatusRecord {
+                    state: crate::store::State::from_wire(s.state),
+                    worker_id: worker.clone(),
+                    trace: s.trace,
+                };
+                if state.observed.statuses.get(&unit) != Some(&record) {
+                    writes.push(Write::Status(unit.clone(), record.clone()));
+                    state.observed.statuses.insert(unit, record);
                 }
-                let released_any = observed.releasing.len() != before;
-                for s in report.statuses {
-                    let unit = UnitKey::from_wire(&s.connector, s.task);
-                    if state.desired.placement.get(&unit) != Some(&worker) {
-                        continue;
-                    }
-                    if let Some(record) = state.desired.connectors.get_mut(&unit.connector) {
-                        let before = record.topics.len();
-                        record.topics.extend(s.topics);
-                        if record.topics.len() != before {
-                            writes.push(Write::Connector(unit.connector.clone(), record.clone()));
-                        }
-                    }
-                    let record = StatusRecord {
-                        state: crate::store::State::from_wire(s.state),
-                        worker_id: worker.clone(),
-                        trace: s.trace,
-                    };
-                    if state.observed.statuses.get(&unit) != Some(&record) {
-                        writes.push(Write::Status(unit.clone(), record.clone()));
-                        state.observed.statuses.insert(unit, record);
-                    }
-                }
-                Ok(released_any)
-            })
-            .await?;
-        if released_any {
-            self.changed.notify_one();
-        }
-        Ok(())
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Stores task configs planned for the connector's current config version.
