@@ -207,12 +207,10 @@ pub fn issues(
     sink: bool,
     plugin: &[api::ConfigKey],
 ) -> Vec<ConfigIssue> {
-    let mut issues = match ConnectorConfig::parse(values) {
-        Ok(config) if sink => config.sink_issues(),
-        Ok(_) => Vec::new(),
-        Err(issues) => issues,
-    };
-    if sink && !issues.iter().any(|i| i.key.starts_with("topics")) {
+    let mut issues = ConnectorConfig::parse(values).err().unwrap_or_default();
+    if sink {
+        // Read apart from the parse, so that a sink's subscription is checked even when
+        // other keys are wrong.
         let mut r = Reader {
             values,
             issues: Vec::new(),

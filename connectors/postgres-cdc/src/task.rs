@@ -710,7 +710,14 @@ impl CdcTask {
         match message {
             Message::Insert { new, .. } => {
                 let after = table.values(&new, None)?;
-                out.push(self.change(&table, "c", None, Some(after), &origin, &offset));
+                out.push(self.events.record(
+                    &table,
+                    "c",
+                    None,
+                    Some(after),
+                    &origin,
+                    offset.clone(),
+                ));
             }
             Message::Update {
                 old, key_only, new, ..
@@ -721,11 +728,23 @@ impl CdcTask {
                     // The key changed: Debezium's delete, tombstone and create.
                     Some(before) if key_only => {
                         out.extend(self.delete(&table, before, &origin, &offset));
-                        out.push(self.change(&table, "c", None, Some(after), &origin, &offset));
+                        out.push(self.events.record(
+                            &table,
+                            "c",
+                            None,
+                            Some(after),
+                            &origin,
+                            offset.clone(),
+                        ));
                     }
-                    before => {
-                        out.push(self.change(&table, "u", before, Some(after), &origin, &offset))
-                    }
+                    before => out.push(self.events.record(
+                        &table,
+                        "u",
+                        before,
+                        Some(after),
+                        &origin,
+                        offset.clone(),
+                    )),
                 }
             }
             Message::Delete { old, .. } => {
@@ -734,7 +753,9 @@ impl CdcTask {
             }
             _ => {
                 for t in &tables {
-                    let mut record = self.change(t, "t", None, None, &origin, &offset);
+                    let mut record =
+                        self.events
+                            .record(t, "t", None, None, &origin, offset.clone());
                     record.key = Data::default();
                     out.push(record);
                 }
@@ -751,7 +772,9 @@ impl CdcTask {
         origin: &Origin,
         offset: &str,
     ) -> Vec<SourceRecord> {
-        let record = self.change(table, "d", Some(before), None, origin, offset);
+        let record = self
+            .events
+            .record(table, "d", Some(before), None, origin, offset.to_string());
         let mut out = vec![record];
         if self.tombstones {
             let mut tombstone = out[0].clone();
@@ -759,20 +782,6 @@ impl CdcTask {
             out.push(tombstone);
         }
         out
-    }
-
-    /// A change event in Debezium's envelope.
-    pub(crate) fn change(
-        &self,
-        table: &Table,
-        op: &str,
-        before: Option<Vec<Value>>,
-        after: Option<Vec<Value>>,
-        origin: &Origin,
-        offset: &str,
-    ) -> SourceRecord {
-        self.events
-            .record(table, op, before, after, origin, offset.to_string())
     }
 }
 
