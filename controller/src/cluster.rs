@@ -304,18 +304,33 @@ impl Cluster {
     }
 
     /// Runs until cancelled. Every change recomputes the placement at once; in between, a
-    /// 200 ms tick only looks for workers that went silent and for assignments still unsent.
+    /// pass runs when a worker's silence or a release reaches its timeout, and at least
+    /// every 200 ms to retry assignments whose send failed.
     pub async fn run(&self, shutdown: tokio_util::sync::CancellationToken) {
         let mut force = true;
         loop {
             if let Err(e) = self.reconcile(force).await {
                 tracing::error!("reconcile: {e}");
             }
+            let now = Instant::now();
+            let tick = now + Duration::from_millis(200);
+            let deadline = self
+                .read(|s| reconcile::next_deadline(&s.observed, self.timeouts()))
+                .await;
+            // A deadline already passed is handled by the pass just made; never spin on one.
+            let wake = deadline.map_or(tick, |at| at.clamp(now + Duration::from_millis(10), tick));
             force = tokio::select! {
                 _ = self.changed.notified() => true,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => false,
+                _ = tokio::time::sleep_until(wake.into()) => false,
                 _ = shutdown.cancelled() => return,
             };
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            worker: self.worker_timeout,
+            release: RELEASE_TIMEOUT,
         }
     }
 
@@ -323,10 +338,7 @@ impl Cluster {
     /// streams, stores a new placement, and (once it is durable) sends each worker whose
     /// assignment differs its new one.
     pub async fn reconcile(&self, force: bool) -> Result<(), ApiError> {
-        let timeouts = Timeouts {
-            worker: self.worker_timeout,
-            release: RELEASE_TIMEOUT,
-        };
+        let timeouts = self.timeouts();
         let mut writes = Vec::new();
         let (sends, generation, ticket) = {
             let mut state = self.state.lock().await;

@@ -46,10 +46,17 @@ impl Journal {
                     while let Ok(more) = rx.try_recv() {
                         group.push(more);
                     }
-                    let written = group
-                        .iter()
-                        .try_for_each(|(writes, _)| store.apply(writes))
-                        .and_then(|()| store.flush_blocking());
+                    let started = std::time::Instant::now();
+                    let applied = group.iter().try_for_each(|(writes, _)| store.apply(writes));
+                    let apply_time = started.elapsed();
+                    let written = applied.and_then(|()| store.flush_blocking());
+                    tracing::debug!(
+                        batches = group.len(),
+                        writes = group.iter().map(|(w, _)| w.len()).sum::<usize>(),
+                        ?apply_time,
+                        flush_time = ?started.elapsed() - apply_time,
+                        "group commit"
+                    );
                     if let Err(e) = &written {
                         tracing::error!("write the controller store: {e}");
                     }

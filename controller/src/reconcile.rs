@@ -165,6 +165,25 @@ pub fn reconcile(
     }
 }
 
+/// When a timer next asks for a pass: the first moment a worker will have been silent for
+/// longer than the timeout, or a release waited for too long. The loop wakes then rather than
+/// at its next tick, so work moves off a dead worker as soon as the timeout allows.
+pub fn next_deadline(observed: &Observed, timeouts: Timeouts) -> Option<Instant> {
+    let silent = observed
+        .workers
+        .values()
+        .map(|w| w.last_seen + timeouts.worker);
+    let released = observed
+        .releasing
+        .values()
+        .map(|(_, since)| *since + timeouts.release);
+    // "Silent" is strictly longer than the timeout.
+    silent
+        .chain(released)
+        .min()
+        .map(|at| at + Duration::from_millis(1))
+}
+
 /// Every unit that should run: a planning instance per connector not stopped, and its tasks.
 pub fn desired_work(connectors: &BTreeMap<ConnectorName, ConnectorRecord>) -> Vec<Work> {
     let mut work = Vec::new();
@@ -390,6 +409,41 @@ mod tests {
             TIMEOUTS,
         );
         assert!(stopped.next.unwrap().placement.is_empty());
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_first_silence_or_release_timeout() {
+        let now = Instant::now();
+        let mut observed = Observed::default();
+        assert_eq!(next_deadline(&observed, TIMEOUTS), None);
+        observed.workers.insert(w("a"), worker(now, true));
+        observed
+            .workers
+            .insert(w("b"), worker(now - Duration::from_secs(4), false));
+        let first = next_deadline(&observed, TIMEOUTS).unwrap();
+        assert_eq!(first, now + Duration::from_millis(6001));
+        // A worker found dead at that moment, not before.
+        observed.workers.remove("a");
+        let before = reconcile(
+            &Desired::default(),
+            &observed,
+            first - Duration::from_millis(2),
+            false,
+            TIMEOUTS,
+        );
+        assert!(before.dead.is_empty());
+        assert_eq!(
+            reconcile(&Desired::default(), &observed, first, false, TIMEOUTS).dead,
+            [w("b")]
+        );
+        observed.releasing.insert(
+            UnitKey::task("c", 0),
+            (w("b"), now - Duration::from_secs(39)),
+        );
+        assert_eq!(
+            next_deadline(&observed, TIMEOUTS).unwrap(),
+            now + Duration::from_millis(1001)
+        );
     }
 
     #[test]
