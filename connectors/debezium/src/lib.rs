@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod keys;
+
 use regex::Regex;
 use sluice_connector_sdk::proto::{
     data as proto_data, value, Data, Field, Schema, SchemaType, StructValue, Structured, Value,
@@ -267,6 +269,91 @@ pub fn heartbeat(
         headers: Vec::new(),
         timestamp_ms: None,
         transaction: Default::default(),
+    }
+}
+
+/// Debezium's `source` block: the fields every connector's block starts with (its
+/// `CommonSourceInfo`), then the connector's own `fields`.
+pub fn source_schema(name: &str, fields: Vec<Field>) -> Schema {
+    let common = vec![
+        field("version", plain(SchemaType::String, false)),
+        field("connector", plain(SchemaType::String, false)),
+        field("name", plain(SchemaType::String, false)),
+        field("ts_ms", plain(SchemaType::Int64, false)),
+        field("snapshot", snapshot_schema()),
+        field("db", plain(SchemaType::String, false)),
+        field("sequence", plain(SchemaType::String, true)),
+        field("ts_us", plain(SchemaType::Int64, true)),
+        field("ts_ns", plain(SchemaType::Int64, true)),
+    ];
+    Schema {
+        r#type: SchemaType::Struct as i32,
+        optional: false,
+        name: Some(name.into()),
+        fields: [common, fields].concat(),
+        ..Schema::default()
+    }
+}
+
+/// The values of [`source_schema`]'s common fields.
+pub struct SourceInfo<'a> {
+    /// `mysql`, `postgresql`.
+    pub connector: &'a str,
+    /// The logical server name (`topic.prefix`).
+    pub server: &'a str,
+    /// Commit (or snapshot) time, epoch microseconds.
+    pub ts_us: i64,
+    pub snapshot: &'a str,
+    pub db: &'a str,
+    pub sequence: Option<&'a str>,
+}
+
+impl SourceInfo<'_> {
+    /// The block's value: the common fields, then the connector's own `values`.
+    pub fn value(&self, values: Vec<Value>) -> Value {
+        let common = vec![
+            string(env!("CARGO_PKG_VERSION")),
+            string(self.connector),
+            string(self.server),
+            int(self.ts_us.div_euclid(1000)),
+            string(self.snapshot),
+            string(self.db),
+            self.sequence.map_or_else(null, string),
+            int(self.ts_us),
+            int(self.ts_us.saturating_mul(1000)),
+        ];
+        structure([common, values].concat())
+    }
+}
+
+/// A change event in Debezium's envelope on `topic`, keyed by `key`.
+pub struct Change<'a> {
+    pub topic: String,
+    pub key: Data,
+    pub envelope: Schema,
+    pub before: Option<Vec<Value>>,
+    pub after: Option<Vec<Value>>,
+    pub source: Value,
+    pub op: &'a str,
+}
+
+impl Change<'_> {
+    /// The record, at `offset` of `partition`.
+    pub fn record(self, partition: Arc<str>, offset: String) -> SourceRecord {
+        SourceRecord {
+            source_partition: Some(partition),
+            source_offset: Some(offset),
+            topic: self.topic,
+            kafka_partition: None,
+            key: self.key,
+            value: structured(
+                self.envelope,
+                envelope(self.before, self.after, self.source, self.op),
+            ),
+            headers: Vec::new(),
+            timestamp_ms: None,
+            transaction: Default::default(),
+        }
     }
 }
 

@@ -8,22 +8,14 @@ use mysql_async::{Conn, Row};
 use sluice_connector_sdk::{Config, TaskError};
 use sluice_debezium::FilterKeys;
 
-pub(crate) const HOSTNAME: &str = "database.hostname";
-pub(crate) const PORT: &str = "database.port";
-pub(crate) const USER: &str = "database.user";
-pub(crate) const PASSWORD: &str = "database.password";
+pub(crate) use sluice_debezium::keys::{
+    HEARTBEAT, HEARTBEAT_PREFIX, HOSTNAME, PASSWORD, PORT, SKIPPED, SNAPSHOT_FETCH, SNAPSHOT_MODE,
+    TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES, TOPIC_PREFIX, USER,
+};
+
 pub(crate) const SERVER_ID: &str = "database.server.id";
-pub(crate) const TOPIC_PREFIX: &str = "topic.prefix";
 pub(crate) const DATABASE_INCLUDE: &str = "database.include.list";
 pub(crate) const DATABASE_EXCLUDE: &str = "database.exclude.list";
-pub(crate) const TABLE_INCLUDE: &str = "table.include.list";
-pub(crate) const TABLE_EXCLUDE: &str = "table.exclude.list";
-pub(crate) const SNAPSHOT_MODE: &str = "snapshot.mode";
-pub(crate) const SNAPSHOT_FETCH: &str = "snapshot.fetch.size";
-pub(crate) const HEARTBEAT: &str = "heartbeat.interval.ms";
-pub(crate) const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
-pub(crate) const TOMBSTONES: &str = "tombstones.on.delete";
-pub(crate) const SKIPPED: &str = "skipped.operations";
 pub(crate) const SCHEMA_CHANGES: &str = "include.schema.changes";
 pub(crate) const HISTORY_TOPIC: &str = "schema.history.internal.kafka.topic";
 pub(crate) const HISTORY_SERVERS: &str = "schema.history.internal.kafka.bootstrap.servers";

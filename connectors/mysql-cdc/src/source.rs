@@ -10,13 +10,11 @@ use sluice_connector_sdk::proto::{ConfigDef, ConfigType, FieldError, Importance}
 use sluice_connector_sdk::{
     Config, ConfigDefBuilder, Connector, SourceConnector, SourceTask, TaskError,
 };
-use sluice_debezium::patterns;
+use sluice_debezium::keys;
 
 use crate::server::{
-    check_binlog, Settings, DATABASE_EXCLUDE, DATABASE_INCLUDE, FILTER_KEYS, HEARTBEAT,
-    HEARTBEAT_PREFIX, HISTORY_SERVERS, HISTORY_TOPIC, HOSTNAME, PASSWORD, PORT, SCHEMA_CHANGES,
-    SERVER_ID, SKIPPED, SNAPSHOT_FETCH, SNAPSHOT_MODE, TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES,
-    TOPIC_PREFIX, USER,
+    check_binlog, Settings, FILTER_KEYS, HISTORY_SERVERS, HISTORY_TOPIC, HOSTNAME, SCHEMA_CHANGES,
+    SERVER_ID, SNAPSHOT_MODE,
 };
 use crate::task::CdcTask;
 
@@ -44,53 +42,30 @@ impl Connector for MySqlCdcSource {
 
     fn config_defs(&self) -> Vec<ConfigDef> {
         let def = ConfigDefBuilder::new;
-        vec![
-            def(HOSTNAME, ConfigType::String)
-                .importance(Importance::High)
-                .doc("The server's host")
-                .build(),
-            def(PORT, ConfigType::Int)
-                .default_value("3306")
-                .importance(Importance::High)
-                .doc("The server's port")
-                .build(),
-            def(USER, ConfigType::String)
-                .importance(Importance::High)
-                .doc("A user with SELECT, RELOAD, REPLICATION SLAVE and REPLICATION CLIENT")
-                .build(),
-            def(PASSWORD, ConfigType::Password)
-                .default_value("")
-                .importance(Importance::High)
-                .doc("The user's password")
-                .build(),
-            // A string, so that "unset" can choose one: two replicas with one id cut each
-            // other off, so Debezium's default is random too.
-            def(SERVER_ID, ConfigType::String)
-                .default_value("")
-                .importance(Importance::High)
-                .doc("The replica server id the connector reads the binlog as; unique among the server's replicas (default: 5400-6399 by process)")
-                .build(),
-            def(TOPIC_PREFIX, ConfigType::String)
-                .importance(Importance::High)
-                .doc("The logical server name: topics are <prefix>.<database>.<table>, and it names the offsets")
-                .build(),
-            def(DATABASE_INCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching the databases to capture; empty for all")
-                .build(),
-            def(DATABASE_EXCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching databases not to capture")
-                .build(),
-            def(TABLE_INCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching database.table of the tables to capture; empty for all")
-                .build(),
-            def(TABLE_EXCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching database.table of tables not to capture")
-                .build(),
-            def(SNAPSHOT_MODE, ConfigType::String)
+        let server = keys::Server {
+            name: "The server",
+            default_port: 3306,
+            user_doc: "A user with SELECT, RELOAD, REPLICATION SLAVE and REPLICATION CLIENT",
+        };
+        let events = keys::Events {
+            fetch_doc: "Rows of the snapshot read ahead of the worker",
+            heartbeat_doc: "they carry the binlog position while captured tables are quiet",
+            skipped_doc: "c, u, d",
+        };
+        [
+            keys::connection(&server),
+            vec![
+                // A string, so that "unset" can choose one: two replicas with one id cut each
+                // other off, so Debezium's default is random too.
+                def(SERVER_ID, ConfigType::String)
+                    .default_value("")
+                    .importance(Importance::High)
+                    .doc("The replica server id the connector reads the binlog as; unique among the server's replicas (default: 5400-6399 by process)")
+                    .build(),
+                keys::topic_prefix("database"),
+            ],
+            keys::filters(&FILTER_KEYS, "database"),
+            vec![def(SNAPSHOT_MODE, ConfigType::String)
                 .default_value("initial")
                 .valid_values(&[
                     "initial",
@@ -102,52 +77,28 @@ impl Connector for MySqlCdcSource {
                     "schema_only",
                 ])
                 .doc("initial: snapshot unless a snapshot completed, then read the binlog; when_needed: also when the stored binlog file is gone; always: on every start; never/no_data/schema_only: binlog only; initial_only: snapshot and stop")
-                .build(),
-            def(SNAPSHOT_FETCH, ConfigType::Int)
-                .default_value("10240")
-                .doc("Rows of the snapshot read ahead of the worker")
-                .build(),
-            def(HEARTBEAT, ConfigType::Int)
-                .default_value("0")
-                .doc("Milliseconds between heartbeat records (0: none); they carry the binlog position while captured tables are quiet")
-                .build(),
-            def(HEARTBEAT_PREFIX, ConfigType::String)
-                .default_value("__debezium-heartbeat")
-                .doc("Heartbeats go to <this>.<topic.prefix>")
-                .build(),
-            def(TOMBSTONES, ConfigType::Boolean)
-                .default_value("true")
-                .doc("Follow each delete with a tombstone (null value) of the same key")
-                .build(),
-            def(SKIPPED, ConfigType::List)
-                .default_value("t")
-                .doc("Operations not to emit: c, u, d, or none")
-                .build(),
-            def(SCHEMA_CHANGES, ConfigType::Boolean)
-                .default_value("true")
-                .doc("Accepted for Debezium files; schema change events are not produced (the schema is read from information_schema)")
-                .build(),
-            def(HISTORY_TOPIC, ConfigType::String)
-                .default_value("")
-                .doc("Accepted for Debezium files and not used: no schema history topic is kept")
-                .build(),
-            def(HISTORY_SERVERS, ConfigType::String)
-                .default_value("")
-                .doc("Accepted for Debezium files and not used")
-                .build(),
+                .build()],
+            keys::events(&events),
+            vec![
+                def(SCHEMA_CHANGES, ConfigType::Boolean)
+                    .default_value("true")
+                    .doc("Accepted for Debezium files; schema change events are not produced (the schema is read from information_schema)")
+                    .build(),
+                def(HISTORY_TOPIC, ConfigType::String)
+                    .default_value("")
+                    .doc("Accepted for Debezium files and not used: no schema history topic is kept")
+                    .build(),
+                def(HISTORY_SERVERS, ConfigType::String)
+                    .default_value("")
+                    .doc("Accepted for Debezium files and not used")
+                    .build(),
+            ],
         ]
+        .concat()
     }
 
     fn validate(&self, config: &Config) -> Vec<FieldError> {
-        let mut errors = config.validate_against(&self.config_defs());
-        for key in FILTER_KEYS.all() {
-            if let Err(e) = patterns(config, key) {
-                errors.push(FieldError {
-                    name: key.into(),
-                    message: e.message,
-                });
-            }
-        }
+        let mut errors = keys::validate(config, &self.config_defs(), &FILTER_KEYS);
         if !errors.is_empty() {
             return errors;
         }

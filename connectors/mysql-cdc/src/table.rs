@@ -8,8 +8,8 @@ use mysql_async::{Conn, Value as My};
 use sluice_connector_sdk::proto::{Data, Schema, SchemaType, Value};
 use sluice_connector_sdk::{SourceRecord, TaskError};
 use sluice_debezium::{
-    envelope, envelope_schema, field, int, null, plain, row_schema, snapshot_schema, string,
-    structure, structured,
+    envelope_schema, field, int, null, plain, row_schema, string, structure, structured, Change,
+    SourceInfo,
 };
 
 use crate::server::my_error;
@@ -191,20 +191,9 @@ impl Table {
 }
 
 pub(crate) fn source_schema() -> Schema {
-    Schema {
-        r#type: SchemaType::Struct as i32,
-        optional: false,
-        name: Some("io.debezium.connector.mysql.Source".into()),
-        fields: vec![
-            field("version", plain(SchemaType::String, false)),
-            field("connector", plain(SchemaType::String, false)),
-            field("name", plain(SchemaType::String, false)),
-            field("ts_ms", plain(SchemaType::Int64, false)),
-            field("snapshot", snapshot_schema()),
-            field("db", plain(SchemaType::String, false)),
-            field("sequence", plain(SchemaType::String, true)),
-            field("ts_us", plain(SchemaType::Int64, true)),
-            field("ts_ns", plain(SchemaType::Int64, true)),
+    sluice_debezium::source_schema(
+        "io.debezium.connector.mysql.Source",
+        vec![
             field("table", plain(SchemaType::String, true)),
             field("server_id", plain(SchemaType::Int64, false)),
             field("gtid", plain(SchemaType::String, true)),
@@ -214,8 +203,7 @@ pub(crate) fn source_schema() -> Schema {
             field("thread", plain(SchemaType::Int64, true)),
             field("query", plain(SchemaType::String, true)),
         ],
-        ..Schema::default()
-    }
+    )
 }
 
 /// Where an event came from, for `source`.
@@ -253,16 +241,15 @@ impl Events {
             (Some(values), _) | (None, Some(values)) => table.key(values),
             (None, None) => Data::default(),
         };
-        let source = structure(vec![
-            string(env!("CARGO_PKG_VERSION")),
-            string("mysql"),
-            string(&self.prefix),
-            int(origin.ts_us.div_euclid(1000)),
-            string(origin.snapshot),
-            string(&table.db),
-            null(),
-            int(origin.ts_us),
-            int(origin.ts_us.saturating_mul(1000)),
+        let info = SourceInfo {
+            connector: "mysql",
+            server: &self.prefix,
+            ts_us: origin.ts_us,
+            snapshot: origin.snapshot,
+            db: &table.db,
+            sequence: None,
+        };
+        let source = info.value(vec![
             string(&table.name),
             int(i64::from(origin.server_id)),
             origin.gtid.map_or_else(null, string),
@@ -272,17 +259,16 @@ impl Events {
             origin.thread.map_or_else(null, |t| int(i64::from(t))),
             null(),
         ]);
-        SourceRecord {
-            source_partition: Some(self.partition.clone()),
-            source_offset: Some(offset),
+        Change {
             topic: table.topic.clone(),
-            kafka_partition: None,
             key,
-            value: structured(table.envelope.clone(), envelope(before, after, source, op)),
-            headers: Vec::new(),
-            timestamp_ms: None,
-            transaction: Default::default(),
+            envelope: table.envelope.clone(),
+            before,
+            after,
+            source,
+            op,
         }
+        .record(self.partition.clone(), offset)
     }
 }
 

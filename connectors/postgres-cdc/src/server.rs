@@ -10,26 +10,18 @@ use tokio_postgres::Client;
 
 use crate::types::{self};
 
-pub(crate) const HOSTNAME: &str = "database.hostname";
-pub(crate) const PORT: &str = "database.port";
-pub(crate) const USER: &str = "database.user";
-pub(crate) const PASSWORD: &str = "database.password";
+pub(crate) use sluice_debezium::keys::{
+    HEARTBEAT, HEARTBEAT_PREFIX, HOSTNAME, PASSWORD, PORT, SKIPPED, SNAPSHOT_FETCH, SNAPSHOT_MODE,
+    TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES, TOPIC_PREFIX, USER,
+};
+
 pub(crate) const DBNAME: &str = "database.dbname";
-pub(crate) const TOPIC_PREFIX: &str = "topic.prefix";
 pub(crate) const SLOT: &str = "slot.name";
 pub(crate) const PUBLICATION: &str = "publication.name";
 pub(crate) const AUTOCREATE: &str = "publication.autocreate.mode";
 pub(crate) const PLUGIN: &str = "plugin.name";
-pub(crate) const TABLE_INCLUDE: &str = "table.include.list";
-pub(crate) const TABLE_EXCLUDE: &str = "table.exclude.list";
 pub(crate) const SCHEMA_INCLUDE: &str = "schema.include.list";
 pub(crate) const SCHEMA_EXCLUDE: &str = "schema.exclude.list";
-pub(crate) const SNAPSHOT_MODE: &str = "snapshot.mode";
-pub(crate) const SNAPSHOT_FETCH: &str = "snapshot.fetch.size";
-pub(crate) const HEARTBEAT: &str = "heartbeat.interval.ms";
-pub(crate) const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
-pub(crate) const TOMBSTONES: &str = "tombstones.on.delete";
-pub(crate) const SKIPPED: &str = "skipped.operations";
 pub(crate) const FILTER_KEYS: FilterKeys = FilterKeys {
     container_include: SCHEMA_INCLUDE,
     container_exclude: SCHEMA_EXCLUDE,

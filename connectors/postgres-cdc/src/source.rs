@@ -7,12 +7,11 @@ use sluice_connector_sdk::proto::{ConfigDef, ConfigType, FieldError, Importance}
 use sluice_connector_sdk::{
     Config, ConfigDefBuilder, Connector, SourceConnector, SourceTask, TaskError,
 };
-use sluice_debezium::patterns;
+use sluice_debezium::keys;
 
 use crate::server::{
-    check_wal_level, Settings, AUTOCREATE, DBNAME, FILTER_KEYS, HEARTBEAT, HEARTBEAT_PREFIX,
-    HOSTNAME, PASSWORD, PLUGIN, PORT, PUBLICATION, SCHEMA_EXCLUDE, SCHEMA_INCLUDE, SKIPPED, SLOT,
-    SNAPSHOT_FETCH, SNAPSHOT_MODE, TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES, TOPIC_PREFIX, USER,
+    check_wal_level, Settings, AUTOCREATE, DBNAME, FILTER_KEYS, HOSTNAME, PLUGIN, PUBLICATION,
+    SLOT, SNAPSHOT_MODE,
 };
 use crate::task::CdcTask;
 
@@ -40,105 +39,56 @@ impl Connector for PostgresCdcSource {
 
     fn config_defs(&self) -> Vec<ConfigDef> {
         let def = ConfigDefBuilder::new;
-        vec![
-            def(HOSTNAME, ConfigType::String)
-                .importance(Importance::High)
-                .doc("The PostgreSQL server's host")
-                .build(),
-            def(PORT, ConfigType::Int)
-                .default_value("5432")
-                .importance(Importance::High)
-                .doc("The PostgreSQL server's port")
-                .build(),
-            def(USER, ConfigType::String)
-                .importance(Importance::High)
-                .doc("A user with the REPLICATION attribute (and, to create the publication, ownership of the tables)")
-                .build(),
-            def(PASSWORD, ConfigType::Password)
-                .default_value("")
-                .importance(Importance::High)
-                .doc("The user's password")
-                .build(),
-            def(DBNAME, ConfigType::String)
-                .importance(Importance::High)
-                .doc("The database to capture")
-                .build(),
-            def(TOPIC_PREFIX, ConfigType::String)
-                .importance(Importance::High)
-                .doc("The logical server name: topics are <prefix>.<schema>.<table>, and it names the offsets")
-                .build(),
-            def(SLOT, ConfigType::String)
-                .default_value("debezium")
-                .doc("The logical replication slot (created when missing)")
-                .build(),
-            def(PUBLICATION, ConfigType::String)
-                .default_value("dbz_publication")
-                .doc("The publication the slot streams")
-                .build(),
-            def(AUTOCREATE, ConfigType::String)
-                .default_value("all_tables")
-                .valid_values(&["all_tables", "disabled", "filtered"])
-                .doc("all_tables: create the publication FOR ALL TABLES when missing; filtered: for the included tables, kept in step on each start; disabled: it must exist")
-                .build(),
-            def(PLUGIN, ConfigType::String)
-                .default_value("pgoutput")
-                .valid_values(&["pgoutput"])
-                .doc("The logical decoding plugin; only PostgreSQL's built-in pgoutput")
-                .build(),
-            def(TABLE_INCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching schema.table of the tables to capture; empty for all")
-                .build(),
-            def(TABLE_EXCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching schema.table of tables not to capture")
-                .build(),
-            def(SCHEMA_INCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching the schemas to capture; empty for all")
-                .build(),
-            def(SCHEMA_EXCLUDE, ConfigType::List)
-                .default_value("")
-                .doc("Regular expressions matching schemas not to capture")
-                .build(),
-            def(SNAPSHOT_MODE, ConfigType::String)
+        let server = keys::Server {
+            name: "The PostgreSQL server",
+            default_port: 5432,
+            user_doc: "A user with the REPLICATION attribute (and, to create the publication, ownership of the tables)",
+        };
+        let events = keys::Events {
+            fetch_doc: "Rows fetched at a time during the snapshot",
+            heartbeat_doc: "they let the slot advance while captured tables are quiet",
+            skipped_doc: "c, u, d, t (truncate)",
+        };
+        [
+            keys::connection(&server),
+            vec![
+                def(DBNAME, ConfigType::String)
+                    .importance(Importance::High)
+                    .doc("The database to capture")
+                    .build(),
+                keys::topic_prefix("schema"),
+                def(SLOT, ConfigType::String)
+                    .default_value("debezium")
+                    .doc("The logical replication slot (created when missing)")
+                    .build(),
+                def(PUBLICATION, ConfigType::String)
+                    .default_value("dbz_publication")
+                    .doc("The publication the slot streams")
+                    .build(),
+                def(AUTOCREATE, ConfigType::String)
+                    .default_value("all_tables")
+                    .valid_values(&["all_tables", "disabled", "filtered"])
+                    .doc("all_tables: create the publication FOR ALL TABLES when missing; filtered: for the included tables, kept in step on each start; disabled: it must exist")
+                    .build(),
+                def(PLUGIN, ConfigType::String)
+                    .default_value("pgoutput")
+                    .valid_values(&["pgoutput"])
+                    .doc("The logical decoding plugin; only PostgreSQL's built-in pgoutput")
+                    .build(),
+            ],
+            keys::filters(&FILTER_KEYS, "schema"),
+            vec![def(SNAPSHOT_MODE, ConfigType::String)
                 .default_value("initial")
                 .valid_values(&["initial", "always", "never", "no_data", "initial_only"])
                 .doc("initial: snapshot the tables unless a snapshot completed, then stream; always: snapshot on every start; never/no_data: stream only; initial_only: snapshot and stop")
-                .build(),
-            def(SNAPSHOT_FETCH, ConfigType::Int)
-                .default_value("10240")
-                .doc("Rows fetched at a time during the snapshot")
-                .build(),
-            def(HEARTBEAT, ConfigType::Int)
-                .default_value("0")
-                .doc("Milliseconds between heartbeat records (0: none); they let the slot advance while captured tables are quiet")
-                .build(),
-            def(HEARTBEAT_PREFIX, ConfigType::String)
-                .default_value("__debezium-heartbeat")
-                .doc("Heartbeats go to <this>.<topic.prefix>")
-                .build(),
-            def(TOMBSTONES, ConfigType::Boolean)
-                .default_value("true")
-                .doc("Follow each delete with a tombstone (null value) of the same key")
-                .build(),
-            def(SKIPPED, ConfigType::List)
-                .default_value("t")
-                .doc("Operations not to emit: c, u, d, t (truncate), or none")
-                .build(),
+                .build()],
+            keys::events(&events),
         ]
+        .concat()
     }
 
     fn validate(&self, config: &Config) -> Vec<FieldError> {
-        let mut errors = config.validate_against(&self.config_defs());
-        for key in FILTER_KEYS.all() {
-            if let Err(e) = patterns(config, key) {
-                errors.push(FieldError {
-                    name: key.into(),
-                    message: e.message,
-                });
-            }
-        }
+        let mut errors = keys::validate(config, &self.config_defs(), &FILTER_KEYS);
         if !errors.is_empty() {
             return errors;
         }

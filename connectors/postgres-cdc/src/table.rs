@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sluice_connector_sdk::proto::{Data, Schema, SchemaType, Value};
 use sluice_connector_sdk::{SourceRecord, TaskError};
-use sluice_debezium::{envelope, envelope_schema, row_schema, snapshot_schema, structured};
+use sluice_debezium::{envelope_schema, row_schema, structured, Change, SourceInfo};
 
 use crate::pgoutput::Datum;
 use crate::types::{field, int, null, plain, string, structure, PgType};
@@ -134,28 +134,16 @@ impl Table {
 }
 
 pub(crate) fn source_schema() -> Schema {
-    Schema {
-        r#type: SchemaType::Struct as i32,
-        optional: false,
-        name: Some("io.debezium.connector.postgresql.Source".into()),
-        fields: vec![
-            field("version", plain(SchemaType::String, false)),
-            field("connector", plain(SchemaType::String, false)),
-            field("name", plain(SchemaType::String, false)),
-            field("ts_ms", plain(SchemaType::Int64, false)),
-            field("snapshot", snapshot_schema()),
-            field("db", plain(SchemaType::String, false)),
-            field("sequence", plain(SchemaType::String, true)),
-            field("ts_us", plain(SchemaType::Int64, true)),
-            field("ts_ns", plain(SchemaType::Int64, true)),
+    sluice_debezium::source_schema(
+        "io.debezium.connector.postgresql.Source",
+        vec![
             field("schema", plain(SchemaType::String, false)),
             field("table", plain(SchemaType::String, false)),
             field("txId", plain(SchemaType::Int64, true)),
             field("lsn", plain(SchemaType::Int64, true)),
             field("xmin", plain(SchemaType::Int64, true)),
         ],
-        ..Schema::default()
-    }
+    )
 }
 
 /// Where an event came from, for `source`.
@@ -188,39 +176,35 @@ impl Events {
         origin: &Origin,
         offset: String,
     ) -> SourceRecord {
-        let (prefix, dbname) = (self.prefix.as_str(), self.dbname.as_str());
         let key = match (&after, &before) {
             (Some(values), _) | (None, Some(values)) => table.key(values),
             (None, None) => Data::default(),
         };
-        let source = structure(vec![
-            string(env!("CARGO_PKG_VERSION")),
-            string("postgresql"),
-            string(prefix),
-            int(origin.ts_us.div_euclid(1000)),
-            string(origin.snapshot),
-            string(dbname),
-            origin.sequence.as_deref().map_or_else(null, string),
-            int(origin.ts_us),
-            int(origin.ts_us.saturating_mul(1000)),
+        let info = SourceInfo {
+            connector: "postgresql",
+            server: &self.prefix,
+            ts_us: origin.ts_us,
+            snapshot: origin.snapshot,
+            db: &self.dbname,
+            sequence: origin.sequence.as_deref(),
+        };
+        let source = info.value(vec![
             string(&table.schema),
             string(&table.name),
             origin.tx_id.map_or_else(null, int),
             origin.lsn.map_or_else(null, int),
             null(),
         ]);
-        let value = envelope(before, after, source, op);
-        SourceRecord {
-            source_partition: Some(self.partition.clone()),
-            source_offset: Some(offset),
+        Change {
             topic: table.topic.clone(),
-            kafka_partition: None,
             key,
-            value: structured(table.envelope.clone(), value),
-            headers: Vec::new(),
-            timestamp_ms: None,
-            transaction: Default::default(),
+            envelope: table.envelope.clone(),
+            before,
+            after,
+            source,
+            op,
         }
+        .record(self.partition.clone(), offset)
     }
 }
 
