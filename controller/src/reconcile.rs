@@ -53,19 +53,18 @@ pub fn reconcile(
     force: bool,
     timeouts: Timeouts,
 ) -> Outcome {
-    let silent = |w: &WorkerEntry| now.duration_since(w.last_seen) > timeouts.worker;
-    let dead: Vec<WorkerId> = observed
-        .workers
-        .iter()
-        .filter(|(_, w)| w.stream.is_none() && silent(w))
-        .map(|(id, _)| id.clone())
-        .collect();
-    let hung: Vec<WorkerId> = observed
-        .workers
-        .iter()
-        .filter(|(_, w)| w.stream.is_some() && silent(w))
-        .map(|(id, _)| id.clone())
-        .collect();
+    let (mut dead, mut hung) = (Vec::new(), Vec::new());
+    for (id, w) in &observed.workers {
+        if now.duration_since(w.last_seen) > timeouts.worker {
+            // Silent: hung while still connected, dead once its stream is gone.
+            let list = if w.stream.is_some() {
+                &mut hung
+            } else {
+                &mut dead
+            };
+            list.push(id.clone());
+        }
+    }
     let live = |id: &WorkerId| !dead.contains(id);
     let connected = |id: &WorkerId, w: &WorkerEntry| w.stream.is_some() && !hung.contains(id);
     let changed = force

@@ -8,10 +8,8 @@ use mysql_async::{Conn, Row};
 use sluice_connector_sdk::{Config, TaskError};
 use sluice_debezium::FilterKeys;
 
-pub(crate) use sluice_debezium::keys::{
-    HEARTBEAT, HEARTBEAT_PREFIX, HOSTNAME, PASSWORD, PORT, SKIPPED, SNAPSHOT_FETCH, SNAPSHOT_MODE,
-    TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES, TOPIC_PREFIX, USER,
-};
+/// The keys shared with the other CDC connector.
+pub(crate) use sluice_debezium::keys::*;
 
 pub(crate) const SERVER_ID: &str = "database.server.id";
 pub(crate) const DATABASE_INCLUDE: &str = "database.include.list";

@@ -10,10 +10,8 @@ use tokio_postgres::Client;
 
 use crate::types::{self};
 
-pub(crate) use sluice_debezium::keys::{
-    HEARTBEAT, HEARTBEAT_PREFIX, HOSTNAME, PASSWORD, PORT, SKIPPED, SNAPSHOT_FETCH, SNAPSHOT_MODE,
-    TABLE_EXCLUDE, TABLE_INCLUDE, TOMBSTONES, TOPIC_PREFIX, USER,
-};
+/// The keys shared with the other CDC connector.
+pub(crate) use sluice_debezium::keys::*;
 
 pub(crate) const DBNAME: &str = "database.dbname";
 pub(crate) const SLOT: &str = "slot.name";

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sluice_data::converter::Converter;
 use sluice_data::transforms::Chain;
+use sluice_proto::connector::v1 as proto;
 use tokio::sync::mpsc;
 
 use crate::lease::Lease;
@@ -41,6 +42,27 @@ pub struct TaskSpec {
     pub opened: OpenedSender,
     /// Records that fail: `errors.tolerance`, log, dead-letter queue.
     pub errors: Arc<ErrorReporter>,
+}
+
+impl TaskSpec {
+    /// Checks the connector's first answer on the task's `stream` ("source" or "sink"):
+    /// `Ok(Some(Ok(())))` it opened (the runner is told), `Ok(Some(Err(e)))` it failed to
+    /// start, anything else is a broken connector.
+    pub(crate) fn started(
+        &self,
+        first: Result<Option<Result<(), proto::TaskError>>, tonic::Status>,
+        stream: &str,
+    ) -> anyhow::Result<()> {
+        match first {
+            Ok(Some(Ok(()))) => {
+                let _ = self.opened.send(self.task_id);
+                Ok(())
+            }
+            Ok(Some(Err(e))) => Err(crate::restart::task_error("task failed to start", e)),
+            Ok(None) => anyhow::bail!("connector did not open the {stream} stream"),
+            Err(s) => anyhow::bail!("open {stream} stream: {}", s.message()),
+        }
+    }
 }
 
 /// How the tasks of a source connector run their transactions on an exactly-once worker.

@@ -229,18 +229,14 @@ impl SinkTaskRunner {
             .await
             .map_err(|s| anyhow!("open sink stream: {}", s.message()))?
             .into_inner();
-        match responses.message().await {
-            Ok(Some(proto::SinkResponse {
-                kind: Some(sink_response::Kind::Opened(_)),
-            })) => {
-                let _ = self.task.opened.send(self.task.task_id);
-            }
-            Ok(Some(proto::SinkResponse {
-                kind: Some(sink_response::Kind::Error(e)),
-            })) => return Err(task_error("task failed to start", e)),
-            Ok(_) => bail!("connector did not open the sink stream"),
-            Err(s) => bail!("open sink stream: {}", s.message()),
-        }
+        let first = responses.message().await.map(|m| {
+            m.and_then(|r| match r.kind {
+                Some(sink_response::Kind::Opened(_)) => Some(Ok(())),
+                Some(sink_response::Kind::Error(e)) => Some(Err(e)),
+                _ => None,
+            })
+        });
+        self.task.started(first, "sink")?;
 
         let mut seq = 0u64;
         let mut in_flight = 0usize;

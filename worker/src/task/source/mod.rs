@@ -206,18 +206,14 @@ impl SourceTaskRunner {
             .await
             .map_err(|s| anyhow!("open source stream: {}", s.message()))?
             .into_inner();
-        match responses.message().await {
-            Ok(Some(proto::SourceResponse {
-                kind: Some(source_response::Kind::Opened(_)),
-            })) => {
-                let _ = self.task.opened.send(self.task.task_id);
-            }
-            Ok(Some(proto::SourceResponse {
-                kind: Some(source_response::Kind::Error(e)),
-            })) => return Err(task_error("task failed to start", e)),
-            Ok(_) => bail!("connector did not open the source stream"),
-            Err(s) => bail!("open source stream: {}", s.message()),
-        }
+        let first = responses.message().await.map(|m| {
+            m.and_then(|r| match r.kind {
+                Some(source_response::Kind::Opened(_)) => Some(Ok(())),
+                Some(source_response::Kind::Error(e)) => Some(Err(e)),
+                _ => None,
+            })
+        });
+        self.task.started(first, "source")?;
         send(
             tx,
             source_request::Kind::Credit(proto::Credit {
