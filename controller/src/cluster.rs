@@ -309,14 +309,12 @@ impl Cluster {
     pub async fn run(&self, shutdown: tokio_util::sync::CancellationToken) {
         let mut force = true;
         loop {
-            if let Err(e) = self.reconcile(force).await {
+            let deadline = self.reconcile(force).await.unwrap_or_else(|e| {
                 tracing::error!("reconcile: {e}");
-            }
+                None
+            });
             let now = Instant::now();
             let tick = now + Duration::from_millis(200);
-            let deadline = self
-                .read(|s| reconcile::next_deadline(&s.observed, self.timeouts()))
-                .await;
             // A deadline already passed is handled by the pass just made; never spin on one.
             let wake = deadline.map_or(tick, |at| at.clamp(now + Duration::from_millis(10), tick));
             force = tokio::select! {
@@ -336,11 +334,12 @@ impl Cluster {
 
     /// Applies one [`reconcile::reconcile`] outcome: forgets dead workers, drops hung
     /// streams, stores a new placement, and (once it is durable) sends each worker whose
-    /// assignment differs its new one.
-    pub async fn reconcile(&self, force: bool) -> Result<(), ApiError> {
+    /// assignment differs its new one. Returns when the next pass is due without a change
+    /// ([`reconcile::next_deadline`]).
+    pub async fn reconcile(&self, force: bool) -> Result<Option<Instant>, ApiError> {
         let timeouts = self.timeouts();
         let mut writes = Vec::new();
-        let (sends, generation, ticket) = {
+        let (sends, generation, ticket, deadline) = {
             let mut state = self.state.lock().await;
             let outcome = reconcile::reconcile(
                 &state.desired,
@@ -394,14 +393,15 @@ impl Cluster {
                 );
             }
             let ticket = (!writes.is_empty()).then(|| self.journal.submit(writes));
-            (sends, desired.generation, ticket)
+            let deadline = reconcile::next_deadline(observed, timeouts);
+            (sends, desired.generation, ticket, deadline)
         };
         if let Some(ticket) = ticket {
             // The placement is durable before any worker acts on it.
             ticket.durable().await?;
         }
         if sends.is_empty() {
-            return Ok(());
+            return Ok(deadline);
         }
         let mut failed = Vec::new();
         for (id, stream, message) in sends {
@@ -425,6 +425,6 @@ impl Cluster {
                 }
             }
         }
-        Ok(())
+        Ok(deadline)
     }
 }

@@ -724,28 +724,22 @@ impl CdcTask {
             } => {
                 let before = old.as_ref().map(|o| table.values(o, None)).transpose()?;
                 let after = table.values(&new, before.as_deref())?;
-                match before {
+                let (op, before) = match before {
                     // The key changed: Debezium's delete, tombstone and create.
                     Some(before) if key_only => {
                         out.extend(self.delete(&table, before, &origin, &offset));
-                        out.push(self.events.record(
-                            &table,
-                            "c",
-                            None,
-                            Some(after),
-                            &origin,
-                            offset.clone(),
-                        ));
+                        ("c", None)
                     }
-                    before => out.push(self.events.record(
-                        &table,
-                        "u",
-                        before,
-                        Some(after),
-                        &origin,
-                        offset.clone(),
-                    )),
-                }
+                    before => ("u", before),
+                };
+                out.push(self.events.record(
+                    &table,
+                    op,
+                    before,
+                    Some(after),
+                    &origin,
+                    offset.clone(),
+                ));
             }
             Message::Delete { old, .. } => {
                 let before = table.values(&old, None)?;
