@@ -205,8 +205,8 @@ pub async fn figure(bootstrap: &str, rows: u64) -> anyhow::Result<Figure> {
         ],
         "--postgres-cdc-connector",
     )?;
-    spec.key_converter = json_converter(Side::Key);
-    spec.value_converter = json_converter(Side::Value);
+    spec.conversion.key = json_converter(Side::Key);
+    spec.conversion.value = json_converter(Side::Value);
     let offsets = Arc::new(OffsetStore::open(None)?);
     let ctx = worker_context(bootstrap, offsets.clone());
     let last_rows = rows - (rows - 1) / TX_ROWS * TX_ROWS;

@@ -174,8 +174,8 @@ async fn source_postgres(bootstrap: &str, table: &str, rows: u64) -> anyhow::Res
         ],
         "--jdbc-connector",
     )?;
-    spec.key_converter = json_converter(Side::Key);
-    spec.value_converter = json_converter(Side::Value);
+    spec.conversion.key = json_converter(Side::Key);
+    spec.conversion.value = json_converter(Side::Value);
     let offsets = Arc::new(OffsetStore::open(None)?);
     let ctx = worker_context(bootstrap, offsets.clone());
     let done = format!("{{\"incrementing\":{rows}}}");
@@ -328,7 +328,7 @@ async fn sink(bootstrap: &str, table: &str, rows: u64, dialect: Dialect) -> anyh
         ],
         "--jdbc-connector",
     )?;
-    spec.value_converter = json_converter(Side::Value);
+    spec.conversion.value = json_converter(Side::Value);
     let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
     let secs = run_until(spec, ctx, || {
         let (counter, sql) = (counter.clone(), count_sql.clone());

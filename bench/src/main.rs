@@ -45,7 +45,7 @@ use sluice_worker::runner::{
 use sluice_worker::settings::DEFAULT_OFFSET_FLUSH_INTERVAL;
 use sluice_worker::task::metrics::Counters;
 use sluice_worker::task::offsets::OffsetStore;
-use sluice_worker::task::Transactions;
+use sluice_worker::task::{Conversion, Transactions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -340,11 +340,13 @@ fn spec_with(
         topics_regex: None,
         restart: Default::default(),
         transactions: None,
-        transforms: Default::default(),
         errors: Default::default(),
         config: values,
-        key_converter: string_converter(Side::Key),
-        value_converter: string_converter(Side::Value),
+        conversion: Conversion {
+            key: string_converter(Side::Key),
+            value: string_converter(Side::Value),
+            transforms: Default::default(),
+        },
     })
 }
 

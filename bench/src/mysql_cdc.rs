@@ -198,8 +198,8 @@ pub async fn figure(bootstrap: &str, rows: u64) -> anyhow::Result<Figure> {
         ],
         "--mysql-cdc-connector",
     )?;
-    spec.key_converter = json_converter(Side::Key);
-    spec.value_converter = json_converter(Side::Value);
+    spec.conversion.key = json_converter(Side::Key);
+    spec.conversion.value = json_converter(Side::Value);
     let offsets = Arc::new(OffsetStore::open(None)?);
     // Where the binlog stood before the inserts, as a stored offset.
     let partition = serde_json::json!({ "server": "bench" }).to_string();

@@ -23,9 +23,7 @@ use crate::task::offsets::ensure_topic;
 use crate::task::offsets::OffsetStore;
 use crate::task::sink::SinkTaskRunner;
 use crate::task::source::SourceTaskRunner;
-use crate::task::{TaskSpec, Transactions};
-use sluice_data::converter::Converter;
-use sluice_data::transforms::Chain;
+use crate::task::{Conversion, TaskSpec, Transactions};
 use sluice_model::{
     ConfigError, ConfigFile, ConnectorConfig, ConnectorName, ErrorPolicy, RestartPolicy,
 };
@@ -39,10 +37,8 @@ pub struct ConnectorSpec {
     pub command: PluginCommand,
     pub tasks_max: u32,
     pub config: BTreeMap<String, String>,
-    pub key_converter: Converter,
-    pub value_converter: Converter,
-    /// The connector's transforms and predicates.
-    pub transforms: Arc<Chain>,
+    /// Its converters, transforms and predicates.
+    pub conversion: Conversion,
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub restart: RestartPolicy,
@@ -97,9 +93,11 @@ impl ConnectorSpec {
             kind,
             command: plugin.command.clone(),
             tasks_max: settings.tasks_max,
-            key_converter: converter("key")?,
-            value_converter: converter("value")?,
-            transforms: settings.transforms.clone(),
+            conversion: Conversion {
+                key: converter("key")?,
+                value: converter("value")?,
+                transforms: settings.transforms.clone(),
+            },
             topics: settings.topics.clone(),
             topics_regex: settings.topics_regex.clone(),
             restart: settings.restart.clone(),
@@ -247,9 +245,7 @@ pub async fn run_process(
             class: spec.class.clone(),
             task_id: id,
             config,
-            key_converter: spec.key_converter.clone(),
-            value_converter: spec.value_converter.clone(),
-            transforms: spec.transforms.clone(),
+            conversion: spec.conversion.clone(),
             counters: counters.clone(),
             opened: opened_tx.clone(),
             errors,

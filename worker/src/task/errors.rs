@@ -327,39 +327,29 @@ mod tests {
             retry_delay_max: Duration::from_secs(1),
             ..ErrorPolicy::default()
         });
-        let mut calls = 0;
-        let result: Result<(), &str> = r
-            .retry(|| {
-                calls += 1;
-                std::future::ready(Err(("down", true)))
-            })
-            .await;
-        assert!(result.is_err());
-        // Waits of 0.3, 0.6, 1, 1, 1, 1 and the last 0.1 s fill the 5 s: eight attempts.
-        assert_eq!(calls, 8);
-
-        let mut calls = 0;
-        let result: Result<(), &str> = r
-            .retry(|| {
-                calls += 1;
-                std::future::ready(Err(("bad", false)))
-            })
-            .await;
-        assert!(result.is_err());
-        assert_eq!(calls, 1);
-
-        let mut calls = 0;
-        let ok: Result<u32, &str> = r
-            .retry(|| {
-                calls += 1;
-                std::future::ready(if calls < 3 {
-                    Err(("down", true))
-                } else {
-                    Ok(7)
+        // (retriable, the attempt that succeeds, the result, attempts made). Waits of 0.3, 0.6,
+        // 1, 1, 1, 1 and the last 0.1 s fill the 5 s: eight attempts.
+        for (retriable, succeeds_at, expected, attempts) in [
+            (true, None, Err("down"), 8),
+            (false, None, Err("down"), 1),
+            (true, Some(3), Ok(7), 3),
+        ] {
+            let mut calls = 0;
+            let result: Result<u32, &str> = r
+                .retry(|| {
+                    calls += 1;
+                    std::future::ready(match succeeds_at {
+                        Some(at) if calls >= at => Ok(7),
+                        _ => Err(("down", retriable)),
+                    })
                 })
-            })
-            .await;
-        assert_eq!(ok, Ok(7));
+                .await;
+            assert_eq!(
+                (result, calls),
+                (expected, attempts),
+                "retriable {retriable}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,16 @@ pub mod offsets;
 pub mod sink;
 pub mod source;
 
+/// How a connector's records are converted and transformed: its key and value converters and
+/// its transform chain, applied between the connector and the converters (source: before
+/// them; sink: after).
+#[derive(Clone)]
+pub struct Conversion {
+    pub key: Converter,
+    pub value: Converter,
+    pub transforms: Arc<Chain>,
+}
+
 /// Tells the connector's runner that a task opened. Unbounded: one message per task and run.
 pub type OpenedSender = mpsc::UnboundedSender<u32>;
 
@@ -33,10 +43,7 @@ pub struct TaskSpec {
     pub class: String,
     pub task_id: u32,
     pub config: BTreeMap<String, String>,
-    pub key_converter: Converter,
-    pub value_converter: Converter,
-    /// Applied between the connector and the converters (source: before them; sink: after).
-    pub transforms: Arc<Chain>,
+    pub conversion: Conversion,
     pub counters: Arc<Counters>,
     /// Told the task id once the connector opened the task.
     pub opened: OpenedSender,
@@ -45,18 +52,25 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// Checks the connector's first answer on the task's `stream` ("source" or "sink"):
-    /// `Ok(Some(Ok(())))` it opened (the runner is told), `Ok(Some(Err(e)))` it failed to
-    /// start, anything else is a broken connector.
-    pub(crate) fn started(
+    /// Opens the task's stream (`call`, "source" or "sink") and checks the connector's first
+    /// answer: opened (the runner is told) and the stream is returned, failed to start, or a
+    /// broken connector.
+    pub(crate) async fn open_stream<R: FirstAnswer>(
         &self,
-        first: Result<Option<Result<(), proto::TaskError>>, tonic::Status>,
+        call: impl std::future::Future<
+            Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
+        >,
         stream: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<tonic::Streaming<R>> {
+        let mut responses = call
+            .await
+            .map_err(|s| anyhow::anyhow!("open {stream} stream: {}", s.message()))?
+            .into_inner();
+        let first = responses.message().await.map(|m| m.and_then(R::opening));
         match first {
             Ok(Some(Ok(()))) => {
                 let _ = self.opened.send(self.task_id);
-                Ok(())
+                Ok(responses)
             }
             Ok(Some(Err(e))) => Err(crate::restart::task_error("task failed to start", e)),
             Ok(None) => anyhow::bail!("connector did not open the {stream} stream"),
@@ -64,6 +78,29 @@ impl TaskSpec {
         }
     }
 }
+
+/// A connector's answer on a task stream, as the stream's first: `Some(Ok)` opened,
+/// `Some(Err)` failed to start, `None` anything else.
+pub(crate) trait FirstAnswer {
+    fn opening(self) -> Option<Result<(), proto::TaskError>>;
+}
+
+macro_rules! first_answer {
+    ($response:ty, $kind:path) => {
+        impl FirstAnswer for $response {
+            fn opening(self) -> Option<Result<(), proto::TaskError>> {
+                use $kind as Kind;
+                match self.kind {
+                    Some(Kind::Opened(_)) => Some(Ok(())),
+                    Some(Kind::Error(e)) => Some(Err(e)),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+first_answer!(proto::SourceResponse, proto::source_response::Kind);
+first_answer!(proto::SinkResponse, proto::sink_response::Kind);
 
 /// How the tasks of a source connector run their transactions on an exactly-once worker.
 #[derive(Clone)]

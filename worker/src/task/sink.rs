@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
@@ -19,12 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
 use sluice_data::record::Record;
-use sluice_data::transforms::Chain;
 
 use crate::host::process::Client;
 use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
-use crate::task::TaskSpec;
+use crate::task::{Conversion, TaskSpec};
 
 const MAX_BATCH_RECORDS: usize = 8192;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -180,11 +179,7 @@ impl SinkTaskRunner {
         let poller = {
             let consumer = consumer.clone();
             let polling = polling.clone();
-            let pipeline = Pipeline {
-                key: self.task.key_converter.clone(),
-                value: self.task.value_converter.clone(),
-                transforms: self.task.transforms.clone(),
-            };
+            let pipeline = self.task.conversion.clone();
             let errors = self.task.errors.clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
@@ -224,19 +219,10 @@ impl SinkTaskRunner {
             }),
         )
         .await;
-        let mut responses = client
-            .sink(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| anyhow!("open sink stream: {}", s.message()))?
-            .into_inner();
-        let first = responses.message().await.map(|m| {
-            m.and_then(|r| match r.kind {
-                Some(sink_response::Kind::Opened(_)) => Some(Ok(())),
-                Some(sink_response::Kind::Error(e)) => Some(Err(e)),
-                _ => None,
-            })
-        });
-        self.task.started(first, "sink")?;
+        let mut responses = self
+            .task
+            .open_stream(client.sink(ReceiverStream::new(rx)), "sink")
+            .await?;
 
         let mut seq = 0u64;
         let mut in_flight = 0usize;
@@ -385,7 +371,7 @@ async fn commit(
 /// Polls, converts and batches records until `polling` turns false or the receiver is gone.
 fn poll_loop(
     consumer: &SinkConsumer,
-    pipeline: &Pipeline,
+    pipeline: &Conversion,
     errors: &ErrorReporter,
     runtime: &tokio::runtime::Handle,
     polling: &AtomicBool,
@@ -585,14 +571,8 @@ impl std::fmt::Display for PipelineFailure {
     }
 }
 
-/// What turns a consumed message into the record the connector gets.
-struct Pipeline {
-    key: Converter,
-    value: Converter,
-    transforms: Arc<Chain>,
-}
-
-impl Pipeline {
+/// The sink's side of a conversion: a consumed message into the record the connector gets.
+impl Conversion {
     /// Converts, then transforms; `None` when a transform dropped the record. A failure names
     /// the stage and the class that failed.
     fn process(

@@ -201,19 +201,10 @@ impl SourceTaskRunner {
             }),
         )
         .await;
-        let mut responses = client
-            .source(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| anyhow!("open source stream: {}", s.message()))?
-            .into_inner();
-        let first = responses.message().await.map(|m| {
-            m.and_then(|r| match r.kind {
-                Some(source_response::Kind::Opened(_)) => Some(Ok(())),
-                Some(source_response::Kind::Error(e)) => Some(Err(e)),
-                _ => None,
-            })
-        });
-        self.task.started(first, "source")?;
+        let responses = self
+            .task
+            .open_stream(client.source(ReceiverStream::new(rx)), "source")
+            .await?;
         send(
             tx,
             source_request::Kind::Credit(proto::Credit {
@@ -239,7 +230,7 @@ impl SourceTaskRunner {
         if record.topic.is_empty() {
             bail!("connector sent a record with no topic");
         }
-        let record = if self.task.transforms.is_empty() {
+        let record = if self.task.conversion.transforms.is_empty() {
             record
         } else {
             // Moved into the chain, not copied; what a failure report needs of it is kept
@@ -252,7 +243,7 @@ impl SourceTaskRunner {
                     ..FailedRecord::default()
                 }
             };
-            match self.task.transforms.apply(to_record(record)) {
+            match self.task.conversion.transforms.apply(to_record(record)) {
                 Ok(Some(r)) => from_record(r),
                 // Dropped by a transform (Filter): done with, like a delivered record.
                 Ok(None) => return Ok(None),
@@ -348,12 +339,12 @@ impl SourceTaskRunner {
         };
         let key = one(
             Stage::KeyConverter,
-            &self.task.key_converter,
+            &self.task.conversion.key,
             record.key.as_ref(),
         )?;
         let value = one(
             Stage::ValueConverter,
-            &self.task.value_converter,
+            &self.task.conversion.value,
             record.value.as_ref(),
         )?;
         let headers = match record.headers.is_empty() {
