@@ -408,11 +408,19 @@ impl Cluster {
             let sent = wire::Assignment {
                 generation: generation.0,
                 cluster_id: self.cluster_id.clone(),
-                ..message.clone()
+                ..message
             };
-            if stream.try_send(Ok(sent)).is_err() {
-                tracing::warn!(worker = %id, "assignment stream full or closed; will retry");
-                failed.push((id, message));
+            if let Err(sent) = stream.send(sent) {
+                tracing::warn!(worker = %id, "assignment stream closed; will retry");
+                // As recorded in `last_sent`: without generation and cluster id.
+                failed.push((
+                    id,
+                    wire::Assignment {
+                        generation: 0,
+                        cluster_id: String::new(),
+                        ..sent
+                    },
+                ));
             }
         }
         if !failed.is_empty() {

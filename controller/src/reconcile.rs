@@ -4,7 +4,7 @@
 //! `Cluster` applies the outcome; this module decides it, so it is tested without sockets,
 //! clocks or sled.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use sluice_model::{ConnectorName, Generation, TaskId, UnitKey, WorkerId};
@@ -236,10 +236,8 @@ fn assignment_for(
                 config: record
                     .tasks
                     .get(t as usize)
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
+                    .map(wire_map)
+                    .unwrap_or_default(),
                 restart_epoch: record.task_restart_epochs.get(&t).copied().unwrap_or(0),
             }),
         }
@@ -250,7 +248,7 @@ fn assignment_for(
             let record = connectors.get(name)?;
             Some(wire::ConnectorConfig {
                 name: name.to_string(),
-                config: record.config.clone().into_iter().collect(),
+                config: wire_map(&record.config),
                 config_version: record.config_version,
                 target_state: record.target_state.to_wire() as i32,
                 restart_epoch: record.restart_epoch,
@@ -264,6 +262,11 @@ fn assignment_for(
         tasks,
         cluster_id: String::new(),
     }
+}
+
+/// A config as the wire's map, copied once.
+fn wire_map(config: &BTreeMap<String, String>) -> HashMap<String, String> {
+    config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]
@@ -298,7 +301,7 @@ mod tests {
             broken: Vec::new(),
             capacity: 0,
             last_seen: seen,
-            stream: connected.then(|| tokio::sync::mpsc::channel(1).0),
+            stream: connected.then(|| crate::state::AssignmentSender::channel().0),
             last_sent: None,
         }
     }

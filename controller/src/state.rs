@@ -6,19 +6,49 @@
 //! its lock; every change of durable state returns its store writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_model::{ConnectorName, Generation, UnitKey, WorkerId};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1 as wire;
-use tokio::sync::mpsc;
-use tonic::Status;
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt as _};
 
 use crate::error::ApiError;
 use crate::scheduler::Placement;
 use crate::store::{ConnectorRecord, StatusRecord, Store, StoreError};
 
-pub type AssignmentSender = mpsc::Sender<Result<wire::Assignment, Status>>;
+/// A worker's assignment stream, latest wins. An assignment is the worker's whole work, so a
+/// worker that has not read the previous one yet reads only the newest: a slow reader never
+/// makes the controller queue assignments it would replace, nor fill the flow-control window
+/// of the connection its heartbeats share.
+#[derive(Clone)]
+pub struct AssignmentSender(Arc<watch::Sender<Option<wire::Assignment>>>);
+
+impl AssignmentSender {
+    /// A sender and the stream of assignments it sends (each read once, the newest first).
+    pub fn channel() -> (Self, impl Stream<Item = wire::Assignment> + Send + 'static) {
+        let (tx, rx) = watch::channel(None);
+        let stream = WatchStream::from_changes(rx).filter_map(|a| a);
+        (AssignmentSender(Arc::new(tx)), stream)
+    }
+
+    /// Replaces what the worker has not read yet; gives the assignment back once the
+    /// worker's stream is gone.
+    pub fn send(&self, assignment: wire::Assignment) -> Result<(), wire::Assignment> {
+        if self.0.is_closed() {
+            return Err(assignment);
+        }
+        self.0.send_replace(Some(assignment));
+        Ok(())
+    }
+
+    pub fn same_channel(&self, other: &AssignmentSender) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// What users asked for, and where the controller placed it.
 #[derive(Default)]

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{ok, Api, ApiResult};
 use crate::cluster::Cluster;
 use crate::error::ApiError;
+use crate::state::AssignmentSender;
 
 type AssignmentStream = Pin<Box<dyn Stream<Item = Result<wire::Assignment, Status>> + Send>>;
 type RequestStream = Pin<Box<dyn Stream<Item = Result<wire::WorkerRequest, Status>> + Send>>;
@@ -21,7 +22,7 @@ type RequestStream = Pin<Box<dyn Stream<Item = Result<wire::WorkerRequest, Statu
 struct StreamGuard {
     cluster: Arc<Cluster>,
     worker: String,
-    tx: crate::state::AssignmentSender,
+    tx: AssignmentSender,
 }
 
 impl Drop for StreamGuard {
@@ -68,7 +69,7 @@ impl WorkerControl for Api {
         if request.worker_id.is_empty() {
             return Err(ApiError::InvalidArgument("worker_id is required".into()).into());
         }
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, assignments) = AssignmentSender::channel();
         let worker = request.worker_id.clone();
         self.cluster.join(request, tx.clone()).await?;
         let guard = StreamGuard {
@@ -76,9 +77,9 @@ impl WorkerControl for Api {
             worker,
             tx,
         };
-        let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), move |item| {
+        let stream = tokio_stream::StreamExt::map(assignments, move |assignment| {
             let _ = &guard;
-            item
+            Ok(assignment)
         });
         let stream =
             futures::StreamExt::take_until(stream, self.stopping.clone().cancelled_owned());
