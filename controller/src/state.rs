@@ -13,8 +13,7 @@ use sluice_model::{ConnectorName, Generation, UnitKey, WorkerId};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1 as wire;
 use tokio::sync::watch;
-use tokio_stream::wrappers::WatchStream;
-use tokio_stream::{Stream, StreamExt as _};
+use tokio_stream::Stream;
 
 use crate::error::ApiError;
 use crate::scheduler::Placement;
@@ -23,16 +22,32 @@ use crate::store::{ConnectorRecord, StatusRecord, Store, StoreError};
 /// A worker's assignment stream, latest wins. An assignment is the worker's whole work, so a
 /// worker that has not read the previous one yet reads only the newest: a slow reader never
 /// makes the controller queue assignments it would replace, nor fill the flow-control window
-/// of the connection its heartbeats share.
+/// of the connection its heartbeats share. The slot is emptied when read: the controller
+/// keeps no copy of what a worker already has (besides `WorkerEntry::last_sent`).
 #[derive(Clone)]
 pub struct AssignmentSender(Arc<watch::Sender<Option<wire::Assignment>>>);
 
 impl AssignmentSender {
-    /// A sender and the stream of assignments it sends (each read once, the newest first).
+    /// A sender and the stream of assignments it sends (each read once, the newest).
     pub fn channel() -> (Self, impl Stream<Item = wire::Assignment> + Send + 'static) {
         let (tx, rx) = watch::channel(None);
-        let stream = WatchStream::from_changes(rx).filter_map(|a| a);
-        (AssignmentSender(Arc::new(tx)), stream)
+        let tx = Arc::new(tx);
+        let stream = futures::stream::unfold((tx.clone(), rx), |(tx, mut rx)| async move {
+            loop {
+                // The stream holds the sender: `changed` fails only if it is gone, never.
+                rx.changed().await.ok()?;
+                let mut taken = None;
+                // Takes the value under the channel's lock without telling the receiver.
+                tx.send_if_modified(|slot| {
+                    taken = slot.take();
+                    false
+                });
+                if let Some(assignment) = taken {
+                    return Some((assignment, (tx, rx)));
+                }
+            }
+        });
+        (AssignmentSender(tx), stream)
     }
 
     /// Replaces what the worker has not read yet; gives the assignment back once the
@@ -156,5 +171,37 @@ impl State {
             .values()
             .flat_map(|w| w.plugins.iter())
             .find(|p| p.class_name == class || p.aliases.iter().any(|a| a == class))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{FutureExt as _, StreamExt as _};
+
+    fn assignment(generation: u64) -> wire::Assignment {
+        wire::Assignment {
+            generation,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_only_the_newest_assignment_and_a_gone_one_gets_none() {
+        let (tx, stream) = AssignmentSender::channel();
+        let mut stream = Box::pin(stream);
+        assert!(stream.next().now_or_never().is_none(), "nothing sent yet");
+        for generation in 1..=3 {
+            tx.send(assignment(generation)).unwrap();
+        }
+        assert_eq!(stream.next().await.unwrap().generation, 3);
+        assert!(
+            stream.next().now_or_never().is_none(),
+            "1 and 2 were replaced"
+        );
+        tx.send(assignment(4)).unwrap();
+        assert_eq!(stream.next().await.unwrap().generation, 4);
+        drop(stream);
+        assert_eq!(tx.send(assignment(5)).unwrap_err().generation, 5);
     }
 }
