@@ -279,11 +279,6 @@ impl Store {
         }
     }
 
-    pub fn put_log_levels(&self, levels: &BTreeMap<String, String>) -> Result<()> {
-        self.meta.insert("log_levels", encode(levels))?;
-        Ok(())
-    }
-
     pub fn generation(&self) -> Result<Generation> {
         Ok(Generation(
             self.meta
@@ -297,13 +292,8 @@ impl Store {
         load_named(&self.connectors, ConnectorName::from_trusted)
     }
 
-    pub fn put_connector(&self, name: &str, record: &ConnectorRecord) -> Result<()> {
-        self.connectors.insert(name.as_bytes(), encode(record))?;
-        Ok(())
-    }
-
     /// Removes a connector with its statuses and placement, in one transaction.
-    pub fn delete_connector(&self, name: &str) -> Result<()> {
+    fn delete_connector(&self, name: &str) -> Result<()> {
         let prefix = unit_key(&UnitKey::planning(name));
         let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>> {
             Ok(tree
@@ -344,28 +334,8 @@ impl Store {
         Ok(out)
     }
 
-    pub fn put_status(&self, unit: &UnitKey, status: &StatusRecord) -> Result<()> {
-        self.statuses.insert(unit_key(unit), encode(status))?;
-        Ok(())
-    }
-
-    pub fn remove_status(&self, unit: &UnitKey) -> Result<()> {
-        self.statuses.remove(unit_key(unit))?;
-        Ok(())
-    }
-
     pub fn workers(&self) -> Result<BTreeMap<WorkerId, WorkerRecord>> {
         load_named(&self.workers, WorkerId::new)
-    }
-
-    pub fn put_worker(&self, id: &str, record: &WorkerRecord) -> Result<()> {
-        self.workers.insert(id.as_bytes(), encode(record))?;
-        Ok(())
-    }
-
-    pub fn remove_worker(&self, id: &str) -> Result<()> {
-        self.workers.remove(id.as_bytes())?;
-        Ok(())
     }
 
     pub fn placement(&self) -> Result<Placement> {
@@ -380,7 +350,7 @@ impl Store {
     }
 
     /// Applies a change of the placement and its generation, one batch per tree.
-    pub fn put_placement(&self, change: &PlacementChange) -> Result<()> {
+    fn put_placement(&self, change: &PlacementChange) -> Result<()> {
         let mut batch = sled::Batch::default();
         for unit in &change.removed {
             batch.remove(unit_key(unit));
@@ -398,14 +368,26 @@ impl Store {
     pub fn apply(&self, writes: &[Write]) -> Result<()> {
         for write in writes {
             match write {
-                Write::Connector(name, record) => self.put_connector(name, record)?,
+                Write::Connector(name, record) => {
+                    self.connectors.insert(name.as_bytes(), encode(record))?;
+                }
                 Write::DeleteConnector(name) => self.delete_connector(name)?,
-                Write::Status(unit, record) => self.put_status(unit, record)?,
-                Write::RemoveStatus(unit) => self.remove_status(unit)?,
-                Write::Worker(id, record) => self.put_worker(id, record)?,
-                Write::RemoveWorker(id) => self.remove_worker(id)?,
+                Write::Status(unit, record) => {
+                    self.statuses.insert(unit_key(unit), encode(record))?;
+                }
+                Write::RemoveStatus(unit) => {
+                    self.statuses.remove(unit_key(unit))?;
+                }
+                Write::Worker(id, record) => {
+                    self.workers.insert(id.as_bytes(), encode(record))?;
+                }
+                Write::RemoveWorker(id) => {
+                    self.workers.remove(id.as_bytes())?;
+                }
                 Write::Placement(change) => self.put_placement(change)?,
-                Write::LogLevels(levels) => self.put_log_levels(levels)?,
+                Write::LogLevels(levels) => {
+                    self.meta.insert("log_levels", encode(levels))?;
+                }
             }
         }
         Ok(())
@@ -437,8 +419,12 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).unwrap();
-            store.put_connector("c", &record).unwrap();
-            store.put_status(&UnitKey::task("c", 0), &status).unwrap();
+            store
+                .apply(&[
+                    Write::Connector(ConnectorName::from_trusted("c"), record.clone()),
+                    Write::Status(UnitKey::task("c", 0), status.clone()),
+                ])
+                .unwrap();
             let first: Placement = [
                 (UnitKey::task("c", 0), WorkerId::new("w2")),
                 (UnitKey::task("c", 1), WorkerId::new("w2")),
@@ -458,7 +444,19 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        // sled's background threads may hold the file lock a moment after the drop (a
+        // reopen in the same process; a restarted controller is a new process).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(store) => break store,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("reopen: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         assert_eq!(store.connectors().unwrap()["c"], record);
         assert_eq!(store.statuses().unwrap()[&UnitKey::task("c", 0)], status);
         assert_eq!(
