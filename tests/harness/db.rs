@@ -386,11 +386,14 @@ impl OwnMariaDb {
     /// [`OwnMariaDb::start`] with other server options (none: a server without a binlog).
     pub fn start_with(options: &[&str]) -> OwnMariaDb {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Its own temporary directory: servers bootstrapping side by side never meet in /tmp.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("server tmp dir");
         let root = unsafe { libc::geteuid() } == 0;
         if root {
             for (program, arg) in [("chmod", "755"), ("chown", "mysql:mysql")] {
                 let ok = std::process::Command::new(program)
-                    .args([arg, dir.path().to_str().unwrap()])
+                    .args(["-R", arg, dir.path().to_str().unwrap()])
                     .status()
                     .is_ok_and(|s| s.success());
                 assert!(ok, "{program} {arg} {}", dir.path().display());
@@ -406,6 +409,7 @@ impl OwnMariaDb {
                 "--skip-test-db",
                 "--skip-name-resolve",
             ])
+            .env("TMPDIR", &tmp)
             .stdin(std::process::Stdio::null());
         if root {
             install.arg("--user=mysql");
@@ -429,6 +433,7 @@ impl OwnMariaDb {
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
                 .arg(format!("--log-error={}", log.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([
                     "--bind-address=127.0.0.1",
                     "--server-id=1",
