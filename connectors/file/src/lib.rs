@@ -285,10 +285,6 @@ impl SinkConnector for FileStreamSink {
     }
 }
 
-/// Bytes buffered before a write. Writes end on a record boundary, but a process killed
-/// mid-write can still leave half a line; `start` cuts it off (see `cut_torn_line`).
-const SINK_BUFFER: usize = 256 * 1024;
-
 #[derive(Default)]
 struct FileSinkTask {
     path: String,
@@ -447,7 +443,11 @@ impl SinkTask for FileSinkTask {
                 .extend_from_slice(text.as_deref().unwrap_or("null").as_bytes());
             self.buf.push(b'\n');
         }
-        if self.buf.len() >= SINK_BUFFER {
+        // One write per batch: the lines are in the file as soon as Kafka's FileStreamSink
+        // has them there (it writes every record), and durable (fsync) at each flush. Writes
+        // end on a record boundary, but a process killed mid-write can still leave half a
+        // line; `start` cuts it off (see `cut_torn_line`).
+        if !self.buf.is_empty() {
             self.write_buffered().await?;
         }
         Ok(())
