@@ -4,6 +4,9 @@
 //! - consume: raw consumer vs Kafka → worker → null sink (connector out of process, 1 task);
 //! - exactly-once produce: raw (non-transactional) producer vs datagen → worker → Kafka with a
 //!   transaction per poll, records and source offsets committed together (100 B);
+//! - file: Kafka Connect's FileStreamSource/FileStreamSink configs end to end (file I/O
+//!   included) vs a raw producer reading the same file and a raw consumer writing one
+//!   (`file.rs`);
 //! - transforms: a chain of three transforms and the JSON converter vs the JSON converter alone,
 //!   in process (no Kafka), on database-like struct rows;
 //! - boundary: one source task's records across the connector protocol (Rust SDK and Python
@@ -16,11 +19,12 @@
 //! - mysql-cdc: MySqlCdcSource reading inserts from MariaDB's binlog into Kafka vs the raw
 //!   binlog stream read by the same library (`mysql_cdc.rs`), on a tenth of `--records` rows.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|transforms|boundary|databases|cdc|mysql-cdc] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc] [--json]`
 
 mod boundary;
 mod cdc;
 mod databases;
+mod file;
 mod mysql_cdc;
 mod transforms;
 
@@ -54,7 +58,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -62,6 +66,9 @@ struct Args {
     /// Internal: serve the datagen plugin (the benchmark launches itself as the connector).
     #[arg(long, hide = true)]
     connector: bool,
+    /// Internal: serve the file plugin.
+    #[arg(long, hide = true)]
+    file_connector: bool,
     /// Internal: serve the jdbc plugin.
     #[arg(long, hide = true)]
     jdbc_connector: bool,
@@ -89,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.connector {
         sluice_connector_sdk::main(sluice_connector_datagen::plugin());
+    }
+    if args.file_connector {
+        sluice_connector_sdk::main(sluice_connector_file::plugin());
     }
     if args.jdbc_connector {
         sluice_connector_sdk::main(sluice_connector_jdbc::plugin());
@@ -127,6 +137,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         }
         topics.push((format!("consume-{size}"), PARTITIONS * 4));
     }
+    topics.extend(file::topics(PARTITIONS));
     let kafka = EmbeddedKafka::start(
         1,
         &topics,
@@ -161,6 +172,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
                 baseline_secs: raw,
             });
         }
+    }
+    if only("file") {
+        figures.extend(file::figures(&bootstrap, args.records).await?);
     }
     drop(kafka);
     if only("transforms") {
