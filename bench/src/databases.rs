@@ -367,7 +367,7 @@ where
         if started.elapsed() > TIMEOUT {
             bail!("{name}: not done within {TIMEOUT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = started.elapsed().as_secs_f64();
     stop.cancel();

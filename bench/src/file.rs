@@ -16,20 +16,19 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sluice_connector_datagen::record_value;
 use sluice_proto::connector::v1::ConnectorType;
-use sluice_worker::runner::{consumer_config, producer_config};
-use sluice_worker::task::metrics::Counters;
+use sluice_worker::runner::{producer_config, ConnectorSpec};
 use sluice_worker::task::offsets::OffsetStore;
-use tokio_util::sync::CancellationToken;
 
-use crate::{raw_produce, run_connector, send, spec_with, worker_context, Figure, TIMEOUT};
+use crate::{
+    raw_consume_each, raw_produce, run_sink_until, run_until_committed, send, spec_with, Figure,
+    TIMEOUT,
+};
 
 /// Bytes of each line, newline excluded.
 pub const LINE: usize = 100;
@@ -127,108 +126,53 @@ fn raw_file_produce(bootstrap: &str, input: &Path, records: u64) -> anyhow::Resu
 
 /// The sink baseline: each value and a newline appended through a buffered writer.
 fn raw_consume_to_file(bootstrap: &str, out: &PathBuf, records: u64) -> anyhow::Result<f64> {
-    let mut config = consumer_config(bootstrap, BTreeMap::new());
-    config.set("group.id", "raw-file-sink");
-    let consumer: BaseConsumer = config.create()?;
-    consumer.subscribe(&[SINK_INPUT])?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
-    let started = Instant::now();
-    let mut first = None;
-    let mut seen = 0u64;
-    while seen < records {
-        if started.elapsed() > TIMEOUT {
-            bail!("raw file sink: {seen} of {records} records within {TIMEOUT:?}");
-        }
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message?;
-            first.get_or_insert_with(Instant::now);
-            file.write_all(message.payload().unwrap_or_default())?;
-            file.write_all(b"\n")?;
-            seen += 1;
-        }
-    }
-    file.flush()?;
-    Ok(first.unwrap_or(started).elapsed().as_secs_f64())
+    let file = std::cell::RefCell::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    let each = |value: &[u8]| {
+        let mut file = file.borrow_mut();
+        file.write_all(value)?;
+        Ok(file.write_all(b"\n")?)
+    };
+    let finish = || Ok(file.borrow_mut().flush()?);
+    raw_consume_each(bootstrap, SINK_INPUT, records, each, finish)
+}
+
+/// The plugin's connector of `kind` on `file`, with `topic` (`topic`, or `topics` for a sink).
+fn file_spec(
+    kind: ConnectorType,
+    file: &Path,
+    topic: (&str, &str),
+) -> anyhow::Result<ConnectorSpec> {
+    let (name, class) = match kind {
+        ConnectorType::Sink => ("bench-file-sink", "FileStreamSinkConnector"),
+        _ => ("bench-file-source", "FileStreamSourceConnector"),
+    };
+    let config = [
+        ("file", file.display().to_string()),
+        (topic.0, topic.1.to_string()),
+    ];
+    let class = format!("org.apache.kafka.connect.file.{class}");
+    spec_with(name, kind, &class, &config, FLAG)
 }
 
 /// FileStreamSource → worker → Kafka, until the position after the last line is committed.
 async fn pipeline_file_source(bootstrap: &str, input: &Path, size: u64) -> anyhow::Result<f64> {
-    let name = "bench-file-source";
-    let spec = spec_with(
-        name,
-        ConnectorType::Source,
-        "org.apache.kafka.connect.file.FileStreamSourceConnector",
-        &[
-            ("file", input.display().to_string()),
-            ("topic", SOURCE_PIPELINE.to_string()),
-        ],
-        FLAG,
-    )?;
+    let spec = file_spec(ConnectorType::Source, input, ("topic", SOURCE_PIPELINE))?;
     let offsets = Arc::new(OffsetStore::open(None)?);
-    let ctx = worker_context(bootstrap, offsets.clone());
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let runner = tokio::spawn(run_connector(
-        spec,
-        ctx,
-        Arc::new(Counters::default()),
-        stop.clone(),
-    ));
     let last = format!("{{\"position\":{size}}}");
-    while !offsets
-        .local_positions(name)
-        .iter()
-        .any(|p| p.offset == last)
-    {
-        if started.elapsed() > TIMEOUT {
-            bail!("{name}: not done within {TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    stop.cancel();
-    runner.await?;
-    Ok(secs)
+    run_until_committed(spec, bootstrap, offsets, &last).await
 }
 
 /// Kafka → worker → FileStreamSink, from the first record delivered until the file holds
 /// every line.
 async fn pipeline_file_sink(bootstrap: &str, out: &Path, expected: u64) -> anyhow::Result<f64> {
-    let name = "bench-file-sink";
-    let spec = spec_with(
-        name,
-        ConnectorType::Sink,
-        "org.apache.kafka.connect.file.FileStreamSinkConnector",
-        &[
-            ("file", out.display().to_string()),
-            ("topics", SINK_INPUT.to_string()),
-        ],
-        FLAG,
-    )?;
-    let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
-    let counters = Arc::new(Counters::default());
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let runner = tokio::spawn(run_connector(spec, ctx, counters.clone(), stop.clone()));
-    let mut first: Option<Instant> = None;
+    let spec = file_spec(ConnectorType::Sink, out, ("topics", SINK_INPUT))?;
     let written = || std::fs::metadata(out).map_or(0, |m| m.len());
-    while written() < expected {
-        if first.is_none() && counters.read().0 > 0 {
-            first = Some(Instant::now());
-        }
-        if started.elapsed() > TIMEOUT {
-            bail!(
-                "{name}: {} of {expected} bytes within {TIMEOUT:?}",
-                written()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let secs = first.unwrap_or(started).elapsed().as_secs_f64();
-    stop.cancel();
-    runner.await?;
+    let secs = run_sink_until(spec, bootstrap, |_| written() >= expected).await?;
     if written() != expected {
-        bail!("{name}: {} bytes written, {expected} expected", written());
+        bail!(
+            "file sink: {} bytes written, {expected} expected",
+            written()
+        );
     }
     Ok(secs)
 }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sluice_connector_datagen::record_value;
 use sluice_data::converter::{Converter, Side};
@@ -419,30 +420,28 @@ async fn pipeline_produce(
     } else {
         OffsetStore::open(None)?
     });
-    let ctx = worker_context(bootstrap, offsets.clone());
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let runner = tokio::spawn(run_connector(
-        spec,
-        ctx,
-        Arc::new(Counters::default()),
-        stop.clone(),
-    ));
     let last = format!("{{\"seq\":{}}}", records - 1);
-    while !offsets
-        .local_positions(&name)
-        .iter()
-        .any(|p| p.offset == last)
-    {
-        if started.elapsed() > TIMEOUT {
-            bail!("{name}: not done within {TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    stop.cancel();
-    runner.await?;
-    Ok(secs)
+    run_until_committed(spec, bootstrap, offsets, &last).await
+}
+
+/// Runs a source connector until its position `last` is committed in `offsets` (after Kafka
+/// acknowledged the record it follows); the seconds it took.
+async fn run_until_committed(
+    spec: ConnectorSpec,
+    bootstrap: &str,
+    offsets: Arc<OffsetStore>,
+    last: &str,
+) -> anyhow::Result<f64> {
+    let name = spec.name.to_string();
+    let ctx = worker_context(bootstrap, offsets.clone());
+    databases::run_until(spec, ctx, || {
+        let done = offsets
+            .local_positions(&name)
+            .iter()
+            .any(|p| p.offset == last);
+        async move { Ok(done) }
+    })
+    .await
 }
 
 /// The baseline: a plain consumer with the worker's settings, timed from its first record.
@@ -450,31 +449,47 @@ async fn raw_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Resu
     let bootstrap = bootstrap.to_string();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut config = consumer_config(&bootstrap, BTreeMap::new());
-        config.set("group.id", format!("raw-{topic}"));
-        let consumer: BaseConsumer = config.create()?;
-        consumer.subscribe(&[&topic])?;
-        let started = Instant::now();
-        let mut first = started;
-        let mut seen = 0u64;
         let mut bytes = 0usize;
-        while seen < records {
-            if started.elapsed() > TIMEOUT {
-                bail!("raw consumer: {seen} of {records} records within {TIMEOUT:?}");
-            }
-            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                let message = message?;
-                if seen == 0 {
-                    first = Instant::now();
-                }
-                bytes += message.payload_len();
-                seen += 1;
-            }
-        }
+        let each = |value: &[u8]| {
+            bytes += value.len();
+            Ok(())
+        };
+        let secs = raw_consume_each(&bootstrap, &topic, records, each, || Ok(()));
         std::hint::black_box(bytes);
-        Ok(first.elapsed().as_secs_f64())
+        secs
     })
     .await?
+}
+
+/// A plain consumer with the worker's settings (group `raw-<topic>`) handing each value to
+/// `each`, then calling `finish`; timed from its first record until `finish` returns.
+fn raw_consume_each(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    mut each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    finish: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut config = consumer_config(bootstrap, BTreeMap::new());
+    config.set("group.id", format!("raw-{topic}"));
+    let consumer: BaseConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    let started = Instant::now();
+    let mut first = None;
+    let mut seen = 0u64;
+    while seen < records {
+        if started.elapsed() > TIMEOUT {
+            bail!("raw consumer: {seen} of {records} records within {TIMEOUT:?}");
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            first.get_or_insert_with(Instant::now);
+            each(message.payload().unwrap_or_default())?;
+            seen += 1;
+        }
+    }
+    finish()?;
+    Ok(first.unwrap_or(started).elapsed().as_secs_f64())
 }
 
 /// Kafka → worker → null sink; timed from the first record to the connector having been sent
@@ -488,21 +503,33 @@ async fn pipeline_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow:
         "NullSink",
         &[("topics", topic.to_string())],
     )?;
+    run_sink_until(spec, bootstrap, |delivered| delivered >= records).await
+}
+
+/// Runs a sink connector until `done`, given the records delivered to it so far, says so;
+/// the seconds from the first record delivered.
+async fn run_sink_until(
+    spec: ConnectorSpec,
+    bootstrap: &str,
+    mut done: impl FnMut(u64) -> bool,
+) -> anyhow::Result<f64> {
+    let name = spec.name.to_string();
     let ctx = worker_context(bootstrap, Arc::new(OffsetStore::open(None)?));
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let started = Instant::now();
     let runner = tokio::spawn(run_connector(spec, ctx, counters.clone(), stop.clone()));
     let mut first: Option<Instant> = None;
-    while counters.read().0 < records {
-        if first.is_none() && counters.read().0 > 0 {
+    loop {
+        let delivered = counters.read().0;
+        if done(delivered) {
+            break;
+        }
+        if first.is_none() && delivered > 0 {
             first = Some(Instant::now());
         }
         if started.elapsed() > TIMEOUT {
-            bail!(
-                "{name}: {} of {records} records within {TIMEOUT:?}",
-                counters.read().0
-            );
+            bail!("{name}: not done within {TIMEOUT:?}, {delivered} records delivered");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
