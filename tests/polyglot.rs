@@ -645,6 +645,11 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
         "{log}"
     );
     assert_eq!(launches(), before, "service_load started the executable");
+    // Nor is any built-in started to be discovered: the `sluice` executable describes them.
+    assert!(
+        log.contains("builtin=5") && !log.contains("started connector process"),
+        "{log}"
+    );
     drop(worker);
 
     strict("hybrid_fail");

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sluice_worker::host::plugins::PluginEntry;
 use sluice_worker::host::process::PluginCommand;
 use sluice_worker::mode::standalone::{self, ConfigErrors, StandaloneOptions};
 use tokio_util::sync::CancellationToken;
@@ -135,20 +136,25 @@ enum Command {
     Connector { plugin: String },
 }
 
+type PluginFn = fn() -> sluice_connector_sdk::Plugin;
+
+/// The connector plugins built into this executable, by the name `sluice connector NAME` serves.
+const BUILTINS: &[(&str, PluginFn)] = &[
+    ("file", sluice_connector_file::plugin),
+    ("datagen", sluice_connector_datagen::plugin),
+    ("jdbc", sluice_connector_jdbc::plugin),
+    ("postgres-cdc", sluice_connector_postgres_cdc::plugin),
+    ("mysql-cdc", sluice_connector_mysql_cdc::plugin),
+];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Connector { plugin } = &cli.command {
-        let plugin = match plugin.as_str() {
-            "file" => sluice_connector_file::plugin(),
-            "datagen" => sluice_connector_datagen::plugin(),
-            "jdbc" => sluice_connector_jdbc::plugin(),
-            "postgres-cdc" => sluice_connector_postgres_cdc::plugin(),
-            "mysql-cdc" => sluice_connector_mysql_cdc::plugin(),
-            other => {
-                eprintln!("error: no built-in connector plugin named {other:?}");
-                return ExitCode::from(2);
-            }
+        let Some((_, plugin)) = BUILTINS.iter().find(|(name, _)| name == plugin) else {
+            eprintln!("error: no built-in connector plugin named {plugin:?}");
+            return ExitCode::from(2);
         };
+        let plugin = plugin();
         sluice_connector_sdk::main(plugin);
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -346,13 +352,22 @@ async fn run(
 }
 
 /// The connector plugins built into this binary, as commands a worker can launch.
-fn builtin_plugins() -> anyhow::Result<Vec<PluginCommand>> {
+/// The plugins built into this executable, described without starting them: each runs as
+/// `sluice connector NAME`, a process of its own, when a task needs it.
+fn builtin_plugins() -> anyhow::Result<Vec<PluginEntry>> {
     let exe = std::env::current_exe().context("locate the sluice executable")?;
-    Ok(["file", "datagen", "jdbc", "postgres-cdc", "mysql-cdc"]
-        .into_iter()
-        .map(|name| PluginCommand {
-            program: exe.clone(),
-            args: vec!["connector".into(), name.into()],
+    Ok(BUILTINS
+        .iter()
+        .map(|(name, plugin)| {
+            let plugin = plugin();
+            PluginEntry {
+                command: PluginCommand {
+                    program: exe.clone(),
+                    args: vec!["connector".into(), name.to_string()],
+                },
+                info: plugin.info(),
+                configs: plugin.config_defs(),
+            }
         })
         .collect())
 }

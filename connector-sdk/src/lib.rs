@@ -142,6 +142,52 @@ impl Plugin {
         self
     }
 
+    /// What the handshake tells a worker: the plugin and its connector classes.
+    pub fn info(&self) -> proto::PluginInfo {
+        let connectors = self
+            .connectors
+            .iter()
+            .map(|entry| {
+                let info = entry.info();
+                proto::ConnectorClass {
+                    class_name: info.class_name().to_string(),
+                    aliases: info.aliases().iter().map(|a| a.to_string()).collect(),
+                    r#type: match entry {
+                        ConnectorEntry::Source(_) => proto::ConnectorType::Source,
+                        ConnectorEntry::Sink(_) => proto::ConnectorType::Sink,
+                    } as i32,
+                    version: info.version().to_string(),
+                    documentation: info.documentation().to_string(),
+                    exactly_once: match entry {
+                        ConnectorEntry::Source(c) => c.exactly_once_support(),
+                        ConnectorEntry::Sink(_) => proto::ExactlyOnceSupport::Unspecified,
+                    } as i32,
+                    defines_transaction_boundaries: match entry {
+                        ConnectorEntry::Source(c) => c.defines_transaction_boundaries(),
+                        ConnectorEntry::Sink(_) => false,
+                    },
+                }
+            })
+            .collect();
+        proto::PluginInfo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            connectors,
+        }
+    }
+
+    /// What Describe answers for each connector class, by class name: a program that links
+    /// the plugin (the `sluice` executable and its built-ins) knows it without starting it.
+    pub fn config_defs(&self) -> std::collections::BTreeMap<String, Vec<proto::ConfigDef>> {
+        self.connectors
+            .iter()
+            .map(|entry| {
+                let info = entry.info();
+                (info.class_name().to_string(), info.config_defs())
+            })
+            .collect()
+    }
+
     fn find(&self, class: &str) -> Option<&ConnectorEntry> {
         self.connectors.iter().find(|c| c.matches(class))
     }

@@ -149,40 +149,10 @@ impl ConnectorRpc for Service {
             .into_iter()
             .filter(|f| FEATURES.contains(&f.as_str()))
             .collect();
-        let connectors = self
-            .plugin
-            .connectors
-            .iter()
-            .map(|entry| {
-                let info = entry.info();
-                proto::ConnectorClass {
-                    class_name: info.class_name().to_string(),
-                    aliases: info.aliases().iter().map(|a| a.to_string()).collect(),
-                    r#type: match entry {
-                        ConnectorEntry::Source(_) => proto::ConnectorType::Source,
-                        ConnectorEntry::Sink(_) => proto::ConnectorType::Sink,
-                    } as i32,
-                    version: info.version().to_string(),
-                    documentation: info.documentation().to_string(),
-                    exactly_once: match entry {
-                        ConnectorEntry::Source(c) => c.exactly_once_support(),
-                        ConnectorEntry::Sink(_) => proto::ExactlyOnceSupport::Unspecified,
-                    } as i32,
-                    defines_transaction_boundaries: match entry {
-                        ConnectorEntry::Source(c) => c.defines_transaction_boundaries(),
-                        ConnectorEntry::Sink(_) => false,
-                    },
-                }
-            })
-            .collect();
         Ok(Response::new(proto::HandshakeResponse {
             protocol_version: version,
             features,
-            plugin: Some(proto::PluginInfo {
-                name: self.plugin.name.clone(),
-                version: self.plugin.version.clone(),
-                connectors,
-            }),
+            plugin: Some(self.plugin.info()),
         }))
     }
 

@@ -203,6 +203,16 @@ impl Encoding {
     }
 }
 
+/// What [`Converter::passthrough`] finds: the schema type the bytes are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// An optional STRING, for bytes that are valid UTF-8 (others go through `to_connect`,
+    /// which replaces what is not UTF-8 as Java does).
+    Utf8String,
+    /// An optional BYTES.
+    Bytes,
+}
+
 /// A configured converter for keys or for values. Clones share the Avro converter's registry
 /// client and caches.
 #[derive(Debug, Clone)]
@@ -375,6 +385,19 @@ impl Converter {
 
     pub fn kind(&self) -> ConverterKind {
         self.kind
+    }
+
+    /// The converters whose Kafka Connect form of some bytes is those bytes themselves, with
+    /// an optional primitive schema: `ByteArrayConverter` (BYTES) and `StringConverter` in
+    /// UTF-8 (STRING, for bytes that are valid UTF-8). A data path may carry such bytes to a
+    /// connector without building the [`Data`] that [`Converter::to_connect`] would.
+    pub fn passthrough(&self) -> Option<Passthrough> {
+        match (self.kind, self.encoding, &self.avro) {
+            (_, _, Some(_)) => None,
+            (ConverterKind::ByteArray, _, None) => Some(Passthrough::Bytes),
+            (ConverterKind::String, Encoding::Utf8, None) => Some(Passthrough::Utf8String),
+            _ => None,
+        }
     }
 
     /// Whether this converter converts keys or values.

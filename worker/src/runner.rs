@@ -232,7 +232,6 @@ pub async fn run_process(
         side.spawn(async move { ensure_topic(&config, &topic, 1, replication, false).await });
     }
     for (id, config) in planned {
-        let client = process.client.clone();
         let token = tasks_stop.clone();
         let errors = Arc::new(ErrorReporter::new(
             spec.errors.clone(),
@@ -259,7 +258,8 @@ pub async fn run_process(
                     topics_regex: spec.topics_regex.clone(),
                     flush_interval: ctx.flush_interval,
                 };
-                tasks.spawn(async move { (id, runner.run(client, token).await) });
+                let channel = process.channel.clone();
+                tasks.spawn(async move { (id, runner.run(channel, token).await) });
             }
             _ => {
                 let runner = SourceTaskRunner {
@@ -269,6 +269,7 @@ pub async fn run_process(
                     transactions: spec.transactions.clone(),
                     drain_timeout: ctx.task_shutdown_timeout,
                 };
+                let client = process.client.clone();
                 tasks.spawn(async move { (id, runner.run(client, token).await) });
             }
         }

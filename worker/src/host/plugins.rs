@@ -1,6 +1,7 @@
-//! Plugin discovery: every connector executable (built-in or found on `plugin.path`) is started
-//! once and asked, through the handshake, which connector classes it serves. A broken
-//! executable is reported and skipped, never fatal.
+//! Plugin discovery: every connector executable found on `plugin.path` is started once and
+//! asked, through the handshake, which connector classes it serves. A broken executable is
+//! reported and skipped, never fatal. The plugins built into the `sluice` executable come
+//! already described (the CLI links them): none of them is started to be discovered.
 //!
 //! An executable with a manifest beside it (`<executable>.sluice-manifest.json`, written by
 //! `sluice plugins manifest`) is not started at all: the manifest holds what the handshake and
@@ -33,15 +34,15 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    /// Discovers the built-ins and every executable on `plugin_path`, using manifests as
-    /// `discovery` says. Fails only for `hybrid_fail`, naming the executables without a current
-    /// manifest.
+    /// The built-ins (described by the program that links them) and every executable on
+    /// `plugin_path`, using manifests as `discovery` says. Fails only for `hybrid_fail`,
+    /// naming the executables without a current manifest.
     pub async fn discover(
-        builtins: Vec<PluginCommand>,
+        builtins: Vec<PluginEntry>,
         plugin_path: &[PathBuf],
         discovery: PluginDiscovery,
     ) -> anyhow::Result<PluginRegistry> {
-        let mut commands = builtins;
+        let mut commands = Vec::new();
         for dir in plugin_path {
             commands.extend(scan(dir));
         }
@@ -86,7 +87,11 @@ impl PluginRegistry {
             }
             (false, describe(command).await)
         });
-        let mut registry = PluginRegistry::default();
+        let mut registry = PluginRegistry {
+            plugins: builtins,
+            broken: Vec::new(),
+        };
+        let builtin = registry.plugins.len();
         let mut from_manifests = 0;
         for (manifest, result) in futures::future::join_all(probes).await {
             match result {
@@ -102,6 +107,7 @@ impl PluginRegistry {
         }
         tracing::info!(
             plugins = registry.plugins.len(),
+            builtin,
             from_manifests,
             broken = registry.broken.len(),
             "plugins discovered"

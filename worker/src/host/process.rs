@@ -49,6 +49,8 @@ pub type Client = ConnectorClient<Channel>;
 /// A running connector process, connected and past its handshake.
 pub struct ConnectorProcess {
     pub client: Client,
+    /// The connection `client` uses, for calls with a codec of their own (the sink stream's).
+    pub channel: Channel,
     pub plugin: proto::PluginInfo,
     pub pid: u32,
     label: String,
@@ -78,7 +80,7 @@ impl ConnectorProcess {
                 )));
             }
         };
-        let mut client = ConnectorClient::new(channel)
+        let mut client = ConnectorClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let handshake = tokio::time::timeout(
@@ -127,6 +129,7 @@ impl ConnectorProcess {
         ));
         Ok(ConnectorProcess {
             client,
+            channel,
             plugin,
             pid,
             label: label.to_string(),

@@ -22,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::host::plugins::PluginRegistry;
-use crate::host::process::PluginCommand;
+use crate::host::plugins::{PluginEntry, PluginRegistry};
 use crate::mode::admin;
 use crate::mode::standalone::ConfigErrors;
 use crate::runner::{consumer_config, producer_config, WorkerContext};
@@ -51,7 +50,7 @@ pub struct WorkerOptions {
     pub kafka: Option<String>,
     /// Tasks this worker wants at most; 0 for no limit.
     pub capacity: u32,
-    pub builtin_plugins: Vec<PluginCommand>,
+    pub builtin_plugins: Vec<PluginEntry>,
     /// Changes this process's log levels (cluster-scoped levels from the controller).
     pub log_control: Option<LogControl>,
     pub initial_levels: BTreeMap<String, String>,

@@ -14,8 +14,8 @@ use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::host::plugins::PluginRegistry;
-use crate::host::process::{ConnectorProcess, PluginCommand};
+use crate::host::plugins::{PluginEntry, PluginRegistry};
+use crate::host::process::ConnectorProcess;
 use crate::kafka::embedded::EmbeddedKafka;
 use crate::runner::{consumer_config, producer_config, ConnectorSpec, WorkerContext};
 use crate::settings::WorkerSettings;
@@ -30,7 +30,7 @@ pub struct StandaloneOptions {
     pub worker_file: PathBuf,
     pub connector_files: Vec<PathBuf>,
     /// Commands of the plugins built into this binary.
-    pub builtin_plugins: Vec<PluginCommand>,
+    pub builtin_plugins: Vec<PluginEntry>,
     /// How often to print the progress line; `None` for never.
     pub progress_interval: Option<Duration>,
     /// How long a graceful stop may take once asked for ([`crate::stop::bounded`]).

@@ -1,6 +1,9 @@
 //! The sink data path of one task: a consumer in group `connect-<name>` polled on its own
 //! thread, records converted and batched, a bounded window of batches to the connector, and
-//! offsets committed only after the connector flushed them.
+//! offsets committed only after the connector flushed them. Batches cross in their wire form,
+//! written as records are read ([`wire`]).
+
+mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
 use sluice_data::record::Record;
 
-use crate::host::process::Client;
+use tonic::transport::Channel;
+
+use self::wire::{Consumed, Outgoing, Records};
 use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::task::{Conversion, TaskSpec};
@@ -43,12 +48,12 @@ pub struct SinkTaskRunner {
 
 /// Records polled and converted, with the next offset per partition they reach.
 struct Polled {
-    records: Vec<proto::SinkRecord>,
+    records: Records,
     offsets: Vec<((String, i32), i64)>,
     bytes: u64,
 }
 
-type Sender = mpsc::Sender<proto::SinkRequest>;
+type Sender = mpsc::Sender<Outgoing>;
 
 /// How long an assignment waits for the connector's stored positions.
 const POSITIONS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,11 +153,33 @@ impl ConsumerContext for SinkContext {
 }
 
 async fn send(tx: &Sender, kind: sink_request::Kind) {
-    let _ = tx.send(proto::SinkRequest { kind: Some(kind) }).await;
+    let _ = tx.send(kind.into()).await;
+}
+
+/// Opens the connector's Sink call on `channel` with the [`wire::SinkCodec`].
+async fn open_sink(
+    channel: Channel,
+    requests: mpsc::Receiver<Outgoing>,
+) -> Result<tonic::Response<tonic::Streaming<proto::SinkResponse>>, tonic::Status> {
+    use sluice_proto::connector::v1::MAX_MESSAGE_BYTES;
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connector socket: {e}")))?;
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/sluice.connector.v1.Connector/Sink");
+    grpc.streaming(
+        tonic::Request::new(ReceiverStream::new(requests)),
+        path,
+        wire::SinkCodec,
+    )
+    .await
 }
 
 impl SinkTaskRunner {
-    pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(&self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
         let (ask_tx, asks) = mpsc::unbounded_channel();
         let consumer: Arc<SinkConsumer> = Arc::new(
             self.consumer_config
@@ -186,9 +213,7 @@ impl SinkTaskRunner {
                 poll_loop(&consumer, &pipeline, &errors, &runtime, &polling, &batch_tx)
             })
         };
-        let result = self
-            .stream(&mut client, &consumer, batch_rx, asks, &stop)
-            .await;
+        let result = self.stream(channel, &consumer, batch_rx, asks, &stop).await;
         polling.store(false, Ordering::Release);
         let _ = poller.await;
         result
@@ -196,7 +221,7 @@ impl SinkTaskRunner {
 
     async fn stream(
         &self,
-        client: &mut Client,
+        channel: Channel,
         consumer: &Arc<SinkConsumer>,
         mut batches: mpsc::Receiver<anyhow::Result<Polled>>,
         mut asks: mpsc::UnboundedReceiver<PositionsQuery>,
@@ -221,7 +246,7 @@ impl SinkTaskRunner {
         .await;
         let mut responses = self
             .task
-            .open_stream(client.sink(ReceiverStream::new(rx)), "sink")
+            .open_stream(open_sink(channel, rx), "sink")
             .await?;
 
         let mut seq = 0u64;
@@ -315,7 +340,7 @@ impl SinkTaskRunner {
                         self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
-                    send(&tx, sink_request::Kind::Batch(proto::SinkBatch { seq, records: polled.records })).await;
+                    let _ = tx.send(Outgoing::Batch { seq, records: polled.records.freeze() }).await;
                 }
             }
         }
@@ -377,9 +402,19 @@ fn poll_loop(
     polling: &AtomicBool,
     out: &mpsc::Sender<anyhow::Result<Polled>>,
 ) {
+    // Records no transform touches, through converters that pass bytes as they are, are
+    // written to the wire straight from the message.
+    let passthrough = match (
+        pipeline.transforms.is_empty(),
+        pipeline.key.passthrough(),
+        pipeline.value.passthrough(),
+    ) {
+        (true, Some(key), Some(value)) => Some((key, value)),
+        _ => None,
+    };
     while polling.load(Ordering::Acquire) {
         let mut polled = Polled {
-            records: Vec::new(),
+            records: Records::default(),
             offsets: Vec::new(),
             bytes: 0,
         };
@@ -399,15 +434,32 @@ fn poll_loop(
                 Some(Ok(message)) => {
                     consumer.context().log.reachable();
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
+                    let headers = headers_of(&message);
+                    let consumed = Consumed {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key(),
+                        value: message.payload(),
+                        headers: &headers,
+                        timestamp_ms: message.timestamp().to_millis(),
+                    };
+                    let passed = passthrough.is_some_and(|(key, value)| {
+                        polled.records.push_passthrough(&consumed, key, value)
+                    });
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
                     // its offset can be committed) and is skipped.
-                    let mut processed = pipeline.process(&message);
+                    let mut processed = if passed {
+                        Ok(None)
+                    } else {
+                        pipeline.process(&consumed)
+                    };
                     if matches!(&processed, Err(f) if f.retriable) {
                         // Something a converter needs is away (its schema registry): wait
                         // for it as errors.retry.* allow before the error policy decides.
                         processed = runtime.block_on(errors.retry(|| {
-                            std::future::ready(pipeline.process(&message).map_err(|f| {
+                            std::future::ready(pipeline.process(&consumed).map_err(|f| {
                                 let retriable = f.retriable;
                                 (f, retriable)
                             }))
@@ -447,7 +499,7 @@ fn poll_loop(
                             .push(((topic.to_string(), partition), message.offset() + 1)),
                     }
                     if let Some(record) = record {
-                        polled.records.push(record);
+                        polled.records.push(&record);
                     }
                 }
             }
@@ -577,7 +629,7 @@ impl Conversion {
     /// the stage and the class that failed.
     fn process(
         &self,
-        message: &rdkafka::message::BorrowedMessage<'_>,
+        message: &Consumed<'_>,
     ) -> Result<Option<proto::SinkRecord>, PipelineFailure> {
         let record =
             convert(message, &self.key, &self.value).map_err(|(stage, converter, e)| {
@@ -624,37 +676,44 @@ impl Conversion {
 
 /// Converts a consumed record; a failure names the stage and the converter.
 fn convert<'c>(
-    message: &rdkafka::message::BorrowedMessage<'_>,
+    message: &Consumed<'_>,
     key: &'c Converter,
     value: &'c Converter,
 ) -> Result<proto::SinkRecord, (Stage, &'c Converter, ConversionError)> {
-    let topic = message.topic();
+    let topic = message.topic;
     let key = key
-        .to_connect(topic, message.key())
+        .to_connect(topic, message.key)
         .map_err(|e| (Stage::KeyConverter, key, e))?;
     let value = value
-        .to_connect(topic, message.payload())
+        .to_connect(topic, message.value)
         .map_err(|e| (Stage::ValueConverter, value, e))?;
     let headers = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|header| proto::Header {
-                    key: header.key.to_string(),
-                    value: header.value.map(|v| proto::Data {
-                        kind: Some(data::Kind::Raw(v.to_vec())),
-                    }),
-                })
-                .collect()
+        .headers
+        .iter()
+        .map(|(key, value)| proto::Header {
+            key: key.to_string(),
+            value: value.map(|v| proto::Data {
+                kind: Some(data::Kind::Raw(v.to_vec())),
+            }),
         })
-        .unwrap_or_default();
+        .collect();
     Ok(proto::SinkRecord {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
+        topic: topic.to_string(),
+        partition: message.partition,
+        offset: message.offset,
         key: Some(key),
         value: Some(value),
         headers,
-        timestamp_ms: message.timestamp().to_millis(),
+        timestamp_ms: message.timestamp_ms,
     })
+}
+
+/// A message's headers, in order (no allocation when it has none).
+fn headers_of<'m>(
+    message: &'m rdkafka::message::BorrowedMessage<'_>,
+) -> Vec<(&'m str, Option<&'m [u8]>)> {
+    message
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
 }
