@@ -1,5 +1,7 @@
 //! Generated protobuf and gRPC types of Sluice. Every wire type lives here and nowhere else.
 
+pub mod codec;
+
 /// The connector protocol: worker ↔ connector process.
 pub mod connector {
     /// Version 1 of the connector protocol.

@@ -421,11 +421,17 @@ fn poll_loop(
         let mut size = 0usize;
         let mut deadline: Option<Instant> = None;
         while polled.records.len() < MAX_BATCH_RECORDS && size < MAX_BATCH_BYTES {
-            let timeout = match deadline {
-                None => POLL_TIMEOUT,
-                Some(d) => d.saturating_duration_since(Instant::now()),
+            // Once a batch has begun, what the consumer already holds is taken without a
+            // wait (and without reading the clock); only when it runs dry does the batch wait
+            // out what is left of its linger.
+            let polled_now = match deadline {
+                None => consumer.poll(POLL_TIMEOUT),
+                Some(d) => consumer.poll(Duration::ZERO).or_else(|| {
+                    let left = d.saturating_duration_since(Instant::now());
+                    (!left.is_zero()).then(|| consumer.poll(left)).flatten()
+                }),
             };
-            match consumer.poll(timeout) {
+            match polled_now {
                 None => break,
                 Some(Err(e)) => {
                     consumer.context().log.consumer_error(e);
