@@ -93,7 +93,7 @@ async fn sink_figure(bootstrap: &str, records: u64, dir: &Path) -> anyhow::Resul
 }
 
 /// `records` lines of [`LINE`] bytes (datagen's values); returns the file's size.
-fn write_lines(path: &Path, records: u64) -> anyhow::Result<u64> {
+pub fn write_lines(path: &Path, records: u64) -> anyhow::Result<u64> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for seq in 0..records {
         out.write_all(record_value(0, seq, LINE).as_bytes())?;

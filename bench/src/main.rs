@@ -25,6 +25,7 @@ mod boundary;
 mod cdc;
 mod databases;
 mod file;
+mod footprint;
 mod mysql_cdc;
 mod transforms;
 
@@ -53,22 +54,20 @@ use sluice_worker::task::offsets::OffsetStore;
 use sluice_worker::task::{Conversion, Transactions};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: the data path allocates per record (decoded batches, converted values), and
-/// glibc's allocator took a tenth of a sink connector's time in malloc and free.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Records per 100-byte run; 1 KB runs use a fifth of it.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Internal: the footprint figures' raw baseline process (BOOTSTRAP INPUT OUTPUT RECORDS).
+    #[arg(long, hide = true, num_args = 4)]
+    raw_pipe: Option<Vec<String>>,
     /// Internal: serve the datagen plugin (the benchmark launches itself as the connector).
     #[arg(long, hide = true)]
     connector: bool,
@@ -100,6 +99,9 @@ struct Figure {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(raw) = &args.raw_pipe {
+        return footprint::raw_pipe(raw);
+    }
     if args.connector {
         sluice_connector_sdk::main(sluice_connector_datagen::plugin());
     }
@@ -123,12 +125,14 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let figures = runtime.block_on(run(&args))?;
+    let mut measures = Vec::new();
+    let figures = runtime.block_on(run(&args, &mut measures))?;
     print(&figures, args.json);
+    print_measures(&measures, args.json);
     Ok(())
 }
 
-async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
+async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Result<Vec<Figure>> {
     if args.only.as_deref() == Some("transforms") {
         return Ok(vec![transforms::figure(args.records)?]);
     }
@@ -144,6 +148,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
         topics.push((format!("consume-{size}"), PARTITIONS * 4));
     }
     topics.extend(file::topics(PARTITIONS));
+    for topic in footprint::TOPICS {
+        topics.push((topic.to_string(), footprint::PARTITIONS));
+    }
     let kafka = EmbeddedKafka::start(
         1,
         &topics,
@@ -181,6 +188,16 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Figure>> {
     }
     if only("file") {
         figures.extend(file::figures(&bootstrap, args.records).await?);
+    }
+    if args.only.as_deref() == Some("footprint")
+        || (args.only.is_none() && footprint::sluice_executable().is_some())
+    {
+        let (bootstrap, records) = (bootstrap.clone(), args.records);
+        measures.extend(
+            tokio::task::spawn_blocking(move || footprint::figures(&bootstrap, records)).await??,
+        );
+    } else if args.only.is_none() {
+        eprintln!("footprint figures left out: build the sluice executable beside this one (cargo build --release -p sluice-cli)");
     }
     drop(kafka);
     if only("transforms") {
@@ -579,6 +596,32 @@ fn print(figures: &[Figure], json: bool) {
                 baseline,
                 mb(baseline, f.size),
                 ratio
+            );
+        }
+    }
+}
+
+/// The footprint figures, after the throughput ones: each value beside its baseline and
+/// their ratio (value / baseline).
+fn print_measures(measures: &[footprint::Measure], json: bool) {
+    for m in measures {
+        let ratio = m.value / m.baseline;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": m.name,
+                    "value": (m.value * 1000.0).round() / 1000.0,
+                    "unit": m.unit,
+                    "baseline": (m.baseline * 1000.0).round() / 1000.0,
+                    "baseline_name": m.baseline_name,
+                    "ratio": (ratio * 1000.0).round() / 1000.0,
+                })
+            );
+        } else {
+            println!(
+                "{:<36} {:>9.3} {:<2} baseline {:>9.3} {:<2} ({}), ratio {:.3}",
+                m.name, m.value, m.unit, m.baseline, m.unit, m.baseline_name, ratio
             );
         }
     }

@@ -16,11 +16,6 @@ use sluice_worker::host::process::PluginCommand;
 use sluice_worker::mode::standalone::{self, ConfigErrors, StandaloneOptions};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: the data path allocates per record (decoded batches, converted values), and
-/// glibc's allocator took a tenth of a sink connector's time in malloc and free.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "sluice",
