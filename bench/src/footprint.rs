@@ -165,7 +165,7 @@ pub fn figures(bootstrap: &str, records: u64) -> anyhow::Result<Vec<Measure>> {
 /// Runs `command` until `output` holds `expected` bytes, watching `topic` for its first
 /// record and sampling the memory of it and its descendants.
 fn measure(
-    mut command: Command,
+    command: Command,
     bootstrap: &str,
     topic: &str,
     output: &Path,
@@ -178,26 +178,15 @@ fn measure(
     while warm.elapsed() < Duration::from_secs(1) {
         let _ = watcher.poll(Duration::from_millis(100));
     }
-    let log = std::fs::File::create(dir.join(format!("{topic}.log")))?;
     let started = Instant::now();
-    let child = command
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("start the measured process")?;
-    let mut child = Killed(child);
+    let mut child = Killed::spawn(command, &dir.join(format!("{topic}.log")))?;
     let pid = child.0.id();
     let mut first_record = None;
     let mut at_first_record = 0;
     loop {
         if first_record.is_none() && watcher.poll(Duration::from_millis(10)).is_some() {
             first_record = Some(started.elapsed().as_secs_f64());
-            at_first_record = descendants(pid)
-                .iter()
-                .filter_map(|p| memory_kb(*p))
-                .map(|m| m.1)
-                .sum();
+            at_first_record = tree_kb(pid).1;
         }
         let written = std::fs::metadata(output).map_or(0, |m| m.len());
         if first_record.is_some() && written >= expected {
@@ -215,11 +204,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(10));
     }
     // The processes that run the pipeline, at their peaks.
-    let peak_kb: u64 = descendants(pid)
-        .iter()
-        .filter_map(|p| memory_kb(*p))
-        .map(|m| m.0)
-        .sum();
+    let peak_kb = tree_kb(pid).0;
     Ok(Run {
         first_record_secs: first_record.unwrap_or_default(),
         peak_mb: peak_kb as f64 / 1024.0,
@@ -228,15 +213,8 @@ fn measure(
 }
 
 /// The resident memory of `command` and its processes, summed, 3 s after launch.
-fn idle_rss(mut command: Command, dir: &Path) -> anyhow::Result<f64> {
-    let log = std::fs::File::create(dir.join("idle.log"))?;
-    let child = command
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("start the idle process")?;
-    let mut child = Killed(child);
+fn idle_rss(command: Command, dir: &Path) -> anyhow::Result<f64> {
+    let mut child = Killed::spawn(command, &dir.join("idle.log"))?;
     std::thread::sleep(Duration::from_secs(3));
     if let Ok(Some(status)) = child.0.try_wait() {
         bail!(
@@ -244,16 +222,26 @@ fn idle_rss(mut command: Command, dir: &Path) -> anyhow::Result<f64> {
             dir.join("idle.log").display()
         );
     }
-    let kb: u64 = descendants(child.0.id())
-        .iter()
-        .filter_map(|p| memory_kb(*p))
-        .map(|m| m.1)
-        .sum();
+    let kb = tree_kb(child.0.id()).1;
     Ok(kb as f64 / 1024.0)
 }
 
 /// A child process killed when dropped.
 struct Killed(Child);
+
+impl Killed {
+    /// Starts `command` with its output to `log`.
+    fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Killed> {
+        let file = std::fs::File::create(log)?;
+        let child = command
+            .stdin(Stdio::piped())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("start {command:?}"))?;
+        Ok(Killed(child))
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -298,6 +286,14 @@ fn descendants(pid: u32) -> BTreeSet<u32> {
         }
     }
     found
+}
+
+/// [`memory_kb`] summed over `pid` and its descendants.
+fn tree_kb(pid: u32) -> (u64, u64) {
+    descendants(pid)
+        .iter()
+        .filter_map(|p| memory_kb(*p))
+        .fold((0, 0), |(hwm, rss), m| (hwm + m.0, rss + m.1))
 }
 
 /// A process's peak and current resident memory in KiB (VmHWM, VmRSS).
