@@ -351,7 +351,6 @@ async fn run(
     }
 }
 
-/// The connector plugins built into this binary, as commands a worker can launch.
 /// The plugins built into this executable, described without starting them: each runs as
 /// `sluice connector NAME`, a process of its own, when a task needs it.
 fn builtin_plugins() -> anyhow::Result<Vec<PluginEntry>> {

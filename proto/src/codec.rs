@@ -35,12 +35,19 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        SliceDecoder { _pd: PhantomData }
+        SliceDecoder::default()
     }
 }
 
+/// The decoding half, for a codec that encodes its own way (the worker's sink stream).
 pub struct SliceDecoder<U> {
     _pd: PhantomData<U>,
+}
+
+impl<U> Default for SliceDecoder<U> {
+    fn default() -> Self {
+        SliceDecoder { _pd: PhantomData }
+    }
 }
 
 impl<U: Message + Default> Decoder for SliceDecoder<U> {

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 pub struct StandaloneOptions {
     pub worker_file: PathBuf,
     pub connector_files: Vec<PathBuf>,
-    /// Commands of the plugins built into this binary.
+    /// The plugins built into this executable, already described.
     pub builtin_plugins: Vec<PluginEntry>,
     /// How often to print the progress line; `None` for never.
     pub progress_interval: Option<Duration>,

@@ -20,9 +20,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use sluice_data::converter::{ConversionError, Converter, DATA_EXCEPTION};
+use sluice_data::converter::{ConversionError, Converter, Passthrough, DATA_EXCEPTION};
 use sluice_data::record::Record;
-
 use tonic::transport::Channel;
 
 use self::wire::{Consumed, Outgoing, Records};
@@ -402,16 +401,7 @@ fn poll_loop(
     polling: &AtomicBool,
     out: &mpsc::Sender<anyhow::Result<Polled>>,
 ) {
-    // Records no transform touches, through converters that pass bytes as they are, are
-    // written to the wire straight from the message.
-    let passthrough = match (
-        pipeline.transforms.is_empty(),
-        pipeline.key.passthrough(),
-        pipeline.value.passthrough(),
-    ) {
-        (true, Some(key), Some(value)) => Some((key, value)),
-        _ => None,
-    };
+    let passthrough = pipeline.passthrough();
     while polling.load(Ordering::Acquire) {
         let mut polled = Polled {
             records: Records::default(),
@@ -450,48 +440,40 @@ fn poll_loop(
                         headers: &headers,
                         timestamp_ms: message.timestamp().to_millis(),
                     };
-                    let passed = passthrough.is_some_and(|(key, value)| {
-                        polled.records.push_passthrough(&consumed, key, value)
-                    });
+                    let records = &mut polled.records;
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
                     // its offset can be committed) and is skipped.
-                    let mut processed = if passed {
-                        Ok(None)
-                    } else {
-                        pipeline.process(&consumed)
-                    };
-                    if matches!(&processed, Err(f) if f.retriable) {
+                    let mut written = pipeline.write(&consumed, passthrough, records);
+                    if matches!(&written, Err(f) if f.retriable) {
                         // Something a converter needs is away (its schema registry): wait
                         // for it as errors.retry.* allow before the error policy decides.
-                        processed = runtime.block_on(errors.retry(|| {
-                            std::future::ready(pipeline.process(&consumed).map_err(|f| {
-                                let retriable = f.retriable;
-                                (f, retriable)
-                            }))
+                        written = runtime.block_on(errors.retry(|| {
+                            std::future::ready(
+                                pipeline
+                                    .write(&consumed, passthrough, records)
+                                    .map_err(|f| {
+                                        let retriable = f.retriable;
+                                        (f, retriable)
+                                    }),
+                            )
                         }));
                     }
-                    let record = match processed {
-                        Ok(r) => r,
-                        Err(f) => {
-                            let failure = Failure {
-                                stage: f.stage,
-                                class: &f.class,
-                                exception: DATA_EXCEPTION,
-                                error: &f.message,
-                                retriable: f.retriable,
-                            };
-                            match runtime
-                                .block_on(errors.report(&failure, &failed_record(&message)))
-                            {
-                                Ok(()) => None,
-                                Err(e) => {
-                                    let _ = out.blocking_send(Err(e));
-                                    return;
-                                }
-                            }
+                    if let Err(f) = written {
+                        let failure = Failure {
+                            stage: f.stage,
+                            class: &f.class,
+                            exception: DATA_EXCEPTION,
+                            error: &f.message,
+                            retriable: f.retriable,
+                        };
+                        if let Err(e) =
+                            runtime.block_on(errors.report(&failure, &failed_record(&message)))
+                        {
+                            let _ = out.blocking_send(Err(e));
+                            return;
                         }
-                    };
+                    }
                     let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
                     size += len;
                     polled.bytes += len as u64;
@@ -503,9 +485,6 @@ fn poll_loop(
                         _ => polled
                             .offsets
                             .push(((topic.to_string(), partition), message.offset() + 1)),
-                    }
-                    if let Some(record) = record {
-                        polled.records.push(&record);
                     }
                 }
             }
@@ -631,6 +610,37 @@ impl std::fmt::Display for PipelineFailure {
 
 /// The sink's side of a conversion: a consumed message into the record the connector gets.
 impl Conversion {
+    /// How both converters pass bytes through when no transform is configured: then a
+    /// record is written to the wire straight from the message.
+    fn passthrough(&self) -> Option<(Passthrough, Passthrough)> {
+        match (
+            self.transforms.is_empty(),
+            self.key.passthrough(),
+            self.value.passthrough(),
+        ) {
+            (true, Some(key), Some(value)) => Some((key, value)),
+            _ => None,
+        }
+    }
+
+    /// Writes `message` to `records` as the connector gets it: straight from its bytes when
+    /// `passthrough` allows, else converted and transformed (nothing when a transform dropped
+    /// it).
+    fn write(
+        &self,
+        message: &Consumed<'_>,
+        passthrough: Option<(Passthrough, Passthrough)>,
+        records: &mut Records,
+    ) -> Result<(), PipelineFailure> {
+        if passthrough.is_some_and(|(key, value)| records.push_passthrough(message, key, value)) {
+            return Ok(());
+        }
+        if let Some(record) = self.process(message)? {
+            records.push(&record);
+        }
+        Ok(())
+    }
+
     /// Converts, then transforms; `None` when a transform dropped the record. A failure names
     /// the stage and the class that failed.
     fn process(

@@ -12,8 +12,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message as _;
 use sluice_data::converter::Passthrough;
+use sluice_proto::codec::SliceDecoder;
 use sluice_proto::connector::v1 as proto;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// `SinkBatch.records` and `SinkRequest.batch`.
@@ -65,7 +66,7 @@ impl Records {
             return false;
         };
         let headers: usize = record.headers.iter().map(header_len).sum();
-        let len = string_field_len(1, record.topic)
+        let len = string_field_len(record.topic)
             + int_field_len(record.partition as i64 as u64)
             + int_field_len(record.offset as u64)
             + nested_len(key.len())
@@ -185,7 +186,7 @@ fn nested_len(len: usize) -> usize {
 }
 
 /// A proto3 string field: absent when empty.
-fn string_field_len(_field: u32, s: &str) -> usize {
+fn string_field_len(s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
@@ -219,7 +220,7 @@ fn put_int_field(field: u32, v: u64, buf: &mut BytesMut) {
 
 /// `Header { key, value: Data { raw } }`; a null value leaves `value` out.
 fn header_body_len((key, value): &(&str, Option<&[u8]>)) -> usize {
-    string_field_len(1, key) + value.map_or(0, |v| nested_len(nested_len(v.len())))
+    string_field_len(key) + value.map_or(0, |v| nested_len(nested_len(v.len())))
 }
 
 fn header_len(header: &(&str, Option<&[u8]>)) -> usize {
@@ -252,7 +253,7 @@ impl From<proto::sink_request::Kind> for Outgoing {
     }
 }
 
-/// The sink call's codec: [`Outgoing`] out, prost's decoding of `SinkResponse` in.
+/// The sink call's codec: [`Outgoing`] out, `SinkResponse` in as every service decodes.
 #[derive(Default)]
 pub struct SinkCodec;
 
@@ -260,14 +261,14 @@ impl Codec for SinkCodec {
     type Encode = Outgoing;
     type Decode = proto::SinkResponse;
     type Encoder = OutgoingEncoder;
-    type Decoder = ResponseDecoder;
+    type Decoder = SliceDecoder<proto::SinkResponse>;
 
     fn encoder(&mut self) -> OutgoingEncoder {
         OutgoingEncoder
     }
 
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
+    fn decoder(&mut self) -> Self::Decoder {
+        SliceDecoder::default()
     }
 }
 
@@ -299,19 +300,6 @@ fn put_batch(seq: u64, records: &[u8], buf: &mut impl BufMut) {
         encode_varint(seq, buf);
     }
     buf.put_slice(records);
-}
-
-pub struct ResponseDecoder;
-
-impl Decoder for ResponseDecoder {
-    type Item = proto::SinkResponse;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        proto::SinkResponse::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("decode a sink response: {e}")))
-    }
 }
 
 #[cfg(test)]
