@@ -10,6 +10,11 @@
 //! - idle RSS: a second `sluice standalone` with the same connectors on an empty file and an
 //!   empty topic, its processes' resident memory summed 3 s after launch (the baseline: the
 //!   raw process's when its first record arrived).
+//!
+//! Both memory figures also come as proportional set sizes (PSS, from `smaps_rollup`): the
+//! worker and its connector processes run one executable, whose pages an RSS sum counts once
+//! per process; PSS counts each page once. The peak PSS is the highest sum seen by sampling
+//! every 50 ms while the lines move.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, Write as _};
@@ -49,6 +54,8 @@ pub struct Measure {
 struct Run {
     first_record_secs: f64,
     peak_mb: f64,
+    /// The highest proportional set size of the process tree, summed, sampled every 50 ms.
+    peak_pss_mb: f64,
     /// Resident memory when the first record arrived.
     at_first_record_mb: f64,
 }
@@ -135,7 +142,7 @@ pub fn figures(bootstrap: &str, records: u64) -> anyhow::Result<Vec<Measure>> {
         &dir.path().join("idle-output.txt"),
         IDLE_TOPIC,
     )?;
-    let idle_mb = idle_rss(idle, dir.path())?;
+    let (idle_mb, idle_pss_mb) = idle_rss(idle, dir.path())?;
     let sluice = sluice_run;
     Ok(vec![
         Measure {
@@ -153,11 +160,25 @@ pub fn figures(bootstrap: &str, records: u64) -> anyhow::Result<Vec<Measure>> {
             baseline_name: "raw producer+consumer process",
         },
         Measure {
+            name: "standalone_file_pipeline_peak_pss",
+            unit: "MB",
+            value: sluice.peak_pss_mb,
+            baseline: raw.peak_pss_mb,
+            baseline_name: "raw producer+consumer process",
+        },
+        Measure {
             name: "standalone_idle_rss",
             unit: "MB",
             value: idle_mb,
             baseline: raw.at_first_record_mb,
             baseline_name: "raw process at its first record",
+        },
+        Measure {
+            name: "standalone_idle_pss",
+            unit: "MB",
+            value: idle_pss_mb,
+            baseline: raw.at_first_record_mb,
+            baseline_name: "raw process RSS at its first record",
         },
     ])
 }
@@ -183,7 +204,13 @@ fn measure(
     let pid = child.0.id();
     let mut first_record = None;
     let mut at_first_record = 0;
+    let mut peak_pss = 0;
+    let mut sampled = Instant::now() - Duration::from_secs(1);
     loop {
+        if sampled.elapsed() >= Duration::from_millis(50) {
+            peak_pss = peak_pss.max(tree_pss_kb(pid));
+            sampled = Instant::now();
+        }
         if first_record.is_none() && watcher.poll(Duration::from_millis(10)).is_some() {
             first_record = Some(started.elapsed().as_secs_f64());
             at_first_record = tree_kb(pid).1;
@@ -205,15 +232,18 @@ fn measure(
     }
     // The processes that run the pipeline, at their peaks.
     let peak_kb = tree_kb(pid).0;
+    detail(topic, pid);
     Ok(Run {
         first_record_secs: first_record.unwrap_or_default(),
         peak_mb: peak_kb as f64 / 1024.0,
+        peak_pss_mb: peak_pss.max(tree_pss_kb(pid)) as f64 / 1024.0,
         at_first_record_mb: at_first_record as f64 / 1024.0,
     })
 }
 
-/// The resident memory of `command` and its processes, summed, 3 s after launch.
-fn idle_rss(command: Command, dir: &Path) -> anyhow::Result<f64> {
+/// The resident memory of `command` and its processes, summed, 3 s after launch: their RSS
+/// and their proportional set size.
+fn idle_rss(command: Command, dir: &Path) -> anyhow::Result<(f64, f64)> {
     let mut child = Killed::spawn(command, &dir.join("idle.log"))?;
     std::thread::sleep(Duration::from_secs(3));
     if let Ok(Some(status)) = child.0.try_wait() {
@@ -223,7 +253,9 @@ fn idle_rss(command: Command, dir: &Path) -> anyhow::Result<f64> {
         );
     }
     let kb = tree_kb(child.0.id()).1;
-    Ok(kb as f64 / 1024.0)
+    let pss_kb = tree_pss_kb(child.0.id());
+    detail("idle", child.0.id());
+    Ok((kb as f64 / 1024.0, pss_kb as f64 / 1024.0))
 }
 
 /// A child process killed when dropped.
@@ -288,12 +320,53 @@ fn descendants(pid: u32) -> BTreeSet<u32> {
     found
 }
 
+/// With `BENCH_FOOTPRINT_DETAIL` set, each process of the tree and its memory on stderr.
+fn detail(label: &str, pid: u32) {
+    if std::env::var_os("BENCH_FOOTPRINT_DETAIL").is_none() {
+        return;
+    }
+    for p in descendants(pid) {
+        let command = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+        let of = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or_else(String::new, |v| v.trim().to_string())
+        };
+        eprintln!(
+            "{label}: pid {p} peak {}, now {} (anon {}, file {}): {}",
+            of("VmHWM:"),
+            of("VmRSS:"),
+            of("RssAnon:"),
+            of("RssFile:"),
+            command.replace('\0', " ")
+        );
+    }
+}
+
 /// [`memory_kb`] summed over `pid` and its descendants.
 fn tree_kb(pid: u32) -> (u64, u64) {
     descendants(pid)
         .iter()
         .filter_map(|p| memory_kb(*p))
         .fold((0, 0), |(hwm, rss), m| (hwm + m.0, rss + m.1))
+}
+
+/// The proportional set size of `pid` and its descendants, summed, in KiB: each page counted
+/// once however many of the processes map it (RSS sums count the executable's pages, shared
+/// by the worker and its connector processes, once per process).
+fn tree_pss_kb(pid: u32) -> u64 {
+    descendants(pid)
+        .iter()
+        .filter_map(|p| {
+            let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// A process's peak and current resident memory in KiB (VmHWM, VmRSS).

@@ -21,8 +21,8 @@ pub mod connector {
         pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
         /// HTTP/2 flow-control windows for the connector socket. Batches are megabytes; the
         /// 64 KiB default would stall every stream on window updates.
-        pub const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
-        pub const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+        pub const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+        pub const H2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
         /// HTTP/2 frame size the connector accepts: large batches in few frames.
         pub const H2_MAX_FRAME: u32 = 1024 * 1024;
     }

@@ -131,6 +131,8 @@ pub fn producer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> 
             ("acks", "all"),
             ("linger.ms", "5"),
             ("queue.buffering.max.messages", "500000"),
+            // Kafka's producer `buffer.memory` (32 MB), not librdkafka's 1 GB.
+            ("queue.buffering.max.kbytes", "32768"),
         ],
         overrides,
     )
@@ -148,6 +150,11 @@ pub fn consumer_config(bootstrap: &str, overrides: BTreeMap<String, String>) -> 
             // (default 1 s); a sink that drains the queue in 200 ms would then idle for the
             // other 800 ms.
             ("fetch.queue.backoff.ms", "10"),
+            // The prefetch queue: librdkafka's defaults (100,000 messages per partition, up
+            // to 64 MB) kept ~30 MB of fetched messages in a sink worker that hands batches
+            // of 8,192 to its connector; this holds a few batches ahead.
+            ("queued.min.messages", "20000"),
+            ("queued.max.messages.kbytes", "16384"),
         ],
         overrides,
     )
