@@ -33,8 +33,8 @@ use delivery::{send_with_backpressure, AtLeastOnce, DeliveryContext, DeliveryTra
 use transactional::Transactional;
 
 /// Records and bytes the connector may have in flight towards the producer.
-const CREDIT_RECORDS: u64 = 20_000;
-const CREDIT_BYTES: u64 = 16 * 1024 * 1024;
+const CREDIT_RECORDS: u64 = 10_000;
+const CREDIT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Everything one source task needs besides its connector process.
 pub struct SourceTaskRunner {
