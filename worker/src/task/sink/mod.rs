@@ -29,7 +29,7 @@ use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
 use crate::task::{Conversion, TaskSpec};
 
-const MAX_BATCH_RECORDS: usize = 8192;
+const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long the poller waits to fill a batch once it has a record.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
