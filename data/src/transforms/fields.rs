@@ -15,15 +15,16 @@ use crate::record::{
 };
 
 /// A struct schema with the basics (name, version, doc, parameters, optional) of `from` and
-/// the given fields, as Kafka's `SchemaUtil.copySchemaBasics` builds it.
-fn struct_like(from: &Schema, fields: Vec<Field>) -> Schema {
+/// the given fields, as Kafka's `SchemaUtil.copySchemaBasics` builds it. Takes `from` by
+/// value: its strings move into the new schema instead of being copied for every record.
+fn struct_like(from: Schema, fields: Vec<Field>) -> Schema {
     Schema {
         r#type: SchemaType::Struct as i32,
         optional: from.optional,
-        name: from.name.clone(),
+        name: from.name,
         version: from.version,
-        doc: from.doc.clone(),
-        parameters: from.parameters.clone(),
+        doc: from.doc,
+        parameters: from.parameters,
         fields,
         ..Schema::default()
     }
@@ -187,7 +188,7 @@ impl Transform for Flatten {
                     }
                 };
                 Part {
-                    schema: Some(struct_like(&schema, fields)),
+                    schema: Some(struct_like(schema, fields)),
                     value,
                 }
             }
@@ -232,7 +233,7 @@ impl Transform for HoistField {
                 validate(&schema, part.value.as_ref(), &self.field)?;
                 Part {
                     schema: Some(struct_like(
-                        &Schema::default(),
+                        Schema::default(),
                         vec![field(self.field.clone(), schema)],
                     )),
                     value: Some(struct_value(vec![part.value.unwrap_or_else(record::null)])),
@@ -382,18 +383,22 @@ impl Transform for InsertField {
         let additions = self.additions(&record)?;
         let part = record.take(self.side);
         let out = match part.schema {
-            Some(schema) => {
-                let mut fields = struct_fields(&schema, PURPOSE)?.to_vec();
+            Some(mut schema) => {
+                struct_fields(&schema, PURPOSE)?;
                 let mut values = struct_values(part.value, PURPOSE)?;
                 if self.replace_null {
                     fill_defaults(&schema, &mut values);
                 }
+                // The record's own schema grows: its fields are not copied.
+                let mut fields = std::mem::take(&mut schema.fields);
+                fields.reserve(additions.len());
+                values.reserve(additions.len());
                 for (f, v) in additions {
                     fields.push(f);
                     values.push(v);
                 }
                 Part {
-                    schema: Some(struct_like(&schema, fields)),
+                    schema: Some(struct_like(schema, fields)),
                     value: Some(struct_value(values)),
                 }
             }
@@ -613,18 +618,8 @@ impl Transform for ReplaceField {
         const PURPOSE: &str = "field replacement";
         let part = record.take(self.side);
         let out = match part.schema {
-            Some(schema) => {
-                let fields = struct_fields(&schema, PURPOSE)?;
-                let kept: Vec<usize> = (0..fields.len())
-                    .filter(|&i| self.keeps(&fields[i].name))
-                    .collect();
-                let out_fields = kept
-                    .iter()
-                    .map(|&i| Field {
-                        name: self.renamed(&fields[i].name),
-                        schema: fields[i].schema.clone(),
-                    })
-                    .collect();
+            Some(mut schema) => {
+                struct_fields(&schema, PURPOSE)?;
                 let value = match part.value {
                     None => None,
                     Some(v) => {
@@ -632,21 +627,23 @@ impl Transform for ReplaceField {
                         if self.replace_null {
                             fill_defaults(&schema, &mut values);
                         }
-                        let mut values: Vec<Option<Value>> = values.into_iter().map(Some).collect();
-                        Some(struct_value(
-                            kept.iter()
-                                .map(|&i| {
-                                    values
-                                        .get_mut(i)
-                                        .and_then(Option::take)
-                                        .unwrap_or_else(record::null)
-                                })
-                                .collect(),
-                        ))
+                        // Positional: one value per field, missing ones null.
+                        values.resize_with(schema.fields.len(), record::null);
+                        let mut fields = schema.fields.iter();
+                        values.retain(|_| fields.next().is_some_and(|f| self.keeps(&f.name)));
+                        Some(struct_value(values))
                     }
                 };
+                // The record's own schema, fields dropped and renamed where they are.
+                let mut fields = std::mem::take(&mut schema.fields);
+                fields.retain(|f| self.keeps(&f.name));
+                for f in &mut fields {
+                    if let Some(to) = self.renames.get(&f.name) {
+                        f.name.clone_from(to);
+                    }
+                }
                 Part {
-                    schema: Some(struct_like(&schema, out_fields)),
+                    schema: Some(struct_like(schema, fields)),
                     value,
                 }
             }
@@ -763,7 +760,7 @@ impl Transform for ValueToKey {
                     key_values.push(values.get(i).cloned().unwrap_or_else(record::null));
                 }
                 Part {
-                    schema: Some(struct_like(&Schema::default(), key_fields)),
+                    schema: Some(struct_like(Schema::default(), key_fields)),
                     value: Some(struct_value(key_values)),
                 }
             }
