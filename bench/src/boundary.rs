@@ -12,14 +12,13 @@ use prost::Message as _;
 use sluice_connector_datagen::record_value;
 use sluice_proto::connector::v1::{self as proto, source_request, source_response};
 use sluice_worker::host::process::{ConnectorProcess, PluginCommand};
+// What the worker grants when a stream opens, and returns per batch.
+use sluice_worker::task::source::{CREDIT_BYTES, CREDIT_RECORDS};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Figure;
 
-/// What the worker grants when a stream opens (worker/src/task/source.rs), and returns per batch.
-const CREDIT_RECORDS: u64 = 50_000;
-const CREDIT_BYTES: u64 = 64 * 1024 * 1024;
 /// Records per poll, as the SDKs ask at most.
 const POLL: u64 = 4096;
 

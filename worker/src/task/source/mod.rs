@@ -32,9 +32,11 @@ mod transactional;
 use delivery::{send_with_backpressure, AtLeastOnce, DeliveryContext, DeliveryTracker};
 use transactional::Transactional;
 
-/// Records and bytes the connector may have in flight towards the producer.
-const CREDIT_RECORDS: u64 = 10_000;
-const CREDIT_BYTES: u64 = 8 * 1024 * 1024;
+/// Records and bytes the connector may have in flight towards the producer: granted when the
+/// stream opens, returned batch by batch. Enough to keep the producer busy (its own queue
+/// batches ahead), small enough that the connector and the worker hold little.
+pub const CREDIT_RECORDS: u64 = 10_000;
+pub const CREDIT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Everything one source task needs besides its connector process.
 pub struct SourceTaskRunner {
