@@ -20,7 +20,7 @@ use crate::journal::Journal;
 use crate::reconcile::{self, Timeouts};
 use crate::requests::{RequestSender, Requests};
 use crate::state::{AssignmentSender, State, WorkerEntry};
-use crate::store::{PlacementChange, StatusRecord, Store, StoreError, WorkerRecord, Write};
+use crate::store::{StatusRecord, Store, StoreError, WorkerRecord, Write};
 
 /// How long a move waits for the old owner's release: its drain deadline and some.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(40);
@@ -126,6 +126,7 @@ impl Cluster {
         self.mutate(|state, writes| {
             writes.push(Write::Worker(id.clone(), record));
             tracing::info!(worker = %id, plugins = request.plugins.len(), "worker joined");
+            state.observed.membership += 1;
             state.observed.workers.insert(
                 id,
                 WorkerEntry {
@@ -135,6 +136,7 @@ impl Cluster {
                     last_seen: Instant::now(),
                     stream: Some(tx),
                     last_sent: None,
+                    last_units: Vec::new(),
                 },
             );
             Ok(())
@@ -235,12 +237,13 @@ impl Cluster {
                 if state.desired.placement.get(&unit) != Some(&worker) {
                     continue;
                 }
-                if let Some(record) = state.desired.connectors.get_mut(&unit.connector) {
-                    let before = record.topics.len();
+                let connectors = &mut state.desired.connectors;
+                let new_topic = connectors
+                    .get(&unit.connector)
+                    .is_some_and(|r| s.topics.iter().any(|t| !r.topics.contains(t)));
+                if let Some(record) = connectors.get_mut(&unit.connector).filter(|_| new_topic) {
                     record.topics.extend(s.topics);
-                    if record.topics.len() != before {
-                        writes.push(Write::Connector(unit.connector.clone(), record.clone()));
-                    }
+                    writes.push(Write::Connector(unit.connector.clone(), record.clone()));
                 }
                 let record = StatusRecord {
                     state: crate::store::State::from_wire(s.state),
@@ -364,17 +367,21 @@ impl Cluster {
             }
             if let Some(releasing) = outcome.releasing {
                 observed.releasing = releasing;
+                // Every connector change so far is placed and sent below.
+                desired.connectors.take_changed();
+                desired.complete_for = outcome.complete.then_some(observed.membership);
             }
             let mut sends = Vec::new();
             if let Some(next) = outcome.next {
-                writes.push(Write::Placement(PlacementChange::between(
-                    &desired.placement,
-                    &next.placement,
-                    next.generation,
-                )));
-                desired.placement = next.placement;
+                for unit in &next.change.removed {
+                    desired.placement.remove(unit);
+                }
+                for (unit, worker) in &next.change.set {
+                    desired.placement.insert(unit.clone(), worker.clone());
+                }
+                writes.push(Write::Placement(next.change));
                 desired.generation = next.generation;
-                for (id, message) in next.assignments {
+                for (id, (units, message)) in next.assignments {
                     let Some(w) = observed.workers.get_mut(&id) else {
                         continue;
                     };
@@ -383,6 +390,7 @@ impl Cluster {
                     };
                     // Marked sent now; a failed send below clears it so the next tick retries.
                     w.last_sent = Some(message.clone());
+                    w.last_units = units;
                     sends.push((id, stream, message));
                 }
                 tracing::info!(

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use sluice_model::{ConnectorName, Generation, TaskId, UnitKey, WorkerId};
 use sluice_proto::cluster::v1 as wire;
 
-use crate::scheduler::{self, Placement, Slot, Work};
+use crate::scheduler::{self, Slot, Work};
 use crate::state::{Desired, Observed, WorkerEntry};
-use crate::store::{ConnectorRecord, TargetState};
+use crate::store::{ConnectorRecord, PlacementChange, TargetState};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -32,6 +32,8 @@ pub struct Outcome {
     pub hung: Vec<WorkerId>,
     /// The releases still awaited, when anything was recomputed.
     pub releasing: Option<BTreeMap<UnitKey, (WorkerId, Instant)>>,
+    /// When recomputed: whether the placement now holds every unit some live worker can run.
+    pub complete: bool,
     /// A new generation to store and send, when the placement or an assignment changed.
     pub next: Option<Next>,
 }
@@ -39,13 +41,20 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Next {
     pub generation: Generation,
-    pub placement: Placement,
-    /// The assignment of every connected worker whose last one differs, generation unset.
-    pub assignments: BTreeMap<WorkerId, wire::Assignment>,
+    /// How the placement changes: units placed anew or moved, units no longer placed.
+    pub change: PlacementChange,
+    /// The assignment of every connected worker whose last one differs, generation unset,
+    /// with the units it was made of.
+    pub assignments: BTreeMap<WorkerId, (Vec<UnitKey>, wire::Assignment)>,
 }
 
 /// Decides the next step. `force`: something changed (a join, a config), so the placement
 /// is recomputed even when no timer asks for it.
+///
+/// A pass costs what changed, not what exists: while the workers stay the same and the
+/// placement holds everything they can run (`Desired::complete_for`), only the units of the
+/// connectors changed since the last pass are placed ([`scheduler::extend`]), and only the
+/// workers whose units or connectors changed get their assignment rebuilt.
 pub fn reconcile(
     desired: &Desired,
     observed: &Observed,
@@ -103,19 +112,50 @@ pub fn reconcile(
             capacity: (w.capacity > 0).then_some(w.capacity),
         })
         .collect();
-    let placement = scheduler::assign(
-        &desired_work(&desired.connectors),
-        &slots,
-        &desired.placement,
-    );
+    let previous = &desired.placement;
+    let step = (dead.is_empty() && desired.complete_for == Some(observed.membership))
+        .then(|| extend(desired, &slots))
+        .flatten();
+    let (removed, set, complete) = match step {
+        Some((removed, set)) => (removed, set.into_iter().collect(), true),
+        None => {
+            let work = desired_work(&desired.connectors);
+            let placement = scheduler::assign(&work, &slots, previous);
+            let placeable = work
+                .iter()
+                .filter(|w| slots.iter().any(|s| s.classes.contains(&w.class)))
+                .count();
+            let removed: BTreeSet<UnitKey> = previous
+                .keys()
+                .filter(|u| !placement.contains_key(*u))
+                .cloned()
+                .collect();
+            let complete = placement.len() == placeable;
+            let set: BTreeMap<UnitKey, WorkerId> = placement
+                .into_iter()
+                .filter(|(unit, worker)| previous.get(unit) != Some(worker))
+                .collect();
+            (removed, set, complete)
+        }
+    };
+    // The owner of a unit once the change is made.
+    let owner = |unit: &UnitKey| -> Option<&WorkerId> {
+        match set.get(unit) {
+            Some(w) => Some(w),
+            None if removed.contains(unit) => None,
+            None => previous.get(unit),
+        }
+    };
 
     let mut releasing = observed.releasing.clone();
     // Moved, or taken away (a stop): if it comes back elsewhere before its old owner drained
     // it, it waits too.
-    for (unit, old) in &desired.placement {
-        let moved = placement.get(unit) != Some(old);
+    for unit in removed.iter().chain(set.keys()) {
+        let Some(old) = previous.get(unit) else {
+            continue;
+        };
         let old_connected = observed.workers.get(old).is_some_and(|w| connected(old, w));
-        if moved && old_connected {
+        if old_connected {
             releasing
                 .entry(unit.clone())
                 .or_insert_with(|| (old.clone(), now));
@@ -126,7 +166,7 @@ pub fn reconcile(
     releasing.retain(|unit, (old, since)| {
         let keep = observed.workers.contains_key(old)
             && live(old)
-            && placement.get(unit) != Some(old)
+            && owner(unit) != Some(old)
             && now.duration_since(*since) < timeouts.release;
         if !keep && now.duration_since(*since) >= timeouts.release {
             tracing::warn!(worker = %old, %unit, "no release within {:?}; starting the unit on its new worker", timeouts.release);
@@ -134,34 +174,115 @@ pub fn reconcile(
         keep
     });
 
+    // What each worker runs once the change is made, in unit order.
     let mut owned: BTreeMap<&WorkerId, Vec<&UnitKey>> = BTreeMap::new();
-    for (unit, owner) in &placement {
+    let unchanged = previous
+        .iter()
+        .filter(|(unit, _)| !set.contains_key(*unit) && !removed.contains(*unit));
+    for (unit, worker) in unchanged.chain(&set) {
         if !releasing.contains_key(unit) {
-            owned.entry(owner).or_default().push(unit);
+            owned.entry(worker).or_default().push(unit);
         }
     }
-    // Assignments compared without their generation, which is set only when sent.
-    let assignments: BTreeMap<WorkerId, wire::Assignment> = observed
+    if !set.is_empty() {
+        for units in owned.values_mut() {
+            units.sort_unstable();
+        }
+    }
+    // Workers running units of a changed connector, before or after the change.
+    let changed = desired.connectors.changed();
+    let mut touched: BTreeSet<&WorkerId> = BTreeSet::new();
+    for name in changed {
+        touched.extend(units_of(previous, name).map(|(_, w)| w));
+        touched.extend(units_of(&set, name).map(|(_, w)| w));
+    }
+    // Assignments compared without their generation, which is set only when sent; rebuilt
+    // only where their units or connectors changed.
+    let assignments: BTreeMap<WorkerId, (Vec<UnitKey>, wire::Assignment)> = observed
         .workers
         .iter()
         .filter(|(id, w)| live(id) && connected(id, w))
         .filter_map(|(id, w)| {
             let units = owned.get(id).map_or(&[][..], Vec::as_slice);
+            let same = w.last_sent.is_some()
+                && !touched.contains(id)
+                && w.last_units.len() == units.len()
+                && w.last_units.iter().zip(units).all(|(a, b)| a == *b);
+            if same {
+                return None;
+            }
             let message = assignment_for(units, &desired.connectors);
-            (w.last_sent.as_ref() != Some(&message)).then(|| (id.clone(), message))
+            (w.last_sent.as_ref() != Some(&message)).then(|| {
+                (
+                    id.clone(),
+                    (units.iter().map(|u| (*u).clone()).collect(), message),
+                )
+            })
         })
         .collect();
-    let next = (placement != desired.placement || !assignments.is_empty()).then(|| Next {
-        generation: desired.generation.next(),
-        placement,
-        assignments,
+    let next = (!removed.is_empty() || !set.is_empty() || !assignments.is_empty()).then(|| {
+        let generation = desired.generation.next();
+        Next {
+            generation,
+            change: PlacementChange {
+                removed: removed.into_iter().collect(),
+                set: set.into_iter().collect(),
+                generation,
+            },
+            assignments,
+        }
     });
     Outcome {
         dead,
         hung,
         releasing: Some(releasing),
+        complete,
         next,
     }
+}
+
+/// The units of one connector in a placement (or a part of one), in order.
+fn units_of<'a>(
+    placement: &'a BTreeMap<UnitKey, WorkerId>,
+    name: &'a ConnectorName,
+) -> impl Iterator<Item = (&'a UnitKey, &'a WorkerId)> + 'a {
+    let first = UnitKey {
+        connector: name.clone(),
+        task: None,
+    };
+    placement
+        .range(first..)
+        .take_while(move |(unit, _)| unit.connector == *name)
+}
+
+/// The placement step for the connectors changed since the last pass, when the rest stays
+/// put ([`scheduler::extend`]): units no longer wanted, and where the new ones go.
+fn extend(
+    desired: &Desired,
+    slots: &[Slot],
+) -> Option<(BTreeSet<UnitKey>, Vec<(UnitKey, WorkerId)>)> {
+    let (mut removed, mut kept, mut added) = (BTreeSet::new(), Vec::new(), Vec::new());
+    for name in desired.connectors.changed() {
+        let wanted: Vec<Work> = desired
+            .connectors
+            .get(name)
+            .map(|record| connector_work(name, record))
+            .unwrap_or_default();
+        for (unit, _) in units_of(&desired.placement, name) {
+            if !wanted.iter().any(|w| w.unit == *unit) {
+                removed.insert(unit.clone());
+            }
+        }
+        for w in wanted {
+            if desired.placement.contains_key(&w.unit) {
+                kept.push(w);
+            } else {
+                added.push(w);
+            }
+        }
+    }
+    let set = scheduler::extend(&desired.placement, slots, &removed, &kept, &added)?;
+    Some((removed, set))
 }
 
 /// When a timer next asks for a pass: the first moment a worker will have been silent for
@@ -185,34 +306,33 @@ pub fn next_deadline(observed: &Observed, timeouts: Timeouts) -> Option<Instant>
 
 /// Every unit that should run: a planning instance per connector not stopped, and its tasks.
 pub fn desired_work(connectors: &BTreeMap<ConnectorName, ConnectorRecord>) -> Vec<Work> {
-    let mut work = Vec::new();
-    for (name, record) in connectors {
-        if record.target_state == TargetState::Stopped {
-            continue;
-        }
-        let class = record
-            .config
-            .get("connector.class")
-            .cloned()
-            .unwrap_or_default();
-        work.push(Work {
+    connectors
+        .iter()
+        .flat_map(|(name, record)| connector_work(name, record))
+        .collect()
+}
+
+/// The units of one connector that should run: none when it is stopped.
+fn connector_work(name: &ConnectorName, record: &ConnectorRecord) -> Vec<Work> {
+    if record.target_state == TargetState::Stopped {
+        return Vec::new();
+    }
+    let class = record
+        .config
+        .get("connector.class")
+        .cloned()
+        .unwrap_or_default();
+    let tasks = (0..record.tasks.len() as u32).map(|t| Some(TaskId(t)));
+    std::iter::once(None)
+        .chain(tasks)
+        .map(|task| Work {
             unit: UnitKey {
                 connector: name.clone(),
-                task: None,
+                task,
             },
             class: class.clone(),
-        });
-        for t in 0..record.tasks.len() as u32 {
-            work.push(Work {
-                unit: UnitKey {
-                    connector: name.clone(),
-                    task: Some(TaskId(t)),
-                },
-                class: class.clone(),
-            });
-        }
-    }
-    work
+        })
+        .collect()
 }
 
 /// The assignment message of a worker owning `units`.
@@ -272,6 +392,7 @@ fn wire_map(config: &BTreeMap<String, String>) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::Placement;
 
     const TIMEOUTS: Timeouts = Timeouts {
         worker: Duration::from_secs(10),
@@ -303,6 +424,7 @@ mod tests {
             last_seen: seen,
             stream: connected.then(|| crate::state::AssignmentSender::channel().0),
             last_sent: None,
+            last_units: Vec::new(),
         }
     }
 
@@ -320,6 +442,121 @@ mod tests {
         WorkerId::new(id)
     }
 
+    /// The placement once `next` is applied to `previous`.
+    fn after(previous: &Placement, next: &Next) -> Placement {
+        let mut placement = previous.clone();
+        for unit in &next.change.removed {
+            placement.remove(unit);
+        }
+        placement.extend(next.change.set.iter().cloned());
+        placement
+    }
+
+    /// Applies an outcome as `Cluster::reconcile` does, every send succeeding.
+    fn apply(desired: &mut Desired, observed: &mut Observed, outcome: Outcome) {
+        for id in &outcome.dead {
+            observed.workers.remove(id);
+        }
+        if let Some(releasing) = outcome.releasing {
+            observed.releasing = releasing;
+            desired.connectors.take_changed();
+            desired.complete_for = outcome.complete.then_some(observed.membership);
+        }
+        if let Some(next) = outcome.next {
+            desired.placement = after(&desired.placement, &next);
+            desired.generation = next.generation;
+            for (id, (units, message)) in next.assignments {
+                let w = observed.workers.get_mut(&id).unwrap();
+                (w.last_sent, w.last_units) = (Some(message), units);
+            }
+        }
+    }
+
+    /// What every connected worker was last sent, by worker.
+    fn sent(observed: &Observed) -> BTreeMap<WorkerId, Option<wire::Assignment>> {
+        observed
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.last_sent.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn passes_placing_only_what_changed_agree_with_full_recomputes() {
+        let now = Instant::now();
+        let (mut desired, mut observed) = (Desired::default(), Observed::default());
+        for id in ["a", "b", "c"] {
+            observed.workers.insert(w(id), worker(now, true));
+        }
+        observed.membership = 1;
+        let pass = |d: &Desired, o: &Observed| reconcile(d, o, now, true, TIMEOUTS);
+        let outcome = pass(&desired, &observed);
+        apply(&mut desired, &mut observed, outcome);
+        assert_eq!(desired.complete_for, Some(1));
+        // Creates, task changes, a stop and a delete, each followed by an incremental pass;
+        // a twin state recomputes everything on every pass and must end the same.
+        let steps: Vec<Box<dyn Fn(&mut Desired)>> = vec![
+            Box::new(|d| {
+                d.connectors.insert(
+                    ConnectorName::from_trusted("x"),
+                    record(3, TargetState::Running),
+                )
+            }),
+            Box::new(|d| {
+                d.connectors.insert(
+                    ConnectorName::from_trusted("y"),
+                    record(1, TargetState::Running),
+                )
+            }),
+            Box::new(|d| {
+                d.connectors
+                    .get_mut("x")
+                    .unwrap()
+                    .tasks
+                    .push(BTreeMap::new())
+            }),
+            Box::new(|d| {
+                d.connectors.insert(
+                    ConnectorName::from_trusted("z"),
+                    record(5, TargetState::Paused),
+                )
+            }),
+            Box::new(|d| d.connectors.get_mut("y").unwrap().target_state = TargetState::Stopped),
+            Box::new(|d| d.connectors.get_mut("z").unwrap().config_version += 1),
+            Box::new(|d| {
+                d.connectors.remove(&ConnectorName::from_trusted("x"));
+            }),
+            Box::new(|d| d.connectors.get_mut("y").unwrap().target_state = TargetState::Running),
+        ];
+        let (mut twin_desired, mut twin_observed) = (Desired::default(), Observed::default());
+        for id in ["a", "b", "c"] {
+            twin_observed.workers.insert(w(id), worker(now, true));
+        }
+        for step in steps {
+            step(&mut desired);
+            step(&mut twin_desired);
+            let outcome = pass(&desired, &observed);
+            apply(&mut desired, &mut observed, outcome);
+            twin_desired.complete_for = None;
+            let outcome = pass(&twin_desired, &twin_observed);
+            apply(&mut twin_desired, &mut twin_observed, outcome);
+            // Released at once, so moves complete in both.
+            for (d, o) in [
+                (&mut desired, &mut observed),
+                (&mut twin_desired, &mut twin_observed),
+            ] {
+                if !o.releasing.is_empty() {
+                    o.releasing.clear();
+                    let outcome = pass(d, o);
+                    apply(d, o, outcome);
+                }
+            }
+            assert_eq!(desired.placement, twin_desired.placement);
+            assert_eq!(sent(&observed), sent(&twin_observed));
+        }
+        assert_eq!(desired.complete_for, Some(1));
+    }
+
     #[test]
     fn nothing_changed_means_nothing_to_do() {
         let now = Instant::now();
@@ -329,15 +566,18 @@ mod tests {
         let first = reconcile(&desired, &observed, now, true, TIMEOUTS);
         let next = first.next.expect("a first placement");
         assert_eq!(next.generation, Generation(1));
-        assert_eq!(next.placement.len(), 3);
-        assert_eq!(next.assignments[&w("a")].tasks.len(), 2);
+        let placement = after(&desired.placement, &next);
+        assert_eq!(placement.len(), 3);
+        assert_eq!(next.assignments[&w("a")].1.tasks.len(), 2);
         // Once stored and sent, an unforced pass finds nothing.
         let desired = Desired {
-            placement: next.placement,
+            placement,
             generation: next.generation,
             ..desired
         };
-        observed.workers.get_mut("a").unwrap().last_sent = Some(next.assignments[&w("a")].clone());
+        let (units, sent) = next.assignments[&w("a")].clone();
+        let a = observed.workers.get_mut("a").unwrap();
+        (a.last_sent, a.last_units) = (Some(sent), units);
         let again = reconcile(&desired, &observed, now, false, TIMEOUTS);
         assert!(again.next.is_none() && again.releasing.is_none());
         // Forced with nothing new: no new generation either.
@@ -358,12 +598,15 @@ mod tests {
         assert_eq!(hung.hung, [w("a")]);
         assert!(hung.dead.is_empty());
         // Still known (it may rejoin), so its units stay put.
-        let kept = hung.next.expect("b gets its assignment").placement;
+        let kept = after(
+            &desired.placement,
+            &hung.next.expect("b gets its assignment"),
+        );
         assert!(kept.values().any(|o| *o == w("a")));
         observed.workers.get_mut("a").unwrap().stream = None;
         let dead = reconcile(&desired, &observed, later, false, TIMEOUTS);
         assert_eq!(dead.dead, [w("a")]);
-        let moved = dead.next.expect("a new placement").placement;
+        let moved = after(&desired.placement, &dead.next.expect("a new placement"));
         assert!(moved.values().all(|o| *o == w("b")));
         assert_eq!(moved.len(), 3);
     }
@@ -377,7 +620,7 @@ mod tests {
         let first = reconcile(&desired, &observed, now, true, TIMEOUTS)
             .next
             .unwrap();
-        desired.placement = first.placement;
+        desired.placement = after(&desired.placement, &first);
         // A second worker joins: what moves to it waits until a releases it.
         observed.workers.insert(w("b"), worker(now, true));
         let outcome = reconcile(&desired, &observed, now, true, TIMEOUTS);
@@ -386,12 +629,12 @@ mod tests {
         assert!(!releasing.is_empty());
         for (unit, (old, _)) in &releasing {
             assert_eq!(*old, w("a"));
-            assert_eq!(next.placement[unit], w("b"));
+            assert_eq!(after(&desired.placement, &next)[unit], w("b"));
         }
         let to_b = next
             .assignments
             .get(&w("b"))
-            .map_or(0, |a| a.tasks.len() + a.planning.len());
+            .map_or(0, |(_, a)| a.tasks.len() + a.planning.len());
         assert_eq!(to_b, 0, "b starts nothing before a released it");
         // Past the release timeout, b gets them anyway.
         observed.releasing = releasing;
@@ -410,7 +653,7 @@ mod tests {
             true,
             TIMEOUTS,
         );
-        assert!(stopped.next.unwrap().placement.is_empty());
+        assert!(after(&desired.placement, &stopped.next.unwrap()).is_empty());
     }
 
     #[test]

@@ -38,6 +38,107 @@ pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement 
     placement
 }
 
+/// What [`assign`] would return when the work changes by `removed` (units no longer wanted)
+/// and `added` (new units), computed from `previous` without recomputing everything: the
+/// controller's step for a connector created, changed or deleted while its workers stay the
+/// same. `previous` must be what `assign` placed for the same `slots`, holding every unit some
+/// slot can run; `kept` lists the units of changed connectors that stay wanted, with their
+/// (maybe new) classes. Returns the units to set (new units only: nothing else moves), or
+/// `None` when [`assign`] would move units already placed (a worker would hold more than
+/// its share, a kept unit's worker lacks its class now) or could not place one; the caller
+/// then runs [`assign`].
+pub fn extend(
+    previous: &Placement,
+    slots: &[Slot],
+    removed: &BTreeSet<UnitKey>,
+    kept: &[Work],
+    added: &[Work],
+) -> Option<Vec<(UnitKey, WorkerId)>> {
+    let workers = slots.len();
+    let index: BTreeMap<&WorkerId, usize> =
+        slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+    let slot_of = |unit: &UnitKey| previous.get(unit).and_then(|id| index.get(id).copied());
+    for w in kept {
+        if !slots[slot_of(&w.unit)?].classes.contains(&w.class) {
+            return None;
+        }
+    }
+    // Loads per kind (planning, tasks) once the removed units are gone.
+    let mut load = [vec![0usize; workers], vec![0usize; workers]];
+    for (unit, id) in previous {
+        load[usize::from(unit.task.is_some())][*index.get(id)?] += 1;
+    }
+    for unit in removed {
+        if let Some(i) = slot_of(unit) {
+            load[usize::from(unit.task.is_some())][i] -= 1;
+        }
+    }
+    let eligible = |w: &Work, s: &Slot| s.classes.contains(&w.class);
+    let mut placeable: Vec<&Work> = added
+        .iter()
+        .filter(|w| slots.iter().any(|s| eligible(w, s)))
+        .collect();
+    placeable.sort_by(|a, b| a.unit.cmp(&b.unit));
+    let mut set = Vec::new();
+    for (kind, tasks) in [(0, false), (1, true)] {
+        let loose: Vec<&Work> = placeable
+            .iter()
+            .copied()
+            .filter(|w| w.unit.task.is_some() == tasks)
+            .collect();
+        let load = &mut load[kind];
+        let n = load.iter().sum::<usize>() + loose.len();
+        let (base, extra) = (n / workers.max(1), n % workers.max(1));
+        let cap = |i: usize| match (tasks, slots[i].capacity) {
+            (true, Some(c)) => c as usize,
+            _ => usize::MAX,
+        };
+        // `assign` keeps every placed unit only if no worker is over its share and at most
+        // `extra` workers hold one more than `base`.
+        let over = (0..workers).filter(|&i| load[i] > base).count();
+        if over > extra || (0..workers).any(|i| load[i] > (base + 1).min(cap(i))) {
+            return None;
+        }
+        // The fill, as `assign` does it: ties go to the worker with the fewest units of the
+        // same connector (of this kind), then by worker id.
+        let mut per_connector: BTreeMap<(&ConnectorName, usize), usize> = BTreeMap::new();
+        let connectors: BTreeSet<&ConnectorName> =
+            loose.iter().map(|w| &w.unit.connector).collect();
+        for name in connectors {
+            let first = UnitKey {
+                connector: name.clone(),
+                task: None,
+            };
+            for (unit, id) in previous.range(first..) {
+                if unit.connector != *name {
+                    break;
+                }
+                if unit.task.is_some() == tasks && !removed.contains(unit) {
+                    *per_connector.entry((name, *index.get(id)?)).or_default() += 1;
+                }
+            }
+        }
+        for w in loose {
+            let i = (0..workers)
+                .filter(|&i| eligible(w, &slots[i]) && load[i] < cap(i))
+                .min_by_key(|&i| {
+                    (
+                        load[i],
+                        per_connector
+                            .get(&(&w.unit.connector, i))
+                            .copied()
+                            .unwrap_or(0),
+                        &slots[i].id,
+                    )
+                })?;
+            load[i] += 1;
+            *per_connector.entry((&w.unit.connector, i)).or_default() += 1;
+            set.push((w.unit.clone(), slots[i].id.clone()));
+        }
+    }
+    Some(set)
+}
+
 /// Places one kind of unit (planning instances or tasks), balanced by count among workers.
 fn place_kind(
     work: &[&Work],
@@ -251,7 +352,120 @@ mod tests {
             .count()
     }
 
+    /// A connector's units with class `class`.
+    fn connector_of(name: &str, tasks: u32, class: &str) -> Vec<Work> {
+        let mut v = connector(name, tasks);
+        for w in &mut v {
+            w.class = class.into();
+        }
+        v
+    }
+
+    /// Connectors (name → tasks and class) as work.
+    fn work_of_map(connectors: &BTreeMap<String, (u32, bool)>) -> Vec<Work> {
+        connectors
+            .iter()
+            .flat_map(|(n, (t, d))| connector_of(n, *t, if *d { "D" } else { "C" }))
+            .collect()
+    }
+
+    /// Runs `extend` for the change from `before` to `after` (connector maps); when it answers,
+    /// checks the answer is exactly what `assign` gives. Returns whether it answered.
+    fn check_extend(
+        before: &BTreeMap<String, (u32, bool)>,
+        after: &BTreeMap<String, (u32, bool)>,
+        slots: &[Slot],
+    ) -> Result<bool, TestCaseError> {
+        let (work0, work1) = (work_of_map(before), work_of_map(after));
+        let p0 = assign(&work0, slots, &Placement::new());
+        let placeable = |w: &Work| slots.iter().any(|s| s.classes.contains(&w.class));
+        if p0.len() != work0.iter().filter(|w| placeable(w)).count() {
+            return Ok(false); // not every unit placed: `extend` does not apply
+        }
+        let changed: BTreeSet<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|n| before.get(*n) != after.get(*n))
+            .collect();
+        let of_changed = |w: &&Work| changed.contains(&w.unit.connector.to_string());
+        let wanted: BTreeSet<&UnitKey> = work1.iter().map(|w| &w.unit).collect();
+        let removed: BTreeSet<UnitKey> = p0
+            .keys()
+            .filter(|u| changed.contains(&u.connector.to_string()) && !wanted.contains(u))
+            .cloned()
+            .collect();
+        let (kept, added): (Vec<Work>, Vec<Work>) = work1
+            .iter()
+            .filter(of_changed)
+            .cloned()
+            .partition(|w| p0.contains_key(&w.unit));
+        let Some(set) = extend(&p0, slots, &removed, &kept, &added) else {
+            return Ok(false);
+        };
+        let mut p1 = p0.clone();
+        p1.retain(|u, _| !removed.contains(u));
+        p1.extend(set);
+        prop_assert_eq!(p1, assign(&work1, slots, &p0));
+        Ok(true)
+    }
+
+    #[test]
+    fn extending_a_balanced_placement_by_a_connector_moves_nothing() {
+        let slots = slots_of(3);
+        let before: BTreeMap<String, (u32, bool)> =
+            (0..5).map(|i| (format!("c{i}"), (2, false))).collect();
+        let mut after = before.clone();
+        after.insert("new".into(), (4, false));
+        assert!(check_extend(&before, &after, &slots).unwrap());
+        // Deleting one may unbalance: `extend` declines or matches.
+        after.remove("c0");
+        check_extend(&before, &after, &slots).unwrap();
+    }
+
+    fn arb_connectors() -> impl Strategy<Value = BTreeMap<String, (u32, bool)>> {
+        proptest::collection::btree_map("c[0-9]", (0u32..6, proptest::bool::weighted(0.2)), 0..8)
+    }
+
+    fn arb_slots() -> impl Strategy<Value = Vec<Slot>> {
+        proptest::collection::vec(
+            (
+                proptest::option::weighted(0.2, 0u32..4),
+                proptest::bool::ANY,
+            ),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (capacity, d))| Slot {
+                    capacity,
+                    classes: if d {
+                        ["C", "D"].map(String::from).into()
+                    } else {
+                        ["C".to_string()].into()
+                    },
+                    ..slot(&format!("w{i}"))
+                })
+                .collect()
+        })
+    }
+
     proptest! {
+        #[test]
+        fn extend_answers_what_assign_would(before in arb_connectors(), edits in arb_connectors(), deleted in proptest::collection::btree_set("c[0-9]", 0..3), slots in arb_slots()) {
+            let mut after = before.clone();
+            after.extend(edits);
+            after.retain(|n, _| !deleted.contains(n));
+            check_extend(&before, &after, &slots)?;
+        }
+
+        #[test]
+        fn extend_answers_for_most_additions(before in arb_connectors(), added in 0u32..6, workers in 1usize..6) {
+            let mut after = before.clone();
+            after.insert("new".into(), (added, false));
+            prop_assert!(check_extend(&before, &after, &slots_of(workers))? || before.contains_key("new"));
+        }
+
         #[test]
         fn assigns_everything_balanced((tasks, workers) in arb_case()) {
             let work = work_of(&tasks);

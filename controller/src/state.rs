@@ -5,7 +5,8 @@
 //! unit statuses, units still draining on an old owner). Only `Cluster` holds a `State`, behind
 //! its lock; every change of durable state returns its store writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,12 +66,77 @@ impl AssignmentSender {
     }
 }
 
+/// Connector records, and the names of those changed since the reconcile loop last looked:
+/// read through `Deref`, changed only through methods that note the name, so a pass places
+/// and re-sends only what changed.
+#[derive(Default)]
+pub struct Connectors {
+    records: BTreeMap<ConnectorName, ConnectorRecord>,
+    changed: BTreeSet<ConnectorName>,
+}
+
+impl Deref for Connectors {
+    type Target = BTreeMap<ConnectorName, ConnectorRecord>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.records
+    }
+}
+
+impl From<BTreeMap<ConnectorName, ConnectorRecord>> for Connectors {
+    fn from(records: BTreeMap<ConnectorName, ConnectorRecord>) -> Self {
+        Connectors {
+            records,
+            changed: BTreeSet::new(),
+        }
+    }
+}
+
+impl FromIterator<(ConnectorName, ConnectorRecord)> for Connectors {
+    fn from_iter<I: IntoIterator<Item = (ConnectorName, ConnectorRecord)>>(iter: I) -> Self {
+        BTreeMap::from_iter(iter).into()
+    }
+}
+
+impl Connectors {
+    pub fn insert(&mut self, name: ConnectorName, record: ConnectorRecord) {
+        self.changed.insert(name.clone());
+        self.records.insert(name, record);
+    }
+
+    pub fn remove(&mut self, name: &ConnectorName) -> Option<ConnectorRecord> {
+        self.changed.insert(name.clone());
+        self.records.remove(name)
+    }
+
+    /// The record to change in place; noted as changed whether or not it is.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut ConnectorRecord> {
+        let name = self.records.get_key_value(name)?.0.clone();
+        let record = self.records.get_mut(&name);
+        self.changed.insert(name);
+        record
+    }
+
+    /// Connectors changed since [`Connectors::take_changed`] last ran.
+    pub fn changed(&self) -> &BTreeSet<ConnectorName> {
+        &self.changed
+    }
+
+    pub fn take_changed(&mut self) -> BTreeSet<ConnectorName> {
+        std::mem::take(&mut self.changed)
+    }
+}
+
 /// What users asked for, and where the controller placed it.
 #[derive(Default)]
 pub struct Desired {
-    pub connectors: BTreeMap<ConnectorName, ConnectorRecord>,
+    pub connectors: Connectors,
     pub placement: Placement,
     pub generation: Generation,
+    /// The worker membership (see [`Observed::membership`]) for which the placement holds
+    /// every unit some live worker can run: a pass then places only what changed. `None`
+    /// (at start, after a join or a pass that left units out) recomputes it all.
+    pub complete_for: Option<u64>,
     /// Cluster-scoped logger levels (logger → level), sent to every worker that connects.
     pub log_levels: BTreeMap<String, String>,
 }
@@ -79,6 +145,8 @@ pub struct Desired {
 #[derive(Default)]
 pub struct Observed {
     pub workers: BTreeMap<WorkerId, WorkerEntry>,
+    /// Counts joins: the set of workers, their plugins and capacities changed.
+    pub membership: u64,
     pub statuses: BTreeMap<UnitKey, StatusRecord>,
     /// Units moved or taken away from a live worker, by old owner and since when: a new
     /// owner gets them only once the old one released them (drained and committed), so that
@@ -96,6 +164,9 @@ pub struct WorkerEntry {
     pub stream: Option<AssignmentSender>,
     /// The last assignment sent, with its generation left at 0 for comparison.
     pub last_sent: Option<wire::Assignment>,
+    /// The units `last_sent` was made of, in order: while they and their connectors stay
+    /// the same, so does the assignment.
+    pub last_units: Vec<UnitKey>,
 }
 
 impl WorkerEntry {
@@ -139,18 +210,21 @@ impl State {
                     last_seen: now,
                     stream: None,
                     last_sent: None,
+                    last_units: Vec::new(),
                 },
             );
         }
         Ok(State {
             desired: Desired {
-                connectors: store.connectors()?,
+                connectors: store.connectors()?.into(),
                 placement: store.placement()?,
                 generation: store.generation()?,
+                complete_for: None,
                 log_levels: store.log_levels()?,
             },
             observed: Observed {
                 workers,
+                membership: 0,
                 statuses: store.statuses()?,
                 releasing: BTreeMap::new(),
             },

@@ -231,13 +231,26 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
             }
         })
     };
+    // The stream is read as it arrives, keeping the newest, as a worker does: an assignment
+    // left unread while this loop awaits its own calls would hold HTTP/2 flow-control window
+    // that those calls' answers (and the heartbeats) on the same connection need.
+    let (newest, mut latest) = tokio::sync::watch::channel(None::<wire::Assignment>);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(assignment)) = stream.message().await {
+            if newest.send(Some(assignment)).is_err() {
+                return;
+            }
+        }
+    });
     let mut planned: BTreeSet<(String, u64)> = BTreeSet::new();
     loop {
-        let message = tokio::select! {
-            m = stream.message() => m,
+        tokio::select! {
+            changed = latest.changed() => if changed.is_err() { break },
             _ = stop.cancelled() => break,
         };
-        let Ok(Some(assignment)) = message else { break };
+        let Some(assignment) = latest.borrow_and_update().clone() else {
+            continue;
+        };
         let versions: BTreeMap<&str, u64> = assignment
             .connectors
             .iter()
@@ -292,6 +305,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         h.planning = assignment.planning.len();
         h.tasks = assignment.tasks.len();
     }
+    reader.abort();
     beat.abort();
 }
 
