@@ -193,7 +193,8 @@ fn plugin() -> wire::PluginClass {
 }
 
 /// A worker speaking the real protocol: plans what it is given (one task per connector),
-/// reports every unit it holds RUNNING after each assignment, heartbeats every second.
+/// reports the units it starts RUNNING and those it gives up (all it holds once after
+/// joining), heartbeats every second.
 async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: CancellationToken) {
     let mut client = WorkerControlClient::new(channel)
         .max_decoding_message_size(256 * 1024 * 1024)
@@ -243,6 +244,8 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         }
     });
     let mut planned: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut reported: BTreeSet<(String, Option<u32>)> = BTreeSet::new();
+    let mut first = true;
     loop {
         tokio::select! {
             changed = latest.changed() => if changed.is_err() { break },
@@ -273,33 +276,52 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
                 })
                 .await;
         }
-        let mut statuses: Vec<wire::UnitStatus> = assignment
+        // As a worker reports: the full set once after joining, then what changed (units
+        // started RUNNING, units released).
+        let now: BTreeMap<(String, Option<u32>), Vec<String>> = assignment
             .planning
             .iter()
-            .map(|name| wire::UnitStatus {
-                connector: name.clone(),
-                task: None,
+            .map(|name| ((name.clone(), None), Vec::new()))
+            .chain(assignment.tasks.iter().map(|t| {
+                (
+                    (t.connector.clone(), Some(t.task)),
+                    vec![format!("t-{}", t.connector)],
+                )
+            }))
+            .collect();
+        let full = reported.is_empty() && first;
+        first = false;
+        let statuses: Vec<wire::UnitStatus> = now
+            .iter()
+            .filter(|(unit, _)| full || !reported.contains(*unit))
+            .map(|((connector, task), topics)| wire::UnitStatus {
+                connector: connector.clone(),
+                task: *task,
                 state: api::State::Running as i32,
                 trace: String::new(),
-                topics: Vec::new(),
+                topics: topics.clone(),
             })
             .collect();
-        statuses.extend(assignment.tasks.iter().map(|t| wire::UnitStatus {
-            connector: t.connector.clone(),
-            task: Some(t.task),
-            state: api::State::Running as i32,
-            trace: String::new(),
-            topics: vec![format!("t-{}", t.connector)],
-        }));
-        let _ = client
-            .report_status(wire::StatusReport {
-                released: Vec::new(),
-                worker_id: id.clone(),
-                generation: assignment.generation,
-                full: true,
-                statuses,
+        let released: Vec<wire::UnitRef> = reported
+            .iter()
+            .filter(|unit| !now.contains_key(*unit))
+            .map(|(connector, task)| wire::UnitRef {
+                connector: connector.clone(),
+                task: *task,
             })
-            .await;
+            .collect();
+        reported = now.into_keys().collect();
+        if full || !statuses.is_empty() || !released.is_empty() {
+            let _ = client
+                .report_status(wire::StatusReport {
+                    released,
+                    worker_id: id.clone(),
+                    generation: assignment.generation,
+                    full,
+                    statuses,
+                })
+                .await;
+        }
         let mut h = held.lock().unwrap();
         h.generation = assignment.generation;
         h.planning = assignment.planning.len();
