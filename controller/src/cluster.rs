@@ -136,7 +136,6 @@ impl Cluster {
                     last_seen: Instant::now(),
                     stream: Some(tx),
                     last_sent: None,
-                    last_units: Vec::new(),
                 },
             );
             Ok(())
@@ -204,7 +203,7 @@ impl Cluster {
             if let Some(w) = observed.workers.get_mut(&worker) {
                 w.last_seen = Instant::now();
             }
-            let before = observed.releasing.len();
+            let mut released = Vec::new();
             for r in &report.released {
                 let unit = UnitKey::from_wire(&r.connector, r.task);
                 if observed
@@ -213,6 +212,7 @@ impl Cluster {
                     .is_some_and(|(old, _)| *old == worker)
                 {
                     observed.releasing.remove(&unit);
+                    released.push(unit);
                 }
             }
             if report.full {
@@ -223,11 +223,19 @@ impl Cluster {
                     .iter()
                     .map(|s| UnitKey::from_wire(&s.connector, s.task))
                     .collect();
-                observed
-                    .releasing
-                    .retain(|unit, (old, _)| *old != worker || listed.contains(unit));
+                observed.releasing.retain(|unit, (old, _)| {
+                    let keep = *old != worker || listed.contains(unit);
+                    if !keep {
+                        released.push(unit.clone());
+                    }
+                    keep
+                });
             }
-            if observed.releasing.len() != before {
+            // The new owner of a released unit gets it in its next assignment.
+            for unit in &released {
+                state.desired.connectors.touch(&unit.connector);
+            }
+            if !released.is_empty() {
                 // A release is no durable fact: the unit's new owner may start it now,
                 // without waiting for this report's statuses to reach the disk.
                 self.changed.notify_one();
@@ -373,15 +381,10 @@ impl Cluster {
             }
             let mut sends = Vec::new();
             if let Some(next) = outcome.next {
-                for unit in &next.change.removed {
-                    desired.placement.remove(unit);
-                }
-                for (unit, worker) in &next.change.set {
-                    desired.placement.insert(unit.clone(), worker.clone());
-                }
+                desired.placement.apply(&next.change);
                 writes.push(Write::Placement(next.change));
                 desired.generation = next.generation;
-                for (id, (units, message)) in next.assignments {
+                for (id, message) in next.assignments {
                     let Some(w) = observed.workers.get_mut(&id) else {
                         continue;
                     };
@@ -390,7 +393,6 @@ impl Cluster {
                     };
                     // Marked sent now; a failed send below clears it so the next tick retries.
                     w.last_sent = Some(message.clone());
-                    w.last_units = units;
                     sends.push((id, stream, message));
                 }
                 tracing::info!(

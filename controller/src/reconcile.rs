@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sluice_model::{ConnectorName, Generation, TaskId, UnitKey, WorkerId};
 use sluice_proto::cluster::v1 as wire;
 
-use crate::scheduler::{self, Slot, Work};
+use crate::scheduler::{self, Placement, Slot, Work};
 use crate::state::{Desired, Observed, WorkerEntry};
 use crate::store::{ConnectorRecord, PlacementChange, TargetState};
 
@@ -43,9 +43,8 @@ pub struct Next {
     pub generation: Generation,
     /// How the placement changes: units placed anew or moved, units no longer placed.
     pub change: PlacementChange,
-    /// The assignment of every connected worker whose last one differs, generation unset,
-    /// with the units it was made of.
-    pub assignments: BTreeMap<WorkerId, (Vec<UnitKey>, wire::Assignment)>,
+    /// The assignment of every connected worker whose last one differs, generation unset.
+    pub assignments: BTreeMap<WorkerId, wire::Assignment>,
 }
 
 /// Decides the next step. `force`: something changed (a join, a config), so the placement
@@ -54,7 +53,8 @@ pub struct Next {
 /// A pass costs what changed, not what exists: while the workers stay the same and the
 /// placement holds everything they can run (`Desired::complete_for`), only the units of the
 /// connectors changed since the last pass are placed ([`scheduler::extend`]), and only the
-/// workers whose units or connectors changed get their assignment rebuilt.
+/// workers whose units or connectors changed get their assignment rebuilt, from their own
+/// units (`Placed::of`).
 pub fn reconcile(
     desired: &Desired,
     observed: &Observed,
@@ -117,7 +117,11 @@ pub fn reconcile(
         .then(|| extend(desired, &slots))
         .flatten();
     let (removed, set, complete) = match step {
-        Some((removed, set)) => (removed, set.into_iter().collect(), true),
+        Some(change) => (
+            change.removed.into_iter().collect(),
+            change.set.into_iter().collect(),
+            true,
+        ),
         None => {
             let work = desired_work(&desired.connectors);
             let placement = scheduler::assign(&work, &slots, previous);
@@ -174,50 +178,50 @@ pub fn reconcile(
         keep
     });
 
-    // What each worker runs once the change is made, in unit order.
-    let mut owned: BTreeMap<&WorkerId, Vec<&UnitKey>> = BTreeMap::new();
-    let unchanged = previous
-        .iter()
-        .filter(|(unit, _)| !set.contains_key(*unit) && !removed.contains(*unit));
-    for (unit, worker) in unchanged.chain(&set) {
-        if !releasing.contains_key(unit) {
-            owned.entry(worker).or_default().push(unit);
-        }
+    // Workers whose assignment may change: those running units of a changed connector (or
+    // a unit released: the report touches its connector), before or after the change; the
+    // old and new owners of units placed, moved or removed; the owners of units whose release
+    // began or ended in this pass.
+    let mut affected: BTreeSet<&WorkerId> = BTreeSet::new();
+    for name in desired.connectors.changed() {
+        affected.extend(units_of(previous, name).map(|(_, w)| w));
+        affected.extend(units_of(&set, name).map(|(_, w)| w));
     }
-    if !set.is_empty() {
-        for units in owned.values_mut() {
-            units.sort_unstable();
-        }
+    for unit in removed.iter().chain(set.keys()) {
+        affected.extend(previous.get(unit));
     }
-    // Workers running units of a changed connector, before or after the change.
-    let changed = desired.connectors.changed();
-    let mut touched: BTreeSet<&WorkerId> = BTreeSet::new();
-    for name in changed {
-        touched.extend(units_of(previous, name).map(|(_, w)| w));
-        touched.extend(units_of(&set, name).map(|(_, w)| w));
+    affected.extend(set.values());
+    let begun = releasing
+        .keys()
+        .filter(|u| !observed.releasing.contains_key(*u));
+    let ended = observed
+        .releasing
+        .keys()
+        .filter(|u| !releasing.contains_key(*u));
+    for unit in begun.chain(ended) {
+        affected.extend(owner(unit));
     }
+    // What a worker runs once the change is made, in unit order.
+    let owned = |id: &WorkerId| -> Vec<&UnitKey> {
+        let kept = previous.of(id).into_iter().flat_map(|o| &o.units);
+        let mut units: Vec<&UnitKey> = kept
+            .filter(|u| !set.contains_key(*u) && !removed.contains(*u))
+            .chain(set.iter().filter(|(_, w)| *w == id).map(|(u, _)| u))
+            .filter(|u| !releasing.contains_key(*u))
+            .collect();
+        units.sort_unstable();
+        units
+    };
     // Assignments compared without their generation, which is set only when sent; rebuilt
-    // only where their units or connectors changed.
-    let assignments: BTreeMap<WorkerId, (Vec<UnitKey>, wire::Assignment)> = observed
+    // only where their units or connectors changed, or none was sent.
+    let assignments: BTreeMap<WorkerId, wire::Assignment> = observed
         .workers
         .iter()
         .filter(|(id, w)| live(id) && connected(id, w))
+        .filter(|(id, w)| w.last_sent.is_none() || affected.contains(id))
         .filter_map(|(id, w)| {
-            let units = owned.get(id).map_or(&[][..], Vec::as_slice);
-            let same = w.last_sent.is_some()
-                && !touched.contains(id)
-                && w.last_units.len() == units.len()
-                && w.last_units.iter().zip(units).all(|(a, b)| a == *b);
-            if same {
-                return None;
-            }
-            let message = assignment_for(units, &desired.connectors);
-            (w.last_sent.as_ref() != Some(&message)).then(|| {
-                (
-                    id.clone(),
-                    (units.iter().map(|u| (*u).clone()).collect(), message),
-                )
-            })
+            let message = assignment_for(&owned(id), &desired.connectors);
+            (w.last_sent.as_ref() != Some(&message)).then(|| (id.clone(), message))
         })
         .collect();
     let next = (!removed.is_empty() || !set.is_empty() || !assignments.is_empty()).then(|| {
@@ -243,7 +247,7 @@ pub fn reconcile(
 
 /// The units of one connector in a placement (or a part of one), in order.
 fn units_of<'a>(
-    placement: &'a BTreeMap<UnitKey, WorkerId>,
+    placement: &'a Placement,
     name: &'a ConnectorName,
 ) -> impl Iterator<Item = (&'a UnitKey, &'a WorkerId)> + 'a {
     let first = UnitKey {
@@ -256,11 +260,9 @@ fn units_of<'a>(
 }
 
 /// The placement step for the connectors changed since the last pass, when the rest stays
-/// put ([`scheduler::extend`]): units no longer wanted, and where the new ones go.
-fn extend(
-    desired: &Desired,
-    slots: &[Slot],
-) -> Option<(BTreeSet<UnitKey>, Vec<(UnitKey, WorkerId)>)> {
+/// put ([`scheduler::extend`]): units no longer wanted, and where the new ones go (the
+/// generation is set by the caller).
+fn extend(desired: &Desired, slots: &[Slot]) -> Option<PlacementChange> {
     let (mut removed, mut kept, mut added) = (BTreeSet::new(), Vec::new(), Vec::new());
     for name in desired.connectors.changed() {
         let wanted: Vec<Work> = desired
@@ -281,8 +283,23 @@ fn extend(
             }
         }
     }
-    let set = scheduler::extend(&desired.placement, slots, &removed, &kept, &added)?;
-    Some((removed, set))
+    // Loads per kind, as the placement's per-worker index has them.
+    let mut loads = [vec![0; slots.len()], vec![0; slots.len()]];
+    let mut counted = 0;
+    for (i, slot) in slots.iter().enumerate() {
+        let [planning, tasks] = desired.placement.of(&slot.id).map_or([0, 0], |o| o.loads());
+        (loads[0][i], loads[1][i]) = (planning, tasks);
+        counted += planning + tasks;
+    }
+    if counted != desired.placement.len() {
+        return None; // units on a worker that is no slot
+    }
+    let set = scheduler::extend(&desired.placement, slots, loads, &removed, &kept, &added)?;
+    Some(PlacementChange {
+        removed: removed.into_iter().collect(),
+        set,
+        generation: desired.generation,
+    })
 }
 
 /// When a timer next asks for a pass: the first moment a worker will have been silent for
@@ -424,7 +441,6 @@ mod tests {
             last_seen: seen,
             stream: connected.then(|| crate::state::AssignmentSender::channel().0),
             last_sent: None,
-            last_units: Vec::new(),
         }
     }
 
@@ -463,11 +479,10 @@ mod tests {
             desired.complete_for = outcome.complete.then_some(observed.membership);
         }
         if let Some(next) = outcome.next {
-            desired.placement = after(&desired.placement, &next);
+            desired.placement.apply(&next.change);
             desired.generation = next.generation;
-            for (id, (units, message)) in next.assignments {
-                let w = observed.workers.get_mut(&id).unwrap();
-                (w.last_sent, w.last_units) = (Some(message), units);
+            for (id, message) in next.assignments {
+                observed.workers.get_mut(&id).unwrap().last_sent = Some(message);
             }
         }
     }
@@ -495,7 +510,8 @@ mod tests {
         assert_eq!(desired.complete_for, Some(1));
         // Creates, task changes, a stop and a delete, each followed by an incremental pass;
         // a twin state recomputes everything on every pass and must end the same.
-        let steps: Vec<Box<dyn Fn(&mut Desired)>> = vec![
+        type Step = Box<dyn Fn(&mut Desired)>;
+        let steps: Vec<Step> = vec![
             Box::new(|d| {
                 d.connectors.insert(
                     ConnectorName::from_trusted("x"),
@@ -537,16 +553,22 @@ mod tests {
             step(&mut twin_desired);
             let outcome = pass(&desired, &observed);
             apply(&mut desired, &mut observed, outcome);
+            // The twin places everything anew and rebuilds every assignment.
             twin_desired.complete_for = None;
+            for w in twin_observed.workers.values_mut() {
+                w.last_sent = None;
+            }
             let outcome = pass(&twin_desired, &twin_observed);
             apply(&mut twin_desired, &mut twin_observed, outcome);
-            // Released at once, so moves complete in both.
+            // Released at once (as a report does it), so moves complete in both.
             for (d, o) in [
                 (&mut desired, &mut observed),
                 (&mut twin_desired, &mut twin_observed),
             ] {
                 if !o.releasing.is_empty() {
-                    o.releasing.clear();
+                    for unit in std::mem::take(&mut o.releasing).keys() {
+                        d.connectors.touch(&unit.connector);
+                    }
                     let outcome = pass(d, o);
                     apply(d, o, outcome);
                 }
@@ -555,6 +577,30 @@ mod tests {
             assert_eq!(sent(&observed), sent(&twin_observed));
         }
         assert_eq!(desired.complete_for, Some(1));
+        // A join moves units; once their old owners release them, the newcomer's assignment
+        // holds them in both.
+        for (d, o) in [
+            (&mut desired, &mut observed),
+            (&mut twin_desired, &mut twin_observed),
+        ] {
+            o.workers.insert(w("d"), worker(now, true));
+            o.membership += 1;
+            let outcome = pass(d, o);
+            apply(d, o, outcome);
+            assert!(!o.releasing.is_empty(), "the newcomer takes units");
+            for unit in std::mem::take(&mut o.releasing).keys() {
+                d.connectors.touch(&unit.connector);
+            }
+            let outcome = pass(d, o);
+            apply(d, o, outcome);
+            let held = o.workers["d"]
+                .last_sent
+                .as_ref()
+                .map_or(0, |a| a.tasks.len());
+            assert!(held > 0, "the newcomer runs what was released");
+        }
+        assert_eq!(desired.placement, twin_desired.placement);
+        assert_eq!(sent(&observed), sent(&twin_observed));
     }
 
     #[test]
@@ -568,16 +614,14 @@ mod tests {
         assert_eq!(next.generation, Generation(1));
         let placement = after(&desired.placement, &next);
         assert_eq!(placement.len(), 3);
-        assert_eq!(next.assignments[&w("a")].1.tasks.len(), 2);
+        assert_eq!(next.assignments[&w("a")].tasks.len(), 2);
         // Once stored and sent, an unforced pass finds nothing.
         let desired = Desired {
-            placement,
+            placement: placement.into(),
             generation: next.generation,
             ..desired
         };
-        let (units, sent) = next.assignments[&w("a")].clone();
-        let a = observed.workers.get_mut("a").unwrap();
-        (a.last_sent, a.last_units) = (Some(sent), units);
+        observed.workers.get_mut("a").unwrap().last_sent = Some(next.assignments[&w("a")].clone());
         let again = reconcile(&desired, &observed, now, false, TIMEOUTS);
         assert!(again.next.is_none() && again.releasing.is_none());
         // Forced with nothing new: no new generation either.
@@ -620,7 +664,7 @@ mod tests {
         let first = reconcile(&desired, &observed, now, true, TIMEOUTS)
             .next
             .unwrap();
-        desired.placement = after(&desired.placement, &first);
+        desired.placement.apply(&first.change);
         // A second worker joins: what moves to it waits until a releases it.
         observed.workers.insert(w("b"), worker(now, true));
         let outcome = reconcile(&desired, &observed, now, true, TIMEOUTS);
@@ -634,7 +678,7 @@ mod tests {
         let to_b = next
             .assignments
             .get(&w("b"))
-            .map_or(0, |(_, a)| a.tasks.len() + a.planning.len());
+            .map_or(0, |a| a.tasks.len() + a.planning.len());
         assert_eq!(to_b, 0, "b starts nothing before a released it");
         // Past the release timeout, b gets them anyway.
         observed.releasing = releasing;

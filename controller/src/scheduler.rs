@@ -39,7 +39,8 @@ pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement 
 }
 
 /// What [`assign`] would return when the work changes by `removed` (units no longer wanted)
-/// and `added` (new units), computed from `previous` without recomputing everything: the
+/// and `added` (new units), computed from `previous` and `load` (each slot's planning
+/// instances and tasks in it, as [`loads`] counts them) without recomputing everything: the
 /// controller's step for a connector created, changed or deleted while its workers stay the
 /// same. `previous` must be what `assign` placed for the same `slots`, holding every unit some
 /// slot can run; `kept` lists the units of changed connectors that stay wanted, with their
@@ -50,6 +51,7 @@ pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement 
 pub fn extend(
     previous: &Placement,
     slots: &[Slot],
+    mut load: [Vec<usize>; 2],
     removed: &BTreeSet<UnitKey>,
     kept: &[Work],
     added: &[Work],
@@ -64,10 +66,6 @@ pub fn extend(
         }
     }
     // Loads per kind (planning, tasks) once the removed units are gone.
-    let mut load = [vec![0usize; workers], vec![0usize; workers]];
-    for (unit, id) in previous {
-        load[usize::from(unit.task.is_some())][*index.get(id)?] += 1;
-    }
     for unit in removed {
         if let Some(i) = slot_of(unit) {
             load[usize::from(unit.task.is_some())][i] -= 1;
@@ -137,6 +135,18 @@ pub fn extend(
         }
     }
     Some(set)
+}
+
+/// Each slot's planning instances and tasks in `placement`; `None` when a unit is on a
+/// worker that is no slot.
+pub fn loads(placement: &Placement, slots: &[Slot]) -> Option<[Vec<usize>; 2]> {
+    let index: BTreeMap<&WorkerId, usize> =
+        slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+    let mut load = [vec![0usize; slots.len()], vec![0usize; slots.len()]];
+    for (unit, id) in placement {
+        load[usize::from(unit.task.is_some())][*index.get(id)?] += 1;
+    }
+    Some(load)
 }
 
 /// Places one kind of unit (planning instances or tasks), balanced by count among workers.
@@ -399,7 +409,8 @@ mod tests {
             .filter(of_changed)
             .cloned()
             .partition(|w| p0.contains_key(&w.unit));
-        let Some(set) = extend(&p0, slots, &removed, &kept, &added) else {
+        let load = super::loads(&p0, slots).expect("every unit on a slot");
+        let Some(set) = extend(&p0, slots, load, &removed, &kept, &added) else {
             return Ok(false);
         };
         let mut p1 = p0.clone();

@@ -18,12 +18,13 @@ use tokio_stream::Stream;
 
 use crate::error::ApiError;
 use crate::scheduler::Placement;
-use crate::store::{ConnectorRecord, StatusRecord, Store, StoreError};
+use crate::store::{ConnectorRecord, PlacementChange, StatusRecord, Store, StoreError};
 
 /// A worker's assignment stream, latest wins. An assignment is the worker's whole work, so a
 /// worker that has not read the previous one yet reads only the newest: a slow reader never
-/// makes the controller queue assignments it would replace, nor fill the flow-control window
-/// of the connection its heartbeats share. The slot is emptied when read: the controller
+/// makes the controller queue assignments it would replace. (HTTP/2 still sends what the
+/// stream's window allows, so a worker must read the stream as it arrives: unread, it holds
+/// connection window its heartbeats need.) The slot is emptied when read: the controller
 /// keeps no copy of what a worker already has (besides `WorkerEntry::last_sent`).
 #[derive(Clone)]
 pub struct AssignmentSender(Arc<watch::Sender<Option<wire::Assignment>>>);
@@ -122,8 +123,94 @@ impl Connectors {
         &self.changed
     }
 
+    /// Notes a connector as changed without changing it: its units' assignments are
+    /// rebuilt on the next pass (a release let its new owner start a unit).
+    pub fn touch(&mut self, name: &ConnectorName) {
+        if self.records.contains_key(name) {
+            self.changed.insert(name.clone());
+        }
+    }
+
     pub fn take_changed(&mut self) -> BTreeSet<ConnectorName> {
         std::mem::take(&mut self.changed)
+    }
+}
+
+/// Where every unit runs, with each worker's units beside it, so a pass reads what one worker
+/// runs (or how much) without walking the whole placement. Read through `Deref`; changed only
+/// by [`Placed::apply`], which keeps both in step.
+#[derive(Default, Debug, Clone, PartialEq)]
+pub struct Placed {
+    units: Placement,
+    by_worker: BTreeMap<WorkerId, Owned>,
+}
+
+/// A worker's units, and how many are planning instances (the rest are tasks).
+#[derive(Default, Debug, Clone, PartialEq)]
+pub struct Owned {
+    pub units: BTreeSet<UnitKey>,
+    pub planning: usize,
+}
+
+impl Owned {
+    /// Planning instances and tasks held.
+    pub fn loads(&self) -> [usize; 2] {
+        [self.planning, self.units.len() - self.planning]
+    }
+}
+
+impl Deref for Placed {
+    type Target = Placement;
+
+    fn deref(&self) -> &Placement {
+        &self.units
+    }
+}
+
+impl From<Placement> for Placed {
+    fn from(units: Placement) -> Self {
+        let mut placed = Placed::default();
+        placed.apply(&PlacementChange {
+            set: units.into_iter().collect(),
+            ..PlacementChange::default()
+        });
+        placed
+    }
+}
+
+impl Placed {
+    /// Makes a change: units removed, units set on their (new) worker.
+    pub fn apply(&mut self, change: &PlacementChange) {
+        let removed = change.removed.iter();
+        let moved = change.set.iter().map(|(unit, _)| unit);
+        for unit in removed.chain(moved) {
+            if let Some(old) = self.units.remove(unit) {
+                self.forget(&old, unit);
+            }
+        }
+        for (unit, worker) in &change.set {
+            self.units.insert(unit.clone(), worker.clone());
+            let owned = self.by_worker.entry(worker.clone()).or_default();
+            if owned.units.insert(unit.clone()) && unit.task.is_none() {
+                owned.planning += 1;
+            }
+        }
+    }
+
+    fn forget(&mut self, worker: &WorkerId, unit: &UnitKey) {
+        if let Some(owned) = self.by_worker.get_mut(worker) {
+            if owned.units.remove(unit) && unit.task.is_none() {
+                owned.planning -= 1;
+            }
+            if owned.units.is_empty() {
+                self.by_worker.remove(worker);
+            }
+        }
+    }
+
+    /// What `worker` runs.
+    pub fn of(&self, worker: &WorkerId) -> Option<&Owned> {
+        self.by_worker.get(worker)
     }
 }
 
@@ -131,7 +218,7 @@ impl Connectors {
 #[derive(Default)]
 pub struct Desired {
     pub connectors: Connectors,
-    pub placement: Placement,
+    pub placement: Placed,
     pub generation: Generation,
     /// The worker membership (see [`Observed::membership`]) for which the placement holds
     /// every unit some live worker can run: a pass then places only what changed. `None`
@@ -164,9 +251,6 @@ pub struct WorkerEntry {
     pub stream: Option<AssignmentSender>,
     /// The last assignment sent, with its generation left at 0 for comparison.
     pub last_sent: Option<wire::Assignment>,
-    /// The units `last_sent` was made of, in order: while they and their connectors stay
-    /// the same, so does the assignment.
-    pub last_units: Vec<UnitKey>,
 }
 
 impl WorkerEntry {
@@ -210,14 +294,13 @@ impl State {
                     last_seen: now,
                     stream: None,
                     last_sent: None,
-                    last_units: Vec::new(),
                 },
             );
         }
         Ok(State {
             desired: Desired {
                 connectors: store.connectors()?.into(),
-                placement: store.placement()?,
+                placement: store.placement()?.into(),
                 generation: store.generation()?,
                 complete_for: None,
                 log_levels: store.log_levels()?,
