@@ -87,10 +87,7 @@ pub fn extend(
         let load = &mut load[kind];
         let n = load.iter().sum::<usize>() + loose.len();
         let (base, extra) = (n / workers.max(1), n % workers.max(1));
-        let cap = |i: usize| match (tasks, slots[i].capacity) {
-            (true, Some(c)) => c as usize,
-            _ => usize::MAX,
-        };
+        let cap = |i: usize| task_cap(tasks, &slots[i]);
         // `assign` keeps every placed unit only if no worker is over its share and at most
         // `extra` workers hold one more than `base`.
         let over = (0..workers).filter(|&i| load[i] > base).count();
@@ -117,24 +114,39 @@ pub fn extend(
             }
         }
         for w in loose {
-            let i = (0..workers)
-                .filter(|&i| eligible(w, &slots[i]) && load[i] < cap(i))
-                .min_by_key(|&i| {
-                    (
-                        load[i],
-                        per_connector
-                            .get(&(&w.unit.connector, i))
-                            .copied()
-                            .unwrap_or(0),
-                        &slots[i].id,
-                    )
-                })?;
+            let count = |i: usize| {
+                let key = (&w.unit.connector, i);
+                per_connector.get(&key).copied().unwrap_or(0)
+            };
+            let i = least_loaded(w, slots, load, tasks, count)?;
             load[i] += 1;
             *per_connector.entry((&w.unit.connector, i)).or_default() += 1;
             set.push((w.unit.clone(), slots[i].id.clone()));
         }
     }
     Some(set)
+}
+
+/// The most units of a kind a slot takes: its capacity for tasks, no limit for planning.
+fn task_cap(tasks: bool, slot: &Slot) -> usize {
+    match (tasks, slot.capacity) {
+        (true, Some(c)) => c as usize,
+        _ => usize::MAX,
+    }
+}
+
+/// The fill rule: the least loaded eligible slot with room for `w`; ties go to the slot with
+/// the fewest units of the same connector (`same_connector`), then by worker id.
+fn least_loaded(
+    w: &Work,
+    slots: &[Slot],
+    load: &[usize],
+    tasks: bool,
+    same_connector: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    (0..slots.len())
+        .filter(|&i| slots[i].classes.contains(&w.class) && load[i] < task_cap(tasks, &slots[i]))
+        .min_by_key(|&i| (load[i], same_connector(i), &slots[i].id))
 }
 
 /// Each slot's planning instances and tasks in `placement`; `None` when a unit is on a
@@ -176,12 +188,7 @@ fn place_kind(
     let mut extra = n % workers;
     let index: BTreeMap<&WorkerId, usize> =
         slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
-    let cap = |i: usize| -> usize {
-        match (tasks, slots[i].capacity) {
-            (true, Some(c)) => c as usize,
-            _ => usize::MAX,
-        }
-    };
+    let cap = |i: usize| task_cap(tasks, &slots[i]);
 
     // Sticky pass: keep each unit where it was while that worker stays within base + 1.
     let mut load = vec![0usize; workers];
@@ -235,18 +242,11 @@ fn place_kind(
         }
     }
     for w in loose {
-        let best = (0..workers)
-            .filter(|&i| eligible(w, &slots[i]) && load[i] < cap(i))
-            .min_by_key(|&i| {
-                (
-                    load[i],
-                    per_connector
-                        .get(&(w.unit.connector.clone(), i))
-                        .copied()
-                        .unwrap_or(0),
-                    slots[i].id.clone(),
-                )
-            });
+        let count = |i: usize| {
+            let key = (w.unit.connector.clone(), i);
+            per_connector.get(&key).copied().unwrap_or(0)
+        };
+        let best = least_loaded(w, slots, &load, tasks, count);
         if let Some(i) = best {
             load[i] += 1;
             *per_connector
