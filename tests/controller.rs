@@ -88,6 +88,8 @@ async fn api_through_grpcurl_with_a_worker_and_recovery() {
             capacity: 0,
             version: "test".into(),
             broken_plugins: Vec::new(),
+            // As a worker from before deltas: every assignment comes whole.
+            accepts_deltas: false,
         })
         .await
         .unwrap()

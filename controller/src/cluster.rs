@@ -17,9 +17,9 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::error::ApiError;
 use crate::journal::Journal;
-use crate::reconcile::{self, Timeouts};
+use crate::reconcile::{self, Timeouts, Update};
 use crate::requests::{RequestSender, Requests};
-use crate::state::{AssignmentSender, State, WorkerEntry};
+use crate::state::{self, AssignmentSender, State, WorkerEntry};
 use crate::store::{StatusRecord, Store, StoreError, WorkerRecord, Write};
 
 /// How long a move waits for the old owner's release: its drain deadline and some.
@@ -135,7 +135,9 @@ impl Cluster {
                     capacity: request.capacity,
                     last_seen: Instant::now(),
                     stream: Some(tx),
-                    last_sent: None,
+                    sent: None,
+                    sent_generation: 0,
+                    accepts_deltas: request.accepts_deltas,
                 },
             );
             Ok(())
@@ -189,7 +191,7 @@ impl Cluster {
         if let Some(w) = state.observed.workers.get_mut(worker) {
             if w.stream.as_ref().is_some_and(|s| s.same_channel(tx)) {
                 tracing::info!(worker, "worker disconnected");
-                w.stream = None;
+                w.disconnect();
             }
         }
     }
@@ -370,7 +372,7 @@ impl Cluster {
                 // silent again without having rejoined.
                 tracing::warn!(worker = %id, "worker stopped heartbeating; dropping its stream");
                 if let Some(w) = observed.workers.get_mut(id) {
-                    w.stream = None;
+                    w.disconnect();
                 }
             }
             if let Some(releasing) = outcome.releasing {
@@ -384,15 +386,33 @@ impl Cluster {
                 desired.placement.apply(&next.change);
                 writes.push(Write::Placement(next.change));
                 desired.generation = next.generation;
-                for (id, message) in next.assignments {
+                let generation = next.generation.0;
+                for (id, update) in next.assignments {
                     let Some(w) = observed.workers.get_mut(&id) else {
                         continue;
                     };
                     let Some(stream) = w.stream.clone() else {
                         continue;
                     };
-                    // Marked sent now; a failed send below clears it so the next tick retries.
-                    w.last_sent = Some(message.clone());
+                    let base = w.sent_generation;
+                    let message = match &update {
+                        Update::Delta(changes) if w.accepts_deltas => {
+                            Some(state::delta(changes, base, generation, &self.cluster_id))
+                        }
+                        _ => None,
+                    };
+                    // Held once sent; a failed send below forgets it, so the next tick sends
+                    // the whole assignment again.
+                    update.apply_to(&mut w.sent);
+                    w.sent_generation = generation;
+                    let message = message.unwrap_or_else(|| {
+                        let held = w.sent.as_ref();
+                        state::whole(
+                            held.unwrap_or(&Default::default()),
+                            generation,
+                            &self.cluster_id,
+                        )
+                    });
                     sends.push((id, stream, message));
                 }
                 tracing::info!(
@@ -415,30 +435,17 @@ impl Cluster {
         }
         let mut failed = Vec::new();
         for (id, stream, message) in sends {
-            let sent = wire::Assignment {
-                generation: generation.0,
-                cluster_id: self.cluster_id.clone(),
-                ..message
-            };
-            if let Err(sent) = stream.send(sent) {
+            if !stream.send(message) {
                 tracing::warn!(worker = %id, "assignment stream closed; will retry");
-                // As recorded in `last_sent`: without generation and cluster id.
-                failed.push((
-                    id,
-                    wire::Assignment {
-                        generation: 0,
-                        cluster_id: String::new(),
-                        ..sent
-                    },
-                ));
+                failed.push(id);
             }
         }
         if !failed.is_empty() {
             let mut state = self.state.lock().await;
-            for (id, message) in failed {
+            for id in failed {
                 if let Some(w) = state.observed.workers.get_mut(&id) {
-                    if w.last_sent.as_ref() == Some(&message) {
-                        w.last_sent = None;
+                    if w.sent_generation == generation.0 {
+                        w.sent = None;
                     }
                 }
             }

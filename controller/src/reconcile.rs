@@ -11,7 +11,7 @@ use sluice_model::{ConnectorName, Generation, TaskId, UnitKey, WorkerId};
 use sluice_proto::cluster::v1 as wire;
 
 use crate::scheduler::{self, Placement, Slot, Work};
-use crate::state::{Desired, Observed, WorkerEntry};
+use crate::state::{Desired, Observed, Sent, Slice, WorkerEntry};
 use crate::store::{ConnectorRecord, PlacementChange, TargetState};
 
 #[derive(Debug, Clone, Copy)]
@@ -43,8 +43,35 @@ pub struct Next {
     pub generation: Generation,
     /// How the placement changes: units placed anew or moved, units no longer placed.
     pub change: PlacementChange,
-    /// The assignment of every connected worker whose last one differs, generation unset.
-    pub assignments: BTreeMap<WorkerId, wire::Assignment>,
+    /// What every connected worker whose assignment changes is sent.
+    pub assignments: BTreeMap<WorkerId, Update>,
+}
+
+/// What a worker is sent in a pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// Its whole assignment: it holds nothing sent before (it just joined, or a send failed).
+    Whole(Sent),
+    /// The connectors whose slice changes: replaced (`Some`) or gone (`None`).
+    Delta(BTreeMap<ConnectorName, Option<Slice>>),
+}
+
+impl Update {
+    /// What the worker holds once it applied this.
+    pub fn apply_to(self, sent: &mut Option<Sent>) {
+        match self {
+            Update::Whole(whole) => *sent = Some(whole),
+            Update::Delta(changes) => {
+                let held = sent.get_or_insert_with(Sent::new);
+                for (name, slice) in changes {
+                    match slice {
+                        Some(slice) => held.insert(name, slice),
+                        None => held.remove(&name),
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Decides the next step. `force`: something changed (a join, a config), so the placement
@@ -52,9 +79,10 @@ pub struct Next {
 ///
 /// A pass costs what changed, not what exists: while the workers stay the same and the
 /// placement holds everything they can run (`Desired::complete_for`), only the units of the
-/// connectors changed since the last pass are placed ([`scheduler::extend`]), and only the
-/// workers whose units or connectors changed get their assignment rebuilt, from their own
-/// units (`Placed::of`).
+/// connectors changed since the last pass are placed ([`scheduler::extend`]), and a worker is
+/// sent only the slices (a connector's config and units) that changed from what it holds; only
+/// a worker holding nothing is sent its whole assignment, built from its own units
+/// (`Placed::of`).
 pub fn reconcile(
     desired: &Desired,
     observed: &Observed,
@@ -83,7 +111,7 @@ pub fn reconcile(
         || observed
             .workers
             .iter()
-            .any(|(id, w)| connected(id, w) && w.last_sent.is_none())
+            .any(|(id, w)| connected(id, w) && w.sent.is_none())
         || observed
             .releasing
             .values()
@@ -178,19 +206,30 @@ pub fn reconcile(
         keep
     });
 
-    // Workers whose assignment may change: those running units of a changed connector (or
-    // a unit released: the report touches its connector), before or after the change; the
-    // old and new owners of units placed, moved or removed; the owners of units whose release
-    // began or ended in this pass.
-    let mut affected: BTreeSet<&WorkerId> = BTreeSet::new();
-    for name in desired.connectors.changed() {
-        affected.extend(units_of(previous, name).map(|(_, w)| w));
-        affected.extend(units_of(&set, name).map(|(_, w)| w));
+    let sendable = |id: &WorkerId, w: &WorkerEntry| live(id) && connected(id, w);
+    let mut assignments: BTreeMap<WorkerId, Update> = BTreeMap::new();
+    // A worker holding nothing sent (it just joined, or a send failed) gets its whole
+    // assignment, from its own units once the change is made.
+    for (id, w) in &observed.workers {
+        if sendable(id, w) && w.sent.is_none() {
+            let kept = previous.of(id).into_iter().flat_map(|o| &o.units);
+            let mut units: Vec<&UnitKey> = kept
+                .filter(|u| !set.contains_key(*u) && !removed.contains(*u))
+                .chain(set.iter().filter(|(_, w)| *w == id).map(|(u, _)| u))
+                .filter(|u| !releasing.contains_key(*u))
+                .collect();
+            units.sort_unstable();
+            assignments.insert(
+                id.clone(),
+                Update::Whole(sent_for(&units, &desired.connectors)),
+            );
+        }
     }
-    for unit in removed.iter().chain(set.keys()) {
-        affected.extend(previous.get(unit));
-    }
-    affected.extend(set.values());
+    // Every other worker gets the slices that changed, of the connectors this pass touched:
+    // changed ones (a report that releases a unit touches its connector), those with units
+    // placed, moved or removed, and those with a release begun or ended.
+    let mut touched: BTreeSet<&ConnectorName> = desired.connectors.changed().iter().collect();
+    touched.extend(removed.iter().chain(set.keys()).map(|u| &u.connector));
     let begun = releasing
         .keys()
         .filter(|u| !observed.releasing.contains_key(*u));
@@ -198,32 +237,40 @@ pub fn reconcile(
         .releasing
         .keys()
         .filter(|u| !releasing.contains_key(*u));
-    for unit in begun.chain(ended) {
-        affected.extend(owner(unit));
+    touched.extend(begun.chain(ended).map(|u| &u.connector));
+    for name in touched {
+        // What a connected worker holds is what the placement gave it when last sent, so the
+        // connector's old owners and its new ones are every worker whose slice may change.
+        let mut holders: BTreeSet<&WorkerId> = units_of(previous, name).map(|(_, w)| w).collect();
+        let mut runs: BTreeMap<&WorkerId, Vec<&UnitKey>> = BTreeMap::new();
+        let added = units_of(&set, name).filter(|(u, _)| !previous.contains_key(*u));
+        for (unit, _) in units_of(previous, name).chain(added) {
+            let Some(id) = owner(unit) else { continue };
+            holders.insert(id);
+            if !releasing.contains_key(unit) {
+                runs.entry(id).or_default().push(unit);
+            }
+        }
+        for id in holders {
+            let Some(w) = observed.workers.get(id).filter(|w| sendable(id, w)) else {
+                continue;
+            };
+            let Some(sent) = &w.sent else {
+                continue; // sent whole above
+            };
+            let slice = runs
+                .get(id)
+                .and_then(|units| slice_for(name, units, &desired.connectors));
+            if sent.get(name) != slice.as_ref() {
+                let update = assignments
+                    .entry(id.clone())
+                    .or_insert_with(|| Update::Delta(BTreeMap::new()));
+                if let Update::Delta(changes) = update {
+                    changes.insert(name.clone(), slice);
+                }
+            }
+        }
     }
-    // What a worker runs once the change is made, in unit order.
-    let owned = |id: &WorkerId| -> Vec<&UnitKey> {
-        let kept = previous.of(id).into_iter().flat_map(|o| &o.units);
-        let mut units: Vec<&UnitKey> = kept
-            .filter(|u| !set.contains_key(*u) && !removed.contains(*u))
-            .chain(set.iter().filter(|(_, w)| *w == id).map(|(u, _)| u))
-            .filter(|u| !releasing.contains_key(*u))
-            .collect();
-        units.sort_unstable();
-        units
-    };
-    // Assignments compared without their generation, which is set only when sent; rebuilt
-    // only where their units or connectors changed, or none was sent.
-    let assignments: BTreeMap<WorkerId, wire::Assignment> = observed
-        .workers
-        .iter()
-        .filter(|(id, w)| live(id) && connected(id, w))
-        .filter(|(id, w)| w.last_sent.is_none() || affected.contains(id))
-        .filter_map(|(id, w)| {
-            let message = assignment_for(&owned(id), &desired.connectors);
-            (w.last_sent.as_ref() != Some(&message)).then(|| (id.clone(), message))
-        })
-        .collect();
     let next = (!removed.is_empty() || !set.is_empty() || !assignments.is_empty()).then(|| {
         let generation = desired.generation.next();
         Next {
@@ -352,23 +399,41 @@ fn connector_work(name: &ConnectorName, record: &ConnectorRecord) -> Vec<Work> {
         .collect()
 }
 
-/// The assignment message of a worker owning `units`.
-fn assignment_for(
+/// The assignment of a worker running `units` (in unit order), by connector.
+fn sent_for(units: &[&UnitKey], connectors: &BTreeMap<ConnectorName, ConnectorRecord>) -> Sent {
+    units
+        .chunk_by(|a, b| a.connector == b.connector)
+        .filter_map(|run| {
+            let name = &run[0].connector;
+            Some((name.clone(), slice_for(name, run, connectors)?))
+        })
+        .collect()
+}
+
+/// The slice of connector `name` for a worker running `units` of it; none when it runs none
+/// (or the connector is gone).
+fn slice_for(
+    name: &ConnectorName,
     units: &[&UnitKey],
     connectors: &BTreeMap<ConnectorName, ConnectorRecord>,
-) -> wire::Assignment {
-    let mut names = BTreeSet::new();
-    let mut planning = Vec::new();
-    let mut tasks = Vec::new();
+) -> Option<Slice> {
+    let record = connectors.get(name).filter(|_| !units.is_empty())?;
+    let mut slice = Slice {
+        config: wire::ConnectorConfig {
+            name: name.to_string(),
+            config: wire_map(&record.config),
+            config_version: record.config_version,
+            target_state: record.target_state.to_wire() as i32,
+            restart_epoch: record.restart_epoch,
+        },
+        planning: false,
+        tasks: Vec::new(),
+    };
     for unit in units {
-        let Some(record) = connectors.get(&unit.connector) else {
-            continue;
-        };
-        names.insert(&unit.connector);
         match unit.task {
-            None => planning.push(unit.connector.to_string()),
-            Some(TaskId(t)) => tasks.push(wire::TaskAssignment {
-                connector: unit.connector.to_string(),
+            None => slice.planning = true,
+            Some(TaskId(t)) => slice.tasks.push(wire::TaskAssignment {
+                connector: name.to_string(),
                 task: t,
                 config: record
                     .tasks
@@ -379,26 +444,7 @@ fn assignment_for(
             }),
         }
     }
-    let connectors = names
-        .into_iter()
-        .filter_map(|name| {
-            let record = connectors.get(name)?;
-            Some(wire::ConnectorConfig {
-                name: name.to_string(),
-                config: wire_map(&record.config),
-                config_version: record.config_version,
-                target_state: record.target_state.to_wire() as i32,
-                restart_epoch: record.restart_epoch,
-            })
-        })
-        .collect();
-    wire::Assignment {
-        generation: 0,
-        connectors,
-        planning,
-        tasks,
-        cluster_id: String::new(),
-    }
+    Some(slice)
 }
 
 /// A config as the wire's map, copied once.
@@ -440,7 +486,9 @@ mod tests {
             capacity: 0,
             last_seen: seen,
             stream: connected.then(|| crate::state::AssignmentSender::channel().0),
-            last_sent: None,
+            sent: None,
+            sent_generation: 0,
+            accepts_deltas: true,
         }
     }
 
@@ -481,19 +529,31 @@ mod tests {
         if let Some(next) = outcome.next {
             desired.placement.apply(&next.change);
             desired.generation = next.generation;
-            for (id, message) in next.assignments {
-                observed.workers.get_mut(&id).unwrap().last_sent = Some(message);
+            for (id, update) in next.assignments {
+                update.apply_to(&mut observed.workers.get_mut(&id).unwrap().sent);
             }
         }
     }
 
     /// What every connected worker was last sent, by worker.
-    fn sent(observed: &Observed) -> BTreeMap<WorkerId, Option<wire::Assignment>> {
+    fn sent(observed: &Observed) -> BTreeMap<WorkerId, Option<Sent>> {
         observed
             .workers
             .iter()
-            .map(|(id, w)| (id.clone(), w.last_sent.clone()))
+            .map(|(id, w)| (id.clone(), w.sent.clone()))
             .collect()
+    }
+
+    /// Tasks in a worker's assignment once it applied `update`.
+    fn tasks_after(held: Option<&Sent>, update: Option<&Update>) -> usize {
+        let mut held = held.cloned();
+        if let Some(update) = update {
+            update.clone().apply_to(&mut held);
+        }
+        held.iter()
+            .flat_map(|s| s.values())
+            .map(|slice| slice.tasks.len())
+            .sum()
     }
 
     #[test]
@@ -556,7 +616,7 @@ mod tests {
             // The twin places everything anew and rebuilds every assignment.
             twin_desired.complete_for = None;
             for w in twin_observed.workers.values_mut() {
-                w.last_sent = None;
+                w.sent = None;
             }
             let outcome = pass(&twin_desired, &twin_observed);
             apply(&mut twin_desired, &mut twin_observed, outcome);
@@ -593,10 +653,7 @@ mod tests {
             }
             let outcome = pass(d, o);
             apply(d, o, outcome);
-            let held = o.workers["d"]
-                .last_sent
-                .as_ref()
-                .map_or(0, |a| a.tasks.len());
+            let held = tasks_after(o.workers["d"].sent.as_ref(), None);
             assert!(held > 0, "the newcomer runs what was released");
         }
         assert_eq!(desired.placement, twin_desired.placement);
@@ -614,14 +671,16 @@ mod tests {
         assert_eq!(next.generation, Generation(1));
         let placement = after(&desired.placement, &next);
         assert_eq!(placement.len(), 3);
-        assert_eq!(next.assignments[&w("a")].tasks.len(), 2);
+        assert_eq!(tasks_after(None, next.assignments.get(&w("a"))), 2);
         // Once stored and sent, an unforced pass finds nothing.
         let desired = Desired {
             placement: placement.into(),
             generation: next.generation,
             ..desired
         };
-        observed.workers.get_mut("a").unwrap().last_sent = Some(next.assignments[&w("a")].clone());
+        next.assignments[&w("a")]
+            .clone()
+            .apply_to(&mut observed.workers.get_mut("a").unwrap().sent);
         let again = reconcile(&desired, &observed, now, false, TIMEOUTS);
         assert!(again.next.is_none() && again.releasing.is_none());
         // Forced with nothing new: no new generation either.
@@ -675,11 +734,12 @@ mod tests {
             assert_eq!(*old, w("a"));
             assert_eq!(after(&desired.placement, &next)[unit], w("b"));
         }
-        let to_b = next
-            .assignments
-            .get(&w("b"))
-            .map_or(0, |a| a.tasks.len() + a.planning.len());
-        assert_eq!(to_b, 0, "b starts nothing before a released it");
+        let to_b = next.assignments.get(&w("b"));
+        assert_eq!(
+            to_b,
+            Some(&Update::Whole(Sent::new())),
+            "b starts nothing before a released it"
+        );
         // Past the release timeout, b gets them anyway.
         observed.releasing = releasing;
         let late = now + TIMEOUTS.release;
@@ -749,7 +809,8 @@ mod tests {
             UnitKey::task("gone", 0),
         ];
         let refs: Vec<&UnitKey> = units.iter().collect();
-        let a = assignment_for(&refs, &connectors);
+        let sent = sent_for(&refs, &connectors);
+        let a = crate::state::whole(&sent, 7, "k");
         assert_eq!(a.planning, ["c"]);
         assert_eq!(a.tasks.len(), 1);
         assert_eq!(a.tasks[0].restart_epoch, 3);
@@ -758,5 +819,6 @@ mod tests {
             a.connectors[0].target_state,
             sluice_proto::api::v1::TargetState::Paused as i32
         );
+        assert_eq!((a.generation, a.cluster_id.as_str()), (7, "k"));
     }
 }

@@ -20,12 +20,12 @@ use crate::error::ApiError;
 use crate::scheduler::Placement;
 use crate::store::{ConnectorRecord, PlacementChange, StatusRecord, Store, StoreError};
 
-/// A worker's assignment stream, latest wins. An assignment is the worker's whole work, so a
-/// worker that has not read the previous one yet reads only the newest: a slow reader never
-/// makes the controller queue assignments it would replace. (HTTP/2 still sends what the
-/// stream's window allows, so a worker must read the stream as it arrives: unread, it holds
-/// connection window its heartbeats need.) The slot is emptied when read: the controller
-/// keeps no copy of what a worker already has (besides `WorkerEntry::last_sent`).
+/// A worker's assignment stream, one slot. A worker that has not read the previous
+/// assignment yet reads what the two amount to ([`wire::Assignment::then`]: the newest whole
+/// one, or two deltas combined): a slow reader never makes the controller queue assignments.
+/// (HTTP/2 still sends what the stream's window allows, so a worker must read the stream as it
+/// arrives: unread, it holds connection window its heartbeats need.) The slot is emptied when
+/// read.
 #[derive(Clone)]
 pub struct AssignmentSender(Arc<watch::Sender<Option<wire::Assignment>>>);
 
@@ -52,14 +52,18 @@ impl AssignmentSender {
         (AssignmentSender(tx), stream)
     }
 
-    /// Replaces what the worker has not read yet; gives the assignment back once the
-    /// worker's stream is gone.
-    pub fn send(&self, assignment: wire::Assignment) -> Result<(), wire::Assignment> {
+    /// Adds to what the worker has not read yet; false once the worker's stream is gone.
+    pub fn send(&self, assignment: wire::Assignment) -> bool {
         if self.0.is_closed() {
-            return Err(assignment);
+            return false;
         }
-        self.0.send_replace(Some(assignment));
-        Ok(())
+        self.0.send_modify(|slot| {
+            *slot = Some(match slot.take() {
+                Some(unread) => unread.then(assignment),
+                None => assignment,
+            })
+        });
+        true
     }
 
     pub fn same_channel(&self, other: &AssignmentSender) -> bool {
@@ -249,8 +253,77 @@ pub struct WorkerEntry {
     pub capacity: u32,
     pub last_seen: Instant,
     pub stream: Option<AssignmentSender>,
-    /// The last assignment sent, with its generation left at 0 for comparison.
-    pub last_sent: Option<wire::Assignment>,
+    /// What the worker holds once it read everything sent on its stream; `None` until a
+    /// whole assignment is sent, and again whenever the stream is gone.
+    pub sent: Option<Sent>,
+    /// The generation of the last assignment sent: the base of the next delta.
+    pub sent_generation: u64,
+    /// The worker applies deltas; otherwise every assignment goes whole.
+    pub accepts_deltas: bool,
+}
+
+impl WorkerEntry {
+    /// The worker's stream is gone (or dropped): nothing sent on it counts any more.
+    pub fn disconnect(&mut self) {
+        self.stream = None;
+        self.sent = None;
+    }
+}
+
+/// A worker's assignment, by connector: what it was sent and holds.
+pub type Sent = BTreeMap<ConnectorName, Slice>;
+
+/// One connector's part of a worker's assignment: the config, and the units it runs here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub config: wire::ConnectorConfig,
+    pub planning: bool,
+    pub tasks: Vec<wire::TaskAssignment>,
+}
+
+/// A worker's assignment as the wire has it, whole.
+pub fn whole(sent: &Sent, generation: u64, cluster_id: &str) -> wire::Assignment {
+    let mut assignment = wire::Assignment {
+        generation,
+        cluster_id: cluster_id.to_string(),
+        ..Default::default()
+    };
+    for slice in sent.values() {
+        add(&mut assignment, slice);
+    }
+    assignment
+}
+
+/// The delta from generation `base` that replaces (`Some`) or removes (`None`) the named
+/// connectors' slices.
+pub fn delta(
+    changes: &BTreeMap<ConnectorName, Option<Slice>>,
+    base: u64,
+    generation: u64,
+    cluster_id: &str,
+) -> wire::Assignment {
+    let mut assignment = wire::Assignment {
+        generation,
+        cluster_id: cluster_id.to_string(),
+        delta: true,
+        base_generation: base,
+        ..Default::default()
+    };
+    for (name, change) in changes {
+        match change {
+            Some(slice) => add(&mut assignment, slice),
+            None => assignment.removed_connectors.push(name.to_string()),
+        }
+    }
+    assignment
+}
+
+fn add(assignment: &mut wire::Assignment, slice: &Slice) {
+    assignment.connectors.push(slice.config.clone());
+    if slice.planning {
+        assignment.planning.push(slice.config.name.clone());
+    }
+    assignment.tasks.extend(slice.tasks.iter().cloned());
 }
 
 impl WorkerEntry {
@@ -293,7 +366,9 @@ impl State {
                     capacity: record.capacity,
                     last_seen: now,
                     stream: None,
-                    last_sent: None,
+                    sent: None,
+                    sent_generation: 0,
+                    accepts_deltas: false,
                 },
             );
         }
@@ -349,16 +424,44 @@ mod tests {
         let mut stream = Box::pin(stream);
         assert!(stream.next().now_or_never().is_none(), "nothing sent yet");
         for generation in 1..=3 {
-            tx.send(assignment(generation)).unwrap();
+            assert!(tx.send(assignment(generation)));
         }
         assert_eq!(stream.next().await.unwrap().generation, 3);
         assert!(
             stream.next().now_or_never().is_none(),
             "1 and 2 were replaced"
         );
-        tx.send(assignment(4)).unwrap();
+        assert!(tx.send(assignment(4)));
         assert_eq!(stream.next().await.unwrap().generation, 4);
         drop(stream);
-        assert_eq!(tx.send(assignment(5)).unwrap_err().generation, 5);
+        assert!(!tx.send(assignment(5)));
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_unread_deltas_combined() {
+        let (tx, stream) = AssignmentSender::channel();
+        let mut stream = Box::pin(stream);
+        let slice = |name: &str| Slice {
+            config: wire::ConnectorConfig {
+                name: name.into(),
+                ..Default::default()
+            },
+            planning: true,
+            tasks: Vec::new(),
+        };
+        let name = ConnectorName::from_trusted;
+        let held: Sent = [(name("a"), slice("a"))].into();
+        assert!(tx.send(whole(&held, 1, "k")));
+        assert_eq!(stream.next().await.unwrap().planning, ["a"]);
+        let first = [(name("b"), Some(slice("b")))].into();
+        assert!(tx.send(delta(&first, 1, 2, "k")));
+        let second = [(name("a"), None), (name("c"), Some(slice("c")))].into();
+        assert!(tx.send(delta(&second, 2, 3, "k")));
+        let read = stream.next().await.unwrap();
+        assert!(read.delta);
+        assert_eq!((read.base_generation, read.generation), (1, 3));
+        let now = whole(&held, 1, "k").then(read);
+        assert_eq!(now.planning, ["b", "c"]);
+        assert!(stream.next().now_or_never().is_none());
     }
 }

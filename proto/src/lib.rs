@@ -1,5 +1,6 @@
 //! Generated protobuf and gRPC types of Sluice. Every wire type lives here and nowhere else.
 
+mod assignment;
 pub mod codec;
 
 /// The connector protocol: worker ↔ connector process.

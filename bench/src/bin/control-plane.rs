@@ -205,6 +205,7 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         capacity: 0,
         version: "bench".into(),
         broken_plugins: Vec::new(),
+        accepts_deltas: true,
     };
     let response = match client.join(join).await {
         Ok(r) => r,
@@ -232,42 +233,103 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
             }
         })
     };
-    // The stream is read as it arrives, keeping the newest, as a worker does: an assignment
-    // left unread while this loop awaits its own calls would hold HTTP/2 flow-control window
-    // that those calls' answers (and the heartbeats) on the same connection need.
-    let (newest, mut latest) = tokio::sync::watch::channel(None::<wire::Assignment>);
+    // The stream is read as it arrives, as a worker does: an assignment left unread while this
+    // loop awaits its own calls would hold HTTP/2 flow-control window that those calls'
+    // answers (and the heartbeats) on the same connection need. What arrived meanwhile is
+    // combined into one (`Assignment::then`).
+    let (arrived, mut unread) = tokio::sync::mpsc::unbounded_channel::<wire::Assignment>();
     let reader = tokio::spawn(async move {
         while let Ok(Some(assignment)) = stream.message().await {
-            if newest.send(Some(assignment)).is_err() {
+            if arrived.send(assignment).is_err() {
                 return;
             }
         }
     });
+    // What this worker runs, by connector: its planning instance, and its tasks.
+    let mut runs: BTreeMap<String, (bool, BTreeSet<u32>)> = BTreeMap::new();
     let mut planned: BTreeSet<(String, u64)> = BTreeSet::new();
-    let mut reported: BTreeSet<(String, Option<u32>)> = BTreeSet::new();
     let mut first = true;
     loop {
-        tokio::select! {
-            changed = latest.changed() => if changed.is_err() { break },
+        let mut assignment = tokio::select! {
+            next = unread.recv() => match next {
+                Some(a) => a,
+                None => break,
+            },
             _ = stop.cancelled() => break,
         };
-        let Some(assignment) = latest.borrow_and_update().clone() else {
-            continue;
+        while let Ok(more) = unread.try_recv() {
+            assignment = assignment.then(more);
+        }
+        // The slices this assignment sets, and the connectors whose slice it replaces.
+        let mut slices: BTreeMap<String, (bool, BTreeSet<u32>)> = assignment
+            .connectors
+            .iter()
+            .map(|c| (c.name.clone(), (false, BTreeSet::new())))
+            .collect();
+        for name in &assignment.planning {
+            slices.entry(name.clone()).or_default().0 = true;
+        }
+        for t in &assignment.tasks {
+            slices
+                .entry(t.connector.clone())
+                .or_default()
+                .1
+                .insert(t.task);
+        }
+        let named: BTreeSet<String> = if assignment.delta {
+            slices
+                .keys()
+                .chain(&assignment.removed_connectors)
+                .cloned()
+                .collect()
+        } else {
+            slices.keys().chain(runs.keys()).cloned().collect()
         };
         let versions: BTreeMap<&str, u64> = assignment
             .connectors
             .iter()
             .map(|c| (c.name.as_str(), c.config_version))
             .collect();
-        for name in &assignment.planning {
-            let version = versions.get(name.as_str()).copied().unwrap_or(0);
-            if !planned.insert((name.clone(), version)) {
-                continue;
+        // As a worker reports: the full set once after joining, then what changed (units
+        // started RUNNING, units released).
+        let mut started: Vec<(String, Option<u32>)> = Vec::new();
+        let mut released: Vec<wire::UnitRef> = Vec::new();
+        let mut to_plan = Vec::new();
+        for name in named {
+            let old = runs.remove(&name).unwrap_or_default();
+            let new = slices.remove(&name).unwrap_or_default();
+            let units = |(planning, tasks): &(bool, BTreeSet<u32>)| {
+                let planning = planning.then_some(None);
+                planning
+                    .into_iter()
+                    .chain(tasks.iter().map(|t| Some(*t)))
+                    .collect::<BTreeSet<_>>()
+            };
+            let (before, after) = (units(&old), units(&new));
+            for task in after.difference(&before) {
+                started.push((name.clone(), *task));
             }
+            for task in before.difference(&after) {
+                released.push(wire::UnitRef {
+                    connector: name.clone(),
+                    task: *task,
+                });
+            }
+            if new.0 {
+                let version = versions.get(name.as_str()).copied().unwrap_or(0);
+                if planned.insert((name.clone(), version)) {
+                    to_plan.push((name.clone(), version));
+                }
+            }
+            if !after.is_empty() {
+                runs.insert(name, new);
+            }
+        }
+        for (name, version) in to_plan {
             let _ = client
                 .submit_task_configs(wire::SubmitTaskConfigsRequest {
                     worker_id: id.clone(),
-                    connector: name.clone(),
+                    connector: name,
                     config_version: version,
                     tasks: vec![wire::TaskConfig {
                         config: [("task".to_string(), "0".to_string())].into(),
@@ -276,41 +338,30 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
                 })
                 .await;
         }
-        // As a worker reports: the full set once after joining, then what changed (units
-        // started RUNNING, units released).
-        let now: BTreeMap<(String, Option<u32>), Vec<String>> = assignment
-            .planning
-            .iter()
-            .map(|name| ((name.clone(), None), Vec::new()))
-            .chain(assignment.tasks.iter().map(|t| {
-                (
-                    (t.connector.clone(), Some(t.task)),
-                    vec![format!("t-{}", t.connector)],
-                )
-            }))
-            .collect();
-        let full = reported.is_empty() && first;
-        first = false;
-        let statuses: Vec<wire::UnitStatus> = now
-            .iter()
-            .filter(|(unit, _)| full || !reported.contains(*unit))
-            .map(|((connector, task), topics)| wire::UnitStatus {
-                connector: connector.clone(),
-                task: *task,
+        let full = std::mem::take(&mut first);
+        if full {
+            started = runs
+                .iter()
+                .flat_map(|(name, (planning, tasks))| {
+                    let planning = planning.then_some((name.clone(), None));
+                    planning
+                        .into_iter()
+                        .chain(tasks.iter().map(|t| (name.clone(), Some(*t))))
+                })
+                .collect();
+        }
+        let statuses: Vec<wire::UnitStatus> = started
+            .into_iter()
+            .map(|(connector, task)| wire::UnitStatus {
+                topics: task
+                    .map(|_| vec![format!("t-{connector}")])
+                    .unwrap_or_default(),
+                connector,
+                task,
                 state: api::State::Running as i32,
                 trace: String::new(),
-                topics: topics.clone(),
             })
             .collect();
-        let released: Vec<wire::UnitRef> = reported
-            .iter()
-            .filter(|unit| !now.contains_key(*unit))
-            .map(|(connector, task)| wire::UnitRef {
-                connector: connector.clone(),
-                task: *task,
-            })
-            .collect();
-        reported = now.into_keys().collect();
         if full || !statuses.is_empty() || !released.is_empty() {
             let _ = client
                 .report_status(wire::StatusReport {
@@ -324,8 +375,8 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
         }
         let mut h = held.lock().unwrap();
         h.generation = assignment.generation;
-        h.planning = assignment.planning.len();
-        h.tasks = assignment.tasks.len();
+        h.planning = runs.values().filter(|(planning, _)| *planning).count();
+        h.tasks = runs.values().map(|(_, tasks)| tasks.len()).sum();
     }
     reader.abort();
     beat.abort();

@@ -196,6 +196,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
                 workers: Vec::new(),
             })
             .collect(),
+        accepts_deltas: true,
     };
     let control = tokio::spawn(control(
         shared.clone(),
@@ -336,6 +337,8 @@ async fn control(
                 let join = shared.host.lease.joined();
                 joined.notify_one();
                 let mut stream = response.into_inner();
+                // What this stream has assigned so far: deltas apply to it.
+                let mut held: Option<wire::Assignment> = None;
                 let request = wire::RequestsRequest {
                     worker_id: shared.host.worker_id.to_string(),
                 };
@@ -354,6 +357,18 @@ async fn control(
                     tokio::select! {
                         message = stream.message() => match message {
                             Ok(Some(a)) => {
+                                let a = match held.take() {
+                                    Some(base) if a.delta && a.base_generation == base.generation => base.then(a),
+                                    _ if a.delta => {
+                                        tracing::warn!(
+                                            base = a.base_generation,
+                                            "an assignment delta for an assignment this worker does not hold; rejoining"
+                                        );
+                                        break;
+                                    }
+                                    _ => a,
+                                };
+                                held = Some(a.clone());
                                 generation.store(a.generation, Ordering::Relaxed);
                                 tracing::info!(
                                     generation = a.generation,
