@@ -357,18 +357,9 @@ async fn control(
                     tokio::select! {
                         message = stream.message() => match message {
                             Ok(Some(a)) => {
-                                let a = match held.take() {
-                                    Some(base) if a.delta && a.base_generation == base.generation => base.then(a),
-                                    _ if a.delta => {
-                                        tracing::warn!(
-                                            base = a.base_generation,
-                                            "an assignment delta for an assignment this worker does not hold; rejoining"
-                                        );
-                                        break;
-                                    }
-                                    _ => a,
+                                let Some(a) = receive(&mut held, a) else {
+                                    break; // rejoin: the controller then sends it whole
                                 };
-                                held = Some(a.clone());
                                 generation.store(a.generation, Ordering::Relaxed);
                                 tracing::info!(
                                     generation = a.generation,
@@ -588,6 +579,30 @@ async fn report_statuses(
     }
 }
 
+/// The assignment the worker holds once `received` arrived on a stream where `held` is what
+/// arrived before; `None` (and a warning) for a delta that does not apply to it.
+fn receive(
+    held: &mut Option<wire::Assignment>,
+    received: wire::Assignment,
+) -> Option<wire::Assignment> {
+    let base = held.take();
+    let now = match base {
+        Some(base) if received.delta && received.base_generation == base.generation => {
+            base.then(received)
+        }
+        _ if received.delta => {
+            tracing::warn!(
+                base = received.base_generation,
+                "an assignment delta for an assignment this worker does not hold; rejoining"
+            );
+            return None;
+        }
+        _ => received,
+    };
+    *held = Some(now.clone());
+    Some(now)
+}
+
 fn apply(
     current: &mut BTreeMap<UnitKey, UnitState>,
     changed: &mut BTreeMap<UnitKey, UnitState>,
@@ -605,5 +620,51 @@ fn apply(
             changed.remove(&update.key);
             released.insert(update.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(name: &str) -> wire::ConnectorConfig {
+        wire::ConnectorConfig {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deltas_apply_to_the_held_generation_only() {
+        let mut held = None;
+        let delta = |base, generation, name: &str| wire::Assignment {
+            generation,
+            delta: true,
+            base_generation: base,
+            connectors: vec![connector(name)],
+            planning: vec![name.into()],
+            ..Default::default()
+        };
+        assert!(
+            receive(&mut held, delta(0, 1, "a")).is_none(),
+            "nothing held yet"
+        );
+        let whole = wire::Assignment {
+            generation: 2,
+            connectors: vec![connector("a")],
+            planning: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(receive(&mut held, whole).unwrap().planning, ["a"]);
+        let now = receive(&mut held, delta(2, 5, "b")).unwrap();
+        assert_eq!(
+            (now.generation, now.planning.clone()),
+            (5, vec!["a".to_string(), "b".into()])
+        );
+        assert!(!now.delta);
+        assert!(
+            receive(&mut held, delta(4, 6, "c")).is_none(),
+            "not the held generation"
+        );
     }
 }
