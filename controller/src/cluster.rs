@@ -354,6 +354,7 @@ impl Cluster {
         let mut writes = Vec::new();
         let (sends, generation, ticket, deadline) = {
             let mut state = self.state.lock().await;
+            let started = Instant::now();
             let outcome = reconcile::reconcile(
                 &state.desired,
                 &state.observed,
@@ -424,6 +425,7 @@ impl Cluster {
             }
             let ticket = (!writes.is_empty()).then(|| self.journal.submit(writes));
             let deadline = reconcile::next_deadline(observed, timeouts);
+            tracing::debug!(elapsed = ?started.elapsed(), sends = sends.len(), "reconcile pass");
             (sends, desired.generation, ticket, deadline)
         };
         if let Some(ticket) = ticket {

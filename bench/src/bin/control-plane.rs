@@ -325,6 +325,13 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
                 runs.insert(name, new);
             }
         }
+        // Held as soon as applied, as a worker holds it; planning and reporting follow.
+        {
+            let mut h = held.lock().unwrap();
+            h.generation = assignment.generation;
+            h.planning = runs.values().filter(|(planning, _)| *planning).count();
+            h.tasks = runs.values().map(|(_, tasks)| tasks.len()).sum();
+        }
         for (name, version) in to_plan {
             let _ = client
                 .submit_task_configs(wire::SubmitTaskConfigsRequest {
@@ -373,10 +380,6 @@ async fn sim_worker(channel: Channel, id: String, held: Arc<Mutex<Held>>, stop: 
                 })
                 .await;
         }
-        let mut h = held.lock().unwrap();
-        h.generation = assignment.generation;
-        h.planning = runs.values().filter(|(planning, _)| *planning).count();
-        h.tasks = runs.values().map(|(_, tasks)| tasks.len()).sum();
     }
     reader.abort();
     beat.abort();
