@@ -157,16 +157,22 @@ pub fn reconcile(
                 .iter()
                 .filter(|w| slots.iter().any(|s| s.classes.contains(&w.class)))
                 .count();
-            let removed: BTreeSet<UnitKey> = previous
-                .keys()
-                .filter(|u| !placement.contains_key(*u))
-                .cloned()
-                .collect();
             let complete = placement.len() == placeable;
-            let set: BTreeMap<UnitKey, WorkerId> = placement
-                .into_iter()
-                .filter(|(unit, worker)| previous.get(unit) != Some(worker))
-                .collect();
+            // Both in unit order: one walk finds what is gone and what is new or moved.
+            let (mut removed, mut set) = (BTreeSet::new(), BTreeMap::new());
+            let mut old = previous.iter().peekable();
+            for (unit, worker) in placement {
+                while let Some((gone, _)) = old.next_if(|(u, _)| **u < unit) {
+                    removed.insert(gone.clone());
+                }
+                match old.next_if(|(u, _)| **u == unit) {
+                    Some((_, was)) if *was == worker => {}
+                    _ => {
+                        set.insert(unit, worker);
+                    }
+                }
+            }
+            removed.extend(old.map(|(u, _)| u.clone()));
             (removed, set, complete)
         }
     };

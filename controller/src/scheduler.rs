@@ -230,28 +230,26 @@ fn place_kind(
 
     // Fill: each loose unit to the least loaded eligible worker; ties go to the worker with
     // the fewest units of the same connector, then by worker id.
+    // The counts are kept only for the connectors of loose units: those are all it asks.
     loose.sort_by(|a, b| a.unit.cmp(&b.unit));
-    let mut per_connector: BTreeMap<(ConnectorName, usize), usize> = BTreeMap::new();
-    for (unit, id) in out.iter() {
-        if unit.task.is_some() == tasks {
-            if let Some(&i) = index.get(id) {
-                *per_connector
-                    .entry((unit.connector.clone(), i))
-                    .or_default() += 1;
+    let names: BTreeSet<&ConnectorName> = loose.iter().map(|w| &w.unit.connector).collect();
+    let mut per_connector: BTreeMap<(&ConnectorName, usize), usize> = BTreeMap::new();
+    if !names.is_empty() {
+        for (i, units) in kept.iter().enumerate() {
+            for w in units.iter().filter(|w| names.contains(&w.unit.connector)) {
+                *per_connector.entry((&w.unit.connector, i)).or_default() += 1;
             }
         }
     }
     for w in loose {
         let count = |i: usize| {
-            let key = (w.unit.connector.clone(), i);
+            let key = (&w.unit.connector, i);
             per_connector.get(&key).copied().unwrap_or(0)
         };
         let best = least_loaded(w, slots, &load, tasks, count);
         if let Some(i) = best {
             load[i] += 1;
-            *per_connector
-                .entry((w.unit.connector.clone(), i))
-                .or_default() += 1;
+            *per_connector.entry((&w.unit.connector, i)).or_default() += 1;
             out.insert(w.unit.clone(), slots[i].id.clone());
         }
     }
