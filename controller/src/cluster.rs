@@ -395,8 +395,8 @@ impl Cluster {
                     let Some(stream) = w.stream.clone() else {
                         continue;
                     };
-                    let base = w.sent_generation;
-                    let message = match &update {
+                    let base = std::mem::replace(&mut w.sent_generation, generation);
+                    let delta = match &update {
                         Update::Delta(changes) if w.accepts_deltas => {
                             Some(state::delta(changes, base, generation, &self.cluster_id))
                         }
@@ -404,16 +404,9 @@ impl Cluster {
                     };
                     // Held once sent; a failed send below forgets it, so the next tick sends
                     // the whole assignment again.
-                    update.apply_to(&mut w.sent);
-                    w.sent_generation = generation;
-                    let message = message.unwrap_or_else(|| {
-                        let held = w.sent.as_ref();
-                        state::whole(
-                            held.unwrap_or(&Default::default()),
-                            generation,
-                            &self.cluster_id,
-                        )
-                    });
+                    let held = update.apply_to(&mut w.sent);
+                    let message =
+                        delta.unwrap_or_else(|| state::whole(held, generation, &self.cluster_id));
                     sends.push((id, stream, message));
                 }
                 tracing::info!(

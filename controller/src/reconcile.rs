@@ -57,10 +57,10 @@ pub enum Update {
 }
 
 impl Update {
-    /// What the worker holds once it applied this.
-    pub fn apply_to(self, sent: &mut Option<Sent>) {
+    /// Applies this to what the worker holds; returns what it then holds.
+    pub fn apply_to(self, sent: &mut Option<Sent>) -> &Sent {
         match self {
-            Update::Whole(whole) => *sent = Some(whole),
+            Update::Whole(whole) => sent.insert(whole),
             Update::Delta(changes) => {
                 let held = sent.get_or_insert_with(Sent::new);
                 for (name, slice) in changes {
@@ -69,6 +69,7 @@ impl Update {
                         None => held.remove(&name),
                     };
                 }
+                held
             }
         }
     }
@@ -220,7 +221,7 @@ pub fn reconcile(
         if sendable(id, w) && w.sent.is_none() {
             let kept = previous.of(id).into_iter().flat_map(|o| &o.units);
             let mut units: Vec<&UnitKey> = kept
-                .filter(|u| !set.contains_key(*u) && !removed.contains(*u))
+                .filter(|u| owner(u) == Some(id))
                 .chain(set.iter().filter(|(_, w)| *w == id).map(|(u, _)| u))
                 .filter(|u| !releasing.contains_key(*u))
                 .collect();

@@ -40,7 +40,7 @@ pub fn assign(work: &[Work], slots: &[Slot], previous: &Placement) -> Placement 
 
 /// What [`assign`] would return when the work changes by `removed` (units no longer wanted)
 /// and `added` (new units), computed from `previous` and `load` (each slot's planning
-/// instances and tasks in it, as [`loads`] counts them) without recomputing everything: the
+/// instances and tasks in it) without recomputing everything: the
 /// controller's step for a connector created, changed or deleted while its workers stay the
 /// same. `previous` must be what `assign` placed for the same `slots`, holding every unit some
 /// slot can run; `kept` lists the units of changed connectors that stay wanted, with their
@@ -149,18 +149,6 @@ fn least_loaded(
         .min_by_key(|&i| (load[i], same_connector(i), &slots[i].id))
 }
 
-/// Each slot's planning instances and tasks in `placement`; `None` when a unit is on a
-/// worker that is no slot.
-pub fn loads(placement: &Placement, slots: &[Slot]) -> Option<[Vec<usize>; 2]> {
-    let index: BTreeMap<&WorkerId, usize> =
-        slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
-    let mut load = [vec![0usize; slots.len()], vec![0usize; slots.len()]];
-    for (unit, id) in placement {
-        load[usize::from(unit.task.is_some())][*index.get(id)?] += 1;
-    }
-    Some(load)
-}
-
 /// Places one kind of unit (planning instances or tasks), balanced by count among workers.
 fn place_kind(
     work: &[&Work],
@@ -259,6 +247,18 @@ fn place_kind(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Each slot's planning instances and tasks in `placement`; `None` when a unit is on a
+    /// worker that is no slot.
+    fn slot_loads(placement: &Placement, slots: &[Slot]) -> Option<[Vec<usize>; 2]> {
+        let index: BTreeMap<&WorkerId, usize> =
+            slots.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+        let mut load = [vec![0usize; slots.len()], vec![0usize; slots.len()]];
+        for (unit, id) in placement {
+            load[usize::from(unit.task.is_some())][*index.get(id)?] += 1;
+        }
+        Some(load)
+    }
 
     fn slot(id: &str) -> Slot {
         Slot {
@@ -407,7 +407,7 @@ mod tests {
             .filter(of_changed)
             .cloned()
             .partition(|w| p0.contains_key(&w.unit));
-        let load = super::loads(&p0, slots).expect("every unit on a slot");
+        let load = slot_loads(&p0, slots).expect("every unit on a slot");
         let Some(set) = extend(&p0, slots, load, &removed, &kept, &added) else {
             return Ok(false);
         };
