@@ -2,13 +2,17 @@
 //! JSON file (`offset.storage.file.filename`) replaced atomically on every flush; distributed
 //! mode keeps them in a Kafka topic (`offset.storage.topic`, default `connect-offsets`) in
 //! Kafka Connect's format, so that a task moved to another worker resumes where it stopped.
+//! As Kafka Connect's `KafkaBasedLog`, each worker reads that topic from its beginning once
+//! and then follows it (a consumer thread applies every record as it arrives); a task that
+//! starts only waits until that reader has reached the end the topic has at that moment.
 //! Kafka Connect's record key is `["<connector>",{<source partition>}]` and its value the
 //! source offset as JSON (null for a reset); both as schemaless JSON.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
@@ -24,7 +28,7 @@ use crate::kafka::log::KafkaLog;
 
 /// Kafka Connect's default `offset.storage.topic`.
 pub const DEFAULT_OFFSET_TOPIC: &str = "connect-offsets";
-/// How long reading the offsets topic to its end may take before a task start fails.
+/// How long reaching the end of the offsets topic may take before a task start fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,14 +48,28 @@ enum Backend {
 struct KafkaOffsets {
     topic: String,
     producer: FutureProducer<KafkaLog>,
-    consumer_config: ClientConfig,
+    tail: Tail,
+}
+
+/// Kafka Connect's `KafkaBasedLog` reader: a consumer thread that reads the offsets topic
+/// from its beginning and then follows it, applying every record to the store's map.
+struct Tail {
+    topic: String,
+    consumer: Arc<BaseConsumer<KafkaLog>>,
+    /// Set once the consumer is assigned every partition of the topic (it may not exist
+    /// when the worker starts: the first flush creates it).
+    assigned: Arc<Mutex<bool>>,
+    /// Partition → the next offset not yet applied (past commit markers once at the end).
+    applied: tokio::sync::watch::Receiver<BTreeMap<i32, i64>>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Committed source positions. `commit` records positions whose records Kafka acknowledged;
 /// `flush` makes them durable.
 pub struct OffsetStore {
     backend: Backend,
-    state: Mutex<State>,
+    /// Shared with the offsets topic's reader thread, in Kafka.
+    state: Arc<Mutex<State>>,
     /// Held through a flush, from its snapshot to its write's acknowledgement, and through a
     /// read of the topic: flushes land in the order they were taken (an older snapshot
     /// written after a newer one would win, and a restart would replay what the newer one
@@ -97,14 +115,15 @@ impl OffsetStore {
                 Some(p) => Backend::File(p.to_path_buf()),
                 None => Backend::Memory,
             },
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 file,
                 ..State::default()
-            }),
+            })),
         })
     }
 
-    /// A store in the Kafka topic `topic`, read on every task start and written on flush.
+    /// A store in the Kafka topic `topic`, followed from its beginning by a reader thread
+    /// and written on flush.
     pub fn kafka(
         topic: &str,
         producer_config: &ClientConfig,
@@ -113,29 +132,21 @@ impl OffsetStore {
         let producer = producer_config
             .create_with_context(KafkaLog::new(format!("offsets writer ({topic})")))
             .context("create the offsets producer")?;
-        let mut consumer_config = consumer_config.clone();
-        // librdkafka wants a group even for assigned partitions; this one never joins or
-        // commits.
-        consumer_config.set("group.id", "sluice-offsets-reader");
-        // Offsets written in an aborted transaction never count; the end of a partition is
-        // then past its last record (a commit marker), so ends are found by EOF too.
-        consumer_config.set("isolation.level", "read_committed");
-        consumer_config.set("enable.partition.eof", "true");
+        let state = Arc::new(Mutex::new(State::default()));
+        let tail = Tail::start(topic, consumer_config, state.clone())?;
         Ok(OffsetStore {
             flushing: tokio::sync::Mutex::new(()),
             backend: Backend::Kafka(KafkaOffsets {
                 topic: topic.to_string(),
                 producer,
-                consumer_config,
+                tail,
             }),
-            state: Mutex::new(State::default()),
+            state,
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the map half-written: every update is a
-        // single insert, so the data is usable even if poisoned.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// The connector's positions as this process knows them, without reading Kafka.
@@ -155,38 +166,13 @@ impl OffsetStore {
             .unwrap_or_default()
     }
 
-    /// The connector's committed positions, for a task that starts. In Kafka, the offsets
-    /// topic is read to its end first, so positions another worker flushed are seen.
+    /// The connector's committed positions, for a task that starts. In Kafka, the reader of
+    /// the offsets topic reaches the end the topic has now first, so positions another worker
+    /// flushed are seen.
     pub async fn positions(&self, connector: &str) -> anyhow::Result<Vec<SourcePosition>> {
         if let Backend::Kafka(kafka) = &self.backend {
             let _flushing = self.flushing.lock().await;
-            let config = kafka.consumer_config.clone();
-            let topic = kafka.topic.clone();
-            let records = tokio::task::spawn_blocking(move || read_to_end(&config, &topic))
-                .await
-                .context("offsets reader")??;
-            let mut state = self.lock();
-            for (key, value) in records {
-                let Some((name, partition)) = parse_key(&key) else {
-                    tracing::warn!(
-                        topic = %kafka.topic,
-                        "skipping an offsets record whose key is not [\"connector\",{{partition}}]"
-                    );
-                    continue;
-                };
-                if state.pending.contains(&(name.clone(), partition.clone())) {
-                    continue;
-                }
-                let entry = state.file.offsets.entry(name).or_default();
-                match value.and_then(|v| String::from_utf8(v).ok()) {
-                    Some(v) if v != "null" => {
-                        entry.insert(partition, v);
-                    }
-                    _ => {
-                        entry.remove(&partition);
-                    }
-                }
-            }
+            kafka.tail.read_to_end().await?;
         }
         Ok(self.local_positions(connector))
     }
@@ -464,77 +450,255 @@ fn parse_key(key: &[u8]) -> Option<(String, String)> {
     Some((name, partition.get().to_string()))
 }
 
-/// A record of the offsets topic: key, and value (`None` for a tombstone).
-type OffsetRecord = (Vec<u8>, Option<Vec<u8>>);
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the map half-written: every update is a
+    // single insert, so the data is usable even if poisoned.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-/// Every record of `topic` from the beginning to the end it had when called.
-fn read_to_end(config: &ClientConfig, topic: &str) -> anyhow::Result<Vec<OffsetRecord>> {
-    let consumer: BaseConsumer<KafkaLog> = config
-        .create_with_context(KafkaLog::new(format!("offsets reader ({topic})")))
-        .context("create the offsets reader")?;
+/// Applies a record of the offsets topic (`value` `None` for a tombstone) to `state`, unless
+/// this worker committed a newer position for it that is not flushed yet.
+fn apply_record(state: &mut State, topic: &str, key: &[u8], value: Option<&[u8]>) {
+    let Some((name, partition)) = parse_key(key) else {
+        tracing::warn!(
+            topic,
+            "skipping an offsets record whose key is not [\"connector\",{{partition}}]"
+        );
+        return;
+    };
+    let held = (name, partition);
+    if state.pending.contains(&held) || state.flushing.contains(&held) {
+        return;
+    }
+    let (name, partition) = held;
+    let entry = state.file.offsets.entry(name).or_default();
+    match value.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(v) if v != "null" => {
+            entry.insert(partition, v.to_string());
+        }
+        _ => {
+            entry.remove(&partition);
+        }
+    }
+}
+
+impl Tail {
+    fn start(
+        topic: &str,
+        consumer_config: &ClientConfig,
+        state: Arc<Mutex<State>>,
+    ) -> anyhow::Result<Tail> {
+        let mut config = consumer_config.clone();
+        // librdkafka wants a group even for assigned partitions; this one never joins or
+        // commits.
+        config.set("group.id", "sluice-offsets-reader");
+        config.set("enable.auto.commit", "false");
+        // Offsets written in an aborted transaction never count; the end of a partition is
+        // then past its last record (a commit marker), so ends are found by EOF too.
+        config.set("isolation.level", "read_committed");
+        config.set("enable.partition.eof", "true");
+        // A fetch waits at the broker until a record arrives (or this long): a new record is
+        // seen at once, and an idle topic costs two requests a second.
+        config.set("fetch.wait.max.ms", "500");
+        let consumer: BaseConsumer<KafkaLog> = config
+            .create_with_context(KafkaLog::new(format!("offsets reader ({topic})")))
+            .context("create the offsets reader")?;
+        let consumer = Arc::new(consumer);
+        let assigned = Arc::new(Mutex::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (applied_tx, applied) = tokio::sync::watch::channel(BTreeMap::new());
+        let reader = Reader {
+            topic: topic.to_string(),
+            consumer: consumer.clone(),
+            assigned: assigned.clone(),
+            stop: stop.clone(),
+            applied: applied_tx,
+            state,
+        };
+        std::thread::Builder::new()
+            .name("offsets-reader".into())
+            .spawn(move || reader.run())
+            .context("start the offsets reader")?;
+        Ok(Tail {
+            topic: topic.to_string(),
+            consumer,
+            assigned,
+            applied,
+            stop,
+        })
+    }
+
+    /// Waits until every record the topic holds now is applied (Kafka Connect's
+    /// `KafkaBasedLog.readToEnd`).
+    async fn read_to_end(&self) -> anyhow::Result<()> {
+        let consumer = self.consumer.clone();
+        let assigned = self.assigned.clone();
+        let topic = self.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || ends(&consumer, &topic, &assigned))
+            .await
+            .context("offsets reader")??;
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let mut applied = self.applied.clone();
+        let reached = applied.wait_for(|applied| {
+            ends.iter()
+                .all(|(p, end)| applied.get(p).is_some_and(|at| at >= end))
+        });
+        let reached = tokio::time::timeout(READ_TIMEOUT, reached)
+            .await
+            .map(|r| r.map(|_| ()));
+        match reached {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => bail!("the reader of offsets topic {} stopped", self.topic),
+            Err(_) => bail!(
+                "offsets topic {} not read to its end within {READ_TIMEOUT:?}",
+                self.topic
+            ),
+        }
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The offsets topic's reader thread.
+struct Reader {
+    topic: String,
+    consumer: Arc<BaseConsumer<KafkaLog>>,
+    assigned: Arc<Mutex<bool>>,
+    stop: Arc<AtomicBool>,
+    applied: tokio::sync::watch::Sender<BTreeMap<i32, i64>>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Reader {
+    fn run(self) {
+        let mut last_error = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            if !*lock_flag(&self.assigned) {
+                match assign(&self.consumer, &self.topic, &self.assigned) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        if last_error.as_ref() != Some(&e) {
+                            tracing::warn!("follow offsets topic {}: {e}", self.topic);
+                            last_error = Some(e);
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // At the end of what is committed: the position is past any commit
+                    // marker, where the end offset is.
+                    let position =
+                        self.consumer.position().ok().and_then(|list| {
+                            list.find_partition(&self.topic, p)?.offset().to_raw()
+                        });
+                    if let Some(at) = position {
+                        self.applied.send_if_modified(|applied| {
+                            let before = applied.insert(p, at);
+                            before != Some(at)
+                        });
+                    }
+                }
+                Some(Err(e)) => {
+                    let e = e.to_string();
+                    if last_error.as_ref() != Some(&e) {
+                        tracing::warn!("read offsets topic {}: {e}", self.topic);
+                        last_error = Some(e);
+                    }
+                }
+                Some(Ok(m)) => {
+                    apply_record(
+                        &mut lock(&self.state),
+                        &self.topic,
+                        m.key().unwrap_or_default(),
+                        m.payload(),
+                    );
+                    self.applied.send_modify(|applied| {
+                        applied.insert(m.partition(), m.offset() + 1);
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn lock_flag(flag: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    flag.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Assigns the consumer every partition of `topic` from its beginning, once the topic
+/// exists; whether it is assigned.
+fn assign(
+    consumer: &BaseConsumer<KafkaLog>,
+    topic: &str,
+    assigned: &Mutex<bool>,
+) -> anyhow::Result<bool> {
+    let mut assigned = lock_flag(assigned);
+    if *assigned {
+        return Ok(true);
+    }
+    let Some(partitions) = partitions(consumer, topic)? else {
+        return Ok(false);
+    };
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer
+        .assign(&list)
+        .with_context(|| format!("assign offsets topic {topic}"))?;
+    *assigned = true;
+    Ok(true)
+}
+
+/// The partitions of `topic`, or `None` while it does not exist.
+fn partitions(consumer: &BaseConsumer<KafkaLog>, topic: &str) -> anyhow::Result<Option<Vec<i32>>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), READ_TIMEOUT)
         .with_context(|| format!("read metadata of offsets topic {topic}"))?;
-    let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(Vec::new());
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+}
+
+/// The end of every partition of `topic` that holds records (none while the topic does not
+/// exist: nothing was ever flushed), after making sure the reader follows the topic.
+fn ends(
+    consumer: &BaseConsumer<KafkaLog>,
+    topic: &str,
+    assigned: &Mutex<bool>,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let Some(partitions) = partitions(consumer, topic)? else {
+        return Ok(BTreeMap::new());
     };
-    if described.error().is_some() {
-        // Not created yet: nothing was ever flushed.
-        return Ok(Vec::new());
-    }
+    assign(consumer, topic, assigned)?;
     let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for p in described.partitions() {
+    for p in partitions {
         let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), READ_TIMEOUT)
-            .with_context(|| format!("read the end of offsets topic {topic}[{}]", p.id()))?;
+            .fetch_watermarks(topic, p, READ_TIMEOUT)
+            .with_context(|| format!("read the end of offsets topic {topic}[{p}]"))?;
         if high > low {
-            ends.insert(p.id(), high);
-            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            ends.insert(p, high);
         }
     }
-    let mut records = Vec::new();
-    if ends.is_empty() {
-        return Ok(records);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + READ_TIMEOUT;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            bail!("offsets topic {topic} not read to its end within {READ_TIMEOUT:?}");
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // At the end of what is committed: done once that passes the end we started
-                // with (an open transaction of another task holds it back until it ends).
-                let position = consumer
-                    .position()
-                    .ok()
-                    .and_then(|list| list.find_partition(topic, p)?.offset().to_raw());
-                if ends
-                    .get(&p)
-                    .is_some_and(|&end| position.is_some_and(|at| at >= end))
-                {
-                    ends.remove(&p);
-                }
-            }
-            Some(Err(e)) => bail!("read offsets topic {topic}: {e}"),
-            Some(Ok(m)) => {
-                records.push((
-                    m.key().unwrap_or_default().to_vec(),
-                    m.payload().map(<[u8]>::to_vec),
-                ));
-                if ends
-                    .get(&m.partition())
-                    .is_some_and(|&end| m.offset() + 1 >= end)
-                {
-                    ends.remove(&m.partition());
-                }
-            }
-        }
-    }
-    Ok(records)
+    Ok(ends)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -597,5 +761,59 @@ mod tests {
         }
         let again = OffsetStore::open(Some(&path)).unwrap();
         assert_eq!(again.local_positions("c")[0].offset, "299");
+    }
+
+    /// Offsets in Kafka as two workers see them: one flushes, the other follows the topic
+    /// (without asking) and reads it to its end when a task starts; a topic created only by
+    /// the first flush, tombstones, and a reader started last that reads from the beginning.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_follow_the_offsets_topic_others_write() {
+        use crate::kafka::embedded::EmbeddedKafka;
+        use crate::runner::{consumer_config, producer_config};
+        let kafka = EmbeddedKafka::start(1, &[], 3).unwrap();
+        let bootstrap = kafka.bootstrap_servers();
+        let open = || {
+            OffsetStore::kafka(
+                "offsets",
+                &producer_config(bootstrap, BTreeMap::new()),
+                &consumer_config(bootstrap, BTreeMap::new()),
+            )
+            .unwrap()
+        };
+        let (writer, follower) = (open(), open());
+        // The topic does not exist yet.
+        assert!(follower.positions("c").await.unwrap().is_empty());
+
+        writer.commit("c", [("{\"f\":1}", "{\"position\":5}")]);
+        writer.flush().await.unwrap();
+        let positions = follower.positions("c").await.unwrap();
+        assert_eq!(positions.len(), 1);
+        assert_eq!(positions[0].offset, "{\"position\":5}");
+
+        writer.commit("c", [("{\"f\":1}", "{\"position\":9}")]);
+        writer.commit("c", [("{\"f\":2}", "{\"position\":1}")]);
+        writer.flush().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while follower.held_positions("c").len() != 2
+            || follower.local_positions("c")[0].offset != "{\"position\":9}"
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower never applied the second flush by itself: {:?}",
+                follower.held_positions("c")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        writer.reset("c", Some(vec!["{\"f\":1}".to_string()]));
+        writer.flush().await.unwrap();
+        let positions = follower.positions("c").await.unwrap();
+        assert_eq!(positions.len(), 1, "{positions:?}");
+        assert_eq!(positions[0].partition, "{\"f\":2}");
+
+        let late = open();
+        let positions = late.positions("c").await.unwrap();
+        assert_eq!(positions.len(), 1, "{positions:?}");
+        assert_eq!(positions[0].offset, "{\"position\":1}");
     }
 }
