@@ -27,8 +27,8 @@ use sluice_proto::api::v1::{
     plugin_service_server::PluginServiceServer,
 };
 use sluice_proto::cluster::v1::worker_control_server::WorkerControlServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::cluster::Cluster;
 use crate::service::Api;
@@ -127,7 +127,9 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         .add_service(ClusterServiceServer::new(api.clone()))
         .add_service(WorkerControlServer::new(api))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // Nagle off, as tonic does for a listener it binds itself: an assignment or an
+            // answer written just after another would wait for the peer's delayed ACK (40 ms).
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
     // A graceful stop waits for every connection to close, and an idle client that never

@@ -4,14 +4,13 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// A connector's name as users gave it: non-empty, no surrounding spaces, no `/` (it is a path
-/// segment of Kafka Connect's REST API) and no control characters.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct ConnectorName(String);
+/// segment of Kafka Connect's REST API) and no control characters. Shared, not copied, when
+/// cloned: the controller keeps each name in many maps (placement, assignments sent, releases).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectorName(Arc<str>);
 
 impl ConnectorName {
     /// What a valid name looks like, for messages.
@@ -25,7 +24,7 @@ impl ConnectorName {
             && !name.contains('/')
             && !name.chars().any(char::is_control);
         if valid {
-            Ok(ConnectorName(name.to_string()))
+            Ok(ConnectorName(name.into()))
         } else {
             Err(Self::RULE.to_string())
         }
@@ -33,8 +32,8 @@ impl ConnectorName {
 
     /// A name read back from where only checked names are written (the store, an assignment),
     /// or one that is only looked up: not checked again.
-    pub fn from_trusted(name: impl Into<String>) -> ConnectorName {
-        ConnectorName(name.into())
+    pub fn from_trusted(name: impl AsRef<str>) -> ConnectorName {
+        ConnectorName(name.as_ref().into())
     }
 }
 
@@ -69,16 +68,14 @@ numeric_id!(
     Generation(u64)
 );
 
-/// A worker's id, unique in its cluster (`--worker-id`, by default its host and port).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct WorkerId(String);
+/// A worker's id, unique in its cluster (`--worker-id`, by default its host and port). Shared,
+/// not copied, when cloned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(Arc<str>);
 
 impl WorkerId {
-    pub fn new(id: impl Into<String>) -> WorkerId {
-        WorkerId(id.into())
+    pub fn new(id: impl AsRef<str>) -> WorkerId {
+        WorkerId(id.as_ref().into())
     }
 }
 
@@ -126,16 +123,29 @@ impl UnitKey {
     }
 }
 
-/// What both string ids share: display, lookups by `&str`, comparisons with strings.
+/// What both string ids share: display, lookups by `&str`, comparisons with strings, and serde
+/// as a plain string.
 macro_rules! string_id {
     ($name:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                String::deserialize(d).map(|s| $name(s.into()))
+            }
+        }
+
         impl $name {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
 
             pub fn into_string(self) -> String {
-                self.0
+                self.0.to_string()
             }
         }
 
@@ -166,25 +176,25 @@ macro_rules! string_id {
 
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                self.0 == other
+                *self.0 == *other
             }
         }
 
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
+                *self.0 == **other
             }
         }
 
         impl PartialEq<String> for $name {
             fn eq(&self, other: &String) -> bool {
-                &self.0 == other
+                *self.0 == **other
             }
         }
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
     };
