@@ -315,26 +315,25 @@ impl InsertField {
         t
     }
 
-    /// The fields to add, with their schemas and values for this record.
+    /// The fields to add, with their schemas and values for this record. Schemas and values
+    /// are built only for the insertions configured (a record's topic is not copied for a
+    /// chain that does not insert it).
     fn additions(&self, record: &Record) -> Result<Vec<(Field, Value)>, String> {
         let mut out = Vec::new();
         let mut add = |ins: &Option<Insertion>,
-                       kind: Schema,
-                       v: Option<Value>|
+                       kind: fn(bool) -> Schema,
+                       v: &dyn Fn() -> Option<Value>|
          -> Result<(), String> {
             if let Some(ins) = ins {
+                let v = v();
                 if v.is_none() && !ins.optional {
                     return Err(format!(
                         "conversion error: null value for field \"{}\" that is required and has no default value",
                         ins.name
                     ));
                 }
-                let schema = Schema {
-                    optional: ins.optional,
-                    ..kind
-                };
                 out.push((
-                    field(ins.name.clone(), schema),
+                    field(ins.name.clone(), kind(ins.optional)),
                     v.unwrap_or_else(record::null),
                 ));
             }
@@ -342,13 +341,13 @@ impl InsertField {
         };
         add(
             &self.topic,
-            schema_of(SchemaType::String, true),
-            Some(string_value(record.topic.clone())),
+            |optional| schema_of(SchemaType::String, optional),
+            &|| Some(string_value(record.topic.clone())),
         )?;
         add(
             &self.partition,
-            schema_of(SchemaType::Int32, true),
-            record.kafka_partition.map(|p| int_value(i64::from(p))),
+            |optional| schema_of(SchemaType::Int32, optional),
+            &|| record.kafka_partition.map(|p| int_value(i64::from(p))),
         )?;
         if self.offset.is_some() && record.offset.is_none() {
             return Err(
@@ -357,18 +356,16 @@ impl InsertField {
         }
         add(
             &self.offset,
-            schema_of(SchemaType::Int64, true),
-            record.offset.map(int_value),
+            |optional| schema_of(SchemaType::Int64, optional),
+            &|| record.offset.map(int_value),
         )?;
-        add(
-            &self.timestamp,
-            timestamp_schema(true),
-            record.timestamp_ms.map(int_value),
-        )?;
+        add(&self.timestamp, timestamp_schema, &|| {
+            record.timestamp_ms.map(int_value)
+        })?;
         add(
             &self.static_field,
-            schema_of(SchemaType::String, true),
-            self.static_value.clone().map(string_value),
+            |optional| schema_of(SchemaType::String, optional),
+            &|| self.static_value.clone().map(string_value),
         )?;
         Ok(out)
     }
