@@ -1,7 +1,8 @@
 //! Plugin-boundary throughput: one source task's records pulled across the connector protocol
 //! as fast as the worker's credit scheme lets them come, with no Kafka behind — the Rust SDK's
-//! DatagenSource and the Python SDK's PyDatagenSource — against the same records built inside
-//! this process with no protocol, measured in the same run.
+//! DatagenSource and the Python SDK's PyDatagenSource — against the same records built with
+//! no protocol, measured in the same run: in this process for Rust, by a plain Python loop
+//! calling the same task's `poll` for Python.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub async fn figures(records: u64) -> anyhow::Result<Vec<Figure>> {
             baseline_secs: baseline,
         });
         let py_count = (count / 4).max(1);
-        let py_baseline = in_process(py_count, size);
+        let py_baseline = python_loop(&python, py_count, size).await?;
         let py = pull(
             &python,
             "PyDatagenSource",
@@ -106,6 +107,55 @@ fn python_datagen() -> anyhow::Result<PluginCommand> {
             script.display().to_string(),
         ],
     })
+}
+
+/// The Python baseline: PyDatagenSource's task polled in a plain Python loop for `records`
+/// records of `size` bytes (4,096 per poll, as the SDK asks), with no SDK transport; seconds
+/// as the loop measured them.
+async fn python_loop(command: &PluginCommand, records: u64, size: usize) -> anyhow::Result<f64> {
+    const LOOP: &str = r#"
+import importlib.machinery, importlib.util, sys, time
+from sluice_connector.config import Config
+from sluice_connector.task import SourceTaskContext
+script, records, size = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+loader = importlib.machinery.SourceFileLoader("datagen", script)
+spec = importlib.util.spec_from_loader("datagen", loader)
+datagen = importlib.util.module_from_spec(spec)
+loader.exec_module(datagen)
+task = datagen.DatagenTask()
+config = Config({"topic": "bench", "record.bytes": size, "count": str(records)})
+task.start(SourceTaskContext("bench", 0, config, {}, None))
+started, got = time.perf_counter(), 0
+while got < records:
+    got += len(task.poll(4096))
+print(time.perf_counter() - started)
+"#;
+    let mut args = command.args.clone();
+    let script = args
+        .pop()
+        .context("the Python plugin command names its script")?;
+    args.extend([
+        "-c".into(),
+        LOOP.into(),
+        script,
+        records.to_string(),
+        size.to_string(),
+    ]);
+    let out = tokio::process::Command::new(&command.program)
+        .args(&args)
+        .output()
+        .await
+        .context("run the Python baseline loop")?;
+    if !out.status.success() {
+        bail!(
+            "the Python baseline loop failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("the Python baseline loop printed no time")
 }
 
 /// Seconds to receive `records` records from the connector's source stream, from the first

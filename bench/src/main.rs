@@ -10,7 +10,8 @@
 //! - transforms: a chain of three transforms and the JSON converter vs the JSON converter alone,
 //!   in process (no Kafka), on database-like struct rows;
 //! - boundary: one source task's records across the connector protocol (Rust SDK and Python
-//!   SDK, no Kafka) vs the same records built in process with no protocol.
+//!   SDK, no Kafka) vs the same records built with no protocol (in process for Rust; for
+//!   Python, a plain Python loop polling the same task).
 //!
 //! - databases: JdbcSource and JdbcSink on PostgreSQL and MariaDB vs a plain client doing the
 //!   same database work (`databases.rs`), on a tenth of `--records` rows.
