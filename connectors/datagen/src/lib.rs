@@ -39,10 +39,20 @@ pub fn plugin() -> Plugin {
 
 /// The value datagen writes for `(task, seq)`, exactly `size` bytes when `size` allows:
 /// `"<task>:<seq>:"` followed by deterministic padding.
+/// The padding's `i`-th byte is letter `(seq + i) mod 26`, copied in runs of the alphabet.
 pub fn record_value(task: u32, seq: u64, size: usize) -> String {
-    let mut value = format!("{task}:{seq}:");
-    let pad = size.saturating_sub(value.len());
-    value.extend((0..pad).map(|i| (b'a' + ((seq as usize + i) % 26) as u8) as char));
+    use std::fmt::Write as _;
+    const ALPHABET_TWICE: &str = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz";
+    let mut value = String::with_capacity(size.max(24));
+    let _ = write!(value, "{task}:{seq}:");
+    let mut pad = size.saturating_sub(value.len());
+    let mut at = (seq % 26) as usize;
+    while pad > 0 {
+        let n = pad.min(26);
+        value.push_str(&ALPHABET_TWICE[at..at + n]);
+        at = (at + n) % 26;
+        pad -= n;
+    }
     value
 }
 
@@ -376,6 +386,26 @@ mod tests {
         assert_eq!(v.len(), 100);
         assert_eq!(parse_value(&v), Some((2, 12345)));
         assert_eq!(record_value(0, 1, 100), record_value(0, 1, 100));
+        // The padding continues the alphabet from the sequence number, across runs.
+        for (seq, size) in [
+            (0, 0),
+            (3, 5),
+            (25, 60),
+            (26, 100),
+            (999_999, 1024),
+            (7, 31),
+        ] {
+            let v = record_value(1, seq, size);
+            let head = format!("1:{seq}:");
+            assert_eq!(v.len(), size.max(head.len()));
+            for (i, b) in v.bytes().skip(head.len()).enumerate() {
+                assert_eq!(
+                    b,
+                    b'a' + ((seq as usize + i) % 26) as u8,
+                    "{seq} {size} {i}"
+                );
+            }
+        }
     }
 
     #[test]
