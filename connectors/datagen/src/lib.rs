@@ -38,12 +38,13 @@ pub fn plugin() -> Plugin {
 }
 
 /// The value datagen writes for `(task, seq)`, exactly `size` bytes when `size` allows:
-/// `"<task>:<seq>:"` followed by deterministic padding.
-/// The padding's `i`-th byte is letter `(seq + i) mod 26`, copied in runs of the alphabet.
+/// `"<task>:<seq>:"` followed by padding whose `i`-th byte is letter `(seq + i) mod 26`,
+/// copied in runs of the alphabet.
 pub fn record_value(task: u32, seq: u64, size: usize) -> String {
     use std::fmt::Write as _;
     const ALPHABET_TWICE: &str = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz";
-    let mut value = String::with_capacity(size.max(24));
+    // The head is at most 32 bytes (10 digits of a u32, 20 of a u64, two colons).
+    let mut value = String::with_capacity(size.max(32));
     let _ = write!(value, "{task}:{seq}:");
     let mut pad = size.saturating_sub(value.len());
     let mut at = (seq % 26) as usize;

@@ -54,14 +54,19 @@ struct KafkaOffsets {
 /// Kafka Connect's `KafkaBasedLog` reader: a consumer thread that reads the offsets topic
 /// from its beginning and then follows it, applying every record to the store's map.
 struct Tail {
-    topic: String,
-    consumer: Arc<BaseConsumer<KafkaLog>>,
-    /// Set once the consumer is assigned every partition of the topic (it may not exist
-    /// when the worker starts: the first flush creates it).
-    assigned: Arc<Mutex<bool>>,
+    follow: Arc<Follow>,
     /// Partition → the next offset not yet applied (past commit markers once at the end).
     applied: tokio::sync::watch::Receiver<BTreeMap<i32, i64>>,
-    stop: Arc<AtomicBool>,
+}
+
+/// What the reader thread and the tasks waiting on it share.
+struct Follow {
+    topic: String,
+    consumer: BaseConsumer<KafkaLog>,
+    /// Set once the consumer is assigned every partition of the topic (it may not exist
+    /// when the worker starts: the first flush creates it).
+    assigned: Mutex<bool>,
+    stop: AtomicBool,
 }
 
 /// Committed source positions. `commit` records positions whose records Kafka acknowledged;
@@ -503,15 +508,15 @@ impl Tail {
         let consumer: BaseConsumer<KafkaLog> = config
             .create_with_context(KafkaLog::new(format!("offsets reader ({topic})")))
             .context("create the offsets reader")?;
-        let consumer = Arc::new(consumer);
-        let assigned = Arc::new(Mutex::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
+        let follow = Arc::new(Follow {
+            topic: topic.to_string(),
+            consumer,
+            assigned: Mutex::new(false),
+            stop: AtomicBool::new(false),
+        });
         let (applied_tx, applied) = tokio::sync::watch::channel(BTreeMap::new());
         let reader = Reader {
-            topic: topic.to_string(),
-            consumer: consumer.clone(),
-            assigned: assigned.clone(),
-            stop: stop.clone(),
+            follow: follow.clone(),
             applied: applied_tx,
             state,
         };
@@ -519,22 +524,14 @@ impl Tail {
             .name("offsets-reader".into())
             .spawn(move || reader.run())
             .context("start the offsets reader")?;
-        Ok(Tail {
-            topic: topic.to_string(),
-            consumer,
-            assigned,
-            applied,
-            stop,
-        })
+        Ok(Tail { follow, applied })
     }
 
     /// Waits until every record the topic holds now is applied (Kafka Connect's
     /// `KafkaBasedLog.readToEnd`).
     async fn read_to_end(&self) -> anyhow::Result<()> {
-        let consumer = self.consumer.clone();
-        let assigned = self.assigned.clone();
-        let topic = self.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || ends(&consumer, &topic, &assigned))
+        let follow = self.follow.clone();
+        let ends = tokio::task::spawn_blocking(move || follow.ends())
             .await
             .context("offsets reader")??;
         if ends.is_empty() {
@@ -550,10 +547,10 @@ impl Tail {
             .map(|r| r.map(|_| ()));
         match reached {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => bail!("the reader of offsets topic {} stopped", self.topic),
+            Ok(Err(_)) => bail!("the reader of offsets topic {} stopped", self.follow.topic),
             Err(_) => bail!(
                 "offsets topic {} not read to its end within {READ_TIMEOUT:?}",
-                self.topic
+                self.follow.topic
             ),
         }
     }
@@ -561,50 +558,50 @@ impl Tail {
 
 impl Drop for Tail {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.follow.stop.store(true, Ordering::Relaxed);
     }
 }
 
 /// The offsets topic's reader thread.
 struct Reader {
-    topic: String,
-    consumer: Arc<BaseConsumer<KafkaLog>>,
-    assigned: Arc<Mutex<bool>>,
-    stop: Arc<AtomicBool>,
+    follow: Arc<Follow>,
     applied: tokio::sync::watch::Sender<BTreeMap<i32, i64>>,
     state: Arc<Mutex<State>>,
 }
 
 impl Reader {
     fn run(self) {
+        let follow = &*self.follow;
         let mut last_error = None;
-        while !self.stop.load(Ordering::Relaxed) {
-            if !*lock_flag(&self.assigned) {
-                match assign(&self.consumer, &self.topic, &self.assigned) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
+        while !follow.stop.load(Ordering::Relaxed) {
+            if !*lock_flag(&follow.assigned) {
+                // A task start assigns the reader itself (`Follow::ends`) as soon as the topic
+                // exists; this only catches up on one that was created without any.
+                let wait = match follow.assign() {
+                    Ok(true) => None,
+                    Ok(false) => Some(Duration::from_secs(1)),
                     Err(e) => {
                         let e = format!("{e:#}");
                         if last_error.as_ref() != Some(&e) {
-                            tracing::warn!("follow offsets topic {}: {e}", self.topic);
+                            tracing::warn!("follow offsets topic {}: {e}", follow.topic);
                             last_error = Some(e);
                         }
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
+                        Some(Duration::from_secs(1))
                     }
+                };
+                if let Some(wait) = wait {
+                    follow.pause(wait);
+                    continue;
                 }
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
+            match follow.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     // At the end of what is committed: the position is past any commit
                     // marker, where the end offset is.
                     let position =
-                        self.consumer.position().ok().and_then(|list| {
-                            list.find_partition(&self.topic, p)?.offset().to_raw()
+                        follow.consumer.position().ok().and_then(|list| {
+                            list.find_partition(&follow.topic, p)?.offset().to_raw()
                         });
                     if let Some(at) = position {
                         self.applied.send_if_modified(|applied| {
@@ -616,14 +613,14 @@ impl Reader {
                 Some(Err(e)) => {
                     let e = e.to_string();
                     if last_error.as_ref() != Some(&e) {
-                        tracing::warn!("read offsets topic {}: {e}", self.topic);
+                        tracing::warn!("read offsets topic {}: {e}", follow.topic);
                         last_error = Some(e);
                     }
                 }
                 Some(Ok(m)) => {
                     apply_record(
                         &mut lock(&self.state),
-                        &self.topic,
+                        &follow.topic,
                         m.key().unwrap_or_default(),
                         m.payload(),
                     );
@@ -640,65 +637,74 @@ fn lock_flag(flag: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
     flag.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Assigns the consumer every partition of `topic` from its beginning, once the topic
-/// exists; whether it is assigned.
-fn assign(
-    consumer: &BaseConsumer<KafkaLog>,
-    topic: &str,
-    assigned: &Mutex<bool>,
-) -> anyhow::Result<bool> {
-    let mut assigned = lock_flag(assigned);
-    if *assigned {
-        return Ok(true);
-    }
-    let Some(partitions) = partitions(consumer, topic)? else {
-        return Ok(false);
-    };
-    let mut list = TopicPartitionList::new();
-    for p in partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer
-        .assign(&list)
-        .with_context(|| format!("assign offsets topic {topic}"))?;
-    *assigned = true;
-    Ok(true)
-}
-
-/// The partitions of `topic`, or `None` while it does not exist.
-fn partitions(consumer: &BaseConsumer<KafkaLog>, topic: &str) -> anyhow::Result<Option<Vec<i32>>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), READ_TIMEOUT)
-        .with_context(|| format!("read metadata of offsets topic {topic}"))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
-}
-
-/// The end of every partition of `topic` that holds records (none while the topic does not
-/// exist: nothing was ever flushed), after making sure the reader follows the topic.
-fn ends(
-    consumer: &BaseConsumer<KafkaLog>,
-    topic: &str,
-    assigned: &Mutex<bool>,
-) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let Some(partitions) = partitions(consumer, topic)? else {
-        return Ok(BTreeMap::new());
-    };
-    assign(consumer, topic, assigned)?;
-    let mut ends = BTreeMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, READ_TIMEOUT)
-            .with_context(|| format!("read the end of offsets topic {topic}[{p}]"))?;
-        if high > low {
-            ends.insert(p, high);
+impl Follow {
+    /// Sleeps for `wait`, or less once a task start assigned the reader or the store is
+    /// dropped.
+    fn pause(&self, wait: Duration) {
+        let step = Duration::from_millis(100);
+        let mut slept = Duration::ZERO;
+        while slept < wait && !self.stop.load(Ordering::Relaxed) && !*lock_flag(&self.assigned) {
+            std::thread::sleep(step);
+            slept += step;
         }
     }
-    Ok(ends)
+
+    /// Assigns the consumer every partition of the topic from its beginning, once the topic
+    /// exists; whether it is assigned.
+    fn assign(&self) -> anyhow::Result<bool> {
+        let mut assigned = lock_flag(&self.assigned);
+        if *assigned {
+            return Ok(true);
+        }
+        let Some(partitions) = self.partitions()? else {
+            return Ok(false);
+        };
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition_offset(&self.topic, p, Offset::Beginning)?;
+        }
+        self.consumer
+            .assign(&list)
+            .with_context(|| format!("assign offsets topic {}", self.topic))?;
+        *assigned = true;
+        Ok(true)
+    }
+
+    /// The partitions of the topic, or `None` while it does not exist.
+    fn partitions(&self) -> anyhow::Result<Option<Vec<i32>>> {
+        let topic = &self.topic;
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), READ_TIMEOUT)
+            .with_context(|| format!("read metadata of offsets topic {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+    }
+
+    /// The end of every partition of the topic that holds records (none while the topic
+    /// does not exist: nothing was ever flushed), after making sure the reader follows it.
+    fn ends(&self) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let Some(partitions) = self.partitions()? else {
+            return Ok(BTreeMap::new());
+        };
+        self.assign()?;
+        let topic = &self.topic;
+        let mut ends = BTreeMap::new();
+        for p in partitions {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(topic, p, READ_TIMEOUT)
+                .with_context(|| format!("read the end of offsets topic {topic}[{p}]"))?;
+            if high > low {
+                ends.insert(p, high);
+            }
+        }
+        Ok(ends)
+    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
