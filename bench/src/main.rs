@@ -99,6 +99,8 @@ struct Figure {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `sluice` binary does, for the worker in this process and its raw baselines alike.
+    sluice_connector_sdk::tune_allocator();
     let args = Args::parse();
     if let Some(raw) = &args.raw_pipe {
         return footprint::raw_pipe(raw);

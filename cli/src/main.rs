@@ -148,6 +148,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
 ];
 
 fn main() -> ExitCode {
+    sluice_connector_sdk::tune_allocator();
     let cli = Cli::parse();
     if let Command::Connector { plugin } = &cli.command {
         let Some((_, plugin)) = BUILTINS.iter().find(|(name, _)| name == plugin) else {

@@ -3,11 +3,13 @@
 //! protocol (`proto/sluice/connector/v1`): handshake, describe, validate, plan, source and sink
 //! streams with credits and acknowledgements, heartbeats, and exit when the worker goes away.
 
+mod allocator;
 mod config;
 pub mod data;
 mod serve;
 mod task;
 
+pub use allocator::tune_allocator;
 pub use config::{Config, ConfigDefBuilder};
 pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 pub use sluice_proto::connector::v1 as proto;

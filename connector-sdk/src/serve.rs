@@ -31,6 +31,7 @@ const FEATURES: &[&str] = &[];
 
 /// Sets up logging to stderr and a runtime, serves `plugin`, and exits the process.
 pub fn main(plugin: Plugin) -> ! {
+    crate::tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
@@ -31,6 +32,9 @@ use crate::task::{Conversion, TaskSpec};
 
 const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// What a batch's buffer holds before it must grow: `MAX_BATCH_BYTES` of keys and values and
+/// room for the fields around them.
+const BATCH_CAPACITY: usize = MAX_BATCH_BYTES + 512 * 1024;
 /// How long the poller waits to fill a batch once it has a record.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// Batches sent to the connector and not yet taken by it.
@@ -47,7 +51,9 @@ pub struct SinkTaskRunner {
 
 /// Records polled and converted, with the next offset per partition they reach.
 struct Polled {
-    records: Records,
+    /// `SinkBatch.records`, encoded.
+    records: Bytes,
+    count: usize,
     offsets: Vec<((String, i32), i64)>,
     bytes: u64,
 }
@@ -334,12 +340,12 @@ impl SinkTaskRunner {
                     seq += 1;
                     in_flight += 1;
                     sent_since_flush = true;
-                    self.task.counters.add(polled.records.len() as u64, polled.bytes);
+                    self.task.counters.add(polled.count as u64, polled.bytes);
                     for ((topic, _), _) in &polled.offsets {
                         self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
-                    let _ = tx.send(Outgoing::Batch { seq, records: polled.records.freeze() }).await;
+                    let _ = tx.send(Outgoing::Batch { seq, records: polled.records }).await;
                 }
             }
         }
@@ -402,15 +408,14 @@ fn poll_loop(
     out: &mpsc::Sender<anyhow::Result<Polled>>,
 ) {
     let passthrough = pipeline.passthrough();
+    let mut spare = BytesMut::new();
     while polling.load(Ordering::Acquire) {
-        let mut polled = Polled {
-            records: Records::default(),
-            offsets: Vec::new(),
-            bytes: 0,
-        };
+        let mut records = Records::reusing(&mut spare, BATCH_CAPACITY);
+        let mut offsets = Vec::new();
+        let mut bytes = 0u64;
         let mut size = 0usize;
         let mut deadline: Option<Instant> = None;
-        while polled.records.len() < MAX_BATCH_RECORDS && size < MAX_BATCH_BYTES {
+        while records.len() < MAX_BATCH_RECORDS && size < MAX_BATCH_BYTES {
             // Once a batch has begun, what the consumer already holds is taken without a
             // wait (and without reading the clock); only when it runs dry does the batch wait
             // out what is left of its linger.
@@ -440,18 +445,17 @@ fn poll_loop(
                         headers: &headers,
                         timestamp_ms: message.timestamp().to_millis(),
                     };
-                    let records = &mut polled.records;
                     // A record that cannot be converted is handled by the error policy: the
                     // task fails, or the record goes to the dead-letter queue (written before
                     // its offset can be committed) and is skipped.
-                    let mut written = pipeline.write(&consumed, passthrough, records);
+                    let mut written = pipeline.write(&consumed, passthrough, &mut records);
                     if matches!(&written, Err(f) if f.retriable) {
                         // Something a converter needs is away (its schema registry): wait
                         // for it as errors.retry.* allow before the error policy decides.
                         written = runtime.block_on(errors.retry(|| {
                             std::future::ready(
                                 pipeline
-                                    .write(&consumed, passthrough, records)
+                                    .write(&consumed, passthrough, &mut records)
                                     .map_err(|f| {
                                         let retriable = f.retriable;
                                         (f, retriable)
@@ -476,27 +480,34 @@ fn poll_loop(
                     }
                     let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
                     size += len;
-                    polled.bytes += len as u64;
+                    bytes += len as u64;
                     let (topic, partition) = (message.topic(), message.partition());
-                    match polled.offsets.last_mut() {
+                    match offsets.last_mut() {
                         Some(((t, p), next)) if *p == partition && t == topic => {
                             *next = message.offset() + 1;
                         }
-                        _ => polled
-                            .offsets
-                            .push(((topic.to_string(), partition), message.offset() + 1)),
+                        _ => offsets.push(((topic.to_string(), partition), message.offset() + 1)),
                     }
                 }
             }
             // Reading the clock for every record costs more than the record.
-            if polled.records.len().is_multiple_of(64)
-                && deadline.is_some_and(|d| Instant::now() >= d)
-            {
+            if records.len().is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
         // A batch of skipped records only moves offsets: it is sent all the same.
-        if !polled.offsets.is_empty() && out.blocking_send(Ok(polled)).is_err() {
+        if offsets.is_empty() {
+            // Nothing polled: the buffer waits for the next batch.
+            drop(records.freeze_into(&mut spare));
+            continue;
+        }
+        let polled = Polled {
+            count: records.len(),
+            records: records.freeze_into(&mut spare),
+            offsets,
+            bytes,
+        };
+        if out.blocking_send(Ok(polled)).is_err() {
             return;
         }
     }

@@ -40,6 +40,15 @@ pub struct Records {
 }
 
 impl Records {
+    /// An empty batch written into `spare`'s allocation once every batch frozen from it has
+    /// been sent and dropped (`BytesMut` reclaims a buffer it owns alone), else into a new one
+    /// of `capacity` bytes: a batch neither grows by doubling nor faults in fresh pages.
+    pub fn reusing(spare: &mut BytesMut, capacity: usize) -> Records {
+        let mut buf = std::mem::take(spare);
+        buf.reserve(capacity);
+        Records { buf, count: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }
@@ -95,8 +104,16 @@ impl Records {
         true
     }
 
+    #[cfg(test)]
     pub fn freeze(self) -> Bytes {
         self.buf.freeze()
+    }
+
+    /// The batch, frozen; what is left of its allocation goes back to `spare` for the next.
+    pub fn freeze_into(mut self, spare: &mut BytesMut) -> Bytes {
+        let batch = self.buf.split();
+        *spare = self.buf;
+        batch.freeze()
     }
 }
 
@@ -407,5 +424,39 @@ mod tests {
         let mut buf = Vec::new();
         put_batch(9, &records.freeze(), &mut buf);
         assert_eq!(buf, expected.encode_to_vec());
+    }
+
+    /// A batch is written into the allocation of the one before it once that one was sent and
+    /// dropped, and into a new one while it is still in flight.
+    #[test]
+    fn batches_reuse_the_buffer_of_batches_sent_and_dropped() {
+        let record = proto::SinkRecord {
+            topic: "t".into(),
+            value: Some(proto::Data {
+                kind: Some(proto::data::Kind::Raw(vec![7; 100])),
+            }),
+            ..proto::SinkRecord::default()
+        };
+        let mut spare = BytesMut::new();
+        let batch = |spare: &mut BytesMut| {
+            let mut records = Records::reusing(spare, 1 << 16);
+            records.push(&record);
+            records.freeze_into(spare)
+        };
+        let first = batch(&mut spare);
+        let second = batch(&mut spare);
+        assert_ne!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the first is still in flight"
+        );
+        assert_eq!(first, second);
+        let at = second.as_ptr();
+        drop((first, second));
+        let third = batch(&mut spare);
+        assert_eq!(third.as_ptr(), at, "the second's buffer, reclaimed");
+        let mut expected = Records::default();
+        expected.push(&record);
+        assert_eq!(third, expected.freeze());
     }
 }
