@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .codec_path("crate::codec::SliceCodec")
+        // A field's schema on the heap: a struct schema's fields are then small enough to
+        // move, grow and retain cheaply (transforms rewrite them per record).
+        .boxed(".sluice.connector.v1.Field.schema")
         .compile_fds(descriptors)?;
     Ok(())
 }

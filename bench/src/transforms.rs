@@ -27,7 +27,7 @@ fn primitive(kind: SchemaType, optional: bool) -> Schema {
 fn row(i: u64) -> Data {
     let field = |name: &str, schema: Schema| Field {
         name: name.into(),
-        schema: Some(schema),
+        schema: Some(Box::new(schema)),
     };
     let schema = Schema {
         r#type: SchemaType::Struct as i32,

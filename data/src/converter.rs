@@ -570,7 +570,7 @@ pub(crate) fn java_to_string(schema: Option<&Schema>, v: &Value) -> String {
                     continue;
                 }
                 let (name, field_schema) = match schema.and_then(|sc| sc.fields.get(i)) {
-                    Some(f) => (f.name.as_str(), f.schema.as_ref()),
+                    Some(f) => (f.name.as_str(), f.schema.as_deref()),
                     None => (s.names.get(i).map_or("", String::as_str), None),
                 };
                 parts.push(format!("{name}={}", java_to_string(field_schema, field)));
@@ -641,18 +641,18 @@ mod tests {
             fields: vec![
                 Field {
                     name: "id".into(),
-                    schema: Some(Schema {
+                    schema: Some(Box::new(Schema {
                         r#type: SchemaType::Int32 as i32,
                         ..Schema::default()
-                    }),
+                    })),
                 },
                 Field {
                     name: "blob".into(),
-                    schema: Some(Schema {
+                    schema: Some(Box::new(Schema {
                         r#type: SchemaType::Bytes as i32,
                         optional: true,
                         ..Schema::default()
-                    }),
+                    })),
                 },
             ],
             ..Schema::default()
@@ -708,7 +708,7 @@ mod tests {
             parameters: [("p🎉".to_string(), "v😀".to_string())].into(),
             fields: vec![Field {
                 name: "f🎉".into(),
-                schema: Some(string_schema.clone()),
+                schema: Some(Box::new(string_schema.clone())),
             }],
             ..Schema::default()
         };
@@ -1122,7 +1122,7 @@ mod tests {
                 .zip([SchemaType::Boolean, SchemaType::String])
                 .map(|(name, kind)| Field {
                     name: name.to_string(),
-                    schema: Some(schema_of(kind)),
+                    schema: Some(Box::new(schema_of(kind))),
                 })
                 .collect(),
             ..schema_of(SchemaType::Struct)
@@ -1381,7 +1381,7 @@ mod tests {
         let in_struct = Schema {
             fields: vec![Field {
                 name: "field1".into(),
-                schema: Some(with_default.clone()),
+                schema: Some(Box::new(with_default.clone())),
             }],
             ..schema_of(SchemaType::Struct)
         };

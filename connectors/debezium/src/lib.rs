@@ -22,7 +22,7 @@ const SNAPSHOT_ALLOWED: &str =
 pub fn field(name: &str, schema: Schema) -> Field {
     Field {
         name: name.to_string(),
-        schema: Some(schema),
+        schema: Some(Box::new(schema)),
     }
 }
 

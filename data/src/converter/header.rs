@@ -104,7 +104,7 @@ fn append(
                     Some(f) => f.name.as_str(),
                     None => s.names.get(i).map_or("", String::as_str),
                 };
-                let field_schema = schema_field.and_then(|f| f.schema.as_ref());
+                let field_schema = schema_field.and_then(|f| f.schema.as_deref());
                 // Kafka's `Struct.get` falls back to the field's default.
                 let field = match field_schema.and_then(|fs| fs.default_value.as_ref()) {
                     Some(default) if is_null(field) => default,
@@ -498,14 +498,14 @@ mod tests {
             fields: vec![
                 Field {
                     name: "a".into(),
-                    schema: Some(required(SchemaType::Int32)),
+                    schema: Some(Box::new(required(SchemaType::Int32))),
                 },
                 Field {
                     name: "b".into(),
-                    schema: Some(Schema {
+                    schema: Some(Box::new(Schema {
                         optional: true,
                         ..required(SchemaType::String)
-                    }),
+                    })),
                 },
             ],
             ..Schema::default()

@@ -146,7 +146,7 @@ fn parse_schema(doc: &Node, options: JsonOptions) -> Result<Schema, ConversionEr
                 };
                 schema.fields.push(Field {
                     name: name.clone(),
-                    schema: Some(parse_schema(field, options)?),
+                    schema: Some(Box::new(parse_schema(field, options)?)),
                 });
             }
         }

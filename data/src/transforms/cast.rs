@@ -125,9 +125,9 @@ impl Transform for Cast {
                 let mut out_schema = schema.clone();
                 for field in out_schema.fields.iter_mut() {
                     if let Some(target) = self.target_of(&field.name) {
-                        let fs = field.schema.clone().unwrap_or_default();
+                        let fs = field.schema.take().unwrap_or_default();
                         check_castable(&fs, target)?;
-                        field.schema = Some(cast_schema(&fs, target)?);
+                        field.schema = Some(Box::new(cast_schema(&fs, target)?));
                     }
                 }
                 let value = match part.value {
@@ -136,7 +136,7 @@ impl Transform for Cast {
                         let mut values = struct_values(Some(v), PURPOSE)?;
                         for (name, target) in &self.fields {
                             if let Some(i) = field_index(&schema, name) {
-                                let fs = schema.fields[i].schema.as_ref();
+                                let fs = schema.fields[i].schema.as_deref();
                                 if let Some(slot) = values.get_mut(i) {
                                     let cast = cast_opt(Some(std::mem::take(slot)), *target, fs)?;
                                     *slot = cast.unwrap_or_else(record::null);

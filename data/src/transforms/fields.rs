@@ -33,7 +33,7 @@ fn struct_like(from: Schema, fields: Vec<Field>) -> Schema {
 fn field(name: impl Into<String>, schema: Schema) -> Field {
     Field {
         name: name.into(),
-        schema: Some(schema),
+        schema: Some(Box::new(schema)),
     }
 }
 
@@ -70,7 +70,11 @@ impl Transform for ExtractField {
                         .filter(|v| !is_null(v)),
                 };
                 Part {
-                    schema: schema.fields.into_iter().nth(i).and_then(|f| f.schema),
+                    schema: schema
+                        .fields
+                        .into_iter()
+                        .nth(i)
+                        .and_then(|f| f.schema.map(|s| *s)),
                     value,
                 }
             }
@@ -534,7 +538,7 @@ impl Transform for MaskField {
                 for (i, f) in schema.fields.iter().enumerate() {
                     if self.fields.contains(&f.name) {
                         if let Some(slot) = values.get_mut(i) {
-                            *slot = self.mask(std::mem::take(slot), f.schema.as_ref())?;
+                            *slot = self.mask(std::mem::take(slot), f.schema.as_deref())?;
                         }
                     }
                 }

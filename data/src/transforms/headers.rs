@@ -116,7 +116,7 @@ impl Transform for HeaderFrom {
                         key: header.clone(),
                         value: Some(Data {
                             kind: Some(data::Kind::Structured(Structured {
-                                schema: schema.fields[i].schema.clone(),
+                                schema: schema.fields[i].schema.as_deref().cloned(),
                                 value: values.get(i).cloned(),
                             })),
                         }),

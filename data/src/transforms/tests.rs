@@ -68,7 +68,7 @@ fn map(entries: &[(&str, Value)]) -> Value {
 fn fld(name: &str, schema: Schema) -> Field {
     Field {
         name: name.into(),
-        schema: Some(schema),
+        schema: Some(Box::new(schema)),
     }
 }
 

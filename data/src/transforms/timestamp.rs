@@ -371,7 +371,7 @@ impl Transform for TimestampConverter {
                         Some(struct_value(values))
                     }
                 };
-                schema.fields[i].schema = Some(self.target_schema(field_schema.optional));
+                schema.fields[i].schema = Some(Box::new(self.target_schema(field_schema.optional)));
                 Part {
                     schema: Some(schema),
                     value,

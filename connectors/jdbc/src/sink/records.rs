@@ -90,7 +90,7 @@ impl JdbcSinkTask {
             if !self.whitelist.is_empty() && !self.whitelist.contains(&field.name) {
                 continue;
             }
-            let field_schema = field.schema.clone().unwrap_or_default();
+            let field_schema = field.schema.as_deref().cloned().unwrap_or_default();
             let cell = cell_of(&field_schema, fields.get(i))
                 .map_err(|e| format!("field {:?}: {e}", field.name))?;
             values.push((field.name.clone(), field_schema));
@@ -196,7 +196,7 @@ impl JdbcSinkTask {
             if !self.pk_fields.is_empty() && !self.pk_fields.contains(&field.name) {
                 continue;
             }
-            let s = field.schema.clone().unwrap_or_default();
+            let s = field.schema.as_deref().cloned().unwrap_or_default();
             let cell =
                 cell_of(&s, fields.get(i)).map_err(|e| format!("{what} {:?}: {e}", field.name))?;
             if cell == Cell::Null {

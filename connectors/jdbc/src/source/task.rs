@@ -581,7 +581,7 @@ impl JdbcSourceTask {
                     schema: columns[c]
                         .kind
                         .as_ref()
-                        .map(|k| k.schema(columns[c].optional)),
+                        .map(|k| Box::new(k.schema(columns[c].optional))),
                 })
                 .collect(),
             ..Schema::default()

@@ -450,7 +450,7 @@ impl FromAvro {
             let fs = self.schema(ftype, record_namespace.as_deref(), false, f.get("default"))?;
             s.fields.push(Field {
                 name: fname.to_string(),
-                schema: Some(fs),
+                schema: Some(Box::new(fs)),
             });
         }
         Ok(s)
@@ -540,7 +540,7 @@ impl FromAvro {
             let schema = self.schema(member, namespace, true, None)?;
             s.fields.push(Field {
                 name,
-                schema: Some(schema),
+                schema: Some(Box::new(schema)),
             });
         }
         Ok(s)

@@ -82,7 +82,7 @@ fn null() -> Value {
 fn field(name: &str, schema: Schema) -> Field {
     Field {
         name: name.into(),
-        schema: Some(schema),
+        schema: Some(Box::new(schema)),
     }
 }
 

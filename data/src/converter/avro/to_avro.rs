@@ -368,7 +368,11 @@ pub(super) fn to_avro_value(s: &Schema, v: Option<&Value>) -> Result<AvroValue, 
             if record::is_null(fv) {
                 continue;
             }
-            let fs = field.schema.as_ref().map(non_optional).unwrap_or_default();
+            let fs = field
+                .schema
+                .as_deref()
+                .map(non_optional)
+                .unwrap_or_default();
             let index = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(offset);
             return Ok(AvroValue::Union(index, Box::new(base_value(&fs, fv)?)));
         }
