@@ -506,7 +506,9 @@ fn encode_batch(
     records: Vec<SourceRecord>,
 ) -> (proto::SourceBatch, Vec<(Arc<str>, String)>, usize) {
     let mut partitions: Vec<Arc<str>> = Vec::new();
-    let mut last_offsets: Vec<Option<String>> = Vec::new();
+    // Per partition, the index of its last record with an offset: the offsets are copied
+    // once per batch, not once per record.
+    let mut last: Vec<Option<usize>> = Vec::new();
     let mut out = Vec::with_capacity(records.len());
     for record in records {
         let index = record.source_partition.map(|p| {
@@ -515,11 +517,11 @@ fn encode_batch(
                 .rposition(|q| Arc::ptr_eq(q, &p) || **q == *p);
             let index = found.unwrap_or_else(|| {
                 partitions.push(p);
-                last_offsets.push(None);
+                last.push(None);
                 partitions.len() - 1
             });
-            if let Some(offset) = &record.source_offset {
-                last_offsets[index] = Some(offset.clone());
+            if record.source_offset.is_some() {
+                last[index] = Some(out.len());
             }
             index as u32
         });
@@ -537,8 +539,8 @@ fn encode_batch(
     }
     let positions = partitions
         .iter()
-        .zip(last_offsets)
-        .filter_map(|(p, o)| o.map(|o| (p.clone(), o)))
+        .zip(last)
+        .filter_map(|(p, i)| i.map(|i| (p.clone(), out[i].offset.clone())))
         .collect();
     let batch = proto::SourceBatch {
         seq,
@@ -632,4 +634,45 @@ async fn drive_sink(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: Option<&Arc<str>>, offset: Option<&str>) -> SourceRecord {
+        SourceRecord {
+            source_partition: partition.cloned(),
+            source_offset: offset.map(str::to_string),
+            topic: "t".into(),
+            ..SourceRecord::default()
+        }
+    }
+
+    /// Partitions are interned in the order they first appear (equal text, distinct `Arc`s,
+    /// is one partition), and each one's position is the offset of its last record that has
+    /// one.
+    #[test]
+    fn a_batch_interns_partitions_and_keeps_each_ones_last_offset() {
+        let a: Arc<str> = Arc::from(r#"{"file":"a"}"#);
+        let b: Arc<str> = Arc::from(r#"{"file":"b"}"#);
+        let a_again: Arc<str> = Arc::from(r#"{"file":"a"}"#);
+        let records = vec![
+            record(Some(&a), Some("1")),
+            record(Some(&b), Some("10")),
+            record(None, None),
+            record(Some(&a_again), Some("2")),
+            record(Some(&b), None),
+        ];
+        let (batch, positions, bytes) = encode_batch(7, records);
+        assert_eq!(batch.seq, 7);
+        assert_eq!(batch.partitions, vec![a.to_string(), b.to_string()]);
+        let index: Vec<_> = batch.records.iter().map(|r| r.partition).collect();
+        assert_eq!(index, vec![Some(0), Some(1), None, Some(0), Some(1)]);
+        assert_eq!(
+            positions,
+            vec![(a.clone(), "2".to_string()), (b.clone(), "10".to_string())]
+        );
+        assert_eq!(bytes, batch.encoded_len());
+    }
 }
