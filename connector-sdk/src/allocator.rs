@@ -12,9 +12,9 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 8 << 20;
 /// Free memory at the top of a heap is returned to the system beyond this much: a few
-/// batches' worth. Larger values bought no more speed and cost peak memory (the footprint
-/// bench's worker and connector processes summed: 8 MiB kept it at 97-102 MB, 64 MiB took it
-/// to 102-105 MB).
+/// batches' worth. 4 MiB lost most of the gain; 64 MiB bought no more. The price is peak
+/// memory: the footprint bench's worker and connector processes summed 98-110 MB (median
+/// ~102) instead of 95-100.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: libc::c_int = 8 << 20;
 
