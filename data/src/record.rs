@@ -25,6 +25,12 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+/// A schema'd struct in a record: its STRUCT schema and its field values, one per field.
+pub struct StructMut<'r> {
+    pub schema: &'r mut Schema,
+    pub values: &'r mut Vec<Value>,
+}
+
 /// Which half of a record a `$Key`/`$Value` transform works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -99,6 +105,35 @@ impl Record {
             Side::Key => self.key.as_ref(),
             Side::Value => self.value.as_ref(),
         }
+    }
+
+    /// A schema'd struct key or value borrowed where it is, for transforms that change a
+    /// struct's fields without taking the record apart (and moving its schema twice).
+    /// `None` for anything else: raw bytes, schemaless data, a null or non-struct value.
+    pub fn struct_mut(&mut self, side: Side) -> Option<StructMut<'_>> {
+        let data = match side {
+            Side::Key => self.key.as_mut(),
+            Side::Value => self.value.as_mut(),
+        }?;
+        let Some(data::Kind::Structured(Structured {
+            schema: Some(schema),
+            value:
+                Some(Value {
+                    kind: Some(value::Kind::Struct(values)),
+                }),
+        })) = data.kind.as_mut()
+        else {
+            return None;
+        };
+        if type_of(schema) != SchemaType::Struct {
+            return None;
+        }
+        // A schema'd struct's values are positional; names belong to schemaless ones.
+        values.names.clear();
+        Some(StructMut {
+            schema,
+            values: &mut values.fields,
+        })
     }
 
     /// Whether the value is null: a tombstone.

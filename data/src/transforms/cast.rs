@@ -106,7 +106,7 @@ fn unknown_type(ty: &str) -> String {
 }
 
 impl Transform for Cast {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let part = record.take(self.side);
         let out = match (part.schema, self.whole) {
             (Some(schema), Some(target)) => {
@@ -169,7 +169,7 @@ impl Transform for Cast {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 

@@ -30,6 +30,14 @@ fn struct_like(from: Schema, fields: Vec<Field>) -> Schema {
     }
 }
 
+/// What `struct_like` does, in place: the struct schema keeps its basics and its fields and
+/// loses the rest (a default value, key and value schemas).
+fn keep_basics(schema: &mut Schema) {
+    schema.default_value = None;
+    schema.key_schema = None;
+    schema.value_schema = None;
+}
+
 fn field(name: impl Into<String>, schema: Schema) -> Field {
     Field {
         name: name.into(),
@@ -54,7 +62,7 @@ impl ExtractField {
 }
 
 impl Transform for ExtractField {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "field extraction";
         let part = record.take(self.side);
         let out = match part.schema {
@@ -91,7 +99,7 @@ impl Transform for ExtractField {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -169,7 +177,7 @@ impl Flatten {
 }
 
 impl Transform for Flatten {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "flattening";
         let part = record.take(self.side);
         let out = match part.schema {
@@ -209,7 +217,7 @@ impl Transform for Flatten {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -230,7 +238,7 @@ impl HoistField {
 }
 
 impl Transform for HoistField {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let part = record.take(self.side);
         let out = match part.schema {
             Some(schema) => {
@@ -252,7 +260,7 @@ impl Transform for HoistField {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -376,12 +384,26 @@ impl InsertField {
 }
 
 impl Transform for InsertField {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "field insertion";
         if record.get(self.side).is_none() || (self.side == Side::Value && record.is_tombstone()) {
-            return Ok(Some(record));
+            return Ok(true);
         }
-        let additions = self.additions(&record)?;
+        let additions = self.additions(record)?;
+        if let Some(s) = record.struct_mut(self.side) {
+            // The record's own schema and values grow where they are.
+            if self.replace_null {
+                fill_defaults(s.schema, s.values);
+            }
+            s.schema.fields.reserve(additions.len());
+            s.values.reserve(additions.len());
+            for (f, v) in additions {
+                s.schema.fields.push(f);
+                s.values.push(v);
+            }
+            keep_basics(s.schema);
+            return Ok(true);
+        }
         let part = record.take(self.side);
         let out = match part.schema {
             Some(mut schema) => {
@@ -405,7 +427,7 @@ impl Transform for InsertField {
             }
             None => {
                 let Some(v) = part.value else {
-                    return Ok(Some(record));
+                    return Ok(true);
                 };
                 let mut entries = map_entries(v, PURPOSE)?;
                 for (f, v) in additions {
@@ -421,7 +443,7 @@ impl Transform for InsertField {
             }
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -521,8 +543,19 @@ impl MaskField {
 }
 
 impl Transform for MaskField {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "mask fields";
+        if let Some(s) = record.struct_mut(self.side) {
+            if self.replace_null {
+                fill_defaults(s.schema, s.values);
+            }
+            for (f, slot) in s.schema.fields.iter().zip(s.values.iter_mut()) {
+                if self.fields.contains(&f.name) {
+                    *slot = self.mask(std::mem::take(slot), f.schema.as_deref())?;
+                }
+            }
+            return Ok(true);
+        }
         let part = record.take(self.side);
         let out = match (part.schema, part.value) {
             (schema, None) => Part {
@@ -561,7 +594,7 @@ impl Transform for MaskField {
             }
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -606,6 +639,22 @@ impl ReplaceField {
             && (self.include.is_empty() || self.include.iter().any(|i| i == name))
     }
 
+    /// A struct's fields dropped and renamed where they are, with its values (positional: one
+    /// per field, missing ones null) when the struct is not null.
+    fn replace(&self, fields: &mut Vec<Field>, values: Option<&mut Vec<Value>>) {
+        if let Some(values) = values {
+            values.resize_with(fields.len(), record::null);
+            let mut kept = fields.iter();
+            values.retain(|_| kept.next().is_some_and(|f| self.keeps(&f.name)));
+        }
+        fields.retain(|f| self.keeps(&f.name));
+        for f in fields {
+            if let Some(to) = self.renames.get(&f.name) {
+                f.name.clone_from(to);
+            }
+        }
+    }
+
     fn renamed(&self, name: &str) -> String {
         self.renames
             .get(name)
@@ -615,34 +664,33 @@ impl ReplaceField {
 }
 
 impl Transform for ReplaceField {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "field replacement";
+        if let Some(s) = record.struct_mut(self.side) {
+            if self.replace_null {
+                fill_defaults(s.schema, s.values);
+            }
+            self.replace(&mut s.schema.fields, Some(s.values));
+            keep_basics(s.schema);
+            return Ok(true);
+        }
         let part = record.take(self.side);
         let out = match part.schema {
             Some(mut schema) => {
                 struct_fields(&schema, PURPOSE)?;
-                let value = match part.value {
+                let mut values = match part.value {
                     None => None,
                     Some(v) => {
                         let mut values = struct_values(Some(v), PURPOSE)?;
                         if self.replace_null {
                             fill_defaults(&schema, &mut values);
                         }
-                        // Positional: one value per field, missing ones null.
-                        values.resize_with(schema.fields.len(), record::null);
-                        let mut fields = schema.fields.iter();
-                        values.retain(|_| fields.next().is_some_and(|f| self.keeps(&f.name)));
-                        Some(struct_value(values))
+                        Some(values)
                     }
                 };
-                // The record's own schema, fields dropped and renamed where they are.
                 let mut fields = std::mem::take(&mut schema.fields);
-                fields.retain(|f| self.keeps(&f.name));
-                for f in &mut fields {
-                    if let Some(to) = self.renames.get(&f.name) {
-                        f.name.clone_from(to);
-                    }
-                }
+                self.replace(&mut fields, values.as_mut());
+                let value = values.map(struct_value);
                 Part {
                     schema: Some(struct_like(schema, fields)),
                     value,
@@ -663,7 +711,7 @@ impl Transform for ReplaceField {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -694,7 +742,7 @@ impl SetSchemaMetadata {
 }
 
 impl Transform for SetSchemaMetadata {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let mut part = record.take(self.side);
         let Some(schema) = part.schema.as_mut() else {
             return Err("Schema required for [updating schema metadata]".into());
@@ -714,7 +762,7 @@ impl Transform for SetSchemaMetadata {
             }
         }
         record.put(self.side, part);
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -737,7 +785,7 @@ impl ValueToKey {
 }
 
 impl Transform for ValueToKey {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         const PURPOSE: &str = "copying fields from value to key";
         let value = record.take(Side::Value);
         let key = match &value.schema {
@@ -792,6 +840,6 @@ impl Transform for ValueToKey {
         };
         record.put(Side::Value, value);
         record.put(Side::Key, key);
-        Ok(Some(record))
+        Ok(true)
     }
 }

@@ -23,9 +23,9 @@ impl DropHeaders {
 }
 
 impl Transform for DropHeaders {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         record.headers.retain(|h| !self.headers.contains(&h.key));
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -53,12 +53,12 @@ impl InsertHeader {
 }
 
 impl Transform for InsertHeader {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         record.headers.push(Header {
             key: self.header.clone(),
             value: Some(self.value.clone()),
         });
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -98,11 +98,11 @@ impl HeaderFrom {
 }
 
 impl Transform for HeaderFrom {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let part = record.take(self.side);
         let Some(value) = part.value else {
             record.put(self.side, part);
-            return Ok(Some(record));
+            return Ok(true);
         };
         let out = match part.schema {
             Some(schema) => {
@@ -170,6 +170,6 @@ impl Transform for HeaderFrom {
             }
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }

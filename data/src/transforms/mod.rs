@@ -37,7 +37,8 @@ impl std::fmt::Display for ConfigIssue {
 /// One transform: returns the new record, or `None` to drop it. An error message says what
 /// in the record did not fit (Kafka's DataException text where Kafka has one).
 pub trait Transform: Send + Sync + std::fmt::Debug {
-    fn apply(&self, record: Record) -> Result<Option<Record>, String>;
+    /// Changes the record in place; `Ok(false)` drops it.
+    fn apply(&self, record: &mut Record) -> Result<bool, String>;
 }
 
 /// A predicate deciding whether a transform applies to a record.
@@ -208,9 +209,9 @@ impl Chain {
             if !step.applies(&record) {
                 continue;
             }
-            record = match step.transform.apply(record) {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(None),
+            match step.transform.apply(&mut record) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
                 Err(message) => {
                     return Err(TransformFailure {
                         alias: step.alias.clone(),
@@ -218,7 +219,7 @@ impl Chain {
                         message,
                     })
                 }
-            };
+            }
         }
         Ok(Some(record))
     }
@@ -240,18 +241,17 @@ impl Chain {
                 });
                 continue;
             }
-            match step.transform.apply(current) {
-                Ok(Some(r)) => {
+            match step.transform.apply(&mut current) {
+                Ok(true) => {
                     out.push(StepOutcome {
                         alias,
                         class,
                         applied: true,
-                        record: Some(r.clone()),
+                        record: Some(current.clone()),
                         error: None,
                     });
-                    current = r;
                 }
-                Ok(None) => {
+                Ok(false) => {
                     out.push(StepOutcome {
                         alias,
                         class,

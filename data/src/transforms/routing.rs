@@ -8,8 +8,8 @@ use crate::record::Record;
 pub(super) struct Filter;
 
 impl Transform for Filter {
-    fn apply(&self, _record: Record) -> Result<Option<Record>, String> {
-        Ok(None)
+    fn apply(&self, _record: &mut Record) -> Result<bool, String> {
+        Ok(false)
     }
 }
 
@@ -33,13 +33,13 @@ impl RegexRouter {
 }
 
 impl Transform for RegexRouter {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         if let Some(re) = &self.regex {
             if re.is_match(&record.topic) {
                 record.topic = re.replace(&record.topic, &self.replacement).into_owned();
             }
         }
-        Ok(Some(record))
+        Ok(true)
     }
 }
 
@@ -106,7 +106,7 @@ impl TimestampRouter {
 }
 
 impl Transform for TimestampRouter {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let Some(ts) = record.timestamp_ms else {
             return Err(format!(
                 "timestamp missing on record for topic {}",
@@ -114,13 +114,13 @@ impl Transform for TimestampRouter {
             ));
         };
         let Some(format) = &self.timestamp_format else {
-            return Ok(Some(record));
+            return Ok(true);
         };
         let stamp = format.format_millis(ts)?;
         record.topic = self
             .topic_format
             .replace("${topic}", &record.topic)
             .replace("${timestamp}", &stamp);
-        Ok(Some(record))
+        Ok(true)
     }
 }

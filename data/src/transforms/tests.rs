@@ -1033,3 +1033,71 @@ fn null_fields_read_as_their_defaults_unless_replace_null_with_default_is_false(
     ));
     assert_eq!(out.value.unwrap(), value);
 }
+
+#[test]
+fn struct_transforms_in_place_give_the_schema_a_null_struct_gets() {
+    // A struct with a value is changed where it is (`Record::struct_mut`); a null struct is
+    // taken apart. Both must end with the same schema: the basics kept, a default dropped
+    // as Kafka's `SchemaUtil.copySchemaBasics` drops it.
+    let schema = Schema {
+        name: Some("users.Value".into()),
+        version: Some(3),
+        doc: Some("a user".into()),
+        default_value: Some(user(0, None, 0)),
+        ..struct_schema(user_schema().fields)
+    };
+    let mut named = user(7, Some("ann"), 40);
+    if let Some(value::Kind::Struct(v)) = named.kind.as_mut() {
+        v.names = vec!["id".into(), "name".into(), "age".into()];
+    }
+    for (class, keys, fields, values) in [
+        (
+            "InsertField$Value",
+            &[("static.field", "x"), ("static.value", "y")][..],
+            &["id", "name", "age", "x"][..],
+            vec![i(7), s("ann"), i(40), s("y")],
+        ),
+        (
+            "ReplaceField$Value",
+            &[("exclude", "name"), ("renames", "age:years")][..],
+            &["id", "years"][..],
+            vec![i(7), i(40)],
+        ),
+        (
+            "MaskField$Value",
+            &[("fields", "name")][..],
+            &["id", "name", "age"][..],
+            vec![i(7), s(""), i(40)],
+        ),
+    ] {
+        let c = chain(class, keys);
+        let out = value_part(&run(
+            &c,
+            record(structured(Some(schema.clone()), Some(named.clone()))),
+        ));
+        let out_schema = out.schema.unwrap();
+        let names: Vec<&str> = out_schema.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, fields, "{class}");
+        assert_eq!(
+            out.value.unwrap(),
+            struct_value(values),
+            "{class}: no names"
+        );
+        assert_eq!(out_schema.name.as_deref(), Some("users.Value"), "{class}");
+        assert_eq!(
+            (out_schema.version, out_schema.doc.as_deref()),
+            (Some(3), Some("a user"))
+        );
+        if class != "MaskField$Value" {
+            assert_eq!(out_schema.default_value, None, "{class}: basics only");
+            // Key side: a null struct key goes through the taken-apart path.
+            let mut key_keys = keys.to_vec();
+            key_keys.push(("replace.null.with.default", "false"));
+            let k = chain(&class.replace("$Value", "$Key"), &key_keys);
+            let mut r = record(None);
+            r.key = structured(Some(schema.clone()), None);
+            let out = Part::from_data(run(&k, r).key);
+            assert_eq!(out.schema.unwrap(), out_schema, "{class}: null struct");
+        }
+    }
+}

@@ -330,7 +330,7 @@ fn value_kind(v: &Value) -> Result<Kind, String> {
 }
 
 impl Transform for TimestampConverter {
-    fn apply(&self, mut record: Record) -> Result<Option<Record>, String> {
+    fn apply(&self, record: &mut Record) -> Result<bool, String> {
         let part = record.take(self.side);
         let out = match (part.schema, self.field.is_empty()) {
             (Some(schema), true) => {
@@ -396,6 +396,6 @@ impl Transform for TimestampConverter {
             },
         };
         record.put(self.side, out);
-        Ok(Some(record))
+        Ok(true)
     }
 }
