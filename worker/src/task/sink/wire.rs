@@ -140,7 +140,9 @@ impl<'a> Primitive<'a> {
                 bytes,
             },
             Passthrough::Utf8String => {
-                std::str::from_utf8(bytes).ok()?;
+                // What Kafka's StringConverter would decode unchanged; anything else takes
+                // the general path (malformed bytes become U+FFFD there, as in Java).
+                simdutf8::basic::from_utf8(bytes).ok()?;
                 Primitive::Value {
                     schema_type: proto::SchemaType::String as u8,
                     value_field: 6,
