@@ -16,6 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_proto::codec::SliceDecoder;
 use sluice_proto::connector::v1::{self as proto, data, sink_request, sink_response};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -161,26 +162,60 @@ async fn send(tx: &Sender, kind: sink_request::Kind) {
     let _ = tx.send(kind.into()).await;
 }
 
-/// Opens the connector's Sink call on `channel` with the [`wire::SinkCodec`].
+/// Opens the connector's Sink call on `channel`. The request body is written here rather
+/// than by tonic's encoder, which would copy every batch into its own buffer: each message
+/// goes out as [`wire::grpc_frames`], a batch's records as the bytes the poll thread wrote.
+/// The responses are decoded as every client decodes them.
 async fn open_sink(
-    channel: Channel,
+    mut channel: Channel,
     requests: mpsc::Receiver<Outgoing>,
 ) -> Result<tonic::Response<tonic::Streaming<proto::SinkResponse>>, tonic::Status> {
+    use futures::StreamExt as _;
     use sluice_proto::connector::v1::MAX_MESSAGE_BYTES;
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    grpc.ready()
+    use tower::{Service as _, ServiceExt as _};
+    let frames = ReceiverStream::new(requests).flat_map(|item| {
+        let (head, records) = wire::grpc_frames(item);
+        futures::stream::iter(
+            std::iter::once(head)
+                .chain(records)
+                .map(|data| Ok::<_, tonic::Status>(http_body::Frame::data(data))),
+        )
+    });
+    let request = tonic::codegen::http::Request::builder()
+        .method(tonic::codegen::http::Method::POST)
+        .uri("/sluice.connector.v1.Connector/Sink")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .map_err(|e| tonic::Status::internal(format!("sink call: {e}")))?;
+    let response = channel
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connector socket: {e}")))?
+        .call(request)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connector socket: {e}")))?;
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/sluice.connector.v1.Connector/Sink");
-    grpc.streaming(
-        tonic::Request::new(ReceiverStream::new(requests)),
-        path,
-        wire::SinkCodec,
-    )
-    .await
+    // A call refused at once answers with its status in the headers (trailers-only).
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        if status.code() != tonic::Code::Ok {
+            return Err(status);
+        }
+    }
+    let status = response.status();
+    let (head, body) = response.into_parts();
+    Ok(tonic::Response::from_parts(
+        tonic::metadata::MetadataMap::from_headers(head.headers),
+        tonic::Streaming::new_response(
+            SliceDecoder::<proto::SinkResponse>::default(),
+            body,
+            status,
+            None,
+            Some(MAX_MESSAGE_BYTES),
+        ),
+        head.extensions,
+    ))
 }
 
 impl SinkTaskRunner {

@@ -12,10 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message as _;
 use sluice_data::converter::Passthrough;
-use sluice_proto::codec::SliceDecoder;
 use sluice_proto::connector::v1 as proto;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::Status;
 
 /// `SinkBatch.records` and `SinkRequest.batch`.
 const RECORDS_FIELD: u32 = 2;
@@ -272,53 +269,53 @@ impl From<proto::sink_request::Kind> for Outgoing {
     }
 }
 
-/// The sink call's codec: [`Outgoing`] out, `SinkResponse` in as every service decodes.
-#[derive(Default)]
-pub struct SinkCodec;
-
-impl Codec for SinkCodec {
-    type Encode = Outgoing;
-    type Decode = proto::SinkResponse;
-    type Encoder = OutgoingEncoder;
-    type Decoder = SliceDecoder<proto::SinkResponse>;
-
-    fn encoder(&mut self) -> OutgoingEncoder {
-        OutgoingEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        SliceDecoder::default()
-    }
-}
-
-pub struct OutgoingEncoder;
-
-impl Encoder for OutgoingEncoder {
-    type Item = Outgoing;
-    type Error = Status;
-
-    fn encode(&mut self, item: Outgoing, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        match item {
-            Outgoing::Message(message) => message
-                .encode(buf)
-                .map_err(|e| Status::internal(format!("encode a sink request: {e}"))),
-            Outgoing::Batch { seq, records } => {
-                put_batch(seq, &records, buf);
-                Ok(())
-            }
+/// The gRPC frames of one message on the sink call's request body: the 5-byte gRPC prefix
+/// (uncompressed, length) and the message. A batch's records go out as the `Bytes` the poll
+/// thread wrote, after a small frame holding the prefix and the `SinkRequest`/`SinkBatch`
+/// heads: nothing copies them again before the socket (h2 writes large data frames with
+/// vectored writes, not through its buffer).
+pub fn grpc_frames(item: Outgoing) -> (Bytes, Option<Bytes>) {
+    match item {
+        Outgoing::Message(message) => {
+            let len = message.encoded_len();
+            let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len);
+            put_grpc_prefix(len, &mut buf);
+            // Cannot fail: the buffer holds `len` more bytes.
+            let _ = message.encode(&mut buf);
+            (buf.freeze(), None)
+        }
+        Outgoing::Batch { seq, records } => {
+            let mut head = BytesMut::with_capacity(GRPC_PREFIX + 24);
+            let len = batch_head_len(seq, records.len()) + records.len();
+            put_grpc_prefix(len, &mut head);
+            put_batch_head(seq, records.len(), &mut head);
+            (head.freeze(), Some(records))
         }
     }
 }
 
-/// `SinkRequest { batch: SinkBatch { seq, records } }` around records already encoded.
-fn put_batch(seq: u64, records: &[u8], buf: &mut impl BufMut) {
+/// gRPC's message prefix: a compression flag and a big-endian length.
+const GRPC_PREFIX: usize = 5;
+
+fn put_grpc_prefix(len: usize, buf: &mut impl BufMut) {
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+}
+
+fn batch_head_len(seq: u64, records: usize) -> usize {
+    let batch = int_field_len(seq) + records;
+    1 + encoded_len_varint(batch as u64) + int_field_len(seq)
+}
+
+/// The head of `SinkRequest { batch: SinkBatch { seq, records } }` whose records, already
+/// encoded, follow it.
+fn put_batch_head(seq: u64, records: usize, buf: &mut impl BufMut) {
     encode_key(BATCH_FIELD, WireType::LengthDelimited, buf);
-    encode_varint((int_field_len(seq) + records.len()) as u64, buf);
+    encode_varint((int_field_len(seq) + records) as u64, buf);
     if seq != 0 {
         encode_key(1, WireType::Varint, buf);
         encode_varint(seq, buf);
     }
-    buf.put_slice(records);
 }
 
 #[cfg(test)]
@@ -423,9 +420,23 @@ mod tests {
                 records: vec![record.clone(), record],
             })),
         };
-        let mut buf = Vec::new();
-        put_batch(9, &records.freeze(), &mut buf);
-        assert_eq!(buf, expected.encode_to_vec());
+        let (head, records) = grpc_frames(Outgoing::Batch {
+            seq: 9,
+            records: records.freeze(),
+        });
+        let mut framed = head.to_vec();
+        framed.extend_from_slice(&records.expect("the records follow the head"));
+        let message = expected.encode_to_vec();
+        assert_eq!(framed[0], 0, "uncompressed");
+        assert_eq!(framed[1..5], (message.len() as u32).to_be_bytes());
+        assert_eq!(framed[5..], message[..]);
+        // Any other message is framed whole.
+        let flush = proto::sink_request::Kind::Stop(proto::Stop {});
+        let (head, rest) = grpc_frames(flush.clone().into());
+        assert!(rest.is_none());
+        let message = proto::SinkRequest { kind: Some(flush) }.encode_to_vec();
+        assert_eq!(head[1..5], (message.len() as u32).to_be_bytes());
+        assert_eq!(head[5..], message[..]);
     }
 
     /// A batch is written into the allocation of the one before it once that one was sent and
