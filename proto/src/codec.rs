@@ -79,14 +79,18 @@ pub fn decode_slice<U: Message + Default + 'static>(frame: &[u8]) -> Result<U, D
     let slot = &mut out as &mut dyn Any;
     if let Some(slot) = slot.downcast_mut::<Option<SinkRequest>>() {
         if let Some(batch) = batch_message::<SinkRecord>(frame, 2, None) {
-            let (seq, _, records) = batch?;
+            let Batch { seq, records, .. } = batch?;
             *slot = Some(SinkRequest {
                 kind: Some(sink_request::Kind::Batch(SinkBatch { seq, records })),
             });
         }
     } else if let Some(slot) = slot.downcast_mut::<Option<SourceResponse>>() {
         if let Some(batch) = batch_message::<SourceRecord>(frame, 3, Some(2)) {
-            let (seq, partitions, records) = batch?;
+            let Batch {
+                seq,
+                strings: partitions,
+                records,
+            } = batch?;
             *slot = Some(SourceResponse {
                 kind: Some(source_response::Kind::Batch(SourceBatch {
                     seq,
@@ -102,16 +106,22 @@ pub fn decode_slice<U: Message + Default + 'static>(frame: &[u8]) -> Result<U, D
     }
 }
 
+/// What [`batch_message`] reads: `{ uint64 seq = 1; repeated string ..; repeated R ..; }`.
+struct Batch<R> {
+    seq: u64,
+    strings: Vec<String>,
+    records: Vec<R>,
+}
+
 /// A message whose only field is a batch (field 2) of `{ uint64 seq = 1; repeated string
-/// <strings_field>; repeated R <records_field>; }`: the batch's seq, strings and records,
-/// the records counted before any is decoded. `None` when the frame holds anything else
-/// (another field, a field twice, a malformed length), left to prost.
-#[allow(clippy::type_complexity)]
+/// <strings_field>; repeated R <records_field>; }`, the records counted before any is
+/// decoded. `None` when the frame holds anything else (another field, a field twice, a
+/// malformed length), left to prost.
 fn batch_message<R: Message + Default>(
     frame: &[u8],
     records_field: u64,
     strings_field: Option<u64>,
-) -> Option<Result<(u64, Vec<String>, Vec<R>), DecodeError>> {
+) -> Option<Result<Batch<R>, DecodeError>> {
     const LENGTH_DELIMITED: u64 = 2;
     let mut buf = frame;
     if decode_varint(&mut buf).ok()? != (2 << 3 | LENGTH_DELIMITED) {
@@ -168,7 +178,11 @@ fn batch_message<R: Message + Default>(
             out_strings.push(std::str::from_utf8(field).ok()?.to_string());
         }
     }
-    Some(Ok((seq, out_strings, records)))
+    Some(Ok(Batch {
+        seq,
+        strings: out_strings,
+        records,
+    }))
 }
 
 #[cfg(test)]

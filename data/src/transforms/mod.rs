@@ -34,10 +34,9 @@ impl std::fmt::Display for ConfigIssue {
     }
 }
 
-/// One transform: returns the new record, or `None` to drop it. An error message says what
-/// in the record did not fit (Kafka's DataException text where Kafka has one).
+/// One transform: changes the record in place, `Ok(false)` to drop it. An error message says
+/// what in the record did not fit (Kafka's DataException text where Kafka has one).
 pub trait Transform: Send + Sync + std::fmt::Debug {
-    /// Changes the record in place; `Ok(false)` drops it.
     fn apply(&self, record: &mut Record) -> Result<bool, String>;
 }
 
