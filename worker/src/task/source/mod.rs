@@ -14,6 +14,7 @@ use sluice_proto::connector::v1::{self as proto, source_request, source_response
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
@@ -54,7 +55,8 @@ type Sender = mpsc::Sender<proto::SourceRequest>;
 
 /// What the connector sent that a task's loop acts on.
 enum Event {
-    Batch(Box<proto::SourceBatch>),
+    /// A batch, and the credit it used (worked out by the reader, off the pipeline's loop).
+    Batch(Box<proto::SourceBatch>, source_request::Kind),
     Stopped,
     RecordError(Box<proto::RecordError>),
 }
@@ -66,7 +68,10 @@ fn event(
 ) -> anyhow::Result<Option<Event>> {
     match message {
         Ok(Some(proto::SourceResponse { kind: Some(kind) })) => Ok(match kind {
-            source_response::Kind::Batch(batch) => Some(Event::Batch(Box::new(batch))),
+            source_response::Kind::Batch(batch) => {
+                let credit = credit_of(&batch);
+                Some(Event::Batch(Box::new(batch), credit))
+            }
             source_response::Kind::Stopped(_) => Some(Event::Stopped),
             source_response::Kind::RecordError(e) => Some(Event::RecordError(Box::new(e))),
             source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
@@ -84,6 +89,24 @@ fn credit_of(batch: &proto::SourceBatch) -> source_request::Kind {
         records: batch.records.len() as u64,
         bytes: batch.encoded_len() as u64,
     })
+}
+
+/// Reads and decodes the source stream beside the pipeline's loop, so the next batch is read
+/// while the last one is converted and produced. Ends after passing on an error, or when the
+/// loop is gone.
+async fn read_events(
+    mut responses: tonic::Streaming<proto::SourceResponse>,
+    out: mpsc::Sender<anyhow::Result<Event>>,
+) {
+    loop {
+        let Some(event) = event(responses.message().await).transpose() else {
+            continue;
+        };
+        let failed = event.is_err();
+        if out.send(event).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 async fn send(tx: &Sender, kind: source_request::Kind) {
@@ -135,7 +158,10 @@ impl SourceTaskRunner {
         delivery: &mut Delivery<'_>,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut responses = self.open(client, rx, tx).await?;
+        let responses = self.open(client, rx, tx).await?;
+        // One decoded batch waits while the loop works on the one before it.
+        let (events_tx, mut events) = mpsc::channel(1);
+        let _reader = AbortOnDropHandle::new(tokio::spawn(read_events(responses, events_tx)));
         let mut due = delivery.due();
         let mut stopping = false;
         loop {
@@ -146,17 +172,17 @@ impl SourceTaskRunner {
                     stopping = true;
                     send(tx, source_request::Kind::Stop(proto::Stop {})).await;
                 }
-                message = responses.message() => match event(message)? {
-                    Some(Event::Batch(batch)) => {
+                event = events.recv() => match event
+                    .ok_or_else(|| anyhow!("the source stream's reader ended"))??
+                {
+                    Event::Batch(batch, credit) => {
                         // Credit is returned exactly as the connector debited it: records,
                         // and the encoded size of the batch message.
-                        let credit = credit_of(&batch);
                         delivery.produce(self, tx, *batch).await?;
                         send(tx, credit).await;
                     }
-                    Some(Event::Stopped) => return delivery.stopped(self, tx).await,
-                    Some(Event::RecordError(e)) => self.record_error(*e).await?,
-                    None => {}
+                    Event::Stopped => return delivery.stopped(self, tx).await,
+                    Event::RecordError(e) => self.record_error(*e).await?,
                 },
             }
         }
