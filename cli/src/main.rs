@@ -352,19 +352,30 @@ async fn run(
     }
 }
 
-/// The plugins built into this executable, described without starting them: each runs as
-/// `sluice connector NAME`, a process of its own, when a task needs it.
+/// The plugins built into this executable, described without starting them: each runs as a
+/// process of its own when a task needs it, from its own executable `sluice-connector-NAME`
+/// beside this one (built with it: only the code the plugin runs), else as
+/// `sluice connector NAME`.
 fn builtin_plugins() -> anyhow::Result<Vec<PluginEntry>> {
     let exe = std::env::current_exe().context("locate the sluice executable")?;
     Ok(BUILTINS
         .iter()
         .map(|(name, plugin)| {
             let plugin = plugin();
-            PluginEntry {
-                command: PluginCommand {
+            let own = exe.with_file_name(format!("sluice-connector-{name}"));
+            let command = if own.is_file() {
+                PluginCommand {
+                    program: own,
+                    args: vec![],
+                }
+            } else {
+                PluginCommand {
                     program: exe.clone(),
                     args: vec!["connector".into(), name.to_string()],
-                },
+                }
+            };
+            PluginEntry {
+                command,
                 info: plugin.info(),
                 configs: plugin.config_defs(),
             }
