@@ -117,6 +117,10 @@ fn killed_connector_processes_are_restarted_without_loss() {
             },
         );
         let pid = pid.unwrap();
+        // A built-in runs from its own executable beside `sluice`, not from `sluice` itself.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe.parent(), sluice_bin().parent(), "{exe:?}");
+        assert_eq!(exe.file_name().unwrap(), "sluice-connector-file", "{exe:?}");
         // SAFETY: kill(2) on the connector process the worker started.
         unsafe {
             libc::kill(pid, SIGKILL);
