@@ -2,6 +2,7 @@
 //! into an idempotent producer, positions committed only once Kafka acknowledged every record
 //! of a batch and of all batches before it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,13 @@ use transactional::Transactional;
 /// batches ahead), small enough that the connector and the worker hold little.
 pub const CREDIT_RECORDS: u64 = 10_000;
 pub const CREDIT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A record's key and value as Kafka bytes, and its headers.
+type Converted<'r> = (
+    Option<Cow<'r, [u8]>>,
+    Option<Cow<'r, [u8]>>,
+    Option<OwnedHeaders>,
+);
 
 /// Everything one source task needs besides its connector process.
 pub struct SourceTaskRunner {
@@ -328,14 +336,15 @@ impl SourceTaskRunner {
                 return Ok(None);
             }
         };
-        let bytes = (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64;
+        let bytes =
+            (key.as_ref().map_or(0, |k| k.len()) + value.as_ref().map_or(0, |v| v.len())) as u64;
         let mut out: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&record.topic, seq as usize);
         if let Some(k) = &key {
-            out = out.key(k.as_slice());
+            out = out.key(k.as_ref());
         }
         if let Some(v) = &value {
-            out = out.payload(v.as_slice());
+            out = out.payload(v.as_ref());
         }
         if let Some(p) = record.kafka_partition {
             out = out.partition(p);
@@ -350,15 +359,15 @@ impl SourceTaskRunner {
         Ok(Some(bytes))
     }
 
-    /// Converts a record's key, value and headers; a failure names its stage and converter.
-    #[allow(clippy::type_complexity)]
-    fn convert(
+    /// Converts a record's key, value and headers (borrowing what is the record's own bytes);
+    /// a failure names its stage and converter.
+    fn convert<'r>(
         &self,
-        record: &proto::SourceRecord,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Option<OwnedHeaders>), ConvertFailure> {
-        let one = |stage, converter: &Converter, data: Option<&proto::Data>| {
+        record: &'r proto::SourceRecord,
+    ) -> Result<Converted<'r>, ConvertFailure> {
+        let one = |stage, converter: &Converter, data: Option<&'r proto::Data>| {
             converter
-                .from_connect(&record.topic, data)
+                .from_connect_borrowed(&record.topic, data)
                 .map_err(|error| ConvertFailure {
                     stage,
                     class: converter.kind().class_name(),
