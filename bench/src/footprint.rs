@@ -42,6 +42,7 @@ pub const PARTITIONS: i32 = 256;
 pub const RAW_FLAG: &str = "--raw-pipe";
 
 /// A footprint figure: a value beside its baseline.
+#[derive(Clone)]
 pub struct Measure {
     pub name: &'static str,
     pub unit: &'static str,

@@ -20,7 +20,7 @@
 //! - mysql-cdc: MySqlCdcSource reading inserts from MariaDB's binlog into Kafka vs the raw
 //!   binlog stream read by the same library (`mysql_cdc.rs`), on a tenth of `--records` rows.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
@@ -66,6 +66,10 @@ struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Runs every figure this many times, one round after the other (each figure beside its
+    /// baseline in every round), then prints each figure's median over the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Internal: the footprint figures' raw baseline process (BOOTSTRAP INPUT OUTPUT RECORDS).
     #[arg(long, hide = true, num_args = 4)]
     raw_pipe: Option<Vec<String>>,
@@ -128,11 +132,117 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut measures = Vec::new();
-    let figures = runtime.block_on(run(&args, &mut measures))?;
-    print(&figures, args.json);
-    print_measures(&measures, args.json);
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let mut measures = Vec::new();
+        let figures = runtime.block_on(run(&args, &mut measures))?;
+        let rows = Rows::of(&figures, &measures);
+        if args.rounds > 1 {
+            rows.print(args.json, &format!("round {round}"));
+        }
+        rounds.push(rows);
+    }
+    match rounds.as_slice() {
+        [one] => one.print(args.json, ""),
+        all => Rows::median(all).print(args.json, &format!("median of {} rounds", all.len())),
+    }
     Ok(())
+}
+
+/// What is printed of one figure: its rate, its baseline's, their ratio.
+#[derive(Clone)]
+struct Row {
+    name: String,
+    records: u64,
+    size: usize,
+    rate: f64,
+    baseline: f64,
+    ratio: f64,
+}
+
+/// One round's figures and footprint measures, or their medians over rounds.
+struct Rows {
+    figures: Vec<Row>,
+    measures: Vec<footprint::Measure>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n % 2 {
+        1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+impl Rows {
+    fn of(figures: &[Figure], measures: &[footprint::Measure]) -> Rows {
+        let figures = figures
+            .iter()
+            .map(|f| {
+                let rate = f.records as f64 / f.secs;
+                let baseline = f.records as f64 / f.baseline_secs;
+                Row {
+                    name: f.name.clone(),
+                    records: f.records,
+                    size: f.size,
+                    rate,
+                    baseline,
+                    ratio: rate / baseline,
+                }
+            })
+            .collect();
+        Rows {
+            figures,
+            measures: measures.to_vec(),
+        }
+    }
+
+    /// Each column's median over the rounds, figure by figure; a figure's ratio is the median of
+    /// the rounds' own ratios (each measured beside its baseline), a measure's is of its medians.
+    fn median(rounds: &[Rows]) -> Rows {
+        let figures = rounds[0]
+            .figures
+            .iter()
+            .map(|first| {
+                let same: Vec<&Row> = rounds
+                    .iter()
+                    .filter_map(|r| r.figures.iter().find(|f| f.name == first.name))
+                    .collect();
+                let of = |column: fn(&Row) -> f64| median(same.iter().map(|r| column(r)).collect());
+                Row {
+                    rate: of(|r| r.rate),
+                    baseline: of(|r| r.baseline),
+                    ratio: of(|r| r.ratio),
+                    ..first.clone()
+                }
+            })
+            .collect();
+        let measures = rounds[0]
+            .measures
+            .iter()
+            .map(|first| {
+                let same: Vec<&footprint::Measure> = rounds
+                    .iter()
+                    .filter_map(|r| r.measures.iter().find(|m| m.name == first.name))
+                    .collect();
+                footprint::Measure {
+                    value: median(same.iter().map(|m| m.value).collect()),
+                    baseline: median(same.iter().map(|m| m.baseline).collect()),
+                    ..first.clone()
+                }
+            })
+            .collect();
+        Rows { figures, measures }
+    }
+
+    fn print(&self, json: bool, label: &str) {
+        if !json && !label.is_empty() {
+            println!("# {label}");
+        }
+        print(&self.figures, json, label);
+        print_measures(&self.measures, json, label);
+    }
 }
 
 async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Result<Vec<Figure>> {
@@ -564,7 +674,7 @@ async fn run_sink_until(
     Ok(secs)
 }
 
-fn print(figures: &[Figure], json: bool) {
+fn print(figures: &[Row], json: bool, label: &str) {
     if !json {
         println!(
             "{:<24} {:>10} {:>13} {:>9} {:>15} {:>9} {:>7}",
@@ -573,32 +683,30 @@ fn print(figures: &[Figure], json: bool) {
     }
     let mb = |rate: f64, size: usize| rate * size as f64 / 1e6;
     for f in figures {
-        let rate = f.records as f64 / f.secs;
-        let baseline = f.records as f64 / f.baseline_secs;
-        let ratio = rate / baseline;
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "name": f.name,
-                    "records": f.records,
-                    "records_per_sec": rate.round(),
-                    "mb_per_sec": (mb(rate, f.size) * 10.0).round() / 10.0,
-                    "baseline_records_per_sec": baseline.round(),
-                    "baseline_mb_per_sec": (mb(baseline, f.size) * 10.0).round() / 10.0,
-                    "ratio": (ratio * 1000.0).round() / 1000.0,
-                })
-            );
+            let mut line = serde_json::json!({
+                "name": f.name,
+                "records": f.records,
+                "records_per_sec": f.rate.round(),
+                "mb_per_sec": (mb(f.rate, f.size) * 10.0).round() / 10.0,
+                "baseline_records_per_sec": f.baseline.round(),
+                "baseline_mb_per_sec": (mb(f.baseline, f.size) * 10.0).round() / 10.0,
+                "ratio": (f.ratio * 1000.0).round() / 1000.0,
+            });
+            if !label.is_empty() {
+                line["round"] = label.into();
+            }
+            println!("{line}");
         } else {
             println!(
                 "{:<24} {:>10} {:>13.0} {:>9.1} {:>15.0} {:>9.1} {:>7.3}",
                 f.name,
                 f.records,
-                rate,
-                mb(rate, f.size),
-                baseline,
-                mb(baseline, f.size),
-                ratio
+                f.rate,
+                mb(f.rate, f.size),
+                f.baseline,
+                mb(f.baseline, f.size),
+                f.ratio
             );
         }
     }
@@ -606,21 +714,22 @@ fn print(figures: &[Figure], json: bool) {
 
 /// The footprint figures, after the throughput ones: each value beside its baseline and
 /// their ratio (value / baseline).
-fn print_measures(measures: &[footprint::Measure], json: bool) {
+fn print_measures(measures: &[footprint::Measure], json: bool, label: &str) {
     for m in measures {
         let ratio = m.value / m.baseline;
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "name": m.name,
-                    "value": (m.value * 1000.0).round() / 1000.0,
-                    "unit": m.unit,
-                    "baseline": (m.baseline * 1000.0).round() / 1000.0,
-                    "baseline_name": m.baseline_name,
-                    "ratio": (ratio * 1000.0).round() / 1000.0,
-                })
-            );
+            let mut line = serde_json::json!({
+                "name": m.name,
+                "value": (m.value * 1000.0).round() / 1000.0,
+                "unit": m.unit,
+                "baseline": (m.baseline * 1000.0).round() / 1000.0,
+                "baseline_name": m.baseline_name,
+                "ratio": (ratio * 1000.0).round() / 1000.0,
+            });
+            if !label.is_empty() {
+                line["round"] = label.into();
+            }
+            println!("{line}");
         } else {
             println!(
                 "{:<36} {:>9.3} {:<2} baseline {:>9.3} {:<2} ({}), ratio {:.3}",
