@@ -3,6 +3,10 @@
 //! batch of thousands of records makes that the larger part of decoding. The frame is taken
 //! whole (without a copy: the buffer is split off) and decoded from a plain slice.
 //!
+//! Encoding reserves each message's length before writing it (tonic's buffer would otherwise
+//! grow by doubling through a megabyte batch, copying it each time), and a source batch is
+//! written by [`crate::encode`], which works out each nested length once.
+//!
 //! The two messages that carry batches (`SinkRequest` to a connector, `SourceResponse` to the
 //! worker) are decoded with their records vector sized once: prost would grow it by doubling,
 //! moving every record decoded so far (hundreds of bytes each) a dozen times per batch.
@@ -13,7 +17,7 @@ use std::marker::PhantomData;
 use bytes::Buf as _;
 use prost::encoding::decode_varint;
 use prost::{DecodeError, Message};
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 pub struct SliceCodec<T, U> {
@@ -33,15 +37,47 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Encoder = SliceEncoder<T>;
     type Decoder = SliceDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::default()
+        SliceEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         SliceDecoder::default()
+    }
+}
+
+/// The encoding half: prost's bytes, into a buffer reserved for them.
+pub struct SliceEncoder<T> {
+    _pd: PhantomData<T>,
+}
+
+impl<T> Default for SliceEncoder<T> {
+    fn default() -> Self {
+        SliceEncoder { _pd: PhantomData }
+    }
+}
+
+impl<T: Message + 'static> Encoder for SliceEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use crate::connector::v1::{source_response, SourceResponse};
+        if let Some(SourceResponse {
+            kind: Some(source_response::Kind::Batch(batch)),
+        }) = (&item as &dyn Any).downcast_ref::<SourceResponse>()
+        {
+            let len = crate::encode::SourceBatchLen::of(batch);
+            dst.reserve(len.response());
+            len.write(batch, dst);
+        } else {
+            dst.reserve(item.encoded_len());
+            item.encode_raw(dst);
+        }
+        Ok(())
     }
 }
 

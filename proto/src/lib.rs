@@ -2,6 +2,7 @@
 
 mod assignment;
 pub mod codec;
+pub mod encode;
 
 /// The connector protocol: worker ↔ connector process.
 pub mod connector {
