@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use prost::Message as _;
 use sluice_connector_datagen::record_value;
 use sluice_proto::connector::v1::{self as proto, source_request, source_response};
 use sluice_worker::host::process::{ConnectorProcess, PluginCommand};
+use sluice_worker::task::source::wire::{self, SourceFrame};
 // What the worker grants when a stream opens, and returns per batch.
 use sluice_worker::task::source::{CREDIT_BYTES, CREDIT_RECORDS};
 use tokio::sync::mpsc;
@@ -159,7 +159,7 @@ print(time.perf_counter() - started)
 }
 
 /// Seconds to receive `records` records from the connector's source stream, from the first
-/// credit to the last record, returning credit per batch as the worker does.
+/// credit to the last record, read and credited per batch as the worker does.
 async fn pull(
     command: &PluginCommand,
     class: &str,
@@ -181,15 +181,14 @@ async fn pull(
         positions: Vec::new(),
     })))
     .await?;
-    let mut stream = process
-        .client
-        .clone()
-        .source(ReceiverStream::new(rx))
+    // Read as the worker reads a source stream.
+    let mut stream = wire::open(process.channel.clone(), ReceiverStream::new(rx))
         .await?
         .into_inner();
-    match stream.message().await?.and_then(|m| m.kind) {
-        Some(source_response::Kind::Opened(_)) => {}
-        other => bail!("{class}: expected SourceOpened, got {other:?}"),
+    match stream.message().await? {
+        Some(SourceFrame::Other(m)) if matches!(m.kind, Some(source_response::Kind::Opened(_))) => {
+        }
+        _ => bail!("{class}: expected SourceOpened"),
     }
     let started = Instant::now();
     tx.send(send(source_request::Kind::Credit(proto::Credit {
@@ -199,31 +198,36 @@ async fn pull(
     .await?;
     let mut received = 0u64;
     while received < records {
-        match stream.message().await?.and_then(|m| m.kind) {
-            Some(source_response::Kind::Batch(batch)) => {
+        let other = match stream.message().await? {
+            Some(SourceFrame::Batch(batch)) => {
                 let n = batch.records.len() as u64;
                 received += n;
                 tx.send(send(source_request::Kind::Credit(proto::Credit {
                     records: n,
-                    bytes: batch.encoded_len() as u64,
+                    bytes: batch.encoded_len as u64,
                 })))
                 .await?;
                 tx.send(send(source_request::Kind::Ack(proto::SourceAck {
                     batch_seq: batch.seq,
                 })))
                 .await?;
+                continue;
             }
-            Some(source_response::Kind::Error(e)) => bail!("{class}: {}", e.message),
-            Some(_) => {}
+            Some(SourceFrame::Other(m)) => m.kind,
             None => bail!("{class}: the stream ended after {received} records"),
+        };
+        if let Some(source_response::Kind::Error(e)) = other {
+            bail!("{class}: {}", e.message);
         }
     }
     let secs = started.elapsed().as_secs_f64();
     tx.send(send(source_request::Kind::Stop(proto::Stop {})))
         .await?;
     while let Ok(Some(m)) = stream.message().await {
-        if matches!(m.kind, Some(source_response::Kind::Stopped(_))) {
-            break;
+        if let SourceFrame::Other(m) = m {
+            if matches!(m.kind, Some(source_response::Kind::Stopped(_))) {
+                break;
+            }
         }
     }
     drop(tx);

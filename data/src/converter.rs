@@ -214,6 +214,69 @@ pub enum Passthrough {
     Bytes,
 }
 
+/// A key or value that may be its own Kafka bytes: no data, raw bytes, or a string or bytes
+/// value with no schema or a plain one (a type and `optional`, nothing else). See
+/// [`Converter::from_connect_plain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainData<'a> {
+    Null,
+    Raw(&'a [u8]),
+    /// `schema` is the plain schema's type, as the wire gives it.
+    String {
+        schema: Option<i32>,
+        text: &'a str,
+    },
+    Bytes {
+        schema: Option<i32>,
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> PlainData<'a> {
+    /// `data` as plain data, when it is.
+    pub fn of(data: Option<&'a Data>) -> Option<PlainData<'a>> {
+        let structured = match data.and_then(|d| d.kind.as_ref()) {
+            None => return Some(PlainData::Null),
+            Some(data::Kind::Raw(bytes)) => return Some(PlainData::Raw(bytes)),
+            Some(data::Kind::Structured(s)) => s,
+        };
+        let schema = match &structured.schema {
+            None => None,
+            Some(s) if is_plain(s) => Some(s.r#type),
+            Some(_) => return None,
+        };
+        match structured.value.as_ref()?.kind.as_ref()? {
+            value::Kind::String(text) => Some(PlainData::String { schema, text }),
+            value::Kind::Bytes(bytes) => Some(PlainData::Bytes { schema, bytes }),
+            _ => None,
+        }
+    }
+}
+
+/// A schema that is a type and `optional`, nothing else.
+fn is_plain(s: &Schema) -> bool {
+    let Schema {
+        r#type: _,
+        optional: _,
+        name,
+        version,
+        doc,
+        parameters,
+        default_value,
+        value_schema,
+        key_schema,
+        fields,
+    } = s;
+    name.is_none()
+        && version.is_none()
+        && doc.is_none()
+        && parameters.is_empty()
+        && default_value.is_none()
+        && value_schema.is_none()
+        && key_schema.is_none()
+        && fields.is_empty()
+}
+
 /// A configured converter for keys or for values. Clones share the Avro converter's registry
 /// client and caches.
 #[derive(Debug, Clone)]
@@ -425,6 +488,9 @@ impl Converter {
         topic: &str,
         data: Option<&'a Data>,
     ) -> Result<Option<Cow<'a, [u8]>>, ConversionError> {
+        if let Some(bytes) = PlainData::of(data).and_then(|p| self.from_connect_plain(p)) {
+            return Ok(bytes.map(Cow::Borrowed));
+        }
         if let Some(avro) = &self.avro {
             return Ok(avro.from_connect(topic, data)?.map(Cow::Owned));
         }
@@ -482,6 +548,29 @@ impl Converter {
                 }
             }
             kind => Ok(primitive::from_connect(kind, schema, value)?.map(Cow::Owned)),
+        }
+    }
+
+    /// What [`Converter::from_connect_borrowed`] gives for `data` when that is `data`'s own
+    /// bytes (or a Kafka null), without the `Data` itself: the worker reads a source record's
+    /// plain key and value straight off the wire. `None` when this converter needs the whole
+    /// `Data` (Avro, JSON, a string in another encoding, what ByteArrayConverter refuses).
+    pub fn from_connect_plain<'a>(&self, data: PlainData<'a>) -> Option<Option<&'a [u8]>> {
+        if self.avro.is_some() {
+            return None;
+        }
+        match (data, self.kind) {
+            (PlainData::Null, _) => Some(None),
+            (PlainData::Raw(bytes), _) => Some(Some(bytes)),
+            // A plain schema has no name, so no logical type: the bytes are the text.
+            (PlainData::Bytes { bytes, .. }, ConverterKind::String) => Some(Some(bytes)),
+            (PlainData::String { text, .. }, ConverterKind::String) => {
+                (self.encoding == Encoding::Utf8).then_some(Some(text.as_bytes()))
+            }
+            (PlainData::Bytes { schema, bytes }, ConverterKind::ByteArray) => schema
+                .is_none_or(|t| t == SchemaType::Bytes as i32)
+                .then_some(Some(bytes)),
+            _ => None,
         }
     }
 
@@ -672,9 +761,21 @@ mod tests {
             structured(Some(SchemaType::String), None),
         ];
         let mut borrowed = 0;
+        let mut plain = 0;
         for converter in &converters {
             for data in &data {
                 let owned = converter.from_connect("t", Some(data));
+                // The same bytes without the `Data`, where the converter takes them plain.
+                if let Some(bytes) =
+                    PlainData::of(Some(data)).and_then(|p| converter.from_connect_plain(p))
+                {
+                    plain += 1;
+                    assert_eq!(
+                        Ok(bytes.map(<[u8]>::to_vec)),
+                        owned.as_ref().map_err(|e| e.to_string()).cloned(),
+                        "{converter:?} {data:?}"
+                    );
+                }
                 let cow = converter.from_connect_borrowed("t", Some(data));
                 if let Ok(Some(Cow::Borrowed(b))) = &cow {
                     borrowed += 1;
@@ -705,6 +806,62 @@ mod tests {
         // three bytes values (5), under Latin-1 the three bytes values (3); under
         // ByteArrayConverter the two bytes values its schema allows (2).
         assert_eq!(borrowed, 4 + 5 + 3 + 2);
+        // Every borrowed case, and the null under each converter.
+        assert_eq!(plain, borrowed + 4);
+    }
+
+    #[test]
+    fn plain_data_is_no_data_raw_bytes_or_a_string_or_bytes_with_a_plain_schema() {
+        let with = |schema: Option<Schema>, kind: value::Kind| Data {
+            kind: Some(data::Kind::Structured(Structured {
+                schema,
+                value: Some(Value { kind: Some(kind) }),
+            })),
+        };
+        let text = || value::Kind::String("x".into());
+        let plain = Schema {
+            r#type: SchemaType::String as i32,
+            optional: true,
+            ..Schema::default()
+        };
+        assert_eq!(PlainData::of(None), Some(PlainData::Null));
+        assert_eq!(
+            PlainData::of(Some(&Data { kind: None })),
+            Some(PlainData::Null)
+        );
+        assert_eq!(
+            PlainData::of(Some(&with(Some(plain.clone()), text()))),
+            Some(PlainData::String {
+                schema: Some(SchemaType::String as i32),
+                text: "x"
+            })
+        );
+        assert_eq!(
+            PlainData::of(Some(&with(None, value::Kind::Bytes(vec![1])))),
+            Some(PlainData::Bytes {
+                schema: None,
+                bytes: &[1]
+            })
+        );
+        let named = Schema {
+            name: Some("io.debezium.data.Json".into()),
+            ..plain.clone()
+        };
+        let with_doc = Schema {
+            doc: Some("d".into()),
+            ..plain
+        };
+        for data in [
+            with(Some(named), text()),
+            with(Some(with_doc), text()),
+            with(None, value::Kind::Int(1)),
+            with(None, value::Kind::Null(true)),
+            Data {
+                kind: Some(data::Kind::Structured(Structured::default())),
+            },
+        ] {
+            assert_eq!(PlainData::of(Some(&data)), None, "{data:?}");
+        }
     }
 
     #[test]

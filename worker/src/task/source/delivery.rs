@@ -13,6 +13,7 @@ use rdkafka::ClientContext;
 use sluice_proto::connector::v1::{self as proto, source_request};
 use tokio::sync::Notify;
 
+use super::wire::WireBatch;
 use super::{send, Sender, SourceTaskRunner};
 
 /// A batch handed to the producer and not yet fully acknowledged.
@@ -148,16 +149,20 @@ impl AtLeastOnce {
     pub(super) async fn produce(
         &self,
         runner: &SourceTaskRunner,
-        batch: proto::SourceBatch,
+        batch: WireBatch,
     ) -> anyhow::Result<()> {
-        let positions = super::last_positions(&batch.partitions, &batch.records)?;
+        let frame = &batch.frame[..];
+        let positions = super::last_positions(
+            &batch.partitions,
+            batch.records.iter().map(|r| r.position(frame)),
+        )?;
         self.tracker
             .register(batch.seq, batch.records.len(), positions);
         let (mut bytes, mut sent) = (0u64, 0u64);
         let mut last_topic: Option<String> = None;
         for record in batch.records {
             match runner
-                .send_record(&self.producer, record, batch.seq, &mut last_topic)
+                .send_record(&self.producer, record, frame, batch.seq, &mut last_topic)
                 .await?
             {
                 Some(n) => {

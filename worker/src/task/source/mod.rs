@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
@@ -16,13 +15,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::Channel;
 
 use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
 };
 use sluice_data::record::Record;
 
-use crate::host::process::Client;
 use crate::restart::task_error;
 use crate::task::errors::{report_text, FailedRecord, Failure, Stage};
 use crate::task::offsets::OffsetStore;
@@ -30,9 +29,11 @@ use crate::task::{TaskSpec, Transactions};
 
 mod delivery;
 mod transactional;
+pub mod wire;
 
 use delivery::{send_with_backpressure, AtLeastOnce, DeliveryContext, DeliveryTracker};
 use transactional::Transactional;
+use wire::{Incoming, PlainRecord, SourceFrame, WireBatch};
 
 /// Records and bytes the connector may have in flight towards the producer: granted when the
 /// stream opens, returned batch by batch. Enough to keep the producer busy (its own queue
@@ -64,38 +65,37 @@ type Sender = mpsc::Sender<proto::SourceRequest>;
 /// What the connector sent that a task's loop acts on.
 enum Event {
     /// A batch, and the credit it used (worked out by the reader, off the pipeline's loop).
-    Batch(Box<proto::SourceBatch>, source_request::Kind),
+    Batch(Box<WireBatch>, source_request::Kind),
     Stopped,
     RecordError(Box<proto::RecordError>),
 }
 
 /// Sorts a message of the source stream: the task's own failure and a broken or closed stream
 /// are errors; `None` for nothing to do.
-fn event(
-    message: Result<Option<proto::SourceResponse>, tonic::Status>,
-) -> anyhow::Result<Option<Event>> {
+fn event(message: Result<Option<SourceFrame>, tonic::Status>) -> anyhow::Result<Option<Event>> {
     match message {
-        Ok(Some(proto::SourceResponse { kind: Some(kind) })) => Ok(match kind {
-            source_response::Kind::Batch(batch) => {
-                let credit = credit_of(&batch);
-                Some(Event::Batch(Box::new(batch), credit))
-            }
-            source_response::Kind::Stopped(_) => Some(Event::Stopped),
-            source_response::Kind::RecordError(e) => Some(Event::RecordError(Box::new(e))),
-            source_response::Kind::Error(e) => return Err(task_error("task failed", e)),
-            source_response::Kind::Opened(_) => None,
+        Ok(Some(SourceFrame::Batch(batch))) => {
+            let credit = credit_of(&batch);
+            Ok(Some(Event::Batch(Box::new(batch), credit)))
+        }
+        Ok(Some(SourceFrame::Other(response))) => Ok(match response.kind {
+            // A batch is always read as one; an empty message means nothing.
+            Some(source_response::Kind::Batch(_)) | Some(source_response::Kind::Opened(_)) => None,
+            None => None,
+            Some(source_response::Kind::Stopped(_)) => Some(Event::Stopped),
+            Some(source_response::Kind::RecordError(e)) => Some(Event::RecordError(Box::new(e))),
+            Some(source_response::Kind::Error(e)) => return Err(task_error("task failed", e)),
         }),
-        Ok(Some(_)) => Ok(None),
         Ok(None) => bail!("connector closed the source stream"),
         Err(s) => bail!("source stream broke: {}", s.message()),
     }
 }
 
 /// The credit a batch used: its records and its encoded size, as the connector debited them.
-fn credit_of(batch: &proto::SourceBatch) -> source_request::Kind {
+fn credit_of(batch: &WireBatch) -> source_request::Kind {
     source_request::Kind::Credit(proto::Credit {
         records: batch.records.len() as u64,
-        bytes: batch.encoded_len() as u64,
+        bytes: batch.encoded_len as u64,
     })
 }
 
@@ -103,7 +103,7 @@ fn credit_of(batch: &proto::SourceBatch) -> source_request::Kind {
 /// while the last one is converted and produced. Ends after passing on an error, or when the
 /// loop is gone.
 async fn read_events(
-    mut responses: tonic::Streaming<proto::SourceResponse>,
+    mut responses: tonic::Streaming<SourceFrame>,
     out: mpsc::Sender<anyhow::Result<Event>>,
 ) {
     loop {
@@ -126,16 +126,14 @@ impl SourceTaskRunner {
     /// Runs the task until `stop` (a clean drain) or a failure. Either way, every record handed
     /// to the producer is waited for and its position committed (at-least-once), or the open
     /// transaction is aborted (exactly-once), before returning.
-    pub async fn run(&self, mut client: Client, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(&self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel(64);
         match &self.transactions {
             None => {
                 let tracker = Arc::new(DeliveryTracker::default());
                 let producer = self.producer(self.producer_config.clone(), &tracker)?;
                 let mut delivery = Delivery::AtLeastOnce(AtLeastOnce { producer, tracker });
-                let result = self
-                    .pipeline(&mut client, rx, &tx, &mut delivery, &stop)
-                    .await;
+                let result = self.pipeline(channel, rx, &tx, &mut delivery, &stop).await;
                 match delivery {
                     Delivery::AtLeastOnce(d) => d.finish(self, &tx, result).await,
                     Delivery::Transactional(_) => result,
@@ -144,9 +142,7 @@ impl SourceTaskRunner {
             Some(transactions) => {
                 let transactional = Transactional::start(self, transactions).await?;
                 let mut delivery = Delivery::Transactional(Box::new(transactional));
-                let result = self
-                    .pipeline(&mut client, rx, &tx, &mut delivery, &stop)
-                    .await;
+                let result = self.pipeline(channel, rx, &tx, &mut delivery, &stop).await;
                 if let (Err(_), Delivery::Transactional(d)) = (&result, &delivery) {
                     d.abandon(self).await;
                 }
@@ -160,13 +156,13 @@ impl SourceTaskRunner {
     /// fall due, and a clean stop on `stop`. Settling comes first: acks before new reads.
     async fn pipeline(
         &self,
-        client: &mut Client,
+        channel: Channel,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
         delivery: &mut Delivery<'_>,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let responses = self.open(client, rx, tx).await?;
+        let responses = self.open(channel, rx, tx).await?;
         // One decoded batch waits while the loop works on the one before it.
         let (events_tx, mut events) = mpsc::channel(1);
         let _reader = AbortOnDropHandle::new(tokio::spawn(read_events(responses, events_tx)));
@@ -217,10 +213,10 @@ impl SourceTaskRunner {
     /// Reads the committed positions, opens the task's stream and grants the first credit.
     async fn open(
         &self,
-        client: &mut Client,
+        channel: Channel,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
-    ) -> anyhow::Result<tonic::Streaming<proto::SourceResponse>> {
+    ) -> anyhow::Result<tonic::Streaming<SourceFrame>> {
         let positions = self
             .offsets
             .positions(&self.task.connector)
@@ -239,7 +235,7 @@ impl SourceTaskRunner {
         .await;
         let responses = self
             .task
-            .open_stream(client.source(ReceiverStream::new(rx)), "source")
+            .open_stream(wire::open(channel, ReceiverStream::new(rx)), "source")
             .await?;
         send(
             tx,
@@ -252,11 +248,85 @@ impl SourceTaskRunner {
         Ok(responses)
     }
 
-    /// Converts one record and hands it to the producer (waiting while its queue is full);
-    /// returns the converted size, or `None` when the error policy skipped the record (its
-    /// conversion failed and `errors.tolerance=all`). `last_topic` spares a topic note per
-    /// record.
+    /// Converts one record of a batch read from `frame` and hands it to the producer (waiting
+    /// while its queue is full); returns the converted size, or `None` when the error policy
+    /// skipped the record (its conversion failed and `errors.tolerance=all`). `last_topic`
+    /// spares a topic note per record.
     async fn send_record(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        record: Incoming,
+        frame: &[u8],
+        seq: u64,
+        last_topic: &mut Option<String>,
+    ) -> anyhow::Result<Option<u64>> {
+        let record = match record {
+            Incoming::Plain(plain) => {
+                if let Some(sent) = self
+                    .send_plain(producer, &plain, frame, seq, last_topic)
+                    .await?
+                {
+                    return Ok(Some(sent));
+                }
+                plain
+                    .decode(frame)
+                    .context("decode a record of the source stream")?
+            }
+            Incoming::Decoded(record) => *record,
+        };
+        self.send_decoded(producer, record, seq, last_topic).await
+    }
+
+    /// A record read in place, sent from the frame when no transform applies and both
+    /// converters take its key and value as they are; `None` (nothing sent) otherwise.
+    async fn send_plain(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        record: &PlainRecord,
+        frame: &[u8],
+        seq: u64,
+        last_topic: &mut Option<String>,
+    ) -> anyhow::Result<Option<u64>> {
+        let conversion = &self.task.conversion;
+        if !conversion.transforms.is_empty() {
+            return Ok(None);
+        }
+        let (Some(key), Some(value)) = (
+            conversion.key.from_connect_plain(record.key(frame)),
+            conversion.value.from_connect_plain(record.value(frame)),
+        ) else {
+            return Ok(None);
+        };
+        let topic = record.topic(frame);
+        if topic.is_empty() {
+            bail!("connector sent a record with no topic");
+        }
+        if last_topic.as_deref() != Some(topic) {
+            self.task.counters.note_topic(topic);
+            *last_topic = Some(topic.to_string());
+        }
+        let bytes = (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64;
+        let mut out: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, seq as usize);
+        if let Some(k) = key {
+            out = out.key(k);
+        }
+        if let Some(v) = value {
+            out = out.payload(v);
+        }
+        if let Some(p) = record.kafka_partition {
+            out = out.partition(p);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            out = out.timestamp(ts);
+        }
+        send_with_backpressure(producer, out, topic).await?;
+        Ok(Some(bytes))
+    }
+
+    /// [`SourceTaskRunner::send_record`] for a record decoded whole: through the transforms
+    /// and converters.
+    async fn send_decoded(
         &self,
         producer: &ThreadedProducer<DeliveryContext>,
         record: proto::SourceRecord,
@@ -470,7 +540,7 @@ impl Delivery<'_> {
         &mut self,
         runner: &SourceTaskRunner,
         tx: &Sender,
-        batch: proto::SourceBatch,
+        batch: WireBatch,
     ) -> anyhow::Result<()> {
         match self {
             Delivery::AtLeastOnce(d) => d.produce(runner, batch).await,
@@ -498,20 +568,20 @@ impl Delivery<'_> {
 
 /// The last offset of each source partition among `records` (positions are strings the
 /// connector chose; the latest wins), checked against the batch's partitions.
-fn last_positions(
+fn last_positions<'r>(
     partitions: &[String],
-    records: &[proto::SourceRecord],
+    records: impl IntoIterator<Item = (Option<u32>, &'r str)>,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut last: Vec<Option<&str>> = vec![None; partitions.len()];
-    for record in records {
-        if let (Some(p), false) = (record.partition, record.offset.is_empty()) {
+    for (partition, offset) in records {
+        if let (Some(p), false) = (partition, offset.is_empty()) {
             let slot = last.get_mut(p as usize).ok_or_else(|| {
                 anyhow!(
                     "record refers to source partition {p}, batch has {}",
                     partitions.len()
                 )
             })?;
-            *slot = Some(&record.offset);
+            *slot = Some(offset);
         }
     }
     Ok(partitions
@@ -593,11 +663,12 @@ mod tests {
             record(None, "ignored"),
             record(Some(2), ""),
         ];
+        let positions = || records.iter().map(|r| (r.partition, r.offset.as_str()));
         assert_eq!(
-            last_positions(&partitions, &records).unwrap(),
+            last_positions(&partitions, positions()).unwrap(),
             [("a".into(), "2".into()), ("b".into(), "7".into())]
         );
-        let e = last_positions(&partitions[..1], &records).unwrap_err();
+        let e = last_positions(&partitions[..1], positions()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "record refers to source partition 1, batch has 1"

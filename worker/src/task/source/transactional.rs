@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use sluice_proto::connector::v1::{self as proto, source_request};
 
 use super::delivery::{send_with_backpressure, DeliveryContext, DeliveryTracker, Producer};
+use super::wire::WireBatch;
 use super::{last_positions, send, Sender, SourceTaskRunner};
 use crate::lease::Lapsed;
 use crate::restart::Fatal;
@@ -132,14 +133,17 @@ impl<'a> Transactional<'a> {
         &mut self,
         runner: &SourceTaskRunner,
         tx: &Sender,
-        batch: proto::SourceBatch,
+        batch: WireBatch,
     ) -> anyhow::Result<()> {
         let by_connector = self.transactions.boundary == TransactionBoundary::Connector;
-        let proto::SourceBatch {
+        let WireBatch {
             seq,
             partitions,
             records,
+            frame,
+            ..
         } = batch;
+        let frame = &frame[..];
         let mut segment = Vec::new();
         let mut last_topic: Option<String> = None;
         let mut records = records.into_iter().peekable();
@@ -155,13 +159,15 @@ impl<'a> Transactional<'a> {
             if !ends {
                 continue;
             }
-            for (partition, offset) in last_positions(&partitions, &segment)? {
+            for (partition, offset) in
+                last_positions(&partitions, segment.iter().map(|r| r.position(frame)))?
+            {
                 self.txn.positions.insert(partition, offset);
             }
             for record in segment.drain(..) {
                 self.begin().await?;
                 if let Some(bytes) = runner
-                    .send_record(&self.producer, record, seq, &mut last_topic)
+                    .send_record(&self.producer, record, frame, seq, &mut last_topic)
                     .await?
                 {
                     self.txn.bytes += bytes;
