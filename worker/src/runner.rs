@@ -28,6 +28,9 @@ use sluice_model::{
     ConfigError, ConfigFile, ConnectorConfig, ConnectorName, ErrorPolicy, RestartPolicy,
 };
 
+/// How long a failed task's error waits for its connector process's exit, the likelier cause.
+const EXIT_GRACE: Duration = Duration::from_millis(250);
+
 /// Everything needed to run a connector, already validated.
 #[derive(Clone)]
 pub struct ConnectorSpec {
@@ -276,8 +279,8 @@ pub async fn run_process(
                     transactions: spec.transactions.clone(),
                     drain_timeout: ctx.task_shutdown_timeout,
                 };
-                let client = process.client.clone();
-                tasks.spawn(async move { (id, runner.run(client, token).await) });
+                let channel = process.channel.clone();
+                tasks.spawn(async move { (id, runner.run(channel, token).await) });
             }
         }
     }
@@ -305,7 +308,15 @@ pub async fn run_process(
                 Some(Ok((_, Ok(())))) => {}
                 Some(Ok((id, Err(e)))) => {
                     if failure.is_none() {
-                        failure = Some(e.context(format!("task {id}")));
+                        // A connector process that dies breaks its tasks' streams as it goes,
+                        // often before its exit is seen: the exit says why, the broken stream
+                        // does not.
+                        failure = Some(
+                            match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
+                                Ok(reason) => anyhow!("{reason} (task {id}: {e:#})"),
+                                Err(_) => e.context(format!("task {id}")),
+                            },
+                        );
                     }
                     tasks_stop.cancel();
                 }
