@@ -471,8 +471,10 @@ fn poll_loop(
                     consumer.context().log.reachable();
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
                     let headers = headers_of(&message);
+                    // Read once: each read measures and checks the C string again.
+                    let topic = message.topic();
                     let consumed = Consumed {
-                        topic: message.topic(),
+                        topic,
                         partition: message.partition(),
                         offset: message.offset(),
                         key: message.key(),
@@ -516,7 +518,7 @@ fn poll_loop(
                     let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
                     size += len;
                     bytes += len as u64;
-                    let (topic, partition) = (message.topic(), message.partition());
+                    let partition = message.partition();
                     match offsets.last_mut() {
                         Some(((t, p), next)) if *p == partition && t == topic => {
                             *next = message.offset() + 1;
