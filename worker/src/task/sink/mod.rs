@@ -3,6 +3,7 @@
 //! offsets committed only after the connector flushed them. Batches cross in their wire form,
 //! written as records are read ([`wire`]).
 
+mod fetch;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use sluice_data::converter::{ConversionError, Converter, Passthrough, DATA_EXCEP
 use sluice_data::record::Record;
 use tonic::transport::Channel;
 
+use self::fetch::{FetchQueue, Fetched, ForwardTo};
 use self::wire::{Consumed, Outgoing, Records};
 use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
@@ -79,6 +81,9 @@ struct SinkContext {
     /// Unbounded: at most one query per rebalance, and the poll thread waits for its answer.
     ask: mpsc::UnboundedSender<PositionsQuery>,
     log: crate::kafka::log::KafkaLog,
+    /// Where the poll thread takes fetched messages from: newly assigned partitions are
+    /// forwarded there before they are assigned.
+    forward_to: ForwardTo,
 }
 
 impl rdkafka::ClientContext for SinkContext {
@@ -121,6 +126,9 @@ impl ConsumerContext for SinkContext {
                     Ok(()) => answer.recv_timeout(POSITIONS_TIMEOUT).ok(),
                     Err(_) => None,
                 };
+                for e in tpl.elements() {
+                    self.forward_to.forward(consumer, e.topic(), e.partition());
+                }
                 for p in positions.unwrap_or_default() {
                     if tpl.find_partition(&p.topic, p.partition).is_some() {
                         tracing::info!(topic = %p.topic, partition = p.partition, offset = p.offset, "starting where the sink stored its offset");
@@ -225,6 +233,7 @@ impl SinkTaskRunner {
             self.consumer_config
                 .create_with_context(SinkContext {
                     ask: ask_tx,
+                    forward_to: ForwardTo::default(),
                     log: crate::kafka::log::KafkaLog::new(format!(
                         "sink task {}-{} consumer",
                         self.task.connector, self.task.task_id
@@ -433,6 +442,23 @@ async fn commit(
     Ok(())
 }
 
+/// Messages taken from the fetch queue at a time.
+const FETCH_BATCH: usize = 1024;
+
+/// One batch being filled by the poll thread.
+struct Filling {
+    records: Records,
+    offsets: Vec<((String, i32), i64)>,
+    bytes: u64,
+    size: usize,
+}
+
+impl Filling {
+    fn full(&self) -> bool {
+        self.records.len() >= MAX_BATCH_RECORDS || self.size >= MAX_BATCH_BYTES
+    }
+}
+
 /// Polls, converts and batches records until `polling` turns false or the receiver is gone.
 fn poll_loop(
     consumer: &SinkConsumer,
@@ -442,107 +468,158 @@ fn poll_loop(
     polling: &AtomicBool,
     out: &mpsc::Sender<anyhow::Result<Polled>>,
 ) {
+    let fetch = FetchQueue::new(consumer, &consumer.context().forward_to);
+    poll_batches(consumer, &fetch, pipeline, errors, runtime, polling, out);
+}
+
+fn poll_batches(
+    consumer: &SinkConsumer,
+    fetch: &FetchQueue<'_>,
+    pipeline: &Conversion,
+    errors: &ErrorReporter,
+    runtime: &tokio::runtime::Handle,
+    polling: &AtomicBool,
+    out: &mpsc::Sender<anyhow::Result<Polled>>,
+) {
     let passthrough = pipeline.passthrough();
     let mut spare = BytesMut::new();
-    while polling.load(Ordering::Acquire) {
-        let mut records = Records::reusing(&mut spare, BATCH_CAPACITY);
-        let mut offsets = Vec::new();
-        let mut bytes = 0u64;
-        let mut size = 0usize;
-        let mut deadline: Option<Instant> = None;
-        while records.len() < MAX_BATCH_RECORDS && size < MAX_BATCH_BYTES {
-            // Once a batch has begun, what the consumer already holds is taken without a
-            // wait (and without reading the clock); only when it runs dry does the batch wait
-            // out what is left of its linger.
-            let polled_now = match deadline {
-                None => consumer.poll(POLL_TIMEOUT),
-                Some(d) => consumer.poll(Duration::ZERO).or_else(|| {
-                    let left = d.saturating_duration_since(Instant::now());
-                    (!left.is_zero()).then(|| consumer.poll(left)).flatten()
-                }),
+    let mut fetched = Fetched::with_capacity(FETCH_BATCH);
+    let take = |batch: &mut Filling, consumed: &Consumed<'_>| -> Result<(), ()> {
+        // A record that cannot be converted is handled by the error policy: the task fails,
+        // or the record goes to the dead-letter queue (written before its offset can be
+        // committed) and is skipped.
+        let mut written = pipeline.write(consumed, passthrough, &mut batch.records);
+        if matches!(&written, Err(f) if f.retriable) {
+            // Something a converter needs is away (its schema registry): wait for it as
+            // errors.retry.* allow before the error policy decides.
+            written = runtime.block_on(errors.retry(|| {
+                std::future::ready(
+                    pipeline
+                        .write(consumed, passthrough, &mut batch.records)
+                        .map_err(|f| {
+                            let retriable = f.retriable;
+                            (f, retriable)
+                        }),
+                )
+            }));
+        }
+        if let Err(f) = written {
+            let failure = Failure {
+                stage: f.stage,
+                class: &f.class,
+                exception: DATA_EXCEPTION,
+                error: &f.message,
+                retriable: f.retriable,
             };
-            match polled_now {
-                None => break,
-                Some(Err(e)) => {
-                    consumer.context().log.consumer_error(e);
-                    break;
-                }
-                Some(Ok(message)) => {
-                    consumer.context().log.reachable();
-                    deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
-                    let headers = headers_of(&message);
-                    // Read once: each read measures and checks the C string again.
-                    let topic = message.topic();
-                    let consumed = Consumed {
-                        topic,
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key(),
-                        value: message.payload(),
-                        headers: &headers,
-                        timestamp_ms: message.timestamp().to_millis(),
-                    };
-                    // A record that cannot be converted is handled by the error policy: the
-                    // task fails, or the record goes to the dead-letter queue (written before
-                    // its offset can be committed) and is skipped.
-                    let mut written = pipeline.write(&consumed, passthrough, &mut records);
-                    if matches!(&written, Err(f) if f.retriable) {
-                        // Something a converter needs is away (its schema registry): wait
-                        // for it as errors.retry.* allow before the error policy decides.
-                        written = runtime.block_on(errors.retry(|| {
-                            std::future::ready(
-                                pipeline
-                                    .write(&consumed, passthrough, &mut records)
-                                    .map_err(|f| {
-                                        let retriable = f.retriable;
-                                        (f, retriable)
-                                    }),
-                            )
-                        }));
-                    }
-                    if let Err(f) = written {
-                        let failure = Failure {
-                            stage: f.stage,
-                            class: &f.class,
-                            exception: DATA_EXCEPTION,
-                            error: &f.message,
-                            retriable: f.retriable,
-                        };
-                        if let Err(e) =
-                            runtime.block_on(errors.report(&failure, &failed_record(&message)))
-                        {
-                            let _ = out.blocking_send(Err(e));
+            if let Err(e) = runtime.block_on(errors.report(&failure, &failed_record(consumed))) {
+                let _ = out.blocking_send(Err(e));
+                return Err(());
+            }
+        }
+        let len = consumed.value.map_or(0, <[u8]>::len) + consumed.key.map_or(0, <[u8]>::len);
+        batch.size += len;
+        batch.bytes += len as u64;
+        match batch.offsets.last_mut() {
+            Some(((t, p), next)) if *p == consumed.partition && t == consumed.topic => {
+                *next = consumed.offset + 1;
+            }
+            _ => batch.offsets.push((
+                (consumed.topic.to_string(), consumed.partition),
+                consumed.offset + 1,
+            )),
+        }
+        Ok(())
+    };
+    while polling.load(Ordering::Acquire) {
+        let mut batch = Filling {
+            records: Records::reusing(&mut spare, BATCH_CAPACITY),
+            offsets: Vec::new(),
+            bytes: 0,
+            size: 0,
+        };
+        let mut deadline: Option<Instant> = None;
+        while !batch.full() {
+            // Rebalances, errors and logs arrive on the consumer's own queue (and a message of
+            // a partition not forwarded, which should not happen, is taken all the same).
+            while let Some(polled) = consumer.poll(Duration::ZERO) {
+                match polled {
+                    Err(e) => consumer.context().log.consumer_error(e),
+                    Ok(message) => {
+                        if with_consumed(&message, |consumed| take(&mut batch, consumed)).is_err() {
                             return;
                         }
-                    }
-                    let len = message.payload_len() + message.key().map_or(0, <[u8]>::len);
-                    size += len;
-                    bytes += len as u64;
-                    let partition = message.partition();
-                    match offsets.last_mut() {
-                        Some(((t, p), next)) if *p == partition && t == topic => {
-                            *next = message.offset() + 1;
-                        }
-                        _ => offsets.push(((topic.to_string(), partition), message.offset() + 1)),
+                        deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
                     }
                 }
             }
-            // Reading the clock for every record costs more than the record.
-            if records.len().is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
+            // What the queue holds is taken without a wait once a batch has begun; only when
+            // it runs dry does the batch wait out what is left of its linger. An empty batch
+            // waits for its first message alone: a wait for a whole batch would hold it.
+            let wait = match deadline {
+                None => POLL_TIMEOUT,
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let room = (MAX_BATCH_RECORDS - batch.records.len()).min(FETCH_BATCH);
+            match deadline {
+                None => fetch.consume(wait, 1, &mut fetched),
+                Some(_) => {
+                    fetch.consume(Duration::ZERO, room, &mut fetched);
+                    if fetched.is_empty() && !wait.is_zero() {
+                        fetch.consume(wait, room, &mut fetched);
+                    }
+                }
+            }
+            if fetched.is_empty() {
+                if deadline.is_some_and(|d| Instant::now() >= d) || deadline.is_none() {
+                    break;
+                }
+                continue;
+            }
+            for i in 0..fetched.len() {
+                let message = match fetched.get(i) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        consumer.context().log.consumer_error(e);
+                        continue;
+                    }
+                };
+                consumer.context().log.reachable();
+                let headers: Vec<(&str, Option<&[u8]>)> = message
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), *v))
+                    .collect();
+                let consumed = Consumed {
+                    topic: message.topic,
+                    partition: message.partition,
+                    offset: message.offset,
+                    key: message.key,
+                    value: message.value,
+                    headers: &headers,
+                    timestamp_ms: message.timestamp_ms,
+                };
+                if take(&mut batch, &consumed).is_err() {
+                    return;
+                }
+            }
+            fetched.clear();
+            let now = Instant::now();
+            let d = *deadline.get_or_insert(now + BATCH_LINGER);
+            if now >= d {
                 break;
             }
         }
         // A batch of skipped records only moves offsets: it is sent all the same.
-        if offsets.is_empty() {
+        if batch.offsets.is_empty() {
             // Nothing polled: the buffer waits for the next batch.
-            drop(records.freeze_into(&mut spare));
+            drop(batch.records.freeze_into(&mut spare));
             continue;
         }
         let polled = Polled {
-            count: records.len(),
-            records: records.freeze_into(&mut spare),
-            offsets,
-            bytes,
+            count: batch.records.len(),
+            records: batch.records.freeze_into(&mut spare),
+            offsets: batch.offsets,
+            bytes: batch.bytes,
         };
         if out.blocking_send(Ok(polled)).is_err() {
             return;
@@ -608,7 +685,7 @@ fn fetch_record(
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         match consumer.poll(POLL_TIMEOUT) {
-            Some(Ok(m)) if m.offset() == offset => return Ok(failed_record(&m)),
+            Some(Ok(m)) if m.offset() == offset => return Ok(with_consumed(&m, failed_record)),
             Some(Ok(m)) if m.offset() > offset => bail!("offset {offset} no longer exists"),
             Some(Err(e)) => bail!("{e}"),
             _ => {}
@@ -618,21 +695,18 @@ fn fetch_record(
 }
 
 /// The consumed record as it was, for the dead-letter queue.
-fn failed_record(message: &rdkafka::message::BorrowedMessage<'_>) -> FailedRecord {
+fn failed_record(consumed: &Consumed<'_>) -> FailedRecord {
     FailedRecord {
-        topic: message.topic().to_string(),
-        partition: Some(message.partition()),
-        offset: Some(message.offset()),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|header| (header.key.to_string(), header.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        topic: consumed.topic.to_string(),
+        partition: Some(consumed.partition),
+        offset: Some(consumed.offset),
+        key: consumed.key.map(<[u8]>::to_vec),
+        value: consumed.value.map(<[u8]>::to_vec),
+        headers: consumed
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+            .collect(),
     }
 }
 
@@ -772,12 +846,23 @@ fn convert<'c>(
     })
 }
 
-/// A message's headers, in order (no allocation when it has none).
-fn headers_of<'m>(
-    message: &'m rdkafka::message::BorrowedMessage<'_>,
-) -> Vec<(&'m str, Option<&'m [u8]>)> {
-    message
+/// `f` of a message polled from the consumer's own queue, as the wire needs it.
+fn with_consumed<R>(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    f: impl FnOnce(&Consumed<'_>) -> R,
+) -> R {
+    // In order; no allocation when there are none.
+    let headers: Vec<(&str, Option<&[u8]>)> = message
         .headers()
         .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    f(&Consumed {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        value: message.payload(),
+        headers: &headers,
+        timestamp_ms: message.timestamp().to_millis(),
+    })
 }
