@@ -15,6 +15,8 @@ use std::time::Duration;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 
+use super::wire::Consumed;
+
 /// A queue of the task's own that each assigned partition's messages are forwarded to.
 pub struct FetchQueue<'c> {
     queue: *mut rdsys::rd_kafka_queue_t,
@@ -162,8 +164,12 @@ impl Fetched {
         }
     }
 
-    /// Message `i`: the record as the wire needs it, or the error librdkafka put in its place.
-    pub fn get(&mut self, i: usize) -> Result<FetchedMessage<'_>, rdkafka::error::KafkaError> {
+    /// `f` of message `i` as the wire needs it, or the error librdkafka put in its place.
+    pub fn with<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&Consumed<'_>) -> R,
+    ) -> Result<R, rdkafka::error::KafkaError> {
         let message = self.messages[i];
         // SAFETY: the message is alive until `clear`, which needs `&mut self`, so not while
         // the returned borrow lives; its fields are as librdkafka documents them.
@@ -200,28 +206,19 @@ impl Fetched {
                     idx += 1;
                 }
             }
-            Ok(FetchedMessage {
+            let headers: Vec<(&str, Option<&[u8]>)> =
+                headers.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+            Ok(f(&Consumed {
                 topic: &self.topic.1,
                 partition: m.partition,
                 offset: m.offset,
                 key: slice(m.key.cast(), m.key_len),
                 value: slice(m.payload.cast(), m.len),
-                headers,
+                headers: &headers,
                 timestamp_ms,
-            })
+            }))
         }
     }
-}
-
-/// A fetched message's parts, borrowed from it.
-pub struct FetchedMessage<'f> {
-    pub topic: &'f str,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'f [u8]>,
-    pub value: Option<&'f [u8]>,
-    pub headers: Vec<(std::borrow::Cow<'f, str>, Option<&'f [u8]>)>,
-    pub timestamp_ms: Option<i64>,
 }
 
 impl Drop for Fetched {

@@ -576,30 +576,10 @@ fn poll_batches(
                 continue;
             }
             for i in 0..fetched.len() {
-                let message = match fetched.get(i) {
-                    Ok(message) => message,
-                    Err(e) => {
-                        consumer.context().log.consumer_error(e);
-                        continue;
-                    }
-                };
-                consumer.context().log.reachable();
-                let headers: Vec<(&str, Option<&[u8]>)> = message
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_ref(), *v))
-                    .collect();
-                let consumed = Consumed {
-                    topic: message.topic,
-                    partition: message.partition,
-                    offset: message.offset,
-                    key: message.key,
-                    value: message.value,
-                    headers: &headers,
-                    timestamp_ms: message.timestamp_ms,
-                };
-                if take(&mut batch, &consumed).is_err() {
-                    return;
+                match fetched.with(i, |consumed| take(&mut batch, consumed)) {
+                    Ok(Ok(())) => consumer.context().log.reachable(),
+                    Ok(Err(())) => return,
+                    Err(e) => consumer.context().log.consumer_error(e),
                 }
             }
             fetched.clear();
