@@ -25,6 +25,8 @@ pub use self::header::{header_bytes, header_value};
 pub use crate::error::ConversionError;
 use crate::json::{self, DecimalFormat, JsonOptions};
 pub use crate::record::Side;
+/// A key or value that may be its own Kafka bytes. See [`Converter::from_connect_plain`].
+pub use sluice_proto::wire::PlainData;
 
 /// Which converter class, by any of its accepted names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,69 +214,6 @@ pub enum Passthrough {
     Utf8String,
     /// An optional BYTES.
     Bytes,
-}
-
-/// A key or value that may be its own Kafka bytes: no data, raw bytes, or a string or bytes
-/// value with no schema or a plain one (a type and `optional`, nothing else). See
-/// [`Converter::from_connect_plain`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlainData<'a> {
-    Null,
-    Raw(&'a [u8]),
-    /// `schema` is the plain schema's type, as the wire gives it.
-    String {
-        schema: Option<i32>,
-        text: &'a str,
-    },
-    Bytes {
-        schema: Option<i32>,
-        bytes: &'a [u8],
-    },
-}
-
-impl<'a> PlainData<'a> {
-    /// `data` as plain data, when it is.
-    pub fn of(data: Option<&'a Data>) -> Option<PlainData<'a>> {
-        let structured = match data.and_then(|d| d.kind.as_ref()) {
-            None => return Some(PlainData::Null),
-            Some(data::Kind::Raw(bytes)) => return Some(PlainData::Raw(bytes)),
-            Some(data::Kind::Structured(s)) => s,
-        };
-        let schema = match &structured.schema {
-            None => None,
-            Some(s) if is_plain(s) => Some(s.r#type),
-            Some(_) => return None,
-        };
-        match structured.value.as_ref()?.kind.as_ref()? {
-            value::Kind::String(text) => Some(PlainData::String { schema, text }),
-            value::Kind::Bytes(bytes) => Some(PlainData::Bytes { schema, bytes }),
-            _ => None,
-        }
-    }
-}
-
-/// A schema that is a type and `optional`, nothing else.
-fn is_plain(s: &Schema) -> bool {
-    let Schema {
-        r#type: _,
-        optional: _,
-        name,
-        version,
-        doc,
-        parameters,
-        default_value,
-        value_schema,
-        key_schema,
-        fields,
-    } = s;
-    name.is_none()
-        && version.is_none()
-        && doc.is_none()
-        && parameters.is_empty()
-        && default_value.is_none()
-        && value_schema.is_none()
-        && key_schema.is_none()
-        && fields.is_empty()
 }
 
 /// A configured converter for keys or for values. Clones share the Avro converter's registry

@@ -10,11 +10,10 @@
 use std::ops::Range;
 
 use bytes::{Buf as _, Bytes};
-use prost::encoding::decode_varint;
 use prost::{DecodeError, Message as _};
-use sluice_data::converter::PlainData;
 use sluice_proto::codec::SliceEncoder;
 use sluice_proto::connector::v1::{self as proto, source_response};
+use sluice_proto::wire::{next_field, utf8, Field, PlainData};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::transport::Channel;
 use tonic::Status;
@@ -170,7 +169,7 @@ impl WireBatch {
             match next_field(&mut scan)? {
                 // As prost reads a scalar given twice: the last one.
                 (1, Field::Varint(v)) => seq = v,
-                (2, Field::Bytes(p)) => partitions.push(std::str::from_utf8(p).ok()?.to_string()),
+                (2, Field::Bytes(p)) => partitions.push(utf8(p)?.to_string()),
                 (3, Field::Bytes(r)) => records.push(match PlainRecord::read(frame, r) {
                     Some(plain) => Incoming::Plain(plain),
                     None => match proto::SourceRecord::decode(r) {
@@ -280,43 +279,18 @@ impl PlainRecord {
 impl PlainSpan {
     /// A `Data` message read in place, when it is plain.
     fn read(frame: &[u8], data: &[u8]) -> Option<PlainSpan> {
-        let mut buf = data;
-        let out = match next_field(&mut buf) {
-            None if data.is_empty() => return Some(PlainSpan::Null),
-            None => return None,
-            Some((1, Field::Bytes(raw))) => PlainSpan::Raw(span(frame, raw)),
-            Some((2, Field::Bytes(structured))) => PlainSpan::structured(frame, structured)?,
-            Some(_) => return None,
-        };
-        // A second field (the oneof given twice, or an unknown one) is prost's to read.
-        buf.is_empty().then_some(out)
-    }
-
-    /// `Structured { schema: plain or none, value: string or bytes }`.
-    fn structured(frame: &[u8], structured: &[u8]) -> Option<PlainSpan> {
-        let mut schema = None;
-        let mut value = None;
-        let mut buf = structured;
-        while !buf.is_empty() {
-            match next_field(&mut buf)? {
-                (1, Field::Bytes(s)) if schema.is_none() => schema = Some(plain_schema(s)?),
-                (2, Field::Bytes(v)) if value.is_none() => value = Some(v),
-                _ => return None,
-            }
-        }
-        let mut buf = value?;
-        let out = match next_field(&mut buf)? {
-            (6, Field::Bytes(text)) => PlainSpan::String {
+        Some(match PlainData::read(data)? {
+            PlainData::Null => PlainSpan::Null,
+            PlainData::Raw(raw) => PlainSpan::Raw(span(frame, raw)),
+            PlainData::String { schema, text } => PlainSpan::String {
                 schema,
-                text: utf8_span(frame, text)?,
+                text: span(frame, text.as_bytes()),
             },
-            (7, Field::Bytes(bytes)) => PlainSpan::Bytes {
+            PlainData::Bytes { schema, bytes } => PlainSpan::Bytes {
                 schema,
                 bytes: span(frame, bytes),
             },
-            _ => return None,
-        };
-        buf.is_empty().then_some(out)
+        })
     }
 
     fn get<'f>(&self, frame: &'f [u8]) -> PlainData<'f> {
@@ -335,46 +309,6 @@ impl PlainSpan {
     }
 }
 
-/// A `Schema` message holding at most its type and `optional`: the type.
-fn plain_schema(schema: &[u8]) -> Option<i32> {
-    let (mut schema_type, mut seen) = (0, 0u8);
-    let mut buf = schema;
-    while !buf.is_empty() {
-        match next_field(&mut buf)? {
-            (field @ (1 | 2), Field::Varint(v)) if seen & (1 << field) == 0 => {
-                seen |= 1 << field;
-                if field == 1 {
-                    schema_type = v as i32;
-                }
-            }
-            _ => return None,
-        }
-    }
-    Some(schema_type)
-}
-
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
-
-/// The next field of a message: its number and value. `None` for a malformed field or a wire
-/// type other than varint and length-delimited.
-fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Field<'a>)> {
-    let key = decode_varint(buf).ok()?;
-    let field = u32::try_from(key >> 3).ok().filter(|f| *f > 0)?;
-    match key & 7 {
-        0 => Some((field, Field::Varint(decode_varint(buf).ok()?))),
-        2 => {
-            let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
-            let body = buf.get(..len)?;
-            buf.advance(len);
-            Some((field, Field::Bytes(body)))
-        }
-        _ => None,
-    }
-}
-
 /// Where `part` (a slice of `frame`) lies in `frame`.
 fn span(frame: &[u8], part: &[u8]) -> Range<u32> {
     let start = part.as_ptr() as usize - frame.as_ptr() as usize;
@@ -383,7 +317,7 @@ fn span(frame: &[u8], part: &[u8]) -> Range<u32> {
 }
 
 fn utf8_span(frame: &[u8], part: &[u8]) -> Option<Range<u32>> {
-    simdutf8::basic::from_utf8(part).ok()?;
+    utf8(part)?;
     Some(span(frame, part))
 }
 
@@ -402,70 +336,11 @@ fn text<'f>(frame: &'f [u8], at: &Range<u32>) -> &'f str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::{data, value, Data, Header, Schema, SchemaType, SourceBatch, Structured, Value};
-
-    fn structured(schema: Option<Schema>, kind: Option<value::Kind>) -> Data {
-        Data {
-            kind: Some(data::Kind::Structured(Structured {
-                schema,
-                value: Some(Value { kind }),
-            })),
-        }
-    }
-
-    fn schema(t: SchemaType) -> Option<Schema> {
-        Some(Schema {
-            r#type: t as i32,
-            optional: true,
-            ..Schema::default()
-        })
-    }
-
-    /// Keys and values of every shape, plain or not.
-    fn shapes() -> Vec<Option<Data>> {
-        vec![
-            None,
-            Some(Data::default()),
-            Some(Data {
-                kind: Some(data::Kind::Raw(Vec::new())),
-            }),
-            Some(Data {
-                kind: Some(data::Kind::Raw(b"raw \xff".to_vec())),
-            }),
-            Some(structured(
-                schema(SchemaType::String),
-                Some(value::Kind::String("h\u{e9}llo".into())),
-            )),
-            Some(structured(None, Some(value::Kind::String(String::new())))),
-            Some(structured(
-                schema(SchemaType::Bytes),
-                Some(value::Kind::Bytes(vec![0, 255])),
-            )),
-            Some(structured(
-                Some(Schema::default()),
-                Some(value::Kind::Bytes(Vec::new())),
-            )),
-            // Not plain: a named schema, a number, a null, no value.
-            Some(structured(
-                Some(Schema {
-                    name: Some("n".into()),
-                    ..schema(SchemaType::String).unwrap()
-                }),
-                Some(value::Kind::String("x".into())),
-            )),
-            Some(structured(
-                schema(SchemaType::Int64),
-                Some(value::Kind::Int(-1)),
-            )),
-            Some(structured(schema(SchemaType::String), None)),
-            Some(Data {
-                kind: Some(data::Kind::Structured(Structured::default())),
-            }),
-        ]
-    }
+    use proto::{value, Header, SchemaType, SourceBatch};
+    use sluice_proto::wire::shapes::{schema, structured};
 
     fn records() -> Vec<proto::SourceRecord> {
-        let shapes = shapes();
+        let shapes = sluice_proto::wire::shapes::data();
         let mut out = Vec::new();
         for (i, key) in shapes.iter().enumerate() {
             for (j, value) in shapes.iter().enumerate() {
