@@ -4,15 +4,18 @@
 //! streams with credits and acknowledgements, heartbeats, and exit when the worker goes away.
 
 mod allocator;
+mod batch;
 mod config;
 pub mod data;
 mod serve;
 mod task;
 
 pub use allocator::tune_allocator;
+pub use batch::{DataRef, SinkBatch, SinkRecordRef};
 pub use config::{Config, ConfigDefBuilder};
 pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 pub use sluice_proto::connector::v1 as proto;
+pub use sluice_proto::wire::PlainData;
 pub use task::{
     ErrantRecordReporter, SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext,
     TaskError,

@@ -12,8 +12,10 @@ use prost::Message as _;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::codegen::http;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::batch::{SinkCodec, SinkFrame};
 use crate::proto::connector_server::{Connector as ConnectorRpc, ConnectorServer};
 use crate::proto::{
     self, sink_request, sink_response, source_request, source_response, H2_CONNECTION_WINDOW,
@@ -71,13 +73,17 @@ pub async fn serve(plugin: Plugin) -> anyhow::Result<()> {
     exit_with_parent();
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let plugin = Arc::new(plugin);
     let service = Service {
-        plugin: Arc::new(plugin),
+        plugin: plugin.clone(),
         shutdown: shutdown_tx,
     };
-    let server = ConnectorServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server = Routes {
+        service: ConnectorServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        plugin,
+    };
     tonic::transport::Server::builder()
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
@@ -115,11 +121,96 @@ struct Service {
 
 impl Service {
     fn entry(&self, class: &str) -> Result<&ConnectorEntry, Status> {
-        self.plugin.find(class).ok_or_else(|| {
-            Status::not_found(format!(
-                "plugin {} has no connector class {class:?}",
-                self.plugin.name
-            ))
+        entry(&self.plugin, class)
+    }
+}
+
+fn entry<'p>(plugin: &'p Plugin, class: &str) -> Result<&'p ConnectorEntry, Status> {
+    plugin.find(class).ok_or_else(|| {
+        Status::not_found(format!(
+            "plugin {} has no connector class {class:?}",
+            plugin.name
+        ))
+    })
+}
+
+const SINK_PATH: &str = "/sluice.connector.v1.Connector/Sink";
+
+/// The connector service, with its Sink method answered by [`SinkRpc`]: a sink stream's
+/// batches are read by the SDK's own decoder (a [`SinkBatch`] keeps the bytes it arrived
+/// in), which the generated service, one prost type per message, cannot hand over.
+#[derive(Clone)]
+struct Routes {
+    service: ConnectorServer<Service>,
+    plugin: Arc<Plugin>,
+}
+
+impl tonic::server::NamedService for Routes {
+    const NAME: &'static str = <ConnectorServer<Service> as tonic::server::NamedService>::NAME;
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() != SINK_PATH {
+            return self.service.call(request);
+        }
+        let method = SinkRpc {
+            plugin: self.plugin.clone(),
+        };
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(SinkCodec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            Ok(grpc.streaming(method, request).await)
+        })
+    }
+}
+
+/// The Sink method: opens the task the stream's first message names and drives it.
+struct SinkRpc {
+    plugin: Arc<Plugin>,
+}
+
+impl tonic::server::StreamingService<SinkFrame> for SinkRpc {
+    type Response = proto::SinkResponse;
+    type ResponseStream = BoxStream<proto::SinkResponse>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<SinkFrame>>) -> Self::Future {
+        let plugin = self.plugin.clone();
+        Box::pin(async move {
+            let mut incoming = request.into_inner();
+            let open = match incoming.message().await? {
+                Some(SinkFrame::Other(proto::SinkRequest {
+                    kind: Some(sink_request::Kind::Open(open)),
+                })) => open,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "a sink stream must start with open",
+                    ))
+                }
+            };
+            let ConnectorEntry::Sink(connector) = entry(&plugin, &open.connector_class)? else {
+                return Err(Status::invalid_argument(format!(
+                    "{} is not a sink connector",
+                    open.connector_class
+                )));
+            };
+            let task = connector.task();
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(run_sink(task, open, incoming, tx));
+            let stream: Self::ResponseStream = Box::pin(ReceiverStream::new(rx));
+            Ok(Response::new(stream))
         })
     }
 }
@@ -265,29 +356,10 @@ impl ConnectorRpc for Service {
 
     async fn sink(
         &self,
-        request: Request<Streaming<proto::SinkRequest>>,
+        _request: Request<Streaming<proto::SinkRequest>>,
     ) -> Result<Response<Self::SinkStream>, Status> {
-        let mut incoming = request.into_inner();
-        let open = match incoming.message().await? {
-            Some(proto::SinkRequest {
-                kind: Some(sink_request::Kind::Open(open)),
-            }) => open,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a sink stream must start with open",
-                ))
-            }
-        };
-        let ConnectorEntry::Sink(connector) = self.entry(&open.connector_class)? else {
-            return Err(Status::invalid_argument(format!(
-                "{} is not a sink connector",
-                open.connector_class
-            )));
-        };
-        let task = connector.task();
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run_sink(task, open, incoming, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // `Routes` answers the Sink method before this service sees it.
+        Err(Status::internal("sink streams are served by SinkRpc"))
     }
 
     async fn shutdown(
@@ -560,7 +632,7 @@ async fn send_sink(tx: &Sender<proto::SinkResponse>, kind: sink_response::Kind) 
 async fn run_sink(
     mut task: Box<dyn crate::SinkTask>,
     open: proto::SinkOpen,
-    mut incoming: Streaming<proto::SinkRequest>,
+    mut incoming: Streaming<SinkFrame>,
     tx: Sender<proto::SinkResponse>,
 ) {
     let (errors, mut errant) = crate::ErrantRecordReporter::channel();
@@ -588,17 +660,26 @@ async fn run_sink(
 
 async fn drive_sink(
     task: &mut dyn crate::SinkTask,
-    incoming: &mut Streaming<proto::SinkRequest>,
+    incoming: &mut Streaming<SinkFrame>,
     tx: &Sender<proto::SinkResponse>,
     errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
 ) -> Result<(), TaskError> {
-    while let Some(request) = incoming.next().await {
-        let Ok(request) = request else {
-            return Ok(());
+    while let Some(frame) = incoming.next().await {
+        let request = match frame {
+            Ok(SinkFrame::Batch(batch)) => {
+                let seq = batch.seq();
+                task.put_batch(batch).await?;
+                Some(sink_request::Kind::Batch(proto::SinkBatch {
+                    seq,
+                    records: Vec::new(),
+                }))
+            }
+            Ok(SinkFrame::Other(request)) => request.kind,
+            Err(_) => return Ok(()),
         };
-        let reply = match request.kind {
+        let reply = match request {
+            // Put above, as it arrived.
             Some(sink_request::Kind::Batch(batch)) => {
-                task.put(batch.records).await?;
                 sink_response::Kind::Ack(proto::SinkBatchAck { seq: batch.seq })
             }
             Some(sink_request::Kind::Flush(flush)) => {

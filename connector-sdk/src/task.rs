@@ -95,6 +95,17 @@ impl ErrantRecordReporter {
         });
     }
 
+    /// A sink record read in place that the task could not write (as [`Self::sink_record`]).
+    pub fn sink_record_ref(&self, record: &crate::SinkRecordRef<'_>, message: impl Into<String>) {
+        let _ = self.tx.send(proto::RecordError {
+            topic: record.topic.to_string(),
+            partition: Some(record.partition),
+            offset: Some(record.offset),
+            message: message.into(),
+            ..proto::RecordError::default()
+        });
+    }
+
     /// A source record the task could not produce (unreadable input), as it has it.
     pub fn source_record(&self, topic: &str, key: Data, value: Data, message: impl Into<String>) {
         let _ = self.tx.send(proto::RecordError {
@@ -182,6 +193,13 @@ pub trait SinkTask: Send + 'static {
 
     /// Takes a batch of records; they need not be durable before `flush`.
     async fn put(&mut self, records: Vec<proto::SinkRecord>) -> Result<(), TaskError>;
+
+    /// Takes a batch as it arrived. The default decodes its records and calls `put`; a task
+    /// that reads them in place ([`crate::SinkBatch::records`]: no allocation or copy per
+    /// plain record) overrides this instead.
+    async fn put_batch(&mut self, batch: crate::SinkBatch) -> Result<(), TaskError> {
+        self.put(batch.into_records()?).await
+    }
 
     /// The task was given `partitions` (Kafka Connect's `open`). A sink that stores its Kafka
     /// offsets in its own system, atomically with the data, returns them (the next offset to

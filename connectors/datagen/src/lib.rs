@@ -11,8 +11,8 @@ use sluice_connector_sdk::proto::{
     SchemaType, SinkRecord, Structured, TransactionBoundary,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, Plugin, SinkConnector, SinkTask, SinkTaskContext,
-    SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+    data, Config, ConfigDefBuilder, Connector, Plugin, SinkBatch, SinkConnector, SinkTask,
+    SinkTaskContext, SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
 };
 
 const TOPIC: &str = "topic";
@@ -385,6 +385,12 @@ impl SinkTask for NullSinkTask {
     }
 
     async fn put(&mut self, _records: Vec<SinkRecord>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Reads every record in place, as a sink writing them would, then drops them.
+    async fn put_batch(&mut self, batch: SinkBatch) -> Result<(), TaskError> {
+        batch.records()?;
         Ok(())
     }
 }

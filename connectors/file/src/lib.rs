@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_connector_sdk::proto::{
-    data as proto_data, value, ConfigDef, ConfigType, Importance, SinkRecord, TopicPartition,
-    TopicPartitionOffset,
+    ConfigDef, ConfigType, Importance, SinkRecord, TopicPartition, TopicPartitionOffset,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, ErrantRecordReporter, Plugin, SinkConnector,
-    SinkTask, SinkTaskContext, SourceConnector, SourceRecord, SourceTask, SourceTaskContext,
-    TaskError,
+    data, Config, ConfigDefBuilder, Connector, ErrantRecordReporter, Plugin, SinkBatch,
+    SinkConnector, SinkTask, SinkTaskContext, SourceConnector, SourceRecord, SourceTask,
+    SourceTaskContext, TaskError,
 };
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -418,27 +417,25 @@ impl SinkTask for FileSinkTask {
     }
 
     async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
-        for record in &records {
-            let bytes = match record.value.as_ref().and_then(|d| d.kind.as_ref()) {
-                Some(proto_data::Kind::Raw(b)) => Some(b),
-                Some(proto_data::Kind::Structured(s)) => {
-                    match s.value.as_ref().and_then(|v| v.kind.as_ref()) {
-                        Some(value::Kind::Bytes(b)) => Some(b),
-                        _ => None,
-                    }
-                }
-                None => None,
-            };
-            if let Some(bytes) = bytes {
+        self.put_batch(SinkBatch::from_records(0, &records)).await
+    }
+
+    /// The records' values as lines, read in place from the batch.
+    async fn put_batch(&mut self, batch: SinkBatch) -> Result<(), TaskError> {
+        for record in batch.records()? {
+            if let Some(bytes) = record.value.bytes() {
                 if let Err(e) = std::str::from_utf8(bytes) {
                     // A line of text cannot hold it: reported, not mangled.
                     if let Some(errors) = &self.errors {
-                        errors.sink_record(record, format!("the value is not valid UTF-8 ({e})"));
+                        errors.sink_record_ref(
+                            &record,
+                            format!("the value is not valid UTF-8 ({e})"),
+                        );
                     }
                     continue;
                 }
             }
-            let text = record.value.as_ref().and_then(data::to_text);
+            let text = record.value.text();
             self.buf
                 .extend_from_slice(text.as_deref().unwrap_or("null").as_bytes());
             self.buf.push(b'\n');
