@@ -548,6 +548,7 @@ fn poll_batches(
                         if with_consumed(&message, |consumed| take(&mut batch, consumed)).is_err() {
                             return;
                         }
+                        consumer.context().log.reachable();
                         deadline.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
                     }
                 }
