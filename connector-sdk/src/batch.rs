@@ -151,7 +151,7 @@ pub struct SinkRecordRef<'a> {
 pub enum DataRef<'a> {
     Plain(PlainData<'a>),
     /// A schema or value beyond a plain string or bytes (or a record with headers).
-    Data(Data),
+    Data(Box<Data>),
 }
 
 impl<'a> SinkRecordRef<'a> {
@@ -164,8 +164,8 @@ impl<'a> SinkRecordRef<'a> {
             topic: Cow::Owned(r.topic),
             partition: r.partition,
             offset: r.offset,
-            key: DataRef::Data(r.key.unwrap_or_default()),
-            value: DataRef::Data(r.value.unwrap_or_default()),
+            key: DataRef::Data(Box::new(r.key.unwrap_or_default())),
+            value: DataRef::Data(Box::new(r.value.unwrap_or_default())),
             headers: r.headers,
             timestamp_ms: r.timestamp_ms,
         })
@@ -209,10 +209,10 @@ impl<'a> SinkRecordRef<'a> {
 impl DataRef<'_> {
     /// A null key or a tombstone value.
     pub fn is_null(&self) -> bool {
-        matches!(
-            self,
-            DataRef::Plain(PlainData::Null) | DataRef::Data(Data { kind: None })
-        )
+        match self {
+            DataRef::Plain(data) => *data == PlainData::Null,
+            DataRef::Data(data) => data.kind.is_none(),
+        }
     }
 
     /// The text form, as [`crate::data::to_text`] gives it.
@@ -369,7 +369,7 @@ mod tests {
                 }
                 DataRef::Data(d) => {
                     assert!(!plain, "{decoded:?} decoded");
-                    assert_eq!(*d, expected.clone().unwrap_or_default());
+                    assert_eq!(**d, expected.clone().unwrap_or_default());
                 }
             }
             let as_text = expected.as_ref().and_then(crate::data::to_text);
