@@ -11,7 +11,7 @@ use std::ops::Range;
 use bytes::{Buf as _, Bytes};
 use prost::{DecodeError, Message as _};
 use sluice_proto::codec::decode_slice;
-use sluice_proto::wire::{next_field, utf8, Field, PlainData};
+use sluice_proto::wire::{each_field_once, next_field, utf8, Field, PlainData};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::Status;
 
@@ -183,15 +183,8 @@ impl<'a> SinkRecordRef<'a> {
             headers: Vec::new(),
             timestamp_ms: None,
         };
-        let mut seen = 0u32;
-        let mut buf = record;
-        while !buf.is_empty() {
-            let (field, value) = next_field(&mut buf)?;
-            if field >= 32 || seen & (1 << field) != 0 {
-                return None;
-            }
-            seen |= 1 << field;
-            // The integer fields are read as prost reads them: the varint, truncated.
+        // The integer fields are read as prost reads them: the varint, truncated.
+        each_field_once(record, |field, value| {
             match (field, value) {
                 (1, Field::Bytes(b)) => out.topic = Cow::Borrowed(utf8(b)?),
                 (2, Field::Varint(v)) => out.partition = v as i32,
@@ -201,7 +194,8 @@ impl<'a> SinkRecordRef<'a> {
                 (7, Field::Varint(v)) => out.timestamp_ms = Some(v as i64),
                 _ => return None,
             }
-        }
+            Some(())
+        })?;
         Some(out)
     }
 }
@@ -306,30 +300,18 @@ mod tests {
     use sluice_proto::wire::shapes;
 
     fn records() -> Vec<proto::SinkRecord> {
-        let shapes = shapes::data();
-        let mut out = Vec::new();
-        for (i, key) in shapes.iter().enumerate() {
-            for (j, value) in shapes.iter().enumerate() {
-                let n = i * shapes.len() + j;
-                out.push(proto::SinkRecord {
-                    topic: ["t", "", "topic-\u{e9}"][n % 3].into(),
-                    partition: [0, 1, -1, i32::MAX][n % 4],
-                    offset: [0, 7, -1, i64::MAX][n % 4],
-                    key: key.clone(),
-                    value: value.clone(),
-                    headers: if n.is_multiple_of(7) {
-                        vec![Header {
-                            key: "h".into(),
-                            value: None,
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                    timestamp_ms: [None, Some(0), Some(-3), Some(1_700_000_000_000)][n % 4],
-                });
-            }
-        }
-        out
+        shapes::pairs()
+            .into_iter()
+            .map(|(n, key, value)| proto::SinkRecord {
+                topic: shapes::topic(n),
+                partition: [0, 1, -1, i32::MAX][n % 4],
+                offset: [0, 7, -1, i64::MAX][n % 4],
+                key,
+                value,
+                headers: shapes::headers(n),
+                timestamp_ms: shapes::timestamp(n),
+            })
+            .collect()
     }
 
     fn frame_of(request: SinkRequest) -> Bytes {

@@ -154,6 +154,26 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Field<'a>)> {
     }
 }
 
+/// Each field of a message, in order, to `each`; `None` when a field is malformed, given twice
+/// or numbered 32 or more (prost would merge or skip it), or when `each` refuses one.
+#[inline]
+pub fn each_field_once<'a>(
+    message: &'a [u8],
+    mut each: impl FnMut(u32, Field<'a>) -> Option<()>,
+) -> Option<()> {
+    let mut seen = 0u32;
+    let mut buf = message;
+    while !buf.is_empty() {
+        let (field, value) = next_field(&mut buf)?;
+        if field >= 32 || seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        each(field, value)?;
+    }
+    Some(())
+}
+
 /// A varint as prost reads it, its one- and two-byte forms (every key, and lengths below 16
 /// KiB) inline: prost's reader, called for each, was a sixth of reading a sink batch.
 #[inline]
@@ -181,7 +201,41 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
 /// kinds a reader must leave to prost, each with and without a schema.
 #[cfg(any(test, feature = "test-shapes"))]
 pub mod shapes {
-    use crate::connector::v1::{data, value, Data, Schema, SchemaType, Structured, Value};
+    use crate::connector::v1::{data, value, Data, Header, Schema, SchemaType, Structured, Value};
+
+    /// Every key shape with every value shape, numbered: the records of a test batch.
+    pub fn pairs() -> Vec<(usize, Option<Data>, Option<Data>)> {
+        let shapes = data();
+        let mut out = Vec::new();
+        for key in &shapes {
+            for value in &shapes {
+                out.push((out.len(), key.clone(), value.clone()));
+            }
+        }
+        out
+    }
+
+    /// The `n`th record's topic: short, empty, or not ASCII.
+    pub fn topic(n: usize) -> String {
+        ["t", "", "topic-\u{e9}"][n % 3].into()
+    }
+
+    /// The `n`th record's headers: one on every seventh record (not a plain record).
+    pub fn headers(n: usize) -> Vec<Header> {
+        if n.is_multiple_of(7) {
+            vec![Header {
+                key: "h".into(),
+                value: None,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The `n`th record's timestamp: none, zero, negative or now.
+    pub fn timestamp(n: usize) -> Option<i64> {
+        [None, Some(0), Some(-3), Some(1_700_000_000_000)][n % 4]
+    }
 
     pub fn structured(schema: Option<Schema>, kind: Option<value::Kind>) -> Data {
         Data {

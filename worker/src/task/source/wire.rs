@@ -13,7 +13,7 @@ use bytes::{Buf as _, Bytes};
 use prost::{DecodeError, Message as _};
 use sluice_proto::codec::SliceEncoder;
 use sluice_proto::connector::v1::{self as proto, source_response};
-use sluice_proto::wire::{next_field, utf8, Field, PlainData};
+use sluice_proto::wire::{each_field_once, next_field, utf8, Field, PlainData};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::transport::Channel;
 use tonic::Status;
@@ -234,15 +234,8 @@ impl PlainRecord {
             timestamp_ms: None,
             transaction: 0,
         };
-        let mut seen = 0u32;
-        let mut buf = record;
-        while !buf.is_empty() {
-            let (field, value) = next_field(&mut buf)?;
-            if field >= 32 || seen & (1 << field) != 0 {
-                return None;
-            }
-            seen |= 1 << field;
-            // The integer fields are read as prost reads them: the varint, truncated.
+        // The integer fields are read as prost reads them: the varint, truncated.
+        each_field_once(record, |field, value| {
             match (field, value) {
                 (1, Field::Varint(v)) => out.partition = Some(v as u32),
                 (2, Field::Bytes(b)) => out.offset = utf8_span(frame, b)?,
@@ -254,7 +247,8 @@ impl PlainRecord {
                 (9, Field::Varint(v)) => out.transaction = v as i32,
                 _ => return None,
             }
-        }
+            Some(())
+        })?;
         Some(out)
     }
 
@@ -336,40 +330,28 @@ fn text<'f>(frame: &'f [u8], at: &Range<u32>) -> &'f str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::{value, Header, SchemaType, SourceBatch};
-    use sluice_proto::wire::shapes::{schema, structured};
+    use proto::{value, SchemaType, SourceBatch};
+    use sluice_proto::wire::shapes::{self, schema, structured};
 
     fn records() -> Vec<proto::SourceRecord> {
-        let shapes = sluice_proto::wire::shapes::data();
-        let mut out = Vec::new();
-        for (i, key) in shapes.iter().enumerate() {
-            for (j, value) in shapes.iter().enumerate() {
-                let n = i * shapes.len() + j;
-                out.push(proto::SourceRecord {
-                    partition: [None, Some(0), Some(1)][n % 3],
-                    offset: if n.is_multiple_of(4) {
-                        String::new()
-                    } else {
-                        format!("{{\"seq\":{n}}}")
-                    },
-                    topic: ["t", "", "topic-\u{e9}"][n % 3].into(),
-                    kafka_partition: [None, Some(0), Some(-1), Some(7)][n % 4],
-                    key: key.clone(),
-                    value: value.clone(),
-                    headers: if n.is_multiple_of(7) {
-                        vec![Header {
-                            key: "h".into(),
-                            value: None,
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                    timestamp_ms: [None, Some(0), Some(-3), Some(1_700_000_000_000)][n % 4],
-                    transaction: (n % 4) as i32,
-                });
-            }
-        }
-        out
+        shapes::pairs()
+            .into_iter()
+            .map(|(n, key, value)| proto::SourceRecord {
+                partition: [None, Some(0), Some(1)][n % 3],
+                offset: if n.is_multiple_of(4) {
+                    String::new()
+                } else {
+                    format!("{{\"seq\":{n}}}")
+                },
+                topic: shapes::topic(n),
+                kafka_partition: [None, Some(0), Some(-1), Some(7)][n % 4],
+                key,
+                value,
+                headers: shapes::headers(n),
+                timestamp_ms: shapes::timestamp(n),
+                transaction: (n % 4) as i32,
+            })
+            .collect()
     }
 
     fn frame_of(batch: SourceBatch) -> Bytes {
