@@ -22,7 +22,7 @@ use crate::proto::{
     H2_MAX_FRAME, H2_STREAM_WINDOW, MAX_MESSAGE_BYTES,
 };
 use crate::task::{SinkTaskContext, SourceTaskContext};
-use crate::{Config, ConnectorEntry, Plugin, SourceRecord, TaskError};
+use crate::{Config, ConnectorEntry, Plugin, SinkBatch, SourceRecord, TaskError};
 
 pub use crate::proto::{ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 
@@ -665,42 +665,34 @@ async fn drive_sink(
     errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
 ) -> Result<(), TaskError> {
     while let Some(frame) = incoming.next().await {
-        let request = match frame {
-            Ok(SinkFrame::Batch(batch)) => {
-                let seq = batch.seq();
-                task.put_batch(batch).await?;
-                Some(sink_request::Kind::Batch(proto::SinkBatch {
-                    seq,
-                    records: Vec::new(),
-                }))
-            }
-            Ok(SinkFrame::Other(request)) => request.kind,
+        let reply = match frame {
             Err(_) => return Ok(()),
-        };
-        let reply = match request {
-            // Put above, as it arrived.
-            Some(sink_request::Kind::Batch(batch)) => {
-                sink_response::Kind::Ack(proto::SinkBatchAck { seq: batch.seq })
-            }
-            Some(sink_request::Kind::Flush(flush)) => {
-                let offsets = task.flush(flush.offsets).await?;
-                sink_response::Kind::Flushed(proto::FlushResponse {
-                    flush_id: flush.flush_id,
-                    offsets,
-                })
-            }
-            Some(sink_request::Kind::Assigned(assigned)) => {
-                let offsets = task.open(assigned.partitions).await?;
-                sink_response::Kind::Positions(proto::PartitionPositions {
-                    id: assigned.id,
-                    offsets,
-                })
-            }
-            Some(sink_request::Kind::Stop(_)) => return Ok(()),
-            Some(sink_request::Kind::Open(_)) | None => {
-                tracing::warn!("ignoring unexpected message on a sink stream");
-                continue;
-            }
+            Ok(SinkFrame::Batch(batch)) => put_batch(task, batch).await?,
+            Ok(SinkFrame::Other(request)) => match request.kind {
+                // Never here (a batch arrives as a SinkBatch), but put all the same.
+                Some(sink_request::Kind::Batch(batch)) => {
+                    put_batch(task, SinkBatch::from_records(batch.seq, &batch.records)).await?
+                }
+                Some(sink_request::Kind::Flush(flush)) => {
+                    let offsets = task.flush(flush.offsets).await?;
+                    sink_response::Kind::Flushed(proto::FlushResponse {
+                        flush_id: flush.flush_id,
+                        offsets,
+                    })
+                }
+                Some(sink_request::Kind::Assigned(assigned)) => {
+                    let offsets = task.open(assigned.partitions).await?;
+                    sink_response::Kind::Positions(proto::PartitionPositions {
+                        id: assigned.id,
+                        offsets,
+                    })
+                }
+                Some(sink_request::Kind::Stop(_)) => return Ok(()),
+                Some(sink_request::Kind::Open(_)) | None => {
+                    tracing::warn!("ignoring unexpected message on a sink stream");
+                    continue;
+                }
+            },
         };
         // Bad records reported by the call go before its reply: before the batch's ack (put)
         // or the flush's answer (a sink that writes at flush time), so before any commit
@@ -715,6 +707,16 @@ async fn drive_sink(
         }
     }
     Ok(())
+}
+
+/// The batch put; its acknowledgement.
+async fn put_batch(
+    task: &mut dyn crate::SinkTask,
+    batch: SinkBatch,
+) -> Result<sink_response::Kind, TaskError> {
+    let seq = batch.seq();
+    task.put_batch(batch).await?;
+    Ok(sink_response::Kind::Ack(proto::SinkBatchAck { seq }))
 }
 
 #[cfg(test)]
