@@ -12,19 +12,69 @@ const SIGKILL: i32 = libc::SIGKILL;
 
 #[test]
 fn file_to_kafka_to_file_100k_lines_on_embedded_kafka() {
+    file_to_kafka_to_file(true);
+}
+
+/// The same with the sink's batches through the connector's socket, as for a connector that
+/// does not take feature `sink.shared_memory`.
+#[test]
+fn file_to_kafka_to_file_100k_lines_without_shared_memory() {
+    file_to_kafka_to_file(false);
+}
+
+/// 100,000 lines file -> Kafka -> file. With `shared`, the sink's connector process maps the
+/// worker's shared memory (its /proc maps name the memfd) and reads its batches there: what
+/// it reads from its socket is a small part of the input; without, at least the input.
+fn file_to_kafka_to_file(shared: bool) {
     let dir = tempfile::tempdir().unwrap();
     let total = 100_000;
-    append_lines(&dir.path().join("test.txt"), 0..total);
+    let input = dir.path().join("test.txt");
+    append_lines(&input, 0..total);
+    let input_bytes = std::fs::metadata(&input).unwrap().len();
     let worker = worker_properties(dir.path(), None);
     let [source, sink] = file_connectors(dir.path());
-    let mut sluice = Sluice::standalone(dir.path(), &[worker, source, sink]);
+    let env = [("SLUICE_SINK_SHARED_MEMORY", shared.to_string())];
+    let mut sluice = Sluice::start_with_env(
+        dir.path(),
+        &[
+            "standalone",
+            "--progress-interval",
+            "1",
+            worker,
+            source,
+            sink,
+        ],
+        &env,
+    );
 
     let output = dir.path().join("test.sink.txt");
+    // The sink process's last reading: memfd mapped, bytes read by read(2) and the like.
+    let mut seen: Option<(bool, u64)> = None;
     wait_for(
         "100,000 lines in the sink file",
         Duration::from_secs(120),
-        || count_lines(&output) >= total,
+        || {
+            if let Some(pid) = sluice.connector_pid("local-file-sink") {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"));
+                let io = std::fs::read_to_string(format!("/proc/{pid}/io"));
+                let read = io.ok().and_then(|io| {
+                    io.lines()
+                        .find_map(|l| l.strip_prefix("rchar: ")?.trim().parse().ok())
+                });
+                if let (Ok(maps), Some(read)) = (maps, read) {
+                    seen = Some((maps.contains("sluice-sink-batches"), read));
+                }
+            }
+            count_lines(&output) >= total
+        },
     );
+    let (mapped, read) = seen.expect("the sink's connector process seen running");
+    assert_eq!(mapped, shared, "the sink's batches in shared memory");
+    if shared {
+        assert!(read < input_bytes / 4, "{read} bytes read of {input_bytes}");
+    } else {
+        assert!(read > input_bytes, "{read} bytes read of {input_bytes}");
+    }
     assert!(sluice
         .output()
         .contains("embedded Kafka listening at 127.0.0.1:"));

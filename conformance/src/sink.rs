@@ -41,6 +41,7 @@ impl SinkStream {
                 connector_name: "conformance".into(),
                 task_id: 0,
                 config: task.clone().into_iter().collect(),
+                shared_memory: None,
             })),
         })
         .await

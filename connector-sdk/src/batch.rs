@@ -111,12 +111,22 @@ impl SinkBatch {
         if !buf.is_empty() {
             return None;
         }
-        let mut seq = 0;
+        SinkBatch::locate(frame, batch, 0)
+    }
+
+    /// Feature `sink.shared_memory`: batch `seq`'s records, `frame` holding nothing but their
+    /// `SinkBatch.records` entries. `None` for anything else.
+    pub(crate) fn shared(seq: u64, frame: &Bytes) -> Option<SinkBatch> {
+        SinkBatch::locate(frame, frame, seq).filter(|batch| batch.seq == seq)
+    }
+
+    /// `fields`, a part of `frame`, read as a `SinkBatch`'s fields: a `seq` (as prost reads a
+    /// scalar given twice, the last one; `seq` when there is none) and records, located, not
+    /// decoded.
+    fn locate(frame: &Bytes, mut fields: &[u8], mut seq: u64) -> Option<SinkBatch> {
         let mut records = Vec::new();
-        let mut scan = batch;
-        while !scan.is_empty() {
-            match next_field(&mut scan)? {
-                // As prost reads a scalar given twice: the last one.
+        while !fields.is_empty() {
+            match next_field(&mut fields)? {
                 (1, Field::Varint(v)) => seq = v,
                 (2, Field::Bytes(record)) => {
                     let start = record.as_ptr() as usize - frame.as_ptr() as usize;

@@ -8,6 +8,7 @@ mod batch;
 mod config;
 pub mod data;
 mod serve;
+mod shared;
 mod task;
 
 pub use allocator::tune_allocator;

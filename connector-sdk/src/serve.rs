@@ -21,6 +21,7 @@ use crate::proto::{
     self, sink_request, sink_response, source_request, source_response, H2_CONNECTION_WINDOW,
     H2_MAX_FRAME, H2_STREAM_WINDOW, MAX_MESSAGE_BYTES,
 };
+use crate::shared::SharedMemory;
 use crate::task::{SinkTaskContext, SourceTaskContext};
 use crate::{Config, ConnectorEntry, Plugin, SinkBatch, SourceRecord, TaskError};
 
@@ -28,8 +29,8 @@ pub use crate::proto::{ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 
 /// Largest number of records the SDK asks a source task for in one poll.
 const MAX_POLL_RECORDS: u64 = 4096;
-/// Features this SDK implements (none beyond the v1 baseline yet).
-const FEATURES: &[&str] = &[];
+/// Features this SDK implements beyond the v1 baseline.
+const FEATURES: &[&str] = &[proto::FEATURE_SINK_SHARED_MEMORY];
 
 /// Sets up logging to stderr and a runtime, serves `plugin`, and exits the process.
 pub fn main(plugin: Plugin) -> ! {
@@ -635,6 +636,13 @@ async fn run_sink(
     mut incoming: Streaming<SinkFrame>,
     tx: Sender<proto::SinkResponse>,
 ) {
+    let (released_tx, mut released) = mpsc::unbounded_channel();
+    // Without it the worker sends every batch through the socket, as to any connector.
+    let shared = open.shared_memory.as_ref().and_then(|memory| {
+        SharedMemory::map(memory, released_tx)
+            .inspect_err(|e| tracing::warn!("sink batches come through the socket: {e:#}"))
+            .ok()
+    });
     let (errors, mut errant) = crate::ErrantRecordReporter::channel();
     let ctx = SinkTaskContext {
         errors,
@@ -643,8 +651,18 @@ async fn run_sink(
         config: open.config.into_iter().collect(),
     };
     let mut result = task.start(ctx).await;
-    if result.is_ok() && send_sink(&tx, sink_response::Kind::Opened(proto::SinkOpened {})).await {
-        result = drive_sink(task.as_mut(), &mut incoming, &tx, &mut errant).await;
+    let opened = proto::SinkOpened {
+        shared_memory: shared.is_some(),
+    };
+    if result.is_ok() && send_sink(&tx, sink_response::Kind::Opened(opened)).await {
+        let mut stream = SinkStream {
+            incoming: &mut incoming,
+            tx: &tx,
+            errant: &mut errant,
+            shared: shared.as_ref(),
+            released: &mut released,
+        };
+        result = stream.drive(task.as_mut()).await;
     }
     let stopped = task.stop().await;
     match result.and(stopped) {
@@ -658,55 +676,85 @@ async fn run_sink(
     }
 }
 
-async fn drive_sink(
-    task: &mut dyn crate::SinkTask,
-    incoming: &mut Streaming<SinkFrame>,
-    tx: &Sender<proto::SinkResponse>,
-    errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
-) -> Result<(), TaskError> {
-    while let Some(frame) = incoming.next().await {
-        let reply = match frame {
-            Err(_) => return Ok(()),
-            Ok(SinkFrame::Batch(batch)) => put_batch(task, batch).await?,
-            Ok(SinkFrame::Other(request)) => match request.kind {
-                // Never here (a batch arrives as a SinkBatch), but put all the same.
-                Some(sink_request::Kind::Batch(batch)) => {
-                    put_batch(task, SinkBatch::from_records(batch.seq, &batch.records)).await?
+/// A sink task's stream, as [`run_sink`] drives it once the task started.
+struct SinkStream<'a> {
+    incoming: &'a mut Streaming<SinkFrame>,
+    tx: &'a Sender<proto::SinkResponse>,
+    errant: &'a mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
+    shared: Option<&'a SharedMemory>,
+    /// Shared batches the task let go of.
+    released: &'a mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+}
+
+impl SinkStream<'_> {
+    async fn drive(&mut self, task: &mut dyn crate::SinkTask) -> Result<(), TaskError> {
+        while let Some(frame) = self.incoming.next().await {
+            let reply = match frame {
+                Err(_) => return Ok(()),
+                Ok(SinkFrame::Batch(batch)) => put_batch(task, batch).await?,
+                Ok(SinkFrame::Other(request)) => match request.kind {
+                    // Never here (a batch arrives as a SinkBatch), but put all the same.
+                    Some(sink_request::Kind::Batch(batch)) => {
+                        put_batch(task, SinkBatch::from_records(batch.seq, &batch.records)).await?
+                    }
+                    Some(sink_request::Kind::SharedBatch(shared)) => {
+                        let Some(memory) = self.shared else {
+                            return Err(TaskError::fatal(format!(
+                                "shared sink batch {} arrived, but no shared memory is mapped",
+                                shared.seq
+                            )));
+                        };
+                        put_batch(task, memory.batch(&shared)?).await?
+                    }
+                    Some(sink_request::Kind::Flush(flush)) => {
+                        let offsets = task.flush(flush.offsets).await?;
+                        sink_response::Kind::Flushed(proto::FlushResponse {
+                            flush_id: flush.flush_id,
+                            offsets,
+                        })
+                    }
+                    Some(sink_request::Kind::Assigned(assigned)) => {
+                        let offsets = task.open(assigned.partitions).await?;
+                        sink_response::Kind::Positions(proto::PartitionPositions {
+                            id: assigned.id,
+                            offsets,
+                        })
+                    }
+                    Some(sink_request::Kind::Stop(_)) => return Ok(()),
+                    Some(sink_request::Kind::Open(_)) | None => {
+                        tracing::warn!("ignoring unexpected message on a sink stream");
+                        continue;
+                    }
+                },
+            };
+            // Bad records reported by the call go before its reply: before the batch's ack
+            // (put) or the flush's answer (a sink that writes at flush time), so before any
+            // commit past them.
+            while let Ok(e) = self.errant.try_recv() {
+                if !send_sink(self.tx, sink_response::Kind::RecordError(e)).await {
+                    return Ok(());
                 }
-                Some(sink_request::Kind::Flush(flush)) => {
-                    let offsets = task.flush(flush.offsets).await?;
-                    sink_response::Kind::Flushed(proto::FlushResponse {
-                        flush_id: flush.flush_id,
-                        offsets,
-                    })
-                }
-                Some(sink_request::Kind::Assigned(assigned)) => {
-                    let offsets = task.open(assigned.partitions).await?;
-                    sink_response::Kind::Positions(proto::PartitionPositions {
-                        id: assigned.id,
-                        offsets,
-                    })
-                }
-                Some(sink_request::Kind::Stop(_)) => return Ok(()),
-                Some(sink_request::Kind::Open(_)) | None => {
-                    tracing::warn!("ignoring unexpected message on a sink stream");
-                    continue;
-                }
-            },
-        };
-        // Bad records reported by the call go before its reply: before the batch's ack (put)
-        // or the flush's answer (a sink that writes at flush time), so before any commit
-        // past them.
-        while let Ok(e) = errant.try_recv() {
-            if !send_sink(tx, sink_response::Kind::RecordError(e)).await {
+            }
+            if !send_sink(self.tx, reply).await {
+                return Ok(());
+            }
+            // Batches let go of by now (a task that keeps one releases it with a later reply).
+            let mut seqs = Vec::new();
+            while let Ok(seq) = self.released.try_recv() {
+                seqs.push(seq);
+            }
+            if !seqs.is_empty()
+                && !send_sink(
+                    self.tx,
+                    sink_response::Kind::Released(proto::SharedReleased { seqs }),
+                )
+                .await
+            {
                 return Ok(());
             }
         }
-        if !send_sink(tx, reply).await {
-            return Ok(());
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The batch put; its acknowledgement.

@@ -16,6 +16,10 @@ pub mod connector {
         /// The protocol versions this build speaks.
         pub const PROTOCOL_VERSIONS: &[u32] = &[1];
 
+        /// Feature: a sink task's batches in memory the worker shares with the connector
+        /// (`SinkOpen.shared_memory`, `SharedBatch`, `SharedReleased`).
+        pub const FEATURE_SINK_SHARED_MEMORY: &str = "sink.shared_memory";
+
         /// Launch contract: the Unix socket path the connector must serve on.
         pub const ENV_SOCKET: &str = "SLUICE_CONNECTOR_SOCKET";
         /// Launch contract: the protocol versions the worker speaks, comma-separated.

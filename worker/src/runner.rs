@@ -267,6 +267,10 @@ pub async fn run_process(
                     topics: spec.topics.clone(),
                     topics_regex: spec.topics_regex.clone(),
                     flush_interval: ctx.flush_interval,
+                    shared_memory: process
+                        .features
+                        .iter()
+                        .any(|f| f == proto::FEATURE_SINK_SHARED_MEMORY),
                 };
                 let channel = process.channel.clone();
                 tasks.spawn(async move { (id, runner.run(channel, token).await) });

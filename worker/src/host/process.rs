@@ -52,6 +52,8 @@ pub struct ConnectorProcess {
     /// The connection `client` uses, for calls with a codec of their own (the sink stream's).
     pub channel: Channel,
     pub plugin: proto::PluginInfo,
+    /// The features the connector agreed to in its handshake.
+    pub features: Vec<String>,
     pub pid: u32,
     label: String,
     exited: watch::Receiver<Option<String>>,
@@ -59,6 +61,21 @@ pub struct ConnectorProcess {
     stdin: Option<ChildStdin>,
     // Holds the private socket directory until the process is gone.
     _dir: tempfile::TempDir,
+}
+
+/// Turns feature `sink.shared_memory` off when `false` (to compare, or where a connector may
+/// not open the worker's /proc entries).
+pub const ENV_SINK_SHARED_MEMORY: &str = "SLUICE_SINK_SHARED_MEMORY";
+
+/// The optional protocol features this worker implements (docs/connector-protocol.md §2).
+fn offered_features() -> Vec<String> {
+    // Shared memory is a Linux memfd, named to the connector through /proc.
+    let shared = std::env::var(ENV_SINK_SHARED_MEMORY).map_or(true, |v| v != "false");
+    if cfg!(target_os = "linux") && shared {
+        vec![proto::FEATURE_SINK_SHARED_MEMORY.to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 impl ConnectorProcess {
@@ -87,7 +104,7 @@ impl ConnectorProcess {
             CONNECT_TIMEOUT,
             client.handshake(proto::HandshakeRequest {
                 protocol_versions: proto::PROTOCOL_VERSIONS.to_vec(),
-                features: Vec::new(),
+                features: offered_features(),
                 worker_version: env!("CARGO_PKG_VERSION").to_string(),
             }),
         )
@@ -127,10 +144,18 @@ impl ConnectorProcess {
             exited_tx,
             label.to_string(),
         ));
+        // A feature is in effect when both sides name it: one the worker did not offer is not.
+        let offered = offered_features();
+        let features = response
+            .features
+            .into_iter()
+            .filter(|f| offered.contains(f))
+            .collect();
         Ok(ConnectorProcess {
             client,
             channel,
             plugin,
+            features,
             pid,
             label: label.to_string(),
             exited,

@@ -61,16 +61,16 @@ impl TaskSpec {
             Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
         >,
         stream: &str,
-    ) -> anyhow::Result<tonic::Streaming<R>> {
+    ) -> anyhow::Result<(tonic::Streaming<R>, R::Opened)> {
         let mut responses = call
             .await
             .map_err(|s| anyhow::anyhow!("open {stream} stream: {}", s.message()))?
             .into_inner();
         let first = responses.message().await.map(|m| m.and_then(R::opening));
         match first {
-            Ok(Some(Ok(()))) => {
+            Ok(Some(Ok(opened))) => {
                 let _ = self.opened.send(self.task_id);
-                Ok(responses)
+                Ok((responses, opened))
             }
             Ok(Some(Err(e))) => Err(crate::restart::task_error("task failed to start", e)),
             Ok(None) => anyhow::bail!("connector did not open the {stream} stream"),
@@ -79,19 +79,21 @@ impl TaskSpec {
     }
 }
 
-/// A connector's answer on a task stream, as the stream's first: `Some(Ok)` opened,
-/// `Some(Err)` failed to start, `None` anything else.
+/// A connector's answer on a task stream, as the stream's first: `Some(Ok)` opened (with what
+/// the connector said opening), `Some(Err)` failed to start, `None` anything else.
 pub(crate) trait FirstAnswer {
-    fn opening(self) -> Option<Result<(), proto::TaskError>>;
+    type Opened;
+    fn opening(self) -> Option<Result<Self::Opened, proto::TaskError>>;
 }
 
 macro_rules! first_answer {
-    ($response:ty, $kind:path) => {
+    ($response:ty, $kind:path, $opened:ty) => {
         impl FirstAnswer for $response {
-            fn opening(self) -> Option<Result<(), proto::TaskError>> {
+            type Opened = $opened;
+            fn opening(self) -> Option<Result<$opened, proto::TaskError>> {
                 use $kind as Kind;
                 match self.kind {
-                    Some(Kind::Opened(_)) => Some(Ok(())),
+                    Some(Kind::Opened(opened)) => Some(Ok(opened)),
                     Some(Kind::Error(e)) => Some(Err(e)),
                     _ => None,
                 }
@@ -99,8 +101,16 @@ macro_rules! first_answer {
         }
     };
 }
-first_answer!(proto::SourceResponse, proto::source_response::Kind);
-first_answer!(proto::SinkResponse, proto::sink_response::Kind);
+first_answer!(
+    proto::SourceResponse,
+    proto::source_response::Kind,
+    proto::SourceOpened
+);
+first_answer!(
+    proto::SinkResponse,
+    proto::sink_response::Kind,
+    proto::SinkOpened
+);
 
 /// How the tasks of a source connector run their transactions on an exactly-once worker.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 //! written as records are read ([`wire`]).
 
 mod fetch;
+mod shared;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use sluice_data::record::Record;
 use tonic::transport::Channel;
 
 use self::fetch::{FetchQueue, Fetched, ForwardTo};
+use self::shared::SharedMemory;
 use self::wire::{Consumed, Outgoing, Records};
 use crate::restart::task_error;
 use crate::task::errors::{report_text, ErrorReporter, FailedRecord, Failure, Stage};
@@ -42,6 +44,10 @@ const BATCH_CAPACITY: usize = MAX_BATCH_BYTES + 512 * 1024;
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 /// Batches sent to the connector and not yet taken by it.
 const WINDOW: usize = 4;
+/// The memory a task shares with its connector (feature `sink.shared_memory`): room for two
+/// windows of full batches, so batches the connector still holds after acknowledging them
+/// rarely send one through the socket. Only the pages batches were written to are resident.
+const SHARED_BYTES: usize = 2 * WINDOW * BATCH_CAPACITY;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub struct SinkTaskRunner {
@@ -50,6 +56,8 @@ pub struct SinkTaskRunner {
     pub topics: Vec<String>,
     pub topics_regex: Option<String>,
     pub flush_interval: Duration,
+    /// The connector agreed to feature `sink.shared_memory` in its handshake.
+    pub shared_memory: bool,
 }
 
 /// Records polled and converted, with the next offset per partition they reach.
@@ -283,6 +291,15 @@ impl SinkTaskRunner {
         > = BTreeMap::new();
         let mut ask_id = 0u64;
         let (tx, rx) = mpsc::channel(WINDOW + 4);
+        // Offered in the open; used once the connector says it mapped it.
+        let offered = match self.shared_memory {
+            true => SharedMemory::create(SHARED_BYTES)
+                .inspect_err(|e| {
+                    tracing::warn!("sink batches go through the socket: shared memory: {e}")
+                })
+                .ok(),
+            false => None,
+        };
         send(
             &tx,
             sink_request::Kind::Open(proto::SinkOpen {
@@ -290,13 +307,16 @@ impl SinkTaskRunner {
                 connector_name: self.task.connector.clone(),
                 task_id: self.task.task_id,
                 config: self.task.config.clone().into_iter().collect(),
+                shared_memory: offered.as_ref().map(SharedMemory::describe),
             }),
         )
         .await;
-        let mut responses = self
+        let (mut responses, opened) = self
             .task
             .open_stream(open_sink(channel, rx), "sink")
             .await?;
+        // The connector mapped the memory offered: batches go there from now on.
+        let mut shared = offered.filter(|_| opened.shared_memory);
 
         let mut seq = 0u64;
         let mut in_flight = 0usize;
@@ -342,6 +362,11 @@ impl SinkTaskRunner {
                             return Err(task_error("task failed", e));
                         }
                         sink_response::Kind::Opened(_) => {}
+                        sink_response::Kind::Released(released) => {
+                            if let Some(shared) = &mut shared {
+                                released.seqs.into_iter().for_each(|seq| shared.release(seq));
+                            }
+                        }
                         sink_response::Kind::RecordError(e) => self.record_error(e).await?,
                         sink_response::Kind::Positions(p) => {
                             if let Some(reply) = waiting.remove(&p.id) {
@@ -389,7 +414,11 @@ impl SinkTaskRunner {
                         self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
-                    let _ = tx.send(Outgoing::Batch { seq, records: polled.records }).await;
+                    let outgoing = match shared.as_mut().and_then(|s| s.write(seq, &polled.records)) {
+                        Some(batch) => sink_request::Kind::SharedBatch(batch).into(),
+                        None => Outgoing::Batch { seq, records: polled.records },
+                    };
+                    let _ = tx.send(outgoing).await;
                 }
             }
         }

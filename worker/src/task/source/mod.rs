@@ -233,7 +233,7 @@ impl SourceTaskRunner {
             }),
         )
         .await;
-        let responses = self
+        let (responses, _) = self
             .task
             .open_stream(wire::open(channel, ReceiverStream::new(rx)), "source")
             .await?;

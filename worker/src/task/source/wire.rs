@@ -61,7 +61,8 @@ pub enum SourceFrame {
 }
 
 impl crate::task::FirstAnswer for SourceFrame {
-    fn opening(self) -> Option<Result<(), proto::TaskError>> {
+    type Opened = proto::SourceOpened;
+    fn opening(self) -> Option<Result<proto::SourceOpened, proto::TaskError>> {
         match self {
             SourceFrame::Batch(_) => None,
             SourceFrame::Other(response) => response.opening(),

@@ -547,18 +547,38 @@ class TaskError(_message.Message):
     def __init__(self, message: _Optional[str] = ..., trace: _Optional[str] = ..., retriable: _Optional[bool] = ...) -> None: ...
 
 class SinkRequest(_message.Message):
-    __slots__ = ("open", "batch", "flush", "stop", "assigned")
+    __slots__ = ("open", "batch", "flush", "stop", "assigned", "shared_batch")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     FLUSH_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BATCH_FIELD_NUMBER: _ClassVar[int]
     open: SinkOpen
     batch: SinkBatch
     flush: FlushRequest
     stop: Stop
     assigned: PartitionsAssigned
-    def __init__(self, open: _Optional[_Union[SinkOpen, _Mapping]] = ..., batch: _Optional[_Union[SinkBatch, _Mapping]] = ..., flush: _Optional[_Union[FlushRequest, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., assigned: _Optional[_Union[PartitionsAssigned, _Mapping]] = ...) -> None: ...
+    shared_batch: SharedBatch
+    def __init__(self, open: _Optional[_Union[SinkOpen, _Mapping]] = ..., batch: _Optional[_Union[SinkBatch, _Mapping]] = ..., flush: _Optional[_Union[FlushRequest, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., assigned: _Optional[_Union[PartitionsAssigned, _Mapping]] = ..., shared_batch: _Optional[_Union[SharedBatch, _Mapping]] = ...) -> None: ...
+
+class SharedBatch(_message.Message):
+    __slots__ = ("seq", "offset", "length")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    offset: int
+    length: int
+    def __init__(self, seq: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class SharedMemory(_message.Message):
+    __slots__ = ("path", "size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class PartitionsAssigned(_message.Message):
     __slots__ = ("id", "partitions")
@@ -577,7 +597,7 @@ class TopicPartition(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class SinkOpen(_message.Message):
-    __slots__ = ("connector_class", "connector_name", "task_id", "config")
+    __slots__ = ("connector_class", "connector_name", "task_id", "config", "shared_memory")
     class ConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -589,11 +609,13 @@ class SinkOpen(_message.Message):
     CONNECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     connector_class: str
     connector_name: str
     task_id: int
     config: _containers.ScalarMap[str, str]
-    def __init__(self, connector_class: _Optional[str] = ..., connector_name: _Optional[str] = ..., task_id: _Optional[int] = ..., config: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    shared_memory: SharedMemory
+    def __init__(self, connector_class: _Optional[str] = ..., connector_name: _Optional[str] = ..., task_id: _Optional[int] = ..., config: _Optional[_Mapping[str, str]] = ..., shared_memory: _Optional[_Union[SharedMemory, _Mapping]] = ...) -> None: ...
 
 class SinkBatch(_message.Message):
     __slots__ = ("seq", "records")
@@ -640,7 +662,7 @@ class FlushRequest(_message.Message):
     def __init__(self, flush_id: _Optional[int] = ..., offsets: _Optional[_Iterable[_Union[TopicPartitionOffset, _Mapping]]] = ...) -> None: ...
 
 class SinkResponse(_message.Message):
-    __slots__ = ("opened", "ack", "flushed", "error", "stopped", "record_error", "positions")
+    __slots__ = ("opened", "ack", "flushed", "error", "stopped", "record_error", "positions", "released")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     FLUSHED_FIELD_NUMBER: _ClassVar[int]
@@ -648,6 +670,7 @@ class SinkResponse(_message.Message):
     STOPPED_FIELD_NUMBER: _ClassVar[int]
     RECORD_ERROR_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     opened: SinkOpened
     ack: SinkBatchAck
     flushed: FlushResponse
@@ -655,7 +678,14 @@ class SinkResponse(_message.Message):
     stopped: SinkStopped
     record_error: RecordError
     positions: PartitionPositions
-    def __init__(self, opened: _Optional[_Union[SinkOpened, _Mapping]] = ..., ack: _Optional[_Union[SinkBatchAck, _Mapping]] = ..., flushed: _Optional[_Union[FlushResponse, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., stopped: _Optional[_Union[SinkStopped, _Mapping]] = ..., record_error: _Optional[_Union[RecordError, _Mapping]] = ..., positions: _Optional[_Union[PartitionPositions, _Mapping]] = ...) -> None: ...
+    released: SharedReleased
+    def __init__(self, opened: _Optional[_Union[SinkOpened, _Mapping]] = ..., ack: _Optional[_Union[SinkBatchAck, _Mapping]] = ..., flushed: _Optional[_Union[FlushResponse, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., stopped: _Optional[_Union[SinkStopped, _Mapping]] = ..., record_error: _Optional[_Union[RecordError, _Mapping]] = ..., positions: _Optional[_Union[PartitionPositions, _Mapping]] = ..., released: _Optional[_Union[SharedReleased, _Mapping]] = ...) -> None: ...
+
+class SharedReleased(_message.Message):
+    __slots__ = ("seqs",)
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seqs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PartitionPositions(_message.Message):
     __slots__ = ("id", "offsets")
@@ -666,8 +696,10 @@ class PartitionPositions(_message.Message):
     def __init__(self, id: _Optional[int] = ..., offsets: _Optional[_Iterable[_Union[TopicPartitionOffset, _Mapping]]] = ...) -> None: ...
 
 class SinkOpened(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("shared_memory",)
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    shared_memory: bool
+    def __init__(self, shared_memory: _Optional[bool] = ...) -> None: ...
 
 class SinkBatchAck(_message.Message):
     __slots__ = ("seq",)
