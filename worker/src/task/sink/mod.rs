@@ -317,6 +317,8 @@ impl SinkTaskRunner {
             .await?;
         // The connector mapped the memory offered: batches go there from now on.
         let mut shared = offered.filter(|_| opened.shared_memory);
+        // Batches sent through shared memory and through the socket, told at the end.
+        let (mut in_shared, mut in_socket) = (0u64, 0u64);
 
         let mut seq = 0u64;
         let mut in_flight = 0usize;
@@ -357,7 +359,14 @@ impl SinkTaskRunner {
                                 send(&tx, flush_request(flush_id, &sent)).await;
                             }
                         }
-                        sink_response::Kind::Stopped(_) => return Ok(()),
+                        sink_response::Kind::Stopped(_) => {
+                            tracing::info!(
+                                connector = %self.task.connector,
+                                task = self.task.task_id,
+                                "sink stream ended: {in_shared} batches in shared memory, {in_socket} through the socket"
+                            );
+                            return Ok(());
+                        }
                         sink_response::Kind::Error(e) => {
                             return Err(task_error("task failed", e));
                         }
@@ -415,8 +424,14 @@ impl SinkTaskRunner {
                     }
                     sent.extend(polled.offsets);
                     let outgoing = match shared.as_mut().and_then(|s| s.write(seq, &polled.records)) {
-                        Some(batch) => sink_request::Kind::SharedBatch(batch).into(),
-                        None => Outgoing::Batch { seq, records: polled.records },
+                        Some(batch) => {
+                            in_shared += 1;
+                            sink_request::Kind::SharedBatch(batch).into()
+                        }
+                        None => {
+                            in_socket += 1;
+                            Outgoing::Batch { seq, records: polled.records }
+                        }
                     };
                     let _ = tx.send(outgoing).await;
                 }
