@@ -28,6 +28,7 @@ use lifecycle::{cancellation, shutdown, worker_gone};
 use rpc::{class_list, field_errors, heartbeats};
 use sink::SinkStream;
 use sluice_worker::host::process::{Client, PluginCommand};
+use sluice_worker::task::sink::shared::SharedMemory;
 use source::SourceStream;
 use subject::Subject;
 
@@ -46,6 +47,8 @@ pub(crate) const SINK_BATCHES: u64 = 8;
 pub(crate) const SINK_BATCH_RECORDS: u64 = 25;
 /// Unacknowledged sink batches the kit keeps in flight, as a worker does (§5).
 pub(crate) const SINK_WINDOW: u64 = 4;
+/// The memory the kit shares with a sink that takes feature `sink.shared_memory`.
+pub(crate) const SHARED_MEMORY_BYTES: usize = 1024 * 1024;
 /// Source record credit of the credit checks.
 pub(crate) const SMALL_CREDIT: u64 = 5;
 /// Output lines of the connector kept for failure reports.
@@ -389,8 +392,53 @@ impl Kit<'_> {
         let flush = stream.flush().await;
         self.result("sink.flush", flush);
         let stop = stream.stop().await;
-        self.result("sink.stop", stop);
+        if !self.result("sink.stop", stop) {
+            return;
+        }
+        let shared = shared_memory(client, class, task).await;
+        match shared {
+            Ok(None) => self.skip(
+                "sink.shared-memory",
+                "the connector does not take feature sink.shared_memory",
+            ),
+            Ok(Some(detail)) => self.record("sink.shared-memory", Outcome::Pass, detail),
+            Err(reason) => self.record("sink.shared-memory", Outcome::Fail, reason),
+        }
     }
+}
+
+/// Feature `sink.shared_memory`, when the connector agrees to it in a handshake: a sink stream
+/// opened with memory offered must map it, and take batches written there (`None`: the
+/// connector does not take the feature).
+async fn shared_memory(
+    client: &Client,
+    class: &proto::ConnectorClass,
+    task: &BTreeMap<String, String>,
+) -> Result<Option<String>, String> {
+    let offered = vec![proto::FEATURE_SINK_SHARED_MEMORY.to_string()];
+    let response = rpc::answer(
+        "Handshake",
+        client.clone().handshake(rpc::handshake_request(
+            proto::PROTOCOL_VERSIONS.to_vec(),
+            offered.clone(),
+        )),
+    )
+    .await?;
+    if response.features != offered {
+        return Ok(None);
+    }
+    let mut memory = SharedMemory::create(SHARED_MEMORY_BYTES)
+        .map_err(|e| format!("the kit could not create shared memory: {e}"))?;
+    let (mut stream, mapped) =
+        SinkStream::open_with(client, class, task, Some(memory.describe())).await?;
+    if !mapped {
+        return Err(
+            "agreed to sink.shared_memory, but SinkOpened says it did not map the memory offered (see its output) (§5)"
+                .into(),
+        );
+    }
+    stream.assign().await?;
+    stream.shared_batches(client, &mut memory).await.map(Some)
 }
 
 /// Reads `KEY=VALUE` pairs (a .properties file's keys or `--config` flags) into a config.

@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use sluice_worker::host::process::{Client, CONNECT_TIMEOUT};
+use sluice_worker::task::sink::shared::SharedMemory;
 
 use crate::rpc::{answer, heartbeats, status_text};
 use crate::{CheckResult, ANSWER, SINK_BATCHES, SINK_BATCH_RECORDS, SINK_WINDOW};
@@ -21,6 +22,8 @@ pub(crate) struct SinkStream {
     /// The next offset to send on partition 0.
     pub(crate) next_offset: i64,
     pub(crate) record_errors: usize,
+    /// Shared batches released (feature `sink.shared_memory`), in the order told.
+    pub(crate) released: Vec<u64>,
 }
 
 impl SinkStream {
@@ -29,6 +32,18 @@ impl SinkStream {
         class: &proto::ConnectorClass,
         task: &BTreeMap<String, String>,
     ) -> Result<SinkStream, String> {
+        SinkStream::open_with(client, class, task, None)
+            .await
+            .map(|(stream, _)| stream)
+    }
+
+    /// A sink stream opened with `shared_memory` offered; what `SinkOpened` said of it.
+    pub(crate) async fn open_with(
+        client: &Client,
+        class: &proto::ConnectorClass,
+        task: &BTreeMap<String, String>,
+        shared_memory: Option<proto::SharedMemory>,
+    ) -> Result<(SinkStream, bool), String> {
         let topic = task
             .get("topics")
             .and_then(|t| t.split(',').map(str::trim).find(|t| !t.is_empty()))
@@ -41,7 +56,7 @@ impl SinkStream {
                 connector_name: "conformance".into(),
                 task_id: 0,
                 config: task.clone().into_iter().collect(),
-                shared_memory: None,
+                shared_memory,
             })),
         })
         .await
@@ -53,9 +68,10 @@ impl SinkStream {
             topic,
             next_offset: 0,
             record_errors: 0,
+            released: Vec::new(),
         };
         match timeout(CONNECT_TIMEOUT, stream.next()).await {
-            Ok(Ok(sink_response::Kind::Opened(_))) => Ok(stream),
+            Ok(Ok(sink_response::Kind::Opened(opened))) => Ok((stream, opened.shared_memory)),
             Ok(Ok(other)) => Err(format!("expected SinkOpened first, got {other:?} (§5)")),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!(
@@ -77,6 +93,7 @@ impl SinkStream {
             match self.rx.message().await {
                 Ok(Some(proto::SinkResponse { kind: Some(kind) })) => match kind {
                     sink_response::Kind::RecordError(_) => self.record_errors += 1,
+                    sink_response::Kind::Released(r) => self.released.extend(r.seqs),
                     sink_response::Kind::Error(e) => {
                         return Err(format!("the task failed: {}", e.message))
                     }
@@ -163,6 +180,39 @@ impl SinkStream {
     /// SINK_BATCHES batches with SINK_WINDOW in flight; acks must come in order, and the kit
     /// calls Heartbeat while the task works.
     pub(crate) async fn batches(&mut self, client: &Client) -> CheckResult {
+        self.batches_via(client, None).await
+    }
+
+    /// As `batches`, written into `shared` (feature `sink.shared_memory`), all but the second
+    /// (a batch may come through the stream all the same), and each batch must be released
+    /// by the time the task stopped.
+    pub(crate) async fn shared_batches(
+        &mut self,
+        client: &Client,
+        shared: &mut SharedMemory,
+    ) -> CheckResult {
+        let done = self.batches_via(client, Some(shared)).await?;
+        let flushed = self.flush().await?;
+        let stopped = self.stop().await?;
+        let mut released = self.released.clone();
+        released.sort_unstable();
+        let shared_seqs: Vec<u64> = (1..=SINK_BATCHES).filter(|s| *s != 2).collect();
+        if released != shared_seqs {
+            return Err(format!(
+                "released shared batches {:?} by SinkStopped, expected {shared_seqs:?}, each once (§5 sink.shared_memory)",
+                self.released
+            ));
+        }
+        Ok(format!(
+            "{done}; in shared memory, each released once by SinkStopped; {flushed}; {stopped}"
+        ))
+    }
+
+    async fn batches_via(
+        &mut self,
+        client: &Client,
+        mut shared: Option<&mut SharedMemory>,
+    ) -> CheckResult {
         let mut sent = 0u64;
         let mut acked = 0u64;
         let mut beat_every = 0;
@@ -170,7 +220,23 @@ impl SinkStream {
             while sent < SINK_BATCHES && sent - acked < SINK_WINDOW {
                 sent += 1;
                 let batch = self.batch(sent);
-                self.send(sink_request::Kind::Batch(batch)).await?;
+                let kind = match shared.as_deref_mut().filter(|_| sent != 2) {
+                    Some(memory) => {
+                        let mut fields = Vec::new();
+                        for record in &batch.records {
+                            prost::encoding::message::encode(2, record, &mut fields);
+                        }
+                        let written = memory.write(sent, &fields).ok_or(
+                            "the shared memory is full: batches were not released (§5 sink.shared_memory)",
+                        )?;
+                        sink_request::Kind::SharedBatch(written)
+                    }
+                    None => sink_request::Kind::Batch(batch),
+                };
+                self.send(kind).await?;
+            }
+            if let Some(memory) = shared.as_deref_mut() {
+                self.released.iter().for_each(|seq| memory.release(*seq));
             }
             match self.expect("SinkBatchAck").await? {
                 sink_response::Kind::Ack(ack) if ack.seq == acked + 1 => acked += 1,

@@ -667,6 +667,8 @@ async fn run_sink(
     let stopped = task.stop().await;
     match result.and(stopped) {
         Ok(()) => {
+            // What the task let go of as it stopped, before saying it stopped.
+            send_released(&tx, &mut released).await;
             send_sink(&tx, sink_response::Kind::Stopped(proto::SinkStopped {})).await;
         }
         Err(e) => {
@@ -739,22 +741,30 @@ impl SinkStream<'_> {
                 return Ok(());
             }
             // Batches let go of by now (a task that keeps one releases it with a later reply).
-            let mut seqs = Vec::new();
-            while let Ok(seq) = self.released.try_recv() {
-                seqs.push(seq);
-            }
-            if !seqs.is_empty()
-                && !send_sink(
-                    self.tx,
-                    sink_response::Kind::Released(proto::SharedReleased { seqs }),
-                )
-                .await
-            {
+            if !send_released(self.tx, self.released).await {
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+/// Tells the worker which shared batches were let go of since last told; `false` when the
+/// stream is gone.
+async fn send_released(
+    tx: &Sender<proto::SinkResponse>,
+    released: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+) -> bool {
+    let mut seqs = Vec::new();
+    while let Ok(seq) = released.try_recv() {
+        seqs.push(seq);
+    }
+    seqs.is_empty()
+        || send_sink(
+            tx,
+            sink_response::Kind::Released(proto::SharedReleased { seqs }),
+        )
+        .await
 }
 
 /// The batch put; its acknowledgement.

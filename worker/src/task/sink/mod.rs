@@ -4,7 +4,7 @@
 //! written as records are read ([`wire`]).
 
 mod fetch;
-mod shared;
+pub mod shared;
 mod wire;
 
 use std::collections::BTreeMap;
