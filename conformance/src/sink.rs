@@ -216,6 +216,8 @@ impl SinkStream {
         let mut sent = 0u64;
         let mut acked = 0u64;
         let mut beat_every = 0;
+        // Releases already applied to `shared`.
+        let mut applied = self.released.len();
         while acked < SINK_BATCHES {
             while sent < SINK_BATCHES && sent - acked < SINK_WINDOW {
                 sent += 1;
@@ -236,7 +238,10 @@ impl SinkStream {
                 self.send(kind).await?;
             }
             if let Some(memory) = shared.as_deref_mut() {
-                self.released.iter().for_each(|seq| memory.release(*seq));
+                self.released[applied..]
+                    .iter()
+                    .for_each(|seq| memory.release(*seq));
+                applied = self.released.len();
             }
             match self.expect("SinkBatchAck").await? {
                 sink_response::Kind::Ack(ack) if ack.seq == acked + 1 => acked += 1,
