@@ -9,6 +9,7 @@ mod config;
 pub mod data;
 mod serve;
 mod shared;
+mod source;
 mod task;
 
 pub use allocator::tune_allocator;
@@ -17,6 +18,7 @@ pub use config::{Config, ConfigDefBuilder};
 pub use serve::{main, serve, ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 pub use sluice_proto::connector::v1 as proto;
 pub use sluice_proto::wire::PlainData;
+pub use source::{SourceBatchWriter, SourceRecordRef};
 pub use task::{
     ErrantRecordReporter, SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext,
     TaskError,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
-use prost::Message as _;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -22,8 +21,9 @@ use crate::proto::{
     H2_MAX_FRAME, H2_STREAM_WINDOW, MAX_MESSAGE_BYTES,
 };
 use crate::shared::SharedMemory;
+use crate::source::{SourceCodec, SourceOut};
 use crate::task::{SinkTaskContext, SourceTaskContext};
-use crate::{Config, ConnectorEntry, Plugin, SinkBatch, SourceRecord, TaskError};
+use crate::{Config, ConnectorEntry, Plugin, SinkBatch, SourceBatchWriter, TaskError};
 
 pub use crate::proto::{ENV_PROTOCOL_VERSIONS, ENV_SOCKET};
 
@@ -136,10 +136,12 @@ fn entry<'p>(plugin: &'p Plugin, class: &str) -> Result<&'p ConnectorEntry, Stat
 }
 
 const SINK_PATH: &str = "/sluice.connector.v1.Connector/Sink";
+const SOURCE_PATH: &str = "/sluice.connector.v1.Connector/Source";
 
-/// The connector service, with its Sink method answered by [`SinkRpc`]: a sink stream's
-/// batches are read by the SDK's own decoder (a [`SinkBatch`] keeps the bytes it arrived
-/// in), which the generated service, one prost type per message, cannot hand over.
+/// The connector service, with its Sink and Source methods answered by [`SinkRpc`] and
+/// [`SourceRpc`]: a sink stream's batches are read by the SDK's own decoder (a [`SinkBatch`]
+/// keeps the bytes it arrived in) and a source stream's are sent as the task wrote them,
+/// which the generated service, one prost type per message, cannot do.
 #[derive(Clone)]
 struct Routes {
     service: ConnectorServer<Service>,
@@ -163,17 +165,25 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if request.uri().path() != SINK_PATH {
-            return self.service.call(request);
+        let plugin = self.plugin.clone();
+        match request.uri().path() {
+            SINK_PATH => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(SinkCodec).apply_max_message_size_config(
+                    Some(MAX_MESSAGE_BYTES),
+                    Some(MAX_MESSAGE_BYTES),
+                );
+                Ok(grpc.streaming(SinkRpc { plugin }, request).await)
+            }),
+            SOURCE_PATH => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(SourceCodec)
+                    .apply_max_message_size_config(
+                        Some(MAX_MESSAGE_BYTES),
+                        Some(MAX_MESSAGE_BYTES),
+                    );
+                Ok(grpc.streaming(SourceRpc { plugin }, request).await)
+            }),
+            _ => self.service.call(request),
         }
-        let method = SinkRpc {
-            plugin: self.plugin.clone(),
-        };
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(SinkCodec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
-            Ok(grpc.streaming(method, request).await)
-        })
     }
 }
 
@@ -210,6 +220,45 @@ impl tonic::server::StreamingService<SinkFrame> for SinkRpc {
             let task = connector.task();
             let (tx, rx) = mpsc::channel(8);
             tokio::spawn(run_sink(task, open, incoming, tx));
+            let stream: Self::ResponseStream = Box::pin(ReceiverStream::new(rx));
+            Ok(Response::new(stream))
+        })
+    }
+}
+
+/// The Source method: opens the task the stream's first message names and drives it.
+struct SourceRpc {
+    plugin: Arc<Plugin>,
+}
+
+impl tonic::server::StreamingService<proto::SourceRequest> for SourceRpc {
+    type Response = SourceOut;
+    type ResponseStream = BoxStream<SourceOut>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<proto::SourceRequest>>) -> Self::Future {
+        let plugin = self.plugin.clone();
+        Box::pin(async move {
+            let mut incoming = request.into_inner();
+            let open = match incoming.message().await? {
+                Some(proto::SourceRequest {
+                    kind: Some(source_request::Kind::Open(open)),
+                }) => open,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "a source stream must start with open",
+                    ))
+                }
+            };
+            let ConnectorEntry::Source(connector) = entry(&plugin, &open.connector_class)? else {
+                return Err(Status::invalid_argument(format!(
+                    "{} is not a source connector",
+                    open.connector_class
+                )));
+            };
+            let task = connector.task();
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(run_source(task, open, incoming, tx));
             let stream: Self::ResponseStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
         })
@@ -328,29 +377,10 @@ impl ConnectorRpc for Service {
 
     async fn source(
         &self,
-        request: Request<Streaming<proto::SourceRequest>>,
+        _request: Request<Streaming<proto::SourceRequest>>,
     ) -> Result<Response<Self::SourceStream>, Status> {
-        let mut incoming = request.into_inner();
-        let open = match incoming.message().await? {
-            Some(proto::SourceRequest {
-                kind: Some(source_request::Kind::Open(open)),
-            }) => open,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a source stream must start with open",
-                ))
-            }
-        };
-        let ConnectorEntry::Source(connector) = self.entry(&open.connector_class)? else {
-            return Err(Status::invalid_argument(format!(
-                "{} is not a source connector",
-                open.connector_class
-            )));
-        };
-        let task = connector.task();
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run_source(task, open, incoming, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // `Routes` answers the Source method before this service sees it.
+        Err(Status::internal("source streams are served by SourceRpc"))
     }
 
     type SinkStream = BoxStream<proto::SinkResponse>;
@@ -429,17 +459,19 @@ async fn read_source_requests(
 
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
 
-async fn send_source(tx: &Sender<proto::SourceResponse>, kind: source_response::Kind) -> bool {
-    tx.send(Ok(proto::SourceResponse { kind: Some(kind) }))
-        .await
-        .is_ok()
+async fn send_source(tx: &Sender<SourceOut>, kind: source_response::Kind) -> bool {
+    tx.send(Ok(SourceOut::Message(proto::SourceResponse {
+        kind: Some(kind),
+    })))
+    .await
+    .is_ok()
 }
 
 async fn run_source(
     mut task: Box<dyn crate::SourceTask>,
     open: proto::SourceOpen,
     incoming: Streaming<proto::SourceRequest>,
-    tx: Sender<proto::SourceResponse>,
+    tx: Sender<SourceOut>,
 ) {
     let flow = Arc::new(SourceFlow::default());
     let reader = tokio::spawn(read_source_requests(incoming, flow.clone()));
@@ -488,11 +520,12 @@ struct PendingBatch {
 async fn drive_source(
     task: &mut dyn crate::SourceTask,
     flow: &SourceFlow,
-    tx: &Sender<proto::SourceResponse>,
+    tx: &Sender<SourceOut>,
     errant: &mut tokio::sync::mpsc::UnboundedReceiver<proto::RecordError>,
 ) -> Result<(), TaskError> {
     let mut seq = 0u64;
     let mut pending: VecDeque<PendingBatch> = VecDeque::new();
+    let mut writer = SourceBatchWriter::new(0);
     while !flow.stop.load(Ordering::Acquire) {
         commit_acked(task, flow, &mut pending).await?;
         if !flow.can_send() {
@@ -500,29 +533,32 @@ async fn drive_source(
             continue;
         }
         let max = flow.records.load(Ordering::Acquire).min(MAX_POLL_RECORDS) as usize;
-        let records = task.poll(max).await?;
+        task.poll_into(&mut writer, max).await?;
         // Bad records the poll reported go first: the worker handles them before the batch.
         while let Ok(e) = errant.try_recv() {
             if !send_source(tx, source_response::Kind::RecordError(e)).await {
                 return Ok(());
             }
         }
-        if records.is_empty() {
+        if writer.is_empty() {
             continue;
         }
-        if records.len() > max {
+        if writer.len() > max {
             return Err(TaskError::fatal(format!(
                 "poll returned {} records when asked for at most {max}",
-                records.len()
+                writer.len()
             )));
         }
         seq += 1;
-        let (batch, positions, bytes) = encode_batch(seq, records);
+        let batch = writer.finish(seq);
         flow.records
-            .fetch_sub(batch.records.len() as u64, Ordering::AcqRel);
-        flow.bytes.fetch_sub(bytes as i64, Ordering::AcqRel);
-        pending.push_back(PendingBatch { seq, positions });
-        if !send_source(tx, source_response::Kind::Batch(batch)).await {
+            .fetch_sub(batch.records as u64, Ordering::AcqRel);
+        flow.bytes.fetch_sub(batch.bytes as i64, Ordering::AcqRel);
+        pending.push_back(PendingBatch {
+            seq,
+            positions: batch.positions,
+        });
+        if tx.send(Ok(SourceOut::Batch(batch.frame))).await.is_err() {
             return Ok(());
         }
     }
@@ -570,58 +606,6 @@ async fn commit_acked(
     }
     let positions: Vec<_> = latest.into_iter().collect();
     task.commit(&positions).await
-}
-
-/// Builds the wire batch, interning source partitions; returns it with the batch's last offset
-/// per partition and its encoded size.
-fn encode_batch(
-    seq: u64,
-    records: Vec<SourceRecord>,
-) -> (proto::SourceBatch, Vec<(Arc<str>, String)>, usize) {
-    let mut partitions: Vec<Arc<str>> = Vec::new();
-    // Per partition, the index of its last record with an offset: the offsets are copied
-    // once per batch, not once per record.
-    let mut last: Vec<Option<usize>> = Vec::new();
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        let index = record.source_partition.map(|p| {
-            let found = partitions
-                .iter()
-                .rposition(|q| Arc::ptr_eq(q, &p) || **q == *p);
-            let index = found.unwrap_or_else(|| {
-                partitions.push(p);
-                last.push(None);
-                partitions.len() - 1
-            });
-            if record.source_offset.is_some() {
-                last[index] = Some(out.len());
-            }
-            index as u32
-        });
-        out.push(proto::SourceRecord {
-            partition: index,
-            offset: record.source_offset.unwrap_or_default(),
-            topic: record.topic,
-            kafka_partition: record.kafka_partition,
-            key: Some(record.key),
-            value: Some(record.value),
-            headers: record.headers,
-            timestamp_ms: record.timestamp_ms,
-            transaction: record.transaction as i32,
-        });
-    }
-    let positions = partitions
-        .iter()
-        .zip(last)
-        .filter_map(|(p, i)| i.map(|i| (p.clone(), out[i].offset.clone())))
-        .collect();
-    let batch = proto::SourceBatch {
-        seq,
-        partitions: partitions.iter().map(|p| p.to_string()).collect(),
-        records: out,
-    };
-    let bytes = batch.encoded_len();
-    (batch, positions, bytes)
 }
 
 async fn send_sink(tx: &Sender<proto::SinkResponse>, kind: sink_response::Kind) -> bool {
@@ -775,45 +759,4 @@ async fn put_batch(
     let seq = batch.seq();
     task.put_batch(batch).await?;
     Ok(sink_response::Kind::Ack(proto::SinkBatchAck { seq }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(partition: Option<&Arc<str>>, offset: Option<&str>) -> SourceRecord {
-        SourceRecord {
-            source_partition: partition.cloned(),
-            source_offset: offset.map(str::to_string),
-            topic: "t".into(),
-            ..SourceRecord::default()
-        }
-    }
-
-    /// Partitions are interned in the order they first appear (equal text, distinct `Arc`s,
-    /// is one partition), and each one's position is the offset of its last record that has
-    /// one.
-    #[test]
-    fn a_batch_interns_partitions_and_keeps_each_ones_last_offset() {
-        let a: Arc<str> = Arc::from(r#"{"file":"a"}"#);
-        let b: Arc<str> = Arc::from(r#"{"file":"b"}"#);
-        let a_again: Arc<str> = Arc::from(r#"{"file":"a"}"#);
-        let records = vec![
-            record(Some(&a), Some("1")),
-            record(Some(&b), Some("10")),
-            record(None, None),
-            record(Some(&a_again), Some("2")),
-            record(Some(&b), None),
-        ];
-        let (batch, positions, bytes) = encode_batch(7, records);
-        assert_eq!(batch.seq, 7);
-        assert_eq!(batch.partitions, vec![a.to_string(), b.to_string()]);
-        let index: Vec<_> = batch.records.iter().map(|r| r.partition).collect();
-        assert_eq!(index, vec![Some(0), Some(1), None, Some(0), Some(1)]);
-        assert_eq!(
-            positions,
-            vec![(a.clone(), "2".to_string()), (b.clone(), "10".to_string())]
-        );
-        assert_eq!(bytes, batch.encoded_len());
-    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::proto::{self, Data, Header, TopicPartitionOffset};
-use crate::Config;
+use crate::{Config, SourceBatchWriter};
 
 /// A task failure. `retriable` failures are worth a restart; fatal ones need a new configuration.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -165,6 +165,29 @@ pub trait SourceTask: Send + 'static {
     /// Up to `max_records` new records; an empty vector when there is nothing yet. When idle,
     /// return within about a second so that stops are seen promptly.
     async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError>;
+
+    /// Writes up to `max_records` new records into `batch` (none when there is nothing yet),
+    /// as [`poll`](Self::poll) returns them. The default calls `poll` and writes what it
+    /// returns; a task that lends its records from its own buffers
+    /// ([`SourceBatchWriter::push_ref`]) overrides this instead and allocates nothing per
+    /// record. `poll` is then never called.
+    async fn poll_into(
+        &mut self,
+        batch: &mut SourceBatchWriter,
+        max_records: usize,
+    ) -> Result<(), TaskError> {
+        let records = self.poll(max_records).await?;
+        if records.len() > max_records {
+            return Err(TaskError::fatal(format!(
+                "poll returned {} records when asked for at most {max_records}",
+                records.len()
+            )));
+        }
+        for record in &records {
+            batch.push(record);
+        }
+        Ok(())
+    }
 
     /// Positions (partition, offset) that are now durable in Kafka and committed.
     async fn commit(&mut self, positions: &[(Arc<str>, String)]) -> Result<(), TaskError> {

@@ -14,6 +14,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, Wi
 use prost::Message;
 
 use crate::connector::v1::{data, Data, SourceBatch, SourceRecord, Structured};
+use crate::wire::PlainData;
 
 /// `SourceResponse.batch`.
 const BATCH_FIELD: u32 = 2;
@@ -129,7 +130,7 @@ impl RecordLen {
 }
 
 /// A `Data`'s length and, when it is structured, its parts' lengths.
-struct DataLen {
+pub struct DataLen {
     data: usize,
     structured: usize,
     schema: Option<usize>,
@@ -137,7 +138,7 @@ struct DataLen {
 }
 
 impl DataLen {
-    fn of(d: &Data) -> DataLen {
+    pub fn of(d: &Data) -> DataLen {
         match &d.kind {
             None => DataLen::plain(0),
             Some(data::Kind::Raw(raw)) => DataLen::plain(nested_len(1, raw.len())),
@@ -165,9 +166,14 @@ impl DataLen {
         }
     }
 
+    /// The `Data` message's encoded length (without its key and length prefix).
+    pub fn len(&self) -> usize {
+        self.data
+    }
+
     /// Writes the `Data`'s fields; a schema and a value are written by prost, which walks
     /// only what lies below them again (nothing, for a primitive).
-    fn write(&self, d: &Data, buf: &mut impl BufMut) {
+    pub fn write(&self, d: &Data, buf: &mut impl BufMut) {
         match &d.kind {
             None => {}
             Some(data::Kind::Raw(raw)) => {
@@ -190,12 +196,12 @@ impl DataLen {
 }
 
 /// A length-delimited field of `len` bytes: its key, length and body.
-fn nested_len(field: u32, len: usize) -> usize {
+pub fn nested_len(field: u32, len: usize) -> usize {
     key_len(field) + encoded_len_varint(len as u64) + len
 }
 
 /// A proto3 string field: absent when empty.
-fn string_len(field: u32, s: &str) -> usize {
+pub fn string_len(field: u32, s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
@@ -204,7 +210,7 @@ fn string_len(field: u32, s: &str) -> usize {
 }
 
 /// A proto3 varint field: absent when zero.
-fn uint64_len(field: u32, v: u64) -> usize {
+pub fn uint64_len(field: u32, v: u64) -> usize {
     if v == 0 {
         0
     } else {
@@ -213,20 +219,69 @@ fn uint64_len(field: u32, v: u64) -> usize {
 }
 
 /// A varint field that is present (an `optional` one that is set).
-fn varint_len(field: u32, v: u64) -> usize {
+pub fn varint_len(field: u32, v: u64) -> usize {
     key_len(field) + encoded_len_varint(v)
 }
 
-fn put_len(field: u32, len: usize, buf: &mut impl BufMut) {
+pub fn put_len(field: u32, len: usize, buf: &mut impl BufMut) {
     encode_key(field, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
-fn put_string(field: u32, s: &str, buf: &mut impl BufMut) {
+pub fn put_string(field: u32, s: &str, buf: &mut impl BufMut) {
     if !s.is_empty() {
         put_len(field, s.len(), buf);
         buf.put_slice(s.as_bytes());
     }
+}
+
+/// The encoded length of a `Data` message holding `plain` (without its key and length
+/// prefix), as prost writes it: a plain schema is its type alone (not optional).
+pub fn plain_len(plain: &PlainData<'_>) -> usize {
+    match plain {
+        PlainData::Null => 0,
+        PlainData::Raw(raw) => nested_len(1, raw.len()),
+        PlainData::String { schema, text } => {
+            nested_len(2, plain_structured_len(*schema, 6, text.len()))
+        }
+        PlainData::Bytes { schema, bytes } => {
+            nested_len(2, plain_structured_len(*schema, 7, bytes.len()))
+        }
+    }
+}
+
+/// `Structured { schema: { type }, value: { field: len bytes } }`'s length.
+fn plain_structured_len(schema: Option<i32>, field: u32, len: usize) -> usize {
+    schema.map_or(0, |t| nested_len(1, plain_schema_len(t))) + nested_len(2, nested_len(field, len))
+}
+
+fn plain_schema_len(schema_type: i32) -> usize {
+    uint64_len(1, schema_type as i64 as u64)
+}
+
+/// Writes the fields of a `Data` message holding `plain` ([`plain_len`] bytes).
+pub fn put_plain(plain: &PlainData<'_>, buf: &mut impl BufMut) {
+    let (schema, field, bytes) = match plain {
+        PlainData::Null => return,
+        PlainData::Raw(raw) => {
+            put_len(1, raw.len(), buf);
+            buf.put_slice(raw);
+            return;
+        }
+        PlainData::String { schema, text } => (*schema, 6, text.as_bytes()),
+        PlainData::Bytes { schema, bytes } => (*schema, 7, *bytes),
+    };
+    put_len(2, plain_structured_len(schema, field, bytes.len()), buf);
+    if let Some(t) = schema {
+        put_len(1, plain_schema_len(t), buf);
+        if t != 0 {
+            encode_key(1, WireType::Varint, buf);
+            encode_varint(t as i64 as u64, buf);
+        }
+    }
+    put_len(2, nested_len(field, bytes.len()), buf);
+    put_len(field, bytes.len(), buf);
+    buf.put_slice(bytes);
 }
 
 #[cfg(test)]
@@ -386,5 +441,67 @@ mod tests {
             kind: Some(source_response::Kind::Batch(batch)),
         };
         assert_eq!(ours, response.encode_to_vec());
+    }
+
+    #[test]
+    fn plain_data_is_written_as_prost_writes_it() {
+        let text = "ü".repeat(100);
+        let cases = [
+            PlainData::Null,
+            PlainData::Raw(b""),
+            PlainData::Raw(&[7; 300]),
+            PlainData::String {
+                schema: Some(SchemaType::String as i32),
+                text: &text,
+            },
+            PlainData::String {
+                schema: None,
+                text: "",
+            },
+            PlainData::String {
+                schema: Some(0),
+                text: "x",
+            },
+            PlainData::Bytes {
+                schema: Some(SchemaType::Bytes as i32),
+                bytes: &[1; 200],
+            },
+            PlainData::Bytes {
+                schema: None,
+                bytes: b"",
+            },
+        ];
+        for plain in cases {
+            let data = owned(&plain);
+            let mut ours = Vec::new();
+            put_plain(&plain, &mut ours);
+            assert_eq!(plain_len(&plain), data.encoded_len(), "{plain:?}");
+            assert_eq!(ours, data.encode_to_vec(), "{plain:?}");
+        }
+    }
+
+    /// The `Data` message `plain` stands for.
+    fn owned(plain: &PlainData<'_>) -> Data {
+        let structured = |schema: Option<i32>, value| {
+            Some(data::Kind::Structured(Structured {
+                schema: schema.map(|t| Schema {
+                    r#type: t,
+                    ..Schema::default()
+                }),
+                value: Some(Value { kind: Some(value) }),
+            }))
+        };
+        Data {
+            kind: match *plain {
+                PlainData::Null => None,
+                PlainData::Raw(raw) => Some(data::Kind::Raw(raw.to_vec())),
+                PlainData::String { schema, text } => {
+                    structured(schema, value::Kind::String(text.into()))
+                }
+                PlainData::Bytes { schema, bytes } => {
+                    structured(schema, value::Kind::Bytes(bytes.to_vec()))
+                }
+            },
+        }
     }
 }

@@ -11,8 +11,9 @@ use sluice_connector_sdk::proto::{
     SchemaType, SinkRecord, Structured, TransactionBoundary,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, Plugin, SinkBatch, SinkConnector, SinkTask,
-    SinkTaskContext, SourceConnector, SourceRecord, SourceTask, SourceTaskContext, TaskError,
+    data, Config, ConfigDefBuilder, Connector, PlainData, Plugin, SinkBatch, SinkConnector,
+    SinkTask, SinkTaskContext, SourceBatchWriter, SourceConnector, SourceRecord, SourceRecordRef,
+    SourceTask, SourceTaskContext, TaskError,
 };
 
 const TOPIC: &str = "topic";
@@ -41,9 +42,17 @@ pub fn plugin() -> Plugin {
 /// `"<task>:<seq>:"` followed by padding whose `i`-th byte is letter `(seq + i) mod 26`,
 /// copied in runs of the alphabet.
 pub fn record_value(task: u32, seq: u64, size: usize) -> String {
+    let mut value = String::new();
+    write_value(&mut value, task, seq, size);
+    value
+}
+
+/// [`record_value`] into `value`, replacing what it held.
+fn write_value(value: &mut String, task: u32, seq: u64, size: usize) {
     const ALPHABET_TWICE: &str = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz";
+    value.clear();
     // The head is at most 32 bytes (10 digits of a u32, 20 of a u64, two colons).
-    let mut value = String::with_capacity(size.max(32));
+    value.reserve(size.max(32));
     // itoa, not `write!`: the formatting machinery was a tenth of a datagen task's time.
     value.push_str(itoa::Buffer::new().format(task));
     value.push(':');
@@ -57,16 +66,29 @@ pub fn record_value(task: u32, seq: u64, size: usize) -> String {
         at = (at + n) % 26;
         pad -= n;
     }
-    value
 }
 
 /// The source offset of record `seq`: `{"seq":<seq>}`.
 fn seq_offset(seq: u64) -> String {
-    let mut offset = String::with_capacity(28);
+    let mut offset = String::new();
+    write_offset(&mut offset, seq);
+    offset
+}
+
+/// [`seq_offset`] into `offset`, replacing what it held.
+fn write_offset(offset: &mut String, seq: u64) {
+    offset.clear();
     offset.push_str("{\"seq\":");
     offset.push_str(itoa::Buffer::new().format(seq));
     offset.push('}');
-    offset
+}
+
+/// The key of record `seq` with key cardinality `cardinality` (> 0): `key-<n>`.
+fn write_key(key: &mut String, task: u32, tasks: u64, cardinality: u64, seq: u64) {
+    let k = (seq * tasks + u64::from(task)) % cardinality;
+    key.clear();
+    key.push_str("key-");
+    key.push_str(itoa::Buffer::new().format(k));
 }
 
 /// Parses a value written by [`record_value`] into `(task, seq)`.
@@ -245,6 +267,7 @@ struct DatagenTask {
     invalid_every: u64,
     next_seq: u64,
     started: Option<(Instant, u64)>,
+    buffers: Buffers,
 }
 
 #[async_trait]
@@ -277,6 +300,82 @@ impl SourceTask for DatagenTask {
     }
 
     async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError> {
+        let n = self.due(max_records).await;
+        let records = (self.next_seq..self.next_seq + n)
+            .map(|seq| {
+                let mut record = self.invalid(seq).unwrap_or_else(|| SourceRecord {
+                    source_partition: self.partition.clone(),
+                    source_offset: Some(seq_offset(seq)),
+                    topic: self.topic.clone(),
+                    value: data::string(record_value(self.task, seq, self.size)),
+                    transaction: self.transaction(seq),
+                    ..SourceRecord::default()
+                });
+                if self.cardinality > 0 {
+                    let mut key = String::new();
+                    write_key(&mut key, self.task, self.tasks, self.cardinality, seq);
+                    record.key = data::string(key);
+                }
+                record
+            })
+            .collect();
+        self.next_seq += n;
+        Ok(records)
+    }
+
+    /// The records written in place from the task's own buffers: no allocation per record.
+    async fn poll_into(
+        &mut self,
+        batch: &mut SourceBatchWriter,
+        max_records: usize,
+    ) -> Result<(), TaskError> {
+        let n = self.due(max_records).await;
+        fn string(text: &str) -> PlainData<'_> {
+            PlainData::String {
+                schema: Some(SchemaType::String as i32),
+                text,
+            }
+        }
+        let mut buffers = std::mem::take(&mut self.buffers);
+        for seq in self.next_seq..self.next_seq + n {
+            if self.cardinality > 0 {
+                write_key(&mut buffers.key, self.task, self.tasks, self.cardinality, seq);
+            }
+            let key = if self.cardinality > 0 {
+                string(&buffers.key)
+            } else {
+                PlainData::Null
+            };
+            if let Some(mut invalid) = self.invalid(seq) {
+                if self.cardinality > 0 {
+                    invalid.key = data::string(buffers.key.as_str());
+                }
+                batch.push(&invalid);
+                continue;
+            }
+            write_offset(&mut buffers.offset, seq);
+            write_value(&mut buffers.value, self.task, seq, self.size);
+            batch.push_ref(&SourceRecordRef {
+                source_partition: self.partition.as_ref(),
+                source_offset: Some(&buffers.offset),
+                topic: &self.topic,
+                key,
+                value: string(&buffers.value),
+                transaction: self.transaction(seq),
+                ..SourceRecordRef::default()
+            });
+        }
+        self.buffers = buffers;
+        self.next_seq += n;
+        Ok(())
+    }
+}
+
+impl DatagenTask {
+    /// How many records the next poll makes, at most `max_records`: none (after a short
+    /// sleep) once `count` are made or while the rate allows none. Crashes first when the
+    /// crash file exists.
+    async fn due(&mut self, max_records: usize) -> u64 {
         if let Some(path) = &self.crash_file {
             if std::path::Path::new(path).exists() {
                 eprintln!(
@@ -291,7 +390,7 @@ impl SourceTask for DatagenTask {
             n = n.min(count.saturating_sub(self.next_seq));
             if n == 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                return Ok(Vec::new());
+                return 0;
             }
         }
         if self.rate > 0.0 {
@@ -302,47 +401,50 @@ impl SourceTask for DatagenTask {
                 let wait = Duration::from_secs_f64((sent + 1) as f64 / self.rate)
                     .saturating_sub(since.elapsed());
                 tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
-                return Ok(Vec::new());
+                return 0;
             }
             n = n.min(allowed - sent);
         }
-        let records = (self.next_seq..self.next_seq + n)
-            .map(|seq| {
-                let key = if self.cardinality == 0 {
-                    data::null()
-                } else {
-                    let k = (seq * self.tasks + u64::from(self.task)) % self.cardinality;
-                    data::string(format!("key-{k}"))
-                };
-                SourceRecord {
-                    source_partition: self.partition.clone(),
-                    source_offset: Some(seq_offset(seq)),
-                    topic: self.topic.clone(),
-                    key,
-                    value: if self.invalid_every > 0 && (seq + 1) % self.invalid_every == 0 {
-                        // A required string with no value: no converter that checks schemas
-                        // accepts it.
-                        Data {
-                            kind: Some(proto_data::Kind::Structured(Structured {
-                                schema: Some(data::schema(SchemaType::String, false)),
-                                value: None,
-                            })),
-                        }
-                    } else {
-                        data::string(record_value(self.task, seq, self.size))
-                    },
-                    transaction: if self.commit_every > 0 && (seq + 1) % self.commit_every == 0 {
-                        TransactionBoundary::Commit
-                    } else {
-                        TransactionBoundary::Unspecified
-                    },
-                    ..SourceRecord::default()
-                }
-            })
-            .collect();
-        self.next_seq += n;
-        Ok(records)
+        n
     }
+
+    /// With `fault.invalid.every`, record `seq` when it is one of the invalid ones: a required
+    /// string with no value, which no converter that checks schemas accepts.
+    fn invalid(&self, seq: u64) -> Option<SourceRecord> {
+        if self.invalid_every == 0 || !(seq + 1).is_multiple_of(self.invalid_every) {
+            return None;
+        }
+        Some(SourceRecord {
+            source_partition: self.partition.clone(),
+            source_offset: Some(seq_offset(seq)),
+            topic: self.topic.clone(),
+            value: Data {
+                kind: Some(proto_data::Kind::Structured(Structured {
+                    schema: Some(data::schema(SchemaType::String, false)),
+                    value: None,
+                })),
+            },
+            transaction: self.transaction(seq),
+            ..SourceRecord::default()
+        })
+    }
+
+    /// With `transaction.commit.every`, a commit after every that many records.
+    fn transaction(&self, seq: u64) -> TransactionBoundary {
+        if self.commit_every > 0 && (seq + 1).is_multiple_of(self.commit_every) {
+            TransactionBoundary::Commit
+        } else {
+            TransactionBoundary::Unspecified
+        }
+    }
+}
+
+/// A task's reusable text: the key, offset and value of the record being written.
+#[derive(Default)]
+struct Buffers {
+    key: String,
+    offset: String,
+    value: String,
 }
 
 /// Discards every record; flushes succeed at once.
@@ -465,5 +567,41 @@ mod tests {
             .map(|r| parse_value(&data::to_text(&r.value).unwrap()).unwrap().1)
             .collect();
         assert_eq!(seqs, [3, 4]);
+    }
+
+    /// The records a task writes in place are the ones its `poll` returns, keys, invalid
+    /// records and transaction boundaries included.
+    #[tokio::test]
+    async fn records_written_in_place_are_the_polled_ones() {
+        let config = Config::from([
+            ("topic", "t"),
+            ("count", "40"),
+            ("record.size", "70"),
+            ("key.cardinality", "7"),
+            ("fault.invalid.every", "9"),
+            ("transaction.commit.every", "4"),
+        ]);
+        let ctx = SourceTaskContext {
+            connector_name: "d".into(),
+            task_id: 0,
+            config,
+            positions: Default::default(),
+            errors: sluice_connector_sdk::ErrantRecordReporter::detached(),
+        };
+        let (mut polled, mut written) = (DatagenTask::default(), DatagenTask::default());
+        polled.start(ctx.clone()).await.unwrap();
+        written.start(ctx).await.unwrap();
+        for max in [25, 25] {
+            let mut expected = SourceBatchWriter::default();
+            for record in polled.poll(max).await.unwrap() {
+                expected.push(&record);
+            }
+            let mut batch = SourceBatchWriter::default();
+            written.poll_into(&mut batch, max).await.unwrap();
+            let (batch, expected) = (batch.into_batch().unwrap(), expected.into_batch().unwrap());
+            assert_eq!(batch, expected);
+            assert!(batch.records.iter().any(|r| r.transaction != 0));
+            assert!(batch.records.iter().any(|r| r.key != Some(data::null())));
+        }
     }
 }
