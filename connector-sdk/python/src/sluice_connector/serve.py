@@ -190,29 +190,78 @@ def _read_source_requests(requests: Iterator[pb.SourceRequest], flow: _SourceFlo
         flow.close()
 
 
+# Varints of the lengths most fields have, looked up instead of computed.
+_VARINTS = [_varint(n) for n in range(1 << 14)]
+_U64 = (1 << 64) - 1
+
+
+def _len_varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 16384 else _varint(n)
+
+
+def _value_head(n: int) -> bytes:
+    """What precedes an `n`-byte raw value: `SourceRecord.value` (6) holding `Data.raw` (1)."""
+    raw = b"\x0a" + _len_varint(n)
+    return b"\x32" + _len_varint(len(raw) + n) + raw
+
+
+def _key_fields(kafka_partition: int | None, key: bytes | None) -> bytes:
+    """`SourceRecord.kafka_partition` (4) and a raw `key` (5), as far as they are set."""
+    out = b""
+    if kafka_partition is not None:
+        out += b"\x20" + _varint(kafka_partition & _U64)
+    if key is not None:
+        raw = b"\x0a" + _len_varint(len(key))
+        out += b"\x2a" + _len_varint(len(raw) + len(key)) + raw + key
+    return out
+
+
+def _tail_fields(timestamp_ms: int | None, transaction: int) -> bytes:
+    """`SourceRecord.timestamp_ms` (8) and `transaction` (9), as far as they are set."""
+    out = b""
+    if timestamp_ms is not None:
+        out += b"\x40" + _varint(timestamp_ms & _U64)
+    if transaction:
+        out += b"\x48" + _varint(int(transaction))
+    return out
+
+
 def _encode_batch(seq: int, records: list[SourceRecord]) -> tuple[bytes, int, dict[str, str]]:
     """The SourceResponse carrying the batch, encoded; the batch's encoded size; and the last
     offset per source partition in it. Partitions are interned: each is listed once in the batch
-    and records refer to it by index."""
-    batch = pb.SourceBatch(seq=seq)
-    out = batch.records
-    partitions = batch.partitions
+    and records refer to it by index.
+
+    A record whose key and value are raw bytes or None, with no headers (what a task moving
+    bytes produces), is written here field by field, as protobuf lays it out; any other record
+    is built as a message and serialized by protobuf. Either way it is one `records` entry of
+    the batch, whose fields may come in any order: the records go first, then `seq` and the
+    partitions."""
+    # parts[0] becomes the batch's key and length: the frame is joined once.
+    parts: list[bytes] = [b""]
+    add = parts.append
+    partitions: list[str] = []
     index: dict[str, int] = {}
     last_offsets: dict[str, str] = {}
+    topics: dict[str, bytes] = {}  # topic -> its field, encoded once per batch
     # Tasks usually reuse one partition object: skip its JSON encoding and lookup.
     last_partition: Any = None
     last_text = ""
     last_index = 0
+    last_field = b""
+    last_topic: Any = None
+    topic = b""
+    length = _len_varint
+    V = _VARINTS
+    value_heads: dict[int, bytes] = {}  # value length -> its field's key and lengths
     for record in records:
         if type(record) is not SourceRecord and not isinstance(record, SourceRecord):
             raise TaskError(f"poll returned a {type(record).__name__} instead of a SourceRecord")
         try:
-            proto = out.add()
-            proto.topic = record.topic
             partition = record.source_partition
             offset = record.source_offset
-            if offset is not None and type(offset) is not str:
+            if type(offset) is not str and offset is not None:
                 offset = json_text(offset)
+            field = b""
             if partition is not None:
                 if partition is not last_partition:
                     text = partition if type(partition) is str else json_text(partition)
@@ -221,20 +270,55 @@ def _encode_batch(seq: int, records: list[SourceRecord]) -> tuple[bytes, int, di
                         found = index[text] = len(partitions)
                         partitions.append(text)
                     last_partition, last_text, last_index = partition, text, found
-                proto.partition = last_index
+                    last_field = b"\x08" + _varint(found)
+                field = last_field
                 if offset is not None:
                     last_offsets[last_text] = offset
+            key, value = record.key, record.value
+            if ((type(value) is bytes or value is None) and (key is None or type(key) is bytes)
+                    and record.value_schema is None and record.key_schema is None
+                    and not record.headers):
+                # Varints looked up inline: a call per length costs more than the rest.
+                if record.topic is not last_topic:
+                    last_topic = record.topic
+                    topic = topics.get(last_topic)
+                    if topic is None:
+                        text = last_topic.encode()
+                        topic = b"\x1a" + length(len(text)) + text if text else b""
+                        topics[last_topic] = topic
+                if offset:
+                    text = offset.encode()
+                    n = len(text)
+                    head = field + b"\x12" + (V[n] if n < 16384 else _varint(n)) + text + topic
+                else:
+                    head = field + topic
+                if key is not None or record.kafka_partition is not None:
+                    head += _key_fields(record.kafka_partition, key)
+                tail = b""
+                if record.timestamp_ms is not None or record.transaction:
+                    tail = _tail_fields(record.timestamp_ms, record.transaction)
+                if value is None:
+                    n = len(head) + len(tail)
+                    add(b"\x1a" + (V[n] if n < 16384 else _varint(n)) + head + tail)
+                    continue
+                n = len(value)
+                value_head = value_heads.get(n)
+                if value_head is None:
+                    value_head = value_heads[n] = _value_head(n)
+                n += len(head) + len(value_head) + len(tail)
+                add(b"\x1a" + (V[n] if n < 16384 else _varint(n)) + head + value_head)
+                add(value)
+                if tail:
+                    add(tail)
+                continue
+            proto = pb.SourceRecord(topic=record.topic)
+            if partition is not None:
+                proto.partition = last_index
             if offset is not None:
                 proto.offset = offset
-            value = record.value
-            if type(value) is bytes and record.value_schema is None:
-                proto.value.raw = value  # the common raw case, without a call
-            elif value is not None or record.value_schema is not None:
+            if value is not None or record.value_schema is not None:
                 fill_data(proto.value, value, record.value_schema)
-            key = record.key
-            if type(key) is bytes and record.key_schema is None:
-                proto.key.raw = key
-            elif key is not None or record.key_schema is not None:
+            if key is not None or record.key_schema is not None:
                 fill_data(proto.key, key, record.key_schema)
             if record.kafka_partition is not None:
                 proto.kafka_partition = record.kafka_partition
@@ -247,13 +331,22 @@ def _encode_batch(seq: int, records: list[SourceRecord]) -> tuple[bytes, int, di
                 pairs = headers.items() if isinstance(headers, Mapping) else headers
                 for name, header in pairs:
                     fill_data(proto.headers.add(key=name).value, header)
+            encoded = proto.SerializeToString()
+            add(b"\x1a" + length(len(encoded)))
+            add(encoded)
         except Exception as e:  # noqa: BLE001 - a bad record fails the task, not the process
             raise TaskError(
                 f"poll returned a record for topic {record.topic!r} that cannot be sent: {e}",
                 trace=traceback.format_exc(),
             ) from e
-    encoded = batch.SerializeToString()
-    return _BATCH_TAG + _varint(len(encoded)) + encoded, len(encoded), last_offsets
+    if seq:
+        add(b"\x08" + _varint(seq))
+    for text in partitions:
+        encoded = text.encode()
+        add(b"\x12" + length(len(encoded)) + encoded)
+    size = sum(map(len, parts))
+    parts[0] = _BATCH_TAG + _len_varint(size)
+    return b"".join(parts), size, last_offsets
 
 
 class _SourceDriver:
