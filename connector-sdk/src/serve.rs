@@ -175,11 +175,10 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
                 Ok(grpc.streaming(SinkRpc { plugin }, request).await)
             }),
             SOURCE_PATH => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(SourceCodec)
-                    .apply_max_message_size_config(
-                        Some(MAX_MESSAGE_BYTES),
-                        Some(MAX_MESSAGE_BYTES),
-                    );
+                let mut grpc = tonic::server::Grpc::new(SourceCodec).apply_max_message_size_config(
+                    Some(MAX_MESSAGE_BYTES),
+                    Some(MAX_MESSAGE_BYTES),
+                );
                 Ok(grpc.streaming(SourceRpc { plugin }, request).await)
             }),
             _ => self.service.call(request),

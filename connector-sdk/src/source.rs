@@ -127,8 +127,12 @@ impl SourceBatchWriter {
             Ok(proto::SourceResponse {
                 kind: Some(proto::source_response::Kind::Batch(batch)),
             }) => Ok(batch),
-            Ok(_) => Err(TaskError::fatal("a written batch reads back as another message")),
-            Err(e) => Err(TaskError::fatal(format!("a written batch does not decode: {e}"))),
+            Ok(_) => Err(TaskError::fatal(
+                "a written batch reads back as another message",
+            )),
+            Err(e) => Err(TaskError::fatal(format!(
+                "a written batch does not decode: {e}"
+            ))),
         }
     }
 
@@ -371,8 +375,12 @@ mod tests {
         shapes::pairs()
             .into_iter()
             .map(|(n, key, value)| SourceRecord {
-                source_partition: [None, Some(a.clone()), Some(b.clone()), Some(Arc::from(r#"{"p":"a"}"#))]
-                    [n % 4]
+                source_partition: [
+                    None,
+                    Some(a.clone()),
+                    Some(b.clone()),
+                    Some(Arc::from(r#"{"p":"a"}"#)),
+                ][n % 4]
                     .clone(),
                 source_offset: (!n.is_multiple_of(3)).then(|| format!(r#"{{"seq":{n}}}"#)),
                 topic: shapes::topic(n),
@@ -498,7 +506,10 @@ mod tests {
         a.push(&SourceRecord::default());
         let (a, b) = (a.finish(1), b.finish(1));
         assert_eq!(a.frame, b.frame);
-        assert_eq!(response(&b.frame), prost_batch(1, &[owned, SourceRecord::default()]));
+        assert_eq!(
+            response(&b.frame),
+            prost_batch(1, &[owned, SourceRecord::default()])
+        );
     }
 
     /// Partitions are interned in the order they first appear (equal text, distinct `Arc`s,

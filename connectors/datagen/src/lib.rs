@@ -339,7 +339,13 @@ impl SourceTask for DatagenTask {
         let mut buffers = std::mem::take(&mut self.buffers);
         for seq in self.next_seq..self.next_seq + n {
             if self.cardinality > 0 {
-                write_key(&mut buffers.key, self.task, self.tasks, self.cardinality, seq);
+                write_key(
+                    &mut buffers.key,
+                    self.task,
+                    self.tasks,
+                    self.cardinality,
+                    seq,
+                );
             }
             let key = if self.cardinality > 0 {
                 string(&buffers.key)
