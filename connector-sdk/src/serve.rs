@@ -459,9 +459,9 @@ async fn read_source_requests(
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
 
 async fn send_source(tx: &Sender<SourceOut>, kind: source_response::Kind) -> bool {
-    tx.send(Ok(SourceOut::Message(proto::SourceResponse {
+    tx.send(Ok(SourceOut::Message(Box::new(proto::SourceResponse {
         kind: Some(kind),
-    })))
+    }))))
     .await
     .is_ok()
 }

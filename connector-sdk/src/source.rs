@@ -68,7 +68,7 @@ impl Part<'_> {
     fn len(&self) -> usize {
         match self {
             Part::Plain(p) => plain_len(p),
-            Part::Data(_, len) => len.len(),
+            Part::Data(_, len) => len.data_len(),
         }
     }
 
@@ -316,7 +316,7 @@ fn optional(d: &Data) -> bool {
 
 /// What the source stream sends: a message, or a batch already in its wire form.
 pub(crate) enum SourceOut {
-    Message(proto::SourceResponse),
+    Message(Box<proto::SourceResponse>),
     Batch(Bytes),
 }
 

@@ -167,7 +167,7 @@ impl DataLen {
     }
 
     /// The `Data` message's encoded length (without its key and length prefix).
-    pub fn len(&self) -> usize {
+    pub fn data_len(&self) -> usize {
         self.data
     }
 
