@@ -19,8 +19,11 @@
 //!   stream of a second slot on the same WAL (`cdc.rs`), on a tenth of `--records` rows.
 //! - mysql-cdc: MySqlCdcSource reading inserts from MariaDB's binlog into Kafka vs the raw
 //!   binlog stream read by the same library (`mysql_cdc.rs`), on a tenth of `--records` rows.
+//! - redis: RedisStreamSource and RedisSink on the machine's Redis vs a plain client of the
+//!   same library doing the same reads and acknowledgements, or writes (`redis.rs`), on a
+//!   tenth of `--records` entries.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
@@ -28,6 +31,7 @@ mod databases;
 mod file;
 mod footprint;
 mod mysql_cdc;
+mod redis;
 mod transforms;
 
 use std::collections::BTreeMap;
@@ -61,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -88,6 +92,9 @@ struct Args {
     /// Internal: serve the mysql-cdc plugin.
     #[arg(long, hide = true)]
     mysql_cdc_connector: bool,
+    /// Internal: serve the redis plugin.
+    #[arg(long, hide = true)]
+    redis_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -117,6 +124,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.jdbc_connector {
         sluice_connector_sdk::main(sluice_connector_jdbc::plugin());
+    }
+    if args.redis_connector {
+        sluice_connector_sdk::main(sluice_connector_redis::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -345,6 +355,15 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let rows = (args.records / 10).max(1);
         figures.push(mysql_cdc::figure(kafka.bootstrap_servers(), rows).await?);
+    }
+    if only("redis") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(redis::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let entries = (args.records / 10).max(1);
+        figures.extend(redis::figures(kafka.bootstrap_servers(), entries).await?);
     }
     Ok(figures)
 }

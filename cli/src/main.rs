@@ -145,6 +145,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("jdbc", sluice_connector_jdbc::plugin),
     ("postgres-cdc", sluice_connector_postgres_cdc::plugin),
     ("mysql-cdc", sluice_connector_mysql_cdc::plugin),
+    ("redis", sluice_connector_redis::plugin),
 ];
 
 fn main() -> ExitCode {

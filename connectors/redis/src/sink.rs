@@ -1,0 +1,586 @@
+//! `RedisSink`: the Redis Kafka Connector's `RedisSinkConnector`. Each record becomes one
+//! command (`redis.command`): SET or HSET at `<redis.key><redis.separator><record key>`
+//! (a null value deletes the key), XADD, LPUSH, RPUSH or SADD at `redis.key` (the record key
+//! is the list or set member; a null value removes a set member), or DEL. `${topic}` in
+//! `redis.key` stands for the record's topic. A batch is sent as one pipeline and waited for:
+//! a put returns once Redis has replied to every command, so a flush only ever reports what
+//! Redis confirmed.
+//!
+//! The next offset per partition is stored in Redis at each flush, under
+//! `com.redis.kafka.connect.sink.offset.<topic>.<partition>` (as the Redis Kafka Connector
+//! stores it), and the task starts from it. With `redis.multiexec=true` each batch and its
+//! offsets go in one MULTI/EXEC transaction: a restart resumes exactly after the last batch
+//! Redis applied, so no command is applied twice (exactly once, even for XADD and LPUSH).
+//!
+//! A record Redis refuses (a key holding another type) or that the command cannot take (no
+//! key, a value of the wrong shape) is reported with the reason, for `errors.tolerance` and
+//! the dead-letter queue; a lost connection fails the put as retriable.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use sluice_connector_sdk::proto::{
+    data, value, ConfigDef, ConfigType, FieldError, Importance, SinkRecord, TopicPartition,
+    TopicPartitionOffset,
+};
+use sluice_connector_sdk::{
+    Config, ConfigDefBuilder, Connector, DataRef, ErrantRecordReporter, PlainData, SinkBatch,
+    SinkConnector, SinkRecordRef, SinkTask, SinkTaskContext, TaskError,
+};
+
+use crate::{connection_defs, Connection};
+
+const COMMAND: &str = "redis.command";
+const KEY: &str = "redis.key";
+const SEPARATOR: &str = "redis.separator";
+const MULTIEXEC: &str = "redis.multiexec";
+
+const TOKEN_TOPIC: &str = "${topic}";
+const COMMANDS: &[&str] = &["SET", "HSET", "XADD", "LPUSH", "RPUSH", "SADD", "DEL"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    Set,
+    Hset,
+    Xadd,
+    Lpush,
+    Rpush,
+    Sadd,
+    Del,
+}
+
+impl Command {
+    fn parse(text: &str) -> Option<Command> {
+        Some(match text.trim().to_ascii_uppercase().as_str() {
+            "SET" => Command::Set,
+            "HSET" => Command::Hset,
+            "XADD" => Command::Xadd,
+            "LPUSH" => Command::Lpush,
+            "RPUSH" => Command::Rpush,
+            "SADD" => Command::Sadd,
+            "DEL" => Command::Del,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Command::Set => "SET",
+            Command::Hset => "HSET",
+            Command::Xadd => "XADD",
+            Command::Lpush => "LPUSH",
+            Command::Rpush => "RPUSH",
+            Command::Sadd => "SADD",
+            Command::Del => "DEL",
+        }
+    }
+
+    /// Whether the command writes at `redis.key` itself (a collection), not at a key per record.
+    fn collection(self) -> bool {
+        matches!(
+            self,
+            Command::Xadd | Command::Lpush | Command::Rpush | Command::Sadd
+        )
+    }
+}
+
+pub struct RedisSink;
+
+impl Connector for RedisSink {
+    fn class_name(&self) -> &'static str {
+        "RedisSink"
+    }
+
+    fn aliases(&self) -> Vec<&'static str> {
+        vec![
+            "com.redis.kafka.connect.RedisSinkConnector",
+            "RedisSinkConnector",
+        ]
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn documentation(&self) -> &'static str {
+        "Writes records to Redis as strings, hashes, stream entries, list or set members"
+    }
+
+    fn config_defs(&self) -> Vec<ConfigDef> {
+        let mut defs = connection_defs();
+        defs.extend([
+            ConfigDefBuilder::new(COMMAND, ConfigType::String)
+                .default_value("XADD")
+                .valid_values(COMMANDS)
+                .importance(Importance::High)
+                .doc("What each record becomes: SET, HSET, XADD, LPUSH, RPUSH, SADD or DEL")
+                .build(),
+            ConfigDefBuilder::new(KEY, ConfigType::String)
+                .default_value(TOKEN_TOPIC)
+                .importance(Importance::Medium)
+                .doc("The key space (SET, HSET, DEL: <key space><separator><record key>) or the key (XADD, LPUSH, RPUSH, SADD); ${topic} stands for the record's topic; empty: the record key itself (SET, HSET, DEL)")
+                .build(),
+            ConfigDefBuilder::new(SEPARATOR, ConfigType::String)
+                .default_value(":")
+                .importance(Importance::Medium)
+                .doc("Between the key space and the record key")
+                .build(),
+            ConfigDefBuilder::new(MULTIEXEC, ConfigType::Boolean)
+                .default_value("false")
+                .importance(Importance::Medium)
+                .doc("Each batch and its offsets in one MULTI/EXEC transaction: nothing applied twice after a restart")
+                .build(),
+        ]);
+        defs
+    }
+
+    fn validate(&self, config: &Config) -> Vec<FieldError> {
+        let mut errors = config.validate_against(&self.config_defs());
+        if let Err(e) = Connection::from_config(config) {
+            errors.push(FieldError {
+                name: crate::URI.into(),
+                message: e.message,
+            });
+        }
+        if let Some(command) = config.get(COMMAND).and_then(Command::parse) {
+            if command.collection() && config.get_or(KEY, TOKEN_TOPIC).is_empty() {
+                errors.push(FieldError {
+                    name: KEY.into(),
+                    message: format!("{} writes at one key: it cannot be empty", command.name()),
+                });
+            }
+        }
+        errors
+    }
+}
+
+impl SinkConnector for RedisSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(RedisSinkTask::default())
+    }
+}
+
+#[derive(Default)]
+struct RedisSinkTask {
+    connection: Option<Connection>,
+    conn: Option<MultiplexedConnection>,
+    command: Option<Command>,
+    key: String,
+    separator: String,
+    multiexec: bool,
+    errors: Option<ErrantRecordReporter>,
+    /// The next offset per partition, as far as Redis has the records.
+    written: BTreeMap<(String, i32), i64>,
+}
+
+#[async_trait]
+impl SinkTask for RedisSinkTask {
+    async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
+        let config = &ctx.config;
+        let connection = Connection::from_config(config)?;
+        let command = config.get_or(COMMAND, "XADD");
+        self.command = Some(Command::parse(command).ok_or_else(|| {
+            TaskError::fatal(format!("{COMMAND}: {command:?} is not one of {COMMANDS:?}"))
+        })?);
+        self.key = config.get_or(KEY, TOKEN_TOPIC).to_string();
+        self.separator = config.get_or(SEPARATOR, ":").to_string();
+        self.multiexec = config.parse_or(MULTIEXEC, false)?;
+        self.errors = Some(ctx.errors.clone());
+        self.conn = Some(connection.connect().await?);
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    /// Starts each partition at the offset stored with the data, when there is one.
+    async fn open(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Ok(Vec::new());
+        };
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = partitions
+            .iter()
+            .map(|p| offset_key(&p.topic, p.partition))
+            .collect();
+        let stored: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        let mut out = Vec::new();
+        for (p, text) in partitions.iter().zip(stored) {
+            let Some(text) = text else { continue };
+            let offset = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("offset")?.as_i64())
+                .ok_or_else(|| {
+                    TaskError::fatal(format!(
+                        "{}: {text:?} is not a stored offset",
+                        offset_key(&p.topic, p.partition)
+                    ))
+                })?;
+            tracing::info!(topic = %p.topic, partition = p.partition, offset, "starting at the offset stored in Redis");
+            self.written.insert((p.topic.clone(), p.partition), offset);
+            out.push(TopicPartitionOffset {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offset,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn put(&mut self, records: Vec<SinkRecord>) -> Result<(), TaskError> {
+        self.put_batch(SinkBatch::from_records(0, &records)).await
+    }
+
+    async fn put_batch(&mut self, batch: SinkBatch) -> Result<(), TaskError> {
+        let records = batch.records()?;
+        let mut pipe = redis::pipe();
+        if self.multiexec {
+            pipe.atomic();
+        }
+        pipe.ignore_errors();
+        // Which record each command of the pipeline writes.
+        let mut sent: Vec<&SinkRecordRef<'_>> = Vec::with_capacity(records.len());
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for record in &records {
+            next.insert(
+                (record.topic.to_string(), record.partition),
+                record.offset + 1,
+            );
+            match self.command_for(record) {
+                Ok(cmd) => {
+                    pipe.add_command(cmd);
+                    sent.push(record);
+                }
+                Err(message) => self.report(record, message),
+            }
+        }
+        if self.multiexec {
+            // The offsets with the data, in the same transaction.
+            for ((topic, partition), offset) in &next {
+                pipe.set(
+                    offset_key(topic, *partition),
+                    offset_value(topic, *partition, *offset),
+                );
+            }
+        }
+        if pipe.is_empty() {
+            self.written.extend(next);
+            return Ok(());
+        }
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Err(TaskError::fatal("the task was not started"));
+        };
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        for (record, reply) in sent.iter().zip(&replies) {
+            if let Err(e) = reply {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    return Err(connection.error(e.clone()));
+                }
+                let message = format!("Redis refused the command: {e}");
+                if let Some(errors) = &self.errors {
+                    errors.sink_record_ref(record, message);
+                }
+            }
+        }
+        if let Some(Err(e)) = replies
+            .get(sent.len()..)
+            .and_then(|rest| rest.iter().find(|r| r.is_err()))
+        {
+            return Err(connection.error(e.clone()));
+        }
+        self.written.extend(next);
+        Ok(())
+    }
+
+    /// Everything put is in Redis already (each put waited for its replies); the offsets are
+    /// stored beside it.
+    async fn flush(
+        &mut self,
+        offsets: Vec<TopicPartitionOffset>,
+    ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        if !self.multiexec && !self.written.is_empty() {
+            let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+                return Ok(offsets);
+            };
+            let pairs: Vec<(String, String)> = self
+                .written
+                .iter()
+                .map(|((t, p), o)| (offset_key(t, *p), offset_value(t, *p, *o)))
+                .collect();
+            let () = redis::cmd("MSET")
+                .arg(&pairs)
+                .query_async(conn)
+                .await
+                .map_err(|e| connection.error(e))?;
+        }
+        Ok(offsets)
+    }
+}
+
+impl RedisSinkTask {
+    fn report(&self, record: &SinkRecordRef<'_>, message: String) {
+        if let Some(errors) = &self.errors {
+            errors.sink_record_ref(record, message);
+        }
+    }
+
+    /// The command that writes `record`, or why none can.
+    fn command_for(&self, record: &SinkRecordRef<'_>) -> Result<redis::Cmd, String> {
+        let command = self.command.ok_or("the task was not started")?;
+        let keyspace = self.key.replace(TOKEN_TOPIC, &record.topic);
+        let record_key = || -> Result<Vec<u8>, String> {
+            bytes_of(&record.key).ok_or_else(|| {
+                "the record key must be a string or bytes (StringConverter or ByteArrayConverter)"
+                    .to_string()
+            })
+        };
+        let key = || -> Result<Vec<u8>, String> {
+            let own = record_key()?;
+            if keyspace.is_empty() {
+                return Ok(own);
+            }
+            let mut key = format!("{keyspace}{}", self.separator).into_bytes();
+            key.extend_from_slice(&own);
+            Ok(key)
+        };
+        let tombstone = record.value.is_null();
+        let mut cmd;
+        match command {
+            Command::Set if tombstone => {
+                cmd = redis::cmd("DEL");
+                cmd.arg(key()?);
+            }
+            Command::Set => {
+                let value = bytes_of(&record.value).ok_or(
+                    "the value must be a string, bytes or a number for SET (StringConverter or ByteArrayConverter)",
+                )?;
+                cmd = redis::cmd("SET");
+                cmd.arg(key()?).arg(value);
+            }
+            Command::Hset if tombstone => {
+                cmd = redis::cmd("DEL");
+                cmd.arg(key()?);
+            }
+            Command::Hset | Command::Xadd => {
+                let fields = fields_of(&record.value).ok_or(
+                    "the value must be a struct or a map for HSET and XADD (JsonConverter or a schema'd converter)",
+                )?;
+                if fields.is_empty() {
+                    return Err("the value has no fields to write".into());
+                }
+                if command == Command::Hset {
+                    cmd = redis::cmd("HSET");
+                    cmd.arg(key()?);
+                } else {
+                    cmd = redis::cmd("XADD");
+                    cmd.arg(&keyspace).arg("*");
+                }
+                for (name, value) in fields {
+                    cmd.arg(name).arg(value);
+                }
+            }
+            Command::Lpush | Command::Rpush => {
+                cmd = redis::cmd(if command == Command::Lpush {
+                    "LPUSH"
+                } else {
+                    "RPUSH"
+                });
+                cmd.arg(&keyspace).arg(record_key()?);
+            }
+            Command::Sadd => {
+                cmd = redis::cmd(if tombstone { "SREM" } else { "SADD" });
+                cmd.arg(&keyspace).arg(record_key()?);
+            }
+            Command::Del => {
+                cmd = redis::cmd("DEL");
+                cmd.arg(key()?);
+            }
+        }
+        Ok(cmd)
+    }
+}
+
+/// The key under which the next offset of `topic`/`partition` is stored.
+fn offset_key(topic: &str, partition: i32) -> String {
+    format!("com.redis.kafka.connect.sink.offset.{topic}.{partition}")
+}
+
+fn offset_value(topic: &str, partition: i32, offset: i64) -> String {
+    serde_json::json!({ "topic": topic, "partition": partition, "offset": offset }).to_string()
+}
+
+/// A string, bytes or primitive key or value as bytes; `None` for null, structs, maps and
+/// arrays.
+fn bytes_of(data: &DataRef<'_>) -> Option<Vec<u8>> {
+    match data {
+        DataRef::Plain(PlainData::Null) => None,
+        DataRef::Plain(PlainData::String { text, .. }) => Some(text.as_bytes().to_vec()),
+        DataRef::Plain(PlainData::Raw(b) | PlainData::Bytes { bytes: b, .. }) => Some(b.to_vec()),
+        DataRef::Data(d) => match d.kind.as_ref()? {
+            data::Kind::Raw(b) => Some(b.clone()),
+            data::Kind::Structured(s) => primitive(s.value.as_ref()?.kind.as_ref()?),
+        },
+    }
+}
+
+/// A primitive value's bytes: text as it is, numbers and booleans as Kafka Connect prints them.
+fn primitive(kind: &value::Kind) -> Option<Vec<u8>> {
+    Some(match kind {
+        value::Kind::String(s) => s.as_bytes().to_vec(),
+        value::Kind::Bytes(b) => b.clone(),
+        value::Kind::Boolean(b) => b.to_string().into_bytes(),
+        value::Kind::Int(i) => i.to_string().into_bytes(),
+        value::Kind::Float32(f) => f.to_string().into_bytes(),
+        value::Kind::Float64(f) => f.to_string().into_bytes(),
+        _ => return None,
+    })
+}
+
+/// A struct's fields (names from its schema) or a map's entries, as name/value bytes;
+/// null fields are left out, nested values written as their text. `None` for anything else.
+fn fields_of(data: &DataRef<'_>) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let DataRef::Data(d) = data else {
+        return None;
+    };
+    let data::Kind::Structured(s) = d.kind.as_ref()? else {
+        return None;
+    };
+    let text = |v: &sluice_connector_sdk::proto::Value| -> Option<Vec<u8>> {
+        let kind = v.kind.as_ref()?;
+        if let value::Kind::Null(_) = kind {
+            return None;
+        }
+        primitive(kind).or_else(|| {
+            let wrapped = sluice_connector_sdk::proto::Data {
+                kind: Some(data::Kind::Structured(
+                    sluice_connector_sdk::proto::Structured {
+                        schema: None,
+                        value: Some(v.clone()),
+                    },
+                )),
+            };
+            sluice_connector_sdk::data::to_text(&wrapped).map(|t| t.into_owned().into_bytes())
+        })
+    };
+    match s.value.as_ref()?.kind.as_ref()? {
+        value::Kind::Struct(st) => {
+            let names: Vec<&str> = match &s.schema {
+                Some(schema) if !schema.fields.is_empty() => {
+                    schema.fields.iter().map(|f| f.name.as_str()).collect()
+                }
+                _ => st.names.iter().map(String::as_str).collect(),
+            };
+            Some(
+                names
+                    .iter()
+                    .zip(&st.fields)
+                    .filter_map(|(name, v)| Some((name.as_bytes().to_vec(), text(v)?)))
+                    .collect(),
+            )
+        }
+        value::Kind::Map(m) => Some(
+            m.entries
+                .iter()
+                .filter_map(|e| Some((text(e.key.as_ref()?)?, text(e.value.as_ref()?)?)))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_connector_sdk::proto::{
+        self, Field, MapEntry, MapValue, Schema, SchemaType, StructValue, Structured,
+    };
+
+    fn structured(schema: Option<Schema>, kind: value::Kind) -> DataRef<'static> {
+        DataRef::Data(Box::new(proto::Data {
+            kind: Some(data::Kind::Structured(Structured {
+                schema,
+                value: Some(proto::Value { kind: Some(kind) }),
+            })),
+        }))
+    }
+
+    fn v(kind: value::Kind) -> proto::Value {
+        proto::Value { kind: Some(kind) }
+    }
+
+    #[test]
+    fn structs_and_maps_become_fields_and_other_shapes_do_not() {
+        let schema = Schema {
+            r#type: SchemaType::Struct as i32,
+            fields: ["id", "name", "gone"]
+                .into_iter()
+                .map(|n| Field {
+                    name: n.into(),
+                    schema: None,
+                })
+                .collect(),
+            ..Schema::default()
+        };
+        let row = structured(
+            Some(schema),
+            value::Kind::Struct(StructValue {
+                fields: vec![
+                    v(value::Kind::Int(7)),
+                    v(value::Kind::String("ann".into())),
+                    v(value::Kind::Null(true)),
+                ],
+                names: Vec::new(),
+            }),
+        );
+        assert_eq!(
+            fields_of(&row).unwrap(),
+            [
+                (b"id".to_vec(), b"7".to_vec()),
+                (b"name".to_vec(), b"ann".to_vec())
+            ]
+        );
+        let map = structured(
+            None,
+            value::Kind::Map(MapValue {
+                entries: vec![MapEntry {
+                    key: Some(v(value::Kind::String("k".into()))),
+                    value: Some(v(value::Kind::Boolean(true))),
+                }],
+            }),
+        );
+        assert_eq!(
+            fields_of(&map).unwrap(),
+            [(b"k".to_vec(), b"true".to_vec())]
+        );
+        let text = DataRef::Plain(PlainData::String {
+            schema: None,
+            text: "x",
+        });
+        assert!(fields_of(&text).is_none());
+        assert_eq!(bytes_of(&text).unwrap(), b"x");
+        assert!(bytes_of(&map).is_none());
+        assert!(bytes_of(&DataRef::Plain(PlainData::Null)).is_none());
+    }
+
+    #[test]
+    fn commands_parse_in_any_case_and_collections_are_told_apart() {
+        assert_eq!(Command::parse(" hset "), Some(Command::Hset));
+        assert_eq!(Command::parse("JSONSET"), None);
+        assert!(Command::Xadd.collection() && !Command::Set.collection());
+        assert_eq!(
+            offset_key("t", 3),
+            "com.redis.kafka.connect.sink.offset.t.3"
+        );
+    }
+}

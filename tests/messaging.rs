@@ -1,0 +1,468 @@
+//! The messaging connectors against the real services of this machine, through `sluice
+//! standalone` and a `sluice dev-kafka` broker. Redis (`SLUICE_TEST_REDIS_URL`, default
+//! redis://127.0.0.1:6379; a Redis that cannot be reached fails the tests, it never skips
+//! them): RedisStreamSource through a consumer group, counted by sequence numbers across a
+//! SIGKILL of its process (nothing lost, order kept, every entry acknowledged in the end, none
+//! before Kafka has it); RedisSink writing hashes, strings with tombstones and stream entries,
+//! exactly once with `redis.multiexec` across a SIGKILL, bad records to the dead-letter queue;
+//! both through the conformance kit.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use harness::cluster::{error_policy, read_all, total_records};
+use harness::*;
+use serde_json::Value as Json;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn redis_url() -> String {
+    std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis() -> redis::Connection {
+    let url = redis_url();
+    redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .unwrap_or_else(|e| {
+            panic!("Redis is not reachable at {url} (start it, or set SLUICE_TEST_REDIS_URL): {e}")
+        })
+}
+
+/// A key no other test (or earlier run) uses.
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("sluice-test:{what}:{}:{nanos}", std::process::id())
+}
+
+/// Appends entries `seq` in `range` to `stream`: fields `seq` and `text`.
+fn xadd(con: &mut redis::Connection, stream: &str, range: std::ops::Range<u64>) {
+    let mut pipe = redis::pipe();
+    for seq in range {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("seq")
+            .arg(seq)
+            .arg("text")
+            .arg(format!("v{seq}"))
+            .ignore();
+    }
+    let () = pipe.query(con).expect("XADD");
+}
+
+fn pending(con: &mut redis::Connection, stream: &str, group: &str) -> i64 {
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(con)
+        .expect("XPENDING");
+    match reply {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("XPENDING count: {other:?}"),
+        },
+        other => panic!("XPENDING: {other:?}"),
+    }
+}
+
+/// The JSON values of `topic`.
+fn json_values(kafka: &DevKafka, topic: &str) -> Vec<Json> {
+    read_all(&kafka.bootstrap, topic)
+        .into_iter()
+        .filter_map(|(_, _, v, _)| v)
+        .map(|v| serde_json::from_slice(&v).expect("a JSON value"))
+        .collect()
+}
+
+fn source_config(stream: &str, topic: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "connector.class",
+            "com.redis.kafka.connect.RedisStreamSourceConnector".into(),
+        ),
+        ("redis.uri", redis_url()),
+        ("redis.stream.name", stream.into()),
+        ("redis.stream.consumer.group", "sluice".into()),
+        ("topic", topic.into()),
+        ("batch.size", "200".into()),
+        ("redis.stream.claim.min.idle.ms", "2000".into()),
+    ]
+}
+
+/// 6,000 entries through RedisStreamSource, its process SIGKILLed mid-stream: every entry
+/// reaches Kafka, in stream order (duplicates only after the kill, counted), keyed by entry ID
+/// in the Redis Kafka Connector's value shape; every entry ends acknowledged. A RedisSink in
+/// the same standalone copies each record into a hash `copy:<entry id>` (HSET, keys from the
+/// record keys).
+#[test]
+fn redis_stream_source_loses_nothing_across_a_kill_and_a_sink_copies_it_into_hashes() {
+    let mut con = redis();
+    let stream = unique("in");
+    let copy = unique("copy");
+    xadd(&mut con, &stream, 0..2000);
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["redis-in:1"]);
+    let source = connector_file(dir.path(), "rsource", &source_config(&stream, "redis-in"));
+    let sink = connector_file(
+        dir.path(),
+        "rsink",
+        &[
+            (
+                "connector.class",
+                "com.redis.kafka.connect.RedisSinkConnector".into(),
+            ),
+            ("redis.uri", redis_url()),
+            ("topics", "redis-in".into()),
+            ("redis.command", "HSET".into()),
+            ("redis.key", copy.clone()),
+        ],
+    );
+    let mut sluice = standalone_on(dir.path(), &kafka, &[source, sink]);
+    wait_for("records in Kafka", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "redis-in") >= 500
+    });
+    xadd(&mut con, &stream, 2000..4000);
+    let pid = sluice
+        .connector_pid("rsource")
+        .expect("the source's process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    xadd(&mut con, &stream, 4000..6000);
+    wait_for("every entry in Kafka", TIMEOUT, || {
+        if total_records(&kafka.bootstrap, "redis-in") < 6000 {
+            return false;
+        }
+        let values = json_values(&kafka, "redis-in");
+        let seen: std::collections::BTreeSet<u64> = values
+            .iter()
+            .filter_map(|v| v["payload"]["body"]["seq"].as_str()?.parse().ok())
+            .collect();
+        seen.len() == 6000
+    });
+    let values = json_values(&kafka, "redis-in");
+    let mut first_seen = Vec::new();
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for v in &values {
+        let payload = &v["payload"];
+        assert_eq!(payload["stream"], Json::from(stream.as_str()), "{v}");
+        let seq: u64 = payload["body"]["seq"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            payload["body"]["text"],
+            Json::from(format!("v{seq}")),
+            "{v}"
+        );
+        assert!(payload["id"].as_str().unwrap().contains('-'), "{v}");
+        let n = count.entry(seq).or_default();
+        if *n == 0 {
+            first_seen.push(seq);
+        }
+        *n += 1;
+    }
+    assert_eq!(
+        first_seen,
+        (0..6000).collect::<Vec<_>>(),
+        "entries first reached Kafka out of stream order"
+    );
+    let duplicates: usize = count.values().map(|n| n - 1).sum();
+    println!("6000 entries, {duplicates} delivered twice after the kill");
+    assert!(duplicates < 4000, "{duplicates} duplicates");
+    // Acknowledged once Kafka had them: nothing stays pending.
+    wait_for("every entry acknowledged", TIMEOUT, || {
+        pending(&mut con, &stream, "sluice") == 0
+    });
+    // The sink's hashes: one per entry, keyed by the record key (the entry ID).
+    let ids: Vec<String> = values
+        .iter()
+        .map(|v| v["payload"]["id"].as_str().unwrap().to_string())
+        .collect();
+    wait_for("every entry copied into a hash", TIMEOUT, || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{copy}:*"))
+            .query(&mut con)
+            .unwrap();
+        keys.len() == 6000
+    });
+    let last = ids.last().unwrap();
+    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{copy}:{last}"))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(fields["id"], *last);
+    assert_eq!(fields["stream"], stream);
+    assert!(fields["body"].contains("seq=5999"), "{fields:?}");
+    sluice.stop_cleanly();
+    cleanup(&mut con, &[&stream]);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{copy}:*"))
+        .query(&mut con)
+        .unwrap();
+    cleanup(
+        &mut con,
+        &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+/// With Kafka gone, entries the task reads stay pending in the group: an entry is
+/// acknowledged once Kafka has its record, never on receipt.
+#[test]
+fn redis_stream_entries_are_not_acknowledged_before_kafka_has_them() {
+    let mut con = redis();
+    let stream = unique("unacked");
+    xadd(&mut con, &stream, 0..100);
+    let dir = tempfile::tempdir().unwrap();
+    let mut kafka = DevKafka::start(dir.path(), &["unacked:1"]);
+    let source = connector_file(dir.path(), "rsource", &source_config(&stream, "unacked"));
+    let sluice = standalone_on(dir.path(), &kafka, &[source]);
+    wait_for("the first entries acknowledged", TIMEOUT, || {
+        pending(&mut con, &stream, "sluice") == 0
+            && total_records(&kafka.bootstrap, "unacked") == 100
+    });
+    kafka.kill();
+    xadd(&mut con, &stream, 100..150);
+    wait_for("the new entries delivered to the task", TIMEOUT, || {
+        pending(&mut con, &stream, "sluice") == 50
+    });
+    holds_for(
+        "the entries staying pending while Kafka is gone",
+        Duration::from_secs(3),
+        || pending(&mut con, &stream, "sluice") == 50,
+    );
+    sluice.signal(libc::SIGKILL);
+    cleanup(&mut con, &[&stream]);
+}
+
+/// Produces `records` (key, value; `None` for a tombstone) to `topic`, in order.
+fn produce_keyed(bootstrap: &str, topic: &str, records: &[(String, Option<String>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record = BaseRecord::<str, str>::to(topic).key(key.as_str());
+        if let Some(v) = value {
+            record = record.payload(v.as_str());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// RedisSink with SET: `<redis.key>:<record key>` holds each latest value; a tombstone
+/// deletes its key.
+#[test]
+fn redis_sink_sets_strings_and_deletes_on_tombstones() {
+    let mut con = redis();
+    let space = unique("set");
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["to-set:1"]);
+    let mut records: Vec<(String, Option<String>)> = (0..100)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    records.push(("k7".into(), Some("newer".into())));
+    records.push(("k3".into(), None));
+    produce_keyed(&kafka.bootstrap, "to-set", &records);
+    let sink = connector_file(
+        dir.path(),
+        "setsink",
+        &[
+            ("connector.class", "RedisSink".into()),
+            ("redis.uri", redis_url()),
+            ("topics", "to-set".into()),
+            ("redis.command", "SET".into()),
+            ("redis.key", space.clone()),
+            (
+                "key.converter",
+                "org.apache.kafka.connect.storage.StringConverter".into(),
+            ),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.storage.StringConverter".into(),
+            ),
+        ],
+    );
+    let mut sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    let get = |con: &mut redis::Connection, k: &str| -> Option<String> {
+        redis::cmd("GET")
+            .arg(format!("{space}:{k}"))
+            .query(con)
+            .unwrap()
+    };
+    wait_for("the last records written", TIMEOUT, || {
+        get(&mut con, "k7").as_deref() == Some("newer") && get(&mut con, "k3").is_none()
+    });
+    for i in (0..100).filter(|i| *i != 3 && *i != 7) {
+        assert_eq!(get(&mut con, &format!("k{i}")), Some(format!("v{i}")));
+    }
+    sluice.stop_cleanly();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{space}:*"))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys.len(), 99);
+    cleanup(
+        &mut con,
+        &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+/// RedisSink with XADD and `redis.multiexec=true`: 4,000 JSON records into one stream, the
+/// sink's process SIGKILLed midway; every record is in the stream exactly once, in order (the
+/// offsets travel in the same MULTI/EXEC as the data), and a record that is not an object goes
+/// to the dead-letter queue with the reason.
+#[test]
+fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
+    let mut con = redis();
+    let out = unique("xadd");
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["to-stream:1", "redis-dlq:1"]);
+    let values = |range: std::ops::Range<u64>| -> Vec<String> {
+        range
+            .map(|i| {
+                if i == 1500 {
+                    "\"not an object\"".to_string()
+                } else {
+                    format!(r#"{{"seq":{i},"name":"n{i}"}}"#)
+                }
+            })
+            .collect()
+    };
+    harness::cluster::produce(&kafka.bootstrap, "to-stream", &values(0..2000));
+    let mut config = vec![
+        ("connector.class", "RedisSink".to_string()),
+        ("redis.uri", redis_url()),
+        ("topics", "to-stream".into()),
+        ("redis.command", "XADD".into()),
+        ("redis.key", out.clone()),
+        ("redis.multiexec", "true".into()),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.json.JsonConverter".into(),
+        ),
+        ("value.converter.schemas.enable", "false".into()),
+    ];
+    config.extend(error_policy("all", "redis-dlq"));
+    let sink = connector_file(dir.path(), "xsink", &config);
+    let mut sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    let xlen =
+        |con: &mut redis::Connection| -> usize { redis::cmd("XLEN").arg(&out).query(con).unwrap() };
+    wait_for("the first records in the stream", TIMEOUT, || {
+        xlen(&mut con) >= 1000
+    });
+    let pid = sluice.connector_pid("xsink").expect("the sink's process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    harness::cluster::produce(&kafka.bootstrap, "to-stream", &values(2000..4000));
+    wait_for("every record in the stream", TIMEOUT, || {
+        xlen(&mut con) >= 3999
+    });
+    holds_for(
+        "nothing applied twice showing up later",
+        Duration::from_secs(2),
+        || xlen(&mut con) == 3999,
+    );
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&out)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let seqs: Vec<u64> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("seq").unwrap().parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..4000).filter(|i| *i != 1500).collect();
+    assert_eq!(seqs.len(), expected.len(), "records applied twice or lost");
+    assert_eq!(seqs, expected);
+    let dlq = read_all(&kafka.bootstrap, "redis-dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(
+        dlq[0].3.values().any(|h| h.contains("struct or a map")),
+        "{:?}",
+        dlq[0].3
+    );
+    sluice.stop_cleanly();
+    let offsets: Vec<String> = redis::cmd("KEYS")
+        .arg("com.redis.kafka.connect.sink.offset.to-stream.*")
+        .query(&mut con)
+        .unwrap();
+    cleanup(&mut con, &[&out]);
+    cleanup(
+        &mut con,
+        &offsets.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+/// Both Redis connectors pass the conformance kit.
+#[test]
+fn redis_connectors_pass_the_conformance_kit() {
+    let mut con = redis();
+    let stream = unique("kit");
+    xadd(&mut con, &stream, 0..20);
+    for (class, config) in [
+        (
+            "RedisStreamSource",
+            vec![
+                ("redis.uri", redis_url()),
+                ("redis.stream.name", stream.clone()),
+            ],
+        ),
+        (
+            "RedisSink",
+            vec![
+                ("redis.uri", redis_url()),
+                ("redis.command", "SET".into()),
+                ("redis.key", unique("kitsink")),
+            ],
+        ),
+    ] {
+        let mut args: Vec<String> = ["plugins", "check", "--class", class]
+            .map(String::from)
+            .to_vec();
+        for (k, v) in &config {
+            args.push("--config".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend([
+            "--".into(),
+            sluice_bin().to_str().unwrap().into(),
+            "connector".into(),
+            "redis".into(),
+        ]);
+        let out = std::process::Command::new(sluice_bin())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sluice plugins check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{class}: {text}");
+        assert!(text.contains(" passed, 0 failed"), "{class}: {text}");
+    }
+    cleanup(&mut con, &[&stream]);
+}
+
+/// Polls `condition` for `period`; panics naming `what` as soon as it does not hold.
+fn holds_for(what: &str, period: Duration, mut condition: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + period;
+    while std::time::Instant::now() < until {
+        assert!(condition(), "{what}: no longer true");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cleanup(con: &mut redis::Connection, keys: &[&str]) {
+    for chunk in keys.chunks(500) {
+        if !chunk.is_empty() {
+            let _: () = redis::cmd("DEL").arg(chunk).query(con).unwrap();
+        }
+    }
+}
