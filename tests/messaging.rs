@@ -56,12 +56,14 @@ fn xadd(con: &mut redis::Connection, stream: &str, range: std::ops::Range<u64>) 
     let () = pipe.query(con).expect("XADD");
 }
 
+/// Entries delivered to the group's consumers and not acknowledged; -1 while the group is
+/// not there yet.
 fn pending(con: &mut redis::Connection, stream: &str, group: &str) -> i64 {
-    let reply: redis::Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .query(con)
-        .expect("XPENDING");
+    let reply: redis::Value = match redis::cmd("XPENDING").arg(stream).arg(group).query(con) {
+        Ok(reply) => reply,
+        Err(e) if e.code() == Some("NOGROUP") => return -1,
+        Err(e) => panic!("XPENDING: {e}"),
+    };
     match reply {
         redis::Value::Array(parts) => match parts.first() {
             Some(redis::Value::Int(n)) => *n,
@@ -109,9 +111,11 @@ fn redis_stream_source_loses_nothing_across_a_kill_and_a_sink_copies_it_into_has
     let dir = tempfile::tempdir().unwrap();
     let kafka = DevKafka::start(dir.path(), &["redis-in:1"]);
     let source = connector_file(dir.path(), "rsource", &source_config(&stream, "redis-in"));
+    // Named per run: a sink's offsets live in Redis, beyond the test's own files.
+    let sink_name = format!("rsink{}", std::process::id());
     let sink = connector_file(
         dir.path(),
-        "rsink",
+        &sink_name,
         &[
             (
                 "connector.class",
@@ -205,6 +209,7 @@ fn redis_stream_source_loses_nothing_across_a_kill_and_a_sink_copies_it_into_has
         &mut con,
         &keys.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    cleanup_offsets(&mut con, &sink_name);
 }
 
 /// With Kafka gone, entries the task reads stay pending in the group: an entry is
@@ -267,9 +272,10 @@ fn redis_sink_sets_strings_and_deletes_on_tombstones() {
     records.push(("k7".into(), Some("newer".into())));
     records.push(("k3".into(), None));
     produce_keyed(&kafka.bootstrap, "to-set", &records);
+    let sink_name = format!("setsink{}", std::process::id());
     let sink = connector_file(
         dir.path(),
-        "setsink",
+        &sink_name,
         &[
             ("connector.class", "RedisSink".into()),
             ("redis.uri", redis_url()),
@@ -309,6 +315,7 @@ fn redis_sink_sets_strings_and_deletes_on_tombstones() {
         &mut con,
         &keys.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    cleanup_offsets(&mut con, &sink_name);
 }
 
 /// RedisSink with XADD and `redis.multiexec=true`: 4,000 JSON records into one stream, the
@@ -347,14 +354,15 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
         ("value.converter.schemas.enable", "false".into()),
     ];
     config.extend(error_policy("all", "redis-dlq"));
-    let sink = connector_file(dir.path(), "xsink", &config);
+    let name = format!("xsink{}", std::process::id());
+    let sink = connector_file(dir.path(), &name, &config);
     let mut sluice = standalone_on(dir.path(), &kafka, &[sink]);
     let xlen =
         |con: &mut redis::Connection| -> usize { redis::cmd("XLEN").arg(&out).query(con).unwrap() };
     wait_for("the first records in the stream", TIMEOUT, || {
         xlen(&mut con) >= 1000
     });
-    let pid = sluice.connector_pid("xsink").expect("the sink's process");
+    let pid = sluice.connector_pid(&name).expect("the sink's process");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     harness::cluster::produce(&kafka.bootstrap, "to-stream", &values(2000..4000));
     wait_for("every record in the stream", TIMEOUT, || {
@@ -387,15 +395,8 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
         dlq[0].3
     );
     sluice.stop_cleanly();
-    let offsets: Vec<String> = redis::cmd("KEYS")
-        .arg("com.redis.kafka.connect.sink.offset.to-stream.*")
-        .query(&mut con)
-        .unwrap();
     cleanup(&mut con, &[&out]);
-    cleanup(
-        &mut con,
-        &offsets.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    cleanup_offsets(&mut con, &name);
 }
 
 /// Both Redis connectors pass the conformance kit.
@@ -403,6 +404,7 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
 fn redis_connectors_pass_the_conformance_kit() {
     let mut con = redis();
     let stream = unique("kit");
+    let kit_keys = unique("kitsink");
     xadd(&mut con, &stream, 0..20);
     for (class, config) in [
         (
@@ -417,7 +419,7 @@ fn redis_connectors_pass_the_conformance_kit() {
             vec![
                 ("redis.uri", redis_url()),
                 ("redis.command", "SET".into()),
-                ("redis.key", unique("kitsink")),
+                ("redis.key", kit_keys.clone()),
             ],
         ),
     ] {
@@ -448,6 +450,17 @@ fn redis_connectors_pass_the_conformance_kit() {
         assert!(text.contains(" passed, 0 failed"), "{class}: {text}");
     }
     cleanup(&mut con, &[&stream]);
+    // What the kit's sink streams wrote, and their offsets.
+    for pattern in [
+        format!("{kit_keys}:*"),
+        "sluice:sink-offset:*conformance*".into(),
+    ] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut con).unwrap();
+        cleanup(
+            &mut con,
+            &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
 }
 
 /// Polls `condition` for `period`; panics naming `what` as soon as it does not hold.
@@ -457,6 +470,16 @@ fn holds_for(what: &str, period: Duration, mut condition: impl FnMut() -> bool) 
         assert!(condition(), "{what}: no longer true");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Deletes the offsets sink connector `name` stored.
+fn cleanup_offsets(con: &mut redis::Connection, name: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("sluice:sink-offset:{name}:*"))
+        .query(con)
+        .unwrap();
+    assert!(!keys.is_empty(), "{name} stored no offsets");
+    cleanup(con, &keys.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 fn cleanup(con: &mut redis::Connection, keys: &[&str]) {

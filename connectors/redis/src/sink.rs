@@ -7,8 +7,9 @@
 //! Redis confirmed.
 //!
 //! The next offset per partition is stored in Redis at each flush, under
-//! `com.redis.kafka.connect.sink.offset.<topic>.<partition>` (as the Redis Kafka Connector
-//! stores it), and the task starts from it. With `redis.multiexec=true` each batch and its
+//! `sluice:sink-offset:<connector>:<topic>:<partition>` (the Redis Kafka Connector's key
+//! leaves out the connector, so two connectors reading one topic would share offsets), and
+//! the task starts from it. With `redis.multiexec=true` each batch and its
 //! offsets go in one MULTI/EXEC transaction: a restart resumes exactly after the last batch
 //! Redis applied, so no command is applied twice (exactly once, even for XADD and LPUSH).
 //!
@@ -163,6 +164,7 @@ impl SinkConnector for RedisSink {
 
 #[derive(Default)]
 struct RedisSinkTask {
+    connector: String,
     connection: Option<Connection>,
     conn: Option<MultiplexedConnection>,
     command: Option<Command>,
@@ -179,6 +181,7 @@ impl SinkTask for RedisSinkTask {
     async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
         let config = &ctx.config;
         let connection = Connection::from_config(config)?;
+        self.connector = ctx.connector_name.clone();
         let command = config.get_or(COMMAND, "XADD");
         self.command = Some(Command::parse(command).ok_or_else(|| {
             TaskError::fatal(format!("{COMMAND}: {command:?} is not one of {COMMANDS:?}"))
@@ -205,7 +208,7 @@ impl SinkTask for RedisSinkTask {
         }
         let keys: Vec<String> = partitions
             .iter()
-            .map(|p| offset_key(&p.topic, p.partition))
+            .map(|p| offset_key(&self.connector, &p.topic, p.partition))
             .collect();
         let stored: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
@@ -221,7 +224,7 @@ impl SinkTask for RedisSinkTask {
                 .ok_or_else(|| {
                     TaskError::fatal(format!(
                         "{}: {text:?} is not a stored offset",
-                        offset_key(&p.topic, p.partition)
+                        offset_key(&self.connector, &p.topic, p.partition)
                     ))
                 })?;
             tracing::info!(topic = %p.topic, partition = p.partition, offset, "starting at the offset stored in Redis");
@@ -266,7 +269,7 @@ impl SinkTask for RedisSinkTask {
             // The offsets with the data, in the same transaction.
             for ((topic, partition), offset) in &next {
                 pipe.set(
-                    offset_key(topic, *partition),
+                    offset_key(&self.connector, topic, *partition),
                     offset_value(topic, *partition, *offset),
                 );
             }
@@ -316,7 +319,7 @@ impl SinkTask for RedisSinkTask {
             let pairs: Vec<(String, String)> = self
                 .written
                 .iter()
-                .map(|((t, p), o)| (offset_key(t, *p), offset_value(t, *p, *o)))
+                .map(|((t, p), o)| (offset_key(&self.connector, t, *p), offset_value(t, *p, *o)))
                 .collect();
             let () = redis::cmd("MSET")
                 .arg(&pairs)
@@ -411,9 +414,9 @@ impl RedisSinkTask {
     }
 }
 
-/// The key under which the next offset of `topic`/`partition` is stored.
-fn offset_key(topic: &str, partition: i32) -> String {
-    format!("com.redis.kafka.connect.sink.offset.{topic}.{partition}")
+/// The key under which connector `connector` stores the next offset of `topic`/`partition`.
+fn offset_key(connector: &str, topic: &str, partition: i32) -> String {
+    format!("sluice:sink-offset:{connector}:{topic}:{partition}")
 }
 
 fn offset_value(topic: &str, partition: i32, offset: i64) -> String {
@@ -578,9 +581,6 @@ mod tests {
         assert_eq!(Command::parse(" hset "), Some(Command::Hset));
         assert_eq!(Command::parse("JSONSET"), None);
         assert!(Command::Xadd.collection() && !Command::Set.collection());
-        assert_eq!(
-            offset_key("t", 3),
-            "com.redis.kafka.connect.sink.offset.t.3"
-        );
+        assert_eq!(offset_key("c", "t", 3), "sluice:sink-offset:c:t:3");
     }
 }
