@@ -494,6 +494,153 @@ fn holds_for(what: &str, period: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// A Redis server of the test's own (`redis-server` on a free port, appending every write to
+/// its file before answering), to kill and start again: the service going away.
+struct OwnRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(dir: &std::path::Path) -> OwnRedis {
+        let mut redis = OwnRedis {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on its port and data) and waits until it answers.
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (install redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("the test's own Redis to answer", TIMEOUT, || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    /// SIGKILL: the service is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url().as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to the test's own Redis")
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis goes away (SIGKILL) while a source and a sink run, and comes back once both tasks
+/// failed on it twice: the worker restarts them with backoff and they carry on — every entry reaches
+/// Kafka and every record its hash, with no restart by hand.
+#[test]
+fn redis_connectors_recover_when_redis_goes_away_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("redis");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut server = OwnRedis::start(&data);
+    let stream = "outage";
+    xadd(&mut server.connection(), stream, 0..1000);
+    let kafka = DevKafka::start(dir.path(), &["outage:1"]);
+    let mut config = source_config(stream, "outage");
+    for (k, v) in config.iter_mut() {
+        if *k == "redis.uri" {
+            *v = server.url();
+        }
+    }
+    config.push(("restart.backoff.initial.ms", "200".into()));
+    config.push(("redis.timeout", "2".into()));
+    let source = connector_file(dir.path(), "osource", &config);
+    let sink = connector_file(
+        dir.path(),
+        "osink",
+        &[
+            ("connector.class", "RedisSink".into()),
+            ("redis.uri", server.url()),
+            ("redis.timeout", "2".into()),
+            ("restart.backoff.initial.ms", "200".into()),
+            ("topics", "outage".into()),
+            ("redis.command", "HSET".into()),
+            ("redis.key", "copy".into()),
+        ],
+    );
+    let mut sluice = standalone_on(dir.path(), &kafka, &[source, sink]);
+    wait_for("the first entries in Kafka", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "outage") >= 1000
+    });
+    server.kill();
+    // Down until both tasks failed on it and were restarted into it again.
+    wait_for(
+        "both tasks failing and restarting while Redis is gone",
+        TIMEOUT,
+        || {
+            let out = sluice.output();
+            ["osource", "osink"].iter().all(|c| {
+                out.lines()
+                    .filter(|l| l.contains(&format!("connector={c}")) && l.contains("restart 2 of"))
+                    .count()
+                    > 0
+            })
+        },
+    );
+    server.restart();
+    xadd(&mut server.connection(), stream, 1000..2000);
+    let seqs = || -> std::collections::BTreeSet<u64> {
+        json_values(&kafka, "outage")
+            .iter()
+            .filter_map(|v| v["payload"]["body"]["seq"].as_str()?.parse().ok())
+            .collect()
+    };
+    wait_for("every entry in Kafka after the outage", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "outage") >= 2000 && seqs().len() == 2000
+    });
+    let mut con = server.connection();
+    wait_for("every record in its hash after the outage", TIMEOUT, || {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("copy:*").query(&mut con).unwrap();
+        keys.len() == 2000
+    });
+    wait_for("every entry acknowledged", TIMEOUT, || {
+        pending(&mut con, stream, "sluice") == 0
+    });
+    sluice.stop_cleanly();
+}
+
 /// Deletes the offsets sink connector `name` stored.
 fn cleanup_offsets(con: &mut redis::Connection, name: &str) {
     let keys: Vec<String> = redis::cmd("KEYS")
