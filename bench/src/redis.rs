@@ -54,13 +54,22 @@ pub async fn figures(bootstrap: &str, entries: u64) -> anyhow::Result<Vec<Figure
         ])
     }
     .await;
-    // Leave nothing behind, whatever happened.
+    // Leave nothing behind, whatever happened: the keys and the sink's offsets.
     if let Ok(mut con) = connect().await {
-        let keys: Vec<String> = redis::cmd("KEYS")
+        let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{key}*"))
             .query_async(&mut con)
             .await
             .unwrap_or_default();
+        let offsets: Vec<String> = redis::cmd("KEYS")
+            .arg(format!(
+                "sluice:sink-offset:bench-redis-sink-{}:*",
+                std::process::id()
+            ))
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        keys.extend(offsets);
         if !keys.is_empty() {
             let _: redis::RedisResult<()> =
                 redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
@@ -227,7 +236,10 @@ async fn sink(bootstrap: &str, key: &str, entries: u64) -> anyhow::Result<Figure
     let baseline = started.elapsed().as_secs_f64();
 
     let out = format!("{key}:out");
-    let name = "bench-redis-sink";
+    // The sink keeps its offsets in Redis by connector name: a name of this run's own, so
+    // that no earlier run's offsets (against another broker) are taken for this one's.
+    let name = format!("bench-redis-sink-{}", std::process::id());
+    let name = name.as_str();
     let mut spec = spec_with(
         name,
         ConnectorType::Sink,

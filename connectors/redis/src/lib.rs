@@ -23,6 +23,7 @@ const PORT: &str = "redis.port";
 const USERNAME: &str = "redis.username";
 const PASSWORD: &str = "redis.password";
 const TIMEOUT: &str = "redis.timeout";
+const TLS: &str = "redis.tls";
 
 /// The `redis` plugin: RedisStreamSource and RedisSink.
 pub fn plugin() -> Plugin {
@@ -59,6 +60,11 @@ fn connection_defs() -> Vec<ConfigDef> {
             .importance(Importance::Medium)
             .doc("Password to connect with")
             .build(),
+        ConfigDefBuilder::new(TLS, ConfigType::Boolean)
+            .default_value("false")
+            .importance(Importance::Medium)
+            .doc("TLS to Redis: not supported yet; true is refused")
+            .build(),
         ConfigDefBuilder::new(TIMEOUT, ConfigType::Long)
             .default_value("60")
             .importance(Importance::Medium)
@@ -78,6 +84,16 @@ struct Connection {
 
 impl Connection {
     fn from_config(config: &Config) -> Result<Connection, TaskError> {
+        // Refused, not ignored: a user asking for TLS must not get a plain connection.
+        if config
+            .get_or(TLS, "false")
+            .trim()
+            .eq_ignore_ascii_case("true")
+        {
+            return Err(TaskError::fatal(format!(
+                "{TLS}=true: TLS connections to Redis are not supported yet"
+            )));
+        }
         let uri = config.get_or(URI, "").trim();
         let uri = if uri.is_empty() {
             let port: u16 = config.parse_or(PORT, 6379)?;
@@ -134,5 +150,23 @@ impl Connection {
         } else {
             TaskError::fatal(message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_refused_and_a_bad_uri_is_named() {
+        let tls = Config::from([(TLS, "true")]);
+        let e = Connection::from_config(&tls).err().unwrap();
+        assert!(e.message.contains("redis.tls"), "{}", e.message);
+        let bad = Config::from([(URI, "http://nowhere")]);
+        let e = Connection::from_config(&bad).err().unwrap();
+        assert!(e.message.contains("redis.uri"), "{}", e.message);
+        let secret = Config::from([(URI, "redis://127.0.0.1:1"), (PASSWORD, "never-shown")]);
+        let connection = Connection::from_config(&secret).unwrap();
+        assert_eq!(connection.server, "127.0.0.1:1");
     }
 }
