@@ -636,36 +636,10 @@ fn postgres_cdc_passes_the_kit_and_explains_wal_level() {
          INSERT INTO {t} (v) SELECT 'x' FROM generate_series(1, 50)"
     ));
     let run = |pairs: &[(&str, String)]| {
-        let mut args: Vec<String> = [
-            "plugins",
-            "check",
-            "--class",
+        plugins_check(
             "io.debezium.connector.postgresql.PostgresConnector",
-        ]
-        .map(String::from)
-        .to_vec();
-        for (k, v) in pairs.iter().filter(|(k, _)| *k != "connector.class") {
-            args.push("--config".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([
-            "--".into(),
-            sluice_bin().to_str().unwrap().into(),
-            "connector".into(),
-            "postgres-cdc".into(),
-        ]);
-        let out = std::process::Command::new(sluice_bin())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run sluice plugins check");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            pairs,
+            "postgres-cdc",
         )
     };
     let (ok, out) = run(&cdc(&server, "kit", &format!("public\\.{t}"), &[]));
@@ -1165,36 +1139,10 @@ fn mysql_cdc_passes_the_kit_and_explains_the_binlog_settings() {
          INSERT INTO {t} (v) SELECT 'x' FROM seq_1_to_50"
     ));
     let run = |pairs: &[(&str, String)]| {
-        let mut args: Vec<String> = [
-            "plugins",
-            "check",
-            "--class",
+        plugins_check(
             "io.debezium.connector.mysql.MySqlConnector",
-        ]
-        .map(String::from)
-        .to_vec();
-        for (k, v) in pairs.iter().filter(|(k, _)| *k != "connector.class") {
-            args.push("--config".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([
-            "--".into(),
-            sluice_bin().to_str().unwrap().into(),
-            "connector".into(),
-            "mysql-cdc".into(),
-        ]);
-        let out = std::process::Command::new(sluice_bin())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run sluice plugins check");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            pairs,
+            "mysql-cdc",
         )
     };
     // database.server.id left to its default (one chosen per process).

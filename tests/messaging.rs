@@ -445,30 +445,8 @@ fn redis_connectors_pass_the_conformance_kit() {
             ],
         ),
     ] {
-        let mut args: Vec<String> = ["plugins", "check", "--class", class]
-            .map(String::from)
-            .to_vec();
-        for (k, v) in &config {
-            args.push("--config".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([
-            "--".into(),
-            sluice_bin().to_str().unwrap().into(),
-            "connector".into(),
-            "redis".into(),
-        ]);
-        let out = std::process::Command::new(sluice_bin())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run sluice plugins check");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{class}: {text}");
+        let (ok, text) = plugins_check(class, &config, "redis");
+        assert!(ok, "{class}: {text}");
         assert!(text.contains(" passed, 0 failed"), "{class}: {text}");
     }
     cleanup(&mut con, &[&stream]);

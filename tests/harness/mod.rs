@@ -548,3 +548,35 @@ pub fn run_sluice(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `sluice plugins check --class CLASS --config k=v … -- sluice connector PLUGIN`: the
+/// conformance kit against a built-in plugin (`connector.class` in `pairs` is left out);
+/// whether it passed, and its output.
+pub fn plugins_check(class: &str, pairs: &[(&str, String)], plugin: &str) -> (bool, String) {
+    let mut args: Vec<String> = ["plugins", "check", "--class", class]
+        .map(String::from)
+        .to_vec();
+    for (k, v) in pairs.iter().filter(|(k, _)| *k != "connector.class") {
+        args.push("--config".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend([
+        "--".into(),
+        sluice_bin().to_str().unwrap().into(),
+        "connector".into(),
+        plugin.into(),
+    ]);
+    let out = Command::new(sluice_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice plugins check");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
