@@ -251,12 +251,18 @@ impl SinkTask for RedisSinkTask {
         pipe.ignore_errors();
         // Which record each command of the pipeline writes.
         let mut sent: Vec<&SinkRecordRef<'_>> = Vec::with_capacity(records.len());
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // The next offset per partition of the batch (a few partitions: no map, no allocation
+        // per record).
+        let mut next: Vec<(&str, i32, i64)> = Vec::new();
         for record in &records {
-            next.insert(
-                (record.topic.to_string(), record.partition),
-                record.offset + 1,
-            );
+            let at = next
+                .iter_mut()
+                .rev()
+                .find(|(t, p, _)| *p == record.partition && *t == &*record.topic);
+            match at {
+                Some(n) => n.2 = record.offset + 1,
+                None => next.push((&record.topic, record.partition, record.offset + 1)),
+            }
             match self.command_for(record) {
                 Ok(cmd) => {
                     pipe.add_command(cmd);
@@ -267,15 +273,19 @@ impl SinkTask for RedisSinkTask {
         }
         if self.multiexec {
             // The offsets with the data, in the same transaction.
-            for ((topic, partition), offset) in &next {
+            for (topic, partition, offset) in &next {
                 pipe.set(
                     offset_key(&self.connector, topic, *partition),
                     offset_value(topic, *partition, *offset),
                 );
             }
         }
+        let written = next
+            .iter()
+            .map(|(t, p, o)| ((t.to_string(), *p), *o))
+            .collect::<Vec<_>>();
         if pipe.is_empty() {
-            self.written.extend(next);
+            self.written.extend(written);
             return Ok(());
         }
         let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
@@ -290,10 +300,7 @@ impl SinkTask for RedisSinkTask {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     return Err(connection.error(e.clone()));
                 }
-                let message = format!("Redis refused the command: {e}");
-                if let Some(errors) = &self.errors {
-                    errors.sink_record_ref(record, message);
-                }
+                self.report(record, format!("Redis refused the command: {e}"));
             }
         }
         if let Some(Err(e)) = replies
@@ -302,7 +309,7 @@ impl SinkTask for RedisSinkTask {
         {
             return Err(connection.error(e.clone()));
         }
-        self.written.extend(next);
+        self.written.extend(written);
         Ok(())
     }
 
