@@ -1,5 +1,5 @@
 //! The messaging connectors against the real services of this machine, through `sluice
-//! standalone` and a `sluice dev-kafka` broker. Redis (`SLUICE_TEST_REDIS_URL`, default
+//! standalone` and a `sluice dev-kafka` broker (MQTT: `messaging/mqtt.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
 //! redis://127.0.0.1:6379; a Redis that cannot be reached fails the tests, it never skips
 //! them): RedisStreamSource through a consumer group, counted by sequence numbers across a
 //! SIGKILL of its process (nothing lost, order kept, every entry acknowledged in the end, none
@@ -8,6 +8,8 @@
 //! both through the conformance kit.
 
 mod harness;
+#[path = "messaging/mqtt.rs"]
+mod mqtt;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -146,6 +146,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("postgres-cdc", sluice_connector_postgres_cdc::plugin),
     ("mysql-cdc", sluice_connector_mysql_cdc::plugin),
     ("redis", sluice_connector_redis::plugin),
+    ("mqtt", sluice_connector_mqtt::plugin),
 ];
 
 fn main() -> ExitCode {

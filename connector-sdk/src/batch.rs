@@ -231,6 +231,25 @@ impl DataRef<'_> {
         }
     }
 
+    /// A string, bytes or primitive key or value as bytes (see
+    /// [`crate::data::primitive_bytes`]); `None` for null, structs, maps and arrays.
+    pub fn scalar_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        use crate::proto::data;
+        match self {
+            DataRef::Plain(PlainData::Null) => None,
+            DataRef::Plain(PlainData::String { text, .. }) => Some(Cow::Borrowed(text.as_bytes())),
+            DataRef::Plain(PlainData::Raw(b) | PlainData::Bytes { bytes: b, .. }) => {
+                Some(Cow::Borrowed(b))
+            }
+            DataRef::Data(d) => match d.kind.as_ref()? {
+                data::Kind::Raw(b) => Some(Cow::Borrowed(b)),
+                data::Kind::Structured(s) => {
+                    crate::data::primitive_bytes(s.value.as_ref()?.kind.as_ref()?)
+                }
+            },
+        }
+    }
+
     /// The bytes of raw data or of a bytes value; `None` for anything else.
     pub fn bytes(&self) -> Option<&[u8]> {
         use crate::proto::{data, value};

@@ -35,6 +35,19 @@ pub fn int64(v: i64) -> Data {
     structured(schema(SchemaType::Int64, false), value::Kind::Int(v))
 }
 
+/// A 32-bit integer with a non-optional INT32 schema.
+pub fn int32(v: i32) -> Data {
+    structured(
+        schema(SchemaType::Int32, false),
+        value::Kind::Int(i64::from(v)),
+    )
+}
+
+/// A boolean with a non-optional BOOLEAN schema.
+pub fn boolean(v: bool) -> Data {
+    structured(schema(SchemaType::Boolean, false), value::Kind::Boolean(v))
+}
+
 pub fn schema(kind: SchemaType, optional: bool) -> Schema {
     Schema {
         r#type: kind as i32,
@@ -66,6 +79,21 @@ pub fn to_text(data: &Data) -> Option<std::borrow::Cow<'_, str>> {
             Some(other) => Some(Cow::Owned(render(other))),
         },
     }
+}
+
+/// A primitive value's bytes: text and bytes as they are, numbers and booleans as Kafka
+/// Connect prints them; `None` for null, structs, maps and arrays.
+pub fn primitive_bytes(kind: &value::Kind) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    Some(match kind {
+        value::Kind::String(s) => Cow::Borrowed(s.as_bytes()),
+        value::Kind::Bytes(b) => Cow::Borrowed(b),
+        value::Kind::Boolean(b) => Cow::Owned(b.to_string().into_bytes()),
+        value::Kind::Int(i) => Cow::Owned(i.to_string().into_bytes()),
+        value::Kind::Float32(f) => Cow::Owned(f.to_string().into_bytes()),
+        value::Kind::Float64(f) => Cow::Owned(f.to_string().into_bytes()),
+        _ => return None,
+    })
 }
 
 fn render(kind: &value::Kind) -> String {

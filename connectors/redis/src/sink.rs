@@ -26,8 +26,8 @@ use sluice_connector_sdk::proto::{
     TopicPartitionOffset,
 };
 use sluice_connector_sdk::{
-    Config, ConfigDefBuilder, Connector, DataRef, ErrantRecordReporter, PlainData, SinkBatch,
-    SinkConnector, SinkRecordRef, SinkTask, SinkTaskContext, TaskError,
+    Config, ConfigDefBuilder, Connector, DataRef, ErrantRecordReporter, SinkBatch, SinkConnector,
+    SinkRecordRef, SinkTask, SinkTaskContext, TaskError,
 };
 
 use crate::{connection_defs, Connection};
@@ -350,7 +350,7 @@ impl RedisSinkTask {
         let command = self.command.ok_or("the task was not started")?;
         let keyspace = self.key.replace(TOKEN_TOPIC, &record.topic);
         let record_key = || -> Result<Vec<u8>, String> {
-            bytes_of(&record.key).ok_or_else(|| {
+            record.key.scalar_bytes().map(|b| b.into_owned()).ok_or_else(|| {
                 "the record key must be a string or bytes (StringConverter or ByteArrayConverter)"
                     .to_string()
             })
@@ -372,7 +372,7 @@ impl RedisSinkTask {
                 cmd.arg(key()?);
             }
             Command::Set => {
-                let value = bytes_of(&record.value).ok_or(
+                let value = record.value.scalar_bytes().ok_or(
                     "the value must be a string, bytes or a number for SET (StringConverter or ByteArrayConverter)",
                 )?;
                 cmd = redis::cmd("SET");
@@ -430,33 +430,6 @@ fn offset_value(topic: &str, partition: i32, offset: i64) -> String {
     serde_json::json!({ "topic": topic, "partition": partition, "offset": offset }).to_string()
 }
 
-/// A string, bytes or primitive key or value as bytes; `None` for null, structs, maps and
-/// arrays.
-fn bytes_of(data: &DataRef<'_>) -> Option<Vec<u8>> {
-    match data {
-        DataRef::Plain(PlainData::Null) => None,
-        DataRef::Plain(PlainData::String { text, .. }) => Some(text.as_bytes().to_vec()),
-        DataRef::Plain(PlainData::Raw(b) | PlainData::Bytes { bytes: b, .. }) => Some(b.to_vec()),
-        DataRef::Data(d) => match d.kind.as_ref()? {
-            data::Kind::Raw(b) => Some(b.clone()),
-            data::Kind::Structured(s) => primitive(s.value.as_ref()?.kind.as_ref()?),
-        },
-    }
-}
-
-/// A primitive value's bytes: text as it is, numbers and booleans as Kafka Connect prints them.
-fn primitive(kind: &value::Kind) -> Option<Vec<u8>> {
-    Some(match kind {
-        value::Kind::String(s) => s.as_bytes().to_vec(),
-        value::Kind::Bytes(b) => b.clone(),
-        value::Kind::Boolean(b) => b.to_string().into_bytes(),
-        value::Kind::Int(i) => i.to_string().into_bytes(),
-        value::Kind::Float32(f) => f.to_string().into_bytes(),
-        value::Kind::Float64(f) => f.to_string().into_bytes(),
-        _ => return None,
-    })
-}
-
 /// A struct's fields (names from its schema) or a map's entries, as name/value bytes;
 /// null fields are left out, nested values written as their text. `None` for anything else.
 fn fields_of(data: &DataRef<'_>) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -471,17 +444,19 @@ fn fields_of(data: &DataRef<'_>) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         if let value::Kind::Null(_) = kind {
             return None;
         }
-        primitive(kind).or_else(|| {
-            let wrapped = sluice_connector_sdk::proto::Data {
-                kind: Some(data::Kind::Structured(
-                    sluice_connector_sdk::proto::Structured {
-                        schema: None,
-                        value: Some(v.clone()),
-                    },
-                )),
-            };
-            sluice_connector_sdk::data::to_text(&wrapped).map(|t| t.into_owned().into_bytes())
-        })
+        sluice_connector_sdk::data::primitive_bytes(kind)
+            .map(|b| b.into_owned())
+            .or_else(|| {
+                let wrapped = sluice_connector_sdk::proto::Data {
+                    kind: Some(data::Kind::Structured(
+                        sluice_connector_sdk::proto::Structured {
+                            schema: None,
+                            value: Some(v.clone()),
+                        },
+                    )),
+                };
+                sluice_connector_sdk::data::to_text(&wrapped).map(|t| t.into_owned().into_bytes())
+            })
     };
     match s.value.as_ref()?.kind.as_ref()? {
         value::Kind::Struct(st) => {
@@ -515,6 +490,7 @@ mod tests {
     use sluice_connector_sdk::proto::{
         self, Field, MapEntry, MapValue, Schema, SchemaType, StructValue, Structured,
     };
+    use sluice_connector_sdk::PlainData;
 
     fn structured(schema: Option<Schema>, kind: value::Kind) -> DataRef<'static> {
         DataRef::Data(Box::new(proto::Data {
@@ -578,9 +554,9 @@ mod tests {
             text: "x",
         });
         assert!(fields_of(&text).is_none());
-        assert_eq!(bytes_of(&text).unwrap(), b"x");
-        assert!(bytes_of(&map).is_none());
-        assert!(bytes_of(&DataRef::Plain(PlainData::Null)).is_none());
+        assert_eq!(&*text.scalar_bytes().unwrap(), b"x");
+        assert!(map.scalar_bytes().is_none());
+        assert!(DataRef::Plain(PlainData::Null).scalar_bytes().is_none());
     }
 
     #[test]
