@@ -22,14 +22,18 @@
 //! - redis: RedisStreamSource and RedisSink on the machine's Redis vs a plain client of the
 //!   same library doing the same reads and acknowledgements, or writes (`redis.rs`), on a
 //!   tenth of `--records` entries.
+//! - mqtt: MqttSource and MqttSink on a Mosquitto of the benchmark's own vs a plain rumqttc
+//!   client taking the same backlog, or publishing the same messages (`mqtt.rs`), on a tenth
+//!   of `--records` messages.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
 mod databases;
 mod file;
 mod footprint;
+mod mqtt;
 mod mysql_cdc;
 mod redis;
 mod transforms;
@@ -65,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -95,6 +99,9 @@ struct Args {
     /// Internal: serve the redis plugin.
     #[arg(long, hide = true)]
     redis_connector: bool,
+    /// Internal: serve the mqtt plugin.
+    #[arg(long, hide = true)]
+    mqtt_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -127,6 +134,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.redis_connector {
         sluice_connector_sdk::main(sluice_connector_redis::plugin());
+    }
+    if args.mqtt_connector {
+        sluice_connector_sdk::main(sluice_connector_mqtt::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -364,6 +374,15 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let entries = (args.records / 10).max(1);
         figures.extend(redis::figures(kafka.bootstrap_servers(), entries).await?);
+    }
+    if only("mqtt") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(mqtt::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let messages = (args.records / 10).max(1);
+        figures.extend(mqtt::figures(kafka.bootstrap_servers(), messages).await?);
     }
     Ok(figures)
 }

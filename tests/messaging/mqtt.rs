@@ -600,6 +600,36 @@ fn mqtt_connectors_recover_when_the_broker_goes_away_and_comes_back() {
     sluice.stop_cleanly();
 }
 
+/// A backlog of 12,000 messages waiting in the source's session (a broker of the test's own,
+/// queueing without limit) while the worker is down: all of them reach Kafka when it comes
+/// back — the task never waits on the client while the client waits on the task.
+#[test]
+fn mqtt_source_takes_a_backlog_larger_than_its_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mosquitto");
+    std::fs::create_dir_all(&data).unwrap();
+    let broker = OwnMosquitto::start(&data);
+    let uri = broker.uri();
+    let kafka = DevKafka::start(dir.path(), &["backlog:1"]);
+    let source = connector_file(
+        dir.path(),
+        "bsource",
+        &source_config(&uri, "b", "backlog-src", "backlog"),
+    );
+    let mut sluice = standalone_on(dir.path(), &kafka, &[source.clone()]);
+    wait_subscribed(&sluice, 1);
+    sluice.stop_cleanly();
+    let publisher = TestClient::connect(&uri, &[]);
+    publisher.publish(&messages("b", 0..12_000));
+    let sluice = standalone_on(dir.path(), &kafka, &[source]);
+    wait_for("the whole backlog in Kafka", TIMEOUT, || {
+        distinct(&kafka, "backlog") >= 12_000
+    });
+    let (seen, _) = by_mqtt_topic(&kafka, "backlog");
+    check_order(&seen, 12_000, &[]);
+    drop(sluice);
+}
+
 /// Both MQTT connectors pass the conformance kit.
 #[test]
 fn mqtt_connectors_pass_the_conformance_kit() {

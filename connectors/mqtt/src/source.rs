@@ -166,6 +166,9 @@ struct MqttSourceTask {
     /// Messages delivered and not yet acknowledged (QoS 1 and 2), in the order they came:
     /// their number, QoS and packet ID.
     unacked: VecDeque<(u64, QoS, u16)>,
+    /// Acknowledgements due (the worker committed their records), not yet handed to the
+    /// client, in order.
+    acks: VecDeque<(QoS, u16)>,
 }
 
 #[async_trait]
@@ -249,6 +252,7 @@ impl SourceTask for MqttSourceTask {
 
     async fn poll(&mut self, max_records: usize) -> Result<Vec<SourceRecord>, TaskError> {
         let max = max_records.min(self.batch).max(1);
+        self.send_acks();
         let Some(reports) = self.reports.as_mut() else {
             return Err(TaskError::fatal("the task was not started"));
         };
@@ -286,22 +290,14 @@ impl SourceTask for MqttSourceTask {
             .ok()
             .and_then(|o| o.get("seq")?.as_u64())
             .ok_or_else(|| TaskError::fatal(format!("committed offset {offset} has no seq")))?;
-        let Some(client) = &self.client else {
-            return Ok(());
-        };
         while let Some(&(seq, qos, pkid)) = self.unacked.front() {
             if seq > committed {
                 break;
             }
             self.unacked.pop_front();
-            let mut publish = Publish::new("", qos, Vec::new(), None);
-            publish.pkid = pkid;
-            // The loop may have ended with the connection: then the broker delivers the
-            // message again to the next session, and the failure shows at the next poll.
-            if client.ack(&publish).await.is_err() {
-                return Ok(());
-            }
+            self.acks.push_back((qos, pkid));
         }
+        self.send_acks();
         Ok(())
     }
 
@@ -314,6 +310,27 @@ impl SourceTask for MqttSourceTask {
 }
 
 impl MqttSourceTask {
+    /// Hands the due acknowledgements to the client without waiting: while its queue is full
+    /// the rest stay due until the next poll or commit. Waiting could deadlock: the event
+    /// loop that empties the queue may itself be waiting for this task to take a message.
+    fn send_acks(&mut self) {
+        let Some(client) = &self.client else {
+            return;
+        };
+        while let Some(&(qos, pkid)) = self.acks.front() {
+            let mut publish = Publish::new("", qos, Vec::new(), None);
+            publish.pkid = pkid;
+            match client.try_ack(&publish) {
+                Ok(()) => {
+                    self.acks.pop_front();
+                }
+                // Full, or the loop ended with the connection: then the broker delivers the
+                // message again to the next session, and the failure shows at the next poll.
+                Err(_) => return,
+            }
+        }
+    }
+
     fn record(&mut self, publish: Publish) -> SourceRecord {
         let seq = self.next_seq;
         self.next_seq += 1;
