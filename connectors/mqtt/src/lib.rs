@@ -265,10 +265,14 @@ enum Report {
 }
 
 /// Drives `eventloop` until its connection fails or the receiver closes, sending what a task
-/// needs to know through a channel of `bound` reports. Incoming publishes go through it too:
-/// a task that does not keep up stops the loop reading from the broker.
-fn drive(connection: Connection, mut eventloop: EventLoop, bound: usize) -> mpsc::Receiver<Report> {
-    let (tx, rx) = mpsc::channel(bound);
+/// needs to know. The loop never waits for the task: it must go on writing the task's
+/// acknowledgements and publishes whatever the task is doing (a bounded channel here stalled
+/// a source for good once a resumed session's backlog filled it). What the task has not
+/// taken yet is held in memory: at most the broker's in-flight window of QoS 1/2 messages
+/// (`mqtt.receive.maximum`) — Mosquitto was seen to send a whole queued backlog at once on
+/// reconnection, though.
+fn drive(connection: Connection, mut eventloop: EventLoop) -> mpsc::UnboundedReceiver<Report> {
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let report = match eventloop.poll().await {
@@ -291,7 +295,7 @@ fn drive(connection: Connection, mut eventloop: EventLoop, bound: usize) -> mpsc
                 Err(e) => Report::Failed(connection.error(e)),
             };
             let failed = matches!(report, Report::Failed(_));
-            if tx.send(report).await.is_err() || failed {
+            if tx.send(report).is_err() || failed {
                 return;
             }
         }

@@ -111,7 +111,7 @@ impl SinkConnector for MqttSink {
 /// A connected client and what its event loop reports.
 struct Live {
     client: AsyncClient,
-    reports: mpsc::Receiver<Report>,
+    reports: mpsc::UnboundedReceiver<Report>,
 }
 
 #[derive(Default)]
@@ -209,9 +209,7 @@ impl MqttSinkTask {
             .as_ref()
             .ok_or_else(|| TaskError::fatal("the task was not started"))?;
         let (client, eventloop, _) = connection.connect(false, u16::MAX).await?;
-        // Unbounded in effect: the loop must never wait for this task, which reads reports
-        // only after it has handed a batch's publishes over.
-        let reports = drive(connection.clone(), eventloop, 1 << 24);
+        let reports = drive(connection.clone(), eventloop);
         Ok(Live { client, reports })
     }
 

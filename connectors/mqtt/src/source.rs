@@ -156,7 +156,7 @@ fn filters(list: &str) -> Vec<String> {
 struct MqttSourceTask {
     connection: Option<Connection>,
     client: Option<AsyncClient>,
-    reports: Option<mpsc::Receiver<Report>>,
+    reports: Option<mpsc::UnboundedReceiver<Report>>,
     kafka_topic: String,
     batch: usize,
     /// `{"mqtt.client.id": …}`: the task's source partition.
@@ -193,7 +193,7 @@ impl SourceTask for MqttSourceTask {
                 .into(),
         );
         let (client, eventloop, resumed) = connection.connect(true, receive_maximum).await?;
-        let mut reports = drive(connection.clone(), eventloop, 4096);
+        let mut reports = drive(connection.clone(), eventloop);
         client
             .subscribe_many(
                 topics
@@ -230,13 +230,13 @@ impl SourceTask for MqttSourceTask {
         );
         // Put the early messages back in front: the channel keeps order from here on.
         if !early.is_empty() {
-            let (tx, rx) = mpsc::channel(4096 + early.len());
+            let (tx, rx) = mpsc::unbounded_channel();
             for report in early {
-                let _ = tx.try_send(report);
+                let _ = tx.send(report);
             }
             tokio::spawn(async move {
                 while let Some(report) = reports.recv().await {
-                    if tx.send(report).await.is_err() {
+                    if tx.send(report).is_err() {
                         return;
                     }
                 }
