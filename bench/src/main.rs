@@ -466,7 +466,7 @@ where
     }
 }
 
-fn string_converter(side: Side) -> Converter {
+pub(crate) fn string_converter(side: Side) -> Converter {
     Converter::new(
         "org.apache.kafka.connect.storage.StringConverter",
         &BTreeMap::new(),
@@ -599,7 +599,7 @@ async fn pipeline_produce(
 
 /// Runs a source connector until its position `last` is committed in `offsets` (after Kafka
 /// acknowledged the record it follows); the seconds it took.
-async fn run_until_committed(
+pub(crate) async fn run_until_committed(
     spec: ConnectorSpec,
     bootstrap: &str,
     offsets: Arc<OffsetStore>,

@@ -26,7 +26,9 @@ use sluice_worker::runner::producer_config;
 use sluice_worker::task::offsets::OffsetStore;
 
 use crate::databases::run_until;
-use crate::{send, spec_with, worker_context, Figure, TIMEOUT};
+use crate::{
+    run_until_committed, send, spec_with, string_converter, worker_context, Figure, TIMEOUT,
+};
 
 /// The sink figure's topic, created before the run.
 pub const TOPIC: &str = "bench-sink-mqtt";
@@ -193,24 +195,34 @@ async fn source(broker: &Broker, bootstrap: &str, messages: u64) -> anyhow::Resu
     broker.session("bench-source-0", filter).await?;
     broker.publish("bench/in/t", messages).await?;
 
-    // The baseline: resume the session and take the backlog, acknowledging each message.
+    // The baseline: resume the session and take the backlog, acknowledging each message. The
+    // event loop runs on its own, as in the connector: awaiting an ack in the loop that polls
+    // it deadlocks once the client's request queue is full.
     let started = Instant::now();
     let (client, mut eventloop) = broker.client("bench-baseline", true, true).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event {
+                if tx.send(publish).is_err() {
+                    return;
+                }
+            }
+        }
+    });
     let mut received = 0;
     while received < messages {
-        if let Event::Incoming(Packet::Publish(publish)) = eventloop.poll().await? {
-            std::hint::black_box(&publish.payload);
-            received += 1;
-            client.ack(&publish).await?;
-        }
+        let Some(publish) = rx.recv().await else {
+            bail!("the baseline's connection ended after {received} messages");
+        };
+        std::hint::black_box(&publish.payload);
+        received += 1;
+        client.ack(&publish).await?;
     }
     let baseline = started.elapsed().as_secs_f64();
+    tracing::info!(baseline, "source baseline took the backlog");
     client.disconnect().await?;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while eventloop.poll().await.is_ok() {}
-    })
-    .await
-    .ok();
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
 
     let name = "bench-mqtt-source";
     let mut spec = spec_with(
@@ -228,16 +240,8 @@ async fn source(broker: &Broker, bootstrap: &str, messages: u64) -> anyhow::Resu
     spec.conversion.key = string_converter(Side::Key);
     spec.conversion.value = byte_array_converter();
     let offsets = Arc::new(OffsetStore::open(None)?);
-    let ctx = worker_context(bootstrap, offsets.clone());
     let done = format!("{{\"seq\":{}}}", messages - 1);
-    let secs = run_until(spec, ctx, || {
-        let finished = offsets
-            .local_positions(name)
-            .iter()
-            .any(|p| p.offset == done);
-        async move { Ok(finished) }
-    })
-    .await?;
+    let secs = run_until_committed(spec, bootstrap, offsets, &done).await?;
     Ok(Figure {
         name: "source_mqtt_qos1".into(),
         records: messages,
@@ -274,6 +278,7 @@ async fn sink(broker: &Broker, bootstrap: &str, messages: u64) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let baseline = started.elapsed().as_secs_f64();
+    tracing::info!(baseline, "sink baseline published");
     count.store(0, Ordering::Relaxed);
 
     let mut spec = spec_with(
@@ -301,15 +306,6 @@ async fn sink(broker: &Broker, bootstrap: &str, messages: u64) -> anyhow::Result
         secs,
         baseline_secs: baseline,
     })
-}
-
-fn string_converter(side: Side) -> Converter {
-    Converter::new(
-        "org.apache.kafka.connect.storage.StringConverter",
-        &BTreeMap::new(),
-        side,
-    )
-    .expect("StringConverter is built in")
 }
 
 fn byte_array_converter() -> Converter {
