@@ -174,6 +174,8 @@ fn source_config(
         ("mqtt.server.uri", uri.into()),
         ("mqtt.topics", format!("{prefix}/+")),
         ("mqtt.client.id", client_id.into()),
+        // The shared broker keeps each run's sessions only for a while.
+        ("mqtt.session.expiry.interval.seconds", "600".into()),
         ("kafka.topic", topic.into()),
         (
             "key.converter",
