@@ -59,7 +59,12 @@ impl Broker {
                 }
             ),
         )?;
-        let child = std::process::Command::new("mosquitto")
+        // Debian puts it in /usr/sbin, often not on a user's PATH.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or("mosquitto");
+        let child = std::process::Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .stdout(std::process::Stdio::null())

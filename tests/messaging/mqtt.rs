@@ -457,6 +457,20 @@ fn mqtt_sink_publishes_every_record_in_order_across_a_kill() {
     drop(sluice);
 }
 
+/// The `mosquitto` executable: on PATH, or where Debian puts it (/usr/sbin, often not on a
+/// user's PATH).
+fn mosquitto_bin() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join("mosquitto"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| "mosquitto".into())
+}
+
 /// A Mosquitto of the test's own on a free port, with its sessions on disk, to stop and start
 /// again: the service going away.
 struct OwnMosquitto {
@@ -492,7 +506,7 @@ impl OwnMosquitto {
     }
 
     fn restart(&mut self) {
-        let child = std::process::Command::new("mosquitto")
+        let child = std::process::Command::new(mosquitto_bin())
             .arg("-c")
             .arg(self.dir.join("mosquitto.conf"))
             .stdout(std::process::Stdio::null())
