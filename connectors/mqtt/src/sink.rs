@@ -147,12 +147,11 @@ impl SinkTask for MqttSinkTask {
         if records.is_empty() {
             return Ok(());
         }
-        let live = match self.live.take() {
+        let mut live = match self.live.take() {
             Some(live) => live,
             None => self.connect().await?,
         };
         let qos = self.qos();
-        let mut live = live;
         let result = self.publish_all(&mut live, &records, qos).await;
         // A connection that failed is given up; the next put (after the worker's backoff)
         // connects again.

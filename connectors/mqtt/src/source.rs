@@ -169,6 +169,8 @@ struct MqttSourceTask {
     /// Acknowledgements due (the worker committed their records), not yet handed to the
     /// client, in order.
     acks: VecDeque<(QoS, u16)>,
+    /// Reports that came before the SUBACK (a resumed session's messages), polled first.
+    early: VecDeque<Report>,
 }
 
 #[async_trait]
@@ -228,23 +230,9 @@ impl SourceTask for MqttSourceTask {
             session_resumed = resumed,
             "subscribed"
         );
-        // Put the early messages back in front: the channel keeps order from here on.
-        if !early.is_empty() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            for report in early {
-                let _ = tx.send(report);
-            }
-            tokio::spawn(async move {
-                while let Some(report) = reports.recv().await {
-                    if tx.send(report).is_err() {
-                        return;
-                    }
-                }
-            });
-            self.reports = Some(rx);
-        } else {
-            self.reports = Some(reports);
-        }
+        // Taken before anything from the channel, so order is kept.
+        self.early = early.into();
+        self.reports = Some(reports);
         self.client = Some(client);
         self.connection = Some(connection);
         Ok(())
@@ -257,10 +245,13 @@ impl SourceTask for MqttSourceTask {
             return Err(TaskError::fatal("the task was not started"));
         };
         // Wait a little for the first message; then take what is there.
-        let first = match tokio::time::timeout(Duration::from_millis(500), reports.recv()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(None) => return Err(TaskError::retriable("the MQTT event loop ended")),
-            Ok(Some(report)) => report,
+        let first = match self.early.pop_front() {
+            Some(report) => report,
+            None => match tokio::time::timeout(Duration::from_millis(500), reports.recv()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(None) => return Err(TaskError::retriable("the MQTT event loop ended")),
+                Ok(Some(report)) => report,
+            },
         };
         let mut publishes = Vec::new();
         let mut next = Some(first);
@@ -273,7 +264,7 @@ impl SourceTask for MqttSourceTask {
             if publishes.len() >= max {
                 break;
             }
-            next = reports.try_recv().ok();
+            next = self.early.pop_front().or_else(|| reports.try_recv().ok());
         }
         Ok(publishes.into_iter().map(|p| self.record(p)).collect())
     }
