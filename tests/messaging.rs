@@ -1,5 +1,6 @@
 //! The messaging connectors against the real services of this machine, through `sluice
-//! standalone` and a `sluice dev-kafka` broker (MQTT: `messaging/mqtt.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
+//! standalone` and a `sluice dev-kafka` broker (MQTT: `messaging/mqtt.rs`; RabbitMQ:
+//! `messaging/rabbitmq.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
 //! redis://127.0.0.1:6379; a Redis that cannot be reached fails the tests, it never skips
 //! them): RedisStreamSource through a consumer group, counted by sequence numbers across a
 //! SIGKILL of its process (nothing lost, order kept, every entry acknowledged in the end, none
@@ -10,6 +11,8 @@
 mod harness;
 #[path = "messaging/mqtt.rs"]
 mod mqtt;
+#[path = "messaging/rabbitmq.rs"]
+mod rabbitmq;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -636,5 +639,61 @@ fn cleanup(con: &mut redis::Connection, keys: &[&str]) {
         if !chunk.is_empty() {
             let _: () = redis::cmd("DEL").arg(chunk).query(con).unwrap();
         }
+    }
+}
+
+/// A TCP proxy in front of a service, to take the service away from the connectors without
+/// touching it: [`cut`](Proxy::cut) closes every connection through it and refuses new ones
+/// (accepted, then closed at once) until [`restore`](Proxy::restore).
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (up2, open2, upstream) = (up.clone(), open.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let pipes = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ];
+                open2.lock().unwrap().extend([client, server]);
+                for (mut from, mut to) in pipes {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, open }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -147,6 +147,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("mysql-cdc", sluice_connector_mysql_cdc::plugin),
     ("redis", sluice_connector_redis::plugin),
     ("mqtt", sluice_connector_mqtt::plugin),
+    ("rabbitmq", sluice_connector_rabbitmq::plugin),
 ];
 
 fn main() -> ExitCode {

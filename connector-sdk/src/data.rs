@@ -43,6 +43,11 @@ pub fn int32(v: i32) -> Data {
     )
 }
 
+/// A 64-bit float with a non-optional FLOAT64 schema.
+pub fn float64(v: f64) -> Data {
+    structured(schema(SchemaType::Float64, false), value::Kind::Float64(v))
+}
+
 /// A boolean with a non-optional BOOLEAN schema.
 pub fn boolean(v: bool) -> Data {
     structured(schema(SchemaType::Boolean, false), value::Kind::Boolean(v))
