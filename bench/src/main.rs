@@ -25,8 +25,11 @@
 //! - mqtt: MqttSource and MqttSink on a Mosquitto of the benchmark's own vs a plain rumqttc
 //!   client taking the same backlog, or publishing the same messages (`mqtt.rs`), on a tenth
 //!   of `--records` messages.
+//! - rabbitmq: RabbitMqSource and RabbitMqSink on the machine's RabbitMQ vs a plain lapin
+//!   client consuming the same backlog, or publishing the same messages with confirms
+//!   (`rabbitmq.rs`), on a tenth of `--records` messages.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
@@ -35,6 +38,7 @@ mod file;
 mod footprint;
 mod mqtt;
 mod mysql_cdc;
+mod rabbitmq;
 mod redis;
 mod transforms;
 
@@ -69,7 +73,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -102,6 +106,9 @@ struct Args {
     /// Internal: serve the mqtt plugin.
     #[arg(long, hide = true)]
     mqtt_connector: bool,
+    /// Internal: serve the rabbitmq plugin.
+    #[arg(long, hide = true)]
+    rabbitmq_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -137,6 +144,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.mqtt_connector {
         sluice_connector_sdk::main(sluice_connector_mqtt::plugin());
+    }
+    if args.rabbitmq_connector {
+        sluice_connector_sdk::main(sluice_connector_rabbitmq::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -383,6 +393,15 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let messages = (args.records / 10).max(1);
         figures.extend(mqtt::figures(kafka.bootstrap_servers(), messages).await?);
+    }
+    if only("rabbitmq") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(rabbitmq::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let messages = (args.records / 10).max(1);
+        figures.extend(rabbitmq::figures(kafka.bootstrap_servers(), messages).await?);
     }
     Ok(figures)
 }

@@ -313,7 +313,7 @@ async fn sink(broker: &Broker, bootstrap: &str, messages: u64) -> anyhow::Result
     })
 }
 
-fn byte_array_converter() -> Converter {
+pub(crate) fn byte_array_converter() -> Converter {
     Converter::new(
         "org.apache.kafka.connect.converters.ByteArrayConverter",
         &BTreeMap::new(),

@@ -20,8 +20,8 @@ pub use sluice_proto::connector::v1 as proto;
 pub use sluice_proto::wire::PlainData;
 pub use source::{SourceBatchWriter, SourceRecordRef};
 pub use task::{
-    ErrantRecordReporter, SinkTask, SinkTaskContext, SourceRecord, SourceTask, SourceTaskContext,
-    TaskError,
+    CommitSignal, ErrantRecordReporter, SinkTask, SinkTaskContext, SourceRecord, SourceTask,
+    SourceTaskContext, TaskError,
 };
 
 use std::sync::Arc;

@@ -417,6 +417,7 @@ struct SourceFlow {
     stop: AtomicBool,
     closed: AtomicBool,
     wake: Notify,
+    commits: crate::CommitSignal,
 }
 
 impl SourceFlow {
@@ -439,6 +440,7 @@ async fn read_source_requests(
                 }
                 Some(source_request::Kind::Ack(ack)) => {
                     flow.acked.fetch_max(ack.batch_seq, Ordering::AcqRel);
+                    flow.commits.fire();
                 }
                 Some(source_request::Kind::Stop(_)) => flow.stop.store(true, Ordering::Release),
                 Some(source_request::Kind::Open(_)) | None => {
@@ -477,6 +479,7 @@ async fn run_source(
     let (errors, mut errant) = crate::ErrantRecordReporter::channel();
     let ctx = SourceTaskContext {
         errors,
+        commits: flow.commits.clone(),
         connector_name: open.connector_name,
         task_id: open.task_id,
         config: open.config.into_iter().collect(),

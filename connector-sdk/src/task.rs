@@ -127,6 +127,28 @@ pub struct SourceTaskContext {
     /// Committed offsets by source partition, both as JSON text.
     pub positions: HashMap<String, String>,
     pub errors: ErrantRecordReporter,
+    /// Says when the worker acknowledged batches whose positions `commit` has not heard of.
+    pub commits: CommitSignal,
+}
+
+/// Wakes a poll that waits for data when there is something to commit. The SDK calls
+/// [`SourceTask::commit`] between polls only, so a task that releases its input on commit (a
+/// broker's acknowledgements) and waits in `poll` for input the broker holds back until then
+/// (a prefetch or receive window full of unacknowledged messages) should also wait for
+/// [`pending`](CommitSignal::pending) and return what it has (nothing, maybe) when it fires.
+#[derive(Clone, Debug, Default)]
+pub struct CommitSignal(Arc<tokio::sync::Notify>);
+
+impl CommitSignal {
+    /// Completes once the worker acknowledged a batch since the last time it completed (at
+    /// once if that happened while nobody waited). Cancel-safe.
+    pub async fn pending(&self) {
+        self.0.notified().await
+    }
+
+    pub(crate) fn fire(&self) {
+        self.0.notify_one()
+    }
 }
 
 impl SourceTaskContext {

@@ -556,6 +556,7 @@ mod tests {
             config,
             positions: Default::default(),
             errors: sluice_connector_sdk::ErrantRecordReporter::detached(),
+            commits: Default::default(),
         };
         let mut task = DatagenTask::default();
         task.start(ctx.clone()).await.unwrap();
@@ -593,6 +594,7 @@ mod tests {
             config,
             positions: Default::default(),
             errors: sluice_connector_sdk::ErrantRecordReporter::detached(),
+            commits: Default::default(),
         };
         let (mut polled, mut written) = (DatagenTask::default(), DatagenTask::default());
         polled.start(ctx.clone()).await.unwrap();

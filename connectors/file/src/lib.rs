@@ -521,6 +521,7 @@ mod tests {
             task_id: 0,
             config: Config::from([("file", path.to_str().unwrap())]),
             errors: ErrantRecordReporter::detached(),
+            commits: Default::default(),
         };
         let mut task = FileSinkTask::default();
         task.start(ctx.clone()).await.unwrap();
@@ -548,6 +549,7 @@ mod tests {
                 ("offsets.file", offsets.to_str().unwrap()),
             ]),
             errors: ErrantRecordReporter::detached(),
+            commits: Default::default(),
         };
         let record = |offset: i64| SinkRecord {
             topic: "t".into(),
@@ -601,6 +603,7 @@ mod tests {
             config: config.clone(),
             positions: Default::default(),
             errors: ErrantRecordReporter::detached(),
+            commits: Default::default(),
         };
         let mut task = FileSourceTask::default();
         task.start(ctx.clone()).await.unwrap();

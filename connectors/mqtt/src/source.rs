@@ -25,8 +25,8 @@ use sluice_connector_sdk::proto::{
     ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Header, Importance,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord, SourceTask,
-    SourceTaskContext, TaskError,
+    data, CommitSignal, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord,
+    SourceTask, SourceTaskContext, TaskError,
 };
 use tokio::sync::mpsc;
 
@@ -171,6 +171,7 @@ struct MqttSourceTask {
     acks: VecDeque<(QoS, u16)>,
     /// Reports that came before the SUBACK (a resumed session's messages), polled first.
     early: VecDeque<Report>,
+    commits: CommitSignal,
 }
 
 #[async_trait]
@@ -178,6 +179,7 @@ impl SourceTask for MqttSourceTask {
     async fn start(&mut self, ctx: SourceTaskContext) -> Result<(), TaskError> {
         let config = &ctx.config;
         let connection = Connection::from_config(config, &ctx.connector_name, false, 1)?;
+        self.commits = ctx.commits.clone();
         let topics = filters(
             config
                 .get(TASK_TOPICS)
@@ -244,13 +246,18 @@ impl SourceTask for MqttSourceTask {
         let Some(reports) = self.reports.as_mut() else {
             return Err(TaskError::fatal("the task was not started"));
         };
-        // Wait a little for the first message; then take what is there.
+        // Wait a little for the first message, or until there is something to commit: with
+        // the receive window full, the broker sends nothing more before the acknowledgements
+        // the commit gives. Then take what is there.
         let first = match self.early.pop_front() {
             Some(report) => report,
-            None => match tokio::time::timeout(Duration::from_millis(500), reports.recv()).await {
-                Err(_) => return Ok(Vec::new()),
-                Ok(None) => return Err(TaskError::retriable("the MQTT event loop ended")),
-                Ok(Some(report)) => report,
+            None => tokio::select! {
+                report = tokio::time::timeout(Duration::from_millis(500), reports.recv()) => match report {
+                    Err(_) => return Ok(Vec::new()),
+                    Ok(None) => return Err(TaskError::retriable("the MQTT event loop ended")),
+                    Ok(Some(report)) => report,
+                },
+                () = self.commits.pending() => return Ok(Vec::new()),
             },
         };
         let mut publishes = Vec::new();

@@ -339,19 +339,39 @@ impl RabbitMqSinkTask {
             immediate: false,
         };
         let exchange: ShortString = self.exchange.as_str().into();
-        let mut confirms: Vec<(usize, PublisherConfirm)> = Vec::with_capacity(records.len());
+        let mut messages = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            let (routing_key, properties, body) = match self.message(record) {
-                Ok(message) => message,
-                Err(message) => {
-                    self.report(record, message);
-                    continue;
-                }
+            match self.message(record) {
+                Ok(message) => messages.push((i, message)),
+                Err(message) => self.report(record, message),
+            }
+        }
+        // Each publish's first poll hands its frames to the connection's writer, so polling
+        // them once each, in record order, keeps that order on the wire while the writes
+        // overlap; awaiting each in turn instead would wait for a write per message.
+        let mut publishes = Vec::with_capacity(messages.len());
+        for (i, (routing_key, properties, body)) in &messages {
+            let mut publish = Box::pin(channel.basic_publish(
+                exchange.clone(),
+                routing_key.clone(),
+                options,
+                body,
+                properties.clone(),
+            ));
+            // A future that completed must not be polled again: keep its result.
+            let state = match futures::poll!(publish.as_mut()) {
+                std::task::Poll::Ready(result) => futures::future::Either::Left(result),
+                std::task::Poll::Pending => futures::future::Either::Right(publish),
             };
-            let confirm = channel
-                .basic_publish(exchange.clone(), routing_key, options, &body, properties)
-                .await
-                .map_err(|e| connection.error("basic.publish", &e))?;
+            publishes.push((*i, state));
+        }
+        let mut confirms: Vec<(usize, PublisherConfirm)> = Vec::with_capacity(publishes.len());
+        for (i, state) in publishes {
+            let result = match state {
+                futures::future::Either::Left(result) => result,
+                futures::future::Either::Right(publish) => publish.await,
+            };
+            let confirm = result.map_err(|e| connection.error("basic.publish", &e))?;
             confirms.push((i, confirm));
         }
         let deadline = tokio::time::Instant::now() + self.ack_timeout;

@@ -29,8 +29,8 @@ use sluice_connector_sdk::proto::{
     ConfigDef, ConfigType, Data, ExactlyOnceSupport, FieldError, Header, Importance,
 };
 use sluice_connector_sdk::{
-    data, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord, SourceTask,
-    SourceTaskContext, TaskError,
+    data, CommitSignal, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord,
+    SourceTask, SourceTaskContext, TaskError,
 };
 
 use crate::{amqp_to_data, connection_defs, short, Connection, TASK_INDEX};
@@ -168,6 +168,7 @@ struct RabbitMqSourceTask {
     partition: Option<Arc<str>>,
     /// The highest delivery tag acknowledged on this channel.
     acked: u64,
+    commits: CommitSignal,
 }
 
 #[async_trait]
@@ -175,6 +176,7 @@ impl SourceTask for RabbitMqSourceTask {
     async fn start(&mut self, ctx: SourceTaskContext) -> Result<(), TaskError> {
         let config = &ctx.config;
         let connection = Connection::from_config(config, &ctx.connector_name)?;
+        self.commits = ctx.commits.clone();
         self.queues = queues(config.required(QUEUE)?)
             .map_err(|e| TaskError::fatal(format!("{QUEUE}: {e}")))?;
         if self.queues.is_empty() {
@@ -229,11 +231,15 @@ impl SourceTask for RabbitMqSourceTask {
         let Some(deliveries) = self.deliveries.as_mut() else {
             return Err(TaskError::fatal("the task was not started"));
         };
-        // Wait a little for the first delivery; then take what is there.
-        let first = match tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await
-        {
-            Err(_) => return Ok(Vec::new()),
-            Ok(first) => first,
+        // Wait a little for the first delivery, or until there is something to commit: with
+        // the prefetch window full, the broker sends nothing more before the acknowledgements
+        // the commit gives. Then take what is there.
+        let first = tokio::select! {
+            first = tokio::time::timeout(Duration::from_millis(500), deliveries.next()) => match first {
+                Err(_) => return Ok(Vec::new()),
+                Ok(first) => first,
+            },
+            () = self.commits.pending() => return Ok(Vec::new()),
         };
         let mut records = Vec::new();
         let mut next = Some(first);
