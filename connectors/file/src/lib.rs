@@ -521,7 +521,6 @@ mod tests {
             task_id: 0,
             config: Config::from([("file", path.to_str().unwrap())]),
             errors: ErrantRecordReporter::detached(),
-            commits: Default::default(),
         };
         let mut task = FileSinkTask::default();
         task.start(ctx.clone()).await.unwrap();
@@ -549,7 +548,6 @@ mod tests {
                 ("offsets.file", offsets.to_str().unwrap()),
             ]),
             errors: ErrantRecordReporter::detached(),
-            commits: Default::default(),
         };
         let record = |offset: i64| SinkRecord {
             topic: "t".into(),
