@@ -697,3 +697,44 @@ impl Proxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Where message `seq` goes in the messaging tests: `a` for even numbers, `b` for odd ones.
+pub fn side(seq: u64) -> &'static str {
+    if seq.is_multiple_of(2) {
+        "a"
+    } else {
+        "b"
+    }
+}
+
+/// Every sequence number of `0..count` but `missing` reached its side in order of first
+/// arrival; returns the number of duplicates.
+pub fn check_order(seen: &BTreeMap<String, Vec<u64>>, count: u64, missing: &[u64]) -> usize {
+    let mut duplicates = 0;
+    for (side, seqs) in seen {
+        let mut first = Vec::new();
+        let mut set = std::collections::BTreeSet::new();
+        for s in seqs {
+            if set.insert(*s) {
+                first.push(*s);
+            } else {
+                duplicates += 1;
+            }
+        }
+        let parity = u64::from(side == "b");
+        let expected: Vec<u64> = (0..count)
+            .filter(|s| s % 2 == parity && !missing.contains(s))
+            .collect();
+        assert_eq!(first, expected, "{side}: messages lost or out of order");
+    }
+    duplicates
+}
+
+/// How many different values `topic` holds.
+pub fn distinct(kafka: &DevKafka, topic: &str) -> usize {
+    read_all(&kafka.bootstrap, topic)
+        .into_iter()
+        .filter_map(|(_, _, v, _)| v)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}

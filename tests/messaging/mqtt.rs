@@ -15,7 +15,7 @@ use rumqttc::v5::{Client, Event, MqttOptions};
 
 use crate::harness::cluster::{error_policy, read_all};
 use crate::harness::*;
-use crate::TIMEOUT;
+use crate::{check_order, distinct, side, TIMEOUT};
 
 fn mqtt_uri() -> String {
     std::env::var("SLUICE_TEST_MQTT_URI").unwrap_or_else(|_| "tcp://127.0.0.1:1883".into())
@@ -141,15 +141,6 @@ impl Drop for TestClient {
     }
 }
 
-/// Where message `seq` goes: `a` for even numbers, `b` for odd ones.
-fn side(seq: u64) -> &'static str {
-    if seq.is_multiple_of(2) {
-        "a"
-    } else {
-        "b"
-    }
-}
-
 /// Messages `range` alternating between `<prefix>/a` and `<prefix>/b`, payload `<seq>`.
 fn messages(prefix: &str, range: std::ops::Range<u64>) -> Vec<(String, String)> {
     range
@@ -216,37 +207,6 @@ fn by_mqtt_topic(kafka: &DevKafka, topic: &str) -> (BTreeMap<String, Vec<u64>>, 
         out.entry(side.to_string()).or_default().push(seq);
     }
     (out, redelivered)
-}
-
-/// Every sequence number of `0..count` but `missing` reached its side in order of first
-/// arrival; returns the number of duplicates.
-fn check_order(seen: &BTreeMap<String, Vec<u64>>, count: u64, missing: &[u64]) -> usize {
-    let mut duplicates = 0;
-    for (side, seqs) in seen {
-        let mut first = Vec::new();
-        let mut set = std::collections::BTreeSet::new();
-        for s in seqs {
-            if set.insert(*s) {
-                first.push(*s);
-            } else {
-                duplicates += 1;
-            }
-        }
-        let parity = u64::from(side == "b");
-        let expected: Vec<u64> = (0..count)
-            .filter(|s| s % 2 == parity && !missing.contains(s))
-            .collect();
-        assert_eq!(first, expected, "{side}: messages lost or out of order");
-    }
-    duplicates
-}
-
-fn distinct(kafka: &DevKafka, topic: &str) -> usize {
-    read_all(&kafka.bootstrap, topic)
-        .into_iter()
-        .filter_map(|(_, _, v, _)| v)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
 }
 
 /// 3,000 QoS 1 messages on two MQTT topics through MqttSource, its process SIGKILLed

@@ -21,7 +21,7 @@ use lapin::{BasicProperties, ExchangeKind};
 
 use crate::harness::cluster::{error_policy, read_all};
 use crate::harness::*;
-use crate::{Proxy, TIMEOUT};
+use crate::{check_order, distinct, side, Proxy, TIMEOUT};
 
 fn host() -> String {
     std::env::var("SLUICE_TEST_RABBITMQ_HOST").unwrap_or_else(|_| "127.0.0.1".into())
@@ -259,14 +259,6 @@ fn messages(prefix: &str, range: std::ops::Range<u64>) -> Vec<(String, String)> 
         .collect()
 }
 
-fn side(seq: u64) -> &'static str {
-    if seq.is_multiple_of(2) {
-        "a"
-    } else {
-        "b"
-    }
-}
-
 fn source_config(port: u16, prefix: &str, topic: &str) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -316,37 +308,6 @@ fn by_queue(kafka: &DevKafka, topic: &str) -> (BTreeMap<String, Vec<u64>>, usize
         out.entry(side(seq).to_string()).or_default().push(seq);
     }
     (out, redelivered)
-}
-
-/// Every sequence number of `0..count` but `missing` reached its side in order of first
-/// arrival; returns the number of duplicates.
-fn check_order(seen: &BTreeMap<String, Vec<u64>>, count: u64, missing: &[u64]) -> usize {
-    let mut duplicates = 0;
-    for (side, seqs) in seen {
-        let mut first = Vec::new();
-        let mut set = BTreeSet::new();
-        for s in seqs {
-            if set.insert(*s) {
-                first.push(*s);
-            } else {
-                duplicates += 1;
-            }
-        }
-        let parity = u64::from(side == "b");
-        let expected: Vec<u64> = (0..count)
-            .filter(|s| s % 2 == parity && !missing.contains(s))
-            .collect();
-        assert_eq!(first, expected, "{side}: messages lost or out of order");
-    }
-    duplicates
-}
-
-fn distinct(kafka: &DevKafka, topic: &str) -> usize {
-    read_all(&kafka.bootstrap, topic)
-        .into_iter()
-        .filter_map(|(_, _, v, _)| v)
-        .collect::<BTreeSet<_>>()
-        .len()
 }
 
 /// 4,000 messages on two queues through RabbitMqSource, its process SIGKILLed mid-stream:
