@@ -1,6 +1,6 @@
 //! The messaging connectors against the real services of this machine, through `sluice
 //! standalone` and a `sluice dev-kafka` broker (MQTT: `messaging/mqtt.rs`; RabbitMQ:
-//! `messaging/rabbitmq.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
+//! `messaging/rabbitmq.rs`; NATS: `messaging/nats.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
 //! redis://127.0.0.1:6379; a Redis that cannot be reached fails the tests, it never skips
 //! them): RedisStreamSource through a consumer group, counted by sequence numbers across a
 //! SIGKILL of its process (nothing lost, order kept, every entry acknowledged in the end, none
@@ -11,6 +11,8 @@
 mod harness;
 #[path = "messaging/mqtt.rs"]
 mod mqtt;
+#[path = "messaging/nats.rs"]
+mod nats;
 #[path = "messaging/rabbitmq.rs"]
 mod rabbitmq;
 

@@ -28,8 +28,11 @@
 //! - rabbitmq: RabbitMqSource and RabbitMqSink on the machine's RabbitMQ vs a plain lapin
 //!   client consuming the same backlog, or publishing the same messages with confirms
 //!   (`rabbitmq.rs`), on a tenth of `--records` messages.
+//! - nats: NatsSource (JetStream durable consumer) and NatsSink (JetStream publish acks) on
+//!   the machine's NATS vs a plain async-nats client consuming the same backlog with acks, or
+//!   publishing the same messages (`nats.rs`), on a tenth of `--records` messages.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq|nats] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
@@ -73,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq", "nats"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -109,6 +112,9 @@ struct Args {
     /// Internal: serve the rabbitmq plugin.
     #[arg(long, hide = true)]
     rabbitmq_connector: bool,
+    /// Internal: serve the nats plugin.
+    #[arg(long, hide = true)]
+    nats_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -147,6 +153,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.rabbitmq_connector {
         sluice_connector_sdk::main(sluice_connector_rabbitmq::plugin());
+    }
+    if args.nats_connector {
+        sluice_connector_sdk::main(sluice_connector_nats::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -402,6 +411,15 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let messages = (args.records / 10).max(1);
         figures.extend(rabbitmq::figures(kafka.bootstrap_servers(), messages).await?);
+    }
+    if only("nats") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(nats::TOPIC.to_string(), databases::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let messages = (args.records / 10).max(1);
+        figures.extend(nats::figures(kafka.bootstrap_servers(), messages).await?);
     }
     Ok(figures)
 }

@@ -148,6 +148,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("redis", sluice_connector_redis::plugin),
     ("mqtt", sluice_connector_mqtt::plugin),
     ("rabbitmq", sluice_connector_rabbitmq::plugin),
+    ("nats", sluice_connector_nats::plugin),
 ];
 
 fn main() -> ExitCode {
