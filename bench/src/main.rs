@@ -41,6 +41,7 @@ mod file;
 mod footprint;
 mod mqtt;
 mod mysql_cdc;
+mod nats;
 mod rabbitmq;
 mod redis;
 mod transforms;

@@ -71,7 +71,10 @@ pub async fn figures(bootstrap: &str, messages: u64) -> anyhow::Result<Vec<Figur
         .with_context(|| format!("connect to NATS at {url}"))?;
     let js = jetstream::new(client);
     let run = format!("bench-nats-{}", std::process::id());
-    let streams = [format!("BENCH_NATS_IN_{}", std::process::id()), format!("BENCH_NATS_OUT_{}", std::process::id())];
+    let streams = [
+        format!("BENCH_NATS_IN_{}", std::process::id()),
+        format!("BENCH_NATS_OUT_{}", std::process::id()),
+    ];
     for (name, subject) in streams.iter().zip(["in", "out"]) {
         js.create_stream(jetstream::stream::Config {
             name: name.clone(),

@@ -159,7 +159,7 @@ impl SourceConnector for NatsSource {
 }
 
 enum Feed {
-    JetStream(pull::Stream),
+    JetStream(Box<pull::Stream>),
     Core(async_nats::Subscriber),
 }
 
@@ -271,7 +271,7 @@ impl SourceTask for NatsSourceTask {
                     .into(),
             );
             tracing::info!(client = %connection.name, stream = stream_name, consumer = durable, "consuming");
-            Feed::JetStream(messages)
+            Feed::JetStream(Box::new(messages))
         };
         self.feed = Some(feed);
         self.client = Some(client);
