@@ -375,6 +375,45 @@ where
     Ok(secs)
 }
 
+/// Runs a sink until `delivered` reports `total` records at the destination; the seconds
+/// from start to that, and from the first record delivered to that (the worker's start-up
+/// and consumer-group join left out, as the raw consumers are timed from their first record).
+pub(crate) async fn run_sink_until<F, Fut>(
+    spec: sluice_worker::runner::ConnectorSpec,
+    ctx: WorkerContext,
+    total: u64,
+    mut delivered: F,
+) -> anyhow::Result<(f64, f64)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let started = Instant::now();
+    let first_cell: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    let done_cell: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    let (first, done_at) = (&first_cell, &done_cell);
+    run_until(spec, ctx, move || {
+        let progress = delivered();
+        async move {
+            let n = progress.await?;
+            if n > 0 && first.get().is_none() {
+                first.set(Some(Instant::now()));
+            }
+            let done = n >= total;
+            if done {
+                done_at.set(Some(Instant::now()));
+            }
+            Ok(done)
+        }
+    })
+    .await?;
+    let end = done_cell.get().unwrap_or_else(Instant::now);
+    let from_first = first_cell
+        .get()
+        .map_or(0.0, |f| end.duration_since(f).as_secs_f64());
+    Ok((end.duration_since(started).as_secs_f64(), from_first))
+}
+
 /// A connection of either database for the benchmark's own statements.
 enum Counter {
     Postgres(tokio_postgres::Client),
