@@ -538,6 +538,45 @@ fn nats_connectors_recover_when_the_server_goes_away_and_comes_back() {
     sluice.stop_cleanly();
 }
 
+/// An existing durable consumer that does not take explicit acknowledgements (here: none)
+/// would make the source at most once: its task fails at once, naming the consumer.
+#[test]
+fn nats_source_refuses_a_consumer_without_explicit_acks() {
+    let url = nats_url();
+    let mut nats = Nats::connect(&url);
+    let (stream, prefix) = unique("ackpolicy");
+    nats.stream(&stream, &prefix);
+    nats.runtime.block_on(async {
+        let s = nats.jetstream.get_stream(&stream).await.unwrap();
+        s.create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("sluice".into()),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["never:1"]);
+    let source = connector_file(
+        dir.path(),
+        "asource",
+        &source_config(&url, &stream, "never"),
+    );
+    let sluice = standalone_on(dir.path(), &kafka, &[source]);
+    wait_for(
+        "the task failing on the consumer's ack policy",
+        TIMEOUT,
+        || {
+            sluice
+                .output()
+                .lines()
+                .any(|l| l.contains("FAILED") && l.contains("explicit acknowledgements"))
+        },
+    );
+    drop(sluice);
+}
+
 /// Both NATS connectors pass the conformance kit.
 #[test]
 fn nats_connectors_pass_the_conformance_kit() {

@@ -262,6 +262,14 @@ impl SourceTask for NatsSourceTask {
                         "NATS JetStream consumer {durable:?} on stream {stream_name:?}: {e}"
                     ))
                 })?;
+            // An existing consumer is used as it is; one that does not wait for explicit
+            // acknowledgements would make this source at most once without a word.
+            let ack_policy = consumer.cached_info().config.ack_policy;
+            if ack_policy != AckPolicy::Explicit {
+                return Err(TaskError::fatal(format!(
+                    "NATS JetStream consumer {durable:?} on stream {stream_name:?} has ack policy {ack_policy:?}; this source needs explicit acknowledgements (delete the consumer, or name another in {DURABLE})"
+                )));
+            }
             let messages = consumer.messages().await.map_err(|e| {
                 TaskError::retriable(format!("NATS JetStream consumer {durable:?}: {e}"))
             })?;
