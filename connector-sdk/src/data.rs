@@ -1,6 +1,6 @@
 //! Constructors for the protocol's keys, values and headers.
 
-use crate::proto::{data, value, Data, Schema, SchemaType, Structured, Value};
+use crate::proto::{data, value, Data, Header, Schema, SchemaType, Structured, Value};
 
 /// A null key or a tombstone value.
 pub fn null() -> Data {
@@ -41,6 +41,31 @@ pub fn int32(v: i32) -> Data {
         schema(SchemaType::Int32, false),
         value::Kind::Int(i64::from(v)),
     )
+}
+
+/// A record header.
+pub fn header(key: impl Into<String>, value: Data) -> Header {
+    Header {
+        key: key.into(),
+        value: Some(value),
+    }
+}
+
+/// `template` with `token` replaced by `name` as a Kafka topic name: every character of
+/// `name` but ASCII letters, digits, `.`, `_` and `-` becomes `_`. A template without the
+/// token is the topic itself.
+pub fn topic_from_template(template: &str, token: &str, name: &str) -> String {
+    if !template.contains(token) {
+        return template.to_string();
+    }
+    let name: String = name
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => c,
+            _ => '_',
+        })
+        .collect();
+    template.replace(token, &name)
 }
 
 /// A 64-bit float with a non-optional FLOAT64 schema.

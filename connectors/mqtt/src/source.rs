@@ -22,7 +22,7 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use sluice_connector_sdk::proto::{
-    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Header, Importance,
+    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Importance,
 };
 use sluice_connector_sdk::{
     data, CommitSignal, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord,
@@ -337,17 +337,20 @@ impl MqttSourceTask {
         }
         let mqtt_topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let mut headers = vec![
-            header("mqtt.message.id", data::int32(i32::from(publish.pkid))),
-            header("mqtt.qos", data::int32(publish.qos as i32)),
-            header("mqtt.retained", data::boolean(publish.retain)),
-            header("mqtt.duplicate", data::boolean(publish.dup)),
+            data::header("mqtt.message.id", data::int32(i32::from(publish.pkid))),
+            data::header("mqtt.qos", data::int32(publish.qos as i32)),
+            data::header("mqtt.retained", data::boolean(publish.retain)),
+            data::header("mqtt.duplicate", data::boolean(publish.dup)),
         ];
         if let Some(properties) = publish.properties {
             if let Some(content_type) = properties.content_type {
-                headers.push(header("mqtt.content.type", data::string(content_type)));
+                headers.push(data::header(
+                    "mqtt.content.type",
+                    data::string(content_type),
+                ));
             }
             for (name, value) in properties.user_properties {
-                headers.push(header(&name, data::string(value)));
+                headers.push(data::header(name, data::string(value)));
             }
         }
         SourceRecord {
@@ -362,27 +365,9 @@ impl MqttSourceTask {
     }
 }
 
-fn header(key: &str, value: sluice_connector_sdk::proto::Data) -> Header {
-    Header {
-        key: key.to_string(),
-        value: Some(value),
-    }
-}
-
 /// `template` with `${mqtt.topic}` replaced by `mqtt_topic` as a Kafka topic name.
 fn kafka_topic(template: &str, mqtt_topic: &str) -> String {
-    if !template.contains(TOKEN_MQTT_TOPIC) {
-        return template.to_string();
-    }
-    let name: String = mqtt_topic
-        .chars()
-        .map(|c| match c {
-            '/' => '.',
-            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => c,
-            _ => '_',
-        })
-        .collect();
-    template.replace(TOKEN_MQTT_TOPIC, &name)
+    data::topic_from_template(template, TOKEN_MQTT_TOPIC, &mqtt_topic.replace('/', "."))
 }
 
 #[cfg(test)]

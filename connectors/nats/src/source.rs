@@ -24,7 +24,7 @@ use async_nats::Subject;
 use async_trait::async_trait;
 use futures::{FutureExt as _, StreamExt as _};
 use sluice_connector_sdk::proto::{
-    ConfigDef, ConfigType, Data, ExactlyOnceSupport, FieldError, Header, Importance,
+    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Importance,
 };
 use sluice_connector_sdk::{
     data, CommitSignal, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord,
@@ -402,14 +402,14 @@ impl NatsSourceTask {
     fn record(&mut self, incoming: Incoming) -> SourceRecord {
         let message = incoming.message;
         let subject = message.subject.as_str().to_string();
-        let mut headers = vec![header("nats.subject", data::string(subject.as_str()))];
+        let mut headers = vec![data::header("nats.subject", data::string(subject.as_str()))];
         let mut offset = None;
         if let Some((consumer_seq, stream_seq, delivered)) = incoming.info {
-            headers.push(header(
+            headers.push(data::header(
                 "nats.stream.sequence",
                 data::int64(stream_seq as i64),
             ));
-            headers.push(header("nats.delivered", data::int64(delivered)));
+            headers.push(data::header("nats.delivered", data::int64(delivered)));
             if let Some(reply) = message.reply.clone() {
                 self.unacked.push_back((consumer_seq, reply));
             }
@@ -418,7 +418,7 @@ impl NatsSourceTask {
         if let Some(map) = &message.headers {
             for (name, values) in map.iter() {
                 for value in values {
-                    headers.push(header(name.as_ref(), data::string(value.as_str())));
+                    headers.push(data::header(name.to_string(), data::string(value.as_str())));
                 }
             }
         }
@@ -434,26 +434,9 @@ impl NatsSourceTask {
     }
 }
 
-fn header(key: &str, value: Data) -> Header {
-    Header {
-        key: key.to_string(),
-        value: Some(value),
-    }
-}
-
 /// `template` with `${subject}` replaced by `subject` as a Kafka topic name.
 fn kafka_topic(template: &str, subject: &str) -> String {
-    if !template.contains(TOKEN_SUBJECT) {
-        return template.to_string();
-    }
-    let name: String = subject
-        .chars()
-        .map(|c| match c {
-            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => c,
-            _ => '_',
-        })
-        .collect();
-    template.replace(TOKEN_SUBJECT, &name)
+    data::topic_from_template(template, TOKEN_SUBJECT, subject)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use sluice_connector_sdk::proto::{
-    ConfigDef, ConfigType, Data, ExactlyOnceSupport, FieldError, Header, Importance,
+    ConfigDef, ConfigType, ExactlyOnceSupport, FieldError, Importance,
 };
 use sluice_connector_sdk::{
     data, CommitSignal, Config, ConfigDefBuilder, Connector, SourceConnector, SourceRecord,
@@ -321,20 +321,20 @@ impl RabbitMqSourceTask {
     fn record(&self, queue: usize, delivery: Delivery) -> SourceRecord {
         let p = &delivery.properties;
         let mut headers = vec![
-            header("rabbitmq.queue", data::string(self.queues[queue].as_str())),
-            header(
+            data::header("rabbitmq.queue", data::string(self.queues[queue].as_str())),
+            data::header(
                 "rabbitmq.exchange",
                 data::string(delivery.exchange.as_str()),
             ),
-            header(
+            data::header(
                 "rabbitmq.routing.key",
                 data::string(delivery.routing_key.as_str()),
             ),
-            header(
+            data::header(
                 "rabbitmq.delivery.tag",
                 data::int64(delivery.delivery_tag as i64),
             ),
-            header("rabbitmq.redelivered", data::boolean(delivery.redelivered)),
+            data::header("rabbitmq.redelivered", data::boolean(delivery.redelivered)),
         ];
         let strings = [
             ("rabbitmq.content.type", p.content_type()),
@@ -349,27 +349,33 @@ impl RabbitMqSourceTask {
         ];
         for (name, value) in strings {
             if let Some(value) = value {
-                headers.push(header(name, data::string(value.as_str())));
+                headers.push(data::header(name, data::string(value.as_str())));
             }
         }
         if let Some(mode) = p.delivery_mode() {
-            headers.push(header(
+            headers.push(data::header(
                 "rabbitmq.delivery.mode",
                 data::int32(i32::from(*mode)),
             ));
         }
         if let Some(priority) = p.priority() {
-            headers.push(header(
+            headers.push(data::header(
                 "rabbitmq.priority",
                 data::int32(i32::from(*priority)),
             ));
         }
         if let Some(timestamp) = p.timestamp() {
-            headers.push(header("rabbitmq.timestamp", data::int64(*timestamp as i64)));
+            headers.push(data::header(
+                "rabbitmq.timestamp",
+                data::int64(*timestamp as i64),
+            ));
         }
         if let Some(table) = p.headers() {
             for (name, value) in table {
-                headers.push(header(&format!("rabbitmq.{name}"), amqp_to_data(value)));
+                headers.push(data::header(
+                    format!("rabbitmq.{name}"),
+                    amqp_to_data(value),
+                ));
             }
         }
         SourceRecord {
@@ -386,26 +392,9 @@ impl RabbitMqSourceTask {
     }
 }
 
-fn header(key: &str, value: Data) -> Header {
-    Header {
-        key: key.to_string(),
-        value: Some(value),
-    }
-}
-
 /// `template` with `${rabbitmq.queue}` replaced by `queue` as a Kafka topic name.
 fn kafka_topic(template: &str, queue: &str) -> String {
-    if !template.contains(TOKEN_QUEUE) {
-        return template.to_string();
-    }
-    let name: String = queue
-        .chars()
-        .map(|c| match c {
-            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' => c,
-            _ => '_',
-        })
-        .collect();
-    template.replace(TOKEN_QUEUE, &name)
+    data::topic_from_template(template, TOKEN_QUEUE, queue)
 }
 
 #[cfg(test)]
