@@ -15,6 +15,8 @@ mod mqtt;
 mod nats;
 #[path = "messaging/rabbitmq.rs"]
 mod rabbitmq;
+#[path = "messaging/s3.rs"]
+mod s3;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -149,6 +149,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("mqtt", sluice_connector_mqtt::plugin),
     ("rabbitmq", sluice_connector_rabbitmq::plugin),
     ("nats", sluice_connector_nats::plugin),
+    ("s3", sluice_connector_s3::plugin),
 ];
 
 fn main() -> ExitCode {

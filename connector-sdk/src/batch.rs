@@ -219,6 +219,14 @@ impl DataRef<'_> {
         }
     }
 
+    /// The data, owned (for a converter or anything else that takes `Data`).
+    pub fn to_data(&self) -> crate::proto::Data {
+        match self {
+            DataRef::Plain(plain) => plain.to_data(),
+            DataRef::Data(data) => (**data).clone(),
+        }
+    }
+
     /// The text form, as [`crate::data::to_text`] gives it.
     pub fn text(&self) -> Option<Cow<'_, str>> {
         match self {

@@ -472,36 +472,11 @@ mod tests {
             },
         ];
         for plain in cases {
-            let data = owned(&plain);
+            let data = plain.to_data();
             let mut ours = Vec::new();
             put_plain(&plain, &mut ours);
             assert_eq!(plain_len(&plain), data.encoded_len(), "{plain:?}");
             assert_eq!(ours, data.encode_to_vec(), "{plain:?}");
-        }
-    }
-
-    /// The `Data` message `plain` stands for.
-    fn owned(plain: &PlainData<'_>) -> Data {
-        let structured = |schema: Option<i32>, value| {
-            Some(data::Kind::Structured(Structured {
-                schema: schema.map(|t| Schema {
-                    r#type: t,
-                    ..Schema::default()
-                }),
-                value: Some(Value { kind: Some(value) }),
-            }))
-        };
-        Data {
-            kind: match *plain {
-                PlainData::Null => None,
-                PlainData::Raw(raw) => Some(data::Kind::Raw(raw.to_vec())),
-                PlainData::String { schema, text } => {
-                    structured(schema, value::Kind::String(text.into()))
-                }
-                PlainData::Bytes { schema, bytes } => {
-                    structured(schema, value::Kind::Bytes(bytes.to_vec()))
-                }
-            },
         }
     }
 }

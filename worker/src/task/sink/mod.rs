@@ -350,6 +350,13 @@ impl SinkTaskRunner {
                             };
                             commit(consumer, &flushed.offsets, &sent, mode).await?;
                             flushing = None;
+                            // A task that holds records back (Kafka Connect's preCommit below
+                            // what was put: files not uploaded yet) is asked again at the next
+                            // tick even when nothing new arrives, so its time-based rotation
+                            // and the commit after it happen on an idle topic too.
+                            if holds_back(&flushed.offsets, &sent) {
+                                sent_since_flush = true;
+                            }
                             if final_flush == Some(flushed.flush_id) {
                                 send(&tx, sink_request::Kind::Stop(proto::Stop {})).await;
                             } else if stopping {
@@ -451,6 +458,17 @@ fn flush_request(flush_id: u64, sent: &BTreeMap<(String, i32), i64>) -> sink_req
                 offset: *offset,
             })
             .collect(),
+    })
+}
+
+/// Whether the connector's flush answer is behind what was sent to it for some partition.
+fn holds_back(
+    flushed: &[proto::TopicPartitionOffset],
+    sent: &BTreeMap<(String, i32), i64>,
+) -> bool {
+    flushed.iter().any(|tpo| {
+        sent.get(&(tpo.topic.clone(), tpo.partition))
+            .is_some_and(|&limit| tpo.offset < limit)
     })
 }
 
