@@ -582,6 +582,49 @@ fn s3_sink_recovers_when_the_store_goes_away_and_comes_back() {
     sluice.stop_cleanly();
 }
 
+/// `rotate.schedule.interval.ms` uploads a partition's open file when the wall clock passes
+/// the next multiple of the interval, also on a topic that went quiet (the worker keeps
+/// asking a task that holds records back), and the offsets are committed after it: a
+/// restarted pipeline writes nothing twice.
+#[test]
+fn s3_sink_rotates_on_schedule_on_an_idle_topic() {
+    let moto = Moto::start();
+    let bucket = moto.bucket("scheduled");
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["quiet:1"]);
+    let mut config = sink_config(&moto.url(), "scheduled", "quiet", 1_000_000);
+    config.push(("rotate.schedule.interval.ms", "1000".into()));
+    let sink = connector_file(dir.path(), "quietsink", &config);
+    let mut sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    produce_seq(&kafka.bootstrap, "quiet", 0..10, 1, 20);
+    wait_on(&sluice, "the scheduled upload", || {
+        !keys(&bucket, "topics/").is_empty()
+    });
+    let seen = check_json_objects(&objects(&bucket, ""), "topics", "quiet", 1, 10);
+    assert_eq!(seen.len(), 10);
+    // Committed after the upload: a new pipeline on the same group starts past them.
+    std::thread::sleep(Duration::from_secs(2));
+    sluice.stop_cleanly();
+    let sluice = standalone_on(
+        dir.path(),
+        &kafka,
+        &[connector_file(dir.path(), "quietsink", &config)],
+    );
+    produce_seq(&kafka.bootstrap, "quiet", 10..15, 1, 20);
+    wait_on(&sluice, "the second scheduled upload", || {
+        keys(&bucket, "topics/").len() >= 2
+    });
+    let objects = objects(&bucket, "");
+    assert_eq!(
+        objects.keys().collect::<Vec<_>>(),
+        [
+            "topics/quiet/partition=0/quiet+0+0000000000.json",
+            "topics/quiet/partition=0/quiet+0+0000000010.json"
+        ]
+    );
+    drop(sluice);
+}
+
 /// A bucket that does not exist fails the task at once, naming it (a retry cannot help).
 #[test]
 fn s3_sink_fails_clearly_on_a_missing_bucket() {
