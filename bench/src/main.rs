@@ -31,8 +31,11 @@
 //! - nats: NatsSource (JetStream durable consumer) and NatsSink (JetStream publish acks) on
 //!   the machine's NATS vs a plain async-nats client consuming the same backlog with acks, or
 //!   publishing the same messages (`nats.rs`), on a tenth of `--records` messages.
+//! - s3: S3Sink on an S3-compatible server (moto from the test tools, or
+//!   `SLUICE_BENCH_S3_URL`) vs a plain rust-s3 client uploading the same objects (`s3.rs`),
+//!   on a tenth of `--records` records.
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq|nats] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq|nats|s3] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
@@ -44,6 +47,7 @@ mod mysql_cdc;
 mod nats;
 mod rabbitmq;
 mod redis;
+mod s3;
 mod transforms;
 
 use std::collections::BTreeMap;
@@ -77,7 +81,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq", "nats"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq", "nats", "s3"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -116,6 +120,9 @@ struct Args {
     /// Internal: serve the nats plugin.
     #[arg(long, hide = true)]
     nats_connector: bool,
+    /// Internal: serve the s3 plugin.
+    #[arg(long, hide = true)]
+    s3_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -157,6 +164,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.nats_connector {
         sluice_connector_sdk::main(sluice_connector_nats::plugin());
+    }
+    if args.s3_connector {
+        sluice_connector_sdk::main(sluice_connector_s3::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -421,6 +431,15 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let messages = (args.records / 10).max(1);
         figures.extend(nats::figures(kafka.bootstrap_servers(), messages).await?);
+    }
+    if only("s3") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(s3::TOPIC.to_string(), s3::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        let records = (args.records / 10).max(1);
+        figures.extend(s3::figures(kafka.bootstrap_servers(), records).await?);
     }
     Ok(figures)
 }
