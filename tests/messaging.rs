@@ -9,6 +9,8 @@
 //! both through the conformance kit.
 
 mod harness;
+#[path = "messaging/http.rs"]
+mod http;
 #[path = "messaging/mqtt.rs"]
 mod mqtt;
 #[path = "messaging/nats.rs"]

@@ -648,7 +648,7 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
     assert_eq!(launches(), before, "service_load started the executable");
     // Nor is any built-in started to be discovered: the `sluice` executable describes them.
     assert!(
-        log.contains("builtin=10") && !log.contains("started connector process"),
+        log.contains("builtin=11") && !log.contains("started connector process"),
         "{log}"
     );
     drop(worker);

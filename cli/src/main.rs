@@ -150,6 +150,7 @@ const BUILTINS: &[(&str, PluginFn)] = &[
     ("rabbitmq", sluice_connector_rabbitmq::plugin),
     ("nats", sluice_connector_nats::plugin),
     ("s3", sluice_connector_s3::plugin),
+    ("http", sluice_connector_http::plugin),
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,356 @@
+//! HttpSink against a real HTTP server of the test's own (axum on 127.0.0.1), which records
+//! every request and answers as told: records counted by sequence number in order across a
+//! SIGKILL, batches as JSON arrays, the Authorization header from a PASSWORD key never
+//! printed, 503/429 retried after the server's Retry-After, a 400 sent to the dead-letter
+//! queue, the server going away and coming back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::cluster::{error_policy, read_all};
+use crate::harness::*;
+use crate::{Proxy, TIMEOUT};
+
+/// A request the server took.
+#[derive(Clone, Debug)]
+struct Taken {
+    at: Instant,
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+    /// The status it was answered with.
+    status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    taken: Vec<Taken>,
+    /// Answers for the next requests (status, Retry-After); 200 once empty.
+    script: VecDeque<(u16, Option<&'static str>)>,
+}
+
+/// An HTTP server on a thread of its own, answering every path and method.
+struct Server {
+    port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        use axum::extract::State as Extract;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let state = Arc::new(Mutex::new(State::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                async fn take(
+                    Extract(state): Extract<Arc<Mutex<State>>>,
+                    method: Method,
+                    uri: Uri,
+                    headers: HeaderMap,
+                    body: String,
+                ) -> (StatusCode, HeaderMap, String) {
+                    let mut state = state.lock().unwrap();
+                    let (status, retry_after) = if body.contains("bad") {
+                        (400, None)
+                    } else {
+                        state.script.pop_front().unwrap_or((200, None))
+                    };
+                    state.taken.push(Taken {
+                        at: Instant::now(),
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        authorization: headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(String::from),
+                        body,
+                        status,
+                    });
+                    let mut out = HeaderMap::new();
+                    if let Some(r) = retry_after {
+                        out.insert("retry-after", r.parse().unwrap());
+                    }
+                    let text = if status == 400 {
+                        "no bad records here"
+                    } else {
+                        ""
+                    };
+                    (StatusCode::from_u16(status).unwrap(), out, text.to_string())
+                }
+                let app = axum::Router::new().fallback(take).with_state(shared);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Server { port, state }
+    }
+
+    fn taken(&self) -> Vec<Taken> {
+        self.state.lock().unwrap().taken.clone()
+    }
+
+    /// The sequence numbers of the records refused (in a request answered 400), each once.
+    fn refused(&self) -> Vec<u64> {
+        let set: std::collections::BTreeSet<u64> = self
+            .taken()
+            .iter()
+            .filter(|t| t.status == 400)
+            .flat_map(|t| seqs(&t.body))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The sequence numbers of the records accepted (answered 200), in arrival order.
+    fn accepted(&self) -> Vec<u64> {
+        self.taken()
+            .iter()
+            .filter(|t| t.status == 200)
+            .flat_map(|t| seqs(&t.body))
+            .collect()
+    }
+}
+
+/// The `seq` of each JSON object in a body: an array of them, or one.
+fn seqs(body: &str) -> Vec<u64> {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v["seq"].as_u64()).collect()
+        }
+        Ok(v) => v["seq"].as_u64().into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn produce_json(bootstrap: &str, topic: &str, range: std::ops::Range<u64>) {
+    let values: Vec<String> = range
+        .map(|seq| {
+            if seq == 777 {
+                format!(r#"{{"seq":{seq},"text":"bad"}}"#)
+            } else {
+                format!(r#"{{"seq":{seq},"text":"ok"}}"#)
+            }
+        })
+        .collect();
+    crate::harness::cluster::produce(bootstrap, topic, &values);
+}
+
+fn sink_config(port: u16, topic: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "connector.class",
+            "io.confluent.connect.http.HttpSinkConnector".into(),
+        ),
+        ("topics", topic.into()),
+        (
+            "http.api.url",
+            format!("http://127.0.0.1:{port}/ingest/${{topic}}"),
+        ),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.json.JsonConverter".into(),
+        ),
+        ("value.converter.schemas.enable", "false".into()),
+    ]
+}
+
+/// Every record's first arrival in order of its sequence number, none missing but `missing`;
+/// returns the duplicates.
+fn check_in_order(accepted: &[u64], count: u64, missing: &[u64]) -> usize {
+    let mut first = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in accepted {
+        if seen.insert(*s) {
+            first.push(*s);
+        }
+    }
+    let expected: Vec<u64> = (0..count).filter(|s| !missing.contains(s)).collect();
+    assert_eq!(first, expected, "records lost or out of order");
+    accepted.len() - first.len()
+}
+
+/// HttpSink POSTs 8,000 records in JSON arrays of up to 100 to a URL naming the topic, with
+/// the Authorization header from `http.headers.authorization` (a PASSWORD: the token appears
+/// in no output), its process SIGKILLed midway: every record arrives, in order (duplicates
+/// only after the kill), but those of the request the server refuses with 400 (it holds a
+/// bad record): they go to the dead-letter queue with the status and the server's answer.
+#[test]
+fn http_sink_posts_every_record_in_order_across_a_kill() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["to-http:1", "http-dlq:1"]);
+    produce_json(&kafka.bootstrap, "to-http", 0..4000);
+    let mut config = sink_config(server.port, "to-http");
+    config.extend([
+        ("batch.max.size", "100".to_string()),
+        ("batch.json.as.array", "true".into()),
+        ("http.headers.authorization", "Bearer s3cr3t-t0ken".into()),
+    ]);
+    config.extend(error_policy("all", "http-dlq"));
+    let sink = connector_file(dir.path(), "hsink", &config);
+    let sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    wait_for("the first records", TIMEOUT, || {
+        server.accepted().len() >= 1000
+    });
+    let pid = sluice.connector_pid("hsink").expect("the sink's process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    produce_json(&kafka.bootstrap, "to-http", 4000..8000);
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("every record", TIMEOUT, || {
+            server.accepted().contains(&7999)
+        })
+    }));
+    if let Err(panic) = waited {
+        let taken = server.taken();
+        let accepted = server.accepted();
+        eprintln!(
+            "{} requests, statuses {:?}, {} accepted, last {:?}\n{}",
+            taken.len(),
+            taken
+                .iter()
+                .map(|t| t.status)
+                .collect::<std::collections::BTreeSet<_>>(),
+            accepted.len(),
+            accepted.last(),
+            sluice.output()
+        );
+        std::panic::resume_unwind(panic);
+    }
+    // The request holding 777 was refused whole: its records are the ones missing.
+    let refused = server.refused();
+    assert!(refused.contains(&777), "{refused:?}");
+    let duplicates = check_in_order(&server.accepted(), 8000, &refused);
+    let taken = server.taken();
+    assert!(taken
+        .iter()
+        .all(|t| t.method == "POST" && t.path == "/ingest/to-http"));
+    assert!(taken
+        .iter()
+        .all(|t| t.authorization.as_deref() == Some("Bearer s3cr3t-t0ken")));
+    assert!(taken.iter().all(|t| seqs(&t.body).len() <= 100));
+    println!(
+        "8000 records in {} requests, {duplicates} sent twice after the kill",
+        taken.len()
+    );
+    wait_for(
+        "the refused record in the dead-letter queue",
+        TIMEOUT,
+        || !read_all(&kafka.bootstrap, "http-dlq").is_empty(),
+    );
+    let dlq = read_all(&kafka.bootstrap, "http-dlq");
+    let reason = dlq[0].3.values().cloned().collect::<Vec<_>>().join(" ");
+    assert!(
+        reason.contains("400") && reason.contains("no bad records here"),
+        "{reason}"
+    );
+    assert!(!sluice.output().contains("s3cr3t"), "the token was printed");
+    drop(sluice);
+}
+
+/// The server answers 503 with `Retry-After: 1` twice, then 429 with none: the sink waits the
+/// second the server asks for, backs off on its own after the 429, and the records arrive
+/// once each, in order, without a task restart.
+#[test]
+fn http_sink_retries_503_and_429_honouring_retry_after() {
+    let server = Server::start();
+    {
+        let mut state = server.state.lock().unwrap();
+        state
+            .script
+            .extend([(503, Some("1")), (503, Some("1")), (429, None)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["retry-http:1", "retry-dlq:1"]);
+    produce_json(&kafka.bootstrap, "retry-http", 0..200);
+    let mut config = sink_config(server.port, "retry-http");
+    config.extend([
+        ("batch.max.size", "50".to_string()),
+        ("batch.json.as.array", "true".into()),
+        ("retry.backoff.ms", "100".into()),
+    ]);
+    config.extend(error_policy("all", "retry-dlq"));
+    let sink = connector_file(dir.path(), "rsink", &config);
+    let sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    wait_for("every record", TIMEOUT, || server.accepted().len() >= 199);
+    let taken = server.taken();
+    assert_eq!(
+        taken.iter().take(4).map(|t| t.status).collect::<Vec<_>>(),
+        [503, 503, 429, 200]
+    );
+    let gap = |i: usize| taken[i + 1].at.duration_since(taken[i].at);
+    assert!(gap(0) >= Duration::from_millis(950), "{:?}", gap(0));
+    assert!(gap(1) >= Duration::from_millis(950), "{:?}", gap(1));
+    assert!(gap(2) < Duration::from_millis(900), "{:?}", gap(2));
+    assert_eq!(check_in_order(&server.accepted(), 200, &[]), 0);
+    assert!(
+        !sluice
+            .output()
+            .lines()
+            .any(|l| l.contains("connector=rsink") && l.contains("restart 1 of")),
+        "the task restarted"
+    );
+    drop(sluice);
+}
+
+/// The server goes away (a proxy in front of it closes every connection and refuses new ones)
+/// while records keep coming: the task gives up after its retries, the worker restarts it
+/// with backoff, and once the server is back every record arrives, in order.
+#[test]
+fn http_sink_recovers_when_the_server_goes_away_and_comes_back() {
+    let server = Server::start();
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", server.port));
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["flaky-http:1", "flaky-dlq:1"]);
+    let mut config = sink_config(proxy.port, "flaky-http");
+    config.extend([
+        ("batch.max.size", "20".to_string()),
+        ("batch.json.as.array", "true".into()),
+        ("max.retries", "1".into()),
+        ("retry.backoff.ms", "100".into()),
+        ("restart.backoff.initial.ms", "200".into()),
+    ]);
+    config.extend(error_policy("all", "flaky-dlq"));
+    let sink = connector_file(dir.path(), "fsink", &config);
+    let mut sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    produce_json(&kafka.bootstrap, "flaky-http", 0..500);
+    wait_for("the first records", TIMEOUT, || {
+        server.accepted().len() >= 499
+    });
+    proxy.cut();
+    produce_json(&kafka.bootstrap, "flaky-http", 500..1000);
+    wait_for(
+        "the task failing and restarting while the server is gone",
+        TIMEOUT,
+        || {
+            sluice
+                .output()
+                .lines()
+                .any(|l| l.contains("connector=fsink") && l.contains("restart 2 of"))
+        },
+    );
+    proxy.restore();
+    produce_json(&kafka.bootstrap, "flaky-http", 1000..1500);
+    wait_for("every record after the outage", TIMEOUT, || {
+        server.accepted().contains(&1499)
+    });
+    check_in_order(&server.accepted(), 1500, &server.refused());
+    sluice.stop_cleanly();
+}
+
+/// HttpSink passes the conformance kit.
+#[test]
+fn http_sink_passes_the_conformance_kit() {
+    let server = Server::start();
+    let (ok, text) = plugins_check("HttpSink", &sink_config(server.port, "kit"), "http");
+    assert!(ok, "{text}");
+    assert!(text.contains(" passed, 0 failed"), "{text}");
+}
