@@ -1,5 +1,6 @@
-//! The `http` connector plugin: `HttpSink`, Confluent's HTTP sink connector
-//! (`io.confluent.connect.http.HttpSinkConnector`) with its keys.
+//! The `http` connector plugin: `HttpSource` (`source.rs`, castorm's HTTP source keys) and
+//! `HttpSink`, Confluent's HTTP sink connector (`io.confluent.connect.http.HttpSinkConnector`)
+//! with its keys.
 //!
 //! Records are sent in the order they arrive, one request at a time, up to `batch.max.size`
 //! records a request (with the same URL: `http.api.url` may name `${topic}` and `${key}`). A
@@ -13,6 +14,10 @@
 //! the last commit (at least once). Any other status is the records' fault: they go through
 //! `errors.*` (the dead-letter queue when tolerated) with the status and the start of the
 //! answer.
+
+mod source;
+
+pub use source::HttpSource;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,9 +55,11 @@ const CONNECT_TIMEOUT: &str = "http.connect.timeout.ms";
 const REQUEST_TIMEOUT: &str = "http.request.timeout.ms";
 const NULL_VALUES: &str = "behavior.on.null.values";
 
-/// The `http` plugin: HttpSink.
+/// The `http` plugin: HttpSource and HttpSink.
 pub fn plugin() -> Plugin {
-    Plugin::new("http", env!("CARGO_PKG_VERSION")).sink(HttpSink)
+    Plugin::new("http", env!("CARGO_PKG_VERSION"))
+        .source(HttpSource)
+        .sink(HttpSink)
 }
 
 pub struct HttpSink;
