@@ -8,6 +8,8 @@
 //! exactly once with `redis.multiexec` across a SIGKILL, bad records to the dead-letter queue;
 //! both through the conformance kit.
 
+#[path = "messaging/bridge.rs"]
+mod bridge;
 mod harness;
 #[path = "messaging/http.rs"]
 mod http;

@@ -17,7 +17,7 @@ use crate::harness::cluster::{error_policy, read_all};
 use crate::harness::*;
 use crate::{check_order, distinct, side, TIMEOUT};
 
-fn mqtt_uri() -> String {
+pub(crate) fn mqtt_uri() -> String {
     std::env::var("SLUICE_TEST_MQTT_URI").unwrap_or_else(|_| "tcp://127.0.0.1:1883".into())
 }
 
@@ -28,7 +28,7 @@ fn host_port(uri: &str) -> (String, u16) {
 }
 
 /// A name no other test (or earlier run) uses.
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -40,7 +40,7 @@ fn unique(what: &str) -> String {
 type Received = (String, Vec<u8>, Vec<(String, String)>);
 
 /// The test's own MQTT 5 client: publishes confirmed by PUBACK, and what it received.
-struct TestClient {
+pub(crate) struct TestClient {
     client: Client,
     acked: Arc<Mutex<usize>>,
     received: Arc<Mutex<Vec<Received>>>,
@@ -50,7 +50,7 @@ struct TestClient {
 impl TestClient {
     /// Connects to `uri` and subscribes to `filters` (QoS 0), panicking if the broker cannot
     /// be reached; reconnects by itself when the broker goes away.
-    fn connect(uri: &str, filters: &[&str]) -> TestClient {
+    pub(crate) fn connect(uri: &str, filters: &[&str]) -> TestClient {
         let (host, port) = host_port(uri);
         let mut options = MqttOptions::new(unique("test"), host, port);
         options.set_keep_alive(Duration::from_secs(5));
@@ -111,7 +111,7 @@ impl TestClient {
     }
 
     /// Publishes `(topic, payload)` at QoS 1 and waits until the broker acknowledged each.
-    fn publish(&self, messages: &[(String, String)]) {
+    pub(crate) fn publish(&self, messages: &[(String, String)]) {
         self.publish_with(messages, false)
     }
 
@@ -151,7 +151,7 @@ fn messages(prefix: &str, range: std::ops::Range<u64>) -> Vec<(String, String)> 
         .collect()
 }
 
-fn source_config(
+pub(crate) fn source_config(
     uri: &str,
     prefix: &str,
     client_id: &str,
@@ -180,7 +180,7 @@ fn source_config(
 }
 
 /// Waits until the source's task said it subscribed `times` times in all.
-fn wait_subscribed(sluice: &Sluice, times: usize) {
+pub(crate) fn wait_subscribed(sluice: &Sluice, times: usize) {
     wait_for("the MQTT source subscribed", TIMEOUT, || {
         sluice.output().matches("subscribed").count() >= times
     });

@@ -17,12 +17,12 @@ use crate::harness::cluster::{error_policy, read_all};
 use crate::harness::*;
 use crate::{check_order, distinct, side, Proxy, TIMEOUT};
 
-fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// A stream name and a subject prefix no other test (or earlier run) uses.
-fn unique(what: &str) -> (String, String) {
+pub(crate) fn unique(what: &str) -> (String, String) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -35,7 +35,7 @@ fn unique(what: &str) -> (String, String) {
 }
 
 /// The test's own NATS client, on a runtime of its own.
-struct Nats {
+pub(crate) struct Nats {
     runtime: tokio::runtime::Runtime,
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -43,7 +43,7 @@ struct Nats {
 }
 
 impl Nats {
-    fn connect(url: &str) -> Nats {
+    pub(crate) fn connect(url: &str) -> Nats {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -68,7 +68,7 @@ impl Nats {
     }
 
     /// Creates stream `name` on `<prefix>.>`, keeping messages ten minutes.
-    fn stream(&mut self, name: &str, prefix: &str) {
+    pub(crate) fn stream(&mut self, name: &str, prefix: &str) {
         self.runtime
             .block_on(self.jetstream.create_stream(jetstream::stream::Config {
                 name: name.to_string(),
@@ -119,7 +119,7 @@ impl Nats {
     }
 
     /// Every message of stream `name`: subject, payload, headers (first value of each).
-    fn read(&self, name: &str) -> Vec<(String, String, BTreeMap<String, String>)> {
+    pub(crate) fn read(&self, name: &str) -> Vec<(String, String, BTreeMap<String, String>)> {
         self.runtime.block_on(async {
             let mut stream = self.jetstream.get_stream(name).await.unwrap();
             let last = stream.info().await.unwrap().state.last_sequence;

@@ -23,11 +23,11 @@ use crate::harness::cluster::{error_policy, read_all};
 use crate::harness::*;
 use crate::{check_order, distinct, side, Proxy, TIMEOUT};
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::env::var("SLUICE_TEST_RABBITMQ_HOST").unwrap_or_else(|_| "127.0.0.1".into())
 }
 
-fn port() -> u16 {
+pub(crate) fn port() -> u16 {
     std::env::var("SLUICE_TEST_RABBITMQ_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -35,7 +35,7 @@ fn port() -> u16 {
 }
 
 /// A name no other test (or earlier run) uses.
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -44,7 +44,7 @@ fn unique(what: &str) -> String {
 }
 
 /// The test's own AMQP client, on a runtime of its own.
-struct Amqp {
+pub(crate) struct Amqp {
     runtime: tokio::runtime::Runtime,
     connection: lapin::Connection,
     channel: lapin::Channel,
@@ -52,7 +52,7 @@ struct Amqp {
 
 impl Amqp {
     /// Connects to the broker at `port` (on the test host), panicking if it cannot.
-    fn connect(port: u16) -> Amqp {
+    pub(crate) fn connect(port: u16) -> Amqp {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -80,7 +80,7 @@ impl Amqp {
     }
 
     /// Declares the durable queue `name`, deleted by the broker ten minutes after its last use.
-    fn queue(&self, name: &str) {
+    pub(crate) fn queue(&self, name: &str) {
         let mut arguments = FieldTable::default();
         arguments.insert("x-expires".into(), AMQPValue::LongInt(600_000));
         self.runtime
@@ -278,7 +278,7 @@ fn source_config(port: u16, prefix: &str, topic: &str) -> Vec<(&'static str, Str
 }
 
 /// Waits until the source's task said it is consuming `times` times in all.
-fn wait_consuming(sluice: &Sluice, times: usize) {
+pub(crate) fn wait_consuming(sluice: &Sluice, times: usize) {
     wait_for("the RabbitMQ source consuming", TIMEOUT, || {
         sluice.output().matches("consuming").count() >= times
     });
