@@ -1,6 +1,8 @@
 //! The messaging connectors against the real services of this machine, through `sluice
 //! standalone` and a `sluice dev-kafka` broker (MQTT: `messaging/mqtt.rs`; RabbitMQ:
-//! `messaging/rabbitmq.rs`; NATS: `messaging/nats.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
+//! `messaging/rabbitmq.rs`; NATS: `messaging/nats.rs`; S3 on moto's server:
+//! `messaging/s3.rs`; HTTP on a server of the test's own: `messaging/http.rs`; MQTT →
+//! RabbitMQ → NATS through Kafka in one pipeline: `messaging/bridge.rs`). Redis (`SLUICE_TEST_REDIS_URL`, default
 //! redis://127.0.0.1:6379; a Redis that cannot be reached fails the tests, it never skips
 //! them): RedisStreamSource through a consumer group, counted by sequence numbers across a
 //! SIGKILL of its process (nothing lost, order kept, every entry acknowledged in the end, none
