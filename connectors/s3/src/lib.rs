@@ -125,7 +125,13 @@ impl Connector for S3Sink {
             add(e);
         }
         if let Err(e) = Store::from_config(config) {
-            add((store::BUCKET.into(), e.message));
+            let key = if e.message.contains("credentials") || e.message.contains(store::SECRET_KEY)
+            {
+                store::ACCESS_KEY
+            } else {
+                store::BUCKET
+            };
+            add((key.into(), e.message));
         }
         errors
     }
