@@ -166,6 +166,24 @@ impl ConfigDefBuilder {
     pub fn build(self) -> ConfigDef {
         self.0
     }
+
+    /// A whole definition in one call, for a table of keys: `default` `None` is a required
+    /// key.
+    pub fn define(
+        name: &str,
+        kind: ConfigType,
+        default: Option<&str>,
+        importance: Importance,
+        doc: &str,
+    ) -> ConfigDef {
+        let mut b = ConfigDefBuilder::new(name, kind)
+            .importance(importance)
+            .doc(doc);
+        if let Some(d) = default {
+            b = b.default_value(d);
+        }
+        b.build()
+    }
 }
 
 #[cfg(test)]

@@ -67,15 +67,7 @@ impl Connector for HttpSource {
     }
 
     fn config_defs(&self) -> Vec<ConfigDef> {
-        let def = |name: &str, kind: ConfigType, default: Option<&str>, importance, doc: &str| {
-            let mut b = ConfigDefBuilder::new(name, kind)
-                .importance(importance)
-                .doc(doc);
-            if let Some(d) = default {
-                b = b.default_value(d);
-            }
-            b.build()
-        };
+        let def = ConfigDefBuilder::define;
         use ConfigType::{Long, String as Text};
         use Importance::{High, Low, Medium};
         vec![

@@ -96,7 +96,6 @@ impl Format {
             (Format::Avro(_), Some(schema)) => Body::Avro {
                 schema: schema.clone(),
                 values: Vec::new(),
-                size: 0,
             },
             _ => Body::Lines(Vec::new()),
         }
@@ -174,8 +173,6 @@ pub enum Body {
     Avro {
         schema: Arc<FileSchema>,
         values: Vec<AvroValue>,
-        /// The values' encoded size, roughly (for the upload's part size).
-        size: usize,
     },
 }
 
@@ -186,17 +183,12 @@ impl Body {
                 out.extend_from_slice(&b);
                 Ok(())
             }
-            (
-                Body::Avro {
-                    schema,
-                    values,
-                    size,
-                },
-                Encoded::Avro { value, .. },
-            ) => {
-                let datum = apache_avro::to_avro_datum(&schema.parsed, value.clone())
-                    .map_err(|e| format!("the value does not fit its Avro schema: {e}"))?;
-                *size += datum.len();
+            (Body::Avro { schema, values }, Encoded::Avro { value, .. }) => {
+                // Checked here, so a value that does not fit goes to errors.* alone; the
+                // file is encoded once, when it is finished.
+                if !value.validate(&schema.parsed) {
+                    return Err("the value does not fit its Avro schema".into());
+                }
                 values.push(value);
                 Ok(())
             }
@@ -208,7 +200,7 @@ impl Body {
     pub fn finish(self, format: &Format) -> Result<Vec<u8>, String> {
         match self {
             Body::Lines(out) => Ok(out),
-            Body::Avro { schema, values, .. } => {
+            Body::Avro { schema, values } => {
                 let codec = match format {
                     Format::Avro(codec) => *codec,
                     _ => Codec::Null,
