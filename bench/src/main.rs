@@ -34,14 +34,18 @@
 //! - s3: S3Sink on an S3-compatible server (moto from the test tools, or
 //!   `SLUICE_BENCH_S3_URL`) vs a plain rust-s3 client uploading the same objects (`s3.rs`),
 //!   on a tenth of `--records` records.
+//! - http: HttpSource paging through an in-process HTTP server and HttpSink posting JSON
+//!   arrays to it vs a plain reqwest client fetching the same pages or posting the same arrays
+//!   (`http.rs`).
 //!
-//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq|nats|s3] [--rounds N] [--json]`
+//! `cargo run --release -p sluice-bench -- [--records N] [--only source|sink|eos|file|transforms|boundary|databases|cdc|mysql-cdc|redis|mqtt|rabbitmq|nats|s3|http] [--rounds N] [--json]`
 
 mod boundary;
 mod cdc;
 mod databases;
 mod file;
 mod footprint;
+mod http;
 mod mqtt;
 mod mysql_cdc;
 mod nats;
@@ -81,7 +85,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Run only the source (produce) or only the sink (consume) figures.
-    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq", "nats", "s3"])]
+    #[arg(long, value_parser = ["source", "sink", "eos", "file", "footprint", "transforms", "boundary", "databases", "cdc", "mysql-cdc", "redis", "mqtt", "rabbitmq", "nats", "s3", "http"])]
     only: Option<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -123,6 +127,9 @@ struct Args {
     /// Internal: serve the s3 plugin.
     #[arg(long, hide = true)]
     s3_connector: bool,
+    /// Internal: serve the http plugin.
+    #[arg(long, hide = true)]
+    http_connector: bool,
 }
 
 const PARTITIONS: i32 = 16;
@@ -167,6 +174,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.s3_connector {
         sluice_connector_sdk::main(sluice_connector_s3::plugin());
+    }
+    if args.http_connector {
+        sluice_connector_sdk::main(sluice_connector_http::plugin());
     }
     if args.postgres_cdc_connector {
         sluice_connector_sdk::main(sluice_connector_postgres_cdc::plugin());
@@ -440,6 +450,14 @@ async fn run(args: &Args, measures: &mut Vec<footprint::Measure>) -> anyhow::Res
         )?;
         let records = (args.records / 10).max(1);
         figures.extend(s3::figures(kafka.bootstrap_servers(), records).await?);
+    }
+    if only("http") {
+        let kafka = EmbeddedKafka::start(
+            1,
+            &[(http::TOPIC.to_string(), http::PARTITIONS)],
+            sluice_worker::kafka::embedded::DEFAULT_PARTITIONS,
+        )?;
+        figures.extend(http::figures(kafka.bootstrap_servers(), args.records).await?);
     }
     Ok(figures)
 }
