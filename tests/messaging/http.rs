@@ -19,6 +19,8 @@ struct Taken {
     method: String,
     path: String,
     authorization: Option<String>,
+    /// Every request header (lower-case name, value).
+    headers: Vec<(String, String)>,
     body: String,
     /// The status it was answered with.
     status: u16,
@@ -75,6 +77,12 @@ impl Server {
                             .get("authorization")
                             .and_then(|v| v.to_str().ok())
                             .map(String::from),
+                        headers: headers
+                            .iter()
+                            .map(|(n, v)| {
+                                (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                            })
+                            .collect(),
                         body,
                         status,
                     });
@@ -111,6 +119,8 @@ impl Server {
                             .take(limit)
                             .collect();
                         text = serde_json::json!({ "items": page }).to_string();
+                        out.insert("x-page-after", after.to_string().parse().unwrap());
+                        out.insert("x-not-forwarded", "1".parse().unwrap());
                     }
                     (StatusCode::from_u16(status).unwrap(), out, text)
                 }
@@ -373,6 +383,99 @@ fn http_sink_recovers_when_the_server_goes_away_and_comes_back() {
     sluice.stop_cleanly();
 }
 
+/// Produces `range` to `topic` as JSON values with headers `trace-id: t<seq / 10>`,
+/// `tenant: acme` and `internal: x`; record 55's trace-id holds a line break.
+fn produce_with_headers(bootstrap: &str, topic: &str, range: std::ops::Range<u64>) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for seq in range {
+        let value = format!(r#"{{"seq":{seq},"text":"ok"}}"#);
+        let trace = if seq == 55 {
+            "t5\r\nInjected: yes".to_string()
+        } else {
+            format!("t{}", seq / 10)
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace-id",
+                value: Some(trace.as_str()),
+            })
+            .insert(Header {
+                key: "tenant",
+                value: Some("acme"),
+            })
+            .insert(Header {
+                key: "internal",
+                value: Some("x"),
+            });
+        producer
+            .send(
+                BaseRecord::<(), _>::to(topic)
+                    .payload(&value)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// HttpSink forwards the Kafka headers named in `http.headers.forward` as HTTP headers under
+/// `http.headers.forward.prefix`: every request carries its records' trace-id and tenant (and
+/// not the header left out), records of different trace-ids never share a request, and the
+/// record whose header HTTP cannot carry (a line break) goes to the dead-letter queue naming
+/// the header, the others all arriving in order.
+#[test]
+fn http_sink_forwards_kafka_headers_as_http_headers() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["headers-to-http:1", "headers-dlq:1"]);
+    produce_with_headers(&kafka.bootstrap, "headers-to-http", 0..500);
+    let mut config = sink_config(server.port, "headers-to-http");
+    config.extend([
+        ("batch.max.size", "100".to_string()),
+        ("batch.json.as.array", "true".into()),
+        ("http.headers.forward", "trace-id, tenant".into()),
+        ("http.headers.forward.prefix", "X-Kafka-".into()),
+    ]);
+    config.extend(error_policy("all", "headers-dlq"));
+    let sink = connector_file(dir.path(), "hheaders", &config);
+    let sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    wait_for("every record", TIMEOUT, || server.accepted().contains(&499));
+    let duplicates = check_in_order(&server.accepted(), 500, &[55]);
+    assert_eq!(duplicates, 0);
+    for t in server.taken() {
+        let header = |name: &str| {
+            t.headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(header("x-kafka-tenant"), ["acme"], "{:?}", t.headers);
+        assert!(header("x-kafka-internal").is_empty() && header("internal").is_empty());
+        assert!(header("injected").is_empty(), "a header was injected");
+        let trace = header("x-kafka-trace-id");
+        let seqs = seqs(&t.body);
+        assert!(!seqs.is_empty());
+        for seq in &seqs {
+            assert_eq!(trace, [format!("t{}", seq / 10)], "record {seq}");
+        }
+    }
+    wait_for("record 55 in the dead-letter queue", TIMEOUT, || {
+        !read_all(&kafka.bootstrap, "headers-dlq").is_empty()
+    });
+    let dlq = read_all(&kafka.bootstrap, "headers-dlq");
+    assert_eq!(dlq.len(), 1);
+    let reason = dlq[0].3.values().cloned().collect::<Vec<_>>().join(" ");
+    assert!(reason.contains("trace-id"), "{reason}");
+    drop(sluice);
+}
+
 fn add_items(server: &Server, range: std::ops::Range<u64>) {
     let mut state = server.state.lock().unwrap();
     state
@@ -406,6 +509,7 @@ fn http_source_pages_with_a_cursor_across_a_kill() {
         ("http.offset.initial", "-1".into()),
         ("http.timer.interval.millis", "200".into()),
         ("kafka.topic", "from-http".into()),
+        ("http.response.headers.forward", "X-Page-After".into()),
         ("tasks.max", "3".into()),
         ("restart.backoff.initial.ms", "200".into()),
         (
@@ -439,6 +543,19 @@ fn http_source_pages_with_a_cursor_across_a_kill() {
     let got = seqs();
     let duplicates = check_in_order(&got, 3000, &[]);
     println!("3000 items, {duplicates} twice after the kill");
+    // Each record carries the answer's x-page-after (the cursor its page was asked after),
+    // and only that header.
+    for (_, _, value, headers) in read_all(&kafka.bootstrap, "from-http") {
+        let id = serde_json::from_slice::<serde_json::Value>(&value.unwrap()).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let after: i64 = headers["x-page-after"].parse().unwrap();
+        assert!(
+            after < id && id - after <= 50,
+            "item {id} on the page after {after}"
+        );
+        assert_eq!(headers.len(), 1, "{headers:?}");
+    }
     assert!(
         duplicates < 1000,
         "the task started over: {duplicates} duplicates"

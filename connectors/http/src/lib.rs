@@ -14,6 +14,11 @@
 //! the last commit (at least once). Any other status is the records' fault: they go through
 //! `errors.*` (the dead-letter queue when tolerated) with the status and the start of the
 //! answer.
+//!
+//! Kafka headers named in `http.headers.forward` (`*` for all) go out as HTTP headers, their
+//! names after `http.headers.forward.prefix`; records whose forwarded headers differ go in
+//! different requests. A header whose name or value HTTP cannot carry sends its record
+//! through `errors.*`.
 
 mod source;
 
@@ -54,6 +59,8 @@ const RETRY_CODES: &str = "retry.on.status.codes";
 const CONNECT_TIMEOUT: &str = "http.connect.timeout.ms";
 const REQUEST_TIMEOUT: &str = "http.request.timeout.ms";
 const NULL_VALUES: &str = "behavior.on.null.values";
+const FORWARD: &str = "http.headers.forward";
+const FORWARD_PREFIX: &str = "http.headers.forward.prefix";
 
 /// The `http` plugin: HttpSource and HttpSink.
 pub fn plugin() -> Plugin {
@@ -108,6 +115,8 @@ impl Connector for HttpSink {
             def(CONNECT_TIMEOUT, Int, Some("30000"), Low, "Connect timeout in ms"),
             def(REQUEST_TIMEOUT, Int, Some("30000"), Low, "Request timeout in ms"),
             def(NULL_VALUES, Text, Some("ignore"), Low, "A record with a null value: ignore, or fail (reported to errors.*)"),
+            def(FORWARD, Text, Some(""), Medium, "Kafka headers sent as HTTP headers: names separated by commas, or * for all"),
+            def(FORWARD_PREFIX, Text, Some(""), Low, "Text put before a forwarded header's name"),
         ]
     }
 
@@ -171,6 +180,76 @@ struct Settings {
     connect_timeout: Duration,
     request_timeout: Duration,
     fail_on_null: bool,
+    forward: Forward,
+}
+
+/// Which Kafka headers go out as HTTP headers, and under what names.
+#[derive(Default)]
+struct Forward {
+    all: bool,
+    names: Vec<String>,
+    prefix: String,
+}
+
+impl Forward {
+    fn from_config(config: &Config) -> Result<Forward, (String, String)> {
+        let mut forward = Forward {
+            prefix: config.get_or(FORWARD_PREFIX, "").trim().to_string(),
+            ..Forward::default()
+        };
+        for name in config.get_or(FORWARD, "").split(',').map(str::trim) {
+            match name {
+                "" => {}
+                "*" => forward.all = true,
+                name => {
+                    HeaderName::from_bytes(format!("{}{name}", forward.prefix).as_bytes())
+                        .map_err(|_| {
+                            (
+                                FORWARD.to_string(),
+                                format!("{name:?} (after the prefix) is not an HTTP header name"),
+                            )
+                        })?;
+                    forward.names.push(name.to_string());
+                }
+            }
+        }
+        Ok(forward)
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.names.is_empty()
+    }
+
+    /// A record's headers to forward, as HTTP headers, in the record's order.
+    fn headers_of(
+        &self,
+        record: &SinkRecordRef<'_>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let mut out = Vec::new();
+        if self.is_empty() {
+            return Ok(out);
+        }
+        for h in &record.headers {
+            if !self.all && !self.names.contains(&h.key) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(format!("{}{}", self.prefix, h.key).as_bytes())
+                .map_err(|_| format!("the Kafka header {:?} is not an HTTP header name", h.key))?;
+            let text = h
+                .value
+                .as_ref()
+                .and_then(sluice_connector_sdk::data::to_text)
+                .unwrap_or_default();
+            let value = HeaderValue::from_str(&text).map_err(|_| {
+                format!(
+                    "the value of the Kafka header {:?} is not HTTP header text",
+                    h.key
+                )
+            })?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
 }
 
 impl Settings {
@@ -286,6 +365,7 @@ impl Settings {
             connect_timeout: Duration::from_millis(number(CONNECT_TIMEOUT, 30_000)?),
             request_timeout: Duration::from_millis(number(REQUEST_TIMEOUT, 30_000)?),
             fail_on_null,
+            forward: Forward::from_config(config)?,
         })
     }
 }
@@ -298,9 +378,10 @@ struct HttpSinkTask {
     errors: Option<ErrantRecordReporter>,
 }
 
-/// A request being gathered: its URL and its records' values.
+/// A request being gathered: its URL, forwarded headers and its records' values.
 struct Request<'r, 'a> {
     url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
     records: Vec<&'r SinkRecordRef<'a>>,
     values: Vec<Vec<u8>>,
 }
@@ -353,18 +434,26 @@ impl SinkTask for HttpSinkTask {
                     continue;
                 }
             };
+            let headers = match settings.forward.headers_of(record) {
+                Ok(h) => h,
+                Err(message) => {
+                    self.report(record, message);
+                    continue;
+                }
+            };
             let url = settings
                 .url
                 .replace("${topic}", &record.topic)
                 .replace("${key}", &record.key.text().unwrap_or_default());
             if let Some(p) = &pending {
-                if p.url != url || p.records.len() >= settings.batch_max {
+                if p.url != url || p.headers != headers || p.records.len() >= settings.batch_max {
                     let full = pending.take().expect("checked");
                     self.send(full).await?;
                 }
             }
             let p = pending.get_or_insert_with(|| Request {
                 url,
+                headers,
                 records: Vec::new(),
                 values: Vec::new(),
             });
@@ -428,15 +517,22 @@ impl HttpSinkTask {
         } else {
             body.extend_from_slice(settings.suffix.as_bytes());
         }
+        let mut headers = settings.headers.clone();
+        for (name, value) in &request.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        // Bytes: each attempt's clone of the request shares the body.
+        let prepared = client
+            .request(settings.method.clone(), &request.url)
+            .headers(headers)
+            .body(bytes::Bytes::from(body));
         let mut backoff = settings.backoff;
         let mut attempt = 0;
         loop {
-            let sent = client
-                .request(settings.method.clone(), &request.url)
-                .headers(settings.headers.clone())
-                .body(body.clone())
-                .send()
-                .await;
+            let sent = match prepared.try_clone() {
+                Some(r) => r.send().await,
+                None => return Err(TaskError::fatal("the request cannot be sent again")),
+            };
             let (why, wait) = match sent {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
@@ -570,5 +666,10 @@ mod tests {
             Some(RETRY_CODES.into())
         );
         assert_eq!(key(&[(URL, "http://x/${topic}/${key}")]), None);
+        assert_eq!(
+            key(&[(URL, "http://x"), (FORWARD, "trace-id, bad name")]),
+            Some(FORWARD.into())
+        );
+        assert_eq!(key(&[(URL, "http://x"), (FORWARD, "trace-id,*")]), None);
     }
 }

@@ -11,6 +11,9 @@
 //! once; after an empty one, `http.timer.interval.millis` later. The cursor is committed with
 //! the records, so a restart asks again from the last committed item: at least once.
 //!
+//! The answer's headers named in `http.response.headers.forward` (`*` for all) become Kafka
+//! headers of every record of that answer, under their lower-case HTTP names.
+//!
 //! One task: a cursor cannot be split.
 
 use std::sync::Arc;
@@ -38,6 +41,7 @@ const INITIAL: &str = "http.offset.initial";
 const INTERVAL: &str = "http.timer.interval.millis";
 const TOPIC: &str = "kafka.topic";
 const TIMEOUT: &str = "http.client.read.timeout.millis";
+const FORWARD: &str = "http.response.headers.forward";
 
 pub struct HttpSource;
 
@@ -143,6 +147,13 @@ impl Connector for HttpSource {
                 Low,
                 "Request timeout in milliseconds",
             ),
+            def(
+                FORWARD,
+                Text,
+                Some(""),
+                Medium,
+                "Answer headers copied to each record's Kafka headers: names separated by commas, or * for all",
+            ),
         ]
     }
 }
@@ -175,6 +186,11 @@ struct HttpSourceTask {
     next_poll: Option<Instant>,
     /// Items fetched, not yet returned (a poll returns at most what it was asked for).
     fetched: std::collections::VecDeque<Json>,
+    /// Answer headers to copy (lower case), or every one.
+    forward: Vec<String>,
+    forward_all: bool,
+    /// The forwarded headers of the answer `fetched` came from.
+    answer_headers: Vec<sluice_connector_sdk::proto::Header>,
 }
 
 /// A JSON value as the cursor's text: strings as they are, anything else as JSON.
@@ -229,6 +245,13 @@ impl SourceTask for HttpSourceTask {
             })?;
             self.headers.append(name, value);
         }
+        for name in config.get_or(FORWARD, "").split(',').map(str::trim) {
+            match name {
+                "" => {}
+                "*" => self.forward_all = true,
+                name => self.forward.push(name.to_ascii_lowercase()),
+            }
+        }
         self.params = config.get_or(PARAMS, "").to_string();
         self.body = config.get_or(BODY, "").to_string();
         self.list = config.get_or(LIST_POINTER, "/").to_string();
@@ -264,7 +287,9 @@ impl SourceTask for HttpSourceTask {
                     }
                 }
             }
-            self.fetched = self.fetch().await?.into();
+            let (items, headers) = self.fetch().await?;
+            self.fetched = items.into();
+            self.answer_headers = headers;
             self.next_poll = self
                 .fetched
                 .is_empty()
@@ -292,6 +317,7 @@ impl SourceTask for HttpSourceTask {
                 topic: self.topic.clone(),
                 key,
                 value: data::string(item.to_string()),
+                headers: self.answer_headers.clone(),
                 ..SourceRecord::default()
             });
         }
@@ -300,11 +326,13 @@ impl SourceTask for HttpSourceTask {
 }
 
 impl HttpSourceTask {
-    /// One request from the current cursor; its items. A status of 5xx, 408 or 429, a timeout
+    /// One request from the current cursor; its items and the headers to forward. A status of 5xx, 408 or 429, a timeout
     /// or a broken connection is retriable (the worker restarts the task with backoff, from
     /// the committed cursor); another non-2xx status, or an answer that is not JSON with an
     /// array at the list pointer, is fatal.
-    async fn fetch(&self) -> Result<Vec<Json>, TaskError> {
+    async fn fetch(
+        &self,
+    ) -> Result<(Vec<Json>, Vec<sluice_connector_sdk::proto::Header>), TaskError> {
         let client = self
             .client
             .as_ref()
@@ -321,11 +349,22 @@ impl HttpSourceTask {
         if !self.body.is_empty() {
             request = request.body(fill(&self.body));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| TaskError::retriable(format!("GET {}: {}", self.url, e.without_url())))?;
+        let method = self.method.as_ref().unwrap_or(&Method::GET);
+        let response = request.send().await.map_err(|e| {
+            TaskError::retriable(format!("{method} {}: {}", self.url, e.without_url()))
+        })?;
         let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| self.forward_all || self.forward.iter().any(|f| f == name.as_str()))
+            .map(|(name, value)| {
+                data::header(
+                    name.as_str(),
+                    data::string(String::from_utf8_lossy(value.as_bytes())),
+                )
+            })
+            .collect();
         let body = response.bytes().await.map_err(|e| {
             TaskError::retriable(format!(
                 "read the answer of {}: {}",
@@ -349,14 +388,18 @@ impl HttpSourceTask {
                 TaskError::fatal(message)
             });
         }
-        let doc: Json = serde_json::from_slice(&body).map_err(|e| {
+        let mut doc: Json = serde_json::from_slice(&body).map_err(|e| {
             TaskError::fatal(format!(
                 "{} answered with something that is not JSON: {e}",
                 self.url
             ))
         })?;
-        match at(&doc, &self.list) {
-            Some(Json::Array(items)) => Ok(items.clone()),
+        let list = match self.list.trim() {
+            "" | "/" => Some(&mut doc),
+            p => doc.pointer_mut(p),
+        };
+        match list {
+            Some(Json::Array(items)) => Ok((std::mem::take(items), headers)),
             _ => Err(TaskError::fatal(format!(
                 "{LIST_POINTER}: the answer of {} has no array at {:?}",
                 self.url, self.list
