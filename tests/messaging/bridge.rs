@@ -1,18 +1,21 @@
 //! The bridge: messages published to MQTT travel MQTT → MqttSource → Kafka → RabbitMqSink →
 //! RabbitMQ → RabbitMqSource → Kafka → NatsSink → NATS JetStream, four connectors in one
-//! pipeline on the real services, the RabbitMQ source SIGKILLed on the way; counted by
-//! sequence number at the far end.
+//! pipeline on the real services, the RabbitMQ source SIGKILLed three times while it takes
+//! messages; counted by sequence number at the far end.
 
 use std::collections::BTreeSet;
 
+use crate::harness::cluster::read_all;
 use crate::harness::*;
-use crate::{distinct, mqtt, nats, rabbitmq, TIMEOUT};
+use crate::{mqtt, nats, rabbitmq, TIMEOUT};
 
 const BYTES: &str = "org.apache.kafka.connect.converters.ByteArrayConverter";
 const STRING: &str = "org.apache.kafka.connect.storage.StringConverter";
 
-/// 3,000 MQTT messages cross two brokers and two Kafka topics into a JetStream stream: every
-/// one arrives, in order of first arrival, duplicates only from the kill (counted).
+/// 3,000 MQTT messages, published at a steady pace, cross two brokers and two Kafka topics into
+/// a JetStream stream while the RabbitMQ source is SIGKILLed three times mid-flow (the
+/// messages it held unacknowledged come back redelivered, at least once over the three kills):
+/// every one arrives, in order of first arrival, duplicates only from the kills (counted).
 #[test]
 fn bridge_mqtt_to_rabbitmq_to_nats_through_kafka_loses_nothing() {
     let uri = mqtt::mqtt_uri();
@@ -84,26 +87,53 @@ fn bridge_mqtt_to_rabbitmq_to_nats_through_kafka_loses_nothing() {
             .map(|(_, payload, _)| payload.parse().unwrap())
             .collect()
     };
-    // Steps of 500: the shared Mosquitto queues 1,000 messages for a subscriber at most.
-    for step in 0..6u64 {
-        let range = step * 500..(step + 1) * 500;
+    // How far the RabbitMQ source has written into Kafka: one cheap request.
+    let watermarks: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .unwrap();
+    let written = || {
+        rdkafka::consumer::Consumer::fetch_watermarks(
+            &watermarks,
+            "bridge-rmq",
+            0,
+            std::time::Duration::from_secs(5),
+        )
+        .map_or(0, |(_, high)| high)
+    };
+    let publish = |range: std::ops::Range<u64>| {
         let messages: Vec<(String, String)> = range
-            .clone()
             .map(|seq| (format!("{prefix}/in"), seq.to_string()))
             .collect();
         publisher.publish(&messages);
-        wait_for("the step in Kafka", TIMEOUT, || {
-            distinct(&kafka, "bridge-mqtt") as u64 >= range.end
-        });
-        if step == 2 {
-            wait_for("the first messages across", TIMEOUT, || {
-                payloads().len() >= 1000
-            });
-            let pid = sluice
-                .connector_pid("b-rmq-in")
-                .expect("the RabbitMQ source's process");
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    // Three rounds of 1,000: 500 messages in steps of 100 every 30 ms, then a burst of 500
+    // (the shared Mosquitto queues 1,000 messages for a subscriber at most), the RabbitMQ
+    // source killed the moment it writes again, so in the middle of taking the burst; back
+    // before the next round.
+    let mut kills = 0;
+    for round in 0..3u64 {
+        let base = round * 1000;
+        for step in 0..5 {
+            publish(base + step * 100..base + (step + 1) * 100);
+            std::thread::sleep(std::time::Duration::from_millis(30));
         }
+        let pid = sluice
+            .connector_pid("b-rmq-in")
+            .expect("the RabbitMQ source's process");
+        let before = written();
+        publish(base + 500..base + 1000);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while written() <= before {
+            assert!(std::time::Instant::now() < deadline, "the burst never came");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        kills += 1;
+        wait_for("the RabbitMQ source back", TIMEOUT, || {
+            sluice.connector_pid("b-rmq-in") != Some(pid)
+        });
+        rabbitmq::wait_consuming(&sluice, kills + 1);
     }
     wait_for("every message in the stream", TIMEOUT, || {
         payloads().iter().collect::<BTreeSet<_>>().len() >= 3000
@@ -121,9 +151,18 @@ fn bridge_mqtt_to_rabbitmq_to_nats_through_kafka_loses_nothing() {
         (0..3000).collect::<Vec<u64>>(),
         "lost or out of order"
     );
+    let redelivered = read_all(&kafka.bootstrap, "bridge-rmq")
+        .iter()
+        .filter(|(_, _, _, h)| h.get("rabbitmq.redelivered").map(String::as_str) == Some("true"))
+        .count();
     println!(
-        "3000 messages MQTT → Kafka → RabbitMQ → Kafka → NATS, {} duplicates after the kill",
+        "3000 messages MQTT → Kafka → RabbitMQ → Kafka → NATS, {kills} kills, {redelivered} \
+         redelivered by RabbitMQ, {} duplicates at the end",
         got.len() - first.len()
+    );
+    assert!(
+        redelivered > 0,
+        "no kill landed while the RabbitMQ source held unacknowledged messages"
     );
     drop(sluice);
 }
