@@ -305,7 +305,8 @@ fn s3_sink_writes_every_record_exactly_once_across_a_kill() {
 
 /// Objects larger than `s3.part.size` (5 MiB) go up as multipart uploads. A multipart upload
 /// left as a killed task leaves one (planted here: started, one part sent) is aborted when
-/// the partition opens; the connector is SIGKILLed while it uploads; in the end no upload of
+/// the partition opens; the connector is SIGKILLed in the middle of one of its multipart
+/// uploads (seen listed unfinished); in the end no upload of
 /// the topic's partition is left unfinished (an unrelated one is left alone), every object is
 /// whole and every record in exactly one.
 #[test]
@@ -344,11 +345,24 @@ fn s3_sink_multipart_uploads_are_completed_or_aborted_never_left_half() {
     wait_on(&sluice, "the left upload aborted", || {
         uploads(&bucket, "topics/") == vec![unrelated.to_string()]
     });
-    wait_on(&sluice, "the first object", || {
-        !keys(&bucket, "topics/").is_empty()
-    });
+    // Killed while one of its uploads is listed unfinished: in the middle of a multipart upload.
     let pid = sluice.connector_pid("bigsink").expect("the sink's process");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let cut = loop {
+        let open: Vec<String> = uploads(&bucket, "topics/")
+            .into_iter()
+            .filter(|u| u != unrelated)
+            .collect();
+        if !open.is_empty() {
+            break open;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upload seen in progress"
+        );
+    };
     unsafe { libc::kill(pid, libc::SIGKILL) };
+    let done_before_kill = keys(&bucket, "topics/").len();
     produce_seq(&kafka.bootstrap, "big", 3600..6000, 1, 5000);
     wait_on(&sluice, "every record in an object", || {
         keys(&bucket, "topics/").len() >= 5
@@ -358,6 +372,7 @@ fn s3_sink_multipart_uploads_are_completed_or_aborted_never_left_half() {
     wait_on(&sluice, "no upload of the partition unfinished", || {
         uploads(&bucket, "topics/") == vec![unrelated.to_string()]
     });
+    println!("killed uploading {cut:?}, {done_before_kill} objects finished before");
     let objects = objects(&bucket, "");
     assert_eq!(objects.len(), 5);
     assert!(objects.values().all(|b| b.len() > 5 * 1024 * 1024));
