@@ -414,11 +414,12 @@ fn produce_structs(bootstrap: &str, topic: &str, count: u64, tombstone: u64) -> 
     base
 }
 
-/// AvroFormat with FieldPartitioner (by region) and JsonFormat with an hourly
-/// TimeBasedPartitioner on a field of the value, side by side on one topic of structs: the
-/// Avro files read back with an Avro reader, each under its region's folder; the JSON files
-/// each under the hour of their records (rotated when the hour changes); the tombstone goes
-/// to the dead-letter queue from both (behavior.on.null.values=fail, errors tolerated).
+/// AvroFormat with FieldPartitioner (by region) and gzipped JsonFormat with an hourly
+/// TimeBasedPartitioner on a field of the value in a named zone (Asia/Tokyo), side by side on
+/// one topic of structs: the Avro files read back with an Avro reader, each under its region's
+/// folder; the JSON files (`.json.gz`) each under the Tokyo hour of their records (rotated
+/// when the hour changes); the tombstone goes to the dead-letter queue from both
+/// (behavior.on.null.values=fail, errors tolerated).
 #[test]
 fn s3_sink_writes_avro_by_field_and_json_by_hour() {
     let moto = Moto::start();
@@ -455,7 +456,8 @@ fn s3_sink_writes_avro_by_field_and_json_by_hour() {
         ),
         ("path.format", "'date'=YYYY-MM-dd/'hour'=HH".into()),
         ("partition.duration.ms", "3600000".into()),
-        ("timezone", "UTC".into()),
+        ("timezone", "Asia/Tokyo".into()),
+        ("s3.compression.type", "gzip".into()),
         ("locale", "en-US".into()),
         ("timestamp.extractor", "RecordField".into()),
         ("timestamp.field", "ts".into()),
@@ -516,18 +518,24 @@ fn s3_sink_writes_avro_by_field_and_json_by_hour() {
             .and_then(|r| r.rsplit_once('/'))
             .map(|(h, _)| h.to_string())
             .unwrap_or_else(|| panic!("unexpected object {key}"));
-        for line in String::from_utf8(body).unwrap().lines() {
+        assert!(key.ends_with(".json.gz"), "{key}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap_or_else(|e| panic!("{key} is not gzip: {e}"));
+        for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let seq = v["seq"].as_u64().unwrap();
             let ts = v["ts"].as_i64().unwrap();
             assert_eq!(ts, base + seq as i64 * 7 * 60_000);
-            let hours = (ts - base) / 3_600_000;
+            // Tokyo is 9 hours ahead of UTC (no daylight saving).
+            let hours = (ts - base) / 3_600_000 + 9;
             let expected = format!("date=2026-01-{:02}/hour={:02}", 1 + hours / 24, hours % 24);
             assert_eq!(hour_path, expected, "{key}: seq {seq}");
             assert!(hour_seqs.insert(seq), "{seq} twice");
         }
     }
-    // Hours 0..=34 hold seq 0..=299; hour 34's (seq ≥ 292) is still open.
+    // The 35 hours from the first record's hold seq 0..=299; the last one's (seq ≥ 292) is
+    // still open.
     let written: BTreeSet<u64> = (0..292).filter(|s| *s != 150).collect();
     assert_eq!(hour_seqs, written);
     let dlq = read_all(&kafka.bootstrap, "s3-dlq");

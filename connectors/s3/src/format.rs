@@ -10,6 +10,10 @@
 //!   `avro.codec`: `null` or `deflate`.
 //! - `ByteArrayFormat` (`format.bytearray.extension`, `.bin`): each value's bytes followed by
 //!   `format.bytearray.separator` (a line feed by default).
+//!
+//! `s3.compression.type=gzip` (with `s3.compression.level`, -1 for zlib's default) gzips JSON
+//! and ByteArray files, whose names then end in `.gz`; Avro files are compressed inside by
+//! `avro.codec`, as Confluent's connector does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,23 +29,80 @@ pub const FORMAT: &str = "format.class";
 pub const AVRO_CODEC: &str = "avro.codec";
 pub const BYTES_EXTENSION: &str = "format.bytearray.extension";
 pub const BYTES_SEPARATOR: &str = "format.bytearray.separator";
+pub const COMPRESSION: &str = "s3.compression.type";
+pub const COMPRESSION_LEVEL: &str = "s3.compression.level";
 
 pub const JSON: &str = "io.confluent.connect.s3.format.json.JsonFormat";
 const AVRO: &str = "io.confluent.connect.s3.format.avro.AvroFormat";
 const BYTES: &str = "io.confluent.connect.s3.format.bytearray.ByteArrayFormat";
 
-/// How records become an object's bytes.
-pub enum Format {
+/// How records become an object's bytes, and the objects' name ending.
+pub struct Format {
+    kind: Kind,
+    /// gzip's level, when JSON or ByteArray files are gzipped.
+    gzip: Option<flate2::Compression>,
+    extension: String,
+}
+
+enum Kind {
     Json(Box<Converter>),
     Avro(Codec),
-    Bytes {
-        separator: Vec<u8>,
-        extension: String,
-    },
+    Bytes { separator: Vec<u8> },
 }
 
 impl Format {
     pub fn from_config(config: &Config) -> Result<Format, (String, String)> {
+        let kind = Kind::from_config(config)?;
+        let gzip = match config.get_or(COMPRESSION, "none").trim() {
+            "none" | "" => None,
+            "gzip" => {
+                let level = config.get_or(COMPRESSION_LEVEL, "-1").trim();
+                match level.parse::<i32>() {
+                    Ok(-1) => Some(flate2::Compression::default()),
+                    Ok(l @ 0..=9) => Some(flate2::Compression::new(l as u32)),
+                    _ => {
+                        return Err((
+                            COMPRESSION_LEVEL.into(),
+                            format!("{level:?} is not -1 (the default) or a level from 0 to 9"),
+                        ))
+                    }
+                }
+            }
+            other => return Err((COMPRESSION.into(), format!("{other:?} is not none or gzip"))),
+        };
+        // Avro files are compressed inside (avro.codec).
+        let gzip = gzip.filter(|_| !matches!(kind, Kind::Avro(_)));
+        let mut extension = match &kind {
+            Kind::Json(_) => ".json".to_string(),
+            Kind::Avro(_) => ".avro".to_string(),
+            Kind::Bytes { .. } => config.get_or(BYTES_EXTENSION, ".bin").to_string(),
+        };
+        if gzip.is_some() {
+            extension.push_str(".gz");
+        }
+        Ok(Format {
+            kind,
+            gzip,
+            extension,
+        })
+    }
+
+    pub fn extension(&self) -> &str {
+        &self.extension
+    }
+
+    /// The objects' Content-Type.
+    pub fn content_type(&self) -> &'static str {
+        match (&self.kind, self.gzip) {
+            (_, Some(_)) => "application/gzip",
+            (Kind::Json(_), None) => "application/json",
+            _ => "application/octet-stream",
+        }
+    }
+}
+
+impl Kind {
+    fn from_config(config: &Config) -> Result<Kind, (String, String)> {
         let class = config.get_or(FORMAT, JSON).trim();
         let simple = class.rsplit('.').next().unwrap_or(class);
         match simple {
@@ -54,7 +115,7 @@ impl Format {
                     Side::Value,
                 )
                 .map_err(|(_, e)| (FORMAT.to_string(), e))?;
-                Ok(Format::Json(Box::new(converter)))
+                Ok(Kind::Json(Box::new(converter)))
             }
             "AvroFormat" => {
                 let codec = match config.get_or(AVRO_CODEC, "null").trim() {
@@ -69,11 +130,10 @@ impl Format {
                         ))
                     }
                 };
-                Ok(Format::Avro(codec))
+                Ok(Kind::Avro(codec))
             }
-            "ByteArrayFormat" => Ok(Format::Bytes {
+            "ByteArrayFormat" => Ok(Kind::Bytes {
                 separator: config.get_or(BYTES_SEPARATOR, "\n").as_bytes().to_vec(),
-                extension: config.get_or(BYTES_EXTENSION, ".bin").to_string(),
             }),
             _ => Err((
                 FORMAT.into(),
@@ -81,19 +141,13 @@ impl Format {
             )),
         }
     }
+}
 
-    pub fn extension(&self) -> &str {
-        match self {
-            Format::Json(_) => ".json",
-            Format::Avro(_) => ".avro",
-            Format::Bytes { extension, .. } => extension,
-        }
-    }
-
+impl Format {
     /// A new, empty file body of this format.
     pub fn new_body(&self, schema: Option<&Arc<FileSchema>>) -> Body {
-        match (self, schema) {
-            (Format::Avro(_), Some(schema)) => Body::Avro {
+        match (&self.kind, schema) {
+            (Kind::Avro(_), Some(schema)) => Body::Avro {
                 schema: schema.clone(),
                 values: Vec::new(),
             },
@@ -103,8 +157,8 @@ impl Format {
 
     /// The record's value in this format: bytes to append, or an Avro value and its schema.
     pub fn encode(&self, record: &SinkRecordRef<'_>) -> Result<Encoded, String> {
-        match self {
-            Format::Json(converter) => {
+        match &self.kind {
+            Kind::Json(converter) => {
                 let mut line = match record.value.to_data() {
                     Data {
                         kind: Some(data::Kind::Raw(bytes)),
@@ -123,14 +177,14 @@ impl Format {
                 line.push(b'\n');
                 Ok(Encoded::Bytes(line))
             }
-            Format::Bytes { separator, .. } => {
+            Kind::Bytes { separator } => {
                 let mut out = record.value.scalar_bytes().ok_or_else(|| {
                     "ByteArrayFormat writes bytes or strings; this value is a struct, map or array (use JsonFormat or AvroFormat)".to_string()
                 })?.into_owned();
                 out.extend_from_slice(separator);
                 Ok(Encoded::Bytes(out))
             }
-            Format::Avro(_) => {
+            Kind::Avro(_) => {
                 let data = record.value.to_data();
                 let Some(data::Kind::Structured(s)) = data.kind else {
                     return Err("AvroFormat needs a value with a schema; this one is raw bytes (use a converter that reads schemas, e.g. AvroConverter or JsonConverter with schemas.enable)".into());
@@ -199,10 +253,20 @@ impl Body {
     /// The object's bytes.
     pub fn finish(self, format: &Format) -> Result<Vec<u8>, String> {
         match self {
-            Body::Lines(out) => Ok(out),
+            Body::Lines(out) => match format.gzip {
+                None => Ok(out),
+                Some(level) => {
+                    use std::io::Write as _;
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::with_capacity(out.len() / 4), level);
+                    gz.write_all(&out)
+                        .and_then(|()| gz.finish())
+                        .map_err(|e| format!("gzip the file: {e}"))
+                }
+            },
             Body::Avro { schema, values } => {
-                let codec = match format {
-                    Format::Avro(codec) => *codec,
+                let codec = match &format.kind {
+                    Kind::Avro(codec) => *codec,
                     _ => Codec::Null,
                 };
                 let mut writer = apache_avro::Writer::with_codec(&schema.parsed, Vec::new(), codec);

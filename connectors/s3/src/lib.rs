@@ -47,7 +47,6 @@ const ROTATE_INTERVAL: &str = "rotate.interval.ms";
 const ROTATE_SCHEDULE: &str = "rotate.schedule.interval.ms";
 const PAD_WIDTH: &str = "file.name.offset.zero.pad.width";
 const NULL_VALUES: &str = "behavior.on.null.values";
-const COMPRESSION: &str = "s3.compression.type";
 
 /// The `s3` plugin: S3Sink.
 pub fn plugin() -> Plugin {
@@ -95,11 +94,12 @@ impl Connector for S3Sink {
             def(ROTATE_SCHEDULE, Long, Some("-1"), Medium, "Upload a partition's files each time the wall clock passes a multiple of this many ms; -1: off (not repeatable after a crash)"),
             def(PAD_WIDTH, Int, Some("10"), Low, "Digits of the start offset in a file name, zero-padded"),
             def(NULL_VALUES, Text, Some("fail"), Low, "A record with a null value: fail (reported to errors.*, the dead-letter queue when tolerated) or ignore"),
-            def(COMPRESSION, Text, Some("none"), Low, "none (the only one yet)"),
             def(format::FORMAT, Text, Some(format::JSON), High, "JsonFormat, AvroFormat or ByteArrayFormat (io.confluent.connect.s3.format.*)"),
             def(format::AVRO_CODEC, Text, Some("null"), Low, "AvroFormat's codec: null or deflate"),
             def(format::BYTES_EXTENSION, Text, Some(".bin"), Low, "ByteArrayFormat's file extension"),
             def(format::BYTES_SEPARATOR, Text, Some("\n"), Low, "ByteArrayFormat's separator after each value"),
+            def(format::COMPRESSION, Text, Some("none"), Low, "none or gzip: JsonFormat and ByteArrayFormat files gzipped (.gz)"),
+            def(format::COMPRESSION_LEVEL, Int, Some("-1"), Low, "gzip's level, 0 to 9, or -1 for the default"),
             def(partitioner::PARTITIONER, Text, Some(partitioner::DEFAULT), High, "DefaultPartitioner, FieldPartitioner, TimeBasedPartitioner, DailyPartitioner or HourlyPartitioner (io.confluent.connect.storage.partitioner.*)"),
             def(partitioner::FIELD_NAME, Text, Some(""), Medium, "FieldPartitioner's fields, comma-separated"),
             def(partitioner::PATH_FORMAT, Text, Some(""), Medium, "TimeBasedPartitioner's Joda-Time path format, e.g. 'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH"),
@@ -178,15 +178,6 @@ impl Settings {
                 ))
             }
         };
-        match config.get_or(COMPRESSION, "none").trim() {
-            "none" | "" => {}
-            other => {
-                return Err((
-                    COMPRESSION.into(),
-                    format!("{other:?}: only none is supported yet"),
-                ))
-            }
-        }
         Ok(Settings {
             topics_dir: config
                 .get_or(TOPICS_DIR, "topics")
@@ -492,10 +483,7 @@ impl S3SinkTask {
         writer.base_timestamp = None;
         writer.current = None;
         writer.next_scheduled = None;
-        let content_type = match settings.format {
-            Format::Json(_) => "application/json",
-            _ => "application/octet-stream",
-        };
+        let content_type = settings.format.content_type();
         let mut files: Vec<(String, OpenFile)> = files.into_iter().collect();
         files.sort_by_key(|(_, f)| f.start);
         for (encoded, file) in files {

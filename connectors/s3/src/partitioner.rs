@@ -9,7 +9,9 @@
 //!   Confluent's: `'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH`); `DailyPartitioner` and
 //!   `HourlyPartitioner` are it with a day's or an hour's duration and format.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, Timelike};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDateTime, Offset as _, TimeZone as _, Timelike,
+};
 use sluice_connector_sdk::proto::{data, value, Schema, Value};
 use sluice_connector_sdk::{Config, DataRef, SinkRecordRef};
 
@@ -95,7 +97,29 @@ pub enum Partitioner {
 pub struct TimeBased {
     format: Vec<Token>,
     duration_ms: i64,
-    zone: FixedOffset,
+    zone: Zone,
+}
+
+/// A timezone: a fixed offset, or a named zone of the tz database (its offset by the date).
+#[derive(Debug, Clone)]
+enum Zone {
+    Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// Milliseconds the zone's clocks are ahead of UTC at `timestamp_ms`.
+    fn offset_ms(&self, timestamp_ms: i64) -> i64 {
+        let seconds = match self {
+            Zone::Fixed(offset) => offset.local_minus_utc(),
+            Zone::Named(tz) => DateTime::from_timestamp_millis(timestamp_ms).map_or(0, |utc| {
+                tz.offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc()
+            }),
+        };
+        i64::from(seconds) * 1000
+    }
 }
 
 impl Partitioner {
@@ -171,7 +195,7 @@ impl Partitioner {
                 Some(z) if !z.is_empty() => parse_zone(z).map_err(|e| (TIMEZONE.to_string(), e))?,
                 _ => return Err((
                     TIMEZONE.into(),
-                    "a time-based partitioner needs a timezone (UTC, or an offset such as +02:00)"
+                    "a time-based partitioner needs a timezone (UTC, a zone such as Europe/Paris, or an offset such as +02:00)"
                         .into(),
                 )),
             };
@@ -223,7 +247,7 @@ impl Partitioner {
 
 impl TimeBased {
     fn encode(&self, timestamp_ms: i64) -> Result<String, String> {
-        let offset_ms = i64::from(self.zone.local_minus_utc()) * 1000;
+        let offset_ms = self.zone.offset_ms(timestamp_ms);
         let local = timestamp_ms.saturating_add(offset_ms);
         let floored = local.div_euclid(self.duration_ms) * self.duration_ms;
         let time = DateTime::from_timestamp_millis(floored)
@@ -311,8 +335,16 @@ fn render(format: &[Token], t: &NaiveDateTime) -> String {
     out
 }
 
-/// `UTC`/`GMT`/`Z`, or a fixed offset `+HH:MM` / `-HH:MM` (optionally after `UTC`/`GMT`).
-fn parse_zone(zone: &str) -> Result<FixedOffset, String> {
+/// `UTC`/`GMT`/`Z`, a fixed offset `+HH:MM` / `-HH:MM` (optionally after `UTC`/`GMT`), or a
+/// zone of the tz database by name (`Europe/Paris`), as Joda-Time's `DateTimeZone.forID`.
+fn parse_zone(zone: &str) -> Result<Zone, String> {
+    if let Ok(tz) = zone.parse::<chrono_tz::Tz>() {
+        return Ok(Zone::Named(tz));
+    }
+    parse_offset(zone).map(Zone::Fixed)
+}
+
+fn parse_offset(zone: &str) -> Result<FixedOffset, String> {
     let rest = zone
         .strip_prefix("UTC")
         .or_else(|| zone.strip_prefix("GMT"))
@@ -322,7 +354,7 @@ fn parse_zone(zone: &str) -> Result<FixedOffset, String> {
     }
     let bad = || {
         format!(
-            "{zone:?} is not a timezone this connector knows: use UTC or a fixed offset such as +02:00 (named zones are not supported)"
+            "{zone:?} is not a timezone: use UTC, a zone of the tz database such as Europe/Paris, or a fixed offset such as +02:00"
         )
     };
     let (sign, digits) = match rest.as_bytes().first() {
@@ -418,6 +450,44 @@ mod tests {
     }
 
     #[test]
+    fn named_zones_follow_daylight_saving() {
+        let p = Partitioner::from_config(&config(&[
+            (PARTITIONER, "HourlyPartitioner"),
+            (TIMEZONE, "Europe/Paris"),
+        ]))
+        .unwrap();
+        let Partitioner::Time(t) = &p else { panic!() };
+        let at = |text: &str| {
+            t.encode(
+                DateTime::parse_from_rfc3339(text)
+                    .unwrap()
+                    .timestamp_millis(),
+            )
+            .unwrap()
+        };
+        // Clocks go from +01:00 to +02:00 at 2026-03-29T01:00Z.
+        assert_eq!(
+            at("2026-03-29T00:30:00Z"),
+            "year=2026/month=03/day=29/hour=01"
+        );
+        assert_eq!(
+            at("2026-03-29T01:30:00Z"),
+            "year=2026/month=03/day=29/hour=03"
+        );
+        assert_eq!(
+            at("2026-12-31T23:30:00Z"),
+            "year=2027/month=01/day=01/hour=00"
+        );
+        let err = Partitioner::from_config(&config(&[
+            (PARTITIONER, "HourlyPartitioner"),
+            (TIMEZONE, "Mars/Olympus"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0, TIMEZONE);
+        assert!(err.1.contains("Europe/Paris"), "{}", err.1);
+    }
+
+    #[test]
     fn bad_settings_name_the_key() {
         let err = |pairs: &[(&str, &str)]| Partitioner::from_config(&config(pairs)).unwrap_err().0;
         assert_eq!(err(&[(PARTITIONER, "Nope")]), PARTITIONER);
@@ -425,7 +495,7 @@ mod tests {
         assert_eq!(
             err(&[
                 (PARTITIONER, "DailyPartitioner"),
-                (TIMEZONE, "Europe/Paris")
+                (TIMEZONE, "Europe/Atlantis")
             ]),
             TIMEZONE
         );
