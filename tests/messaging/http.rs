@@ -33,7 +33,18 @@ struct State {
     script: VecDeque<(u16, Option<&'static str>)>,
     /// What `GET /items?after=N&limit=L` pages through: `{"items": [{"id": n, ...}]}`.
     items: Vec<serde_json::Value>,
+    /// OAuth2: `POST /token` hands out tokens for `TOKEN_LIFE`, and every other request needs
+    /// one of them, live (else 401).
+    oauth: bool,
+    tokens: Vec<(String, Instant)>,
+    /// Requests to `/token`: their Authorization header.
+    token_requests: Vec<Option<String>>,
+    /// Revoke every token after this many requests answered 200.
+    revoke_after: Option<usize>,
 }
+
+/// How long a token of the test's OAuth2 server lives; the answer says so in `expires_in`.
+const TOKEN_LIFE: Duration = Duration::from_secs(2);
 
 /// An HTTP server on a thread of its own, answering every path and method.
 struct Server {
@@ -64,7 +75,38 @@ impl Server {
                     body: String,
                 ) -> (StatusCode, HeaderMap, String) {
                     let mut state = state.lock().unwrap();
-                    let (status, retry_after) = if body.contains("bad") {
+                    let authorization = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from);
+                    if state.oauth && uri.path() == "/token" {
+                        state.token_requests.push(authorization.clone());
+                        let client = "Basic c2luay1jbGllbnQ6Y2wxZW50LXMzY3JldA==";
+                        if authorization.as_deref() != Some(client)
+                            || body != "grant_type=client_credentials&scope=ingest"
+                        {
+                            return (StatusCode::UNAUTHORIZED, HeaderMap::new(), String::new());
+                        }
+                        let token = format!("tok-{}", state.token_requests.len());
+                        state
+                            .tokens
+                            .push((token.clone(), Instant::now() + TOKEN_LIFE));
+                        let answer = serde_json::json!({
+                            "access_token": token,
+                            "token_type": "Bearer",
+                            "expires_in": TOKEN_LIFE.as_secs(),
+                        });
+                        return (StatusCode::OK, HeaderMap::new(), answer.to_string());
+                    }
+                    let live = |state: &State| {
+                        state.tokens.iter().any(|(t, until)| {
+                            authorization.as_deref() == Some(&format!("Bearer {t}"))
+                                && Instant::now() < *until
+                        })
+                    };
+                    let (status, retry_after) = if state.oauth && !live(&state) {
+                        (401, None)
+                    } else if body.contains("bad") {
                         (400, None)
                     } else {
                         state.script.pop_front().unwrap_or((200, None))
@@ -73,10 +115,7 @@ impl Server {
                         at: Instant::now(),
                         method: method.to_string(),
                         path: uri.path().to_string(),
-                        authorization: headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(String::from),
+                        authorization,
                         headers: headers
                             .iter()
                             .map(|(n, v)| {
@@ -86,6 +125,11 @@ impl Server {
                         body,
                         status,
                     });
+                    let accepted = state.taken.iter().filter(|t| t.status == 200).count();
+                    if state.revoke_after == Some(accepted) {
+                        state.tokens.clear();
+                        state.revoke_after = None;
+                    }
                     let mut out = HeaderMap::new();
                     if let Some(r) = retry_after {
                         out.insert("retry-after", r.parse().unwrap());
@@ -473,6 +517,70 @@ fn http_sink_forwards_kafka_headers_as_http_headers() {
     assert_eq!(dlq.len(), 1);
     let reason = dlq[0].3.values().cloned().collect::<Vec<_>>().join(" ");
     assert!(reason.contains("trace-id"), "{reason}");
+    drop(sluice);
+}
+
+/// `auth.type=OAUTH2`: HttpSink takes a token from the test's token endpoint (client
+/// credentials in a Basic header, the scope asked for), sends it as a Bearer token, fetches a
+/// new one when the server revokes them all (one 401, the request sent again) and before the
+/// token expires (no 401 for that): 600 records arrive once each, in order; the client secret
+/// appears in no output.
+#[test]
+fn http_sink_authenticates_with_oauth2_client_credentials() {
+    let server = Server::start();
+    {
+        let mut state = server.state.lock().unwrap();
+        state.oauth = true;
+        state.revoke_after = Some(5);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["oauth-to-http:1"]);
+    produce_json(&kafka.bootstrap, "oauth-to-http", 0..300);
+    let mut config = sink_config(server.port, "oauth-to-http");
+    config.extend([
+        ("batch.max.size", "20".to_string()),
+        ("batch.json.as.array", "true".into()),
+        ("auth.type", "OAUTH2".into()),
+        (
+            "oauth2.token.url",
+            format!("http://127.0.0.1:{}/token", server.port),
+        ),
+        ("oauth2.client.id", "sink-client".into()),
+        ("oauth2.client.secret", "cl1ent-s3cret".into()),
+        ("oauth2.client.scope", "ingest".into()),
+    ]);
+    let sink = connector_file(dir.path(), "hoauth", &config);
+    let sluice = standalone_on(dir.path(), &kafka, &[sink]);
+    wait_for("the first 300 records", TIMEOUT, || {
+        server.accepted().contains(&299)
+    });
+    // Past the first tokens' life: the next requests need a new one.
+    std::thread::sleep(TOKEN_LIFE + Duration::from_millis(500));
+    produce_json(&kafka.bootstrap, "oauth-to-http", 300..600);
+    wait_for("every record", TIMEOUT, || server.accepted().contains(&599));
+    let duplicates = check_in_order(&server.accepted(), 600, &[]);
+    assert_eq!(duplicates, 0);
+    let taken = server.taken();
+    let refused = taken.iter().filter(|t| t.status == 401).count();
+    assert_eq!(refused, 1, "one 401, after the revocation");
+    assert!(taken.iter().filter(|t| t.status == 200).all(|t| t
+        .authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Bearer tok-"))));
+    let token_requests = server.state.lock().unwrap().token_requests.clone();
+    assert!(
+        token_requests.len() >= 3,
+        "a token at the start, after the revocation and before expiry: {token_requests:?}"
+    );
+    let output = sluice.output();
+    assert!(
+        !output.contains("cl1ent-s3cret"),
+        "the client secret was printed"
+    );
+    assert!(
+        !output.contains("c2luay1jbGllbnQ6"),
+        "the client's Basic header was printed"
+    );
     drop(sluice);
 }
 

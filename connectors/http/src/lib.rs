@@ -20,6 +20,7 @@
 //! different requests. A header whose name or value HTTP cannot carry sends its record
 //! through `errors.*`.
 
+mod oauth;
 mod source;
 
 pub use source::HttpSource;
@@ -105,7 +106,7 @@ impl Connector for HttpSink {
             def(BATCH_PREFIX, Text, Some(""), Low, "Text before a request's values (not with batch.json.as.array)"),
             def(BATCH_SUFFIX, Text, Some(""), Low, "Text after a request's values"),
             def(BATCH_SEPARATOR, Text, Some(","), Low, "Text between a request's values"),
-            def(AUTH_TYPE, Text, Some("NONE"), High, "NONE or BASIC (connection.user, connection.password)"),
+            def(AUTH_TYPE, Text, Some("NONE"), High, "NONE, BASIC (connection.user, connection.password) or OAUTH2 (oauth2.*: client credentials)"),
             def(USER, Text, Some(""), Medium, "BASIC authentication's user"),
             def(PASSWORD, Password, Some(""), Medium, "BASIC authentication's password"),
             def(AUTHORIZATION_HEADER, Password, Some(""), Medium, "The Authorization header's whole value (e.g. Bearer …), kept secret"),
@@ -115,6 +116,12 @@ impl Connector for HttpSink {
             def(CONNECT_TIMEOUT, Int, Some("30000"), Low, "Connect timeout in ms"),
             def(REQUEST_TIMEOUT, Int, Some("30000"), Low, "Request timeout in ms"),
             def(NULL_VALUES, Text, Some("ignore"), Low, "A record with a null value: ignore, or fail (reported to errors.*)"),
+            def(oauth::TOKEN_URL, Text, Some(""), Medium, "OAUTH2: the token URL (client-credentials grant)"),
+            def(oauth::CLIENT_ID, Text, Some(""), Medium, "OAUTH2: the client's id"),
+            def(oauth::CLIENT_SECRET, Password, Some(""), Medium, "OAUTH2: the client's secret"),
+            def(oauth::AUTH_MODE, Text, Some("header"), Low, "OAUTH2: client credentials in a Basic header (header) or in the form (url)"),
+            def(oauth::SCOPE, Text, Some(""), Low, "OAUTH2: the scope asked for; empty: none sent"),
+            def(oauth::TOKEN_PROPERTY, Text, Some("access_token"), Low, "OAUTH2: the token's property in the answer"),
             def(FORWARD, Text, Some(""), Medium, "Kafka headers sent as HTTP headers: names separated by commas, or * for all"),
             def(FORWARD_PREFIX, Text, Some(""), Low, "Text put before a forwarded header's name"),
         ]
@@ -181,6 +188,7 @@ struct Settings {
     request_timeout: Duration,
     fail_on_null: bool,
     forward: Forward,
+    oauth: Option<oauth::OAuth2>,
 }
 
 /// Which Kafka headers go out as HTTP headers, and under what names.
@@ -309,6 +317,7 @@ impl Settings {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        let mut oauth = None;
         match config
             .get_or(AUTH_TYPE, "NONE")
             .trim()
@@ -316,6 +325,7 @@ impl Settings {
             .as_str()
         {
             "NONE" => {}
+            "OAUTH2" => oauth = Some(oauth::OAuth2::from_config(config)?),
             "BASIC" => {
                 let user = config.get_or(USER, "");
                 let password = config.get_or(PASSWORD, "");
@@ -326,7 +336,12 @@ impl Settings {
                 value.set_sensitive(true);
                 headers.insert(AUTHORIZATION, value);
             }
-            other => return Err(err(AUTH_TYPE, format!("{other:?} is not NONE or BASIC"))),
+            other => {
+                return Err(err(
+                    AUTH_TYPE,
+                    format!("{other:?} is not NONE, BASIC or OAUTH2"),
+                ))
+            }
         }
         if let Some(auth) = config.get(AUTHORIZATION_HEADER).filter(|a| !a.is_empty()) {
             let mut value = HeaderValue::from_str(auth)
@@ -347,6 +362,10 @@ impl Settings {
             "fail" => true,
             other => return Err(err(NULL_VALUES, format!("{other:?} is not ignore or fail"))),
         };
+        if oauth.is_some() {
+            // The token's header replaces any other.
+            headers.remove(AUTHORIZATION);
+        }
         Ok(Settings {
             url,
             method,
@@ -366,6 +385,7 @@ impl Settings {
             request_timeout: Duration::from_millis(number(REQUEST_TIMEOUT, 30_000)?),
             fail_on_null,
             forward: Forward::from_config(config)?,
+            oauth,
         })
     }
 }
@@ -528,13 +548,31 @@ impl HttpSinkTask {
             .body(bytes::Bytes::from(body));
         let mut backoff = settings.backoff;
         let mut attempt = 0;
+        // A 401 with an OAuth2 token: fetch a new one and send again, once a request.
+        let mut token_renewed = false;
         loop {
-            let sent = match prepared.try_clone() {
-                Some(r) => r.send().await,
-                None => return Err(TaskError::fatal("the request cannot be sent again")),
+            let Some(mut attempt_request) = prepared.try_clone() else {
+                return Err(TaskError::fatal("the request cannot be sent again"));
             };
+            if let Some(oauth) = &settings.oauth {
+                attempt_request =
+                    attempt_request.header(AUTHORIZATION, oauth.header(client).await?);
+            }
+            let sent = attempt_request.send().await;
             let (why, wait) = match sent {
                 Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response)
+                    if response.status() == reqwest::StatusCode::UNAUTHORIZED
+                        && !token_renewed
+                        && settings.oauth.is_some() =>
+                {
+                    token_renewed = true;
+                    if let Some(oauth) = &settings.oauth {
+                        oauth.forget().await;
+                    }
+                    tracing::info!("{} answered 401: fetching a new OAuth2 token", request.url);
+                    continue;
+                }
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers());
@@ -658,8 +696,20 @@ mod tests {
             Some(HEADERS.into())
         );
         assert_eq!(
-            key(&[(URL, "http://x"), (AUTH_TYPE, "OAUTH2")]),
+            key(&[(URL, "http://x"), (AUTH_TYPE, "DIGEST")]),
             Some(AUTH_TYPE.into())
+        );
+        assert_eq!(
+            key(&[(URL, "http://x"), (AUTH_TYPE, "OAUTH2")]),
+            Some(oauth::TOKEN_URL.into())
+        );
+        assert_eq!(
+            key(&[
+                (URL, "http://x"),
+                (AUTH_TYPE, "OAUTH2"),
+                (oauth::TOKEN_URL, "http://x/token")
+            ]),
+            Some(oauth::CLIENT_ID.into())
         );
         assert_eq!(
             key(&[(URL, "http://x"), (RETRY_CODES, "abc")]),

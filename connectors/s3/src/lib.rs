@@ -272,6 +272,9 @@ impl SinkTask for S3SinkTask {
     async fn start(&mut self, ctx: SinkTaskContext) -> Result<(), TaskError> {
         let settings = Settings::from_config(&ctx.config)
             .map_err(|(key, message)| TaskError::fatal(format!("{key}: {message}")))?;
+        // The store's own retries cover every call, with backoff: rust-s3's (a process-wide
+        // setting) are off.
+        s3::set_retries(0);
         let store = Store::from_config(&ctx.config)?;
         store.check(&settings.topics_dir).await?;
         self.settings = Some(settings);

@@ -69,8 +69,6 @@ impl Store {
         let bucket = bucket
             .with_request_timeout(Duration::from_secs(60))
             .map_err(|e| TaskError::fatal(format!("bucket {name:?}: {e}")))?;
-        // Our own retries (below) cover every call, with backoff.
-        s3::set_retries(0);
         let part_size: usize = config.parse_or(PART_SIZE, 25 * 1024 * 1024)?;
         if part_size < MIN_PART_SIZE {
             return Err(TaskError::fatal(format!(
