@@ -336,9 +336,12 @@ fn redis_sink_sets_strings_and_deletes_on_tombstones() {
 /// RedisSink with XADD and `redis.multiexec=true`: 4,000 JSON records into one stream, the
 /// sink's process SIGKILLed midway and then the worker, which committed no consumer offsets;
 /// every record is in the stream exactly once, in order (the offsets travel in the same
-/// MULTI/EXEC as the data), and a record that is not an object goes to the dead-letter queue
-/// with the reason (after the kills: a report the killed worker had not yet written to the
-/// dead-letter queue is not made again, as the sink's offsets are past it).
+/// atomic step as the data). The records that are not objects (1500, 3000) go to the
+/// dead-letter queue with the reason, never lost although the sink's offsets move past them
+/// before the worker writes them there: the step records each in the errant list (seen there
+/// while no flush has happened), a task opening the partition reports again what the list
+/// holds (an entry planted for offset 500, as a worker killed at the wrong moment leaves one,
+/// reaches the dead-letter queue), and flushes empty the list once the worker is past them.
 #[test]
 fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
     let mut con = redis();
@@ -348,7 +351,7 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
     let values = |range: std::ops::Range<u64>| -> Vec<String> {
         range
             .map(|i| {
-                if i == 3000 {
+                if i == 1500 || i == 3000 {
                     "\"not an object\"".to_string()
                 } else {
                     format!(r#"{{"seq":{i},"name":"n{i}"}}"#)
@@ -373,6 +376,20 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
     config.extend(error_policy("all", "redis-dlq"));
     let name = format!("xsink{}", std::process::id());
     let sink = connector_file(dir.path(), &name, &config);
+    let errant = format!("sluice:sink-errant:{name}");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&errant)
+        .arg("to-stream\t0\t500\tplanted: the worker died before the dead-letter queue had it")
+        .query(&mut con)
+        .unwrap();
+    let entries = |con: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(&errant)
+            .arg(0)
+            .arg(-1)
+            .query(con)
+            .unwrap()
+    };
     // The worker commits no consumer offsets before it is killed: everything it read would
     // come again but for the offsets the sink keeps in Redis.
     let worker = worker_properties(dir.path(), Some(&kafka.bootstrap));
@@ -398,18 +415,31 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
     wait_for("the first half in the stream", TIMEOUT, || {
         xlen(&mut con) >= 1999
     });
+    // No flush yet: record 1500's entry went into the list with the step that passed it.
+    let listed = entries(&mut con);
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.starts_with("to-stream\t0\t1500\t") && e.contains("struct or a map")),
+        "{listed:?}"
+    );
     sluice.signal(libc::SIGKILL);
     let _ = sluice.wait(Duration::from_secs(10));
     harness::cluster::produce(&kafka.bootstrap, "to-stream", &values(2000..4000));
+    // From now on the worker flushes (and commits) every 500 ms.
+    std::fs::write(dir.path().join(worker), &text).unwrap();
     let mut sluice = start();
     wait_for("every record in the stream", TIMEOUT, || {
-        xlen(&mut con) >= 3999
+        xlen(&mut con) >= 3998
     });
     holds_for(
         "nothing applied twice showing up later",
         Duration::from_secs(2),
-        || xlen(&mut con) == 3999,
+        || xlen(&mut con) == 3998,
     );
+    wait_for("the errant list settled", TIMEOUT, || {
+        entries(&mut con).is_empty()
+    });
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&out)
         .arg("-")
@@ -421,16 +451,33 @@ fn redis_sink_xadd_with_multiexec_writes_each_record_once_across_a_kill() {
         .iter()
         .map(|e| e.get::<String>("seq").unwrap().parse().unwrap())
         .collect();
-    let expected: Vec<u64> = (0..4000).filter(|i| *i != 3000).collect();
+    let expected: Vec<u64> = (0..4000).filter(|i| *i != 1500 && *i != 3000).collect();
     assert_eq!(seqs.len(), expected.len(), "records applied twice or lost");
     assert_eq!(seqs, expected);
-    let dlq = read_all(&kafka.bootstrap, "redis-dlq");
-    assert_eq!(dlq.len(), 1, "{dlq:?}");
-    assert!(
-        dlq[0].3.values().any(|h| h.contains("struct or a map")),
-        "{:?}",
-        dlq[0].3
+    // By offset: the reasons each reached the dead-letter queue with (a restored entry may
+    // be written twice: at least once).
+    let mut dlq: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, _, _, headers) in read_all(&kafka.bootstrap, "redis-dlq") {
+        let offset = headers["__connect.errors.offset"].clone();
+        let reason = headers
+            .iter()
+            .filter(|(k, _)| k.contains("message"))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        dlq.entry(offset).or_default().push(reason);
+    }
+    assert_eq!(
+        dlq.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["1500", "3000", "500"],
+        "{dlq:?}"
     );
+    assert!(dlq["500"].iter().all(|r| r.contains("planted")), "{dlq:?}");
+    assert!(
+        dlq["1500"].iter().all(|r| r.contains("struct or a map")),
+        "{dlq:?}"
+    );
+    assert_eq!(dlq["3000"].len(), 1, "{dlq:?}");
     sluice.stop_cleanly();
     cleanup(&mut con, &[&out]);
     cleanup_offsets(&mut con, &name);

@@ -97,10 +97,22 @@ impl ErrantRecordReporter {
 
     /// A sink record read in place that the task could not write (as [`Self::sink_record`]).
     pub fn sink_record_ref(&self, record: &crate::SinkRecordRef<'_>, message: impl Into<String>) {
+        self.sink_coordinates(&record.topic, record.partition, record.offset, message);
+    }
+
+    /// A sink record the task could not write, known by its coordinates only (the worker
+    /// reads it back from Kafka for the dead-letter queue).
+    pub fn sink_coordinates(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        message: impl Into<String>,
+    ) {
         let _ = self.tx.send(proto::RecordError {
-            topic: record.topic.to_string(),
-            partition: Some(record.partition),
-            offset: Some(record.offset),
+            topic: topic.to_string(),
+            partition: Some(partition),
+            offset: Some(offset),
             message: message.into(),
             ..proto::RecordError::default()
         });

@@ -10,8 +10,17 @@
 //! `sluice:sink-offset:<connector>:<topic>:<partition>` (the Redis Kafka Connector's key
 //! leaves out the connector, so two connectors reading one topic would share offsets), and
 //! the task starts from it. With `redis.multiexec=true` each batch and its
-//! offsets go in one MULTI/EXEC transaction: a restart resumes exactly after the last batch
-//! Redis applied, so no command is applied twice (exactly once, even for XADD and LPUSH).
+//! offsets go in one atomic step (a Lua script: Redis runs it whole or not at all, as
+//! MULTI/EXEC): a restart resumes exactly after the last batch Redis applied, so no command
+//! is applied twice (exactly once, even for XADD and LPUSH).
+//!
+//! Those offsets move past a bad record in the same step, before the worker has written it to
+//! the dead-letter queue; so the step also records it, in the list
+//! `sluice:sink-errant:<connector>` (`topic TAB partition TAB offset TAB reason`). A task
+//! opening a partition reports again what the list holds for it (a worker killed before the
+//! record reached the dead-letter queue), and an entry leaves the list only once a later flush
+//! shows the worker is past it: a bad record is never lost, at worst written to the
+//! dead-letter queue twice.
 //!
 //! A record Redis refuses (a key holding another type) or that the command cannot take (no
 //! key, a value of the wrong shape) is reported with the reason, for `errors.tolerance` and
@@ -130,7 +139,7 @@ impl Connector for RedisSink {
             ConfigDefBuilder::new(MULTIEXEC, ConfigType::Boolean)
                 .default_value("false")
                 .importance(Importance::Medium)
-                .doc("Each batch and its offsets in one MULTI/EXEC transaction: nothing applied twice after a restart")
+                .doc("Each batch and its offsets in one atomic step (a Lua script, as MULTI/EXEC): nothing applied twice after a restart")
                 .build(),
         ]);
         defs
@@ -174,7 +183,46 @@ struct RedisSinkTask {
     errors: Option<ErrantRecordReporter>,
     /// The next offset per partition, as far as Redis has the records.
     written: BTreeMap<(String, i32), i64>,
+    /// Bad records in the errant list (multiexec) reported since the last flush, and those
+    /// reported before it: the worker had them in the dead-letter queue before it asked for
+    /// this flush, so they leave the list at it.
+    errant_recent: Vec<String>,
+    errant_settled: Vec<String>,
 }
+
+/// Applies a multiexec batch atomically: each command under `redis.pcall` (a refused one does
+/// not stop the others), a refused command's record appended to the errant list, the bad
+/// records found before sending appended too, then the offsets set. Returns, per refused
+/// command, its number (from 1) and its errant entry.
+///
+/// ARGV: errant list key, number of commands, per command (argument count, errant entry
+/// prefix, arguments...), number of entries known bad, the entries, number of offsets, per
+/// offset (key, value).
+const APPLY: &str = r#"
+local errant = ARGV[1]
+local i = 2
+local refused = {}
+local n = tonumber(ARGV[i]); i = i + 1
+for c = 1, n do
+  local argc = tonumber(ARGV[i])
+  local at = ARGV[i + 1]
+  local args = {}
+  for a = 1, argc do args[a] = ARGV[i + 1 + a] end
+  i = i + 2 + argc
+  local r = redis.pcall(unpack(args))
+  if type(r) == 'table' and r.err then
+    local entry = at .. '\t' .. r.err
+    redis.call('RPUSH', errant, entry)
+    refused[#refused + 1] = tostring(c)
+    refused[#refused + 1] = entry
+  end
+end
+local k = tonumber(ARGV[i]); i = i + 1
+for e = 1, k do redis.call('RPUSH', errant, ARGV[i]); i = i + 1 end
+local m = tonumber(ARGV[i]); i = i + 1
+for o = 1, m do redis.call('SET', ARGV[i], ARGV[i + 1]); i = i + 2 end
+return refused
+"#;
 
 #[async_trait]
 impl SinkTask for RedisSinkTask {
@@ -200,12 +248,15 @@ impl SinkTask for RedisSinkTask {
         &mut self,
         partitions: Vec<TopicPartition>,
     ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
-        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
-            return Ok(Vec::new());
-        };
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
+        if self.multiexec {
+            self.restore_errant(&partitions).await?;
+        }
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Ok(Vec::new());
+        };
         let keys: Vec<String> = partitions
             .iter()
             .map(|p| offset_key(&self.connector, &p.topic, p.partition))
@@ -244,13 +295,10 @@ impl SinkTask for RedisSinkTask {
 
     async fn put_batch(&mut self, batch: SinkBatch) -> Result<(), TaskError> {
         let records = batch.records()?;
-        let mut pipe = redis::pipe();
-        if self.multiexec {
-            pipe.atomic();
-        }
-        pipe.ignore_errors();
-        // Which record each command of the pipeline writes.
-        let mut sent: Vec<&SinkRecordRef<'_>> = Vec::with_capacity(records.len());
+        // Which record each command writes, and the command.
+        let mut sent: Vec<(&SinkRecordRef<'_>, redis::Cmd)> = Vec::with_capacity(records.len());
+        // Bad records found before sending: their errant entries (multiexec).
+        let mut bad: Vec<String> = Vec::new();
         // The next offset per partition of the batch (a few partitions: no map, no allocation
         // per record).
         let mut next: Vec<(&str, i32, i64)> = Vec::new();
@@ -264,50 +312,23 @@ impl SinkTask for RedisSinkTask {
                 None => next.push((&record.topic, record.partition, record.offset + 1)),
             }
             match self.command_for(record) {
-                Ok(cmd) => {
-                    pipe.add_command(cmd);
-                    sent.push(record);
+                Ok(cmd) => sent.push((record, cmd)),
+                Err(message) => {
+                    if self.multiexec {
+                        bad.push(errant_entry(record, &message));
+                    }
+                    self.report(record, message);
                 }
-                Err(message) => self.report(record, message),
-            }
-        }
-        if self.multiexec {
-            // The offsets with the data, in the same transaction.
-            for (topic, partition, offset) in &next {
-                pipe.set(
-                    offset_key(&self.connector, topic, *partition),
-                    offset_value(topic, *partition, *offset),
-                );
             }
         }
         let written = next
             .iter()
             .map(|(t, p, o)| ((t.to_string(), *p), *o))
             .collect::<Vec<_>>();
-        if pipe.is_empty() {
-            self.written.extend(written);
-            return Ok(());
-        }
-        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
-            return Err(TaskError::fatal("the task was not started"));
-        };
-        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
-            .query_async(conn)
-            .await
-            .map_err(|e| connection.error(e))?;
-        for (record, reply) in sent.iter().zip(&replies) {
-            if let Err(e) = reply {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    return Err(connection.error(e.clone()));
-                }
-                self.report(record, format!("Redis refused the command: {e}"));
-            }
-        }
-        if let Some(Err(e)) = replies
-            .get(sent.len()..)
-            .and_then(|rest| rest.iter().find(|r| r.is_err()))
-        {
-            return Err(connection.error(e.clone()));
+        if self.multiexec {
+            self.apply_atomically(&sent, bad, &next).await?;
+        } else if !sent.is_empty() {
+            self.apply_pipelined(sent).await?;
         }
         self.written.extend(written);
         Ok(())
@@ -319,6 +340,27 @@ impl SinkTask for RedisSinkTask {
         &mut self,
         offsets: Vec<TopicPartitionOffset>,
     ) -> Result<Vec<TopicPartitionOffset>, TaskError> {
+        let mut offsets = offsets;
+        if self.multiexec {
+            self.settle_errant().await?;
+            // Not past a bad record whose entry is still in the list: the worker asks again
+            // at its next tick (a sink holding records back), and that flush settles it.
+            for entry in &self.errant_settled {
+                let mut fields = entry.split('\t');
+                let (Some(topic), Some(Ok(partition)), Some(Ok(offset))) = (
+                    fields.next(),
+                    fields.next().map(str::parse::<i32>),
+                    fields.next().map(str::parse::<i64>),
+                ) else {
+                    continue;
+                };
+                for tpo in offsets.iter_mut() {
+                    if tpo.topic == topic && tpo.partition == partition {
+                        tpo.offset = tpo.offset.min(offset);
+                    }
+                }
+            }
+        }
         if !self.multiexec && !self.written.is_empty() {
             let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
                 return Ok(offsets);
@@ -339,6 +381,170 @@ impl SinkTask for RedisSinkTask {
 }
 
 impl RedisSinkTask {
+    fn errant_key(&self) -> String {
+        format!("sluice:sink-errant:{}", self.connector)
+    }
+
+    /// One pipeline of the batch's commands, waited for; a refused command's record is
+    /// reported.
+    async fn apply_pipelined(
+        &mut self,
+        sent: Vec<(&SinkRecordRef<'_>, redis::Cmd)>,
+    ) -> Result<(), TaskError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let (records, commands): (Vec<_>, Vec<_>) = sent.into_iter().unzip();
+        for cmd in commands {
+            pipe.add_command(cmd);
+        }
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Err(TaskError::fatal("the task was not started"));
+        };
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        for (record, reply) in records.iter().zip(&replies) {
+            if let Err(e) = reply {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    return Err(connection.error(e.clone()));
+                }
+                self.report(record, format!("Redis refused the command: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch, its bad records' errant entries and its offsets in one step (`APPLY`).
+    async fn apply_atomically(
+        &mut self,
+        sent: &[(&SinkRecordRef<'_>, redis::Cmd)],
+        bad: Vec<String>,
+        next: &[(&str, i32, i64)],
+    ) -> Result<(), TaskError> {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(APPLY)
+            .arg(0)
+            .arg(self.errant_key())
+            .arg(sent.len());
+        for (record, cmd) in sent {
+            eval.arg(cmd.args_iter().len()).arg(format!(
+                "{}\t{}\t{}",
+                record.topic, record.partition, record.offset
+            ));
+            for arg in cmd.args_iter() {
+                if let redis::Arg::Simple(bytes) = arg {
+                    eval.arg(bytes);
+                }
+            }
+        }
+        eval.arg(bad.len());
+        for entry in &bad {
+            eval.arg(entry);
+        }
+        eval.arg(next.len());
+        for (topic, partition, offset) in next {
+            eval.arg(offset_key(&self.connector, topic, *partition))
+                .arg(offset_value(topic, *partition, *offset));
+        }
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Err(TaskError::fatal("the task was not started"));
+        };
+        let refused: Vec<String> = eval
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        self.errant_recent.extend(bad);
+        for pair in refused.chunks(2) {
+            let [number, entry] = pair else { continue };
+            let record = number
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| sent.get(n.checked_sub(1)?));
+            if let Some((record, _)) = record {
+                let reason = entry.splitn(4, '\t').nth(3).unwrap_or_default();
+                self.report(record, format!("Redis refused the command: {reason}"));
+            }
+            self.errant_recent.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    /// Reports again the errant entries of `partitions` a killed task left in the list.
+    async fn restore_errant(&mut self, partitions: &[TopicPartition]) -> Result<(), TaskError> {
+        let key = self.errant_key();
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Ok(());
+        };
+        let entries: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        for entry in entries {
+            let mut fields = entry.splitn(4, '\t');
+            let (Some(topic), Some(partition), Some(offset), reason) = (
+                fields.next(),
+                fields.next().and_then(|p| p.parse::<i32>().ok()),
+                fields.next().and_then(|o| o.parse::<i64>().ok()),
+                fields.next(),
+            ) else {
+                tracing::warn!(
+                    key,
+                    entry,
+                    "an errant entry that is not topic, partition, offset, reason"
+                );
+                continue;
+            };
+            if !partitions
+                .iter()
+                .any(|p| p.topic == topic && p.partition == partition)
+            {
+                continue;
+            }
+            tracing::info!(
+                topic,
+                partition,
+                offset,
+                "reporting again a bad record a stopped task left unsettled"
+            );
+            if let Some(errors) = &self.errors {
+                errors.sink_coordinates(topic, partition, offset, reason.unwrap_or_default());
+            }
+            self.errant_recent.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Removes from the errant list the entries reported before the last flush: the worker
+    /// asks for one flush at a time, so before it asked for this one it had the answer to the
+    /// last, and before that answer every report made until then (a report goes before the
+    /// reply of the call that made it), each in the dead-letter queue.
+    async fn settle_errant(&mut self) -> Result<(), TaskError> {
+        let settled = std::mem::replace(
+            &mut self.errant_settled,
+            std::mem::take(&mut self.errant_recent),
+        );
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let key = self.errant_key();
+        let (Some(conn), Some(connection)) = (self.conn.as_mut(), &self.connection) else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        for entry in &settled {
+            pipe.cmd("LREM").arg(&key).arg(1).arg(entry).ignore();
+        }
+        let () = pipe
+            .query_async(conn)
+            .await
+            .map_err(|e| connection.error(e))?;
+        Ok(())
+    }
+
     fn report(&self, record: &SinkRecordRef<'_>, message: String) {
         if let Some(errors) = &self.errors {
             errors.sink_record_ref(record, message);
@@ -422,6 +628,14 @@ impl RedisSinkTask {
 }
 
 /// The key under which connector `connector` stores the next offset of `topic`/`partition`.
+/// A bad record's entry in the errant list: `topic TAB partition TAB offset TAB reason`.
+fn errant_entry(record: &SinkRecordRef<'_>, reason: &str) -> String {
+    format!(
+        "{}\t{}\t{}\t{reason}",
+        record.topic, record.partition, record.offset
+    )
+}
+
 fn offset_key(connector: &str, topic: &str, partition: i32) -> String {
     format!("sluice:sink-offset:{connector}:{topic}:{partition}")
 }
