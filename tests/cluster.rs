@@ -635,3 +635,346 @@ fn sigterm_with_kafka_and_the_controller_gone_exits_within_the_limit() {
         });
     }
 }
+
+/// A Kafka Connect REST client: (status, JSON body or Null) for each call.
+struct Rest {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Rest {
+    fn new(base: String) -> Rest {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Rest { base, agent }
+    }
+
+    fn answer(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> (u16, serde_json::Value) {
+        let mut response = response.expect("an HTTP answer");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        Rest::answer(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        Rest::answer(self.agent.delete(format!("{}{path}", self.base)).call())
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let text = body.map(|b| b.to_string());
+        let response = match (method, text) {
+            ("POST", Some(t)) => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(t),
+            ("POST", None) => self.agent.post(&url).send_empty(),
+            ("PUT", Some(t)) => self
+                .agent
+                .put(&url)
+                .header("content-type", "application/json")
+                .send(t),
+            ("PUT", None) => self.agent.put(&url).send_empty(),
+            ("PATCH", Some(t)) => self
+                .agent
+                .patch(&url)
+                .header("content-type", "application/json")
+                .send(t),
+            _ => panic!("{method} {path}"),
+        };
+        Rest::answer(response)
+    }
+}
+
+/// Kafka Connect's REST API on the controller, every endpoint driven as a Kafka Connect
+/// script would (create, poll status until RUNNING, pause, resume, restart, tasks, topics,
+/// stop, offsets, delete), each status code and body shape checked against Kafka Connect's;
+/// a PASSWORD value never comes back in plain text; errors are `{"error_code", "message"}`.
+#[test]
+fn kafka_connect_rest_api_answers_as_kafka_connect_does() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["rest:2"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let rest = Rest::new(controller.rest_url());
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    let (status, root) = rest.get("/");
+    assert_eq!(status, 200);
+    for key in ["version", "commit", "kafka_cluster_id"] {
+        assert!(root[key].is_string(), "{root}");
+    }
+    let (status, plugins) = rest.get("/connector-plugins");
+    assert_eq!(status, 200);
+    let listed = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["class"] == "DatagenSource")
+        .unwrap_or_else(|| panic!("{plugins}"));
+    assert_eq!(listed["type"], "source");
+    assert!(plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["type"] == "source" || p["type"] == "sink"));
+    let (status, all) = rest.get("/connector-plugins?connectorsOnly=false");
+    assert_eq!(status, 200);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["type"] == "transformation"),
+        "{all}"
+    );
+    let (status, defs) = rest.get("/connector-plugins/DatagenSource/config");
+    assert_eq!(status, 200);
+    assert!(
+        defs.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "topic" && d["type"].is_string()),
+        "{defs}"
+    );
+    let (status, checked) = rest.send(
+        "PUT",
+        "/connector-plugins/DatagenSource/config/validate",
+        Some(json!({"connector.class": "DatagenSource", "tasks.max": "many"})),
+    );
+    assert_eq!(status, 200, "{checked}");
+    assert!(checked["error_count"].as_u64().unwrap() >= 1, "{checked}");
+    assert!(
+        checked["configs"][0]["definition"]["name"].is_string()
+            && checked["configs"][0]["value"]["errors"].is_array(),
+        "{checked}"
+    );
+
+    // Create: 201 with name, config, tasks and type; again: 409.
+    let mut config: serde_json::Map<String, serde_json::Value> = datagen("rest", "2", "200")
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let (status, created) = rest.send(
+        "POST",
+        "/connectors",
+        Some(json!({"name": "gen", "config": config})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "gen");
+    assert_eq!(created["config"]["topic"], "rest");
+    assert!(
+        created["tasks"].is_array() && created["type"] == "source",
+        "{created}"
+    );
+    let (status, again) = rest.send(
+        "POST",
+        "/connectors",
+        Some(json!({"name": "gen", "config": config})),
+    );
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["error_code"], 409);
+    assert!(
+        again["message"].as_str().unwrap().contains("gen"),
+        "{again}"
+    );
+    let (status, bad) = rest.send("POST", "/connectors", Some(json!({"config": config})));
+    assert_eq!(
+        (status, bad["error_code"].clone()),
+        (400, json!(400)),
+        "{bad}"
+    );
+
+    let running = |rest: &Rest| {
+        let (_, s) = rest.get("/connectors/gen/status");
+        s["connector"]["state"] == "RUNNING"
+            && s["tasks"]
+                .as_array()
+                .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["state"] == "RUNNING"))
+    };
+    wait_for("gen RUNNING over REST", TIMEOUT, || running(&rest));
+    let (status, s) = rest.get("/connectors/gen/status");
+    assert_eq!(status, 200);
+    assert_eq!(s["name"], "gen");
+    assert_eq!(s["type"], "source");
+    assert_eq!(s["connector"]["worker_id"], "w1");
+    assert_eq!(s["tasks"][1]["id"], 1);
+
+    // Listing, plain and expanded.
+    assert_eq!(rest.get("/connectors"), (200, json!(["gen"])));
+    let (status, expanded) = rest.get("/connectors?expand=status&expand=info");
+    assert_eq!(status, 200);
+    assert_eq!(expanded["gen"]["status"]["connector"]["state"], "RUNNING");
+    assert_eq!(expanded["gen"]["info"]["config"]["topic"], "rest");
+    let (_, info) = rest.get("/connectors/gen");
+    assert_eq!(
+        info["tasks"],
+        json!([{"connector": "gen", "task": 0}, {"connector": "gen", "task": 1}])
+    );
+
+    // Config: GET, PUT (200 updating, 201 creating), PATCH (null removes).
+    let (status, got) = rest.get("/connectors/gen/config");
+    assert_eq!(status, 200);
+    assert_eq!(got["rate"], "200");
+    config.insert("rate".into(), json!("300"));
+    let (status, put) = rest.send("PUT", "/connectors/gen/config", Some(json!(config)));
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["config"]["rate"], "300");
+    let secret = "pa55-w0rd-never-shown";
+    let http_sink = json!({
+        "connector.class": "HttpSink",
+        "topics": "rest",
+        "http.api.url": "http://127.0.0.1:9/in",
+        "auth.type": "BASIC",
+        "connection.user": "u",
+        "connection.password": secret,
+    });
+    let (status, put) = rest.send("PUT", "/connectors/hook/config", Some(http_sink));
+    assert_eq!(status, 201, "{put}");
+    let (status, patched) = rest.send(
+        "PATCH",
+        "/connectors/hook/config",
+        Some(json!({"connection.user": "v", "auth.type": null})),
+    );
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["config"]["connection.user"], "v");
+    assert!(patched["config"].get("auth.type").is_none(), "{patched}");
+    for path in [
+        "/connectors/hook",
+        "/connectors/hook/config",
+        "/connectors?expand=info",
+    ] {
+        let (_, body) = rest.get(path);
+        assert!(
+            !body.to_string().contains(secret),
+            "{path} showed the password: {body}"
+        );
+    }
+    assert_eq!(rest.delete("/connectors/hook").0, 204);
+
+    // Pause 202, resume 202, restarts 204 / 202.
+    assert_eq!(rest.send("PUT", "/connectors/gen/pause", None).0, 202);
+    wait_for("gen PAUSED", TIMEOUT, || {
+        rest.get("/connectors/gen/status").1["connector"]["state"] == "PAUSED"
+    });
+    assert_eq!(rest.send("PUT", "/connectors/gen/resume", None).0, 202);
+    wait_for("gen RUNNING again", TIMEOUT, || running(&rest));
+    assert_eq!(rest.send("POST", "/connectors/gen/restart", None).0, 204);
+    let (status, restarted) = rest.send(
+        "POST",
+        "/connectors/gen/restart?includeTasks=true&onlyFailed=false",
+        None,
+    );
+    assert_eq!(status, 202, "{restarted}");
+    assert_eq!(restarted["name"], "gen");
+    wait_for("gen RUNNING after the restart", TIMEOUT, || running(&rest));
+
+    // Tasks.
+    let (status, tasks) = rest.get("/connectors/gen/tasks");
+    assert_eq!(status, 200);
+    assert_eq!(tasks[0]["id"], json!({"connector": "gen", "task": 0}));
+    assert!(tasks[0]["config"].is_object(), "{tasks}");
+    let (status, t1) = rest.get("/connectors/gen/tasks/1/status");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (t1["id"].clone(), t1["worker_id"].clone()),
+        (json!(1), json!("w1"))
+    );
+    assert_eq!(
+        rest.send("POST", "/connectors/gen/tasks/1/restart", None).0,
+        204
+    );
+    assert_eq!(rest.get("/connectors/gen/tasks/7/status").0, 404);
+
+    // Topics.
+    wait_for("gen's topic recorded", TIMEOUT, || {
+        rest.get("/connectors/gen/topics").1 == json!({"gen": {"topics": ["rest"]}})
+    });
+    assert_eq!(
+        rest.send("PUT", "/connectors/gen/topics/reset", None).0,
+        200
+    );
+
+    // Stop 204, then offsets: read, altered, reset.
+    wait_for("gen RUNNING before the stop", TIMEOUT, || running(&rest));
+    assert_eq!(rest.send("PUT", "/connectors/gen/stop", None).0, 204);
+    wait_for("gen STOPPED", TIMEOUT, || {
+        rest.get("/connectors/gen/status").1["connector"]["state"] == "STOPPED"
+    });
+    let (status, offsets) = rest.get("/connectors/gen/offsets");
+    assert_eq!(status, 200, "{offsets}");
+    let first = offsets["offsets"][0].clone();
+    assert!(
+        first["partition"].is_object() && first["offset"].is_object(),
+        "{offsets}"
+    );
+    let (status, altered) = rest.send(
+        "PATCH",
+        "/connectors/gen/offsets",
+        Some(json!({"offsets": [first]})),
+    );
+    assert_eq!(status, 200, "{altered}");
+    assert!(altered["message"].is_string());
+    let (status, reset) = rest.delete("/connectors/gen/offsets");
+    assert_eq!(status, 200, "{reset}");
+    assert!(reset["message"].is_string());
+
+    // Loggers.
+    let (status, loggers) = rest.get("/admin/loggers");
+    assert_eq!(status, 200);
+    assert!(loggers["root"]["level"].is_string(), "{loggers}");
+    let (status, changed) = rest.send(
+        "PUT",
+        "/admin/loggers/sluice_worker",
+        Some(json!({"level": "DEBUG"})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert!(
+        changed
+            .as_array()
+            .unwrap()
+            .contains(&json!("sluice_worker")),
+        "{changed}"
+    );
+    assert_eq!(rest.get("/admin/loggers/sluice_worker").1["level"], "DEBUG");
+    assert_eq!(
+        rest.send(
+            "PUT",
+            "/admin/loggers/sluice_worker?scope=cluster",
+            Some(json!({"level": "INFO"}))
+        )
+        .0,
+        204
+    );
+
+    // Delete 204; then 404 as Kafka Connect writes it.
+    assert_eq!(rest.delete("/connectors/gen").0, 204);
+    let (status, missing) = rest.get("/connectors/gen");
+    assert_eq!(status, 404);
+    assert_eq!(missing["error_code"], 404);
+    assert!(
+        missing["message"].as_str().unwrap().contains("gen"),
+        "{missing}"
+    );
+    assert_eq!(rest.get("/connectors"), (200, json!([])));
+}

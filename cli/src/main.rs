@@ -79,8 +79,12 @@ enum Command {
     /// Runs the controller of a distributed cluster: configs in sled, the gRPC API, assignment.
     Controller {
         /// Address the gRPC API and the worker protocol listen on.
-        #[arg(long, default_value = "127.0.0.1:8083")]
+        #[arg(long, default_value = "127.0.0.1:9083")]
         listen: std::net::SocketAddr,
+        /// Address Kafka Connect's REST API listens on (Kafka Connect's own port by default,
+        /// so its tools work unchanged); `off` to serve none.
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        rest_listen: String,
         /// Directory of the controller's store.
         #[arg(long)]
         data_dir: PathBuf,
@@ -93,7 +97,7 @@ enum Command {
     /// Runs a worker of a distributed cluster: joins the controller and runs what it assigns.
     Worker {
         /// The controller's URL.
-        #[arg(long, default_value = "http://127.0.0.1:8083")]
+        #[arg(long, default_value = "http://127.0.0.1:9083")]
         controller: String,
         /// Kafka's bootstrap servers (overrides bootstrap.servers of the worker file).
         #[arg(long)]
@@ -310,12 +314,20 @@ async fn run(
         Command::DevRegistry { listen } => dev_registry::run(listen, shutdown).await,
         Command::Controller {
             listen,
+            rest_listen,
             data_dir,
             worker_timeout,
             stop,
         } => {
+            let rest_listen = match rest_listen.trim() {
+                "off" | "" => None,
+                at => Some(at.parse().with_context(|| {
+                    format!("--rest-listen {at:?}: not an address such as 127.0.0.1:8083, nor off")
+                })?),
+            };
             let options = sluice_controller::ControllerOptions {
                 listen,
+                rest_listen,
                 data_dir,
                 worker_timeout: Duration::try_from_secs_f64(worker_timeout)
                     .context("--worker-timeout must be a non-negative number of seconds")?,

@@ -320,7 +320,7 @@ impl Cluster {
                         target_state: record.target_state.to_wire() as i32,
                         restart_epoch: record.restart_epoch,
                     }),
-                    r#type: views::kind_of(record) as i32,
+                    r#type: views::kind_of(state, record) as i32,
                     kind: Some(kind),
                 })
             })

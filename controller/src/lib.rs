@@ -1,6 +1,7 @@
 //! The Sluice controller: persists connector configs, task configs, target states, statuses
 //! and the worker registry in sled; serves the public gRPC API (with server reflection and
-//! health) and the worker protocol; assigns work to workers.
+//! health) and the worker protocol, and Kafka Connect's REST API beside it (`rest.rs`);
+//! assigns work to workers.
 
 pub mod cluster;
 mod connectors;
@@ -10,6 +11,7 @@ mod journal;
 mod plugins;
 pub mod reconcile;
 mod requests;
+pub mod rest;
 pub mod scheduler;
 pub mod service;
 pub mod state;
@@ -51,6 +53,8 @@ pub type LogControl =
 #[derive(Clone)]
 pub struct ControllerOptions {
     pub listen: SocketAddr,
+    /// Where Kafka Connect's REST API listens; `None`: not served.
+    pub rest_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// How long a worker may be silent before its work moves to others.
     pub worker_timeout: Duration,
@@ -116,6 +120,24 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         let shutdown = shutdown.clone();
         async move { cluster.run(shutdown).await }
     });
+    let rest = match options.rest_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listen on {at} (--rest-listen)"))?;
+            let rest_address = listener.local_addr()?;
+            let app = rest::router(api.clone());
+            let stop = shutdown.clone();
+            println!("rest api listening on {rest_address}");
+            tracing::info!(%rest_address, "Kafka Connect REST API ready");
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     println!("listening on {address}");
     tracing::info!(%address, cluster_id = %cluster.cluster_id, "controller ready");
     let serve = tonic::transport::Server::builder()
@@ -143,6 +165,10 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         _ = drain => tracing::warn!("connections still open {CONNECTIONS_DRAIN:?} after the stop; closing them"),
     }
     shutdown.cancel();
+    if let Some(rest) = rest {
+        // Open REST connections are cut like the gRPC ones.
+        let _ = tokio::time::timeout(CONNECTIONS_DRAIN, rest).await;
+    }
     let _ = reconciler.await;
     cluster.close().await?;
     tracing::info!("stopped");

@@ -46,11 +46,18 @@ pub fn masked(state: &State, config: &BTreeMap<String, String>) -> HashMap<Strin
         .collect()
 }
 
-pub fn kind_of(record: &ConnectorRecord) -> api::ConnectorType {
+/// The connector's type: as its planning found it, else as a joined worker's plugin of its
+/// class declares it (so a connector just created has its type too).
+pub fn kind_of(state: &State, record: &ConnectorRecord) -> api::ConnectorType {
     match record.kind.as_deref() {
         Some("sink") => api::ConnectorType::Sink,
         Some("source") => api::ConnectorType::Source,
-        _ => api::ConnectorType::Unspecified,
+        _ => record
+            .config
+            .get("connector.class")
+            .and_then(|class| state.plugin(class))
+            .and_then(|p| api::ConnectorType::try_from(p.r#type).ok())
+            .unwrap_or(api::ConnectorType::Unspecified),
     }
 }
 
@@ -59,7 +66,7 @@ pub fn info(state: &State, name: &str, record: &ConnectorRecord) -> api::Connect
         name: name.to_string(),
         config: masked(state, &record.config),
         tasks: (0..record.tasks.len() as u32).collect(),
-        r#type: kind_of(record) as i32,
+        r#type: kind_of(state, record) as i32,
     }
 }
 
@@ -114,7 +121,7 @@ pub fn status(state: &State, name: &str, record: &ConnectorRecord) -> api::Conne
             trace,
         }),
         tasks,
-        r#type: kind_of(record) as i32,
+        r#type: kind_of(state, record) as i32,
         target_state: record.target_state.to_wire() as i32,
     }
 }

@@ -100,6 +100,11 @@ impl ConverterKind {
     }
 }
 
+/// Every converter class this crate knows, with Kafka's (or Confluent's) full names.
+pub fn converter_classes() -> Vec<&'static str> {
+    ALL_KINDS.iter().map(|k| k.class_name()).collect()
+}
+
 /// The header converter's Kafka Connect class; `header_bytes`/`header_value` behave as it does.
 pub const HEADER_CONVERTER: &str = "org.apache.kafka.connect.storage.SimpleHeaderConverter";
 

@@ -3,6 +3,7 @@
 mod assignment;
 pub mod codec;
 pub mod encode;
+pub mod structs;
 pub mod wire;
 
 /// The connector protocol: worker ↔ connector process.

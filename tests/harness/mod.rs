@@ -407,6 +407,8 @@ pub struct Controller {
     pub process: Sluice,
     /// HOST:PORT it listens on.
     pub address: String,
+    /// HOST:PORT its REST API listens on.
+    pub rest: String,
 }
 
 impl Controller {
@@ -419,6 +421,8 @@ impl Controller {
                 "controller",
                 "--listen",
                 listen,
+                "--rest-listen",
+                "127.0.0.1:0",
                 "--data-dir",
                 data.to_str().expect("utf-8 path"),
                 "--worker-timeout",
@@ -441,11 +445,26 @@ impl Controller {
                 None => false,
             },
         );
-        Controller { process, address }
+        let rest = process
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("rest api listening on "))
+            .map(|a| a.trim().to_string())
+            .expect("the controller's REST API address");
+        Controller {
+            process,
+            address,
+            rest,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The base URL of its Kafka Connect REST API.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.rest)
     }
 }
 

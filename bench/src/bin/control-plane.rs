@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         }
         let options = sluice_controller::ControllerOptions {
             listen: "127.0.0.1:0".parse()?,
+            rest_listen: None,
             data_dir: dir.clone(),
             worker_timeout: Duration::from_secs_f64(args.worker_timeout),
             log_control: None,

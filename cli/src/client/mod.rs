@@ -26,7 +26,7 @@ pub struct Target {
         long,
         global = true,
         env = "SLUICE_CONTROLLER",
-        default_value = "http://127.0.0.1:8083"
+        default_value = "http://127.0.0.1:9083"
     )]
     pub(crate) controller: String,
     /// Output format.

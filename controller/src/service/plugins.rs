@@ -7,11 +7,40 @@ use super::{ok, Api, ApiResult};
 
 #[tonic::async_trait]
 impl PluginService for Api {
+    /// Connector plugins from the workers; with `connectors_only` false also the converters,
+    /// header converter, transforms and predicates every worker has built in.
     async fn list_plugins(
         &self,
-        _: Request<api::ListPluginsRequest>,
+        request: Request<api::ListPluginsRequest>,
     ) -> ApiResult<api::ListPluginsResponse> {
-        ok(self.cluster.list_plugins().await)
+        let mut listed = self.cluster.list_plugins().await;
+        if !request.get_ref().connectors_only {
+            use sluice_data::converter::{converter_classes, HEADER_CONVERTER};
+            use sluice_data::transforms::{predicate_classes, transform_classes};
+            let built_in = |class: &str, kind: &str| api::PluginDescription {
+                class_name: class.to_string(),
+                r#type: kind.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                ..api::PluginDescription::default()
+            };
+            let converters = converter_classes();
+            listed.plugins.extend(
+                converters
+                    .iter()
+                    .map(|c| built_in(c, "converter"))
+                    .chain(std::iter::once(built_in(
+                        HEADER_CONVERTER,
+                        "header_converter",
+                    )))
+                    .chain(
+                        transform_classes()
+                            .iter()
+                            .map(|t| built_in(t, "transformation")),
+                    )
+                    .chain(predicate_classes().iter().map(|p| built_in(p, "predicate"))),
+            );
+        }
+        ok(listed)
     }
 
     async fn get_plugin_config(

@@ -41,7 +41,7 @@ const STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
 pub type LogControl = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
 
 pub struct WorkerOptions {
-    /// The controller's URL, e.g. `http://127.0.0.1:8083`.
+    /// The controller's URL, e.g. `http://127.0.0.1:9083`.
     pub controller: String,
     pub worker_id: String,
     /// A Kafka Connect worker file; `None` for defaults.
