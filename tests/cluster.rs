@@ -978,3 +978,33 @@ fn kafka_connect_rest_api_answers_as_kafka_connect_does() {
     );
     assert_eq!(rest.get("/connectors"), (200, json!([])));
 }
+
+/// A Python script written for Kafka Connect with kafka-connect-py, a Kafka Connect REST
+/// client from PyPI, runs unchanged against the controller's REST API
+/// (`tests/fixtures/kafka_connect_client.py`: create, RUNNING, pause, resume, restarts, tasks,
+/// topics, update, validate, stop, delete).
+#[test]
+fn a_kafka_connect_python_client_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["py:2"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/kafka_connect_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(controller.rest_url())
+        .arg("py")
+        .env("PYTHONPATH", harness::tools::python_path(&[]))
+        .output()
+        .expect("run python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("every call answered"), "{text}");
+}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -222,10 +222,7 @@ async fn root(State(api): State<Api>) -> RestResult {
     )
 }
 
-async fn list_connectors(
-    State(api): State<Api>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> RestResult {
+async fn list_connectors(State(api): State<Api>, RawQuery(query): RawQuery) -> RestResult {
     // `?expand=status&expand=info`: a repeated parameter.
     let expand: Vec<String> = query
         .unwrap_or_default()
@@ -391,12 +388,16 @@ async fn connector_status(State(api): State<Api>, Path(name): Path<String>) -> R
     answer(StatusCode::OK, status_json(&status))
 }
 
-#[derive(serde::Deserialize)]
-struct RestartQuery {
-    #[serde(default, rename = "includeTasks")]
-    include_tasks: bool,
-    #[serde(default, rename = "onlyFailed")]
-    only_failed: bool,
+/// A boolean query parameter as Kafka Connect (Java's `Boolean.parseBoolean`) reads it: `true`
+/// in any case is true, anything else false; absent, `default`.
+fn flag(query: &Option<String>, name: &str, default: bool) -> bool {
+    query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map_or(default, |(_, value)| value.eq_ignore_ascii_case("true"))
 }
 
 /// Kafka Connect: with neither flag, the connector alone restarts and the answer is 204; with
@@ -404,17 +405,19 @@ struct RestartQuery {
 async fn restart_connector(
     State(api): State<Api>,
     Path(name): Path<String>,
-    Query(q): Query<RestartQuery>,
+    RawQuery(query): RawQuery,
 ) -> RestResult {
+    let include_tasks = flag(&query, "includeTasks", false);
+    let only_failed = flag(&query, "onlyFailed", false);
     let status = api
         .restart_connector(Request::new(api::RestartConnectorRequest {
             name,
-            include_tasks: q.include_tasks,
-            only_failed: q.only_failed,
+            include_tasks,
+            only_failed,
         }))
         .await?
         .into_inner();
-    if !q.include_tasks && !q.only_failed {
+    if !include_tasks && !only_failed {
         return no_content();
     }
     answer(StatusCode::ACCEPTED, status_json(&status))
@@ -541,20 +544,10 @@ async fn reset_offsets(State(api): State<Api>, Path(name): Path<String>) -> Rest
     answer(StatusCode::OK, json!({ "message": reset.message }))
 }
 
-#[derive(serde::Deserialize)]
-struct PluginsQuery {
-    #[serde(default = "yes", rename = "connectorsOnly")]
-    connectors_only: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-async fn list_plugins(State(api): State<Api>, Query(q): Query<PluginsQuery>) -> RestResult {
+async fn list_plugins(State(api): State<Api>, RawQuery(query): RawQuery) -> RestResult {
     let plugins = api
         .list_plugins(Request::new(api::ListPluginsRequest {
-            connectors_only: q.connectors_only,
+            connectors_only: flag(&query, "connectorsOnly", true),
         }))
         .await?
         .into_inner();

@@ -24,6 +24,8 @@ const REQUIREMENTS: &[&str] = &[
     "moto[s3]==5.2.6",
     "flask==3.1.3",
     "flask-cors==6.0.5",
+    // A Kafka Connect REST client, driving the controller's REST API as it would Kafka Connect.
+    "kafka-connect-py==1.0.0",
 ];
 
 /// The provisioned tools.
