@@ -1008,3 +1008,31 @@ fn a_kafka_connect_python_client_works_unchanged() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("every call answered"), "{text}");
 }
+
+/// A shell script of curl calls written for Kafka Connect (`tests/fixtures/
+/// kafka_connect_curl.sh`: create, 409 on a second create, RUNNING, pause, resume, restart,
+/// update, stop, offsets read and reset, delete, 404) runs unchanged against the controller.
+#[test]
+fn a_kafka_connect_curl_script_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["sh:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/kafka_connect_curl.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(controller.rest_url())
+        .arg("sh")
+        .output()
+        .expect("run bash (and curl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("every call answered"), "{text}");
+}
