@@ -201,6 +201,20 @@ fn config_map(
         .collect()
 }
 
+/// Takes `name` out of a config: the connector's name is not a config key (Kafka Connect keeps
+/// it in the config, equal to the name, and refuses one that differs).
+fn drop_name(
+    config: &mut std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<(), RestError> {
+    match config.remove("name") {
+        Some(inner) if inner != name => Err(RestError::bad_request(format!(
+            "Connector name configuration ({inner}) doesn't match connector name in the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A request body as JSON, or Kafka Connect's 400 for one that is not.
 fn body_json(body: &axum::body::Bytes) -> Result<Value, RestError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -270,13 +284,7 @@ async fn create_connector(State(api): State<Api>, body: axum::body::Bytes) -> Re
         body.get("config").unwrap_or(&Value::Object(Map::new())),
         "config",
     )?;
-    if let Some(inner) = config.remove("name") {
-        if inner != name {
-            return Err(RestError::bad_request(format!(
-                "Connector name configuration ({inner}) doesn't match connector name in the URL ({name})"
-            )));
-        }
-    }
+    drop_name(&mut config, &name)?;
     let initial_state = match body.get("initial_state").and_then(Value::as_str) {
         None | Some("RUNNING") => api::TargetState::Running,
         Some("PAUSED") => api::TargetState::Paused,
@@ -322,13 +330,7 @@ async fn put_config(
     body: axum::body::Bytes,
 ) -> RestResult {
     let mut config = config_map(&body_json(&body)?, "the config")?;
-    if let Some(inner) = config.remove("name") {
-        if inner != name {
-            return Err(RestError::bad_request(format!(
-                "Connector name configuration ({inner}) doesn't match connector name in the URL ({name})"
-            )));
-        }
-    }
+    drop_name(&mut config, &name)?;
     let put = api
         .put_connector_config(Request::new(api::PutConnectorConfigRequest {
             name,
