@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use harness::cluster::*;
-use harness::{free_port, grpcurl, start_worker, wait_for, Controller, DevKafka, Sluice};
+use harness::{
+    free_port, grpcurl, run_sluice, start_worker, wait_for, Controller, DevKafka, Sluice,
+};
 use sluice_proto::api::v1 as api;
 
 /// The controller's --worker-timeout in these tests.
@@ -917,6 +919,12 @@ fn kafka_connect_rest_api_answers_as_kafka_connect_does() {
 
     // Stop 204, then offsets: read, altered, reset.
     wait_for("gen RUNNING before the stop", TIMEOUT, || running(&rest));
+    let (status, refused) = rest.delete("/connectors/gen/offsets");
+    assert_eq!(status, 400, "offsets reset while RUNNING: {refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("STOPPED"),
+        "{refused}"
+    );
     assert_eq!(rest.send("PUT", "/connectors/gen/stop", None).0, 204);
     wait_for("gen STOPPED", TIMEOUT, || {
         rest.get("/connectors/gen/status").1["connector"]["state"] == "STOPPED"
@@ -1037,4 +1045,124 @@ fn run_fixture(command: &mut std::process::Command, name: &str, rest_url: &str, 
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("every call answered"), "{text}");
+}
+
+/// `sluice apply -f DIR` makes the cluster's connectors what a folder of connector files says
+/// (a .properties and a Kafka Connect JSON file): the plan first (create / update with the
+/// keys that change / delete with --prune / unchanged), the secret never printed; a second run
+/// is a no-op; `sluice diff` and `--dry-run` change nothing; exit codes as the CLI's.
+#[test]
+fn apply_makes_the_cluster_match_connector_files_and_a_second_run_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["applied:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let _worker = start_worker(dir.path(), "w1", &controller.url(), &kafka.bootstrap);
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+    let files = dir.path().join("connectors");
+    std::fs::create_dir(&files).unwrap();
+    let gen = |rate: u32| {
+        format!(
+            "name=gen\nconnector.class=DatagenSource\ntopic=applied\ntasks.max=1\nrate={rate}\n"
+        )
+    };
+    let hook = |password: &str| {
+        serde_json::json!({"name": "hook", "config": {
+            "connector.class": "HttpSink", "topics": "applied",
+            "http.api.url": "http://127.0.0.1:9/in", "auth.type": "BASIC",
+            "connection.user": "u", "connection.password": password,
+        }})
+        .to_string()
+    };
+    std::fs::write(files.join("gen.properties"), gen(10)).unwrap();
+    std::fs::write(files.join("hook.json"), hook("first-s3cr3t")).unwrap();
+    std::fs::write(files.join("notes.txt"), "not a connector file").unwrap();
+    api.create(
+        "extra",
+        &pairs(&datagen("applied", "1", "5")),
+        api::TargetState::Running,
+    );
+    let url = controller.url();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--controller", url.as_str()];
+        all.splice(0..0, args.iter().copied());
+        let (code, out, err) = run_sluice(dir.path(), &all);
+        for secret in ["first-s3cr3t", "second-s3cr3t"] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret} printed:\n{out}{err}"
+            );
+        }
+        (code, out, err)
+    };
+    let dir_arg = files.to_str().unwrap();
+
+    // A dry run: the plan, nothing done.
+    let (code, out, err) = run(&["apply", "-f", dir_arg, "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("+ create gen") && out.contains("+ create hook"),
+        "{out}"
+    );
+    assert!(
+        out.contains("plan: 2 to create, 0 to update, 0 to delete, 0 unchanged"),
+        "{out}"
+    );
+    assert_eq!(api.names(), ["extra"]);
+
+    // Applied, then a no-op.
+    let (code, out, err) = run(&["apply", "-f", dir_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied: the cluster matches"), "{out}");
+    assert_eq!(api.names(), ["extra", "gen", "hook"]);
+    let (code, out, _) = run(&["apply", "-f", dir_arg]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 0 to delete, 2 unchanged"),
+        "{out}"
+    );
+
+    // Changes: a rate and the password; diff shows them, the password hidden.
+    std::fs::write(files.join("gen.properties"), gen(20)).unwrap();
+    std::fs::write(files.join("hook.json"), hook("second-s3cr3t")).unwrap();
+    let (code, out, err) = run(&["diff", "-f", dir_arg, "--prune"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("~ update gen") && out.contains("~ rate: 10 -> 20"),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ connection.password: [hidden] -> [hidden]"),
+        "{out}"
+    );
+    assert!(out.contains("- delete extra"), "{out}");
+    assert!(
+        out.contains("plan: 0 to create, 2 to update, 1 to delete, 0 unchanged"),
+        "{out}"
+    );
+    assert_eq!(
+        api.names(),
+        ["extra", "gen", "hook"],
+        "diff changed something"
+    );
+
+    let (code, out, err) = run(&["apply", "-f", dir_arg, "--prune"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(api.names(), ["gen", "hook"]);
+    let (code, out, _) = run(&["apply", "-f", dir_arg, "--prune"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 0 to delete, 2 unchanged"),
+        "{out}"
+    );
+
+    // A config the plugin refuses: the CLI's INVALID_ARGUMENT (2), nothing applied.
+    std::fs::write(
+        files.join("gen.properties"),
+        "name=gen\nconnector.class=DatagenSource\ntasks.max=many\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["apply", "-f", dir_arg]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.starts_with("error: INVALID_ARGUMENT"), "{err}");
 }

@@ -135,6 +135,33 @@ enum Command {
         #[command(subcommand)]
         command: client::Cluster,
     },
+    /// Makes the cluster's connectors what connector files say (a file, or every .json and
+    /// .properties file of a folder): prints the plan (create, update with the keys that
+    /// change, delete with --prune, unchanged; secrets hidden), applies it and checks the
+    /// cluster matches. A second run is a no-op.
+    Apply {
+        #[command(flatten)]
+        target: client::Target,
+        /// A connector file or a folder of them.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Delete the connectors no file names.
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The plan `sluice apply` would carry out, alone.
+    Diff {
+        #[command(flatten)]
+        target: client::Target,
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Plan to delete the connectors no file names.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Serves a built-in connector plugin over the connector protocol (started by workers).
     #[command(hide = true)]
     Connector { plugin: String },
@@ -181,6 +208,27 @@ fn main() -> ExitCode {
         }
         Command::Plugins { target, command } => {
             return runtime.block_on(client::main(target, command))
+        }
+        Command::Apply {
+            target,
+            file,
+            prune,
+            dry_run,
+        } => {
+            let command = client::Apply {
+                path: file,
+                prune,
+                dry_run,
+            };
+            return runtime.block_on(client::main(target, command));
+        }
+        Command::Diff {
+            target,
+            file,
+            prune,
+        } => {
+            let command = client::Diff { path: file, prune };
+            return runtime.block_on(client::main(target, command));
         }
         Command::Cluster { target, command } => {
             return runtime.block_on(client::main(target, command))
@@ -366,7 +414,9 @@ async fn run(
         Command::Connector { .. }
         | Command::Connectors { .. }
         | Command::Plugins { .. }
-        | Command::Cluster { .. } => unreachable!("handled before"),
+        | Command::Cluster { .. }
+        | Command::Apply { .. }
+        | Command::Diff { .. } => unreachable!("handled before"),
     }
 }
 

@@ -128,18 +128,36 @@ impl Cluster {
     pub async fn put_connector(
         &self,
         name: &str,
-        mut config: BTreeMap<String, String>,
+        config: BTreeMap<String, String>,
         initial: TargetState,
         create_only: bool,
     ) -> Result<(bool, api::ConnectorInfo), ApiError> {
+        let (created, info, _) = self
+            .put_connector_with(name, config, initial, create_only, false)
+            .await?;
+        Ok((created, info))
+    }
+
+    /// [`Self::put_connector`], also answering which keys change; with `dry_run` only
+    /// validated and compared, nothing stored.
+    pub async fn put_connector_with(
+        &self,
+        name: &str,
+        mut config: BTreeMap<String, String>,
+        initial: TargetState,
+        create_only: bool,
+        dry_run: bool,
+    ) -> Result<(bool, api::ConnectorInfo, Vec<String>), ApiError> {
         config.insert("name".into(), name.to_string());
         self.mutate(|state, writes| {
             validate(state, name, &config)?;
+            let mut changed = Vec::new();
             let (created, record) = match state.desired.connectors.get(name) {
                 Some(_) if create_only => return Err(ApiError::AlreadyExists(name.into())),
                 Some(existing) => {
                     let mut record = existing.clone();
                     if record.config != config {
+                        changed = changed_keys(&record.config, &config);
                         record.config = config;
                         record.config_version += 1;
                     }
@@ -148,8 +166,10 @@ impl Cluster {
                 None => (true, ConnectorRecord::new(config, initial)),
             };
             let info = views::info(state, name, &record);
-            save(state, writes, name, record);
-            Ok((created, info))
+            if !dry_run {
+                save(state, writes, name, record);
+            }
+            Ok((created, info, changed))
         })
         .await
     }
@@ -386,4 +406,17 @@ fn offsets_candidates(state: &State, connector: &str) -> Vec<WorkerId> {
         capable.swap(0, at);
     }
     capable
+}
+
+/// Keys set, changed or removed from `old` to `new`, sorted.
+fn changed_keys(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }

@@ -43,8 +43,11 @@ impl From<tonic::Status> for RestError {
     fn from(status: tonic::Status) -> RestError {
         let code = match status.code() {
             Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            // As Kafka Connect answers offsets changed on a connector that is not STOPPED.
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                StatusCode::BAD_REQUEST
+            }
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
@@ -335,6 +338,7 @@ async fn put_config(
         .put_connector_config(Request::new(api::PutConnectorConfigRequest {
             name,
             config,
+            dry_run: false,
         }))
         .await?
         .into_inner();

@@ -48,6 +48,19 @@ impl Api {
             .map(tonic::Response::into_inner)
     }
 
+    /// The connectors' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut client = self.connectors().unwrap();
+        let listed = self
+            .runtime
+            .block_on(client.list_connectors(api::ListConnectorsRequest::default()))
+            .unwrap()
+            .into_inner();
+        let mut names: Vec<String> = listed.connectors.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    }
+
     pub fn create(&self, name: &str, config: &[(&str, &str)], initial: api::TargetState) {
         let mut client = self.connectors().unwrap();
         let request = api::CreateConnectorRequest {

@@ -301,6 +301,7 @@ impl AsyncCommand for Connectors {
                     api::PutConnectorConfigRequest {
                         name: name.clone(),
                         config: config.into_iter().collect(),
+                        dry_run: false,
                     }
                 );
                 if json {

@@ -11,10 +11,12 @@ use clap::{Args, ValueEnum};
 use sluice_proto::api::v1 as api;
 use tonic::transport::Channel;
 
+mod apply;
 mod cluster;
 mod connectors;
 mod plugins;
 
+pub use apply::{Apply, Diff};
 pub use cluster::Cluster;
 pub use connectors::Connectors;
 pub use plugins::Plugins;

@@ -74,13 +74,14 @@ impl ConnectorService for Api {
     ) -> ApiResult<api::PutConnectorConfigResponse> {
         let r = request.into_inner();
         let config = r.config.into_iter().collect();
-        let (created, info) = self
+        let (created, info, changed_keys) = self
             .cluster
-            .put_connector(&r.name, config, TargetState::Running, false)
+            .put_connector_with(&r.name, config, TargetState::Running, false, r.dry_run)
             .await?;
         ok(api::PutConnectorConfigResponse {
             created,
             info: Some(info),
+            changed_keys,
         })
     }
 
