@@ -142,25 +142,15 @@ enum Command {
     Apply {
         #[command(flatten)]
         target: client::Target,
-        /// A connector file or a folder of them.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-        /// Delete the connectors no file names.
-        #[arg(long)]
-        prune: bool,
-        /// Print the plan only.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        command: client::ApplyCommand,
     },
     /// The plan `sluice apply` would carry out, alone.
     Diff {
         #[command(flatten)]
         target: client::Target,
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-        /// Plan to delete the connectors no file names.
-        #[arg(long)]
-        prune: bool,
+        #[command(flatten)]
+        command: client::DiffCommand,
     },
     /// Serves a built-in connector plugin over the connector protocol (started by workers).
     #[command(hide = true)]
@@ -209,26 +199,11 @@ fn main() -> ExitCode {
         Command::Plugins { target, command } => {
             return runtime.block_on(client::main(target, command))
         }
-        Command::Apply {
-            target,
-            file,
-            prune,
-            dry_run,
-        } => {
-            let command = client::Apply {
-                path: file,
-                prune,
-                dry_run,
-            };
-            return runtime.block_on(client::main(target, command));
+        Command::Apply { target, command } => {
+            return runtime.block_on(client::main(target, command))
         }
-        Command::Diff {
-            target,
-            file,
-            prune,
-        } => {
-            let command = client::Diff { path: file, prune };
-            return runtime.block_on(client::main(target, command));
+        Command::Diff { target, command } => {
+            return runtime.block_on(client::main(target, command))
         }
         Command::Cluster { target, command } => {
             return runtime.block_on(client::main(target, command))

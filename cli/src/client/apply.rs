@@ -18,28 +18,43 @@ use tonic::transport::Channel;
 
 use super::{channel, connector_file, AsyncCommand, Target};
 
+/// The connector files and what to do with connectors they do not name.
+#[derive(clap::Args)]
+pub struct Files {
+    /// A connector file or a folder of them.
+    #[arg(short = 'f', long = "file")]
+    path: PathBuf,
+    /// Delete the connectors no file names.
+    #[arg(long)]
+    prune: bool,
+}
+
 /// `sluice apply -f FILE_OR_DIR [--prune] [--dry-run]`.
-pub struct Apply {
-    pub path: PathBuf,
-    pub prune: bool,
-    pub dry_run: bool,
+#[derive(clap::Args)]
+pub struct ApplyCommand {
+    #[command(flatten)]
+    files: Files,
+    /// Print the plan only.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// `sluice diff -f FILE_OR_DIR [--prune]`.
-pub struct Diff {
-    pub path: PathBuf,
-    pub prune: bool,
+#[derive(clap::Args)]
+pub struct DiffCommand {
+    #[command(flatten)]
+    files: Files,
 }
 
-impl AsyncCommand for Diff {
+impl AsyncCommand for DiffCommand {
     async fn run(self, target: &Target) -> anyhow::Result<()> {
-        diff(target, &self.path, self.prune).await
+        diff(target, &self.files.path, self.files.prune).await
     }
 }
 
-impl AsyncCommand for Apply {
+impl AsyncCommand for ApplyCommand {
     async fn run(self, target: &Target) -> anyhow::Result<()> {
-        apply(target, &self.path, self.prune, self.dry_run).await
+        apply(target, &self.files.path, self.files.prune, self.dry_run).await
     }
 }
 

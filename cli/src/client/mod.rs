@@ -16,7 +16,7 @@ mod cluster;
 mod connectors;
 mod plugins;
 
-pub use apply::{Apply, Diff};
+pub use apply::{ApplyCommand, DiffCommand};
 pub use cluster::Cluster;
 pub use connectors::Connectors;
 pub use plugins::Plugins;
