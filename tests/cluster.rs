@@ -985,6 +985,18 @@ fn kafka_connect_rest_api_answers_as_kafka_connect_does() {
         "{missing}"
     );
     assert_eq!(rest.get("/connectors"), (200, json!([])));
+    let (status, body) = rest.delete("/connectors");
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (405, json!(405)),
+        "{body}"
+    );
+    let (status, body) = rest.get("/no/such/path");
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (404, json!(404)),
+        "{body}"
+    );
 }
 
 /// A Python script written for Kafka Connect with kafka-connect-py, a Kafka Connect REST

@@ -115,6 +115,13 @@ pub fn router(api: Api) -> Router {
         .fallback(|| async {
             RestError::new(StatusCode::NOT_FOUND, "HTTP 404 Not Found").into_response()
         })
+        .method_not_allowed_fallback(|| async {
+            RestError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "HTTP 405 Method Not Allowed",
+            )
+            .into_response()
+        })
         .with_state(api)
 }
 
