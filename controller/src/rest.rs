@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -401,16 +401,21 @@ async fn connector_status(State(api): State<Api>, Path(name): Path<String>) -> R
     answer(StatusCode::OK, status_json(&status))
 }
 
-/// A boolean query parameter as Kafka Connect (Java's `Boolean.parseBoolean`) reads it: `true`
-/// in any case is true, anything else false; absent, `default`.
-fn flag(query: &Option<String>, name: &str, default: bool) -> bool {
+/// A query parameter's value, when given.
+fn param<'q>(query: &'q Option<String>, name: &str) -> Option<&'q str> {
     query
         .as_deref()
         .unwrap_or_default()
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
-        .map_or(default, |(_, value)| value.eq_ignore_ascii_case("true"))
+        .map(|(_, value)| value)
+}
+
+/// A boolean query parameter as Kafka Connect (Java's `Boolean.parseBoolean`) reads it: `true`
+/// in any case is true, anything else false; absent, `default`.
+fn flag(query: &Option<String>, name: &str, default: bool) -> bool {
+    param(query, name).map_or(default, |value| value.eq_ignore_ascii_case("true"))
 }
 
 /// Kafka Connect: with neither flag, the connector alone restarts and the answer is 204; with
@@ -673,18 +678,12 @@ async fn get_logger(State(api): State<Api>, Path(logger): Path<String>) -> RestR
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ScopeQuery {
-    #[serde(default)]
-    scope: Option<String>,
-}
-
 /// `scope=cluster`: every worker too, answered 204 as Kafka Connect does; else this
 /// controller's loggers, answered with the loggers changed.
 async fn set_logger(
     State(api): State<Api>,
     Path(logger): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> RestResult {
     let body = body_json(&body)?;
@@ -692,10 +691,7 @@ async fn set_logger(
         .as_str()
         .ok_or_else(|| RestError::bad_request("The request body must have a level"))?
         .to_string();
-    let cluster = q
-        .scope
-        .as_deref()
-        .is_some_and(|s| s.eq_ignore_ascii_case("cluster"));
+    let cluster = param(&query, "scope").is_some_and(|s| s.eq_ignore_ascii_case("cluster"));
     let changed = api
         .set_log_level(Request::new(api::SetLogLevelRequest {
             logger,

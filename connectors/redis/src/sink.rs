@@ -346,12 +346,7 @@ impl SinkTask for RedisSinkTask {
             // Not past a bad record whose entry is still in the list: the worker asks again
             // at its next tick (a sink holding records back), and that flush settles it.
             for entry in &self.errant_settled {
-                let mut fields = entry.split('\t');
-                let (Some(topic), Some(Ok(partition)), Some(Ok(offset))) = (
-                    fields.next(),
-                    fields.next().map(str::parse::<i32>),
-                    fields.next().map(str::parse::<i64>),
-                ) else {
+                let Some((topic, partition, offset, _)) = parse_errant(entry) else {
                     continue;
                 };
                 for tpo in offsets.iter_mut() {
@@ -428,10 +423,7 @@ impl RedisSinkTask {
             .arg(self.errant_key())
             .arg(sent.len());
         for (record, cmd) in sent {
-            eval.arg(cmd.args_iter().len()).arg(format!(
-                "{}\t{}\t{}",
-                record.topic, record.partition, record.offset
-            ));
+            eval.arg(cmd.args_iter().len()).arg(errant_at(record));
             for arg in cmd.args_iter() {
                 if let redis::Arg::Simple(bytes) = arg {
                     eval.arg(bytes);
@@ -462,7 +454,7 @@ impl RedisSinkTask {
                 .ok()
                 .and_then(|n| sent.get(n.checked_sub(1)?));
             if let Some((record, _)) = record {
-                let reason = entry.splitn(4, '\t').nth(3).unwrap_or_default();
+                let reason = parse_errant(entry).map_or("", |e| e.3);
                 self.report(record, format!("Redis refused the command: {reason}"));
             }
             self.errant_recent.push(entry.clone());
@@ -484,13 +476,7 @@ impl RedisSinkTask {
             .await
             .map_err(|e| connection.error(e))?;
         for entry in entries {
-            let mut fields = entry.splitn(4, '\t');
-            let (Some(topic), Some(partition), Some(offset), reason) = (
-                fields.next(),
-                fields.next().and_then(|p| p.parse::<i32>().ok()),
-                fields.next().and_then(|o| o.parse::<i64>().ok()),
-                fields.next(),
-            ) else {
+            let Some((topic, partition, offset, reason)) = parse_errant(&entry) else {
                 tracing::warn!(
                     key,
                     entry,
@@ -511,7 +497,7 @@ impl RedisSinkTask {
                 "reporting again a bad record a stopped task left unsettled"
             );
             if let Some(errors) = &self.errors {
-                errors.sink_coordinates(topic, partition, offset, reason.unwrap_or_default());
+                errors.sink_coordinates(topic, partition, offset, reason);
             }
             self.errant_recent.push(entry);
         }
@@ -630,10 +616,23 @@ impl RedisSinkTask {
 /// The key under which connector `connector` stores the next offset of `topic`/`partition`.
 /// A bad record's entry in the errant list: `topic TAB partition TAB offset TAB reason`.
 fn errant_entry(record: &SinkRecordRef<'_>, reason: &str) -> String {
-    format!(
-        "{}\t{}\t{}\t{reason}",
-        record.topic, record.partition, record.offset
-    )
+    format!("{}\t{reason}", errant_at(record))
+}
+
+/// The start of a record's errant entry (`APPLY` appends the reason Redis gave).
+fn errant_at(record: &SinkRecordRef<'_>) -> String {
+    format!("{}\t{}\t{}", record.topic, record.partition, record.offset)
+}
+
+/// An errant entry's topic, partition, offset and reason; `None` for anything else.
+fn parse_errant(entry: &str) -> Option<(&str, i32, i64, &str)> {
+    let mut fields = entry.splitn(4, '\t');
+    Some((
+        fields.next()?,
+        fields.next()?.parse().ok()?,
+        fields.next()?.parse().ok()?,
+        fields.next().unwrap_or_default(),
+    ))
 }
 
 fn offset_key(connector: &str, topic: &str, partition: i32) -> String {
