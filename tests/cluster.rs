@@ -1178,3 +1178,310 @@ fn apply_makes_the_cluster_match_connector_files_and_a_second_run_is_a_no_op() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.starts_with("error: INVALID_ARGUMENT"), "{err}");
 }
+
+/// A controller with TLS on both listeners, mTLS for workers and tokens, from `sluice
+/// dev-certs`: a worker with the CA's certificate joins and runs a connector; a worker with
+/// another CA's certificate, one with only a token, and one that does not trust the
+/// controller's certificate never join; a client without a token, with an unknown one, in
+/// plaintext or with a rogue certificate is refused (UNAUTHENTICATED / 401, handshake
+/// refused); a viewer reads but may not change (PERMISSION_DENIED / 403); every refusal is
+/// logged with who and what; no token appears in any output. A listener other hosts can reach
+/// without TLS and tokens refuses to start.
+#[test]
+fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for set in ["certs", "rogue"] {
+        let (code, out, err) = run_sluice(d, &["dev-certs", set]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, _, err) = run_sluice(d, &["dev-certs", "certs"]);
+    assert_ne!(code, 0, "dev-certs overwrote files");
+    assert!(err.contains("--force"), "{err}");
+    let file = |set: &str, name: &str| d.join(set).join(name).to_str().unwrap().to_string();
+    let token = |role: &str| {
+        std::fs::read_to_string(file("certs", &format!("{role}.token")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let tokens = [token("admin"), token("viewer"), token("worker")];
+    let ca = file("certs", "ca.pem");
+
+    // Exposed without TLS and tokens: refused before anything is bound.
+    let data = d.join("exposed").to_str().unwrap().to_string();
+    let exposed = [
+        "controller",
+        "--listen",
+        "0.0.0.0:0",
+        "--rest-listen",
+        "off",
+    ];
+    let (code, _, err) = run_sluice(d, &[&exposed[..], &["--data-dir", &data]].concat());
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("reachable from other hosts") && err.contains("--insecure"),
+        "{err}"
+    );
+    let with_tls = [
+        "--tls-cert",
+        &file("certs", "controller.pem"),
+        "--tls-key",
+        &file("certs", "controller.key"),
+    ];
+    let (code, _, err) = run_sluice(
+        d,
+        &[&exposed[..], &with_tls[..], &["--data-dir", &data]].concat(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("without tokens (--tokens)"), "{err}");
+
+    let kafka = DevKafka::start(d, &["secure:1"]);
+    let controller = Controller::start_with(
+        d,
+        "127.0.0.1:0",
+        WORKER_TIMEOUT,
+        &[
+            &with_tls[..],
+            &["--tls-client-ca", &ca, "--tokens", &file("certs", "tokens")],
+        ]
+        .concat(),
+    );
+    let port = controller.address.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}");
+    let worker = |id: &str, flags: &[&str]| {
+        harness::start_worker_flags(d, id, &url, &kafka.bootstrap, "", flags)
+    };
+    let w1 = worker(
+        "w1",
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &file("certs", "worker.pem"),
+            "--tls-key",
+            &file("certs", "worker.key"),
+        ],
+    );
+    let rogue = worker(
+        "rogue",
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &file("rogue", "worker.pem"),
+            "--tls-key",
+            &file("rogue", "worker.key"),
+        ],
+    );
+    let tokened = worker(
+        "tokened",
+        &[
+            "--tls-ca",
+            &ca,
+            "--token-file",
+            &file("certs", "worker.token"),
+        ],
+    );
+    let distrustful = worker(
+        "distrustful",
+        &[
+            "--tls-ca",
+            &file("rogue", "ca.pem"),
+            "--tls-cert",
+            &file("certs", "worker.pem"),
+            "--tls-key",
+            &file("certs", "worker.key"),
+        ],
+    );
+
+    let mut printed = String::new();
+    let mut cli = |role: Option<&str>, args: &[&str]| -> (i32, String, String) {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend([
+            "--controller".into(),
+            url.clone(),
+            "--tls-ca".into(),
+            ca.clone(),
+        ]);
+        if let Some(role) = role {
+            all.extend([
+                "--token-file".into(),
+                file("certs", &format!("{role}.token")),
+            ]);
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (code, out, err) = run_sluice(d, &all);
+        printed.push_str(&out);
+        printed.push_str(&err);
+        (code, out, err)
+    };
+    wait_for("w1 to join over mTLS", TIMEOUT, || {
+        let (code, out, _) = cli(Some("viewer"), &["cluster", "workers"]);
+        code == 0
+            && out
+                .lines()
+                .any(|l| l.starts_with("w1 ") && l.contains("true"))
+    });
+    std::fs::write(
+        d.join("gen.json"),
+        serde_json::json!({"name": "gen", "config": datagen("secure", "1", "50")
+            .into_iter().collect::<BTreeMap<_, _>>()})
+        .to_string(),
+    )
+    .unwrap();
+    let (code, _, err) = cli(None, &["connectors", "create", "-f", "gen.json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("bearer token"),
+        "{err}"
+    );
+    let (code, _, err) = cli(Some("viewer"), &["connectors", "create", "-f", "gen.json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("viewer"),
+        "{err}"
+    );
+    let (code, out, err) = cli(Some("admin"), &["connectors", "create", "-f", "gen.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for("gen to run on w1", TIMEOUT, || {
+        let (code, out, _) = cli(Some("viewer"), &["connectors", "status", "gen"]);
+        code == 0 && out.contains("RUNNING") && out.contains("w1")
+    });
+    wait_for("records in Kafka", TIMEOUT, || {
+        total_records(&kafka.bootstrap, "secure") > 0
+    });
+    let (code, out, _) = cli(Some("admin"), &["cluster", "workers"]);
+    assert_eq!(code, 0);
+    for refused in ["rogue", "tokened", "distrustful"] {
+        assert!(!out.contains(refused), "{refused} joined:\n{out}");
+    }
+    assert!(
+        tokened
+            .output()
+            .contains("client certificate signed by the controller's --tls-client-ca"),
+        "{}",
+        tokened.output()
+    );
+
+    // grpcurl: TLS with the CA and a token works; no token, plaintext, a rogue client
+    // certificate or a CA that did not sign the controller's certificate do not.
+    let list = "sluice.api.v1.ConnectorService/ListConnectors";
+    let admin_header = format!("authorization: Bearer {}", tokens[0]);
+    let (ok, text) = harness::grpcurl_with(
+        &["-cacert", &ca, "-H", &admin_header],
+        &format!("localhost:{port}"),
+        list,
+        None,
+    );
+    assert!(ok && text.contains("\"gen\""), "{text}");
+    let (ok, text) =
+        harness::grpcurl_with(&["-cacert", &ca], &format!("localhost:{port}"), list, None);
+    assert!(!ok && text.contains("Unauthenticated"), "{text}");
+    let (ok, text) = harness::grpcurl(&controller.address, list, None);
+    assert!(!ok, "plaintext answered: {text}");
+    let (ok, text) = harness::grpcurl_with(
+        &[
+            "-cacert",
+            &ca,
+            "-cert",
+            &file("rogue", "worker.pem"),
+            "-key",
+            &file("rogue", "worker.key"),
+        ],
+        &format!("localhost:{port}"),
+        "grpc.health.v1.Health/Check",
+        None,
+    );
+    assert!(!ok, "a rogue client certificate was taken: {text}");
+    let (ok, text) = harness::grpcurl_with(
+        &["-cacert", &file("rogue", "ca.pem")],
+        &format!("localhost:{port}"),
+        "grpc.health.v1.Health/Check",
+        None,
+    );
+    assert!(!ok && text.contains("certificate"), "{text}");
+    let (ok, text) = harness::grpcurl_with(
+        &["-cacert", &ca],
+        &format!("localhost:{port}"),
+        "grpc.health.v1.Health/Check",
+        None,
+    );
+    assert!(ok && text.contains("SERVING"), "{text}");
+
+    // REST over TLS with curl: 401 without a token, 403 for a viewer changing, 200 reading.
+    let rest_port = controller.rest.rsplit(':').next().unwrap().to_string();
+    let curl = |token: Option<&str>, method: &str, path: &str| -> (u16, serde_json::Value) {
+        let mut command = std::process::Command::new("curl");
+        command.args(["-sS", "--cacert", &ca, "-X", method, "-w", "\n%{http_code}"]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = command
+            .arg(format!("https://localhost:{rest_port}{path}"))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or(0);
+        (
+            code,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    let (code, body) = curl(None, "GET", "/connectors");
+    assert_eq!(
+        (code, body["error_code"].as_u64()),
+        (401, Some(401)),
+        "{body}"
+    );
+    let (code, body) = curl(Some("not-a-token-anyone-holds"), "GET", "/connectors");
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = curl(Some(&tokens[1]), "GET", "/connectors");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, serde_json::json!(["gen"]));
+    let (code, body) = curl(Some(&tokens[1]), "PUT", "/connectors/gen/pause");
+    assert_eq!(
+        (code, body["error_code"].as_u64()),
+        (403, Some(403)),
+        "{body}"
+    );
+    let (code, body) = curl(Some(&tokens[2]), "GET", "/connectors");
+    assert_eq!(code, 403, "a worker token read the API: {body}");
+    let (code, body) = curl(None, "GET", "/");
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = curl(Some(&tokens[0]), "PUT", "/connectors/gen/pause");
+    assert_eq!(code, 202);
+    let (code, _, err) = cli(Some("admin"), &["connectors", "delete", "gen"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Refusals logged with who and what; no token anywhere.
+    let log = controller.process.output();
+    assert!(
+        log.lines().any(|l| l.contains("call denied")
+            && l.contains("who=viewer")
+            && l.contains("CreateConnector")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("call denied") && l.contains("PUT /connectors/gen/pause")),
+        "{log}"
+    );
+    let outputs = [
+        ("controller", log),
+        ("w1", w1.output()),
+        ("rogue", rogue.output()),
+        ("tokened", tokened.output()),
+        ("distrustful", distrustful.output()),
+        ("cli", printed),
+    ];
+    for (who, output) in &outputs {
+        for t in &tokens {
+            assert!(
+                !output.contains(t.as_str()),
+                "a token in the output of {who}"
+            );
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The `sluice` binary: parses arguments and calls into the worker or a built-in connector.
 
 mod client;
+mod dev_certs;
 mod dev_registry;
 
 use std::collections::BTreeMap;
@@ -91,6 +92,23 @@ enum Command {
         /// Seconds a worker may be silent before its work moves to other workers.
         #[arg(long, default_value_t = 5.0)]
         worker_timeout: f64,
+        /// PEM file of the certificate both listeners present (TLS on both; with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM file of its private key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// PEM file of the CA whose certificates workers must present (mTLS): the worker
+        /// protocol then takes no worker without one.
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// Token file, one `NAME ROLE TOKEN` a line (roles admin, viewer, worker): every call
+        /// but health checks and reflection then needs a bearer token of a role allowed it.
+        #[arg(long)]
+        tokens: Option<PathBuf>,
+        /// Serve a non-loopback address without TLS or tokens (refused otherwise).
+        #[arg(long)]
+        insecure: bool,
         #[command(flatten)]
         stop: StopArgs,
     },
@@ -105,6 +123,18 @@ enum Command {
         /// This worker's id, unique in the cluster and stable across its restarts.
         #[arg(long)]
         id: Option<String>,
+        /// PEM file of the CA that signed the controller's certificate (for an https:// URL).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// PEM files of this worker's client certificate and key (a controller with
+        /// --tls-client-ca takes no worker without one).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// File holding the worker's bearer token (without it, SLUICE_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Tasks this worker takes at most; 0 for no limit.
         #[arg(long, default_value_t = 0)]
         capacity: u32,
@@ -113,6 +143,18 @@ enum Command {
         worker: Option<PathBuf>,
         #[command(flatten)]
         stop: StopArgs,
+    },
+    /// Writes a CA, the controller's and a worker's certificates, and a token file with a token
+    /// per role into DIR: what a local cluster needs to run with TLS, mTLS and tokens.
+    DevCerts {
+        dir: PathBuf,
+        /// More names or addresses the controller is reached by (localhost, 127.0.0.1 and ::1
+        /// always are).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Replace files already there.
+        #[arg(long)]
+        force: bool,
     },
     /// Manages connectors through the controller's API.
     Connectors {
@@ -184,6 +226,15 @@ fn main() -> ExitCode {
         };
         let plugin = plugin();
         sluice_connector_sdk::main(plugin);
+    }
+    if let Command::DevCerts { dir, hosts, force } = &cli.command {
+        return match dev_certs::run(dir, hosts, *force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -340,6 +391,11 @@ async fn run(
             rest_listen,
             data_dir,
             worker_timeout,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tokens,
+            insecure,
             stop,
         } => {
             let rest_listen = match rest_listen.trim() {
@@ -356,6 +412,15 @@ async fn run(
                     .context("--worker-timeout must be a non-negative number of seconds")?,
                 log_control: Some(log_control),
                 initial_levels,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| sluice_controller::tls::ServerTls {
+                        cert,
+                        key,
+                        client_ca: tls_client_ca,
+                    }),
+                tokens,
+                insecure,
             };
             let limit = stop.limit()?;
             let work = sluice_controller::run(options, shutdown.clone());
@@ -365,6 +430,10 @@ async fn run(
             controller,
             kafka,
             id,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            token_file,
             capacity,
             worker,
             stop,
@@ -383,10 +452,17 @@ async fn run(
                 log_control: Some(log_control),
                 initial_levels,
                 shutdown_timeout: stop.limit()?,
+                security: sluice_worker::link::LinkSecurity {
+                    ca: tls_ca,
+                    cert: tls_cert,
+                    key: tls_key,
+                    token: sluice_worker::link::LinkSecurity::read_token(token_file.as_deref())?,
+                },
             };
             sluice_worker::mode::distributed::run(options, shutdown).await
         }
         Command::Connector { .. }
+        | Command::DevCerts { .. }
         | Command::Connectors { .. }
         | Command::Plugins { .. }
         | Command::Cluster { .. }

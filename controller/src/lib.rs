@@ -3,6 +3,7 @@
 //! health) and the worker protocol, and Kafka Connect's REST API beside it (`rest.rs`);
 //! assigns work to workers.
 
+pub mod auth;
 pub mod cluster;
 mod connectors;
 pub mod dry_run;
@@ -16,6 +17,7 @@ pub mod scheduler;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod tls;
 mod views;
 
 use std::net::SocketAddr;
@@ -32,9 +34,11 @@ use sluice_proto::cluster::v1::worker_control_server::WorkerControlServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::{GrpcGuard, Guard, Tokens};
 use crate::cluster::Cluster;
 use crate::service::Api;
 use crate::store::Store;
+use crate::tls::{Peer, ServerTls, TlsListener};
 
 /// Services this server answers, as reflection lists them.
 const SERVED: &[&str] = &[
@@ -62,6 +66,41 @@ pub struct ControllerOptions {
     pub log_control: Option<LogControl>,
     /// The levels logging started with (e.g. `{"root": "info"}`).
     pub initial_levels: std::collections::BTreeMap<String, String>,
+    /// TLS on both listeners; `None`: plain TCP.
+    pub tls: Option<ServerTls>,
+    /// The token file ([`auth::Tokens`]); `None`: calls need no token.
+    pub tokens: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS or tokens.
+    pub insecure: bool,
+}
+
+/// Refuses to serve a listener other hosts can reach unless calls to it are encrypted and
+/// authenticated, or `--insecure` says so.
+fn check_exposure(options: &ControllerOptions, authenticated: bool) -> anyhow::Result<()> {
+    let listeners = [
+        ("--listen", Some(options.listen)),
+        ("--rest-listen", options.rest_listen),
+    ];
+    for (flag, at) in listeners {
+        let Some(at) = at.filter(|a| !a.ip().is_loopback()) else {
+            continue;
+        };
+        let missing = match (options.tls.is_some(), authenticated) {
+            (true, true) => continue,
+            (false, false) => "TLS (--tls-cert, --tls-key) and tokens (--tokens)",
+            (false, true) => "TLS (--tls-cert, --tls-key)",
+            (true, false) => "tokens (--tokens)",
+        };
+        if options.insecure {
+            tracing::warn!(listener = flag, address = %at, "serving a non-loopback address without {missing} (--insecure)");
+            continue;
+        }
+        anyhow::bail!(
+            "{flag} {at} is reachable from other hosts and would be served without {missing}; \
+             give them, or --insecure to serve it so anyway"
+        );
+    }
+    Ok(())
 }
 
 /// How long open connections get to close after a stop.
@@ -69,6 +108,15 @@ const CONNECTIONS_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the controller until `shutdown`. Prints `listening on ADDR` once it accepts calls.
 pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tokens = options.tokens.as_deref().map(Tokens::load).transpose()?;
+    check_exposure(&options, tokens.is_some())?;
+    let grpc_tls = options.tls.as_ref().map(ServerTls::grpc).transpose()?;
+    let rest_tls = match (&options.tls, options.rest_listen) {
+        (Some(tls), Some(_)) => Some(tls.rest_acceptor()?),
+        _ => None,
+    };
+    let worker_certificates = options.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let guard = Arc::new(Guard::new(tokens, worker_certificates));
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("create data directory {}", options.data_dir.display()))?;
     let store = tokio::task::spawn_blocking({
@@ -126,21 +174,43 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
                 .await
                 .with_context(|| format!("listen on {at} (--rest-listen)"))?;
             let rest_address = listener.local_addr()?;
-            let app = rest::router(api.clone());
-            let stop = shutdown.clone();
+            let app = rest::router(api.clone(), guard.clone())
+                .into_make_service_with_connect_info::<Peer>();
+            let stop = shutdown.clone().cancelled_owned();
             println!("rest api listening on {rest_address}");
-            tracing::info!(%rest_address, "Kafka Connect REST API ready");
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }))
+            tracing::info!(%rest_address, tls = rest_tls.is_some(), "Kafka Connect REST API ready");
+            Some(match rest_tls {
+                Some(acceptor) => {
+                    let listener = TlsListener::new(listener, acceptor)?;
+                    tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    })
+                }
+                None => tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }),
+            })
         }
         None => None,
     };
     println!("listening on {address}");
-    tracing::info!(%address, cluster_id = %cluster.cluster_id, "controller ready");
-    let serve = tonic::transport::Server::builder()
+    tracing::info!(
+        %address,
+        cluster_id = %cluster.cluster_id,
+        tls = grpc_tls.is_some(),
+        worker_certificates,
+        "controller ready"
+    );
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = grpc_tls {
+        server = server.tls_config(tls).context("TLS of --listen")?;
+    }
+    let serve = server
+        .layer(GrpcGuard(guard))
         .add_service(reflection_v1)
         .add_service(reflection_alpha)
         .add_service(health)

@@ -4,6 +4,7 @@
 //! way Kafka Connect does; a gRPC status becomes `{"error_code": N, "message": "..."}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -18,6 +19,7 @@ use sluice_proto::api::v1::{
 use sluice_proto::structs::{json_to_struct, struct_to_json};
 use tonic::{Code, Request};
 
+use crate::auth::{Access, Caller, Denied, Guard};
 use crate::service::Api;
 
 /// An error answer: Kafka Connect's body and status.
@@ -74,8 +76,49 @@ fn no_content() -> RestResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The routes, over the gRPC services of `api`.
-pub fn router(api: Api) -> Router {
+/// What a REST call needs: reads (GET, and validating a config) or changes; `GET /` (the
+/// version) is open like gRPC's health service.
+fn rest_access(method: &axum::http::Method, path: &str) -> Access {
+    use axum::http::Method;
+    if path == "/" && *method == Method::GET {
+        Access::Open
+    } else if *method == Method::GET
+        || *method == Method::HEAD
+        || (*method == Method::PUT && path.ends_with("/config/validate"))
+    {
+        Access::Read
+    } else {
+        Access::Change
+    }
+}
+
+/// Lets a call through [`Guard`] or answers 401 (with `WWW-Authenticate: Bearer`) or 403 in
+/// Kafka Connect's error body.
+async fn guarded(
+    State(guard): State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let access = rest_access(request.method(), request.uri().path());
+    match guard.check(access, &Caller::of(&request), &what) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => {
+            let unauthenticated = matches!(denied, Denied::Unauthenticated(_));
+            let mut response = RestError::from(denied.status()).into_response();
+            if unauthenticated {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response
+        }
+    }
+}
+
+/// The routes, over the gRPC services of `api`, behind `guard`.
+pub fn router(api: Api, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/connectors", get(list_connectors).post(create_connector))
@@ -123,6 +166,7 @@ pub fn router(api: Api) -> Router {
             .into_response()
         })
         .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(guard, guarded))
 }
 
 fn connector(name: String) -> Request<api::ConnectorRef> {

@@ -413,22 +413,31 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(dir: &Path, listen: &str, worker_timeout_secs: f64) -> Controller {
+        Controller::start_with(dir, listen, worker_timeout_secs, &[])
+    }
+
+    /// [`Controller::start`] with more flags (TLS, tokens).
+    pub fn start_with(
+        dir: &Path,
+        listen: &str,
+        worker_timeout_secs: f64,
+        extra: &[&str],
+    ) -> Controller {
         let data = dir.join("data");
         let timeout = worker_timeout_secs.to_string();
-        let process = Sluice::start(
-            dir,
-            &[
-                "controller",
-                "--listen",
-                listen,
-                "--rest-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data.to_str().expect("utf-8 path"),
-                "--worker-timeout",
-                &timeout,
-            ],
-        );
+        let mut args = vec![
+            "controller",
+            "--listen",
+            listen,
+            "--rest-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--worker-timeout",
+            &timeout,
+        ];
+        args.extend_from_slice(extra);
+        let process = Sluice::start(dir, &args);
         let mut address = String::new();
         wait_for(
             "the controller to listen",
@@ -528,11 +537,21 @@ pub fn add_plugin_path(dir: &Path, worker: &str, path: &Path) {
 /// grpcurl (the harness provisions the real binary, see [`tools`]; `GRPCURL` overrides it).
 /// An empty `method` lists the services. Returns (success, stdout and stderr).
 pub fn grpcurl(address: &str, method: &str, body: Option<&str>) -> (bool, String) {
+    grpcurl_with(&["-plaintext"], address, method, body)
+}
+
+/// [`grpcurl`] with these flags instead of `-plaintext` (e.g. `-cacert FILE -H HEADER`).
+pub fn grpcurl_with(
+    flags: &[&str],
+    address: &str,
+    method: &str,
+    body: Option<&str>,
+) -> (bool, String) {
     let program = std::env::var_os("GRPCURL")
         .map(PathBuf::from)
         .unwrap_or_else(|| tools::tools().grpcurl.clone());
     let mut command = Command::new(&program);
-    command.arg("-plaintext");
+    command.args(flags);
     if let Some(body) = body {
         command.args(["-d", body]);
     }

@@ -13,8 +13,10 @@
 pub mod host;
 pub mod kafka;
 pub mod lease;
+pub mod link;
 pub mod mode;
 pub mod proto_json;
+pub mod providers;
 pub mod restart;
 pub mod runner;
 pub mod settings;

@@ -76,6 +76,9 @@ fn main() -> anyhow::Result<()> {
             worker_timeout: Duration::from_secs_f64(args.worker_timeout),
             log_control: None,
             initial_levels: Default::default(),
+            tls: None,
+            tokens: None,
+            insecure: false,
         };
         return runtime.block_on(sluice_controller::run(options, CancellationToken::new()));
     }

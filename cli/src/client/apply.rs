@@ -14,7 +14,7 @@ use sluice_proto::api::v1::{
     self as api, connector_service_client::ConnectorServiceClient,
     plugin_service_client::PluginServiceClient,
 };
-use tonic::transport::Channel;
+use sluice_worker::link::Link;
 
 use super::{channel, connector_file, AsyncCommand, Target};
 
@@ -113,10 +113,7 @@ fn secret(key: &str, stored: Option<&String>, passwords: &BTreeSet<String>) -> b
 
 /// The PASSWORD keys of a connector class, as its plugin declares them (none when the plugin
 /// is not known).
-async fn password_keys(
-    plugins: &mut PluginServiceClient<Channel>,
-    class: &str,
-) -> BTreeSet<String> {
+async fn password_keys(plugins: &mut PluginServiceClient<Link>, class: &str) -> BTreeSet<String> {
     match plugins
         .get_plugin_config(api::PluginRef {
             class_name: class.to_string(),
@@ -137,7 +134,7 @@ async fn password_keys(
 /// The plan: each file's connector compared by the controller, and with `prune` the cluster's
 /// connectors no file names.
 async fn plan(
-    channel: Channel,
+    channel: Link,
     desired: &BTreeMap<String, BTreeMap<String, String>>,
     prune: bool,
 ) -> anyhow::Result<Vec<Step>> {

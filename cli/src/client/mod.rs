@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use sluice_proto::api::v1 as api;
-use tonic::transport::Channel;
+use sluice_worker::link::{Link, LinkSecurity};
 
 mod apply;
 mod cluster;
@@ -31,6 +31,17 @@ pub struct Target {
         default_value = "http://127.0.0.1:9083"
     )]
     pub(crate) controller: String,
+    /// PEM file of the CA that signed the controller's certificate (for an https:// URL).
+    #[arg(long, global = true, env = "SLUICE_TLS_CA")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// PEM files of a client certificate and its key, for a controller that asks for one.
+    #[arg(long, global = true, requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, global = true, requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// File holding the bearer token the controller gave you (without it, SLUICE_TOKEN).
+    #[arg(long, global = true)]
+    pub(crate) token_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub(crate) output: Format,
@@ -87,16 +98,16 @@ pub(crate) trait AsyncCommand {
     async fn run(self, target: &Target) -> anyhow::Result<()>;
 }
 
-pub(crate) async fn channel(target: &Target) -> anyhow::Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(target.controller.clone())
-        .with_context(|| format!("--controller {}: not a URL", target.controller))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    endpoint.connect().await.map_err(|e| {
-        anyhow::Error::new(tonic::Status::unavailable(format!(
-            "cannot reach the controller at {}: {e}",
-            target.controller
-        )))
-    })
+pub(crate) async fn channel(target: &Target) -> anyhow::Result<Link> {
+    let security = LinkSecurity {
+        ca: target.tls_ca.clone(),
+        cert: target.tls_cert.clone(),
+        key: target.tls_key.clone(),
+        token: LinkSecurity::read_token(target.token_file.as_deref())?,
+    };
+    security
+        .connect(&target.controller, std::time::Duration::from_secs(5))
+        .await
 }
 
 /// Prints `message` (of proto type `full_name`) as proto3 JSON.

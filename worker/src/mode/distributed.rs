@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::link::{Link, LinkSecurity};
 use anyhow::{anyhow, Context as _};
 use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerControlClient};
@@ -20,7 +21,6 @@ use sluice_proto::connector::v1 as proto;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::host::plugins::{PluginEntry, PluginRegistry};
 use crate::mode::admin;
@@ -56,12 +56,14 @@ pub struct WorkerOptions {
     pub initial_levels: BTreeMap<String, String>,
     /// How long a graceful stop may take once asked for ([`crate::stop::bounded`]).
     pub shutdown_timeout: Duration,
+    /// TLS and the token for the controller.
+    pub security: LinkSecurity,
 }
 
 /// What the worker's control loop, status reporter and request handlers share.
 struct Shared {
     host: Arc<UnitHost>,
-    client: WorkerControlClient<Channel>,
+    client: WorkerControlClient<Link>,
     log_control: Option<LogControl>,
     levels: std::sync::Mutex<BTreeMap<String, String>>,
 }
@@ -80,11 +82,12 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
     let bootstrap = settings.bootstrap_servers.clone().ok_or_else(|| {
         anyhow!("no Kafka to use: give --kafka HOST:PORT or bootstrap.servers in the worker file")
     })?;
-    let endpoint = Endpoint::from_shared(options.controller.clone())
-        .with_context(|| format!("--controller {}: not a URL", options.controller))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    let client = WorkerControlClient::new(endpoint.connect_lazy());
+    let client = WorkerControlClient::new(
+        options
+            .security
+            .lazy(&options.controller, Duration::from_secs(2))
+            .with_context(|| format!("--controller {}", options.controller))?,
+    );
 
     let registry = PluginRegistry::discover(
         options.builtin_plugins,
@@ -421,7 +424,7 @@ async fn control(
                 if unreachable_since.is_none() {
                     tracing::warn!(
                         "cannot join the controller ({}); tasks keep running, retrying",
-                        s.message()
+                        crate::link::reason(&s)
                     );
                 }
             }

@@ -17,7 +17,6 @@ use sluice_proto::cluster::v1::{self as wire, worker_control_client::WorkerContr
 use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::host::plugins::PluginRegistry;
 use crate::lease::Lease;
@@ -35,7 +34,7 @@ pub use supervisor::{supervise, Assignments};
 /// Where a planning instance's task configs go.
 pub enum Planner {
     /// The controller, over the worker protocol (distributed mode).
-    Controller(WorkerControlClient<Channel>),
+    Controller(WorkerControlClient<crate::link::Link>),
     /// This process (standalone mode).
     Local(Arc<local::LocalPlanner>),
 }
