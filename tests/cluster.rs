@@ -1485,3 +1485,190 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
         }
     }
 }
+
+/// Kafka Connect's config providers on a worker (`config.providers=file,env,dir`): an HTTP
+/// sink's Authorization header comes from `${file:...}` and its URL from `${dir:...}`, and the
+/// server sees the resolved values; a JDBC source whose URL names a database `${env:...}` fails
+/// with PostgreSQL's error quoting it, shown `[hidden]`. The controller stores and returns the
+/// references (the task configs planned from resolved values get theirs back), and neither
+/// planted secret is in any API answer, log or file of the controller's store.
+#[test]
+fn config_provider_references_resolve_on_the_worker_and_their_secrets_appear_nowhere() {
+    use std::sync::{Arc, Mutex};
+    const FILE_SECRET: &str = "PLANTED-file-secret-4711";
+    const ENV_SECRET: &str = "planted_env_secret_0815";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The HTTP server the sink posts to: every Authorization header it is sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(auth);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let secrets = d.join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let properties = secrets.join("http.properties");
+    std::fs::write(&properties, format!("token={FILE_SECRET}\n")).unwrap();
+    std::fs::write(secrets.join("url"), format!("http://127.0.0.1:{port}/hook")).unwrap();
+
+    let kafka = DevKafka::start(d, &["provided:1"]);
+    let controller = Controller::start(d, "127.0.0.1:0", WORKER_TIMEOUT);
+    std::fs::write(
+        d.join("worker.properties"),
+        "offset.flush.interval.ms=500\n\
+         config.providers=file,env,dir\n\
+         config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider\n\
+         config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
+         config.providers.env.param.allowlist.pattern=SLUICE_PLANTED.*\n\
+         config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider\n",
+    )
+    .unwrap();
+    let worker = Sluice::start_with_env(
+        d,
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--controller",
+            &controller.url(),
+            "--kafka",
+            &kafka.bootstrap,
+            "worker.properties",
+        ],
+        &[("SLUICE_PLANTED_DB", ENV_SECRET.to_string())],
+    );
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    api.create(
+        "gen",
+        &pairs(&datagen("provided", "1", "200")),
+        api::TargetState::Running,
+    );
+    let file_ref = format!("${{file:{}:token}}", properties.display());
+    let dir_ref = format!("${{dir:{}:url}}", secrets.display());
+    api.create(
+        "hook",
+        &[
+            ("connector.class", "HttpSink"),
+            ("topics", "provided"),
+            ("tasks.max", "1"),
+            ("http.api.url", &dir_ref),
+            ("http.headers.authorization", &format!("Bearer {file_ref}")),
+            ("batch.max.size", "50"),
+            (
+                "key.converter",
+                "org.apache.kafka.connect.storage.StringConverter",
+            ),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.storage.StringConverter",
+            ),
+        ],
+        api::TargetState::Running,
+    );
+    let postgres = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "jdbc:postgresql://127.0.0.1:5432/test?user=postgres".into());
+    let (base, query) = postgres.split_once('?').unwrap_or((&postgres, ""));
+    let (server, _) = base.rsplit_once('/').expect("a database in the URL");
+    let url = format!("{server}/${{env:SLUICE_PLANTED_DB}}?{query}");
+    api.create(
+        "pg",
+        &[
+            ("connector.class", "JdbcSource"),
+            ("connection.url", &url),
+            ("mode", "bulk"),
+            ("topic.prefix", "pg-"),
+            ("tasks.max", "1"),
+        ],
+        api::TargetState::Running,
+    );
+
+    wait_for(
+        "the HTTP sink to post with the resolved token",
+        TIMEOUT,
+        || seen.lock().unwrap().len() >= 3,
+    );
+    let expected = format!("Bearer {FILE_SECRET}");
+    assert!(
+        seen.lock().unwrap().iter().all(|a| *a == expected),
+        "an Authorization header that is not the resolved token"
+    );
+    let mut trace = String::new();
+    wait_for("pg to fail on its database", TIMEOUT, || {
+        trace = api
+            .status("pg")
+            .map(|s| s.connector.map(|c| c.trace).unwrap_or_default())
+            .unwrap_or_default();
+        trace.contains("does not exist")
+    });
+    assert!(trace.contains("[hidden]"), "{trace}");
+
+    // The controller holds the references, never what they resolve to.
+    let rest = Rest::new(controller.rest_url());
+    let (status, config) = rest.get("/connectors/hook/config");
+    assert_eq!(status, 200);
+    assert_eq!(config["http.api.url"], dir_ref.as_str());
+    assert_eq!(config["http.headers.authorization"], "[hidden]");
+    let (status, tasks) = rest.get("/connectors/hook/tasks");
+    assert_eq!(status, 200, "{tasks}");
+    assert_eq!(
+        tasks[0]["config"]["http.api.url"],
+        dir_ref.as_str(),
+        "{tasks}"
+    );
+    let (_, pg) = rest.get("/connectors/pg/config");
+    assert_eq!(pg["connection.url"], url.as_str());
+    let mut answers = String::new();
+    for path in [
+        "/connectors?expand=status&expand=info",
+        "/connectors/pg/status",
+        "/connectors/hook/tasks",
+        "/connectors/hook/status",
+    ] {
+        answers.push_str(&rest.get(path).1.to_string());
+    }
+    let mut stored = Vec::new();
+    let mut files = vec![d.join("data")];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            stored.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    let stored = String::from_utf8_lossy(&stored).into_owned();
+    assert!(
+        stored.contains("${env:SLUICE_PLANTED_DB}"),
+        "the store's files hold no config at all: the search below would prove nothing"
+    );
+    for (what, text) in [
+        ("controller log", controller.process.output()),
+        ("worker log", worker.output()),
+        ("API answers", answers),
+        ("controller store", stored),
+    ] {
+        for secret in [FILE_SECRET, ENV_SECRET] {
+            assert!(!text.contains(secret), "{secret} in the {what}");
+        }
+    }
+}

@@ -247,7 +247,16 @@ pub struct Redactor {
 /// What a secret reads as.
 pub const HIDDEN: &str = "[hidden]";
 
+/// The process's secrets: one worker per process, and every part of it (units, tasks,
+/// connector output) hides the same ones.
+static PROCESS: LazyLock<Redactor> = LazyLock::new(Redactor::default);
+
 impl Redactor {
+    /// The redactor of this process (clones share their secrets).
+    pub fn process() -> Redactor {
+        PROCESS.clone()
+    }
+
     pub fn learn(&self, secrets: impl IntoIterator<Item = String>) {
         let mut known = self.secrets.write().unwrap_or_else(|p| p.into_inner());
         for secret in secrets {

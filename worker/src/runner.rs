@@ -123,6 +123,8 @@ pub struct WorkerContext {
     pub task_shutdown_timeout: Duration,
     /// Where a stop that ended in a failure is recorded, for the process's exit status.
     pub stop_failures: Arc<crate::stop::StopFailures>,
+    /// The secrets this worker knows, hidden from what it reports.
+    pub redactor: crate::providers::Redactor,
 }
 
 /// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
@@ -248,6 +250,7 @@ pub async fn run_process(
             &spec.name,
             id,
             &ctx.producer_config,
+            ctx.redactor.clone(),
         )?);
         let task = TaskSpec {
             connector: spec.name.to_string(),

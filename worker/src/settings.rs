@@ -30,6 +30,7 @@ const WORKER_KEYS: &[&str] = &[
     "exactly.once.source.support",
     "task.shutdown.graceful.timeout.ms",
     "embedded.kafka.default.partitions",
+    "config.providers",
 ];
 
 /// Prefixes of worker keys passed on: client overrides and converter settings.
@@ -40,6 +41,7 @@ const WORKER_PREFIXES: &[&str] = &[
     "key.converter.",
     "value.converter.",
     "header.converter.",
+    "config.providers.",
 ];
 
 /// Kafka Connect worker keys that mean nothing to Sluice (its controller keeps configs and
@@ -56,7 +58,6 @@ const IGNORED_WORKER_KEYS: &[&str] = &[
     "connector.client.config.override.policy",
     "internal.key.converter",
     "internal.value.converter",
-    "config.providers",
     "metrics.recording.level",
     "metrics.num.samples",
     "metrics.sample.window.ms",
@@ -116,6 +117,9 @@ pub struct WorkerSettings {
     /// `embedded.kafka.default.partitions`: partitions of a topic the embedded Kafka creates
     /// on first use (Kafka's `num.partitions`, default 1).
     pub embedded_default_partitions: i32,
+    /// `config.providers`: what resolves `${provider:path:key}` references in connector
+    /// configs.
+    pub providers: crate::providers::ConfigProviders,
     /// Every key as given, for converter and client settings.
     pub values: BTreeMap<String, String>,
 }
@@ -201,7 +205,10 @@ impl WorkerSettings {
                 ))
             }
         };
+        let providers = crate::providers::ConfigProviders::from_values(file.values())
+            .map_err(|(key, message)| file.error(&key, message))?;
         let settings = WorkerSettings {
+            providers,
             exactly_once_source,
             bootstrap_servers,
             offset_file: file

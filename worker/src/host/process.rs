@@ -354,9 +354,12 @@ impl OutputTail {
 /// the line names ([`line_level`]).
 fn forward_output(child: &mut Child, label: &str) -> OutputTail {
     let label = label.to_string();
+    let redactor = crate::providers::Redactor::process();
     OutputTail::collect(child, 8, move |line| {
         use tracing::Level;
-        match line_level(line) {
+        // A connector may print what it was given: known secrets are hidden.
+        let line = redactor.redact(line);
+        match line_level(&line) {
             Level::ERROR => tracing::error!(target: "connector", connector = %label, "{line}"),
             Level::WARN => tracing::warn!(target: "connector", connector = %label, "{line}"),
             Level::DEBUG => tracing::debug!(target: "connector", connector = %label, "{line}"),

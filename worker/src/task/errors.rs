@@ -104,6 +104,8 @@ pub struct ErrorReporter {
     connector: String,
     task: u32,
     dlq: Option<FutureProducer<crate::kafka::log::KafkaLog>>,
+    /// Hides known secrets from error texts (log lines, DLQ headers).
+    redactor: crate::providers::Redactor,
 }
 
 impl ErrorReporter {
@@ -112,6 +114,7 @@ impl ErrorReporter {
         connector: &str,
         task: u32,
         producer_config: &ClientConfig,
+        redactor: crate::providers::Redactor,
     ) -> anyhow::Result<ErrorReporter> {
         let dlq = match &policy.dlq_topic {
             Some(_) => Some(
@@ -128,6 +131,7 @@ impl ErrorReporter {
             connector: connector.to_string(),
             task,
             dlq,
+            redactor,
         })
     }
 
@@ -181,6 +185,7 @@ impl ErrorReporter {
                     show(&record.value)
                 ));
             }
+            let message = self.redactor.redact(&message);
             tracing::error!(connector = %self.connector, task = self.task, "{message}");
         }
         let (Some(producer), Some(topic)) = (&self.dlq, &self.policy.dlq_topic) else {
@@ -240,11 +245,12 @@ impl ErrorReporter {
             ),
             (
                 "__connect.errors.exception.message",
-                failure.error.to_string(),
+                self.redactor.redact(&failure.error.to_string()),
             ),
             (
                 "__connect.errors.exception.stacktrace",
-                format!("{}: {}", failure.exception, failure.error),
+                self.redactor
+                    .redact(&format!("{}: {}", failure.exception, failure.error)),
             ),
         ]);
         for (key, value) in &context {
@@ -276,6 +282,7 @@ impl ErrorReporter {
                     let wait = delay
                         .min(self.policy.retry_delay_max)
                         .min(left.unwrap_or(Duration::MAX));
+                    let e = self.redactor.redact(&e.to_string());
                     tracing::warn!(connector = %self.connector, task = self.task, "retriable failure, retrying in {wait:?}: {e}");
                     tokio::time::sleep(wait).await;
                     delay = delay.saturating_mul(2);
@@ -317,7 +324,7 @@ mod tests {
     use super::*;
 
     fn reporter(policy: ErrorPolicy) -> ErrorReporter {
-        ErrorReporter::new(policy, "c", 0, &ClientConfig::new()).unwrap()
+        ErrorReporter::new(policy, "c", 0, &ClientConfig::new(), Default::default()).unwrap()
     }
 
     #[tokio::test(start_paused = true)]

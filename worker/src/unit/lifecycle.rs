@@ -50,14 +50,17 @@ async fn with_restarts<F, Fut>(
             Err(e) if stop.is_cancelled() => return stopped(e),
             Err(e) => e,
         };
-        match restarts.on_failure(&error, started.elapsed()) {
+        let next = restarts.on_failure(&error, started.elapsed());
+        // A connector's error may quote what it was given.
+        let error = host.ctx.redactor.redact(&format!("{error:#}"));
+        match next {
             Next::Restart { delay, attempt } => {
                 let limit = restarts.limit();
-                tracing::error!(connector = %key.connector, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error:#}");
+                tracing::error!(connector = %key.connector, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error}");
                 host.report(
                     key,
                     api::State::Restarting,
-                    format!("restart {attempt} of {limit} in {delay:?} after: {error:#}"),
+                    format!("restart {attempt} of {limit} in {delay:?} after: {error}"),
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -65,8 +68,8 @@ async fn with_restarts<F, Fut>(
                 }
             }
             Next::GiveUp(why) => {
-                tracing::error!(connector = %key.connector, "{unit} FAILED ({why}): {error:#}");
-                host.report(key, api::State::Failed, format!("{why}: {error:#}"));
+                tracing::error!(connector = %key.connector, "{unit} FAILED ({why}): {error}");
+                host.report(key, api::State::Failed, format!("{why}: {error}"));
                 stop.cancelled().await;
                 return;
             }
@@ -188,7 +191,10 @@ async fn plan(
     config: &wire::ConnectorConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let tasks = plan_tasks(client, spec).await?;
+    let mut tasks = plan_tasks(client, spec).await?;
+    // Planned from resolved values: references go back in before the configs leave.
+    let raw: BTreeMap<String, String> = config.config.clone().into_iter().collect();
+    crate::providers::reverse(&raw, &spec.config, &mut tasks);
     let request = wire::SubmitTaskConfigsRequest {
         worker_id: host.worker_id.to_string(),
         connector: config.name.clone(),
@@ -259,6 +265,14 @@ pub(super) async fn run_task(
     };
     let counters = host.counters(&spec.name);
     let task_config: BTreeMap<String, String> = task.config.into_iter().collect();
+    let task_config = match host.resolve(&task_config) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            host.report(key, api::State::Failed, format!("{e:#}"));
+            stop.cancelled().await;
+            return;
+        }
+    };
     let life = || async {
         let run = run_process(
             &spec,
@@ -288,12 +302,13 @@ pub(super) async fn run_task(
         }
     };
     with_restarts(host, key, spec.restart.clone(), stop, life, |e| {
-        tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {e:#}");
+        let error = host.ctx.redactor.redact(&format!("{e:#}"));
+        tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {error}");
         host.ctx.stop_failures.record(crate::stop::StopFailure {
             unit: format!("task {}-{}", spec.name, task.task),
             connector: spec.name.to_string(),
             source: spec.kind != ConnectorType::Sink,
-            error: format!("{e:#}"),
+            error,
         });
     })
     .await;

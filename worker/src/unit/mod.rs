@@ -109,9 +109,11 @@ impl UnitHost {
         trace: impl Into<String>,
         topics: Vec<String>,
     ) {
+        // A connector's error may quote what it was given: secrets are hidden from traces.
+        let trace = self.ctx.redactor.redact(&trace.into());
         let _ = self.statuses.send(StatusUpdate {
             key: key.clone(),
-            state: Some((state, trace.into(), topics)),
+            state: Some((state, trace, topics)),
         });
     }
 
@@ -165,12 +167,41 @@ impl UnitHost {
         }))
     }
 
-    /// Resolves a connector config from the controller into what the runner needs.
+    /// Resolves config provider references in `config` (a connector's or a task's), and
+    /// learns what they resolved to and the values of the plugin's PASSWORD keys as secrets to
+    /// hide.
+    pub fn resolve(
+        &self,
+        config: &BTreeMap<String, String>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let resolved = self
+            .settings
+            .providers
+            .resolve(config)
+            .map_err(|e| Fatal(format!("config provider: {e}")))?;
+        self.ctx.redactor.learn(resolved.secrets);
+        let class = config.get("connector.class").map(String::as_str);
+        if let Some((entry, class)) = class.and_then(|c| self.registry.resolve(c)) {
+            let passwords = entry
+                .configs
+                .get(&class.class_name)
+                .into_iter()
+                .flatten()
+                .filter(|d| d.r#type == proto::ConfigType::Password as i32)
+                .filter_map(|d| resolved.config.get(&d.name).cloned());
+            self.ctx.redactor.learn(passwords);
+        }
+        Ok(resolved.config)
+    }
+
+    /// Resolves a connector config from the controller into what the runner needs, config
+    /// provider references resolved.
     pub fn spec(&self, connector: &wire::ConnectorConfig) -> anyhow::Result<ConnectorSpec> {
         let mut values: BTreeMap<String, String> = connector.config.clone().into_iter().collect();
         values
             .entry("name".into())
             .or_insert_with(|| connector.name.clone());
+        let values = self.resolve(&values)?;
         let file = ConfigFile::from_values(format!("connector {}", connector.name), values);
         let settings = ConnectorConfig::from_file(&file)?;
         let (mut spec, class) =
