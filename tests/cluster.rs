@@ -1672,3 +1672,195 @@ fn config_provider_references_resolve_on_the_worker_and_their_secrets_appear_now
         }
     }
 }
+
+/// The value of a Prometheus metric in `text`, summed over the series whose labels include
+/// `labels` (0 when none does).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
+/// GET `/metrics` at `address` (HOST:PORT) with its content type checked.
+fn scrape(address: &str) -> String {
+    let mut response = ureq::get(format!("http://{address}/metrics"))
+        .call()
+        .expect("scrape /metrics");
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    response.body_mut().read_to_string().unwrap()
+}
+
+/// The address a process printed as `metrics listening on ADDR`.
+fn metrics_address(process: &Sluice) -> String {
+    let mut address = String::new();
+    wait_for("the metrics listener", TIMEOUT, || {
+        match process
+            .output()
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics listening on "))
+        {
+            Some(a) => {
+                address = a.trim().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    address
+}
+
+/// `/metrics` of a worker and of the controller during a datagen → Kafka → file pipeline:
+/// Kafka Connect's task metrics move while records flow and end equal to the records counted
+/// in Kafka and in the file; commits, batch times, connector process memory and CPU, the
+/// worker's and the controller's connector and task counts are there.
+#[test]
+fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
+    const RECORDS: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["measured:2"]);
+    let controller = Controller::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        WORKER_TIMEOUT,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let worker = harness::start_worker_flags(
+        dir.path(),
+        "w1",
+        &controller.url(),
+        &kafka.bootstrap,
+        "",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let worker_metrics = metrics_address(&worker);
+    let controller_metrics = metrics_address(&controller.process);
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    let mut source = datagen("measured", "1", "1000");
+    source.push(("count", RECORDS.to_string()));
+    api.create("gen", &pairs(&source), api::TargetState::Running);
+    let out = dir.path().join("out.txt");
+    let out_path = out.to_str().unwrap().to_string();
+    let sink = [
+        ("connector.class", "FileStreamSink"),
+        ("topics", "measured"),
+        ("file", out_path.as_str()),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ),
+    ];
+    api.create("out", &sink, api::TargetState::Running);
+
+    let gen = [("connector", "gen"), ("task", "0")];
+    let out_task = [("connector", "out"), ("task", "0")];
+    let mut first = 0.0;
+    wait_for("records to flow", TIMEOUT, || {
+        first = metric(
+            &scrape(&worker_metrics),
+            "sluice_source_record_write_total",
+            &gen,
+        );
+        first > 0.0 && first < RECORDS as f64
+    });
+    wait_for("the source's count to move", TIMEOUT, || {
+        metric(
+            &scrape(&worker_metrics),
+            "sluice_source_record_write_total",
+            &gen,
+        ) > first
+    });
+    wait_for("every record in the file", TIMEOUT, || {
+        harness::count_lines(&out) >= RECORDS
+    });
+    assert_eq!(total_records(&kafka.bootstrap, "measured"), RECORDS as i64);
+    wait_for("the sink's counts to settle", TIMEOUT, || {
+        metric(
+            &scrape(&worker_metrics),
+            "sluice_sink_record_read_total",
+            &out_task,
+        ) == RECORDS as f64
+    });
+    let text = scrape(&worker_metrics);
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels);
+    assert_eq!(
+        value("sluice_source_record_poll_total", &gen),
+        RECORDS as f64,
+        "{text}"
+    );
+    assert_eq!(
+        value("sluice_source_record_write_total", &gen),
+        RECORDS as f64
+    );
+    assert_eq!(
+        value("sluice_sink_record_send_total", &out_task),
+        RECORDS as f64
+    );
+    assert_eq!(harness::count_lines(&out), RECORDS);
+    assert!(
+        value("sluice_offset_commit_completion_total", &gen) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("sluice_offset_commit_completion_total", &out_task) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value("sluice_put_batch_time_seconds_count", &out_task) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(value("sluice_total_record_errors_total", &gen), 0.0);
+    assert_eq!(value("sluice_connector_count", &[]), 2.0, "{text}");
+    assert_eq!(value("sluice_task_count", &[]), 2.0, "{text}");
+    for task in [&gen[..], &out_task[..]] {
+        let resident = value("sluice_connector_process_resident_memory_bytes", task);
+        assert!(resident > 1e6 && resident < 1e9, "{resident}\n{text}");
+        // A quiet connector may have used less than a clock tick of CPU: the series is there.
+        let series = format!(
+            "sluice_connector_process_cpu_seconds{{connector=\"{}\",task=\"0\"}} ",
+            task[0].1
+        );
+        assert!(text.contains(&series), "{series}\n{text}");
+    }
+    assert!(
+        value("sluice_connector_process_cpu_seconds", &[]) > 0.0,
+        "{text}"
+    );
+    assert_eq!(value("sluice_unit_restarts_total", &[]), 0.0);
+
+    let text = scrape(&controller_metrics);
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels);
+    assert_eq!(value("sluice_connector_count", &[]), 2.0, "{text}");
+    assert_eq!(value("sluice_task_count", &[]), 2.0, "{text}");
+    assert_eq!(
+        value(
+            "sluice_connector_task_count",
+            &[("connector", "gen"), ("state", "running")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value("sluice_workers", &[("alive", "true")]), 1.0, "{text}");
+    assert!(value("sluice_assignment_generation", &[]) >= 1.0, "{text}");
+}

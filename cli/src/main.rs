@@ -56,6 +56,9 @@ enum Command {
         /// Seconds between progress lines; 0 for none.
         #[arg(long, default_value_t = 5.0)]
         progress_interval: f64,
+        /// Where Prometheus metrics are served (`/metrics`); none unless given.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         stop: StopArgs,
     },
@@ -109,6 +112,9 @@ enum Command {
         /// Serve a non-loopback address without TLS or tokens (refused otherwise).
         #[arg(long)]
         insecure: bool,
+        /// Where Prometheus metrics are served (`/metrics`); none unless given.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         stop: StopArgs,
     },
@@ -135,6 +141,9 @@ enum Command {
         /// File holding the worker's bearer token (without it, SLUICE_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Where Prometheus metrics are served (`/metrics`); none unless given.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Tasks this worker takes at most; 0 for no limit.
         #[arg(long, default_value_t = 0)]
         capacity: u32,
@@ -327,8 +336,10 @@ async fn run(
             worker,
             connectors,
             progress_interval,
+            metrics_listen,
             stop,
         } => {
+            serve_worker_metrics(metrics_listen, &shutdown).await?;
             let options = StandaloneOptions {
                 worker_file: worker,
                 connector_files: connectors,
@@ -396,8 +407,17 @@ async fn run(
             tls_client_ca,
             tokens,
             insecure,
+            metrics_listen,
             stop,
         } => {
+            if let Some(at) = metrics_listen {
+                sluice_worker::metrics::serve(
+                    at,
+                    sluice_controller::metrics::render,
+                    shutdown.clone(),
+                )
+                .await?;
+            }
             let rest_listen = match rest_listen.trim() {
                 "off" | "" => None,
                 at => Some(at.parse().with_context(|| {
@@ -434,10 +454,12 @@ async fn run(
             tls_cert,
             tls_key,
             token_file,
+            metrics_listen,
             capacity,
             worker,
             stop,
         } => {
+            serve_worker_metrics(metrics_listen, &shutdown).await?;
             let worker_id = match id {
                 Some(id) => id,
                 None => default_worker_id(),
@@ -469,6 +491,18 @@ async fn run(
         | Command::Apply { .. }
         | Command::Diff { .. } => unreachable!("handled before"),
     }
+}
+
+/// Serves this worker's metrics on `at`, if given.
+async fn serve_worker_metrics(
+    at: Option<std::net::SocketAddr>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(at) = at {
+        let render = || async { sluice_worker::metrics::worker().render() };
+        sluice_worker::metrics::serve(at, render, shutdown.clone()).await?;
+    }
+    Ok(())
 }
 
 /// The plugins built into this executable, described without starting them: each runs as a

@@ -218,8 +218,24 @@ impl Guard {
     }
 
     /// Allows or refuses `what` (a gRPC path or `METHOD /path`) needing `access`; a refusal is
-    /// logged with who asked and from where.
+    /// logged with who asked and from where, and counted.
     pub fn check(&self, access: Access, caller: &Caller<'_>, what: &str) -> Result<(), Denied> {
+        let decided = self.decide(access, caller, what);
+        if let Err(denied) = &decided {
+            let reason = match denied {
+                Denied::Unauthenticated(_) => "unauthenticated",
+                Denied::PermissionDenied(_) => "permission_denied",
+            };
+            crate::metrics::DENIED
+                .get_or_create(&crate::metrics::Refusal {
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        decided
+    }
+
+    fn decide(&self, access: Access, caller: &Caller<'_>, what: &str) -> Result<(), Denied> {
         let peer = caller
             .peer
             .map(|p| p.to_string())

@@ -9,6 +9,7 @@ mod connectors;
 pub mod dry_run;
 pub mod error;
 mod journal;
+pub mod metrics;
 mod plugins;
 pub mod reconcile;
 mod requests;
@@ -127,6 +128,7 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
     .with_context(|| format!("open controller store in {}", options.data_dir.display()))?;
     let cluster =
         Arc::new(Cluster::open(store, options.worker_timeout).map_err(|e| anyhow::anyhow!("{e}"))?);
+    metrics::serving(cluster.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listen on {}", options.listen))?;

@@ -14,6 +14,7 @@ pub mod host;
 pub mod kafka;
 pub mod lease;
 pub mod link;
+pub mod metrics;
 pub mod mode;
 pub mod proto_json;
 pub mod providers;

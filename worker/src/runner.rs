@@ -245,12 +245,15 @@ pub async fn run_process(
     }
     for (id, config) in planned {
         let token = tasks_stop.clone();
+        let metrics =
+            crate::metrics::worker().task(&spec.name, id, spec.kind == ConnectorType::Sink);
         let errors = Arc::new(ErrorReporter::new(
             spec.errors.clone(),
             &spec.name,
             id,
             &ctx.producer_config,
             ctx.redactor.clone(),
+            metrics.clone(),
         )?);
         let task = TaskSpec {
             connector: spec.name.to_string(),
@@ -261,6 +264,7 @@ pub async fn run_process(
             counters: counters.clone(),
             opened: opened_tx.clone(),
             errors,
+            metrics,
         };
         match spec.kind {
             ConnectorType::Sink => {

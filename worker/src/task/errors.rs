@@ -106,6 +106,7 @@ pub struct ErrorReporter {
     dlq: Option<FutureProducer<crate::kafka::log::KafkaLog>>,
     /// Hides known secrets from error texts (log lines, DLQ headers).
     redactor: crate::providers::Redactor,
+    metrics: crate::metrics::TaskMetrics,
 }
 
 impl ErrorReporter {
@@ -115,6 +116,7 @@ impl ErrorReporter {
         task: u32,
         producer_config: &ClientConfig,
         redactor: crate::providers::Redactor,
+        metrics: crate::metrics::TaskMetrics,
     ) -> anyhow::Result<ErrorReporter> {
         let dlq = match &policy.dlq_topic {
             Some(_) => Some(
@@ -132,6 +134,7 @@ impl ErrorReporter {
             task,
             dlq,
             redactor,
+            metrics,
         })
     }
 
@@ -153,6 +156,7 @@ impl ErrorReporter {
     /// is [`Fatal`]: the task fails, naming the record, and is not restarted onto it again.
     pub async fn report(&self, failure: &Failure<'_>, record: &FailedRecord) -> anyhow::Result<()> {
         let at = locate(record);
+        self.metrics.total_record_errors.inc();
         if !self.policy.tolerate_all {
             let message = format!(
                 "{} failed for {at} and errors.tolerance=none: {}",
@@ -188,10 +192,12 @@ impl ErrorReporter {
             let message = self.redactor.redact(&message);
             tracing::error!(connector = %self.connector, task = self.task, "{message}");
         }
+        self.metrics.total_records_skipped.inc();
         let (Some(producer), Some(topic)) = (&self.dlq, &self.policy.dlq_topic) else {
             return Ok(());
         };
         let headers = self.headers(failure, record);
+        self.metrics.deadletterqueue_produce_requests.inc();
         // A broker that is briefly away is waited for as errors.retry.* allow.
         self.retry(|| {
             let mut out: FutureRecord<'_, [u8], [u8]> =
@@ -210,7 +216,10 @@ impl ErrorReporter {
             }
         })
         .await
-        .map_err(|e| anyhow::anyhow!("write {at} to dead-letter queue {topic}: {e}"))?;
+        .map_err(|e| {
+            self.metrics.deadletterqueue_produce_failures.inc();
+            anyhow::anyhow!("write {at} to dead-letter queue {topic}: {e}")
+        })?;
         Ok(())
     }
 
@@ -324,7 +333,15 @@ mod tests {
     use super::*;
 
     fn reporter(policy: ErrorPolicy) -> ErrorReporter {
-        ErrorReporter::new(policy, "c", 0, &ClientConfig::new(), Default::default()).unwrap()
+        ErrorReporter::new(
+            policy,
+            "c",
+            0,
+            &ClientConfig::new(),
+            Default::default(),
+            crate::metrics::worker().task("c", 0, true),
+        )
+        .unwrap()
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,6 +49,8 @@ pub struct TaskSpec {
     pub opened: OpenedSender,
     /// Records that fail: `errors.tolerance`, log, dead-letter queue.
     pub errors: Arc<ErrorReporter>,
+    /// Its Prometheus metrics.
+    pub metrics: crate::metrics::TaskMetrics,
 }
 
 impl TaskSpec {

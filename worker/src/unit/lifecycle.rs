@@ -43,9 +43,12 @@ async fn with_restarts<F, Fut>(
         Some(task) => format!("task {task}"),
         None => "connector".into(),
     };
+    let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), key.wire_task());
     loop {
         let started = Instant::now();
-        let error = match life().await {
+        let ended = life().await;
+        crate::metrics::worker().restarted(&labels);
+        let error = match ended {
             Ok(()) => return,
             Err(e) if stop.is_cancelled() => return stopped(e),
             Err(e) => e,
@@ -55,6 +58,7 @@ async fn with_restarts<F, Fut>(
         let error = host.ctx.redactor.redact(&format!("{error:#}"));
         match next {
             Next::Restart { delay, attempt } => {
+                crate::metrics::worker().restarting(&labels);
                 let limit = restarts.limit();
                 tracing::error!(connector = %key.connector, "{unit} failed, restart {attempt} of {limit} in {delay:?}: {error}");
                 host.report(
@@ -112,6 +116,8 @@ async fn connector_instance(
 ) -> anyhow::Result<()> {
     let spec = host.spec(config)?;
     let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), None);
+    crate::metrics::worker().process_started(labels.clone(), process.pid);
     let mut client = process.client.clone();
     let watched = async {
         validate(&mut client, &spec).await?;
@@ -149,6 +155,7 @@ async fn connector_instance(
         }
     }
     .await;
+    crate::metrics::worker().process_ended(&labels, process.pid);
     process.shutdown().await;
     match watched? {
         true => Ok(()),
@@ -273,14 +280,20 @@ pub(super) async fn run_task(
             return;
         }
     };
+    let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), Some(task.task));
     let life = || async {
+        let pid = std::sync::atomic::AtomicU32::new(0);
         let run = run_process(
             &spec,
             &host.ctx,
             &counters,
             stop,
             Some(vec![(task.task, task_config.clone())]),
-            |_| host.report(key, api::State::Running, ""),
+            |p| {
+                pid.store(p, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::worker().process_started(labels.clone(), p);
+                host.report(key, api::State::Running, "")
+            },
         );
         // While it runs, newly used topics go to the controller with the RUNNING state.
         let topics = async {
@@ -296,10 +309,13 @@ pub(super) async fn run_task(
                 }
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = run => result,
             _ = topics => unreachable!("the topics watch never ends"),
-        }
+        };
+        crate::metrics::worker()
+            .process_ended(&labels, pid.load(std::sync::atomic::Ordering::Relaxed));
+        result
     };
     with_restarts(host, key, spec.restart.clone(), stop, life, |e| {
         let error = host.ctx.redactor.redact(&format!("{e:#}"));

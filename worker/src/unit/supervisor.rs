@@ -115,6 +115,9 @@ pub async fn supervise(
         }
         // Whatever moved away is told to stop: the lease may say "yours" again.
         host.lease.applied(join);
+        let tasks = units.keys().filter(|k| k.task.is_some()).count();
+        crate::metrics::worker().set_units(units.len() - tasks, tasks);
+        crate::metrics::worker().assignment_received();
     }
     tracing::info!("stopping: draining tasks and committing offsets");
     // Stops that failed before this one (units that moved) were handled then.

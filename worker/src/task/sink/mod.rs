@@ -65,6 +65,8 @@ struct Polled {
     /// `SinkBatch.records`, encoded.
     records: Bytes,
     count: usize,
+    /// Messages read from Kafka for it (`count` and the ones the error policy skipped).
+    read: usize,
     offsets: Vec<((String, i32), i64)>,
     bytes: u64,
 }
@@ -322,6 +324,9 @@ impl SinkTaskRunner {
 
         let mut seq = 0u64;
         let mut in_flight = 0usize;
+        // When each batch in flight was sent: acknowledgements come in order.
+        let mut batch_sent_at: std::collections::VecDeque<std::time::Instant> =
+            std::collections::VecDeque::new();
         // Next offset per partition of everything sent to the connector.
         let mut sent: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut sent_since_flush = false;
@@ -338,7 +343,13 @@ impl SinkTaskRunner {
                 biased;
                 message = responses.message() => match message {
                     Ok(Some(proto::SinkResponse { kind: Some(kind) })) => match kind {
-                        sink_response::Kind::Ack(_) => in_flight = in_flight.saturating_sub(1),
+                        sink_response::Kind::Ack(_) => {
+                            in_flight = in_flight.saturating_sub(1);
+                            if let Some(sent_at) = batch_sent_at.pop_front() {
+                                self.task.metrics.put_batch_time.observe(sent_at.elapsed().as_secs_f64());
+                            }
+                            self.task.metrics.sink_batches_in_flight.set(in_flight as i64);
+                        }
                         sink_response::Kind::Flushed(flushed) => {
                             // Periodic commits are asynchronous, as Kafka Connect's are: a lost
                             // one only means redelivery, and waiting on it would stall the stream.
@@ -349,6 +360,7 @@ impl SinkTaskRunner {
                                 CommitMode::Async
                             };
                             commit(consumer, &flushed.offsets, &sent, mode).await?;
+                            self.task.metrics.offset_commit_completion.inc();
                             flushing = None;
                             // A task that holds records back (Kafka Connect's preCommit below
                             // what was put: files not uploaded yet) is asked again at the next
@@ -426,6 +438,10 @@ impl SinkTaskRunner {
                     in_flight += 1;
                     sent_since_flush = true;
                     self.task.counters.add(polled.count as u64, polled.bytes);
+                    self.task.metrics.sink_record_read.inc_by(polled.read as u64);
+                    self.task.metrics.sink_record_send.inc_by(polled.count as u64);
+                    self.task.metrics.sink_batches_in_flight.set(in_flight as i64);
+                    batch_sent_at.push_back(std::time::Instant::now());
                     for ((topic, _), _) in &polled.offsets {
                         self.task.counters.note_topic(topic);
                     }
@@ -513,6 +529,8 @@ struct Filling {
     offsets: Vec<((String, i32), i64)>,
     bytes: u64,
     size: usize,
+    /// Messages read from Kafka into it, skipped ones included.
+    read: usize,
 }
 
 impl Filling {
@@ -550,6 +568,7 @@ fn poll_batches(
         // A record that cannot be converted is handled by the error policy: the task fails,
         // or the record goes to the dead-letter queue (written before its offset can be
         // committed) and is skipped.
+        batch.read += 1;
         let mut written = pipeline.write(consumed, passthrough, &mut batch.records);
         if matches!(&written, Err(f) if f.retriable) {
             // Something a converter needs is away (its schema registry): wait for it as
@@ -598,6 +617,7 @@ fn poll_batches(
             offsets: Vec::new(),
             bytes: 0,
             size: 0,
+            read: 0,
         };
         let mut deadline: Option<Instant> = None;
         while !batch.full() {
@@ -659,6 +679,7 @@ fn poll_batches(
             continue;
         }
         let polled = Polled {
+            read: batch.read,
             count: batch.records.len(),
             records: batch.records.freeze_into(&mut spare),
             offsets: batch.offsets,

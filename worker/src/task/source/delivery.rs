@@ -160,6 +160,11 @@ impl AtLeastOnce {
             .register(batch.seq, batch.records.len(), positions);
         let (mut bytes, mut sent) = (0u64, 0u64);
         let mut last_topic: Option<String> = None;
+        runner
+            .task
+            .metrics
+            .source_record_poll
+            .inc_by(batch.records.len() as u64);
         for record in batch.records {
             match runner
                 .send_record(&self.producer, record, frame, batch.seq, &mut last_topic)
@@ -174,6 +179,7 @@ impl AtLeastOnce {
             }
         }
         runner.task.counters.add(sent, bytes);
+        runner.task.metrics.source_record_write.inc_by(sent);
         Ok(())
     }
 
@@ -191,6 +197,7 @@ impl AtLeastOnce {
                     .iter()
                     .flat_map(|b| b.positions.iter().map(|(p, o)| (p.as_str(), o.as_str()))),
             );
+            runner.task.metrics.offset_commit_completion.inc();
             send(
                 tx,
                 source_request::Kind::Ack(proto::SourceAck { batch_seq: last }),

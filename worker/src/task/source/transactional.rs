@@ -164,6 +164,11 @@ impl<'a> Transactional<'a> {
             {
                 self.txn.positions.insert(partition, offset);
             }
+            runner
+                .task
+                .metrics
+                .source_record_poll
+                .inc_by(segment.len() as u64);
             for record in segment.drain(..) {
                 self.begin().await?;
                 if let Some(bytes) = runner
@@ -255,6 +260,8 @@ impl<'a> Transactional<'a> {
                     txn.positions.iter().map(|(p, o)| (p.as_str(), o.as_str())),
                 );
                 runner.task.counters.add(txn.records, txn.bytes);
+                runner.task.metrics.source_record_write.inc_by(txn.records);
+                runner.task.metrics.offset_commit_completion.inc();
             } else {
                 blocking(producer, "abort transaction", |p| {
                     p.abort_transaction(TRANSACTION_TIMEOUT)
