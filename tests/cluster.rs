@@ -1746,7 +1746,7 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
         &controller.url(),
         &kafka.bootstrap,
         "",
-        &["--metrics-listen", "127.0.0.1:0"],
+        &["--metrics-listen", "127.0.0.1:0", "--log-format", "json"],
     );
     let worker_metrics = metrics_address(&worker);
     let controller_metrics = metrics_address(&controller.process);
@@ -1863,4 +1863,20 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
     );
     assert_eq!(value("sluice_workers", &[("alive", "true")]), 1.0, "{text}");
     assert!(value("sluice_assignment_generation", &[]) >= 1.0, "{text}");
+
+    // `--log-format json`: every log line of the worker is a JSON object.
+    let log = worker.output();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("metrics listening on "))
+        .collect();
+    assert!(lines.len() > 3, "{log}");
+    for line in lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }

@@ -26,6 +26,15 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object each (level, target, fields, spans).
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How a long-running command stops.
@@ -270,7 +279,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let logging = init_logging();
+    let logging = init_logging(cli.log_format);
     let result = runtime.block_on(run(cli.command, logging));
     // Whatever still runs (a stop that timed out) is dropped, which kills its connector
     // processes; blocking threads (a producer flush) are not waited for.
@@ -290,9 +299,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logging to stderr, filtered by SLUICE_LOG (default `info`); returns what changes the
-/// levels at run time (the API's SetLogLevel) and the levels it started with.
-fn init_logging() -> (LogControl, BTreeMap<String, String>) {
+/// Logging to stderr as text or JSON lines, filtered by SLUICE_LOG (default `info`); returns
+/// what changes the levels at run time (the API's SetLogLevel) and the levels it started with.
+fn init_logging(format: LogFormat) -> (LogControl, BTreeMap<String, String>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::EnvFilter;
@@ -301,13 +310,19 @@ fn init_logging() -> (LogControl, BTreeMap<String, String>) {
         .filter(|v| EnvFilter::try_new(v).is_ok())
         .unwrap_or_else(|| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(EnvFilter::new(&initial));
+    let json = format == LogFormat::Json;
     tracing_subscriber::registry()
         .with(filter)
-        .with(
+        .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        }))
         .init();
     let control: LogControl = Arc::new(move |levels: &BTreeMap<String, String>| {
         let mut directives = vec![levels.get("root").cloned().unwrap_or_else(|| "info".into())];
