@@ -1864,6 +1864,32 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
     assert_eq!(value("sluice_workers", &[("alive", "true")]), 1.0, "{text}");
     assert!(value("sluice_assignment_generation", &[]) >= 1.0, "{text}");
 
+    // The Grafana dashboard shipped in deploy/ asks only for metrics that exist.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/sluice-dashboard.json"),
+    )
+    .expect("read the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let scraped = format!("{}{text}", scrape(&worker_metrics));
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expression");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("sluice_"))
+            {
+                asked += 1;
+                assert!(
+                    scraped.contains(name),
+                    "the dashboard asks for {name}, never served"
+                );
+            }
+        }
+    }
+    assert!(asked >= 15, "{asked}");
+
     // `--log-format json`: every log line of the worker is a JSON object.
     let log = worker.output();
     let lines: Vec<&str> = log

@@ -39,6 +39,12 @@ static CLUSTER: OnceLock<Arc<Cluster>> = OnceLock::new();
 
 pub(crate) fn serving(cluster: Arc<Cluster>) {
     let _ = CLUSTER.set(cluster);
+    // Listed from the start, at 0.
+    for reason in ["unauthenticated", "permission_denied"] {
+        DENIED.get_or_create(&Refusal {
+            reason: reason.into(),
+        });
+    }
 }
 
 fn state_label(state: i32) -> String {

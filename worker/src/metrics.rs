@@ -229,9 +229,10 @@ impl WorkerMetrics {
         self.restarting.get_or_create(labels).set(1);
     }
 
-    /// `unit` runs again (or stopped for good).
+    /// `unit` runs (again, or for the first time: its restart series are listed at 0).
     pub fn restarted(&self, labels: &TaskLabels) {
         self.restarting.get_or_create(labels).set(0);
+        self.restarts.get_or_create(labels);
     }
 
     /// The connector process of `unit` runs as `pid`.

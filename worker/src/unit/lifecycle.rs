@@ -44,6 +44,8 @@ async fn with_restarts<F, Fut>(
         None => "connector".into(),
     };
     let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), key.wire_task());
+    // Listed from the start, at 0.
+    crate::metrics::worker().restarted(&labels);
     loop {
         let started = Instant::now();
         let ended = life().await;
