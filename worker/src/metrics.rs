@@ -232,7 +232,7 @@ impl WorkerMetrics {
     /// `unit` runs (again, or for the first time: its restart series are listed at 0).
     pub fn restarted(&self, labels: &TaskLabels) {
         self.restarting.get_or_create(labels).set(0);
-        self.restarts.get_or_create(labels);
+        drop(self.restarts.get_or_create(labels));
     }
 
     /// The connector process of `unit` runs as `pid`.
