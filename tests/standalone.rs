@@ -504,3 +504,100 @@ fn sigterm_with_the_broker_gone_exits_within_the_limit() {
         });
     }
 }
+
+/// A connector process gets only the worker's variables `connector.env.allowlist` allows (a
+/// secret in the worker's environment stays there) and the limits `connector.limit.*` set;
+/// with a limit too small for it to run, it fails naming why.
+#[test]
+fn connector_processes_get_only_allowed_variables_and_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kafka = DevKafka::start(d, &["isolated:1"]);
+    let worker = worker_properties(d, Some(&kafka.bootstrap));
+    let mut text = std::fs::read_to_string(d.join(worker)).unwrap();
+    text.push_str(
+        "connector.env.allowlist=PATH,HOME,SLUICE_LOG,ALLOWED_*\n\
+         connector.limit.open.files=200\n\
+         connector.limit.memory.bytes=4000000000\n",
+    );
+    std::fs::write(d.join(worker), text).unwrap();
+    let gen = connector_file(
+        d,
+        "gen",
+        &[
+            ("connector.class", "DatagenSource".into()),
+            ("topic", "isolated".into()),
+            ("rate", "50".into()),
+        ],
+    );
+    let sluice = Sluice::start_with_env(
+        d,
+        &["standalone", worker, &gen],
+        &[
+            ("WORKER_SECRET", "planted-worker-secret".into()),
+            ("ALLOWED_MODE", "on".into()),
+        ],
+    );
+    let mut pid = 0;
+    wait_for("the connector process", Duration::from_secs(30), || {
+        pid = sluice.connector_pid("gen").unwrap_or(0);
+        pid > 0
+    });
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(!names.contains(&"WORKER_SECRET".to_string()), "{names:?}");
+    for name in ["PATH", "ALLOWED_MODE", "SLUICE_CONNECTOR_SOCKET"] {
+        assert!(
+            names.contains(&name.to_string()),
+            "{name} missing: {names:?}"
+        );
+    }
+    assert!(
+        names.iter().all(
+            |n| ["PATH", "HOME", "SLUICE_LOG", "ALLOWED_MODE"].contains(&n.as_str())
+                || ["SLUICE_CONNECTOR_SOCKET", "SLUICE_PROTOCOL_VERSIONS"].contains(&n.as_str())
+        ),
+        "{names:?}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limit = |name: &str| -> Vec<String> {
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {limits}"));
+        line[name.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(limit("Max open files"), ["200", "200"], "{limits}");
+    assert_eq!(
+        limit("Max address space"),
+        ["4000000000", "4000000000"],
+        "{limits}"
+    );
+    drop(sluice);
+
+    // Too few file descriptors for the connector to serve its socket: standalone mode
+    // validates connectors before it runs any, so it refuses to start, naming why.
+    let mut text = std::fs::read_to_string(d.join(worker)).unwrap();
+    text = text.replace(
+        "connector.limit.open.files=200",
+        "connector.limit.open.files=4",
+    );
+    std::fs::write(d.join(worker), text).unwrap();
+    let (code, out, err) = run_sluice(d, &["standalone", worker, &gen]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("Too many open files"), "{err}");
+}

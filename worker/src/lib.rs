@@ -11,6 +11,7 @@
 //!   [`proto_json`].
 
 pub mod host;
+pub mod isolation;
 pub mod kafka;
 pub mod lease;
 pub mod link;

@@ -120,6 +120,8 @@ pub struct WorkerSettings {
     /// `config.providers`: what resolves `${provider:path:key}` references in connector
     /// configs.
     pub providers: crate::providers::ConfigProviders,
+    /// `connector.env.allowlist`, `connector.limit.*`: what connector processes get.
+    pub isolation: crate::isolation::Isolation,
     /// Every key as given, for converter and client settings.
     pub values: BTreeMap<String, String>,
 }
@@ -128,6 +130,7 @@ impl WorkerSettings {
     pub fn from_file(file: &ConfigFile) -> Result<WorkerSettings, ConfigError> {
         for key in file.values().keys() {
             let known = WORKER_KEYS.contains(&key.as_str())
+                || crate::isolation::KEYS.contains(&key.as_str())
                 || WORKER_PREFIXES.iter().any(|p| key.starts_with(p));
             if known {
                 continue;
@@ -207,7 +210,9 @@ impl WorkerSettings {
         };
         let providers = crate::providers::ConfigProviders::from_values(file.values())
             .map_err(|(key, message)| file.error(&key, message))?;
+        let isolation = crate::isolation::Isolation::from_file(file)?;
         let settings = WorkerSettings {
+            isolation,
             providers,
             exactly_once_source,
             bootstrap_servers,

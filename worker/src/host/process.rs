@@ -217,9 +217,13 @@ pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDi
         .tempdir()
         .context("create connector socket directory")?;
     let socket = dir.path().join("c.sock");
+    let isolation = crate::isolation::current();
     let mut builder = Command::new(&command.program);
     builder
         .args(&command.args)
+        // Only the variables allowed: the worker's secrets stay with the worker.
+        .env_clear()
+        .envs(isolation.environment())
         .env(proto::ENV_SOCKET, &socket)
         .env(
             proto::ENV_PROTOCOL_VERSIONS,
@@ -239,14 +243,15 @@ pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDi
     // The kernel kills the connector if the worker dies, even one that never reads stdin.
     // (It fires when the spawning thread exits; tokio's runtime threads live as long as
     // the runtime, and launches happen on them.)
+    let limits = isolation.limits.clone();
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    // SAFETY: prctl and setrlimit are async-signal-safe and touch no memory of the parent.
     unsafe {
-        builder.pre_exec(|| {
+        builder.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            crate::isolation::apply_limits(&limits)
         });
     }
     let child = builder

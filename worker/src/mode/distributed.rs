@@ -76,6 +76,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         None => ConfigFile::from_values("(worker flags)", BTreeMap::new()),
     };
     let mut settings = WorkerSettings::from_file(&file).map_err(one)?;
+    crate::isolation::configure(settings.isolation.clone());
     if let Some(kafka) = &options.kafka {
         settings.bootstrap_servers = Some(kafka.clone());
     }

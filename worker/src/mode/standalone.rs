@@ -47,6 +47,7 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
     let one = |e: ConfigError| ConfigErrors(vec![e]);
     let worker_file = ConfigFile::load(&options.worker_file).map_err(one)?;
     let worker = WorkerSettings::from_file(&worker_file).map_err(one)?;
+    crate::isolation::configure(worker.isolation.clone());
     if worker.exactly_once_source {
         // As in Kafka Connect: a local offsets file cannot join a Kafka transaction.
         return Err(one(worker_file.error(
