@@ -518,7 +518,9 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
     text.push_str(
         "connector.env.allowlist=PATH,HOME,SLUICE_LOG,ALLOWED_*\n\
          connector.limit.open.files=200\n\
-         connector.limit.memory.bytes=4000000000\n",
+         connector.limit.memory.bytes=4000000000\n\
+         config.providers=env\n\
+         config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n",
     );
     std::fs::write(d.join(worker), text).unwrap();
     let gen = connector_file(
@@ -526,7 +528,8 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
         "gen",
         &[
             ("connector.class", "DatagenSource".into()),
-            ("topic", "isolated".into()),
+            // Resolved by the worker: the connector never sees the variable.
+            ("topic", "${env:WORKER_TOPIC}".into()),
             ("rate", "50".into()),
         ],
     );
@@ -535,8 +538,14 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
         &["standalone", worker, &gen],
         &[
             ("WORKER_SECRET", "planted-worker-secret".into()),
+            ("WORKER_TOPIC", "isolated".into()),
             ("ALLOWED_MODE", "on".into()),
         ],
+    );
+    wait_for(
+        "records in the topic the provider named",
+        Duration::from_secs(30),
+        || harness::cluster::total_records(&kafka.bootstrap, "isolated") > 0,
     );
     let mut pid = 0;
     wait_for("the connector process", Duration::from_secs(30), || {
@@ -555,7 +564,9 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
                 .to_string()
         })
         .collect();
-    assert!(!names.contains(&"WORKER_SECRET".to_string()), "{names:?}");
+    for hidden in ["WORKER_SECRET", "WORKER_TOPIC"] {
+        assert!(!names.contains(&hidden.to_string()), "{names:?}");
+    }
     for name in ["PATH", "ALLOWED_MODE", "SLUICE_CONNECTOR_SOCKET"] {
         assert!(
             names.contains(&name.to_string()),
@@ -597,6 +608,21 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
         "connector.limit.open.files=4",
     );
     std::fs::write(d.join(worker), text).unwrap();
+    // Without the variable, the reference is refused, naming the key and the reference.
+    let (code, _, err) = run_sluice(d, &["standalone", worker, &gen]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "gen.properties:3: topic: config provider: ${env:WORKER_TOPIC}: no environment variable WORKER_TOPIC"
+        ),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(d.join(&gen)).unwrap();
+    std::fs::write(
+        d.join(&gen),
+        text.replace("${env:WORKER_TOPIC}", "isolated"),
+    )
+    .unwrap();
     let (code, out, err) = run_sluice(d, &["standalone", worker, &gen]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("Too many open files"), "{err}");

@@ -269,11 +269,15 @@ impl WorkerMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for (labels, pid) in processes {
-            if let Some((resident, cpu)) = process_usage(pid) {
-                self.process_resident
-                    .get_or_create(&labels)
-                    .set(resident as i64);
-                self.process_cpu.get_or_create(&labels).set(cpu);
+            match process_usage(pid) {
+                Some((resident, cpu)) => {
+                    self.process_resident
+                        .get_or_create(&labels)
+                        .set(resident as i64);
+                    self.process_cpu.get_or_create(&labels).set(cpu);
+                }
+                // Gone without its end told (its unit was dropped mid-launch): unlisted.
+                None => self.process_ended(&labels, pid),
             }
         }
         let mut text = String::new();

@@ -221,13 +221,22 @@ async fn build_spec(
 ) -> Result<ConnectorSpec, Vec<ConfigError>> {
     let (spec, _) = ConnectorSpec::build(registry, worker, Some(worker_file), file, settings)
         .map_err(|e| vec![e])?;
+    // Validated as it will run: config provider references resolved (the units resolve
+    // them again when they start).
+    let redactor = crate::providers::Redactor::process();
+    let resolved = worker.providers.resolve(&spec.config).map_err(|e| {
+        // "KEY: what went wrong": located at the key.
+        let (key, problem) = e.split_once(": ").unwrap_or(("connector.class", &e));
+        vec![file.error(key, format!("config provider: {problem}"))]
+    })?;
+    redactor.learn(resolved.secrets);
     let validation = async {
         let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
         let mut client = process.client.clone();
         let response = client
             .validate(proto::ValidateRequest {
                 connector_class: spec.class.clone(),
-                config: spec.config.clone().into_iter().collect(),
+                config: resolved.config.into_iter().collect(),
             })
             .await;
         process.shutdown().await;
@@ -236,7 +245,7 @@ async fn build_spec(
     let response = validation.await.map_err(|e| {
         vec![file.error(
             "connector.class",
-            format!("cannot validate with its plugin: {e:#}"),
+            redactor.redact(&format!("cannot validate with its plugin: {e:#}")),
         )]
     })?;
     let field_errors = response.into_inner().errors;
@@ -244,7 +253,7 @@ async fn build_spec(
         return Err(field_errors
             .into_iter()
             .map(|e| {
-                let mut error = file.error(&e.name, e.message);
+                let mut error = file.error(&e.name, redactor.redact(&e.message));
                 if file.get(&e.name).is_none() {
                     error.line = None;
                 }
