@@ -61,7 +61,15 @@ impl ConfigFile {
             ..ConfigFile::default()
         };
         let mut failure = None;
-        let iter = java_properties::PropertiesIter::new(text);
+        // Decoded here, not by the parser: its decoder panics on a file that is only the start
+        // of a byte order mark (found by fuzzing). UTF-8 when the bytes are (what files are
+        // written in today), else ISO-8859-1 as Java reads properties.
+        let text = match std::str::from_utf8(text) {
+            Ok(utf8) => std::borrow::Cow::Borrowed(utf8),
+            Err(_) => std::borrow::Cow::Owned(text.iter().map(|&b| char::from(b)).collect()),
+        };
+        let iter =
+            java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8);
         for line in iter {
             let line = match line {
                 Ok(line) => line,
@@ -218,6 +226,20 @@ mod tests {
         let e = ConfigFile::parse_properties(Path::new("w.properties"), text).unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn any_bytes_read_as_properties_without_a_panic() {
+        // Files that are only the start of a byte order mark (found by fuzzing).
+        for text in [&b"\xff"[..], b"\xfe", b"\xef", b"\xef\xbb", b"\xef\xbb\xbf"] {
+            let f = ConfigFile::parse_properties(Path::new("x.properties"), text).unwrap();
+            assert!(f.values().len() <= 1, "{text:?}");
+        }
+        // UTF-8 as written; other bytes as ISO-8859-1, as Java reads properties.
+        let f = ConfigFile::parse_properties(Path::new("x.properties"), "a=é\n".as_bytes());
+        assert_eq!(f.unwrap().get("a"), Some("é"));
+        let f = ConfigFile::parse_properties(Path::new("x.properties"), b"a=\xe9\n");
+        assert_eq!(f.unwrap().get("a"), Some("é"));
     }
 
     #[test]
