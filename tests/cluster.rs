@@ -1826,6 +1826,11 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
         value("sluice_offset_commit_completion_total", &out_task) >= 1.0,
         "{text}"
     );
+    // Everything read: no lag left (the series is there, at 0).
+    assert!(
+        text.contains("sluice_sink_consumer_lag{connector=\"out\",task=\"0\"} 0\n"),
+        "{text}"
+    );
     assert!(
         value("sluice_put_batch_time_seconds_count", &out_task) >= 1.0,
         "{text}"

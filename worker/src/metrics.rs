@@ -49,6 +49,7 @@ pub struct WorkerMetrics {
     offset_commit_completion: Family<TaskLabels, Counter>,
     put_batch_time: Family<TaskLabels, Histogram, fn() -> Histogram>,
     sink_batches_in_flight: Family<TaskLabels, Gauge>,
+    sink_consumer_lag: Family<TaskLabels, Gauge>,
     total_record_errors: Family<TaskLabels, Counter>,
     total_records_skipped: Family<TaskLabels, Counter>,
     deadletterqueue_produce_requests: Family<TaskLabels, Counter>,
@@ -75,6 +76,7 @@ impl WorkerMetrics {
             offset_commit_completion: Family::default(),
             put_batch_time: Family::new_with_constructor(batch_seconds),
             sink_batches_in_flight: Family::default(),
+            sink_consumer_lag: Family::default(),
             total_record_errors: Family::default(),
             total_records_skipped: Family::default(),
             deadletterqueue_produce_requests: Family::default(),
@@ -125,6 +127,11 @@ impl WorkerMetrics {
             "sink_batches_in_flight",
             "Batches sent to the sink connector and not yet acknowledged (credits in use)",
             m.sink_batches_in_flight.clone(),
+        );
+        r.register(
+            "sink_consumer_lag",
+            "Records in the sink task's partitions past what it read (high watermark - next offset)",
+            m.sink_consumer_lag.clone(),
         );
         r.register(
             "total_record_errors",
@@ -209,6 +216,11 @@ impl WorkerMetrics {
             },
             sink_batches_in_flight: if sink {
                 self.sink_batches_in_flight.get_or_create_owned(&labels)
+            } else {
+                Gauge::default()
+            },
+            sink_consumer_lag: if sink {
+                self.sink_consumer_lag.get_or_create_owned(&labels)
             } else {
                 Gauge::default()
             },
@@ -320,6 +332,7 @@ pub struct TaskMetrics {
     pub offset_commit_completion: Counter,
     pub put_batch_time: Histogram,
     pub sink_batches_in_flight: Gauge,
+    pub sink_consumer_lag: Gauge,
     pub total_record_errors: Counter,
     pub total_records_skipped: Counter,
     pub deadletterqueue_produce_requests: Counter,

@@ -239,3 +239,35 @@ unsafe fn slice<'a>(data: *const u8, len: usize) -> Option<&'a [u8]> {
         Some(unsafe { std::slice::from_raw_parts(data, len) })
     }
 }
+
+/// Records between `next` (the next offset per partition) and the high watermarks the
+/// consumer last saw in fetch responses (cached: no request to the broker): the sink task's
+/// consumer lag, over the partitions it has read from.
+pub fn lag<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    next: &std::collections::BTreeMap<(String, i32), i64>,
+) -> i64 {
+    let rk = consumer.client().native_ptr();
+    let mut total = 0;
+    for ((topic, partition), next) in next {
+        let Ok(name) = CString::new(topic.as_str()) else {
+            continue;
+        };
+        let (mut low, mut high) = (0i64, 0i64);
+        // SAFETY: `rk` is a live client (borrowed); the call only reads its cached watermarks
+        // into the two locals.
+        let err = unsafe {
+            rdsys::rd_kafka_get_watermark_offsets(
+                rk,
+                name.as_ptr(),
+                *partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+            total += (high - next).max(0);
+        }
+    }
+    total
+}

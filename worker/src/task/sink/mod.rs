@@ -446,6 +446,7 @@ impl SinkTaskRunner {
                         self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
+                    self.task.metrics.sink_consumer_lag.set(fetch::lag(consumer, &sent));
                     let outgoing = match shared.as_mut().and_then(|s| s.write(seq, &polled.records)) {
                         Some(batch) => {
                             in_shared += 1;
