@@ -1853,6 +1853,10 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
         "{text}"
     );
     assert_eq!(value("sluice_unit_restarts_total", &[]), 0.0);
+    // Heartbeats keep the lease renewed (3/4 of the 2 s worker timeout ahead at most).
+    let lease = value("sluice_lease_remaining_seconds", &[]);
+    assert!(lease > 0.0 && lease <= 1.5, "{lease}\n{text}");
+    assert_eq!(value("sluice_lease_lapses", &[]), 0.0, "{text}");
 
     let text = scrape(&controller_metrics);
     let value = |name: &str, labels: &[(&str, &str)]| metric(&text, name, labels);

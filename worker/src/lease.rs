@@ -99,6 +99,16 @@ impl Lease {
         }
     }
 
+    /// How long the lease holds from now (zero when it ran out or was never granted), and
+    /// the lapses after the first join, for the metrics.
+    pub fn standing(&self) -> (Duration, u64) {
+        let state = self.lock();
+        let left = state.valid_until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        (left, state.lapses.saturating_sub(1))
+    }
+
     /// The lapse count now, for a task that starts.
     pub fn epoch(&self) -> u64 {
         self.lock().lapses

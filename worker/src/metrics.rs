@@ -61,6 +61,10 @@ pub struct WorkerMetrics {
     connector_count: Gauge,
     task_count: Gauge,
     completed_rebalances: Counter,
+    lease_remaining: Gauge<f64, std::sync::atomic::AtomicU64>,
+    lease_lapses: Gauge,
+    /// The worker's lease on its assignment (distributed mode), read at each scrape.
+    lease: Mutex<Option<std::sync::Arc<crate::lease::Lease>>>,
     /// Connector processes alive, by the unit they run: read at each scrape.
     processes: Mutex<BTreeMap<TaskLabels, u32>>,
 }
@@ -88,6 +92,9 @@ impl WorkerMetrics {
             connector_count: Gauge::default(),
             task_count: Gauge::default(),
             completed_rebalances: Counter::default(),
+            lease_remaining: Gauge::default(),
+            lease_lapses: Gauge::default(),
+            lease: Mutex::default(),
             processes: Mutex::default(),
             registry: Registry::default(),
         };
@@ -190,6 +197,17 @@ impl WorkerMetrics {
             "Assignments received from the controller (completed-rebalances-total)",
             m.completed_rebalances.clone(),
         );
+        r.register_with_unit(
+            "lease_remaining",
+            "How long this worker's lease on its assignment holds (exactly-once tasks commit only within it)",
+            Unit::Seconds,
+            m.lease_remaining.clone(),
+        );
+        r.register(
+            "lease_lapses",
+            "Times the lease ran out before the worker rejoined (its exactly-once tasks restarted)",
+            m.lease_lapses.clone(),
+        );
         WorkerMetrics { registry, ..m }
     }
 
@@ -269,6 +287,11 @@ impl WorkerMetrics {
         self.task_count.set(tasks as i64);
     }
 
+    /// Reads `lease` at each scrape.
+    pub fn watch_lease(&self, lease: std::sync::Arc<crate::lease::Lease>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    }
+
     pub fn assignment_received(&self) {
         self.completed_rebalances.inc();
     }
@@ -291,6 +314,11 @@ impl WorkerMetrics {
                 // Gone without its end told (its unit was dropped mid-launch): unlisted.
                 None => self.process_ended(&labels, pid),
             }
+        }
+        if let Some(lease) = &*self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
+            let (left, lapses) = lease.standing();
+            self.lease_remaining.set(left.as_secs_f64());
+            self.lease_lapses.set(lapses as i64);
         }
         let mut text = String::new();
         // Writing into a String cannot fail.

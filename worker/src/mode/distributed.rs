@@ -169,6 +169,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         Arc::default(),
         tasks,
     ));
+    crate::metrics::worker().watch_lease(host.lease.clone());
     let shared = Arc::new(Shared {
         host: host.clone(),
         client,
