@@ -310,21 +310,8 @@ fn offsets_read_altered_and_reset_through_the_api() {
     source.push(("count", "100".into()));
     api.create("gen", &pairs(&source), api::TargetState::Running);
     let out = dir.path().join("out.txt");
-    let out_path = out.to_str().unwrap().to_string();
-    let sink = [
-        ("connector.class", "FileStreamSink"),
-        ("topics", "data"),
-        ("file", out_path.as_str()),
-        (
-            "value.converter",
-            "org.apache.kafka.connect.storage.StringConverter",
-        ),
-        (
-            "key.converter",
-            "org.apache.kafka.connect.storage.StringConverter",
-        ),
-    ];
-    api.create("out", &sink, api::TargetState::Running);
+    let sink = file_sink("data", out.to_str().unwrap());
+    api.create("out", &pairs(&sink), api::TargetState::Running);
     wait_for("100 lines in the sink file", TIMEOUT, || {
         harness::count_lines(&out) == 100
     });
@@ -1532,28 +1519,16 @@ fn config_provider_references_resolve_on_the_worker_and_their_secrets_appear_now
 
     let kafka = DevKafka::start(d, &["provided:1"]);
     let controller = Controller::start(d, "127.0.0.1:0", WORKER_TIMEOUT);
-    std::fs::write(
-        d.join("worker.properties"),
-        "offset.flush.interval.ms=500\n\
-         config.providers=file,env,dir\n\
+    let worker = harness::start_worker_env(
+        d,
+        "w1",
+        &controller.url(),
+        &kafka.bootstrap,
+        "config.providers=file,env,dir\n\
          config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider\n\
          config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
          config.providers.env.param.allowlist.pattern=SLUICE_PLANTED.*\n\
          config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider\n",
-    )
-    .unwrap();
-    let worker = Sluice::start_with_env(
-        d,
-        &[
-            "worker",
-            "--id",
-            "w1",
-            "--controller",
-            &controller.url(),
-            "--kafka",
-            &kafka.bootstrap,
-            "worker.properties",
-        ],
         &[("SLUICE_PLANTED_DB", ENV_SECRET.to_string())],
     );
     let api = Api::new(&controller.address);
@@ -1757,21 +1732,8 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
     source.push(("count", RECORDS.to_string()));
     api.create("gen", &pairs(&source), api::TargetState::Running);
     let out = dir.path().join("out.txt");
-    let out_path = out.to_str().unwrap().to_string();
-    let sink = [
-        ("connector.class", "FileStreamSink"),
-        ("topics", "measured"),
-        ("file", out_path.as_str()),
-        (
-            "value.converter",
-            "org.apache.kafka.connect.storage.StringConverter",
-        ),
-        (
-            "key.converter",
-            "org.apache.kafka.connect.storage.StringConverter",
-        ),
-    ];
-    api.create("out", &sink, api::TargetState::Running);
+    let sink = file_sink("measured", out.to_str().unwrap());
+    api.create("out", &pairs(&sink), api::TargetState::Running);
 
     let gen = [("connector", "gen"), ("task", "0")];
     let out_task = [("connector", "out"), ("task", "0")];

@@ -224,6 +224,23 @@ pub fn datagen(topic: &str, tasks: &str, rate: &str) -> Vec<(&'static str, Strin
     ]
 }
 
+/// A FileStreamSink of `topics` into `file`, keys and values as strings.
+pub fn file_sink(topics: &str, file: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("connector.class", "FileStreamSink".into()),
+        ("topics", topics.into()),
+        ("file", file.into()),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter".into(),
+        ),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter".into(),
+        ),
+    ]
+}
+
 /// Kafka Connect's error-handling keys for a connector under test: `errors.tolerance`, and a
 /// dead-letter topic (replication 1) with the context headers.
 pub fn error_policy(tolerance: &str, dlq_topic: &str) -> Vec<(&'static str, String)> {

@@ -493,6 +493,18 @@ pub fn start_worker_with(
     start_worker_flags(dir, id, controller_url, kafka, extra, &[])
 }
 
+/// [`start_worker_with`] with these variables in the worker's environment.
+pub fn start_worker_env(
+    dir: &Path,
+    id: &str,
+    controller_url: &str,
+    kafka: &str,
+    extra: &str,
+    env: &[(&str, String)],
+) -> Sluice {
+    start_worker_full(dir, id, controller_url, kafka, extra, &[], env)
+}
+
 /// [`start_worker_with`] with more command-line flags (e.g. `--shutdown-timeout 8`).
 pub fn start_worker_flags(
     dir: &Path,
@@ -501,6 +513,18 @@ pub fn start_worker_flags(
     kafka: &str,
     extra: &str,
     flags: &[&str],
+) -> Sluice {
+    start_worker_full(dir, id, controller_url, kafka, extra, flags, &[])
+}
+
+fn start_worker_full(
+    dir: &Path,
+    id: &str,
+    controller_url: &str,
+    kafka: &str,
+    extra: &str,
+    flags: &[&str],
+    env: &[(&str, String)],
 ) -> Sluice {
     let file = format!("worker-{id}.properties");
     std::fs::write(
@@ -524,7 +548,7 @@ pub fn start_worker_flags(
     ];
     args.extend_from_slice(flags);
     args.push(&file);
-    Sluice::start(dir, &args)
+    Sluice::start_with_env(dir, &args, env)
 }
 
 /// Appends `plugin.path=PATH` to the worker file `worker` in `dir`.
