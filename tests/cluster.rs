@@ -1239,28 +1239,21 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
     let worker = |id: &str, flags: &[&str]| {
         harness::start_worker_flags(d, id, &url, &kafka.bootstrap, "", flags)
     };
-    let w1 = worker(
-        "w1",
-        &[
-            "--tls-ca",
-            &ca,
-            "--tls-cert",
-            &file("certs", "worker.pem"),
-            "--tls-key",
-            &file("certs", "worker.key"),
-        ],
-    );
-    let rogue = worker(
-        "rogue",
-        &[
-            "--tls-ca",
-            &ca,
-            "--tls-cert",
-            &file("rogue", "worker.pem"),
-            "--tls-key",
-            &file("rogue", "worker.key"),
-        ],
-    );
+    // A worker trusting the CA of `trusted` and presenting the certificate of `presented`.
+    let mtls_worker = |id: &str, trusted: &str, presented: &str| {
+        let (ca, cert, key) = (
+            file(trusted, "ca.pem"),
+            file(presented, "worker.pem"),
+            file(presented, "worker.key"),
+        );
+        worker(
+            id,
+            &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key],
+        )
+    };
+    let w1 = mtls_worker("w1", "certs", "certs");
+    let rogue = mtls_worker("rogue", "certs", "rogue");
+    let distrustful = mtls_worker("distrustful", "rogue", "certs");
     let tokened = worker(
         "tokened",
         &[
@@ -1268,17 +1261,6 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
             &ca,
             "--token-file",
             &file("certs", "worker.token"),
-        ],
-    );
-    let distrustful = worker(
-        "distrustful",
-        &[
-            "--tls-ca",
-            &file("rogue", "ca.pem"),
-            "--tls-cert",
-            &file("certs", "worker.pem"),
-            "--tls-key",
-            &file("certs", "worker.key"),
         ],
     );
 
