@@ -1776,6 +1776,10 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
         "{text}"
     );
     assert!(
+        value("sluice_source_batch_time_seconds_count", &gen) >= 1.0,
+        "{text}"
+    );
+    assert!(
         value("sluice_put_batch_time_seconds_count", &out_task) >= 1.0,
         "{text}"
     );

@@ -48,6 +48,7 @@ pub struct WorkerMetrics {
     sink_record_send: Family<TaskLabels, Counter>,
     offset_commit_completion: Family<TaskLabels, Counter>,
     put_batch_time: Family<TaskLabels, Histogram, fn() -> Histogram>,
+    source_batch_time: Family<TaskLabels, Histogram, fn() -> Histogram>,
     sink_batches_in_flight: Family<TaskLabels, Gauge>,
     sink_consumer_lag: Family<TaskLabels, Gauge>,
     total_record_errors: Family<TaskLabels, Counter>,
@@ -79,6 +80,7 @@ impl WorkerMetrics {
             sink_record_send: Family::default(),
             offset_commit_completion: Family::default(),
             put_batch_time: Family::new_with_constructor(batch_seconds),
+            source_batch_time: Family::new_with_constructor(batch_seconds),
             sink_batches_in_flight: Family::default(),
             sink_consumer_lag: Family::default(),
             total_record_errors: Family::default(),
@@ -129,6 +131,12 @@ impl WorkerMetrics {
             "Time from sending a batch to the sink connector to its acknowledgement (put-batch-*-time-ms)",
             Unit::Seconds,
             m.put_batch_time.clone(),
+        );
+        r.register_with_unit(
+            "source_batch_time",
+            "Time from a batch leaving the source connector to its records acknowledged by Kafka and its positions committed (the connector's Ack)",
+            Unit::Seconds,
+            m.source_batch_time.clone(),
         );
         r.register(
             "sink_batches_in_flight",
@@ -231,6 +239,11 @@ impl WorkerMetrics {
                 self.put_batch_time.get_or_create_owned(&labels)
             } else {
                 batch_seconds()
+            },
+            source_batch_time: if sink {
+                batch_seconds()
+            } else {
+                self.source_batch_time.get_or_create_owned(&labels)
             },
             sink_batches_in_flight: if sink {
                 self.sink_batches_in_flight.get_or_create_owned(&labels)
@@ -359,6 +372,7 @@ pub struct TaskMetrics {
     pub sink_record_send: Counter,
     pub offset_commit_completion: Counter,
     pub put_batch_time: Histogram,
+    pub source_batch_time: Histogram,
     pub sink_batches_in_flight: Gauge,
     pub sink_consumer_lag: Gauge,
     pub total_record_errors: Counter,

@@ -21,6 +21,8 @@ pub(super) struct InFlight {
     seq: u64,
     remaining: usize,
     positions: Vec<(String, String)>,
+    /// When the batch came from the connector.
+    received: std::time::Instant,
 }
 
 /// Counts delivery reports per batch; completes batches strictly in order.
@@ -48,6 +50,7 @@ impl DeliveryTracker {
             seq,
             remaining: records,
             positions,
+            received: std::time::Instant::now(),
         });
         if Self::complete_front(&mut state) {
             self.progress.notify_one();
@@ -198,6 +201,13 @@ impl AtLeastOnce {
                     .flat_map(|b| b.positions.iter().map(|(p, o)| (p.as_str(), o.as_str()))),
             );
             runner.task.metrics.offset_commit_completion.inc();
+            for batch in &completed {
+                runner
+                    .task
+                    .metrics
+                    .source_batch_time
+                    .observe(batch.received.elapsed().as_secs_f64());
+            }
             send(
                 tx,
                 source_request::Kind::Ack(proto::SourceAck { batch_seq: last }),
