@@ -1311,6 +1311,13 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
         err.contains("PERMISSION_DENIED") && err.contains("viewer"),
         "{err}"
     );
+    // A viewer may see the plan (a dry run), not apply it.
+    let (code, out, err) = cli(Some("viewer"), &["diff", "-f", "gen.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("create gen"), "{out}");
+    let (code, _, err) = cli(Some("viewer"), &["apply", "-f", "gen.json"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
     let (code, out, err) = cli(Some("admin"), &["connectors", "create", "-f", "gen.json"]);
     assert_eq!(code, 0, "{out}{err}");
     wait_for("gen to run on w1", TIMEOUT, || {

@@ -161,6 +161,47 @@ impl Denied {
     }
 }
 
+/// What a call that passed the guard may do beyond what its method needs, for the one method
+/// whose need depends on its body (a dry-run PutConnectorConfig reads; a real one changes).
+/// Put in the call's extensions by [`GrpcGuard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// Whether the caller may change the cluster (no tokens, or an admin token).
+    pub may_change: bool,
+    /// Who, for a refusal's log line.
+    pub who: String,
+}
+
+impl Granted {
+    /// Refuses a change to a caller that may only read (logged and counted like the guard's
+    /// refusals). A call without a grant came in process, already checked by the REST layer.
+    pub fn require_change(grant: Option<&Granted>, what: &str) -> Result<(), tonic::Status> {
+        match grant {
+            Some(g) if !g.may_change => {
+                tracing::warn!(who = %g.who, what, "call denied: role may not");
+                count(&Denied::PermissionDenied(String::new()));
+                Err(tonic::Status::permission_denied(format!(
+                    "{what}: {} may not change the cluster (a dry run is allowed)",
+                    g.who
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn count(denied: &Denied) {
+    let reason = match denied {
+        Denied::Unauthenticated(_) => "unauthenticated",
+        Denied::PermissionDenied(_) => "permission_denied",
+    };
+    crate::metrics::DENIED
+        .get_or_create(&crate::metrics::Refusal {
+            reason: reason.into(),
+        })
+        .inc();
+}
+
 /// What one call presents.
 pub struct Caller<'a> {
     /// The `authorization` header, if any.
@@ -219,33 +260,37 @@ impl Guard {
 
     /// Allows or refuses `what` (a gRPC path or `METHOD /path`) needing `access`; a refusal is
     /// logged with who asked and from where, and counted.
-    pub fn check(&self, access: Access, caller: &Caller<'_>, what: &str) -> Result<(), Denied> {
+    pub fn check(
+        &self,
+        access: Access,
+        caller: &Caller<'_>,
+        what: &str,
+    ) -> Result<Granted, Denied> {
         let decided = self.decide(access, caller, what);
         if let Err(denied) = &decided {
-            let reason = match denied {
-                Denied::Unauthenticated(_) => "unauthenticated",
-                Denied::PermissionDenied(_) => "permission_denied",
-            };
-            crate::metrics::DENIED
-                .get_or_create(&crate::metrics::Refusal {
-                    reason: reason.into(),
-                })
-                .inc();
+            count(denied);
         }
         decided
     }
 
-    fn decide(&self, access: Access, caller: &Caller<'_>, what: &str) -> Result<(), Denied> {
+    fn decide(&self, access: Access, caller: &Caller<'_>, what: &str) -> Result<Granted, Denied> {
+        let open = Granted {
+            may_change: self.tokens.is_none(),
+            who: "anonymous".into(),
+        };
         let peer = caller
             .peer
             .map(|p| p.to_string())
             .unwrap_or_else(|| "unknown".into());
         if access == Access::Open {
-            return Ok(());
+            return Ok(open);
         }
         if access == Access::Worker && self.worker_certificates {
             if caller.verified_certificate {
-                return Ok(());
+                return Ok(Granted {
+                    may_change: false,
+                    who: "worker certificate".into(),
+                });
             }
             tracing::warn!(who = "anonymous", what, %peer, "call denied: no client certificate");
             return Err(Denied::Unauthenticated(format!(
@@ -254,7 +299,7 @@ impl Guard {
             )));
         }
         let Some(tokens) = &self.tokens else {
-            return Ok(());
+            return Ok(open);
         };
         let token = caller
             .authorization
@@ -285,7 +330,10 @@ impl Guard {
                 | (Role::Worker, Access::Worker)
         );
         if allowed {
-            return Ok(());
+            return Ok(Granted {
+                may_change: holder.role == Role::Admin,
+                who: holder.name.clone(),
+            });
         }
         let role = format!("{:?}", holder.role).to_lowercase();
         tracing::warn!(who = %holder.name, role, what, %peer, "call denied: role may not");
@@ -308,9 +356,10 @@ pub fn grpc_access(path: &str) -> Access {
         return Access::Worker;
     }
     let reads = ["List", "Get"];
+    // PutConnectorConfig changes unless it is a dry run, which the service checks with the
+    // call's `Granted`.
     if reads.iter().any(|r| method.starts_with(r))
-        || method == "ValidateConfig"
-        || method == "DryRun"
+        || ["ValidateConfig", "DryRun", "PutConnectorConfig"].contains(&method)
     {
         Access::Read
     } else {
@@ -353,13 +402,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         match self
             .guard
             .check(grpc_access(path), &Caller::of(&request), path)
         {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(granted) => {
+                request.extensions_mut().insert(granted);
+                Box::pin(self.inner.call(request))
+            }
             Err(denied) => {
                 let response = denied.status().into_http();
                 Box::pin(async move { Ok(response) })
@@ -376,7 +428,11 @@ mod tests {
         (header.map(http::HeaderValue::from_static), false)
     }
 
-    fn check(guard: &Guard, access: Access, header: Option<&'static str>) -> Result<(), Denied> {
+    fn check(
+        guard: &Guard,
+        access: Access,
+        header: Option<&'static str>,
+    ) -> Result<Granted, Denied> {
         let (authorization, verified_certificate) = caller(header);
         guard.check(
             access,
@@ -400,9 +456,9 @@ mod tests {
         let viewer = Some("Bearer bbbbbbbbbbbbbbbb");
         let worker = Some("Bearer cccccccccccccccc");
         for access in [Access::Read, Access::Change, Access::Worker] {
-            assert_eq!(check(&guard, access, admin), Ok(()));
+            assert!(check(&guard, access, admin).is_ok_and(|g| g.may_change));
         }
-        assert_eq!(check(&guard, Access::Read, viewer), Ok(()));
+        assert!(check(&guard, Access::Read, viewer).is_ok_and(|g| !g.may_change && g.who == "read"));
         assert!(matches!(
             check(&guard, Access::Change, viewer),
             Err(Denied::PermissionDenied(_))
@@ -411,7 +467,7 @@ mod tests {
             check(&guard, Access::Read, worker),
             Err(Denied::PermissionDenied(_))
         ));
-        assert_eq!(check(&guard, Access::Worker, worker), Ok(()));
+        assert!(check(&guard, Access::Worker, worker).is_ok());
         assert!(matches!(
             check(&guard, Access::Read, None),
             Err(Denied::Unauthenticated(_))
@@ -420,11 +476,8 @@ mod tests {
             check(&guard, Access::Read, Some("Bearer aaaaaaaaaaaaaaab")),
             Err(Denied::Unauthenticated(_))
         ));
-        assert_eq!(check(&guard, Access::Open, None), Ok(()));
-        assert_eq!(
-            check(&Guard::new(None, false), Access::Change, None),
-            Ok(())
-        );
+        assert!(check(&guard, Access::Open, None).is_ok_and(|g| !g.may_change));
+        assert!(check(&Guard::new(None, false), Access::Change, None).is_ok_and(|g| g.may_change));
         // With worker certificates, a worker token is not enough for the worker protocol.
         let tokens = Tokens::parse("w1 worker cccccccccccccccc\n").unwrap();
         let guard = Guard::new(Some(tokens), true);
@@ -437,7 +490,7 @@ mod tests {
             verified_certificate: true,
             peer: None,
         };
-        assert_eq!(guard.check(Access::Worker, &certified, "/w"), Ok(()));
+        assert!(guard.check(Access::Worker, &certified, "/w").is_ok());
         assert!(guard.check(Access::Read, &certified, "/r").is_err());
     }
 
@@ -472,6 +525,11 @@ mod tests {
         assert_eq!(
             grpc_access("/sluice.api.v1.ConnectorService/DeleteConnector"),
             Access::Change
+        );
+        // Read at the door; the service refuses a real change to a viewer.
+        assert_eq!(
+            grpc_access("/sluice.api.v1.ConnectorService/PutConnectorConfig"),
+            Access::Read
         );
         assert_eq!(
             grpc_access("/sluice.api.v1.ClusterService/SetLogLevel"),

@@ -102,7 +102,7 @@ async fn guarded(
     let what = format!("{} {}", request.method(), request.uri().path());
     let access = rest_access(request.method(), request.uri().path());
     match guard.check(access, &Caller::of(&request), &what) {
-        Ok(()) => next.run(request).await,
+        Ok(_) => next.run(request).await,
         Err(denied) => {
             let unauthenticated = matches!(denied, Denied::Unauthenticated(_));
             let mut response = RestError::from(denied.status()).into_response();

@@ -72,6 +72,13 @@ impl ConnectorService for Api {
         &self,
         request: Request<api::PutConnectorConfigRequest>,
     ) -> ApiResult<api::PutConnectorConfigResponse> {
+        // Viewers may ask for a dry run (`sluice diff`), not for the change.
+        if !request.get_ref().dry_run {
+            crate::auth::Granted::require_change(
+                request.extensions().get::<crate::auth::Granted>(),
+                "/sluice.api.v1.ConnectorService/PutConnectorConfig",
+            )?;
+        }
         let r = request.into_inner();
         let config = r.config.into_iter().collect();
         let (created, info, changed_keys) = self
