@@ -1870,3 +1870,125 @@ fn metrics_move_with_the_pipeline_and_match_the_records_counted() {
         );
     }
 }
+
+/// One trace follows a change from the API call into the connector processes: a
+/// `PUT /connectors/NAME/config` carrying a W3C `traceparent` makes the controller's span its
+/// child; the worker starts the connector in that trace, its connector process validates and
+/// plans in it, the worker's submission of the task configs continues it on the controller,
+/// and the task's start runs in it on the worker and in the task's own connector process.
+/// Every process exports to a real OTLP receiver; heartbeats make no spans.
+#[test]
+fn one_trace_follows_a_connector_from_the_api_call_into_its_connector_processes() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+    let collector = harness::otlp::Collector::start();
+    let endpoint = collector.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["traced:1"]);
+    let controller = Controller::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        WORKER_TIMEOUT,
+        &["--otlp-endpoint", &endpoint],
+    );
+    let _worker = harness::start_worker_flags(
+        dir.path(),
+        "w1",
+        &controller.url(),
+        &kafka.bootstrap,
+        "",
+        &["--otlp-endpoint", &endpoint],
+    );
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", TIMEOUT, || api.live_workers() == 1);
+
+    let config: serde_json::Map<String, serde_json::Value> = datagen("traced", "1", "100")
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-H", &format!("traceparent: 00-{TRACE}-{CALLER}-01")])
+        .args(["--data", &serde_json::Value::Object(config).to_string()])
+        .arg(format!("{}/connectors/gen/config", controller.rest_url()))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the task RUNNING", TIMEOUT, || {
+        all_in(&tasks(&api, "gen"), 1, api::State::Running, &["w1"])
+    });
+
+    // Each step's span, found by service and name, in the caller's trace.
+    let find = |spans: &[harness::otlp::SpanSeen], service: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.trace_id == TRACE && s.service == service && s.name == name)
+            .cloned()
+    };
+    let steps = [
+        ("sluice-controller", "PUT /connectors/gen/config"),
+        ("sluice-worker", "start connector"),
+        ("sluice-connector", "sluice.connector.v1.Connector/Validate"),
+        ("sluice-connector", "sluice.connector.v1.Connector/Plan"),
+        (
+            "sluice-controller",
+            "sluice.cluster.v1.WorkerControl/SubmitTaskConfigs",
+        ),
+        ("sluice-worker", "start task"),
+        ("sluice-connector", "sluice.connector.v1.Connector/Source"),
+        ("sluice-connector", "start source task"),
+    ];
+    let deadline = Instant::now() + TIMEOUT;
+    let spans = loop {
+        let spans = collector.spans();
+        let missing: Vec<_> = steps
+            .iter()
+            .filter(|(service, name)| find(&spans, service, name).is_none())
+            .collect();
+        if missing.is_empty() {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span for {missing:?}; received: {spans:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let span = |i: usize| find(&spans, steps[i].0, steps[i].1).unwrap();
+    let parent_of = |child: usize, parent: &str| {
+        assert_eq!(
+            span(child).parent_id,
+            parent,
+            "{:?}'s parent; every span of the trace: {:#?}",
+            steps[child],
+            spans
+                .iter()
+                .filter(|s| s.trace_id == TRACE)
+                .collect::<Vec<_>>()
+        );
+    };
+    parent_of(0, CALLER);
+    parent_of(1, &span(0).span_id);
+    parent_of(2, &span(1).span_id);
+    parent_of(3, &span(1).span_id);
+    parent_of(4, &span(1).span_id);
+    parent_of(5, &span(4).span_id);
+    parent_of(6, &span(5).span_id);
+    parent_of(7, &span(6).span_id);
+    // The task's process is not the planning instance's: two connector processes took part.
+    assert_eq!(span(7).attribute("connector"), Some("gen"), "{:?}", span(7));
+    // Heartbeats and status reports are not traced.
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.name.ends_with("/Heartbeat") || s.name.ends_with("/ReportStatus")),
+        "{spans:#?}"
+    );
+}

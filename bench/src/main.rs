@@ -623,7 +623,17 @@ pub async fn run_connector(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    if let Err(e) = run_process(&spec, &ctx, &counters, &stop, None, |_| {}).await {
+    if let Err(e) = run_process(
+        &spec,
+        &ctx,
+        &counters,
+        &stop,
+        None,
+        |_| {},
+        tracing::Span::none(),
+    )
+    .await
+    {
         eprintln!("{}: {e:#}", spec.name);
     }
 }

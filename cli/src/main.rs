@@ -29,6 +29,10 @@ struct Cli {
     /// Log lines as text, or as one JSON object each (level, target, fields, spans).
     #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export traces to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// http://127.0.0.1:4317); a worker passes it on to its connector processes.
+    #[arg(long, global = true, env = "SLUICE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -279,8 +283,26 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let logging = init_logging(cli.log_format);
+    let service = match &cli.command {
+        Command::Controller { .. } => "sluice-controller",
+        Command::Worker { .. } => "sluice-worker",
+        Command::Standalone { .. } => "sluice-standalone",
+        _ => "sluice",
+    };
+    let (logging, exporter) = {
+        // The exporter's connection runs on the runtime.
+        let _runtime = runtime.enter();
+        match init_logging(cli.log_format, cli.otlp_endpoint.as_deref(), service) {
+            Ok(logging) => logging,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let result = runtime.block_on(run(cli.command, logging));
+    // Sends the spans still waiting, on the runtime still running.
+    drop(exporter);
     // Whatever still runs (a stop that timed out) is dropped, which kills its connector
     // processes; blocking threads (a producer flush) are not waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -301,7 +323,13 @@ fn main() -> ExitCode {
 
 /// Logging to stderr as text or JSON lines, filtered by SLUICE_LOG (default `info`); returns
 /// what changes the levels at run time (the API's SetLogLevel) and the levels it started with.
-fn init_logging(format: LogFormat) -> (LogControl, BTreeMap<String, String>) {
+/// With `otlp`, spans also go to that OpenTelemetry collector, as `service`, until the
+/// returned exporter is dropped.
+fn init_logging(
+    format: LogFormat,
+    otlp: Option<&str>,
+    service: &str,
+) -> anyhow::Result<(Logging, Option<sluice_telemetry::Exporter>)> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::EnvFilter;
@@ -311,7 +339,15 @@ fn init_logging(format: LogFormat) -> (LogControl, BTreeMap<String, String>) {
         .unwrap_or_else(|| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(EnvFilter::new(&initial));
     let json = format == LogFormat::Json;
+    let (traces, exporter) = match otlp {
+        Some(endpoint) => {
+            let (layer, exporter) = sluice_telemetry::otlp_layer(endpoint, service, [])?;
+            (Some(layer), Some(exporter))
+        }
+        None => (None, None),
+    };
     tracing_subscriber::registry()
+        .with(traces)
         .with(filter)
         .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
@@ -335,10 +371,12 @@ fn init_logging(format: LogFormat) -> (LogControl, BTreeMap<String, String>) {
         let filter = EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     });
-    (control, [("root".to_string(), initial)].into())
+    Ok(((control, [("root".to_string(), initial)].into()), exporter))
 }
 
 type LogControl = Arc<dyn Fn(&BTreeMap<String, String>) -> Result<(), String> + Send + Sync>;
+/// What changes the log levels, and the levels logging started with.
+type Logging = (LogControl, BTreeMap<String, String>);
 
 async fn run(
     command: Command,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::codegen::http;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::batch::{SinkCodec, SinkFrame};
 use crate::proto::connector_server::{Connector as ConnectorRpc, ConnectorServer};
@@ -34,14 +35,9 @@ const FEATURES: &[&str] = &[proto::FEATURE_SINK_SHARED_MEMORY];
 
 /// Sets up logging to stderr and a runtime, serves `plugin`, and exits the process.
 pub fn main(plugin: Plugin) -> ! {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     crate::tune_allocator();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -53,7 +49,36 @@ pub fn main(plugin: Plugin) -> ! {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(serve(plugin)) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Spans go where the worker's go, when it exports them.
+    let (traces, exporter) = match std::env::var(sluice_telemetry::ENV_OTLP_ENDPOINT) {
+        Ok(endpoint) => {
+            let _runtime = runtime.enter();
+            let attributes = [("sluice.plugin", plugin.name.clone())];
+            match sluice_telemetry::otlp_layer(&endpoint, "sluice-connector", attributes) {
+                Ok((layer, exporter)) => (Some(layer), Some(exporter)),
+                Err(e) => {
+                    eprintln!("warning: no traces: {e:#}");
+                    (None, None)
+                }
+            }
+        }
+        Err(_) => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(traces)
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .try_init();
+    let result = runtime.block_on(serve(plugin));
+    // What is left of the spans goes before the exit.
+    drop(exporter);
+    match result {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -89,6 +114,10 @@ pub async fn serve(plugin: Plugin) -> anyhow::Result<()> {
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_frame_size(Some(H2_MAX_FRAME))
+        // A span per call, in the trace of the worker's call.
+        .layer(sluice_telemetry::ServerSpans::new(|path| {
+            path.ends_with("/Heartbeat")
+        }))
         .add_service(server)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
@@ -108,6 +137,7 @@ fn exit_with_parent() {
             let mut sink = std::io::sink();
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut sink);
             tracing::debug!("worker went away (stdin closed); exiting");
+            sluice_telemetry::flush();
             std::process::exit(0);
         });
     if let Err(e) = spawned {
@@ -218,7 +248,12 @@ impl tonic::server::StreamingService<SinkFrame> for SinkRpc {
             };
             let task = connector.task();
             let (tx, rx) = mpsc::channel(8);
-            tokio::spawn(run_sink(task, open, incoming, tx));
+            let starting = tracing::info_span!(
+                "start sink task",
+                connector = %open.connector_name,
+                task = open.task_id
+            );
+            tokio::spawn(run_sink(task, open, incoming, tx, starting));
             let stream: Self::ResponseStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
         })
@@ -257,7 +292,12 @@ impl tonic::server::StreamingService<proto::SourceRequest> for SourceRpc {
             };
             let task = connector.task();
             let (tx, rx) = mpsc::channel(8);
-            tokio::spawn(run_source(task, open, incoming, tx));
+            let starting = tracing::info_span!(
+                "start source task",
+                connector = %open.connector_name,
+                task = open.task_id
+            );
+            tokio::spawn(run_source(task, open, incoming, tx, starting));
             let stream: Self::ResponseStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
         })
@@ -473,6 +513,7 @@ async fn run_source(
     open: proto::SourceOpen,
     incoming: Streaming<proto::SourceRequest>,
     tx: Sender<SourceOut>,
+    starting: tracing::Span,
 ) {
     let flow = Arc::new(SourceFlow::default());
     let reader = tokio::spawn(read_source_requests(incoming, flow.clone()));
@@ -489,7 +530,7 @@ async fn run_source(
             .map(|p| (p.partition, p.offset))
             .collect(),
     };
-    let result = match task.start(ctx).await {
+    let result = match task.start(ctx).instrument(starting).await {
         Ok(()) => {
             if send_source(&tx, source_response::Kind::Opened(proto::SourceOpened {})).await {
                 drive_source(task.as_mut(), &flow, &tx, &mut errant).await
@@ -621,6 +662,7 @@ async fn run_sink(
     open: proto::SinkOpen,
     mut incoming: Streaming<SinkFrame>,
     tx: Sender<proto::SinkResponse>,
+    starting: tracing::Span,
 ) {
     let (released_tx, mut released) = mpsc::unbounded_channel();
     // Without it the worker sends every batch through the socket, as to any connector.
@@ -636,7 +678,7 @@ async fn run_sink(
         task_id: open.task_id,
         config: open.config.into_iter().collect(),
     };
-    let mut result = task.start(ctx).await;
+    let mut result = task.start(ctx).instrument(starting).await;
     let opened = proto::SinkOpened {
         shared_memory: shared.is_some(),
     };

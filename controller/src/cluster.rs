@@ -275,6 +275,7 @@ impl Cluster {
         &self,
         request: wire::SubmitTaskConfigsRequest,
     ) -> Result<bool, ApiError> {
+        let trace = sluice_telemetry::current();
         self.mutate(|state, writes| {
             let Some(record) = state.desired.connectors.get_mut(request.connector.as_str()) else {
                 return Ok(false);
@@ -299,9 +300,11 @@ impl Cluster {
                 return Ok(true);
             }
             let old = record.tasks.len() as u32;
+            let before = record.clone();
             record.tasks = tasks;
             record.tasks_version = request.config_version;
             record.kind = kind;
+            record.stamp(Some(&before), &trace);
             let new = record.tasks.len() as u32;
             let name = sluice_model::ConnectorName::from_trusted(request.connector.as_str());
             writes.push(Write::Connector(name, record.clone()));

@@ -149,10 +149,12 @@ impl Cluster {
         dry_run: bool,
     ) -> Result<(bool, api::ConnectorInfo, Vec<String>), ApiError> {
         config.insert("name".into(), name.to_string());
+        let trace = sluice_telemetry::current();
         self.mutate(|state, writes| {
             validate(state, name, &config)?;
             let mut changed = Vec::new();
-            let (created, record) = match state.desired.connectors.get(name) {
+            let before = state.desired.connectors.get(name);
+            let (created, mut record) = match before {
                 Some(_) if create_only => return Err(ApiError::AlreadyExists(name.into())),
                 Some(existing) => {
                     let mut record = existing.clone();
@@ -167,6 +169,7 @@ impl Cluster {
             };
             let info = views::info(state, name, &record);
             if !dry_run {
+                record.stamp(before, &trace);
                 save(state, writes, name, record);
             }
             Ok((created, info, changed))
@@ -255,8 +258,10 @@ impl Cluster {
     pub async fn restart_task(&self, name: &str, task: u32) -> Result<api::TaskStatus, ApiError> {
         self.mutate(|state, writes| {
             views::task_status(state, name, task)?;
-            let mut record = state.connector(name)?.clone();
+            let before = state.connector(name)?;
+            let mut record = before.clone();
             *record.task_restart_epochs.entry(task).or_default() += 1;
+            record.stamp(Some(before), &sluice_telemetry::current());
             save(state, writes, name, record);
             views::task_status(state, name, task)
         })
@@ -339,6 +344,7 @@ impl Cluster {
                         config_version: record.config_version,
                         target_state: record.target_state.to_wire() as i32,
                         restart_epoch: record.restart_epoch,
+                        trace_context: Default::default(),
                     }),
                     r#type: views::kind_of(state, record) as i32,
                     kind: Some(kind),
@@ -365,10 +371,13 @@ impl Cluster {
         name: &str,
         f: impl FnOnce(&State, &mut ConnectorRecord),
     ) -> Result<api::ConnectorStatus, ApiError> {
+        let trace = sluice_telemetry::current();
         self.mutate(|state, writes| {
-            let mut record = state.connector(name)?.clone();
+            let before = state.connector(name)?;
+            let mut record = before.clone();
             f(state, &mut record);
-            if state.desired.connectors.get(name) != Some(&record) {
+            if before != &record {
+                record.stamp(Some(before), &trace);
                 save(state, writes, name, record);
             }
             Ok(views::status(state, name, state.connector(name)?))

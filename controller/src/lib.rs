@@ -41,6 +41,14 @@ use crate::service::Api;
 use crate::store::Store;
 use crate::tls::{Peer, ServerTls, TlsListener};
 
+/// Calls too frequent or too plain to be worth a span: workers' heartbeats and status
+/// reports, health checks and reflection.
+pub(crate) fn untraced(path: &str) -> bool {
+    path.starts_with("/grpc.")
+        || path == "/sluice.cluster.v1.WorkerControl/Heartbeat"
+        || path == "/sluice.cluster.v1.WorkerControl/ReportStatus"
+}
+
 /// Services this server answers, as reflection lists them.
 const SERVED: &[&str] = &[
     "sluice.api.v1.ConnectorService",
@@ -212,6 +220,7 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         server = server.tls_config(tls).context("TLS of --listen")?;
     }
     let serve = server
+        .layer(sluice_telemetry::ServerSpans::new(untraced))
         .layer(GrpcGuard(guard))
         .add_service(reflection_v1)
         .add_service(reflection_alpha)

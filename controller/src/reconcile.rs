@@ -432,6 +432,7 @@ fn slice_for(
             config_version: record.config_version,
             target_state: record.target_state.to_wire() as i32,
             restart_epoch: record.restart_epoch,
+            trace_context: wire_map(&record.trace),
         },
         planning: false,
         tasks: Vec::new(),
@@ -448,6 +449,7 @@ fn slice_for(
                     .map(wire_map)
                     .unwrap_or_default(),
                 restart_epoch: record.task_restart_epochs.get(&t).copied().unwrap_or(0),
+                trace_context: record.task_traces.get(&t).map(wire_map).unwrap_or_default(),
             }),
         }
     }
@@ -480,6 +482,8 @@ mod tests {
             tasks_version: 1,
             task_restart_epochs: BTreeMap::new(),
             topics: Default::default(),
+            trace: BTreeMap::new(),
+            task_traces: BTreeMap::new(),
         }
     }
 

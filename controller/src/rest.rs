@@ -167,6 +167,7 @@ pub fn router(api: Api, guard: Arc<Guard>) -> Router {
         })
         .with_state(api)
         .layer(axum::middleware::from_fn_with_state(guard, guarded))
+        .layer(sluice_telemetry::ServerSpans::new(crate::untraced))
 }
 
 fn connector(name: String) -> Request<api::ConnectorRef> {

@@ -3,7 +3,7 @@
 //! change is a single atomic insert; every write is flushed (by the journal) before the caller
 //! answers, so a SIGKILL at any point leaves either the old or the new record, never a torn one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,13 @@ pub struct ConnectorRecord {
     /// Topics its tasks used since the last reset (Kafka Connect's active topics).
     #[serde(default)]
     pub topics: std::collections::BTreeSet<String>,
+    /// The trace context of the call that made the current config version, target state or
+    /// restart (empty if it was not traced): the connector's start joins that trace.
+    #[serde(default)]
+    pub trace: BTreeMap<String, String>,
+    /// The same for each task: the call that made its config or restarted it.
+    #[serde(default)]
+    pub task_traces: BTreeMap<u32, BTreeMap<String, String>>,
 }
 
 impl ConnectorRecord {
@@ -111,7 +118,38 @@ impl ConnectorRecord {
             tasks_version: 0,
             task_restart_epochs: BTreeMap::new(),
             topics: Default::default(),
+            trace: BTreeMap::new(),
+            task_traces: BTreeMap::new(),
         }
+    }
+
+    /// Records `trace` (the calling span's context) for what changed since `before`: the
+    /// connector when its config, target state or restart epoch did, each task whose config,
+    /// restart epoch or target state did.
+    pub fn stamp(&mut self, before: Option<&ConnectorRecord>, trace: &HashMap<String, String>) {
+        let trace: BTreeMap<String, String> =
+            trace.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let connector_changed = before.is_none_or(|b| {
+            b.config_version != self.config_version
+                || b.restart_epoch != self.restart_epoch
+                || b.target_state != self.target_state
+        });
+        if connector_changed {
+            self.trace = trace.clone();
+        }
+        for t in 0..self.tasks.len() as u32 {
+            let task_changed = before.is_none_or(|b| {
+                b.target_state != self.target_state
+                    || b.tasks_version != self.tasks_version
+                    || b.tasks.get(t as usize) != self.tasks.get(t as usize)
+                    || b.task_restart_epochs.get(&t) != self.task_restart_epochs.get(&t)
+            });
+            if task_changed {
+                self.task_traces.insert(t, trace.clone());
+            }
+        }
+        self.task_traces
+            .retain(|t, _| (*t as usize) < self.tasks.len());
     }
 }
 
@@ -399,6 +437,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_change_records_its_trace_on_what_it_changed_only() {
+        let trace = |id: &str| HashMap::from([("traceparent".to_string(), id.to_string())]);
+        let mut record = ConnectorRecord::new(BTreeMap::new(), TargetState::Running);
+        record.tasks = vec![BTreeMap::new(); 2];
+        record.tasks_version = 1;
+        record.stamp(None, &trace("created"));
+        let traced = |r: &ConnectorRecord| {
+            (
+                r.trace["traceparent"].clone(),
+                r.task_traces[&0]["traceparent"].clone(),
+                r.task_traces[&1]["traceparent"].clone(),
+            )
+        };
+        assert_eq!(traced(&record), ("created".into(), "created".into(), "created".into()));
+
+        let before = record.clone();
+        *record.task_restart_epochs.entry(1).or_default() += 1;
+        record.stamp(Some(&before), &trace("restart task 1"));
+        assert_eq!(
+            traced(&record),
+            ("created".into(), "created".into(), "restart task 1".into())
+        );
+
+        let before = record.clone();
+        record.config_version += 1;
+        record.stamp(Some(&before), &trace("new config"));
+        assert_eq!(record.trace["traceparent"], "new config");
+        assert_eq!(record.task_traces[&0]["traceparent"], "created");
+
+        let before = record.clone();
+        record.tasks = vec![[("k".to_string(), "v".to_string())].into()];
+        record.stamp(Some(&before), &trace("replanned"));
+        assert_eq!(record.trace["traceparent"], "new config");
+        assert_eq!(record.task_traces.len(), 1, "task 1 is gone");
+        assert_eq!(record.task_traces[&0]["traceparent"], "replanned");
+    }
+
+    #[test]
     fn records_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let record = ConnectorRecord {
@@ -411,6 +487,9 @@ mod tests {
             tasks_version: 3,
             task_restart_epochs: [(0, 2)].into(),
             topics: ["t".to_string()].into(),
+            trace: [("traceparent".to_string(), "00-a-b-01".to_string())].into(),
+            task_traces: [(0, [("traceparent".to_string(), "00-a-c-01".to_string())].into())]
+                .into(),
         };
         let status = StatusRecord {
             state: State::Failed,

@@ -162,6 +162,7 @@ impl tonic::service::Interceptor for Bearer {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        sluice_telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -208,7 +208,9 @@ pub async fn plan_tasks(
 /// One life of a connector process running tasks. `Ok` means a clean stop. `tasks` are the
 /// task configs to run, by task id (a unit runs one); `None` asks the connector to plan them
 /// first (the benchmarks run a connector whole). `running` is called with the process id
-/// once every task has opened. Restarts are the caller's (`unit::lifecycle`).
+/// once every task has opened. Restarts are the caller's (`unit::lifecycle`). `opening` is the
+/// span of the start: the launch and each task's opening (traced into the connector).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_process(
     spec: &ConnectorSpec,
     ctx: &WorkerContext,
@@ -216,8 +218,12 @@ pub async fn run_process(
     stop: &CancellationToken,
     tasks: Option<Vec<(u32, BTreeMap<String, String>)>>,
     running: impl FnOnce(u32),
+    opening: tracing::Span,
 ) -> anyhow::Result<()> {
-    let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    use tracing::Instrument as _;
+    let process = ConnectorProcess::launch(&spec.command, &spec.name)
+        .instrument(opening.clone())
+        .await?;
     let planned = match tasks {
         Some(tasks) => tasks,
         None => plan_tasks(&mut process.client.clone(), spec)
@@ -265,6 +271,7 @@ pub async fn run_process(
             opened: opened_tx.clone(),
             errors,
             metrics,
+            opening: std::sync::Mutex::new(Some(opening.clone())),
         };
         match spec.kind {
             ConnectorType::Sink => {
@@ -296,6 +303,7 @@ pub async fn run_process(
         }
     }
     drop(opened_tx);
+    drop(opening);
 
     let mut running = Some(running);
     let mut failure: Option<anyhow::Error> = None;

@@ -44,13 +44,16 @@ impl std::fmt::Display for PluginCommand {
     }
 }
 
-pub type Client = ConnectorClient<Channel>;
+/// The connection to a connector process: its calls carry the trace context of the span they
+/// are made in.
+pub type Conn = sluice_telemetry::Propagate<Channel>;
+pub type Client = ConnectorClient<Conn>;
 
 /// A running connector process, connected and past its handshake.
 pub struct ConnectorProcess {
     pub client: Client,
     /// The connection `client` uses, for calls with a codec of their own (the sink stream's).
-    pub channel: Channel,
+    pub channel: Conn,
     pub plugin: proto::PluginInfo,
     /// The features the connector agreed to in its handshake.
     pub features: Vec<String>,
@@ -233,6 +236,10 @@ pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDi
                 .collect::<Vec<_>>()
                 .join(","),
         )
+        .envs(
+            sluice_telemetry::endpoint()
+                .map(|endpoint| (sluice_telemetry::ENV_OTLP_ENDPOINT, endpoint)),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -260,8 +267,9 @@ pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDi
     Ok((child, dir, socket))
 }
 
-/// Waits for the connector to listen on `socket` (or exit), then opens a gRPC channel to it.
-pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<Channel> {
+/// Waits for the connector to listen on `socket` (or exit), then opens a gRPC channel to it
+/// whose calls carry the trace context of the span they are made in.
+pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Result<Conn> {
     let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -285,7 +293,7 @@ pub async fn connect(socket: &std::path::Path, child: &mut Child) -> anyhow::Res
         }))
         .await
         .context("open gRPC channel")?;
-    Ok(channel)
+    Ok(sluice_telemetry::Propagate(channel))
 }
 
 /// The last lines a connector printed (stdout and stderr), for the error of a launch that

@@ -51,6 +51,8 @@ pub struct TaskSpec {
     pub errors: Arc<ErrorReporter>,
     /// Its Prometheus metrics.
     pub metrics: crate::metrics::TaskMetrics,
+    /// The span of the task's start, ended once the connector opened it (or failed to).
+    pub opening: std::sync::Mutex<Option<tracing::Span>>,
 }
 
 impl TaskSpec {
@@ -64,11 +66,22 @@ impl TaskSpec {
         >,
         stream: &str,
     ) -> anyhow::Result<(tonic::Streaming<R>, R::Opened)> {
-        let mut responses = call
-            .await
-            .map_err(|s| anyhow::anyhow!("open {stream} stream: {}", s.message()))?
-            .into_inner();
-        let first = responses.message().await.map(|m| m.and_then(R::opening));
+        use tracing::Instrument as _;
+        let opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(tracing::Span::none);
+        let opened = async {
+            let mut responses = call
+                .await
+                .map_err(|s| anyhow::anyhow!("open {stream} stream: {}", s.message()))?
+                .into_inner();
+            let first = responses.message().await.map(|m| m.and_then(R::opening));
+            anyhow::Ok((responses, first))
+        };
+        let (responses, first) = opened.instrument(opening).await?;
         match first {
             Ok(Some(Ok(opened))) => {
                 let _ = self.opened.send(self.task_id);

@@ -10,6 +10,7 @@ use sluice_proto::api::v1 as api;
 use sluice_proto::cluster::v1 as wire;
 use sluice_proto::connector::v1::{self as proto, ConnectorType};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Planner, UnitHost};
 use crate::host::process::ConnectorProcess;
@@ -117,13 +118,22 @@ async fn connector_instance(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let spec = host.spec(config)?;
-    let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+    // The start joins the trace of the call that made this config (or restart).
+    let start = tracing::info_span!("start connector", connector = %config.name);
+    sluice_telemetry::follow(&start, &config.trace_context);
+    let process = ConnectorProcess::launch(&spec.command, &spec.name)
+        .instrument(start.clone())
+        .await?;
     let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), None);
     crate::metrics::worker().process_started(labels.clone(), process.pid);
     let mut client = process.client.clone();
     let watched = async {
-        validate(&mut client, &spec).await?;
-        plan(host, &mut client, &spec, config, stop).await?;
+        async {
+            validate(&mut client, &spec).await?;
+            plan(host, &mut client, &spec, config, stop).await
+        }
+        .instrument(start)
+        .await?;
         let state = if config.target_state == api::TargetState::Paused as i32 {
             api::State::Paused
         } else {
@@ -144,7 +154,9 @@ async fn connector_instance(
                 event = events.message() => match event {
                     Ok(Some(proto::MonitorEvent { kind: Some(proto::monitor_event::Kind::Reconfigure(r)) })) => {
                         tracing::info!(connector = %spec.name, reason = %r.reason, "the connector asks for its tasks to be planned again");
-                        plan(host, &mut client, &spec, config, stop).await?;
+                        plan(host, &mut client, &spec, config, stop)
+                            .instrument(tracing::info_span!("plan connector again", connector = %spec.name))
+                            .await?;
                     }
                     Ok(Some(_)) => {}
                     // The connector will never ask: its process is not needed any more.
@@ -284,6 +296,8 @@ pub(super) async fn run_task(
     };
     let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), Some(task.task));
     let life = || async {
+        let opening = tracing::info_span!("start task", connector = %spec.name, task = task.task);
+        sluice_telemetry::follow(&opening, &task.trace_context);
         let pid = std::sync::atomic::AtomicU32::new(0);
         let run = run_process(
             &spec,
@@ -296,6 +310,7 @@ pub(super) async fn run_task(
                 crate::metrics::worker().process_started(labels.clone(), p);
                 host.report(key, api::State::Running, "")
             },
+            opening,
         );
         // While it runs, newly used topics go to the controller with the RUNNING state.
         let topics = async {

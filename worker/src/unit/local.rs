@@ -22,8 +22,11 @@ pub struct LocalPlanner {
 struct Local {
     generation: u64,
     /// By name: the connector's config and its task configs (empty until planned).
-    connectors: BTreeMap<String, (wire::ConnectorConfig, Vec<wire::TaskConfig>)>,
+    /// Each connector's config, its task configs and the trace context of their planning.
+    connectors: BTreeMap<String, (wire::ConnectorConfig, Vec<wire::TaskConfig>, Trace)>,
 }
+
+type Trace = std::collections::HashMap<String, String>;
 
 impl LocalPlanner {
     /// Starts with every connector's planning instance assigned (running) and no tasks yet.
@@ -37,8 +40,9 @@ impl LocalPlanner {
                     config_version: 1,
                     target_state: api::TargetState::Running as i32,
                     restart_epoch: 0,
+                    trace_context: Default::default(),
                 };
-                (name, (config, Vec::new()))
+                (name, (config, Vec::new(), Trace::new()))
             })
             .collect();
         let (assignments, receiver) = watch::channel(None);
@@ -61,7 +65,7 @@ impl LocalPlanner {
     /// assignment. False for an unknown connector or an old config version.
     pub fn submit(&self, request: wire::SubmitTaskConfigsRequest) -> bool {
         let mut state = self.lock();
-        let Some((config, tasks)) = state.connectors.get_mut(&request.connector) else {
+        let Some((config, tasks, trace)) = state.connectors.get_mut(&request.connector) else {
             return false;
         };
         if config.config_version != request.config_version {
@@ -75,6 +79,8 @@ impl LocalPlanner {
                 tracing::info!(connector = %request.connector, tasks = count, "task configs changed: restarting the tasks whose configs changed");
             }
             *tasks = request.tasks;
+            // The tasks start as part of the planning's trace.
+            *trace = sluice_telemetry::current();
             self.publish(&mut state);
         }
         true
@@ -86,7 +92,7 @@ impl LocalPlanner {
             generation: state.generation,
             ..Default::default()
         };
-        for (name, (config, tasks)) in &state.connectors {
+        for (name, (config, tasks, trace)) in &state.connectors {
             assignment.connectors.push(config.clone());
             assignment.planning.push(name.clone());
             for (id, task) in tasks.iter().enumerate() {
@@ -95,6 +101,7 @@ impl LocalPlanner {
                     task: id as u32,
                     config: task.config.clone(),
                     restart_epoch: 0,
+                    trace_context: trace.clone(),
                 });
             }
         }

@@ -24,9 +24,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::host::process::Conn;
 use sluice_data::converter::{ConversionError, Converter, Passthrough, DATA_EXCEPTION};
 use sluice_data::record::Record;
-use tonic::transport::Channel;
 
 use self::fetch::{FetchQueue, Fetched, ForwardTo};
 use self::shared::SharedMemory;
@@ -185,7 +185,7 @@ async fn send(tx: &Sender, kind: sink_request::Kind) {
 /// goes out as [`wire::grpc_frames`], a batch's records as the bytes the poll thread wrote.
 /// The responses are decoded as every client decodes them.
 async fn open_sink(
-    mut channel: Channel,
+    mut channel: Conn,
     requests: mpsc::Receiver<Outgoing>,
 ) -> Result<tonic::Response<tonic::Streaming<proto::SinkResponse>>, tonic::Status> {
     use futures::StreamExt as _;
@@ -237,7 +237,7 @@ async fn open_sink(
 }
 
 impl SinkTaskRunner {
-    pub async fn run(&self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(&self, channel: Conn, stop: CancellationToken) -> anyhow::Result<()> {
         let (ask_tx, asks) = mpsc::unbounded_channel();
         let consumer: Arc<SinkConsumer> = Arc::new(
             self.consumer_config
@@ -280,7 +280,7 @@ impl SinkTaskRunner {
 
     async fn stream(
         &self,
-        channel: Channel,
+        channel: Conn,
         consumer: &Arc<SinkConsumer>,
         mut batches: mpsc::Receiver<anyhow::Result<Polled>>,
         mut asks: mpsc::UnboundedReceiver<PositionsQuery>,

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::host::process::Conn;
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -15,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::transport::Channel;
 
 use sluice_data::converter::{
     dead_letter_bytes, ConversionError, Converter, DATA_EXCEPTION, HEADER_CONVERTER,
@@ -126,7 +126,7 @@ impl SourceTaskRunner {
     /// Runs the task until `stop` (a clean drain) or a failure. Either way, every record handed
     /// to the producer is waited for and its position committed (at-least-once), or the open
     /// transaction is aborted (exactly-once), before returning.
-    pub async fn run(&self, channel: Channel, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(&self, channel: Conn, stop: CancellationToken) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel(64);
         match &self.transactions {
             None => {
@@ -156,7 +156,7 @@ impl SourceTaskRunner {
     /// fall due, and a clean stop on `stop`. Settling comes first: acks before new reads.
     async fn pipeline(
         &self,
-        channel: Channel,
+        channel: Conn,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
         delivery: &mut Delivery<'_>,
@@ -213,7 +213,7 @@ impl SourceTaskRunner {
     /// Reads the committed positions, opens the task's stream and grants the first credit.
     async fn open(
         &self,
-        channel: Channel,
+        channel: Conn,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
     ) -> anyhow::Result<tonic::Streaming<SourceFrame>> {

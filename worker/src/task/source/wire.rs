@@ -9,18 +9,18 @@
 
 use std::ops::Range;
 
+use crate::host::process::Conn;
 use bytes::{Buf as _, Bytes};
 use prost::{DecodeError, Message as _};
 use sluice_proto::codec::SliceEncoder;
 use sluice_proto::connector::v1::{self as proto, source_response};
 use sluice_proto::wire::{each_field_once, next_field, utf8, Field, PlainData};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// Opens a task's source stream on `channel`: `requests` out, [`SourceFrame`]s back.
 pub async fn open(
-    channel: Channel,
+    channel: Conn,
     requests: impl tokio_stream::Stream<Item = proto::SourceRequest> + Send + 'static,
 ) -> Result<tonic::Response<tonic::Streaming<SourceFrame>>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)
