@@ -771,3 +771,160 @@ fn connector_output_is_logged_at_the_level_each_line_names() {
     assert!(!log.contains("debug detail"), "DEBUG filtered out:\n{log}");
     sluice.stop_cleanly();
 }
+
+/// Resident memory of process `pid`, in bytes (VmRSS).
+fn resident_bytes(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Connectors that misbehave are stopped, each with an error naming what it did, and harm no
+/// one else: beside a datagen → file pipeline on the same worker, one connector floods the
+/// worker with batches it has no credit for, one sends a batch past the 256 MiB message limit,
+/// one prints a 1 MiB line that is not UTF-8 and then prints in a loop (throttled, cut, and
+/// kept running), and one answers the worker's connection with random bytes. The worker stays
+/// up, small, and the pipeline keeps flowing.
+#[test]
+fn misbehaving_connectors_are_stopped_without_harming_the_worker_or_its_other_connectors() {
+    use harness::cluster::{datagen, file_sink, pairs, Api};
+    use sluice_proto::api::v1 as api;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let hostile = plugins.join("hostile");
+    std::os::unix::fs::symlink(repo().join("tests/fixtures/hostile-connector"), &hostile).unwrap();
+    let kafka = DevKafka::start(dir.path(), &["healthy:1"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
+    let file = "worker-w1.properties";
+    std::fs::write(
+        dir.path().join(file),
+        format!("plugin.path={}\n", plugins.display()),
+    )
+    .unwrap();
+    let worker = Sluice::start_with_env(
+        dir.path(),
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--controller",
+            &controller.url(),
+            "--kafka",
+            &kafka.bootstrap,
+            file,
+        ],
+        &python_env(),
+    );
+    let api = Api::new(&controller.address);
+    wait_for("the worker to join", Duration::from_secs(60), || {
+        api.live_workers() == 1
+    });
+
+    let out = dir.path().join("out.txt");
+    let running = api::TargetState::Running;
+    api.create("gen", &pairs(&datagen("healthy", "1", "500")), running);
+    api.create(
+        "out",
+        &pairs(&file_sink("healthy", out.to_str().unwrap())),
+        running,
+    );
+    let hostile_config = |mode: &'static str| {
+        vec![
+            ("connector.class", "HostileSource"),
+            ("topic", "hostile"),
+            ("mode", mode),
+            ("restart.max.attempts", "1"),
+            ("restart.backoff.initial.ms", "100"),
+        ]
+    };
+    for mode in ["flood", "huge", "chatty"] {
+        api.create(mode, &hostile_config(mode), running);
+    }
+
+    let trace_of = |name: &str, task: bool| -> Option<(api::State, String)> {
+        let status = api.status(name).ok()?;
+        if task {
+            let t = status.tasks.first()?;
+            Some((t.state(), t.trace.clone()))
+        } else {
+            let c = status.connector?;
+            Some((c.state(), c.trace))
+        }
+    };
+    let failed_with = |name: &str, task: bool, needle: &str| {
+        let mut last = None;
+        let timeout = Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            last = trace_of(name, task).or(last);
+            if let Some((api::State::Failed, trace)) = &last {
+                assert!(trace.contains(needle), "{name}: {trace}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not FAILED within {timeout:?}: {last:?}\n{}",
+                worker.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    failed_with("flood", true, "does not keep to its credit");
+    failed_with("huge", true, "too large");
+    wait_for("the chatty task running", Duration::from_secs(60), || {
+        trace_of("chatty", true).is_some_and(|(s, _)| s == api::State::Running)
+    });
+    // From now on a new launch of it is no gRPC server.
+    std::fs::write(plugins.join("hostile.garbage"), "").unwrap();
+    api.create("garbage", &hostile_config("chatty"), running);
+    failed_with("garbage", false, "handshake");
+
+    // The chatty one keeps running: its output is cut and throttled, not fatal.
+    wait_for(
+        "the chatty connector's output throttled",
+        Duration::from_secs(60),
+        || {
+            worker
+                .output()
+                .contains("output lines dropped: more than 1000 a second")
+        },
+    );
+    let log = worker.output();
+    assert!(
+        log.contains("[cut: longer than 16 KiB]"),
+        "a long line is cut"
+    );
+    assert!(
+        log.contains("start of a long line \u{FFFD}\u{FFFD} yyy"),
+        "bytes that are not UTF-8 are replaced"
+    );
+    assert_eq!(
+        trace_of("chatty", true).map(|(s, _)| s),
+        Some(api::State::Running)
+    );
+
+    // The worker is up, small, and the pipeline still flows.
+    let before = count_lines(&out);
+    wait_for(
+        "the healthy pipeline to keep flowing",
+        Duration::from_secs(30),
+        || count_lines(&out) > before + 500,
+    );
+    assert!(
+        api.status("gen").unwrap().tasks[0].state() == api::State::Running
+            && api.status("out").unwrap().tasks[0].state() == api::State::Running
+    );
+    let rss = resident_bytes(worker.pid());
+    assert!(
+        rss > 0 && rss < 300 << 20,
+        "worker resident memory {rss} bytes"
+    );
+    assert!(
+        total_records(&kafka.bootstrap, "healthy") > 0,
+        "records reached Kafka"
+    );
+}

@@ -450,7 +450,10 @@ mod tests {
                 r.task_traces[&1]["traceparent"].clone(),
             )
         };
-        assert_eq!(traced(&record), ("created".into(), "created".into(), "created".into()));
+        assert_eq!(
+            traced(&record),
+            ("created".into(), "created".into(), "created".into())
+        );
 
         let before = record.clone();
         *record.task_restart_epochs.entry(1).or_default() += 1;
@@ -488,8 +491,11 @@ mod tests {
             task_restart_epochs: [(0, 2)].into(),
             topics: ["t".to_string()].into(),
             trace: [("traceparent".to_string(), "00-a-b-01".to_string())].into(),
-            task_traces: [(0, [("traceparent".to_string(), "00-a-c-01".to_string())].into())]
-                .into(),
+            task_traces: [(
+                0,
+                [("traceparent".to_string(), "00-a-c-01".to_string())].into(),
+            )]
+            .into(),
         };
         let status = StatusRecord {
             state: State::Failed,

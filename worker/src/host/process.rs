@@ -13,7 +13,7 @@ use sluice_proto::connector::v1::{
     self as proto, connector_client::ConnectorClient, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW,
     MAX_MESSAGE_BYTES,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
@@ -304,9 +304,48 @@ pub struct OutputTail {
     capacity: usize,
 }
 
+/// Longest connector output line passed on whole; the rest of a longer line is dropped.
+pub const MAX_OUTPUT_LINE: usize = 16 * 1024;
+/// Output lines passed on per second from each of a connector's stdout and stderr; more are
+/// counted and dropped (and said so), so a connector printing in a loop cannot flood the
+/// worker's log or take its CPU.
+pub const MAX_OUTPUT_LINES_PER_SECOND: u32 = 1000;
+
+/// Reads one line into `line` (without its end), at most `max` bytes of it: the rest of a
+/// longer line is read and dropped. `None` at the end of the stream; else whether it was cut.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    let (mut cut, mut any) = (false, false);
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(any.then_some(cut));
+        }
+        any = true;
+        let end = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..end.unwrap_or(available.len())];
+        let room = max.saturating_sub(line.len());
+        cut |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = end.map_or(available.len(), |i| i + 1);
+        reader.consume(used);
+        if end.is_some() {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(cut));
+        }
+    }
+}
+
 impl OutputTail {
     /// Reads the child's stdout and stderr line by line, handing each line to `each` and
-    /// keeping the last `capacity`.
+    /// keeping the last `capacity`. Lines are cut at [`MAX_OUTPUT_LINE`] bytes, read as UTF-8
+    /// (anything else replaced), and at most [`MAX_OUTPUT_LINES_PER_SECOND`] a second reach
+    /// `each`.
     pub fn collect(
         child: &mut Child,
         capacity: usize,
@@ -324,10 +363,42 @@ impl OutputTail {
             let tail = tail.clone();
             let each = each.clone();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(reader).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    each(&line);
+                let mut reader = BufReader::new(reader);
+                let mut bytes = Vec::new();
+                let (mut window, mut passed, mut dropped) = (std::time::Instant::now(), 0, 0u64);
+                let told = |dropped: u64| {
+                    format!(
+                        "WARN {dropped} output lines dropped: more than \
+                         {MAX_OUTPUT_LINES_PER_SECOND} a second"
+                    )
+                };
+                loop {
+                    bytes.clear();
+                    let cut = match read_line_capped(&mut reader, &mut bytes, MAX_OUTPUT_LINE).await
+                    {
+                        Ok(Some(cut)) => cut,
+                        Ok(None) | Err(_) => break,
+                    };
+                    let mut line = String::from_utf8_lossy(&bytes).into_owned();
+                    if cut {
+                        line.push_str(" [cut: longer than 16 KiB]");
+                    }
+                    if window.elapsed() >= Duration::from_secs(1) {
+                        if dropped > 0 {
+                            each(&told(dropped));
+                        }
+                        (window, passed, dropped) = (std::time::Instant::now(), 0, 0);
+                    }
+                    if passed < MAX_OUTPUT_LINES_PER_SECOND {
+                        passed += 1;
+                        each(&line);
+                    } else {
+                        dropped += 1;
+                    }
                     tail.push(line);
+                }
+                if dropped > 0 {
+                    each(&told(dropped));
                 }
             });
         }
@@ -473,8 +544,33 @@ async fn supervise(
 
 #[cfg(test)]
 mod tests {
-    use super::line_level;
+    use super::{line_level, read_line_capped};
     use tracing::Level;
+
+    #[tokio::test]
+    async fn output_lines_are_cut_at_the_limit_and_read_whatever_their_bytes() {
+        let long = "x".repeat(100);
+        let mut bytes = format!("short\r\n{long}\nnext\n").into_bytes();
+        bytes.extend_from_slice(b"\xef\xbf\xbd\xff-free\nlast\xfe\n");
+        // A tiny buffer: lines span many reads.
+        let mut reader = tokio::io::BufReader::with_capacity(7, &bytes[..]);
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        while let Some(cut) = read_line_capped(&mut reader, &mut line, 10).await.unwrap() {
+            lines.push((String::from_utf8_lossy(&line).into_owned(), cut));
+            line.clear();
+        }
+        assert_eq!(
+            lines,
+            [
+                ("short".to_string(), false),
+                ("x".repeat(10), true),
+                ("next".to_string(), false),
+                ("\u{FFFD}\u{FFFD}-free".to_string(), false),
+                ("last\u{FFFD}".to_string(), false),
+            ]
+        );
+    }
 
     #[test]
     fn connector_lines_carry_their_level() {

@@ -3,6 +3,7 @@
 //! of a batch and of all batches before it.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,17 +100,60 @@ fn credit_of(batch: &WireBatch) -> source_request::Kind {
     })
 }
 
+/// The credit the connector holds, as the worker counts it: what was granted, less what its
+/// batches used. A batch it had no credit for is a connector flooding the worker.
+#[derive(Default)]
+struct Held {
+    records: AtomicI64,
+    bytes: AtomicI64,
+}
+
+impl Held {
+    /// Counts credit granted; called before the grant is sent, so a batch sent on it is never
+    /// read before it is counted.
+    fn grant(&self, credit: &source_request::Kind) {
+        if let source_request::Kind::Credit(c) = credit {
+            self.records.fetch_add(c.records as i64, Ordering::AcqRel);
+            self.bytes.fetch_add(c.bytes as i64, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes a batch's cost out of the credit, or fails when the connector had not the credit
+    /// to send it (docs/connector-protocol.md, "Credits").
+    fn debit(&self, batch: &WireBatch) -> anyhow::Result<()> {
+        let records = self.records.load(Ordering::Acquire);
+        let bytes = self.bytes.load(Ordering::Acquire);
+        let count = batch.records.len() as i64;
+        if count > records || bytes <= 0 {
+            bail!(
+                "the connector sent a batch of {count} records ({} bytes) while it held credit                  for {records} records and {bytes} bytes: it does not keep to its credit",
+                batch.encoded_len
+            );
+        }
+        self.records.fetch_sub(count, Ordering::AcqRel);
+        self.bytes
+            .fetch_sub(batch.encoded_len as i64, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
 /// Reads and decodes the source stream beside the pipeline's loop, so the next batch is read
 /// while the last one is converted and produced. Ends after passing on an error, or when the
 /// loop is gone.
 async fn read_events(
     mut responses: tonic::Streaming<SourceFrame>,
+    held: Arc<Held>,
     out: mpsc::Sender<anyhow::Result<Event>>,
 ) {
     loop {
-        let Some(event) = event(responses.message().await).transpose() else {
+        let Some(mut event) = event(responses.message().await).transpose() else {
             continue;
         };
+        if let Ok(Event::Batch(batch, _)) = &event {
+            if let Err(e) = held.debit(batch) {
+                event = Err(e);
+            }
+        }
         let failed = event.is_err();
         if out.send(event).await.is_err() || failed {
             return;
@@ -162,10 +206,15 @@ impl SourceTaskRunner {
         delivery: &mut Delivery<'_>,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let responses = self.open(channel, rx, tx).await?;
+        let held = Arc::new(Held::default());
+        let responses = self.open(channel, rx, tx, &held).await?;
         // One decoded batch waits while the loop works on the one before it.
         let (events_tx, mut events) = mpsc::channel(1);
-        let _reader = AbortOnDropHandle::new(tokio::spawn(read_events(responses, events_tx)));
+        let _reader = AbortOnDropHandle::new(tokio::spawn(read_events(
+            responses,
+            held.clone(),
+            events_tx,
+        )));
         let mut due = delivery.due();
         let mut stopping = false;
         loop {
@@ -183,6 +232,7 @@ impl SourceTaskRunner {
                         // Credit is returned exactly as the connector debited it: records,
                         // and the encoded size of the batch message.
                         delivery.produce(self, tx, *batch).await?;
+                        held.grant(&credit);
                         send(tx, credit).await;
                     }
                     Event::Stopped => return delivery.stopped(self, tx).await,
@@ -216,6 +266,7 @@ impl SourceTaskRunner {
         channel: Conn,
         rx: mpsc::Receiver<proto::SourceRequest>,
         tx: &Sender,
+        held: &Held,
     ) -> anyhow::Result<tonic::Streaming<SourceFrame>> {
         let positions = self
             .offsets
@@ -237,14 +288,12 @@ impl SourceTaskRunner {
             .task
             .open_stream(wire::open(channel, ReceiverStream::new(rx)), "source")
             .await?;
-        send(
-            tx,
-            source_request::Kind::Credit(proto::Credit {
-                records: CREDIT_RECORDS,
-                bytes: CREDIT_BYTES,
-            }),
-        )
-        .await;
+        let credit = source_request::Kind::Credit(proto::Credit {
+            records: CREDIT_RECORDS,
+            bytes: CREDIT_BYTES,
+        });
+        held.grant(&credit);
+        send(tx, credit).await;
         Ok(responses)
     }
 
