@@ -569,7 +569,6 @@ fn worker_context(bootstrap: &str, offsets: Arc<OffsetStore>) -> WorkerContext {
         flush_interval: DEFAULT_OFFSET_FLUSH_INTERVAL,
         task_shutdown_timeout: sluice_worker::settings::DEFAULT_TASK_SHUTDOWN_TIMEOUT,
         stop_failures: Default::default(),
-        redactor: Default::default(),
     }
 }
 

@@ -123,8 +123,6 @@ pub struct WorkerContext {
     pub task_shutdown_timeout: Duration,
     /// Where a stop that ended in a failure is recorded, for the process's exit status.
     pub stop_failures: Arc<crate::stop::StopFailures>,
-    /// The secrets this worker knows, hidden from what it reports.
-    pub redactor: crate::providers::Redactor,
 }
 
 /// The worker's producer settings: idempotent, `acks=all`, then the user's overrides.
@@ -258,7 +256,6 @@ pub async fn run_process(
             &spec.name,
             id,
             &ctx.producer_config,
-            ctx.redactor.clone(),
             metrics.clone(),
         )?);
         let task = TaskSpec {

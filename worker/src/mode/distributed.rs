@@ -157,7 +157,6 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         flush_interval: settings.offset_flush_interval,
         task_shutdown_timeout: settings.task_shutdown_timeout,
         stop_failures: Default::default(),
-        redactor: crate::providers::Redactor::process(),
     };
     let host = Arc::new(UnitHost::new(
         WorkerId::new(options.worker_id.clone()),

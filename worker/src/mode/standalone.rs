@@ -147,7 +147,6 @@ pub async fn run(options: StandaloneOptions, shutdown: CancellationToken) -> any
         flush_interval: worker.offset_flush_interval,
         task_shutdown_timeout: worker.task_shutdown_timeout,
         stop_failures: Default::default(),
-        redactor: crate::providers::Redactor::process(),
     };
 
     // The same supervisor as a distributed worker's, fed by an in-process planner: each task

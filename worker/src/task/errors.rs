@@ -115,7 +115,6 @@ impl ErrorReporter {
         connector: &str,
         task: u32,
         producer_config: &ClientConfig,
-        redactor: crate::providers::Redactor,
         metrics: crate::metrics::TaskMetrics,
     ) -> anyhow::Result<ErrorReporter> {
         let dlq = match &policy.dlq_topic {
@@ -133,7 +132,7 @@ impl ErrorReporter {
             connector: connector.to_string(),
             task,
             dlq,
-            redactor,
+            redactor: crate::providers::Redactor::process(),
             metrics,
         })
     }
@@ -338,7 +337,6 @@ mod tests {
             "c",
             0,
             &ClientConfig::new(),
-            Default::default(),
             crate::metrics::worker().task("c", 0, true),
         )
         .unwrap()

@@ -58,7 +58,7 @@ async fn with_restarts<F, Fut>(
         };
         let next = restarts.on_failure(&error, started.elapsed());
         // A connector's error may quote what it was given.
-        let error = host.ctx.redactor.redact(&format!("{error:#}"));
+        let error = crate::providers::Redactor::process().redact(&format!("{error:#}"));
         match next {
             Next::Restart { delay, attempt } => {
                 crate::metrics::worker().restarting(&labels);
@@ -335,7 +335,7 @@ pub(super) async fn run_task(
         result
     };
     with_restarts(host, key, spec.restart.clone(), stop, life, |e| {
-        let error = host.ctx.redactor.redact(&format!("{e:#}"));
+        let error = crate::providers::Redactor::process().redact(&format!("{e:#}"));
         tracing::warn!(connector = %spec.name, task = task.task, "stopped after failure: {error}");
         host.ctx.stop_failures.record(crate::stop::StopFailure {
             unit: format!("task {}-{}", spec.name, task.task),

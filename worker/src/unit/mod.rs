@@ -110,7 +110,7 @@ impl UnitHost {
         topics: Vec<String>,
     ) {
         // A connector's error may quote what it was given: secrets are hidden from traces.
-        let trace = self.ctx.redactor.redact(&trace.into());
+        let trace = crate::providers::Redactor::process().redact(&trace.into());
         let _ = self.statuses.send(StatusUpdate {
             key: key.clone(),
             state: Some((state, trace, topics)),
@@ -179,7 +179,7 @@ impl UnitHost {
             .providers
             .resolve(config)
             .map_err(|e| Fatal(format!("config provider: {e}")))?;
-        self.ctx.redactor.learn(resolved.secrets);
+        crate::providers::Redactor::process().learn(resolved.secrets);
         let class = config.get("connector.class").map(String::as_str);
         if let Some((entry, class)) = class.and_then(|c| self.registry.resolve(c)) {
             let passwords = entry
@@ -189,7 +189,7 @@ impl UnitHost {
                 .flatten()
                 .filter(|d| d.r#type == proto::ConfigType::Password as i32)
                 .filter_map(|d| resolved.config.get(&d.name).cloned());
-            self.ctx.redactor.learn(passwords);
+            crate::providers::Redactor::process().learn(passwords);
         }
         Ok(resolved.config)
     }

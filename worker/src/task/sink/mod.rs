@@ -236,6 +236,9 @@ async fn open_sink(
     ))
 }
 
+/// How often the consumer lag metric is worked out while batches flow (and at every flush).
+const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SinkTaskRunner {
     pub async fn run(&self, channel: Conn, stop: CancellationToken) -> anyhow::Result<()> {
         let (ask_tx, asks) = mpsc::unbounded_channel();
@@ -334,6 +337,7 @@ impl SinkTaskRunner {
         let mut flushing: Option<u64> = None;
         let mut final_flush: Option<u64> = None;
         let mut stopping = false;
+        let mut lag_at = std::time::Instant::now();
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -424,6 +428,8 @@ impl SinkTaskRunner {
                     }
                 }
                 _ = ticker.tick(), if flushing.is_none() && sent_since_flush && !stopping => {
+                    self.task.metrics.sink_consumer_lag.set(fetch::lag(consumer, &sent));
+                    lag_at = std::time::Instant::now();
                     flush_id += 1;
                     flushing = Some(flush_id);
                     sent_since_flush = false;
@@ -446,7 +452,11 @@ impl SinkTaskRunner {
                         self.task.counters.note_topic(topic);
                     }
                     sent.extend(polled.offsets);
-                    self.task.metrics.sink_consumer_lag.set(fetch::lag(consumer, &sent));
+                    // Off the per-batch path: at most once a LAG_INTERVAL, and at each flush.
+                    if lag_at.elapsed() >= LAG_INTERVAL {
+                        self.task.metrics.sink_consumer_lag.set(fetch::lag(consumer, &sent));
+                        lag_at = std::time::Instant::now();
+                    }
                     let outgoing = match shared.as_mut().and_then(|s| s.write(seq, &polled.records)) {
                         Some(batch) => {
                             in_shared += 1;
