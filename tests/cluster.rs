@@ -1992,3 +1992,128 @@ fn one_trace_follows_a_connector_from_the_api_call_into_its_connector_processes(
         "{spans:#?}"
     );
 }
+
+/// A rolling restart with `sluice cluster drain`: each of three workers in turn is drained
+/// (its units move to the other two, each stopped and committed before it starts there), exits
+/// by itself with status 0, and is started again; datagen's sequence numbers and a file sink
+/// count at the end: nothing lost, nothing replayed — in Kafka or in the sink's file.
+#[test]
+fn a_rolling_restart_with_drain_moves_every_unit_first_and_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = DevKafka::start(dir.path(), &["rolled:6"]);
+    let controller = Controller::start(dir.path(), "127.0.0.1:0", WORKER_TIMEOUT);
+    let api = Api::new(&controller.address);
+    let ids = ["w1", "w2", "w3"];
+    let mut workers: BTreeMap<&str, Sluice> = ids
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap),
+            )
+        })
+        .collect();
+    wait_for("three workers", TIMEOUT, || api.live_workers() == 3);
+    api.create(
+        "gen",
+        &pairs(&datagen("rolled", "6", "1200")),
+        api::TargetState::Running,
+    );
+    let out = dir.path().join("rolled.txt");
+    let sink = file_sink("rolled", out.to_str().unwrap());
+    api.create("out", &pairs(&sink), api::TargetState::Running);
+    // Every task of `name` RUNNING, on `on` only (the spread is the scheduler's).
+    let running_on = |name: &str, n: usize, on: &[&str]| {
+        let tasks = tasks(&api, name);
+        tasks.len() == n
+            && tasks
+                .values()
+                .all(|(s, w)| *s == api::State::Running && on.contains(&w.as_str()))
+    };
+    wait_for("every task RUNNING", TIMEOUT, || {
+        running_on("gen", 6, &ids) && running_on("out", 1, &ids)
+    });
+
+    for id in ids {
+        let flowing = total_records(&kafka.bootstrap, "rolled");
+        wait_for("records flowing", TIMEOUT, || {
+            total_records(&kafka.bootstrap, "rolled") > flowing + 500
+        });
+        let (code, stdout, stderr) = run_sluice(
+            dir.path(),
+            &[
+                "cluster",
+                "--controller",
+                &controller.url(),
+                "drain",
+                id,
+                "--timeout",
+                "60",
+            ],
+        );
+        assert_eq!(code, 0, "drain {id}: {stdout}{stderr}");
+        assert!(stdout.contains(&format!("{id} drained")), "{stdout}");
+        let status = workers.get_mut(id).unwrap().wait(Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "{id} exits by itself, cleanly: {status:?}"
+        );
+        let others: Vec<&str> = ids.iter().copied().filter(|w| *w != id).collect();
+        // Its units were placed elsewhere before it exited (a plain stop would leave them on
+        // it until the controller gives it up)...
+        for name in ["gen", "out"] {
+            let placed = tasks(&api, name);
+            assert!(
+                placed.values().all(|(_, w)| w != id),
+                "{id} exited with {name}'s units still on it: {placed:?}"
+            );
+        }
+        // ...and released before it exited; their new owners start them.
+        wait_for("its units RUNNING on the other two", TIMEOUT, || {
+            running_on("gen", 6, &others) && running_on("out", 1, &others)
+        });
+        workers.insert(
+            id,
+            start_worker(dir.path(), id, &controller.url(), &kafka.bootstrap),
+        );
+        wait_for("the worker back", TIMEOUT, || api.live_workers() == 3);
+    }
+    // An unknown worker cannot be drained.
+    let (code, _, stderr) = run_sluice(
+        dir.path(),
+        &[
+            "cluster",
+            "--controller",
+            &controller.url(),
+            "drain",
+            "nobody",
+        ],
+    );
+    assert_eq!(code, 3, "NOT_FOUND's exit code");
+    assert!(stderr.contains("no connected worker nobody"), "{stderr}");
+
+    api.target("gen", "pause");
+    wait_for("datagen PAUSED", TIMEOUT, || {
+        let gen = tasks(&api, "gen");
+        gen.len() == 6 && gen.values().all(|(s, _)| *s == api::State::Paused)
+    });
+    let total = total_records(&kafka.bootstrap, "rolled") as usize;
+    wait_for("the sink to catch up", TIMEOUT, || {
+        harness::count_lines(&out) >= total
+    });
+    let (records, lost, duplicates, seen) = verify_datagen(&kafka.bootstrap, "rolled");
+    eprintln!("rolling restart: {records} records, {lost} lost, {duplicates} duplicated");
+    assert_eq!(seen, 6);
+    assert_eq!(
+        (lost, duplicates),
+        (0, 0),
+        "nothing lost or replayed in Kafka"
+    );
+    let lines = std::fs::read_to_string(&out).unwrap();
+    let distinct: std::collections::BTreeSet<&str> = lines.lines().collect();
+    assert_eq!(
+        (lines.lines().count(), distinct.len()),
+        (total, total),
+        "the sink wrote each record once"
+    );
+}

@@ -138,6 +138,7 @@ impl Cluster {
                     sent: None,
                     sent_generation: 0,
                     accepts_deltas: request.accepts_deltas,
+                    draining: false,
                 },
             );
             Ok(())
@@ -173,16 +174,52 @@ impl Cluster {
         Ok(self.requests.set_level(logger, level).await)
     }
 
-    /// Returns false when the worker is unknown and must join again.
-    pub async fn heartbeat(&self, worker: &str) -> bool {
+    /// Whether the worker is known (else it must join again), and whether it was drained and
+    /// should leave: it is draining, runs no unit, and none of its units waits for its release.
+    pub async fn heartbeat(&self, worker: &str) -> (bool, bool) {
         let mut state = self.state.lock().await;
+        let state = &mut *state;
         match state.observed.workers.get_mut(worker) {
             Some(w) if w.stream.is_some() => {
                 w.last_seen = Instant::now();
-                true
+                let drained = w.draining
+                    && !state
+                        .desired
+                        .placement
+                        .values()
+                        .any(|o| o.as_str() == worker)
+                    && !state
+                        .observed
+                        .releasing
+                        .values()
+                        .any(|(old, _)| old.as_str() == worker);
+                (true, drained)
             }
-            _ => false,
+            _ => (false, false),
         }
+    }
+
+    /// Starts draining a connected worker: its units are placed elsewhere at once.
+    pub async fn drain(&self, worker: &str) -> Result<api::WorkerDescription, ApiError> {
+        let described = {
+            let mut state = self.state.lock().await;
+            let entry = state
+                .observed
+                .workers
+                .get_mut(worker)
+                .filter(|w| w.stream.is_some())
+                .ok_or_else(|| ApiError::WorkerNotFound(worker.to_string()))?;
+            if !entry.draining {
+                entry.draining = true;
+                state.observed.membership += 1;
+                tracing::info!(worker, "draining the worker: its units move to the others");
+            }
+            crate::views::workers(&state)
+                .into_iter()
+                .find(|w| w.id == worker)
+        };
+        self.changed.notify_one();
+        described.ok_or_else(|| ApiError::WorkerNotFound(worker.to_string()))
     }
 
     /// The worker's assignment stream ended (it disconnected or died).

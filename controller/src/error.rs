@@ -15,6 +15,8 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("plugin {0} not found on any worker")]
     PluginNotFound(String),
+    #[error("no connected worker {0}")]
+    WorkerNotFound(String),
     #[error("invalid configuration: {}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
     InvalidConfig(Vec<(String, String)>),
     #[error("{0}")]
@@ -36,7 +38,8 @@ impl From<ApiError> for Status {
         match e {
             ApiError::ConnectorNotFound(_)
             | ApiError::TaskNotFound(..)
-            | ApiError::PluginNotFound(_) => Status::not_found(message),
+            | ApiError::PluginNotFound(_)
+            | ApiError::WorkerNotFound(_) => Status::not_found(message),
             ApiError::AlreadyExists(_) => Status::already_exists(message),
             ApiError::InvalidConfig(violations) => {
                 let mut details = ErrorDetails::new();

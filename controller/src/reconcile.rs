@@ -128,7 +128,7 @@ pub fn reconcile(
     let slots: Vec<Slot> = observed
         .workers
         .iter()
-        .filter(|(id, _)| live(id))
+        .filter(|(id, w)| live(id) && !w.draining)
         .map(|(id, w)| Slot {
             id: id.clone(),
             classes: w
@@ -500,6 +500,7 @@ mod tests {
             sent: None,
             sent_generation: 0,
             accepts_deltas: true,
+            draining: false,
         }
     }
 

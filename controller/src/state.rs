@@ -260,6 +260,9 @@ pub struct WorkerEntry {
     pub sent_generation: u64,
     /// The worker applies deltas; otherwise every assignment goes whole.
     pub accepts_deltas: bool,
+    /// Being drained: placed nothing, and told to leave once it holds nothing. A join (a new
+    /// process) ends it.
+    pub draining: bool,
 }
 
 impl WorkerEntry {
@@ -369,6 +372,7 @@ impl State {
                     sent: None,
                     sent_generation: 0,
                     accepts_deltas: false,
+                    draining: false,
                 },
             );
         }

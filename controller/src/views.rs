@@ -153,6 +153,7 @@ pub fn workers(state: &State) -> Vec<api::WorkerDescription> {
                 })
                 .collect(),
             plugins: w.plugins.iter().map(|p| p.class_name.clone()).collect(),
+            draining: w.draining,
         })
         .collect()
 }

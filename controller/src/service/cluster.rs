@@ -26,6 +26,16 @@ impl ClusterService for Api {
         ok(api::ListWorkersResponse { workers })
     }
 
+    async fn drain_worker(
+        &self,
+        request: Request<api::DrainWorkerRequest>,
+    ) -> ApiResult<api::DrainWorkerResponse> {
+        let worker = self.cluster.drain(&request.get_ref().id).await?;
+        ok(api::DrainWorkerResponse {
+            worker: Some(worker),
+        })
+    }
+
     async fn list_loggers(
         &self,
         _: Request<api::ListLoggersRequest>,

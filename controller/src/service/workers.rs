@@ -90,10 +90,11 @@ impl WorkerControl for Api {
         &self,
         request: Request<wire::HeartbeatRequest>,
     ) -> ApiResult<wire::HeartbeatResponse> {
-        let known = self.cluster.heartbeat(&request.get_ref().worker_id).await;
+        let (known, leave) = self.cluster.heartbeat(&request.get_ref().worker_id).await;
         ok(wire::HeartbeatResponse {
             rejoin: !known,
             worker_timeout_ms: self.cluster.worker_timeout.as_millis() as u64,
+            leave,
         })
     }
 

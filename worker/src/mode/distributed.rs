@@ -210,6 +210,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         generation.clone(),
         joined.clone(),
         background.clone(),
+        shutdown.clone(),
     ));
     let reporter = tokio::spawn(report_statuses(
         shared.clone(),
@@ -313,7 +314,9 @@ fn heartbeat_ticker(first: Duration, period: Duration) -> tokio::time::Interval 
 }
 
 /// Joins the controller and forwards its assignments; heartbeats; rejoins with backoff
-/// whenever the stream breaks or the controller asks. Never gives up.
+/// whenever the stream breaks or the controller asks. Never gives up. Cancels `leave` (the
+/// worker's own stop) when the controller says the worker was drained.
+#[allow(clippy::too_many_arguments)]
 async fn control(
     shared: Arc<Shared>,
     join: wire::JoinRequest,
@@ -321,6 +324,7 @@ async fn control(
     generation: Arc<AtomicU64>,
     joined: Arc<Notify>,
     stop: CancellationToken,
+    leave: CancellationToken,
 ) {
     let mut client = shared.client.clone();
     let mut backoff = Duration::from_millis(100);
@@ -409,6 +413,10 @@ async fn control(
                                 if r.rejoin {
                                     tracing::warn!("the controller no longer knows this worker; rejoining");
                                     break;
+                                }
+                                if r.leave && !leave.is_cancelled() {
+                                    tracing::info!("drained: every unit moved to other workers; exiting");
+                                    leave.cancel();
                                 }
                                 let timeout = Duration::from_millis(r.worker_timeout_ms);
                                 shared.host.lease.renew(sent, timeout);
