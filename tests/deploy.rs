@@ -1,0 +1,160 @@
+//! The deployment files under `deploy/` checked by the tools that run them: the systemd units
+//! pass `systemd-analyze verify` (with the built binary in place of the installed one) and stay
+//! within an exposure level under `systemd-analyze security`, and every variable their command
+//! lines use is set in the environment file `deploy/etc/` installs beside them.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the cli crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The units, as installed, with the binary at the path this build made.
+fn units(dir: &Path) -> Vec<(String, PathBuf)> {
+    let sluice = harness::sluice_bin();
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(repo().join("deploy/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("/usr/local/bin/sluice", sluice.to_str().unwrap());
+        std::fs::write(dir.join(&name), text).unwrap();
+        units.push((name, dir.join(&path.file_name().unwrap())));
+    }
+    units.sort();
+    units
+}
+
+/// What to verify for a unit file: a template is verified as one instance of it.
+fn instance(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name.replace("@.service", "@w1.service"))
+}
+
+#[test]
+fn the_systemd_units_verify_and_are_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = units(dir.path());
+    let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["sluice-controller.service", "sluice-worker@.service"]
+    );
+    for (name, _) in &units {
+        let unit = instance(dir.path(), name);
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .output()
+            .expect("systemd-analyze (systemd) is needed to check the units");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{name}: {said}"
+        );
+
+        // systemd's exposure score, 0 (locked down) to 10 (exposed): both stay "OK" (< 4.0).
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=39", "--no-pager"])
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let level = said
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .unwrap_or_default()
+            .to_string();
+        assert!(out.status.success(), "{name}: exposure {level}\n{said}");
+        eprintln!("{name}: exposure {level}");
+    }
+}
+
+#[test]
+fn every_variable_a_unit_uses_is_set_in_its_environment_file() {
+    for (unit, env) in [
+        ("sluice-controller.service", "controller.env"),
+        ("sluice-worker@.service", "worker.env"),
+    ] {
+        let text = std::fs::read_to_string(repo().join("deploy/systemd").join(unit)).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        let used: Vec<&str> = exec
+            .split(['$', '{', '}', ' '])
+            .filter(|w| w.starts_with("SLUICE_"))
+            .collect();
+        assert!(!used.is_empty(), "{unit}: {exec}");
+        assert!(
+            text.contains(&format!("EnvironmentFile=/etc/sluice/{env}")),
+            "{unit} reads /etc/sluice/{env}"
+        );
+        let set = std::fs::read_to_string(repo().join("deploy/etc").join(env)).unwrap();
+        for variable in used {
+            assert!(
+                set.lines().any(|l| l.starts_with(&format!("{variable}="))),
+                "{unit} uses {variable}, which deploy/etc/{env} does not set"
+            );
+        }
+    }
+}
+
+/// The `command:` of each service of a compose file, flow (`[a, b]`) or block (`- a`) style.
+fn compose_commands(text: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim_start().strip_prefix("command:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        if let Some(flow) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            commands.push(flow.split(',').map(|a| a.trim().to_string()).collect());
+        } else if rest.is_empty() {
+            let mut args = Vec::new();
+            while let Some(item) = lines.peek().and_then(|l| l.trim_start().strip_prefix("- ")) {
+                args.push(item.trim().to_string());
+                lines.next();
+            }
+            commands.push(args);
+        }
+    }
+    commands
+}
+
+/// Each service of the compose cluster runs a command line `sluice` takes (its flags exist,
+/// its positional arguments fit), and the image's recipe builds that binary.
+#[test]
+fn the_compose_cluster_runs_command_lines_sluice_takes() {
+    let text = std::fs::read_to_string(repo().join("deploy/container/compose.yaml")).unwrap();
+    let commands = compose_commands(&text);
+    assert_eq!(
+        commands.len(),
+        4,
+        "a controller and three workers: {commands:?}"
+    );
+    for args in &commands {
+        let out = Command::new(harness::sluice_bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let recipe = std::fs::read_to_string(repo().join("deploy/container/Dockerfile")).unwrap();
+    assert!(recipe.contains("--bin sluice") && recipe.contains("USER nonroot"));
+}
