@@ -25,7 +25,7 @@ fn units(dir: &Path) -> Vec<(String, PathBuf)> {
         let text = std::fs::read_to_string(&path).unwrap();
         let text = text.replace("/usr/local/bin/sluice", sluice.to_str().unwrap());
         std::fs::write(dir.join(&name), text).unwrap();
-        units.push((name, dir.join(&path.file_name().unwrap())));
+        units.push((name, dir.join(path.file_name().unwrap())));
     }
     units.sort();
     units
