@@ -1224,6 +1224,7 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
     assert!(err.contains("without tokens (--tokens)"), "{err}");
 
     let kafka = DevKafka::start(d, &["secure:1"]);
+    let health = format!("127.0.0.1:{}", free_port());
     let controller = Controller::start_with(
         d,
         "127.0.0.1:0",
@@ -1231,9 +1232,19 @@ fn a_secured_controller_takes_only_callers_with_the_right_token_or_certificate()
         &[
             &with_tls[..],
             &["--tls-client-ca", &ca, "--tokens", &file("certs", "tokens")],
+            &["--health-listen", &health],
         ]
         .concat(),
     );
+    // Probes that can do neither TLS nor tokens reach the health service, and only it.
+    let (ok, text) = grpcurl(&health, "grpc.health.v1.Health/Check", None);
+    assert!(ok && text.contains("SERVING"), "{text}");
+    let (ok, text) = grpcurl(
+        &health,
+        "sluice.api.v1.ConnectorService/ListConnectors",
+        None,
+    );
+    assert!(!ok, "only health there: {text}");
     let port = controller.address.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}");
     let worker = |id: &str, flags: &[&str]| {

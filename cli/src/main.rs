@@ -128,6 +128,10 @@ enum Command {
         /// Where Prometheus metrics are served (`/metrics`); none unless given.
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Where the gRPC health service alone is served, without TLS or tokens (for probes
+        /// such as Kubernetes' gRPC probes); none unless given.
+        #[arg(long)]
+        health_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         stop: StopArgs,
     },
@@ -461,6 +465,7 @@ async fn run(
             tokens,
             insecure,
             metrics_listen,
+            health_listen,
             stop,
         } => {
             if let Some(at) = metrics_listen {
@@ -494,6 +499,7 @@ async fn run(
                     }),
                 tokens,
                 insecure,
+                health_listen,
             };
             let limit = stop.limit()?;
             let work = sluice_controller::run(options, shutdown.clone());

@@ -81,6 +81,9 @@ pub struct ControllerOptions {
     pub tokens: Option<PathBuf>,
     /// Serve a non-loopback address without TLS or tokens.
     pub insecure: bool,
+    /// Where the gRPC health service alone is served, in plain text (probes that cannot do
+    /// TLS or tokens, such as Kubernetes' gRPC probes); none unless given.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Refuses to serve a listener other hosts can reach unless calls to it are encrypted and
@@ -173,6 +176,35 @@ pub async fn run(options: ControllerOptions, shutdown: CancellationToken) -> any
         levels: Arc::new(std::sync::Mutex::new(options.initial_levels.clone())),
         stopping: shutdown.clone(),
     };
+    if let Some(at) = options.health_listen {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("listen on {at} (--health-listen)"))?;
+        tracing::info!(address = %listener.local_addr()?, "health service ready");
+        let stop = shutdown.clone().cancelled_owned();
+        let health = health.clone();
+        // Reflection of the health service alone, for grpcurl (which asks v1alpha).
+        let described = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health")
+        };
+        let (described_v1, described_alpha) = (
+            described().build_v1().context("build reflection service")?,
+            described()
+                .build_v1alpha()
+                .context("build reflection service")?,
+        );
+        tokio::spawn(async move {
+            // Health only: nothing here reads or changes anything.
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(described_v1)
+                .add_service(described_alpha)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop)
+                .await
+        });
+    }
     let reconciler = tokio::spawn({
         let cluster = cluster.clone();
         let shutdown = shutdown.clone();

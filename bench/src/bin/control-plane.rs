@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             tls: None,
             tokens: None,
             insecure: false,
+            health_listen: None,
         };
         return runtime.block_on(sluice_controller::run(options, CancellationToken::new()));
     }
