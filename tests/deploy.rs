@@ -158,3 +158,61 @@ fn the_compose_cluster_runs_command_lines_sluice_takes() {
     let recipe = std::fs::read_to_string(repo().join("deploy/container/Dockerfile")).unwrap();
     assert!(recipe.contains("--bin sluice") && recipe.contains("USER nonroot"));
 }
+
+/// The Kubernetes manifests pass Kubernetes' own schemas, strictly (no field the API would
+/// drop), and each container runs a command line `sluice` takes.
+#[test]
+fn the_kubernetes_manifests_match_kubernetes_schemas_and_run_command_lines_sluice_takes() {
+    let manifests = repo().join("deploy/kubernetes/sluice.yaml");
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.30.0"])
+        .arg(&manifests)
+        .env("PYTHONPATH", harness::tools::python_path(&[]))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && !said.contains("ERROR"), "{said}");
+    for resource in [
+        "configmap/sluice-config",
+        "service/sluice-controller",
+        "statefulset/sluice-controller",
+        "deployment/sluice-worker",
+    ] {
+        assert!(said.contains(&format!("passed for resource {resource}")), "{said}");
+    }
+
+    // Each container's `args:` (block style), with Kubernetes' $(VAR) references filled in.
+    let text = std::fs::read_to_string(&manifests).unwrap();
+    let mut containers = 0;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() != "args:" {
+            continue;
+        }
+        let mut args = Vec::new();
+        while let Some(item) = lines.peek().and_then(|l| l.trim_start().strip_prefix("- ")) {
+            args.push(
+                item.trim()
+                    .replace("$(POD_NAME)", "sluice-worker-0")
+                    .replace("$(KAFKA_BOOTSTRAP)", "kafka:9092"),
+            );
+            lines.next();
+        }
+        let out = Command::new(harness::sluice_bin())
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        containers += 1;
+    }
+    assert_eq!(containers, 2, "the controller's and the worker's");
+}

@@ -26,6 +26,8 @@ const REQUIREMENTS: &[&str] = &[
     "flask-cors==6.0.5",
     // A Kafka Connect REST client, driving the controller's REST API as it would Kafka Connect.
     "kafka-connect-py==1.0.0",
+    // Kubernetes' OpenAPI schemas, offline, for the manifests under deploy/kubernetes.
+    "kubernetes-validate==1.37.0",
 ];
 
 /// The provisioned tools.
