@@ -182,7 +182,10 @@ fn the_kubernetes_manifests_match_kubernetes_schemas_and_run_command_lines_sluic
         "statefulset/sluice-controller",
         "deployment/sluice-worker",
     ] {
-        assert!(said.contains(&format!("passed for resource {resource}")), "{said}");
+        assert!(
+            said.contains(&format!("passed for resource {resource}")),
+            "{said}"
+        );
     }
 
     // Each container's `args:` (block style), with Kubernetes' $(VAR) references filled in.
