@@ -109,6 +109,21 @@ fn every_variable_a_unit_uses_is_set_in_its_environment_file() {
     }
 }
 
+/// Asserts `sluice ARGS` is a command line sluice takes: its flags exist and its positional
+/// arguments fit (checked by asking for the help of it).
+fn assert_sluice_takes(args: &[String]) {
+    let out = Command::new(harness::sluice_bin())
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The `command:` of each service of a compose file, flow (`[a, b]`) or block (`- a`) style.
 fn compose_commands(text: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
@@ -144,16 +159,7 @@ fn the_compose_cluster_runs_command_lines_sluice_takes() {
         "a controller and three workers: {commands:?}"
     );
     for args in &commands {
-        let out = Command::new(harness::sluice_bin())
-            .args(args)
-            .arg("--help")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sluice {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_sluice_takes(args);
     }
     let recipe = std::fs::read_to_string(repo().join("deploy/container/Dockerfile")).unwrap();
     assert!(recipe.contains("--bin sluice") && recipe.contains("USER nonroot"));
@@ -205,16 +211,7 @@ fn the_kubernetes_manifests_match_kubernetes_schemas_and_run_command_lines_sluic
             );
             lines.next();
         }
-        let out = Command::new(harness::sluice_bin())
-            .args(&args)
-            .arg("--help")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sluice {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_sluice_takes(&args);
         containers += 1;
     }
     assert_eq!(containers, 2, "the controller's and the worker's");

@@ -365,6 +365,30 @@ fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() 
     assert!(output.contains("missing library"), "{output}");
 }
 
+/// Worker w1 of `controller`, its plugin path `plugins`, with the Python SDK importable.
+fn python_worker(dir: &Path, controller: &Controller, kafka: &DevKafka, plugins: &Path) -> Sluice {
+    let file = "worker-w1.properties";
+    std::fs::write(
+        dir.join(file),
+        format!("plugin.path={}\n", plugins.display()),
+    )
+    .unwrap();
+    Sluice::start_with_env(
+        dir,
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--controller",
+            &controller.url(),
+            "--kafka",
+            &kafka.bootstrap,
+            file,
+        ],
+        &python_env(),
+    )
+}
+
 fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -395,26 +419,7 @@ fn a_worker_reports_the_plugins_it_found_and_the_broken_ones() {
 
     let kafka = DevKafka::start(dir.path(), &[]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
-    let file = "worker-w1.properties";
-    std::fs::write(
-        dir.path().join(file),
-        format!("plugin.path={}\n", plugins.display()),
-    )
-    .unwrap();
-    let _worker = Sluice::start_with_env(
-        dir.path(),
-        &[
-            "worker",
-            "--id",
-            "w1",
-            "--controller",
-            &controller.url(),
-            "--kafka",
-            &kafka.bootstrap,
-            file,
-        ],
-        &python_env(),
-    );
+    let _worker = python_worker(dir.path(), &controller, &kafka, &plugins);
     let list = || {
         run_sluice(
             dir.path(),
@@ -799,26 +804,7 @@ fn misbehaving_connectors_are_stopped_without_harming_the_worker_or_its_other_co
     std::os::unix::fs::symlink(repo().join("tests/fixtures/hostile-connector"), &hostile).unwrap();
     let kafka = DevKafka::start(dir.path(), &["healthy:1"]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
-    let file = "worker-w1.properties";
-    std::fs::write(
-        dir.path().join(file),
-        format!("plugin.path={}\n", plugins.display()),
-    )
-    .unwrap();
-    let worker = Sluice::start_with_env(
-        dir.path(),
-        &[
-            "worker",
-            "--id",
-            "w1",
-            "--controller",
-            &controller.url(),
-            "--kafka",
-            &kafka.bootstrap,
-            file,
-        ],
-        &python_env(),
-    );
+    let worker = python_worker(dir.path(), &controller, &kafka, &plugins);
     let api = Api::new(&controller.address);
     wait_for("the worker to join", Duration::from_secs(60), || {
         api.live_workers() == 1

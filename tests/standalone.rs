@@ -506,7 +506,8 @@ fn sigterm_with_the_broker_gone_exits_within_the_limit() {
 }
 
 /// A connector process gets only the worker's variables `connector.env.allowlist` allows (a
-/// secret in the worker's environment stays there) and the limits `connector.limit.*` set;
+/// secret in the worker's environment stays there), the limits `connector.limit.*` set, and
+/// its own working directory under `connector.working.dir`;
 /// with a limit too small for it to run, it fails naming why.
 #[test]
 fn connector_processes_get_only_allowed_variables_and_their_limits() {
@@ -519,6 +520,7 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
         "connector.env.allowlist=PATH,HOME,SLUICE_LOG,ALLOWED_*\n\
          connector.limit.open.files=200\n\
          connector.limit.memory.bytes=4000000000\n\
+         connector.working.dir=connectors\n\
          config.providers=env\n\
          config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n",
     );
@@ -580,6 +582,12 @@ fn connector_processes_get_only_allowed_variables_and_their_limits() {
         ),
         "{names:?}"
     );
+    // Its own working directory, private to the worker's user.
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, d.canonicalize().unwrap().join("connectors/gen"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&cwd).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let limit = |name: &str| -> Vec<String> {
         let line = limits

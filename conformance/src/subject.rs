@@ -25,7 +25,7 @@ impl Subject {
         command: &PluginCommand,
         show_output: bool,
     ) -> anyhow::Result<Subject> {
-        let (mut child, dir, socket) = process::spawn(command)?;
+        let (mut child, dir, socket) = process::spawn(command, None)?;
         let output = OutputTail::collect(&mut child, OUTPUT_LINES, move |line| {
             if show_output {
                 eprintln!("connector| {line}");

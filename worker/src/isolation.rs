@@ -3,7 +3,8 @@
 //! protocol's own, so the worker's secrets (a config provider's `${env:...}` variables, its
 //! token) never reach connector code; and optional resource limits (`connector.limit.*`)
 //! applied with `setrlimit` before the connector's code runs, so one that leaks memory or
-//! file descriptors fails alone.
+//! file descriptors fails alone; and, with `connector.working.dir`, a working directory of its
+//! own.
 
 use std::sync::OnceLock;
 
@@ -49,6 +50,10 @@ pub struct Isolation {
     /// Names (or `PREFIX*`) of the worker's variables a connector process sees.
     pub allowlist: Vec<String>,
     pub limits: Limits,
+    /// `connector.working.dir`: each connector's processes run in `DIR/<connector name>`
+    /// (made, mode 0700); `None`: in the worker's own working directory, where relative paths
+    /// in connector configs resolve as they do in Kafka Connect.
+    pub working_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Isolation {
@@ -56,6 +61,7 @@ impl Default for Isolation {
         Isolation {
             allowlist: DEFAULT_ALLOWLIST.iter().map(|s| s.to_string()).collect(),
             limits: Limits::default(),
+            working_dir: None,
         }
     }
 }
@@ -66,6 +72,7 @@ pub const KEYS: &[&str] = &[
     "connector.limit.memory.bytes",
     "connector.limit.open.files",
     "connector.limit.cpu.seconds",
+    "connector.working.dir",
 ];
 
 impl Isolation {
@@ -96,6 +103,11 @@ impl Isolation {
             open_files: limit("connector.limit.open.files")?,
             cpu_seconds: limit("connector.limit.cpu.seconds")?,
         };
+        isolation.working_dir = file
+            .get("connector.working.dir")
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from);
         Ok(isolation)
     }
 
@@ -107,6 +119,28 @@ impl Isolation {
                 Some(prefix) => name.starts_with(prefix),
                 None => name == allowed,
             })
+    }
+
+    /// The working directory of connector `name`'s processes, made if missing (mode 0700:
+    /// only the worker's user enters it); `None`: the worker's own.
+    pub fn working_dir_of(&self, name: &str) -> std::io::Result<Option<std::path::PathBuf>> {
+        let Some(root) = &self.working_dir else {
+            return Ok(None);
+        };
+        // A connector name may hold anything; its folder name holds no separator or dot-dot.
+        let folder: String = name
+            .chars()
+            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+            .collect();
+        let folder = match folder.as_str() {
+            "" | "." | ".." => format!("_{folder}"),
+            _ => folder,
+        };
+        let dir = root.join(folder);
+        std::fs::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Some(dir))
     }
 
     /// The worker's variables a connector process gets.

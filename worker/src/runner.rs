@@ -219,7 +219,7 @@ pub async fn run_process(
     opening: tracing::Span,
 ) -> anyhow::Result<()> {
     use tracing::Instrument as _;
-    let process = ConnectorProcess::launch(&spec.command, &spec.name)
+    let process = ConnectorProcess::launch_connector(&spec.command, &spec.name)
         .instrument(opening.clone())
         .await?;
     let planned = match tasks {

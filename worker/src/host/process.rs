@@ -84,7 +84,24 @@ fn offered_features() -> Vec<String> {
 impl ConnectorProcess {
     /// Starts `command`, connects to its socket and completes the handshake.
     pub async fn launch(command: &PluginCommand, label: &str) -> anyhow::Result<ConnectorProcess> {
-        let (mut child, dir, socket) = spawn(command)?;
+        ConnectorProcess::start(command, label, None).await
+    }
+
+    /// [`ConnectorProcess::launch`] for connector `name`, in its own working directory when
+    /// the worker gives each one (`connector.working.dir`).
+    pub async fn launch_connector(
+        command: &PluginCommand,
+        name: &str,
+    ) -> anyhow::Result<ConnectorProcess> {
+        ConnectorProcess::start(command, name, Some(name)).await
+    }
+
+    async fn start(
+        command: &PluginCommand,
+        label: &str,
+        connector: Option<&str>,
+    ) -> anyhow::Result<ConnectorProcess> {
+        let (mut child, dir, socket) = spawn(command, connector)?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(connector = label, pid, command = %command, "started connector process");
         let tail = forward_output(&mut child, label);
@@ -213,7 +230,12 @@ impl Drop for ConnectorProcess {
 /// Starts `command` as a connector: a fresh private socket directory, the protocol's
 /// environment, piped stdio, its own process group, killed with the worker. Returns the child,
 /// the directory (the socket lives as long as it) and the socket path.
-pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDir, PathBuf)> {
+/// `connector` (its name) picks its working directory when the worker gives each its own
+/// (`connector.working.dir`).
+pub fn spawn(
+    command: &PluginCommand,
+    connector: Option<&str>,
+) -> anyhow::Result<(Child, tempfile::TempDir, PathBuf)> {
     // tempfile creates directories with mode 0700: only this user reaches the socket.
     let dir = tempfile::Builder::new()
         .prefix("sluice-")
@@ -247,6 +269,14 @@ pub fn spawn(command: &PluginCommand) -> anyhow::Result<(Child, tempfile::TempDi
         // Its own process group: a Ctrl-C at the terminal reaches the worker only, which
         // then drains the connector instead of losing it mid-batch.
         .process_group(0);
+    if let Some(name) = connector {
+        let own = isolation
+            .working_dir_of(name)
+            .with_context(|| format!("make the working directory of connector {name}"))?;
+        if let Some(own) = own {
+            builder.current_dir(own);
+        }
+    }
     // The kernel kills the connector if the worker dies, even one that never reads stdin.
     // (It fires when the spawning thread exits; tokio's runtime threads live as long as
     // the runtime, and launches happen on them.)

@@ -230,7 +230,7 @@ async fn build_spec(
     })?;
     redactor.learn(resolved.secrets);
     let validation = async {
-        let process = ConnectorProcess::launch(&spec.command, &spec.name).await?;
+        let process = ConnectorProcess::launch_connector(&spec.command, &spec.name).await?;
         let mut client = process.client.clone();
         let response = client
             .validate(proto::ValidateRequest {

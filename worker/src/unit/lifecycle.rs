@@ -121,7 +121,7 @@ async fn connector_instance(
     // The start joins the trace of the call that made this config (or restart).
     let start = tracing::info_span!("start connector", connector = %config.name);
     sluice_telemetry::follow(&start, &config.trace_context);
-    let process = ConnectorProcess::launch(&spec.command, &spec.name)
+    let process = ConnectorProcess::launch_connector(&spec.command, &spec.name)
         .instrument(start.clone())
         .await?;
     let labels = crate::metrics::TaskLabels::new(key.connector.as_str(), None);
