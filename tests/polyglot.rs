@@ -914,3 +914,74 @@ fn misbehaving_connectors_are_stopped_without_harming_the_worker_or_its_other_co
         "records reached Kafka"
     );
 }
+
+/// Secrets a connector quotes in its errors reach no output: LeakySink reports every record as
+/// bad with a message and trace naming its PASSWORD-typed `password` and its `token` (resolved
+/// from `${env:...}` by the worker). The dead-letter queue gets every record with its context
+/// headers, and neither those headers nor the worker's log hold either secret.
+#[test]
+fn secrets_a_connector_quotes_in_its_errors_are_hidden_in_dead_letter_headers_and_logs() {
+    use harness::cluster::{produce, read_all};
+    const PASSWORD: &str = "typed-pa55word-41";
+    const TOKEN: &str = "resolved-t0ken-42";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plugins = d.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::os::unix::fs::symlink(
+        repo().join("tests/fixtures/leaky-sink"),
+        plugins.join("leaky-sink"),
+    )
+    .unwrap();
+    let kafka = DevKafka::start(d, &["leaky-in:1", "leaky-dlq:1"]);
+    let worker = worker_properties(d, Some(&kafka.bootstrap));
+    add_plugin_path(d, worker, &plugins);
+    let mut text = std::fs::read_to_string(d.join(worker)).unwrap();
+    text.push_str(
+        "config.providers=env\n\
+         config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n",
+    );
+    std::fs::write(d.join(worker), text).unwrap();
+    std::fs::write(
+        d.join("leaky.properties"),
+        format!(
+            "name=leaky\nconnector.class=LeakySink\ntopics=leaky-in\npassword={PASSWORD}\n\
+             token=${{env:LEAKY_TOKEN}}\nerrors.tolerance=all\nerrors.log.enable=true\n\
+             errors.log.include.messages=true\nerrors.deadletterqueue.topic.name=leaky-dlq\n\
+             errors.deadletterqueue.context.headers.enable=true\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n"
+        ),
+    )
+    .unwrap();
+    let mut env = python_env();
+    env.push(("LEAKY_TOKEN", TOKEN.to_string()));
+    let mut sluice = Sluice::start_with_env(d, &["standalone", worker, "leaky.properties"], &env);
+    let values: Vec<String> = (0..5).map(|i| format!("record {i}")).collect();
+    produce(&kafka.bootstrap, "leaky-in", &values);
+    let mut dead = Vec::new();
+    wait_for(
+        "every record in the dead-letter queue",
+        Duration::from_secs(60),
+        || {
+            dead = read_all(&kafka.bootstrap, "leaky-dlq");
+            dead.len() >= values.len()
+        },
+    );
+    for (_, _, value, headers) in &dead {
+        let message = &headers["__connect.errors.exception.message"];
+        assert!(
+            message.contains("login refused for password [hidden] with token [hidden]"),
+            "{headers:?}"
+        );
+        let all: String = headers.values().cloned().collect::<Vec<_>>().join("\n");
+        assert!(
+            !all.contains(PASSWORD) && !all.contains(TOKEN),
+            "{headers:?}"
+        );
+        assert!(value.as_deref().is_some_and(|v| v.starts_with(b"record ")));
+    }
+    sluice.stop_cleanly();
+    let log = sluice.output();
+    assert!(log.contains("login refused for password [hidden]"), "{log}");
+    assert!(!log.contains(PASSWORD) && !log.contains(TOKEN), "{log}");
+}
