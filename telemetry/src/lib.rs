@@ -129,21 +129,12 @@ pub fn follow(span: &Span, carrier: &HashMap<String, String>) {
     let _ = span.set_parent(TraceContextPropagator::new().extract(carrier));
 }
 
-/// Makes the trace context of a call's `metadata` the parent of `span`.
-pub fn follow_metadata(span: &Span, metadata: &MetadataMap) {
-    follow_headers_with(span, &Metadata(metadata));
-}
-
 /// Makes the trace context of a request's `headers` the parent of `span`.
 pub fn follow_headers(span: &Span, headers: &HeaderMap) {
-    follow_headers_with(span, &Headers(headers));
-}
-
-fn follow_headers_with(span: &Span, extractor: &dyn Extractor) {
-    if extractor.get("traceparent").is_none() {
+    if !headers.contains_key("traceparent") {
         return;
     }
-    let _ = span.set_parent(TraceContextPropagator::new().extract(extractor));
+    let _ = span.set_parent(TraceContextPropagator::new().extract(&Headers(headers)));
 }
 
 /// Puts the current span's trace context into a call's `metadata`.
@@ -161,18 +152,6 @@ pub fn inject_metadata(metadata: &mut MetadataMap) {
 /// Puts the current span's trace context into a request's `headers`.
 pub fn inject_headers(headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(&Span::current().context(), &mut Inject(headers));
-}
-
-struct Metadata<'a>(&'a MetadataMap);
-
-impl Extractor for Metadata<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        Vec::new()
-    }
 }
 
 struct Headers<'a>(&'a HeaderMap);
