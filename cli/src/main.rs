@@ -86,6 +86,10 @@ enum Command {
         /// Partitions of a topic created on first use (Kafka's num.partitions).
         #[arg(long, default_value_t = sluice_worker::kafka::embedded::DEFAULT_PARTITIONS)]
         default_partitions: i32,
+        /// An address of this host the brokers are reached at from other hosts (they listen
+        /// on loopback; each gets a forwarder on this address, same port, and advertises it).
+        #[arg(long)]
+        advertise: Option<std::net::IpAddr>,
     },
     /// Runs an in-memory Confluent Schema Registry (Avro) until stopped, and prints
     /// `schema.registry.url=http://HOST:PORT` on standard output.
@@ -411,6 +415,7 @@ async fn run(
             brokers,
             topics,
             default_partitions,
+            advertise,
         } => {
             let topics = topics
                 .iter()
@@ -422,10 +427,11 @@ async fn run(
                     None => Ok((t.clone(), 1)),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let kafka = sluice_worker::kafka::embedded::EmbeddedKafka::start(
+            let kafka = sluice_worker::kafka::embedded::EmbeddedKafka::start_advertised(
                 brokers,
                 &topics,
                 default_partitions,
+                advertise,
             )?;
             println!("bootstrap.servers={}", kafka.bootstrap_servers());
             // Faults for tests, one per line on stdin (see Fault::parse).

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod db;
+pub mod netns;
 pub mod otlp;
 pub mod tools;
 

@@ -41,6 +41,9 @@ struct State {
     /// task that moved away is stopped before the lease says "yours" again.
     awaiting_assignment: Option<u64>,
     joins: u64,
+    /// When the controller may move this worker's work: a whole worker timeout after the
+    /// last acknowledged heartbeat was sent.
+    movable_after: Option<Instant>,
 }
 
 /// Why a task may not commit.
@@ -93,6 +96,8 @@ impl Lease {
         let now = Instant::now();
         let until = sent + worker_timeout.mul_f64(1.0 - MARGIN_FRACTION);
         if until > now {
+            let movable = sent + worker_timeout;
+            state.movable_after = Some(state.movable_after.map_or(movable, |m| m.max(movable)));
             state.valid_until = Some(state.valid_until.map_or(until, |u| u.max(until)));
             drop(state);
             self.renewed.notify_waiters();
@@ -107,6 +112,14 @@ impl Lease {
             u.saturating_duration_since(Instant::now())
         });
         (left, state.lapses.saturating_sub(1))
+    }
+
+    /// Whether the controller may have moved this worker's work by now (a whole worker
+    /// timeout since the last acknowledged heartbeat was sent): its units must not run on.
+    pub fn expired(&self) -> bool {
+        self.lock()
+            .movable_after
+            .is_some_and(|after| after <= Instant::now())
     }
 
     /// The lapse count now, for a task that starts.
@@ -156,6 +169,24 @@ mod tests {
         lease.renew(Instant::now(), TIMEOUT);
         let epoch = lease.epoch();
         (lease, epoch)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_expires_a_whole_worker_timeout_after_the_last_acknowledged_heartbeat_was_sent() {
+        let (lease, _) = held();
+        assert!(!lease.expired());
+        // Past the commit window (three quarters) but not the controller's timeout.
+        tokio::time::advance(Duration::from_secs(3) + Duration::from_millis(500)).await;
+        assert!(!lease.expired());
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(lease.expired());
+        // A heartbeat acknowledged again puts it back.
+        lease.renew(Instant::now(), TIMEOUT);
+        assert!(!lease.expired());
+        assert!(
+            !Lease::default().expired(),
+            "never granted: nothing to move"
+        );
     }
 
     #[tokio::test(start_paused = true)]

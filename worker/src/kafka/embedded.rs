@@ -2,6 +2,8 @@
 //! sockets. It lives on its own thread because the mock cluster handle cannot move between
 //! threads; dropping [`EmbeddedKafka`] shuts it down.
 
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -84,6 +86,19 @@ impl EmbeddedKafka {
         topics: &[(String, i32)],
         default_partitions: i32,
     ) -> anyhow::Result<EmbeddedKafka> {
+        Self::start_advertised(brokers, topics, default_partitions, None)
+    }
+
+    /// [`EmbeddedKafka::start`], reachable at `advertise` too: the mock brokers listen on
+    /// loopback only, so each broker gets a forwarder on `advertise` (same port) and
+    /// advertises that address to clients, for clients on other hosts (the multi-host tests'
+    /// network namespaces).
+    pub fn start_advertised(
+        brokers: i32,
+        topics: &[(String, i32)],
+        default_partitions: i32,
+        advertise: Option<IpAddr>,
+    ) -> anyhow::Result<EmbeddedKafka> {
         if default_partitions < 1 {
             bail!("default partitions must be at least 1, not {default_partitions}");
         }
@@ -123,7 +138,18 @@ impl EmbeddedKafka {
                         return;
                     }
                 }
-                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                let bootstrap = match advertise {
+                    None => Ok(cluster.bootstrap_servers()),
+                    // SAFETY: `native` is the live mock cluster of `owner`.
+                    Some(host) => unsafe {
+                        advertise_on(native, &cluster.bootstrap_servers(), host)
+                    },
+                };
+                let failed = bootstrap.is_err();
+                let _ = ready_tx.send(bootstrap);
+                if failed {
+                    return;
+                }
                 // Serves faults until the handle is dropped.
                 while let Ok(fault) = commands_rx.recv() {
                     let result = match &fault {
@@ -162,6 +188,78 @@ impl EmbeddedKafka {
 
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
+    }
+}
+
+/// Makes each broker of `bootstraps` (loopback `HOST:PORT`s, broker ids 1, 2, ... in order)
+/// advertise `host` with its port, forwarding `host:PORT` to it. Returns the new bootstrap list.
+///
+/// # Safety
+/// `cluster` must be a live mock cluster.
+unsafe fn advertise_on(
+    cluster: *mut rdkafka::bindings::rd_kafka_mock_cluster_t,
+    bootstraps: &str,
+    host: IpAddr,
+) -> anyhow::Result<String> {
+    let name = std::ffi::CString::new(host.to_string()).context("advertised host")?;
+    let mut advertised = Vec::new();
+    for (index, broker) in bootstraps.split(',').enumerate() {
+        let local: SocketAddr = broker
+            .parse()
+            .with_context(|| format!("mock broker address {broker:?}"))?;
+        let public = SocketAddr::new(host, local.port());
+        let listener = TcpListener::bind(public).with_context(|| {
+            format!(
+                "listen on {public} for broker {} (is {host} an address of this host?)",
+                index + 1
+            )
+        })?;
+        std::thread::Builder::new()
+            .name(format!("kafka-forward-{}", index + 1))
+            .spawn(move || forward(listener, local))
+            .context("start a broker forwarder")?;
+        // SAFETY: the caller's promise; the call takes the cluster's lock.
+        unsafe {
+            rdkafka::bindings::rd_kafka_mock_broker_set_host_port(
+                cluster,
+                index as i32 + 1,
+                name.as_ptr(),
+                i32::from(local.port()),
+            )
+        };
+        advertised.push(public.to_string());
+    }
+    Ok(advertised.join(","))
+}
+
+/// Accepts connections on `listener` and joins each to a new connection to `to`, a byte pump
+/// each way; either side closing closes the other.
+fn forward(listener: TcpListener, to: SocketAddr) {
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let Ok(broker) = TcpStream::connect(to) else {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let _ = broker.set_nodelay(true);
+        for (from, into) in [(&client, &broker), (&broker, &client)] {
+            let (Ok(mut from), Ok(mut into)) = (from.try_clone(), into.try_clone()) else {
+                continue;
+            };
+            let _ = std::thread::Builder::new()
+                .name("kafka-forward-pump".into())
+                .spawn(move || {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buffer) {
+                        if into.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = into.shutdown(Shutdown::Both);
+                    let _ = from.shutdown(Shutdown::Both);
+                });
+        }
     }
 }
 

@@ -330,6 +330,9 @@ async fn control(
     let mut backoff = Duration::from_millis(100);
     let mut unreachable_since: Option<Instant> = None;
     let mut period = HEARTBEAT_INTERVAL;
+    // Whether this worker stopped its units because the controller may have moved them.
+    let mut released = false;
+    let mut last_join = 0;
     while !stop.is_cancelled() {
         let attempt = tokio::time::timeout(RPC_TIMEOUT, client.join(join.clone())).await;
         match attempt {
@@ -344,6 +347,8 @@ async fn control(
                 }
                 backoff = Duration::from_millis(100);
                 let join = shared.host.lease.joined();
+                last_join = join;
+                released = false;
                 joined.notify_one();
                 let mut stream = response.into_inner();
                 // What this stream has assigned so far: deltas apply to it.
@@ -407,7 +412,9 @@ async fn control(
                                 generation: generation.load(Ordering::Relaxed),
                             };
                             let sent = tokio::time::Instant::now();
-                            let beat = tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(request)).await;
+                            // Bounded by a few periods, not RPC_TIMEOUT: a lost link is
+                            // noticed (and the lease checked below) in time.
+                            let beat = tokio::time::timeout((period * 3).min(RPC_TIMEOUT), client.heartbeat(request)).await;
                             if let Ok(Ok(r)) = beat {
                                 let r = r.into_inner();
                                 if r.rejoin {
@@ -424,6 +431,20 @@ async fn control(
                                     period = heartbeat_period(timeout);
                                     ticker = heartbeat_ticker(period, period);
                                 }
+                                // Acknowledged again on the same stream: the controller never
+                                // let go of this worker (it would have dropped the stream), so
+                                // nothing moved and the assignment stands.
+                                if released && !shared.host.lease.expired() {
+                                    if let Some(held) = &held {
+                                        tracing::info!("the controller answers again and kept this worker's assignment; restarting its units");
+                                        assignments.send_replace(Some((join, held.clone())));
+                                    }
+                                    released = false;
+                                }
+                            }
+                            if !released && shared.host.lease.expired() {
+                                release(&assignments, join, &generation);
+                                released = true;
                             }
                         }
                         _ = stop.cancelled() => return,
@@ -433,7 +454,7 @@ async fn control(
             Ok(Err(s)) => {
                 if unreachable_since.is_none() {
                     tracing::warn!(
-                        "cannot join the controller ({}); tasks keep running, retrying",
+                        "cannot join the controller ({}); units keep running for the worker timeout, retrying",
                         crate::link::reason(&s)
                     );
                 }
@@ -447,6 +468,10 @@ async fn control(
             }
         }
         unreachable_since.get_or_insert_with(Instant::now);
+        if !released && shared.host.lease.expired() {
+            release(&assignments, last_join, &generation);
+            released = true;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
@@ -455,6 +480,31 @@ async fn control(
         // exactly-once tasks finds this worker rejoined before the lease runs out.
         backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX).min(period);
     }
+}
+
+/// Stops every unit of this worker: no word from the controller for a whole worker timeout,
+/// so it may have given them to other workers (as Kafka Connect's workers stop their tasks
+/// once they lose the group coordinator). A rejoin brings the new assignment.
+fn release(
+    assignments: &watch::Sender<Option<(u64, wire::Assignment)>>,
+    join: u64,
+    generation: &AtomicU64,
+) {
+    let running = assignments
+        .borrow()
+        .as_ref()
+        .is_some_and(|(_, a)| !a.planning.is_empty() || !a.tasks.is_empty());
+    if !running {
+        return;
+    }
+    tracing::warn!("no word from the controller for the worker timeout: it may have moved this worker's units, so they stop here");
+    assignments.send_replace(Some((
+        join,
+        wire::Assignment {
+            generation: generation.load(Ordering::Relaxed),
+            ..Default::default()
+        },
+    )));
 }
 
 /// Carries out a request of the controller: a logger level here, offsets in `admin`.

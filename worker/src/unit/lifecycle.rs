@@ -306,6 +306,7 @@ pub(super) async fn run_task(
             stop,
             Some(vec![(task.task, task_config.clone())]),
             |p| {
+                tracing::info!(connector = %spec.name, task = task.task, pid = p, "task running");
                 pid.store(p, std::sync::atomic::Ordering::Relaxed);
                 crate::metrics::worker().process_started(labels.clone(), p);
                 host.report(key, api::State::Running, "")
@@ -332,6 +333,7 @@ pub(super) async fn run_task(
         };
         crate::metrics::worker()
             .process_ended(&labels, pid.load(std::sync::atomic::Ordering::Relaxed));
+        tracing::info!(connector = %spec.name, task = task.task, "task ended");
         result
     };
     with_restarts(host, key, spec.restart.clone(), stop, life, |e| {
