@@ -122,6 +122,13 @@ impl Lease {
             .is_some_and(|after| after <= Instant::now())
     }
 
+    /// How long until [`Lease::expired`] (None: never granted).
+    pub fn until_expired(&self) -> Option<Duration> {
+        self.lock()
+            .movable_after
+            .map(|after| after.saturating_duration_since(Instant::now()))
+    }
+
     /// The lapse count now, for a task that starts.
     pub fn epoch(&self) -> u64 {
         self.lock().lapses

@@ -412,9 +412,10 @@ async fn control(
                                 generation: generation.load(Ordering::Relaxed),
                             };
                             let sent = tokio::time::Instant::now();
-                            // Bounded by a few periods, not RPC_TIMEOUT: a lost link is
-                            // noticed (and the lease checked below) in time.
-                            let beat = tokio::time::timeout((period * 3).min(RPC_TIMEOUT), client.heartbeat(request)).await;
+                            // Bounded by a few periods, not RPC_TIMEOUT, and by the lease: a
+                            // lost link is noticed, and the lease checked below, in time.
+                            let wait = shared.host.lease.until_expired().map_or(RPC_TIMEOUT, |left| left.max(Duration::from_millis(50)));
+                            let beat = tokio::time::timeout((period * 3).min(RPC_TIMEOUT).min(wait), client.heartbeat(request)).await;
                             if let Ok(Ok(r)) = beat {
                                 let r = r.into_inner();
                                 if r.rejoin {
