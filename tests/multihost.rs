@@ -263,6 +263,9 @@ impl Kept {
     }
 }
 
+/// What a fault does to the cluster (and undoes, where it can be undone).
+type Fault = Box<dyn Fn(&Cluster)>;
+
 /// One line of the chaos table.
 struct Row {
     fault: String,
@@ -438,8 +441,9 @@ fn count(records: &[(u32, u64, i64)], from: f64, to: f64) -> (usize, usize, usiz
     (total, lost, duplicated)
 }
 
-/// The longest a task went without a committed record (s), around [from, to] (Unix seconds):
-/// the largest gap between the timestamps of consecutive sequence numbers of one task.
+/// The longest a task went without a committed record (s), from a record written within
+/// [from - 1 s, to - 1 s) (Unix seconds): the largest gap between the timestamps of
+/// consecutive sequence numbers of one task.
 fn longest_stall(records: &[(u32, u64, i64)], from: f64, to: f64) -> f64 {
     let mut by_task: BTreeMap<u32, BTreeMap<u64, i64>> = BTreeMap::new();
     for (task, seq, at) in records {
@@ -451,7 +455,10 @@ fn longest_stall(records: &[(u32, u64, i64)], from: f64, to: f64) -> f64 {
         let times: Vec<(&u64, &i64)> = seqs.iter().collect();
         for pair in times.windows(2) {
             let gap = pair[1].1 - pair[0].1;
-            if *pair[1].1 >= from && *pair[0].1 <= to && gap > longest.0 {
+            // A fault cuts a task off right after its last record: its window starts a
+            // second early.
+            let began = *pair[0].1 + 1000;
+            if began >= from && began < to && gap > longest.0 {
                 longest = (gap, *task, *pair[0].0, *pair[0].1);
             }
         }
@@ -559,7 +566,7 @@ fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
     eprintln!("connector RUNNING on 3 hosts after {first:.1} s");
 
     let hold = |short: u64, long: u64| Duration::from_secs(if full() { long } else { short });
-    let faults: Vec<(String, Box<dyn Fn(&Cluster)>)> = vec![
+    let faults: Vec<(String, Fault)> = vec![
         (
             format!("w1 link down {} s", hold(8, 20).as_secs()),
             Box::new(move |c: &Cluster| {
