@@ -620,6 +620,45 @@ fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
                 assert!(out.contains("starting sluice-controller.service"), "{out}");
             }),
         ),
+        (
+            "rolling restart: new worker.properties".into(),
+            Box::new(|c: &Cluster| {
+                let text = std::fs::read_to_string(&c.inventory).unwrap();
+                let changed = text.replace(
+                    "\"offset.flush.interval.ms\" = \"1000\"",
+                    "\"offset.flush.interval.ms\" = \"2000\"",
+                );
+                assert_ne!(text, changed);
+                std::fs::write(&c.inventory, changed).unwrap();
+                let (code, out) = c.deploy(&["--check"]);
+                assert_eq!(code, 2, "{out}");
+                assert!(
+                    out.contains("would write /etc/sluice/worker.properties (differs)"),
+                    "{out}"
+                );
+                assert!(
+                    out.contains("would restart sluice-worker@w2.service (drained first)"),
+                    "{out}"
+                );
+                let (code, out) = c.deploy(&[]);
+                assert_eq!(code, 0, "{out}");
+                for w in WORKERS {
+                    assert!(out.contains(&format!("draining {w}")), "{out}");
+                }
+                // One at a time: each back before the next is drained.
+                let order: Vec<usize> = [
+                    "draining w1",
+                    "joined: w1",
+                    "draining w2",
+                    "joined: w2",
+                    "draining w3",
+                ]
+                .iter()
+                .map(|step| out.find(step).unwrap_or_else(|| panic!("{step}: {out}")))
+                .collect();
+                assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+            }),
+        ),
     ];
     // Each fault's window: from its start to the next one's (the last: to the pause).
     let mut windows = Vec::new();
