@@ -216,3 +216,110 @@ fn the_kubernetes_manifests_match_kubernetes_schemas_and_run_command_lines_sluic
     }
     assert_eq!(containers, 2, "the controller's and the worker's");
 }
+
+/// `deploy/sluice-deploy` over its ssh transport (an `ssh` on PATH that runs the command here,
+/// as sshd would hand it to the remote shell) onto one host with both roles, no TLS
+/// (`insecure`): files by --check, a cluster that reports its worker joined, nothing to change
+/// on a second run, everything stopped by --stop.
+#[test]
+fn sluice_deploy_brings_a_host_up_over_ssh_and_a_second_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = harness::DevKafka::start(dir.path(), &[]);
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("ssh.log");
+    std::fs::write(
+        bin.join("ssh"),
+        "#!/bin/sh\n# Stands in for ssh: notes its arguments, then runs the command as the remote \
+         shell would.\nprintf '%s\\n' \"$*\" >> \"$SSH_LOG\"\nwhile [ \"$1\" != \"--\" ]; do \
+         shift; done; shift\nexec sh -c \"$*\"\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(bin.join("ssh"))
+        .status()
+        .unwrap();
+    // A root with a space and a quote: the commands must survive the remote shell.
+    let root = dir.path().join("solo host's root");
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[cluster]\nkafka = \"{}\"\nbinary = \"{}\"\nsupervisor = \"direct\"\ninsecure = true\n\
+             port = {}\nrest_port = {}\n\n[[hosts]]\nname = \"solo\"\naddress = \"127.0.0.1\"\n\
+             roles = [\"controller\", \"worker\"]\ntransport = \"ssh:deploy@solo\"\nroot = \"{}\"\n",
+            kafka.bootstrap,
+            harness::sluice_bin().display(),
+            harness::free_port(),
+            harness::free_port(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let deploy = |args: &[&str]| {
+        let out = Command::new(repo().join("deploy/sluice-deploy"))
+            .arg(&inventory)
+            .args(args)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("SSH_LOG", &log)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+
+    let (code, out) = deploy(&["--check"]);
+    assert_eq!(code, 2, "{out}");
+    for file in [
+        "/usr/local/bin/sluice",
+        "/etc/sluice/controller.env",
+        "/etc/sluice/worker.env",
+        "/etc/sluice/worker.properties",
+    ] {
+        assert!(out.contains(&format!("would write {file} (new)")), "{out}");
+    }
+    assert!(!root.exists(), "--check wrote files");
+
+    let (code, out) = deploy(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("joined: solo"), "{out}");
+    let ssh = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        ssh.lines()
+            .all(|l| l.starts_with("-o BatchMode=yes deploy@solo -- ")),
+        "{ssh}"
+    );
+    let (code, out) = deploy(&["--check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the hosts match the inventory"), "{out}");
+    assert!(
+        out.contains("sluice-worker@solo.service running, unchanged"),
+        "{out}"
+    );
+
+    let pids: Vec<i32> = ["controller", "worker"]
+        .iter()
+        .map(|name| {
+            std::fs::read_to_string(root.join(format!("run/sluice/{name}.pid")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(pids.iter().all(|p| harness::process_alive(*p)));
+    let (code, out) = deploy(&["--stop"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        pids.iter().all(|p| !harness::process_alive(*p)),
+        "still running after --stop: {out}"
+    );
+}
