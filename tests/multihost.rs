@@ -217,7 +217,6 @@ log_format = "json"
 [cluster.worker]
 "exactly.once.source.support" = "enabled"
 "offset.flush.interval.ms" = "1000"
-"task.shutdown.graceful.timeout.ms" = "2000"
 "#,
         binary = harness::sluice_bin().display()
     );

@@ -305,6 +305,7 @@ pub async fn run_process(
     let mut running = Some(running);
     let mut failure: Option<anyhow::Error> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut lease_gone = false;
     loop {
         let deadline = stop_deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
@@ -342,7 +343,20 @@ pub async fn run_process(
                 }
             },
             _ = stop.cancelled(), if stop_deadline.is_none() => {
-                stop_deadline = Some(tokio::time::Instant::now() + ctx.task_shutdown_timeout);
+                // Exactly-once tasks of a worker whose lease ran out cannot commit: there is
+                // nothing to wait for, and their units may already run elsewhere.
+                lease_gone = spec.transactions.as_ref().is_some_and(|t| t.lease.expired());
+                let grace = if lease_gone { Duration::ZERO } else { ctx.task_shutdown_timeout };
+                stop_deadline = Some(tokio::time::Instant::now() + grace);
+            }
+            _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() && lease_gone => {
+                tracing::warn!(
+                    connector = %spec.name,
+                    "stopping {} exactly-once task(s) at once: this worker's lease ran out, so they cannot commit (the next owner starts from the committed offsets)",
+                    tasks.len()
+                );
+                tasks.abort_all();
+                break;
             }
             _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() => {
                 tracing::warn!(
