@@ -8,18 +8,11 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the cli crate sits in the workspace")
-        .to_path_buf()
-}
-
 /// The units, as installed, with the binary at the path this build made.
 fn units(dir: &Path) -> Vec<(String, PathBuf)> {
     let sluice = harness::sluice_bin();
     let mut units = Vec::new();
-    for entry in std::fs::read_dir(repo().join("deploy/systemd")).unwrap() {
+    for entry in std::fs::read_dir(harness::repo().join("deploy/systemd")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -85,7 +78,8 @@ fn every_variable_a_unit_uses_is_set_in_its_environment_file() {
         ("sluice-controller.service", "controller.env"),
         ("sluice-worker@.service", "worker.env"),
     ] {
-        let text = std::fs::read_to_string(repo().join("deploy/systemd").join(unit)).unwrap();
+        let text =
+            std::fs::read_to_string(harness::repo().join("deploy/systemd").join(unit)).unwrap();
         let exec = text
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
@@ -99,7 +93,7 @@ fn every_variable_a_unit_uses_is_set_in_its_environment_file() {
             text.contains(&format!("EnvironmentFile=/etc/sluice/{env}")),
             "{unit} reads /etc/sluice/{env}"
         );
-        let set = std::fs::read_to_string(repo().join("deploy/etc").join(env)).unwrap();
+        let set = std::fs::read_to_string(harness::repo().join("deploy/etc").join(env)).unwrap();
         for variable in used {
             assert!(
                 set.lines().any(|l| l.starts_with(&format!("{variable}="))),
@@ -151,7 +145,8 @@ fn compose_commands(text: &str) -> Vec<Vec<String>> {
 /// its positional arguments fit), and the image's recipe builds that binary.
 #[test]
 fn the_compose_cluster_runs_command_lines_sluice_takes() {
-    let text = std::fs::read_to_string(repo().join("deploy/container/compose.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(harness::repo().join("deploy/container/compose.yaml")).unwrap();
     let commands = compose_commands(&text);
     assert_eq!(
         commands.len(),
@@ -161,7 +156,8 @@ fn the_compose_cluster_runs_command_lines_sluice_takes() {
     for args in &commands {
         assert_sluice_takes(args);
     }
-    let recipe = std::fs::read_to_string(repo().join("deploy/container/Dockerfile")).unwrap();
+    let recipe =
+        std::fs::read_to_string(harness::repo().join("deploy/container/Dockerfile")).unwrap();
     assert!(recipe.contains("--bin sluice") && recipe.contains("USER nonroot"));
 }
 
@@ -169,7 +165,7 @@ fn the_compose_cluster_runs_command_lines_sluice_takes() {
 /// drop), and each container runs a command line `sluice` takes.
 #[test]
 fn the_kubernetes_manifests_match_kubernetes_schemas_and_run_command_lines_sluice_takes() {
-    let manifests = repo().join("deploy/kubernetes/sluice.yaml");
+    let manifests = harness::repo().join("deploy/kubernetes/sluice.yaml");
     let out = Command::new("python3")
         .args(["-m", "kubernetes_validate", "--strict", "-k", "1.30.0"])
         .arg(&manifests)
@@ -258,7 +254,7 @@ fn sluice_deploy_brings_a_host_up_over_ssh_and_a_second_run_changes_nothing() {
     )
     .unwrap();
     let deploy = |args: &[&str]| {
-        let out = Command::new(repo().join("deploy/sluice-deploy"))
+        let out = Command::new(harness::repo().join("deploy/sluice-deploy"))
             .arg(&inventory)
             .args(args)
             .env(

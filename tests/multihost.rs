@@ -27,13 +27,6 @@ const TASKS: usize = 6;
 const HOSTS: [&str; 5] = ["kafka", "ctl", "w1", "w2", "w3"];
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the cli crate sits in the workspace")
-        .to_path_buf()
-}
-
 fn full() -> bool {
     std::env::var("SLUICE_CHAOS").is_ok_and(|v| v == "full")
 }
@@ -59,7 +52,7 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn deploy(&self, extra: &[&str]) -> (i32, String) {
-        let out = Command::new(repo().join("deploy/sluice-deploy"))
+        let out = Command::new(harness::repo().join("deploy/sluice-deploy"))
             .arg(&self.inventory)
             .args(extra)
             .stdin(Stdio::null())

@@ -16,20 +16,13 @@ use std::time::Duration;
 use harness::cluster::total_records;
 use harness::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the cli crate sits in the workspace")
-        .to_path_buf()
-}
-
 fn python_examples() -> PathBuf {
-    repo().join("connectors/python")
+    harness::repo().join("connectors/python")
 }
 
 /// PYTHONPATH with the SDK's source tree first, then the provisioned packages.
 fn sdk_python_path() -> String {
-    tools::python_path(&[&repo().join("connector-sdk/python/src")])
+    tools::python_path(&[&harness::repo().join("connector-sdk/python/src")])
 }
 
 fn python_env() -> Vec<(&'static str, String)> {
@@ -315,7 +308,7 @@ fn the_conformance_kit_passes_both_sdks_examples_and_fails_a_broken_connector() 
     );
 
     // The broken connector fails the checks of the rules it breaks, and only those.
-    let broken = repo().join("tests/fixtures/broken-connector");
+    let broken = harness::repo().join("tests/fixtures/broken-connector");
     let (code, output) = check("BrokenSource", &["topic=t"], &[broken.to_str().unwrap()]);
     assert_eq!(code, 1, "{output}");
     for name in [
@@ -689,7 +682,7 @@ fn a_plugin_manifest_spares_discovery_the_launch_until_the_executable_changes() 
 #[test]
 fn the_python_sdk_stubs_match_the_proto() {
     let out = Command::new("python3")
-        .arg(repo().join("connector-sdk/python/generate.py"))
+        .arg(harness::repo().join("connector-sdk/python/generate.py"))
         .arg("--check")
         .envs(python_env())
         .output()
@@ -706,7 +699,7 @@ fn the_python_sdk_stubs_match_the_proto() {
 /// library's unittest.
 #[test]
 fn the_python_sdk_unit_tests_pass() {
-    let sdk = repo().join("connector-sdk/python");
+    let sdk = harness::repo().join("connector-sdk/python");
     let out = Command::new("python3")
         .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
         .current_dir(&sdk)
@@ -801,7 +794,11 @@ fn misbehaving_connectors_are_stopped_without_harming_the_worker_or_its_other_co
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     let hostile = plugins.join("hostile");
-    std::os::unix::fs::symlink(repo().join("tests/fixtures/hostile-connector"), &hostile).unwrap();
+    std::os::unix::fs::symlink(
+        harness::repo().join("tests/fixtures/hostile-connector"),
+        &hostile,
+    )
+    .unwrap();
     let kafka = DevKafka::start(dir.path(), &["healthy:1"]);
     let controller = Controller::start(dir.path(), "127.0.0.1:0", 10.0);
     let worker = python_worker(dir.path(), &controller, &kafka, &plugins);
@@ -929,7 +926,7 @@ fn secrets_a_connector_quotes_in_its_errors_are_hidden_in_dead_letter_headers_an
     let plugins = d.join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     std::os::unix::fs::symlink(
-        repo().join("tests/fixtures/leaky-sink"),
+        harness::repo().join("tests/fixtures/leaky-sink"),
         plugins.join("leaky-sink"),
     )
     .unwrap();

@@ -427,9 +427,13 @@ impl SinkTaskRunner {
                         send(&tx, flush_request(flush_id, &sent)).await;
                     }
                 }
-                _ = ticker.tick(), if flushing.is_none() && sent_since_flush && !stopping => {
+                _ = ticker.tick(), if flushing.is_none() && !stopping => {
+                    // Also while idle: the lag of the last batches settles after them.
                     self.task.metrics.sink_consumer_lag.set(fetch::lag(consumer, &sent));
                     lag_at = std::time::Instant::now();
+                    if !sent_since_flush {
+                        continue;
+                    }
                     flush_id += 1;
                     flushing = Some(flush_id);
                     sent_since_flush = false;
