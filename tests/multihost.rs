@@ -4,13 +4,14 @@
 //! them (TLS, mTLS and tokens; `ip netns exec` as its transport), then chaos while an
 //! exactly-once datagen connector runs: a worker's link cut, the controller partitioned from
 //! the workers, latency and loss on a worker, a worker host killed (kill -9) and brought back,
-//! the controller host killed and brought back. Each is counted: records lost and duplicated
-//! (the datagen sequence numbers read back `read_committed`), seconds until every task is
-//! RUNNING again, and the longest time one task ran on two workers at once (from the workers'
-//! `task running` / `task ended` log events). The table is printed.
+//! the controller host killed and brought back, and a rolling restart through the script.
+//! Each is counted: records lost and duplicated (the datagen sequence numbers read back
+//! `read_committed`), seconds until every task is RUNNING again, the longest stall of a task,
+//! and the longest time one task ran on two workers at once (from the workers' `task running`
+//! / `task ended` log events). The table is printed.
 //!
 //! Short by default (the suite); `SLUICE_CHAOS=full` holds each fault as the issue states
-//! (a 30 s partition, 20 s of netem, ...): `tests/chaos` runs that.
+//! (a 30 s partition, 30 s of latency and loss, ...): `tests/chaos` runs that.
 
 mod harness;
 
