@@ -253,24 +253,14 @@ fn sluice_deploy_brings_a_host_up_over_ssh_and_a_second_run_changes_nothing() {
         ),
     )
     .unwrap();
-    let deploy = |args: &[&str]| {
-        let out = Command::new(harness::repo().join("deploy/sluice-deploy"))
-            .arg(&inventory)
-            .args(args)
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-            )
-            .env("SSH_LOG", &log)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let env = [
+        (
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        ),
+        ("SSH_LOG", log.display().to_string()),
+    ];
+    let deploy = |args: &[&str]| harness::sluice_deploy(&inventory, args, &env);
 
     let (code, out) = deploy(&["--check"]);
     assert_eq!(code, 2, "{out}");

@@ -17,7 +17,7 @@ mod harness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::netns::Network;
@@ -52,19 +52,8 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    fn deploy(&self, extra: &[&str]) -> (i32, String) {
-        let out = Command::new(harness::repo().join("deploy/sluice-deploy"))
-            .arg(&self.inventory)
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run deploy/sluice-deploy");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+    fn deploy(&self, args: &[&str]) -> (i32, String) {
+        harness::sluice_deploy(&self.inventory, args, &[])
     }
 
     /// The sluice CLI as admin, from the operator's machine.
@@ -88,47 +77,19 @@ impl Cluster {
         (code, format!("{out}{err}"))
     }
 
-    /// (task, state, worker) of each task of `gen`; empty while the controller is unreachable.
-    fn tasks(&self) -> Vec<(u64, String, String)> {
-        let (code, out) = self.cli(&["connectors", "status", "gen", "-o", "json"]);
-        if code != 0 {
-            return Vec::new();
-        }
-        let Ok(status) = serde_json::from_str::<serde_json::Value>(&out) else {
-            return Vec::new();
-        };
-        let text = |v: &serde_json::Value, keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
-                .unwrap_or_default()
-                .to_string()
-        };
-        status["tasks"]
-            .as_array()
-            .map(|tasks| {
-                tasks
-                    .iter()
-                    .map(|t| {
-                        (
-                            t["id"].as_u64().unwrap_or_default(),
-                            text(t, &["state"]),
-                            text(t, &["workerId", "worker_id"]),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
+    /// Whether the controller reports all the tasks of `gen` RUNNING (false while it is
+    /// unreachable).
     fn all_running(&self) -> bool {
-        let tasks = self.tasks();
-        tasks.len() == TASKS && tasks.iter().all(|(_, s, _)| s.ends_with("RUNNING"))
-    }
-
-    /// Records, lost and duplicated so far (committed records only).
-    fn verify(&self) -> (usize, usize, usize) {
-        let v = harness::cluster::verify(&self.bootstrap, "chaos", true, None);
-        (v.records, v.lost, v.duplicates)
+        let (code, out) = self.cli(&["connectors", "status", "gen", "-o", "json"]);
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(&out) else {
+            return false;
+        };
+        let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+        code == 0
+            && tasks.len() == TASKS
+            && tasks
+                .iter()
+                .all(|t| t["state"].as_str().is_some_and(|s| s.ends_with("RUNNING")))
     }
 
     /// Seconds a TCP handshake from host `from` to the controller's port on `to` takes
@@ -150,6 +111,13 @@ impl Cluster {
         text.trim()
             .parse()
             .unwrap_or_else(|_| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// Cuts `host`'s link for `how_long`, then restores it.
+    fn cut(&self, host: &str, how_long: Duration) {
+        self.net.link(host, false);
+        std::thread::sleep(how_long);
+        self.net.link(host, true);
     }
 
     /// kill -9 of every process of `host`, noted for [`task_events`].
@@ -241,21 +209,6 @@ log_format = "json"
     }
 }
 
-/// The test's directory: removed at the end unless kept.
-enum Kept {
-    Temp(tempfile::TempDir),
-    Path(PathBuf),
-}
-
-impl Kept {
-    fn path(&self) -> &Path {
-        match self {
-            Kept::Temp(dir) => dir.path(),
-            Kept::Path(path) => path,
-        }
-    }
-}
-
 /// What a fault does to the cluster (and undoes, where it can be undone).
 type Fault = Box<dyn Fn(&Cluster)>;
 
@@ -344,52 +297,6 @@ fn longest_overlap(events: &[(f64, String, u64, bool)], from: f64, to: f64) -> f
         longest = longest.max(to - start.max(from));
     }
     longest
-}
-
-/// Every committed datagen record of `topic`: (task, sequence number, timestamp in ms).
-fn committed(bootstrap: &str, topic: &str) -> Vec<(u32, u64, i64)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::message::Message as _;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "stalls")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    let mut pending = std::collections::BTreeSet::new();
-    for p in metadata.topics()[0].partitions() {
-        pending.insert(p.id());
-        assignment
-            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut records = Vec::new();
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Ok(m)) => {
-                let value = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap_or("");
-                let (task, seq) = sluice_connector_datagen::parse_value(value)
-                    .unwrap_or_else(|| panic!("not a datagen value: {value:?}"));
-                records.push((task, seq, m.timestamp().to_millis().unwrap_or_default()));
-            }
-            _ => {}
-        }
-    }
-    records
 }
 
 /// (records, lost, duplicated) of a window [from, to) (Unix seconds), by record timestamps: a
@@ -489,15 +396,12 @@ fn recovered(cluster: &Cluster, since: Instant, what: &str) -> f64 {
 
 #[test]
 fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
     // SLUICE_CHAOS_KEEP=1 keeps the hosts' files and logs for a look afterwards.
-    let dir = if std::env::var_os("SLUICE_CHAOS_KEEP").is_some() {
-        let kept = dir.keep();
-        eprintln!("hosts' files and logs kept in {}", kept.display());
-        Kept::Path(kept)
-    } else {
-        Kept::Temp(dir)
-    };
+    if std::env::var_os("SLUICE_CHAOS_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("hosts' files and logs kept in {}", dir.path().display());
+    }
     let cluster = cluster(dir.path());
 
     // --check on fresh hosts: everything to write, everything to start; nothing changed.
@@ -562,19 +466,11 @@ fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
     let faults: Vec<(String, Fault)> = vec![
         (
             format!("w1 link down {} s", hold(8, 20).as_secs()),
-            Box::new(move |c: &Cluster| {
-                c.net.link("w1", false);
-                std::thread::sleep(hold(8, 20));
-                c.net.link("w1", true);
-            }),
+            Box::new(move |c: &Cluster| c.cut("w1", hold(8, 20))),
         ),
         (
             format!("controller partitioned {} s", hold(8, 30).as_secs()),
-            Box::new(move |c: &Cluster| {
-                c.net.link("ctl", false);
-                std::thread::sleep(hold(8, 30));
-                c.net.link("ctl", true);
-            }),
+            Box::new(move |c: &Cluster| c.cut("ctl", hold(8, 30))),
         ),
         (
             format!("w2 +200 ms, 5 % loss, {} s", hold(10, 30).as_secs()),
@@ -677,7 +573,7 @@ fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
         },
     );
     let end = unix_now();
-    let records = committed(&cluster.bootstrap, "chaos");
+    let records = harness::cluster::read_datagen(&cluster.bootstrap, "chaos", true);
     let events = task_events(&cluster);
     let mut rows: Vec<Row> = Vec::new();
     for (i, (fault, from, back_after)) in windows.iter().enumerate() {
@@ -694,12 +590,9 @@ fn a_cluster_deployed_on_five_hosts_loses_nothing_through_network_chaos() {
         });
     }
     let whole = count(&records, 0.0, f64::MAX);
-    let v = cluster.verify();
-    assert_eq!(
-        (v.0, v.1, v.2),
-        whole,
-        "the harness's verifier and this count disagree"
-    );
+    let v = harness::cluster::verify_records(&records, None);
+    let v = (v.records, v.lost, v.duplicates);
+    assert_eq!(v, whole, "the harness's verifier and this count disagree");
 
     println!(
         "\n| {:<44} | {:>7} | {:>4} | {:>10} | {:>13} | {:>13} | {:>12} |",

@@ -328,15 +328,9 @@ pub struct Verified {
     pub duplicates_by_task: std::collections::BTreeMap<u32, usize>,
 }
 
-/// Reads every record of `topic` (committed ones only when `read_committed`) and counts, per
-/// datagen task, lost and duplicated sequence numbers. `expected` holds each task's record
-/// count when the stream is finite: then a missing tail counts as lost too.
-pub fn verify(
-    bootstrap: &str,
-    topic: &str,
-    read_committed: bool,
-    expected: Option<&[u64]>,
-) -> Verified {
+/// Every datagen record of `topic` (committed ones only when `read_committed`), in the order
+/// read: (task, sequence number, timestamp in ms).
+pub fn read_datagen(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<(u32, u64, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "verifier")
@@ -363,8 +357,7 @@ pub fn verify(
             .unwrap();
     }
     consumer.assign(&assignment).unwrap();
-    let mut seqs: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    let mut records = 0;
+    let mut records = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while !pending.is_empty() {
         assert!(
@@ -379,14 +372,35 @@ pub fn verify(
             // Transient (a broker that just came back): the deadline catches lasting ones.
             Some(Err(e)) => eprintln!("verifier: read {topic}: {e}"),
             Some(Ok(m)) => {
-                records += 1;
                 let value = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap();
                 let (task, seq) = sluice_connector_datagen::parse_value(value)
                     .unwrap_or_else(|| panic!("not a datagen value: {value:?}"));
-                seqs.entry(task).or_default().push(seq);
+                records.push((task, seq, m.timestamp().to_millis().unwrap_or_default()));
             }
         }
     }
+    records
+}
+
+/// Reads every record of `topic` (committed ones only when `read_committed`) and counts, per
+/// datagen task, lost and duplicated sequence numbers. `expected` holds each task's record
+/// count when the stream is finite: then a missing tail counts as lost too.
+pub fn verify(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+    expected: Option<&[u64]>,
+) -> Verified {
+    verify_records(&read_datagen(bootstrap, topic, read_committed), expected)
+}
+
+/// [`verify`] of records already read.
+pub fn verify_records(read: &[(u32, u64, i64)], expected: Option<&[u64]>) -> Verified {
+    let mut seqs: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (task, seq, _) in read {
+        seqs.entry(*task).or_default().push(*seq);
+    }
+    let records = read.len();
     let mut verified = Verified {
         records,
         tasks: seqs.len(),

@@ -621,6 +621,24 @@ pub fn run_sluice(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `deploy/sluice-deploy INVENTORY ARGS...` with more environment variables: (exit code,
+/// standard output and error together).
+pub fn sluice_deploy(inventory: &Path, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let out = Command::new(repo().join("deploy/sluice-deploy"))
+        .arg(inventory)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deploy/sluice-deploy");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// `sluice plugins check --class CLASS --config k=v … -- sluice connector PLUGIN`: the
 /// conformance kit against a built-in plugin (`connector.class` in `pairs` is left out);
 /// whether it passed, and its output.

@@ -136,7 +136,7 @@ impl Network {
         sh(&[
             "ip", "link", "add", &tap, "type", "veth", "peer", "name", &port,
         ]);
-        let impairment = Impairment {
+        let mut impairment = Impairment {
             stop: Arc::new(AtomicBool::new(false)),
             pumps: Vec::new(),
             outer: host.outer.clone(),
@@ -148,7 +148,6 @@ impl Network {
         sh(&["ip", "link", "set", &tap, "up"]);
         sh(&["ip", "link", "set", &host.outer, "nomaster"]);
         let (from_host, to_bridge) = (PacketSocket::bind(&host.outer), PacketSocket::bind(&tap));
-        let mut impairment = impairment;
         for (from, to, delay, loss) in [
             (from_host.clone(), to_bridge.clone(), delay, loss),
             (to_bridge, from_host, Duration::ZERO, 0.0),

@@ -349,16 +349,16 @@ pub async fn run_process(
                 let grace = if lease_gone { Duration::ZERO } else { ctx.task_shutdown_timeout };
                 stop_deadline = Some(tokio::time::Instant::now() + grace);
             }
-            _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() && lease_gone => {
-                tracing::warn!(
-                    connector = %spec.name,
-                    "stopping {} exactly-once task(s) at once: this worker's lease ran out, so they cannot commit (the next owner starts from the committed offsets)",
-                    tasks.len()
-                );
-                tasks.abort_all();
-                break;
-            }
             _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() => {
+                if lease_gone {
+                    tracing::warn!(
+                        connector = %spec.name,
+                        "stopping {} exactly-once task(s) at once: this worker's lease ran out, so they cannot commit (the next owner starts from the committed offsets)",
+                        tasks.len()
+                    );
+                    tasks.abort_all();
+                    break;
+                }
                 tracing::warn!(
                     connector = %spec.name,
                     "{} task(s) did not stop within {:?} (task.shutdown.graceful.timeout.ms); abandoning them: what they did not commit is delivered again when they restart (at-least-once)",

@@ -443,10 +443,7 @@ async fn control(
                                     released = false;
                                 }
                             }
-                            if !released && shared.host.lease.expired() {
-                                release(&assignments, join, &generation);
-                                released = true;
-                            }
+                            released = released || release(&shared, &assignments, join, &generation);
                         }
                         _ = stop.cancelled() => return,
                     }
@@ -469,10 +466,7 @@ async fn control(
             }
         }
         unreachable_since.get_or_insert_with(Instant::now);
-        if !released && shared.host.lease.expired() {
-            release(&assignments, last_join, &generation);
-            released = true;
-        }
+        released = released || release(&shared, &assignments, last_join, &generation);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
@@ -483,20 +477,25 @@ async fn control(
     }
 }
 
-/// Stops every unit of this worker: no word from the controller for a whole worker timeout,
-/// so it may have given them to other workers (as Kafka Connect's workers stop their tasks
-/// once they lose the group coordinator). A rejoin brings the new assignment.
+/// Once the lease expired (no word from the controller for a whole worker timeout, so it may
+/// have given this worker's units to others), stops every unit here, as Kafka Connect's
+/// workers stop their tasks once they lose the group coordinator; a rejoin brings the new
+/// assignment. Returns whether the units are released (none run here now).
 fn release(
+    shared: &Shared,
     assignments: &watch::Sender<Option<(u64, wire::Assignment)>>,
     join: u64,
     generation: &AtomicU64,
-) {
+) -> bool {
+    if !shared.host.lease.expired() {
+        return false;
+    }
     let running = assignments
         .borrow()
         .as_ref()
         .is_some_and(|(_, a)| !a.planning.is_empty() || !a.tasks.is_empty());
     if !running {
-        return;
+        return true;
     }
     tracing::warn!("no word from the controller for the worker timeout: it may have moved this worker's units, so they stop here");
     assignments.send_replace(Some((
@@ -506,6 +505,7 @@ fn release(
             ..Default::default()
         },
     )));
+    true
 }
 
 /// Carries out a request of the controller: a logger level here, offsets in `admin`.
